@@ -1,0 +1,167 @@
+"""Benchmark of the verifiable log on SQLite, with pymerkle's SQLite tree as the peer.
+
+Run with ``sealtrail bench log [--json|--table]``. Every figure comes from this one process
+run, on fresh stores in a temporary directory. pymerkle (GPL) is imported here only: the
+``sealtrail`` package never imports it.
+
+Figures (name -> number):
+  append_entries_per_s                    256-byte entries, batches of 4096, each batch durable
+                                          (committed with its signed checkpoint) before the next
+  peer_pymerkle_append_entries_per_s      the same entries, pymerkle SqliteTree.append_entries
+                                          in batches of 4096 (one transaction each)
+  inclusion_proofs_per_s_1e3              random-index proofs from a cold reader, 10^3 entries
+  inclusion_proofs_per_s_1e6              the same at 10^6 entries (default --entries)
+  peer_pymerkle_inclusion_proofs_per_s_1e6  pymerkle prove_inclusion on its 10^6 tree
+  consistency_proofs_per_s_1e6            random older size -> latest, 10^6 entries
+  proof_verifications_per_s               inclusion proofs verified (RFC 9162 check), 10^6
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sealtrail.keys import Ed25519Signer
+from sealtrail.log import CheckpointSigner, LogReader, Sequencer, SequencerConfig
+from sealtrail.storage import SQLiteStore
+
+ENTRY_SIZE = 256
+BATCH = 4096
+#: Submitted batches awaiting durability at once (lets the loop cut full batches back to back).
+IN_FLIGHT = 3
+
+Report = Callable[[str, int, int], None]
+
+
+def _entries(count: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(ENTRY_SIZE) for _ in range(count)]
+
+
+SIGNER = CheckpointSigner(origin="bench.sealtrail.localhost/log", signer=Ed25519Signer.generate())
+
+
+def _cold_reader(store: SQLiteStore) -> LogReader:
+    """A reader with an empty tile cache, as a freshly started server has."""
+    return LogReader(store, origin=SIGNER.origin, verifiers=[SIGNER.verifier])
+
+
+def _append_sealtrail(path: Path, entries: list[bytes], report: Report) -> tuple[float, SQLiteStore]:
+    store = SQLiteStore(path)
+    signer = SIGNER
+    config = SequencerConfig(max_batch=BATCH, max_delay=0.005, max_pending=BATCH * (IN_FLIGHT + 1))
+
+    async def run() -> float:
+        async with Sequencer(store, signer=signer, config=config) as seq:
+            pending: list[asyncio.Future[list[int]]] = []
+            start = time.perf_counter()
+            for pos in range(0, len(entries), BATCH):
+                chunk = entries[pos : pos + BATCH]
+                pending.append(asyncio.ensure_future(seq.add_many(chunk)))
+                if len(pending) >= IN_FLIGHT:
+                    await pending.pop(0)
+                report("sealtrail append", pos + len(chunk), len(entries))
+            for fut in pending:
+                await fut
+            return time.perf_counter() - start
+
+    return asyncio.run(run()), store
+
+
+def _append_pymerkle(path: Path, entries: list[bytes], report: Report) -> tuple[float, Any]:
+    from pymerkle import SqliteTree  # benchmark-only peer (GPL), never imported by the package
+
+    tree = SqliteTree(str(path))
+    start = time.perf_counter()
+    for pos in range(0, len(entries), BATCH):
+        tree.append_entries(entries[pos : pos + BATCH])
+        report("pymerkle append", pos + BATCH, len(entries))
+    return time.perf_counter() - start, tree
+
+
+def _quiet(_what: str, _done: int, _total: int) -> None:
+    pass
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else float("inf")
+
+
+def _time(fn: Callable[[], object], count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        fn()
+    return time.perf_counter() - start
+
+
+def run(*, entries: int = 1_000_000, proofs: int = 20_000, seed: int = 1, report: Report) -> dict[str, Any]:
+    figures: dict[str, float] = {}
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="sealtrail-bench-") as tmp:
+        root = Path(tmp)
+        data = _entries(entries, seed)
+
+        elapsed, big = _append_sealtrail(root / "log.db", data, report)
+        figures["append_entries_per_s"] = _rate(entries, elapsed)
+        peer_elapsed, peer_tree = _append_pymerkle(root / "pymerkle.db", data, report)
+        figures["peer_pymerkle_append_entries_per_s"] = _rate(entries, peer_elapsed)
+        del data
+
+        _, small_store = _append_sealtrail(root / "small.db", _entries(1000, seed + 1), _quiet)
+        small = _cold_reader(small_store)
+        idx = [rng.randrange(1000) for _ in range(proofs)]
+        it = iter(idx)
+        figures["inclusion_proofs_per_s_1e3"] = _rate(
+            proofs, _time(lambda: small.inclusion_proof(next(it), size=1000), proofs)
+        )
+
+        cold = _cold_reader(big)
+        idx = [rng.randrange(entries) for _ in range(proofs)]
+        it = iter(idx)
+        report("inclusion proofs", 0, proofs)
+        figures[f"inclusion_proofs_per_s_{_tag(entries)}"] = _rate(
+            proofs, _time(lambda: cold.inclusion_proof(next(it), size=entries), proofs)
+        )
+
+        peer_count = max(1, proofs // 10)
+        it = iter(rng.randrange(entries) for _ in range(peer_count))
+        report("pymerkle proofs", 0, peer_count)
+        figures[f"peer_pymerkle_inclusion_proofs_per_s_{_tag(entries)}"] = _rate(
+            peer_count, _time(lambda: peer_tree.prove_inclusion(next(it) + 1, entries), peer_count)
+        )
+        peer_tree.close()
+
+        sizes = iter(rng.randrange(1, entries) for _ in range(proofs))
+        report("consistency proofs", 0, proofs)
+        figures[f"consistency_proofs_per_s_{_tag(entries)}"] = _rate(
+            proofs, _time(lambda: cold.consistency_proof(next(sizes), entries), proofs)
+        )
+
+        latest = cold.checkpoint()
+        assert latest is not None
+        sample = [cold.inclusion_proof(rng.randrange(entries), size=entries) for _ in range(2000)]
+        rounds = max(1, proofs // len(sample))
+        start = time.perf_counter()
+        for _ in range(rounds):
+            for proof in sample:
+                proof.verify(latest.root)
+        figures["proof_verifications_per_s"] = _rate(rounds * len(sample), time.perf_counter() - start)
+        big.close()
+        small_store.close()
+    return {
+        "benchmark": "log",
+        "params": {"entries": entries, "entry_size": ENTRY_SIZE, "batch": BATCH, "proofs": proofs, "seed": seed},
+        "machine": {"cpus": os.cpu_count()},
+        "figures": figures,
+    }
+
+
+def _tag(n: int) -> str:
+    exp = len(str(n)) - 1
+    return f"1e{exp}" if n == 10**exp else str(n)

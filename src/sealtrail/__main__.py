@@ -1,0 +1,5 @@
+"""``python -m sealtrail`` is the ``sealtrail`` command."""
+
+from sealtrail.cli import main
+
+main()

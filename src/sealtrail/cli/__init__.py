@@ -1,0 +1,63 @@
+"""The ``sealtrail`` command line: one module per command group, registered below."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from sealtrail.errors import Error
+
+from . import bench, demo, init, log, serve
+from ._common import err
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="sealtrail",
+    help="Sealtrail: a tamper-evident provenance ledger on a verifiable log.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+#: The one table of commands: (name, single command or group).
+COMMANDS: list[tuple[str, Callable[..., Any] | typer.Typer]] = [
+    ("init", init.init),
+    ("serve", serve.serve),
+    ("log", log.app),
+    ("demo", demo.demo),
+    ("bench", bench.app),
+]
+
+for _name, _target in COMMANDS:
+    if isinstance(_target, typer.Typer):
+        app.add_typer(_target, name=_name)
+    else:
+        app.command(_name)(_target)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI. A Sealtrail error is one line (plus a hint), never a traceback."""
+    try:
+        app(args=argv, prog_name="sealtrail", standalone_mode=False)
+    except Error as exc:
+        err.print(f"[red]error[/red] ({exc.code}): {exc.message}", markup=True, soft_wrap=True)
+        err.print(f"hint: {exc.hint}", soft_wrap=True)
+        sys.exit(1)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors and the like
+        from click.exceptions import ClickException
+
+        if isinstance(exc, ClickException):
+            exc.show(file=sys.stderr)
+            sys.exit(exc.exit_code)
+        raise

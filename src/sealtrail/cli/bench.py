@@ -1,0 +1,89 @@
+"""``sealtrail bench``: run a benchmark from bench/ and print its figures.
+
+Benchmarks live in the source checkout's ``bench/`` folder (they may import peers the package
+must not depend on); this command finds that folder and runs ``bench/<name>.py``'s ``run``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+import sealtrail
+from sealtrail.errors import ConfigError
+
+from ._common import err, out
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Benchmarks (figures as JSON or a table).", no_args_is_help=True)
+
+BenchDir = Annotated[
+    Path | None,
+    typer.Option("--bench-dir", envvar="SEALTRAIL_BENCH_DIR", help="The checkout's bench/ folder."),
+]
+
+
+def _bench_module(name: str, bench_dir: Path | None) -> ModuleType:
+    candidates = [bench_dir] if bench_dir else []
+    candidates += [Path.cwd() / "bench", Path(sealtrail.__file__).resolve().parents[2] / "bench"]
+    for folder in candidates:
+        path = folder / f"{name}.py"
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location(f"sealtrail_bench_{name}", path)
+            if spec is None or spec.loader is None:
+                break
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise ConfigError(
+        f"benchmark {name!r} not found",
+        hint="Benchmarks live in bench/ of a source checkout: run from there or pass --bench-dir.",
+    )
+
+
+def _reporter(quiet: bool) -> Any:
+    last: dict[str, int] = {}
+
+    def report(what: str, done: int, total: int) -> None:
+        step = max(1, total // 10)
+        if quiet or (done // step == last.get(what, -1) and done < total):
+            return
+        last[what] = done // step
+        err.print(f"  {what}: {min(done, total):,}/{total:,}")
+
+    return report
+
+
+def _print(result: dict[str, Any], as_table: bool) -> None:
+    if not as_table:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    table = Table(title=f"sealtrail bench {result.get('benchmark', '')}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in result["figures"].items():
+        table.add_row(name, f"{value:,.1f}")
+    out.print(table)
+
+
+@app.command("log")
+def log(
+    entries: Annotated[int, typer.Option(min=1000, help="Entries appended (default 10^6).")] = 1_000_000,
+    proofs: Annotated[int, typer.Option(min=100, help="Proofs generated per figure.")] = 20_000,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout (the default).")] = False,
+    table: Annotated[bool, typer.Option("--table", help="A human table instead of JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    bench_dir: BenchDir = None,
+) -> None:
+    """The log: append throughput, proof generation and verification, vs pymerkle."""
+    module = _bench_module("log", bench_dir)
+    result = module.run(entries=entries, proofs=proofs, report=_reporter(quiet))
+    _print(result, as_table=table and not json_out)

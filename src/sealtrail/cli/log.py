@@ -1,0 +1,219 @@
+"""``sealtrail log``: append, prove and verify from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sealtrail.errors import InvalidInput, InvalidProof
+from sealtrail.log import (
+    ConsistencyProof,
+    InclusionProof,
+    LogReader,
+    Sequencer,
+    SignedCheckpoint,
+    verify_checkpoint,
+)
+from sealtrail.merkle import leaf_hash
+from sealtrail.note import NoteVerifier
+
+from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out, progress_bar
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Append to the log, get proofs, verify them.", no_args_is_help=True)
+proof_app = typer.Typer(help="Inclusion and consistency proofs as JSON documents.", no_args_is_help=True)
+app.add_typer(proof_app, name="proof")
+
+#: Entries handed to the sequencer per await: keeps memory flat on large inputs.
+CHUNK = 4096
+
+
+def _reader(data_dir: Path) -> LogReader:
+    config = load(data_dir)
+    return LogReader(
+        config.open_store(), origin=config.origin, verifiers=[NoteVerifier.parse(config.verifier_key())]
+    )
+
+
+def _read_entries(files: list[Path], lines: Path | None) -> list[bytes]:
+    entries = [_read_file(f) for f in files]
+    if lines is not None:
+        raw = sys.stdin.buffer.read() if str(lines) == "-" else _read_file(lines)
+        entries += [line for line in raw.split(b"\n") if line]
+    if not entries:
+        raise InvalidInput("nothing to append: give files, or --lines FILE (- for stdin)")
+    return entries
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+
+
+@app.command()
+def append(
+    files: Annotated[list[Path] | None, typer.Argument(help="Each file's bytes become one entry.")] = None,
+    lines: Annotated[Path | None, typer.Option(help="Each non-empty line of FILE (- for stdin) becomes one entry.")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Append entries durably and print their indexes (an existing entry keeps its index)."""
+    entries = _read_entries(files or [], lines)
+    config = load(data_dir)
+    store = config.open_store()
+
+    async def run() -> tuple[list[int], SignedCheckpoint | None]:
+        indexes: list[int] = []
+        async with Sequencer(store, signer=config.checkpoint_signer(), config=config.sequencer) as seq:
+            with progress_bar("appending", len(entries), quiet=quiet or len(entries) < CHUNK) as bar:
+                for start in range(0, len(entries), CHUNK):
+                    indexes += await seq.add_many(entries[start : start + CHUNK])
+                    bar.advance(bar.task_ids[0], min(CHUNK, len(entries) - start))
+            return indexes, seq.latest
+
+    try:
+        indexes, latest = asyncio.run(run())
+    finally:
+        store.close()
+    if len(indexes) <= 20:
+        for index in indexes:
+            out.print(index)
+    else:
+        out.print(f"{len(indexes)} entries at indexes {min(indexes)}..{max(indexes)}")
+    if latest is not None:
+        err.print(f"log size {latest.size}, root {latest.root.hex()}")
+
+
+@app.command()
+def checkpoint(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Print the latest signed checkpoint."""
+    latest = _reader(data_dir).checkpoint()
+    if latest is None:
+        raise InvalidInput("the log is empty: append something first")
+    sys.stdout.write(latest.note.decode("utf-8"))
+
+
+@proof_app.command("inclusion")
+def proof_inclusion(
+    index: Annotated[int | None, typer.Option(help="Entry index.")] = None,
+    leaf: Annotated[str | None, typer.Option("--leaf-hash", help="Entry leaf hash (hex).")] = None,
+    entry: Annotated[Path | None, typer.Option(help="File holding the entry itself.")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Print an inclusion proof for the latest checkpoint, bundled with that checkpoint."""
+    if sum(x is not None for x in (index, leaf, entry)) != 1:
+        raise InvalidInput("give exactly one of --index, --leaf-hash, --entry")
+    reader = _reader(data_dir)
+    latest = reader.checkpoint()
+    if latest is None:
+        raise InvalidInput("the log is empty")
+    if index is not None:
+        proof = reader.inclusion_proof(index, size=latest.size)
+    else:
+        wanted = leaf_hash(_read_file(entry)) if entry is not None else _hex32(leaf or "")
+        proof = reader.inclusion_proof_by_hash(wanted, size=latest.size)
+    _emit({"checkpoint": latest.note.decode("utf-8"), "inclusion_proof": proof.to_dict()})
+
+
+@proof_app.command("consistency")
+def proof_consistency(
+    size1: Annotated[int, typer.Option("--from", help="The older tree size.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Print a consistency proof from an older size to the latest checkpoint, bundled with it."""
+    reader = _reader(data_dir)
+    latest = reader.checkpoint()
+    if latest is None:
+        raise InvalidInput("the log is empty")
+    proof = reader.consistency_proof(size1, latest.size)
+    _emit({"checkpoint": latest.note.decode("utf-8"), "consistency_proof": proof.to_dict()})
+
+
+@app.command("verify-proof")
+def verify_proof(
+    document: Annotated[Path, typer.Argument(help="A proof document from `sealtrail log proof`.")],
+    vkey: Annotated[str, typer.Option(help="The log's verifier key (name+keyhash+base64).")],
+    entry: Annotated[Path | None, typer.Option(help="Also check the proof is for this entry.")] = None,
+    old_checkpoint: Annotated[Path | None, typer.Option(help="For a consistency proof: the older signed checkpoint you hold.")] = None,
+) -> None:
+    """Verify a proof offline, with only the log's public key. Exit 0 only if it holds."""
+    verifier = NoteVerifier.parse(vkey)
+    doc = _load_doc(document)
+    latest = _open_checkpoint(doc.get("checkpoint"), verifier)
+    if "inclusion_proof" in doc:
+        proof = InclusionProof.from_dict(doc["inclusion_proof"])
+        if proof.size != latest.size:
+            raise InvalidProof(f"proof is for size {proof.size}, the checkpoint has {latest.size}")
+        if entry is not None and leaf_hash(_read_file(entry)) != proof.leaf_hash:
+            raise InvalidProof("the proof is for a different entry")
+        proof.verify(latest.root)
+        out.print(f"OK: entry {proof.index} is in {latest.checkpoint.origin} at size {latest.size}")
+    elif "consistency_proof" in doc:
+        if old_checkpoint is None:
+            raise InvalidInput("a consistency proof needs --old-checkpoint")
+        old = _open_checkpoint(_read_file(old_checkpoint).decode("utf-8", "replace"), verifier)
+        cproof = ConsistencyProof.from_dict(doc["consistency_proof"])
+        if (cproof.size1, cproof.size2) != (old.size, latest.size):
+            raise InvalidProof(
+                f"proof is for sizes {cproof.size1}->{cproof.size2}, checkpoints are "
+                f"{old.size}->{latest.size}"
+            )
+        cproof.verify(old.root, latest.root)
+        out.print(f"OK: size {latest.size} extends size {old.size} (append-only)")
+    else:
+        raise InvalidInput("the document holds no inclusion_proof or consistency_proof")
+
+
+@app.command()
+def verify(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Audit the whole log from scratch: every entry rehashed, every tile and the root checked."""
+    reader = _reader(data_dir)
+    size = reader.size()
+    with progress_bar("verifying", size, quiet=quiet) as bar:
+        task = bar.task_ids[0]
+        latest = reader.audit(progress=lambda done, _total: bar.update(task, completed=done))
+    if latest is None:
+        out.print("OK: the log is empty")
+    else:
+        out.print(f"OK: {latest.size} entries hash to the signed root {latest.root.hex()}")
+
+
+def _hex32(text: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError as exc:
+        raise InvalidInput("--leaf-hash must be hex") from exc
+    if len(raw) != 32:
+        raise InvalidInput("--leaf-hash must be 32 bytes (64 hex digits)")
+    return raw
+
+
+def _load_doc(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(_read_file(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path} is not a JSON proof document") from exc
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"{path} is not a JSON proof document")
+    return doc
+
+
+def _open_checkpoint(text: object, verifier: NoteVerifier) -> SignedCheckpoint:
+    if not isinstance(text, str):
+        raise InvalidInput("the document holds no checkpoint")
+    return verify_checkpoint(text.encode("utf-8"), origin=verifier.name, verifiers=[verifier])
+
+
+def _emit(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")

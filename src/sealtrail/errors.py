@@ -1,0 +1,144 @@
+"""Sealtrail's one exception tree.
+
+Every failure a caller can act on is one of these. Each carries a stable ``code`` (used
+verbatim in HTTP problem details and CLI messages) and a human ``hint`` saying what to do.
+Verification never returns ``False``: it raises a :class:`VerificationError`.
+
+::
+
+    Error                         base; .code, .hint, .diagnostics()
+    ├── InvalidInput              the caller sent something malformed          -> 400
+    │   └── TooLarge              over a documented size or count limit        -> 413
+    ├── NotFound                  no such entry, tile or proof (yet)           -> 404
+    ├── VerificationError         a proof, signature or note does not verify
+    │   ├── InvalidProof          inclusion / consistency proof rejected
+    │   ├── InvalidSignature      no trusted signature verifies
+    │   └── MalformedNote         a signed note or checkpoint is not well-formed
+    ├── RetryLater                back-pressure: try again after .retry_after  -> 503
+    ├── Conflict                  lost a compare-and-swap race
+    │   └── CheckpointConflict    another sequencer moved the log's checkpoint
+    ├── StorageError              the store failed; the sequencer stops and reloads
+    │   └── Corruption            stored data contradicts the signed checkpoint
+    └── ConfigError               bad or missing configuration / data directory
+
+The pure core :mod:`sealtrail.merkle` imports nothing of ours, so it raises its own
+:class:`sealtrail.merkle.MerkleError` family. Those are hazmat-layer errors: the recipes in
+:mod:`sealtrail.log` translate them into :class:`InvalidProof` / :class:`MalformedNote`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointConflict",
+    "ConfigError",
+    "Conflict",
+    "Corruption",
+    "Error",
+    "InvalidInput",
+    "InvalidProof",
+    "InvalidSignature",
+    "MalformedNote",
+    "NotFound",
+    "RetryLater",
+    "StorageError",
+    "TooLarge",
+    "VerificationError",
+]
+
+
+class Error(Exception):
+    """Base of every Sealtrail error.
+
+    ``code`` is stable across releases (clients may switch on it); ``hint`` tells a human
+    what to do about it. Messages never contain secrets or statement contents.
+    """
+
+    code: str = "error"
+    hint: str = "See the message for details."
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+    def diagnostics(self) -> str:
+        """A short, multi-line explanation for a terminal."""
+        return f"{self.message}\nhint: {self.hint}"
+
+
+class InvalidInput(Error):
+    code = "invalid-input"
+    hint = "Check the request against the documented format."
+
+
+class TooLarge(InvalidInput):
+    code = "too-large"
+    hint = "Stay within the documented limit."
+
+
+class NotFound(Error):
+    code = "not-found"
+    hint = "Check the index or size against the latest checkpoint."
+
+
+class VerificationError(Error):
+    code = "verification-failed"
+    hint = "Do not trust the data: it does not match what the log committed to."
+
+
+class InvalidProof(VerificationError):
+    code = "invalid-proof"
+
+
+class InvalidSignature(VerificationError):
+    code = "invalid-signature"
+    hint = "Check that you hold the right public key for this log or witness."
+
+
+class MalformedNote(VerificationError):
+    code = "malformed-note"
+    hint = "The text is not a well-formed signed note / checkpoint."
+
+
+class RetryLater(Error):
+    """Back-pressure. Nothing was accepted; the same request may succeed later."""
+
+    code = "retry-later"
+    hint = "The log is busy; retry after the indicated delay."
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class Conflict(Error):
+    code = "conflict"
+
+
+class CheckpointConflict(Conflict):
+    """The checkpoint was not the expected one: another sequencer advanced the log.
+
+    Nothing of the losing batch was written. The loser reloads and retries.
+    """
+
+    code = "checkpoint-conflict"
+    hint = "Another sequencer holds the log; reload and retry."
+
+
+class StorageError(Error):
+    code = "storage-error"
+    hint = "The store failed; the operation may be retried once it is healthy."
+
+
+class Corruption(StorageError):
+    code = "corruption"
+    hint = "Stored data contradicts the signed checkpoint: stop and investigate the store."
+
+
+class ConfigError(Error):
+    code = "config-error"
+    hint = "Run `sealtrail init` or check the data directory and configuration."

@@ -1,0 +1,29 @@
+"""The verifiable log: sequencer (write side) and reader (read side) over a LogStore.
+
+Safe recipes first: :class:`Sequencer` to append, :class:`LogReader` to read and prove,
+:func:`verify_checkpoint` and the proofs' ``verify`` methods to check what a log says.
+The raw Merkle operations live in :mod:`sealtrail.merkle` (hazmat).
+"""
+
+from __future__ import annotations
+
+from ._checkpoints import CheckpointSigner, SignedCheckpoint, verify_checkpoint
+from ._reader import ConsistencyProof, InclusionProof, LogReader, Progress
+from ._sequencer import Sequencer, SequencerConfig
+from ._tiles import MAX_ENTRY_SIZE, bundle_entries, encode_bundle, tile_width
+
+__all__ = [
+    "MAX_ENTRY_SIZE",
+    "CheckpointSigner",
+    "ConsistencyProof",
+    "InclusionProof",
+    "LogReader",
+    "Progress",
+    "Sequencer",
+    "SequencerConfig",
+    "SignedCheckpoint",
+    "bundle_entries",
+    "encode_bundle",
+    "tile_width",
+    "verify_checkpoint",
+]

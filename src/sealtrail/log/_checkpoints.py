@@ -1,0 +1,67 @@
+"""Signed checkpoints: the log's commitment, as a C2SP tlog-checkpoint in a signed note."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sealtrail.errors import InvalidSignature, MalformedNote
+from sealtrail.keys import Signer
+from sealtrail.merkle import Checkpoint, MerkleError
+from sealtrail.note import NoteSigner, NoteVerifier, open_note, sign_note
+
+__all__ = ["CheckpointSigner", "SignedCheckpoint", "verify_checkpoint"]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCheckpoint:
+    """A checkpoint together with the exact signed-note bytes it was read from."""
+
+    checkpoint: Checkpoint
+    note: bytes
+
+    @property
+    def size(self) -> int:
+        return self.checkpoint.size
+
+    @property
+    def root(self) -> bytes:
+        return self.checkpoint.root
+
+
+class CheckpointSigner:
+    """Signs checkpoints for one log origin. The key name is the origin, as is customary."""
+
+    def __init__(self, *, origin: str, signer: Signer) -> None:
+        self.origin = origin
+        self._note_signer = NoteSigner(origin, signer)
+        self.verifier = NoteVerifier.parse(self._note_signer.verifier_key())
+
+    def verifier_key(self) -> str:
+        """The public verifier-key string (``name+keyhash+base64``) clients pin."""
+        return self._note_signer.verifier_key()
+
+    def sign(self, *, size: int, root: bytes) -> SignedCheckpoint:
+        checkpoint = Checkpoint(self.origin, size, root)
+        return SignedCheckpoint(checkpoint, sign_note(checkpoint.to_text(), [self._note_signer]))
+
+
+def verify_checkpoint(
+    note: bytes, *, origin: str, verifiers: Sequence[NoteVerifier]
+) -> SignedCheckpoint:
+    """Open a signed checkpoint: a trusted signature must verify and the origin must match.
+
+    Raises :class:`MalformedNote` for anything that is not a well-formed checkpoint note and
+    :class:`InvalidSignature` when no trusted key signed it.
+    """
+    opened = open_note(note, verifiers=verifiers)
+    try:
+        checkpoint = Checkpoint.parse(opened.text)
+    except MerkleError as exc:
+        raise MalformedNote(f"not a checkpoint: {exc}") from exc
+    if checkpoint.origin != origin:
+        raise InvalidSignature(
+            f"checkpoint is for log {checkpoint.origin!r}, expected {origin!r}",
+            hint="You are talking to a different log than the one whose key you pinned.",
+        )
+    return SignedCheckpoint(checkpoint, note)

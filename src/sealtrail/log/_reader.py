@@ -1,0 +1,368 @@
+"""The read side: checkpoint, tiles, bundles, entries and proofs, straight from the store.
+
+Any number of readers (threads, processes) may serve one store while a sequencer writes it.
+Everything a reader serves is bounded by a checkpoint it has verified, so data beyond the
+checkpoint (an in-flight batch, a leftover of a failed write) is never served.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sealtrail.errors import Corruption, InvalidInput, InvalidProof, NotFound
+from sealtrail.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    CompactRange,
+    MerkleError,
+    NodeID,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from sealtrail.note import NoteVerifier
+from sealtrail.storage import ENTRY_BUNDLES, LogStore
+
+from ._checkpoints import SignedCheckpoint, verify_checkpoint
+from ._tiles import assemble, bundle_entries, tile_width
+
+__all__ = ["ConsistencyProof", "InclusionProof", "LogReader", "Progress"]
+
+#: Expanded tiles kept in memory per reader (each ~16 KiB: 511 hashes). Tiles are immutable
+#: for a given width, so the cache never needs invalidation.
+DEFAULT_TILE_CACHE = 4096
+
+_EXPAND_LOCK = threading.Lock()
+
+#: Called with (done, total) while a long operation runs.
+Progress = Callable[[int, int], None]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("sizes and indexes must be non-negative integers")
+    return value
+
+
+def _hashes(values: object) -> list[bytes]:
+    if not isinstance(values, list):
+        raise TypeError("hashes must be a list")
+    out = []
+    for value in values:
+        try:
+            raw = base64.b64decode(str(value), validate=True)
+        except binascii.Error as exc:
+            raise ValueError("proof hashes must be standard base64") from exc
+        if len(raw) != HASH_SIZE:
+            raise ValueError("proof hashes must be 32 bytes")
+        out.append(raw)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionProof:
+    index: int
+    size: int
+    leaf_hash: bytes
+    hashes: list[bytes]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON proof document (hashes in standard base64, leaf hash in hex)."""
+        return {
+            "index": self.index,
+            "size": self.size,
+            "leaf_hash": self.leaf_hash.hex(),
+            "hashes": [_b64(h) for h in self.hashes],
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> InclusionProof:
+        try:
+            leaf = bytes.fromhex(str(doc["leaf_hash"]))
+            return cls(_int(doc["index"]), _int(doc["size"]), leaf, _hashes(doc["hashes"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InvalidInput(f"not an inclusion proof document: {exc}") from exc
+
+    def verify(self, root: bytes) -> None:
+        """Raise :class:`InvalidProof` unless this proof puts the leaf in the tree ``root``."""
+        try:
+            verify_inclusion(
+                leaf_hash=self.leaf_hash,
+                index=self.index,
+                size=self.size,
+                proof=self.hashes,
+                root=root,
+            )
+        except MerkleError as exc:
+            raise InvalidProof(str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyProof:
+    size1: int
+    size2: int
+    hashes: list[bytes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size1": self.size1, "size2": self.size2, "hashes": [_b64(h) for h in self.hashes]}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> ConsistencyProof:
+        try:
+            return cls(_int(doc["size1"]), _int(doc["size2"]), _hashes(doc["hashes"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InvalidInput(f"not a consistency proof document: {exc}") from exc
+
+    def verify(self, root1: bytes, root2: bytes) -> None:
+        """Raise :class:`InvalidProof` unless tree ``root2`` extends tree ``root1``."""
+        if self.size1 == 0:
+            # Every tree extends the empty tree; the proof must then be empty.
+            if self.hashes or root1 != EMPTY_ROOT:
+                raise InvalidProof("a proof from the empty tree must be empty")
+            return
+        try:
+            verify_consistency(
+                size1=self.size1, size2=self.size2, proof=self.hashes, root1=root1, root2=root2
+            )
+        except MerkleError as exc:
+            raise InvalidProof(str(exc)) from exc
+
+
+class _Expanded:
+    """The perfect subtree hashes inside one tile, computed level by level on demand.
+
+    ``level(k)[j]`` is the node at Merkle level ``8T + k`` whose level-``8T`` leaves are
+    positions ``j*2^k .. (j+1)*2^k - 1`` of the tile.
+    """
+
+    __slots__ = ("_levels",)
+
+    def __init__(self, hashes: bytes) -> None:
+        self._levels = [[hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]]
+
+    def level(self, k: int) -> list[bytes]:
+        levels = self._levels
+        if len(levels) <= k:
+            with _EXPAND_LOCK:  # readers share cached tiles across threads
+                while len(levels) <= k:
+                    below = levels[-1]
+                    pairs = range(0, len(below) - 1, 2)
+                    levels.append([node_hash(below[i], below[i + 1]) for i in pairs])
+        return levels[k]
+
+
+class LogReader:
+    """Serve one log from its store, verifying every checkpoint it reads."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        *,
+        origin: str,
+        verifiers: Sequence[NoteVerifier],
+        tile_cache: int = DEFAULT_TILE_CACHE,
+    ) -> None:
+        self.store = store
+        self.origin = origin
+        self._verifiers = list(verifiers)
+        self._cache: OrderedDict[tuple[int, int, int], _Expanded] = OrderedDict()
+        self._cache_size = tile_cache
+        self._lock = threading.Lock()
+        self._last: SignedCheckpoint | None = None
+
+    # -- checkpoint -------------------------------------------------------------------------
+
+    def checkpoint(self) -> SignedCheckpoint | None:
+        """The latest committed checkpoint, signature verified; ``None`` for an empty log."""
+        stored = self.store.read_checkpoint()
+        if stored is None:
+            return None
+        last = self._last
+        if last is not None and last.note == stored.note:
+            return last
+        signed = verify_checkpoint(stored.note, origin=self.origin, verifiers=self._verifiers)
+        if signed.size != stored.size:
+            raise Corruption(
+                f"stored size {stored.size} disagrees with the signed checkpoint ({signed.size})"
+            )
+        self._last = signed
+        return signed
+
+    def size(self) -> int:
+        latest = self.checkpoint()
+        return 0 if latest is None else latest.size
+
+    def _bound(self, size: int | None) -> int:
+        latest = self.size()
+        if size is None:
+            return latest
+        if size < 0 or size > latest:
+            raise NotFound(f"tree size {size} is beyond the latest checkpoint ({latest})")
+        return size
+
+    # -- tiles and entries --------------------------------------------------------------------
+
+    def tile(self, level: int, index: int, width: int | None = None, *, size: int | None = None) -> bytes:
+        """Tile bytes per C2SP tlog-tiles; ``width`` ``None`` asks for the full tile."""
+        want = TILE_WIDTH if width is None else width
+        if level < 0 and level != ENTRY_BUNDLES:
+            raise InvalidInput(f"no tile level {level}")
+        if not 1 <= want <= TILE_WIDTH or index < 0:
+            raise InvalidInput("tile width must be 1..256 and the index non-negative")
+        have = tile_width(level, index, self._bound(size))
+        if have < want:
+            kind = "entry bundle" if level == ENTRY_BUNDLES else f"tile {level}"
+            raise NotFound(f"{kind} {index} of width {want} is not in the log (yet)")
+        return assemble(self.store.read_parts(level, index), want)
+
+    def entry_bundle(self, index: int, width: int | None = None) -> bytes:
+        return self.tile(ENTRY_BUNDLES, index, width)
+
+    def entries(self, start: int, end: int) -> list[bytes]:
+        """Entries ``start .. end-1`` (read bundle by bundle)."""
+        size = self.size()
+        if not 0 <= start <= end <= size:
+            raise NotFound(f"entries {start}..{end - 1} are not all in the log of size {size}")
+        out: list[bytes] = []
+        pos = start
+        while pos < end:
+            index, offset = divmod(pos, TILE_WIDTH)
+            width = tile_width(ENTRY_BUNDLES, index, size)
+            bundle = bundle_entries(self.tile(ENTRY_BUNDLES, index, width, size=size))
+            take = bundle[offset : offset + (end - pos)]
+            out.extend(take)
+            pos += len(take)
+        return out
+
+    def entry(self, index: int) -> bytes:
+        return self.entries(index, index + 1)[0]
+
+    # -- nodes and proofs ---------------------------------------------------------------------
+
+    def _expanded(self, level: int, index: int, width: int) -> _Expanded:
+        key = (level, index, width)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        expanded = _Expanded(assemble(self.store.read_parts(level, index), width))
+        with self._lock:
+            self._cache[key] = expanded
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return expanded
+
+    def read_nodes(self, ids: Sequence[NodeID], *, size: int) -> list[bytes]:
+        """Hashes of perfect subtrees of a tree of ``size`` leaves (a merkle ``NodeReader``)."""
+        out: list[bytes] = []
+        for level, index in ids:
+            tile_level, k = divmod(level, TILE_HEIGHT)
+            first = index << k  # first level-8T hash under this node
+            tile_index, pos = divmod(first, TILE_WIDTH)
+            width = tile_width(tile_level, tile_index, size)
+            if pos + (1 << k) > width:
+                raise Corruption(f"node {level}/{index} is not complete in a tree of size {size}")
+            out.append(self._expanded(tile_level, tile_index, width).level(k)[pos >> k])
+        return out
+
+    def _reader_for(self, size: int) -> Callable[[Sequence[NodeID]], Sequence[bytes]]:
+        return lambda ids: self.read_nodes(ids, size=size)
+
+    def leaf_hash_at(self, index: int, *, size: int | None = None) -> bytes:
+        bound = self._bound(size)
+        if not 0 <= index < bound:
+            raise NotFound(f"index {index} is not in a tree of size {bound}")
+        return self.read_nodes([(0, index)], size=bound)[0]
+
+    def index_of(self, leaf: bytes, *, size: int | None = None) -> int:
+        """The index of the entry with this leaf hash, confirmed against the hash tile."""
+        bound = self._bound(size)
+        hit = self.store.lookup_leaves([leaf]).get(leaf)
+        if hit is None or hit >= bound or self.leaf_hash_at(hit, size=bound) != leaf:
+            raise NotFound("no entry with this leaf hash in the tree")
+        return hit
+
+    def inclusion_proof(self, index: int, *, size: int | None = None) -> InclusionProof:
+        bound = self._bound(size)
+        if not 0 <= index < bound:
+            raise NotFound(f"index {index} is not in a tree of size {bound}")
+        hashes = inclusion_proof(index, bound, self._reader_for(bound))
+        return InclusionProof(index, bound, self.leaf_hash_at(index, size=bound), hashes)
+
+    def inclusion_proof_by_hash(self, leaf: bytes, *, size: int | None = None) -> InclusionProof:
+        bound = self._bound(size)
+        return self.inclusion_proof(self.index_of(leaf, size=bound), size=bound)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> ConsistencyProof:
+        bound = self._bound(size2)
+        if not 0 <= size1 <= bound:
+            raise NotFound(f"size {size1} is not at most {bound}")
+        if size1 in (0, bound):
+            return ConsistencyProof(size1, bound, [])
+        return ConsistencyProof(size1, bound, consistency_proof(size1, bound, self._reader_for(bound)))
+
+    def root(self, size: int) -> bytes:
+        """The root of the tree of ``size`` leaves (any size up to the latest checkpoint)."""
+        bound = self._bound(size)
+        border = CompactRange.border_nodes(bound)
+        return CompactRange(bound, self.read_nodes(border, size=bound)).root()
+
+    # -- audit --------------------------------------------------------------------------------
+
+    def audit(self, *, progress: Progress | None = None) -> SignedCheckpoint | None:
+        """Verify the whole log from scratch against its signed checkpoint.
+
+        Rehashes every entry, checks every level-0 and higher tile against the hashes the
+        entries imply, and the resulting root against the checkpoint. Raises
+        :class:`Corruption` at the first disagreement.
+        """
+        latest = self.checkpoint()
+        if latest is None:
+            return None
+        size = latest.size
+        tree = CompactRange(0, [])
+        for start in range(0, size, TILE_WIDTH):
+            index = start // TILE_WIDTH
+            width = tile_width(ENTRY_BUNDLES, index, size)
+            entries = bundle_entries(self.tile(ENTRY_BUNDLES, index, width, size=size))
+            if len(entries) != width:
+                raise Corruption(f"entry bundle {index} holds {len(entries)} entries, not {width}")
+            leaves = [leaf_hash(e) for e in entries]
+            tree, runs = tree.append(leaves)
+            for run in runs:
+                if run.level % TILE_HEIGHT:
+                    continue
+                tile_level = run.level // TILE_HEIGHT
+                for offset, expected in enumerate(run.hashes):
+                    node = run.start + offset
+                    t_index, pos = divmod(node, TILE_WIDTH)
+                    if pos == 0 or offset == 0:
+                        stored = self.tile(
+                            tile_level, t_index, tile_width(tile_level, t_index, size), size=size
+                        )
+                    if stored[pos * HASH_SIZE : (pos + 1) * HASH_SIZE] != expected:
+                        raise Corruption(
+                            f"tile {tile_level}/{t_index} position {pos} does not match the "
+                            f"entries (first bad leaf near index {node << (TILE_HEIGHT * tile_level)})"
+                        )
+            if progress is not None:
+                progress(start + width, size)
+        if tree.root() != latest.root:
+            raise Corruption("the entries do not hash to the signed checkpoint's root")
+        return latest

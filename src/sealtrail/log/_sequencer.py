@@ -1,0 +1,283 @@
+"""The sequencer: batches entries, integrates them into the tree, commits, then answers.
+
+Life of a batch (one at a time; the store's compare-and-swap keeps a second sequencer out):
+
+1. entries wait in a bounded queue (full queue -> :class:`RetryLater`, never unbounded memory);
+2. a batch is cut when ``max_batch`` entries wait or ``max_delay`` has passed;
+3. duplicates are answered with their existing index (leaf-hash index, confirmed on the tile);
+4. new leaves are appended to the in-memory compact range, yielding the new tiles' parts;
+5. the new checkpoint is signed and ``store.commit`` writes parts, leaves and checkpoint
+   atomically, if the log is still where this sequencer left it;
+6. only then are the waiters' futures resolved.
+
+Recovery is the same path: :meth:`Sequencer._load` rebuilds the compact range from the
+stored checkpoint and tiles, and is called at start, after a lost compare-and-swap and
+after any storage failure. State in memory is never trusted past a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sealtrail.errors import (
+    CheckpointConflict,
+    Corruption,
+    Error,
+    InvalidInput,
+    RetryLater,
+    StorageError,
+    TooLarge,
+)
+from sealtrail.merkle import TILE_HEIGHT, TILE_WIDTH, CompactRange, leaf_hash
+from sealtrail.storage import Commit, LogStore, TilePart
+
+from ._checkpoints import CheckpointSigner, SignedCheckpoint, verify_checkpoint
+from ._reader import LogReader
+from ._tiles import MAX_ENTRY_SIZE, assemble, split_run
+
+__all__ = ["SequencerConfig", "Sequencer"]
+
+log = logging.getLogger("sealtrail.log")
+
+#: How often one batch is retried after losing the checkpoint compare-and-swap.
+CONFLICT_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SequencerConfig:
+    """Batching and back-pressure limits (documented in ARCHITECTURE.md)."""
+
+    #: Most entries integrated and committed as one batch.
+    max_batch: int = 4096
+    #: Longest an entry waits for others to join its batch, in seconds.
+    max_delay: float = 0.005
+    #: Most entries waiting to be sequenced; beyond it submitters get RetryLater.
+    max_pending: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_pending < self.max_batch or self.max_delay < 0:
+            raise InvalidInput("need max_batch >= 1, max_pending >= max_batch, max_delay >= 0")
+
+
+class Sequencer:
+    """The single writer of one log. Use ``async with Sequencer(...) as seq``."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        *,
+        signer: CheckpointSigner,
+        config: SequencerConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.config = config or SequencerConfig()
+        self.reader = LogReader(store, origin=signer.origin, verifiers=[signer.verifier])
+        self._queue: deque[tuple[bytes, asyncio.Future[int]]] = deque()
+        self._wakeup = asyncio.Event()
+        self._full = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._range = CompactRange(0, [])
+        self._latest: SignedCheckpoint | None = None
+        self._stale = True
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        self._task = asyncio.create_task(self._run(), name="sealtrail-sequencer")
+
+    async def close(self) -> None:
+        """Sequence everything already accepted, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        self._full.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def __aenter__(self) -> Sequencer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    @property
+    def latest(self) -> SignedCheckpoint | None:
+        """The last checkpoint this sequencer committed or loaded."""
+        return self._latest
+
+    # -- submitting -----------------------------------------------------------------------------
+
+    def submit(self, entry: bytes) -> asyncio.Future[int]:
+        """Queue one entry; the future resolves to its index once it is durable.
+
+        The future MUST NOT resolve before the entry and a checkpoint covering it are
+        committed. Raises :class:`RetryLater` at once when the queue is full.
+        """
+        if self._closing or self._task is None:
+            raise RetryLater("the sequencer is not running", retry_after=1.0)
+        if len(entry) > MAX_ENTRY_SIZE:
+            raise TooLarge(f"entry of {len(entry)} bytes exceeds the {MAX_ENTRY_SIZE}-byte limit")
+        if len(self._queue) >= self.config.max_pending:
+            raise RetryLater(
+                f"{len(self._queue)} entries are waiting to be sequenced", retry_after=0.5
+            )
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append((bytes(entry), future))
+        self._wakeup.set()
+        if len(self._queue) >= self.config.max_batch:
+            self._full.set()
+        return future
+
+    async def add(self, entry: bytes) -> int:
+        """Append one entry (or find it) and return its index once durable."""
+        return await self.submit(entry)
+
+    async def add_many(self, entries: Iterable[bytes]) -> list[int]:
+        futures = [self.submit(e) for e in entries]
+        return list(await asyncio.gather(*futures))
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        cfg = self.config
+        while True:
+            await self._wakeup.wait()
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                continue
+            if len(self._queue) < cfg.max_batch and not self._closing and cfg.max_delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), cfg.max_delay)
+            take = min(cfg.max_batch, len(self._queue))
+            batch = [self._queue.popleft() for _ in range(take)]
+            if len(self._queue) < cfg.max_batch and not self._closing:
+                self._full.clear()
+            try:
+                indexes = await asyncio.to_thread(self._sequence, [entry for entry, _ in batch])
+            except Error as exc:
+                # A bad batch fails only its own waiters; they may retry (dedup makes it safe).
+                log.warning("batch of %d entries failed: %s", len(batch), exc.code)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), index in zip(batch, indexes, strict=True):
+                if not future.done():
+                    future.set_result(index)
+
+    # -- integration (runs in a worker thread, one batch at a time) -----------------------------
+
+    def _load(self) -> None:
+        """(Re)build the in-memory tree from the store. The one recovery path."""
+        stored = self.store.read_checkpoint()
+        if stored is None:
+            self._range, self._latest = CompactRange(0, []), None
+        else:
+            signed = verify_checkpoint(
+                stored.note, origin=self.signer.origin, verifiers=[self.signer.verifier]
+            )
+            if signed.size != stored.size:
+                raise Corruption("stored checkpoint size disagrees with its signed text")
+            border = CompactRange.border_nodes(signed.size)
+            tree = CompactRange(signed.size, self.reader.read_nodes(border, size=signed.size))
+            if tree.root() != signed.root:
+                raise Corruption("stored tiles do not hash to the signed checkpoint's root")
+            self._range, self._latest = tree, signed
+        self._stale = False
+
+    def _sequence(self, entries: Sequence[bytes]) -> list[int]:
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                if self._stale:
+                    self._load()
+                return self._integrate(entries)
+            except CheckpointConflict:
+                # Someone else advanced the log: nothing of ours was written. Reload and retry.
+                self._stale = True
+                if attempt == CONFLICT_RETRIES:
+                    raise
+            except Error:
+                self._stale = True
+                raise
+            except Exception as exc:
+                self._stale = True
+                raise StorageError(f"sequencing failed: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    def _integrate(self, entries: Sequence[bytes]) -> list[int]:
+        old = self._range
+        size = old.size
+        hashes = [leaf_hash(e) for e in entries]
+
+        # Deduplicate: within the batch, then against the log (hits confirmed on the tile).
+        first_seen: dict[bytes, int] = {}
+        for pos, h in enumerate(hashes):
+            first_seen.setdefault(h, pos)
+        known = self._confirmed(self.store.lookup_leaves(first_seen.keys()), size)
+
+        indexes: list[int] = []
+        new_entries: list[bytes] = []
+        new_hashes: list[bytes] = []
+        assigned: dict[bytes, int] = {}
+        for pos, h in enumerate(hashes):
+            index = known.get(h)
+            if index is None:
+                index = assigned.get(h)
+            if index is None:
+                index = size + len(new_hashes)
+                assigned[h] = index
+                new_entries.append(entries[pos])
+                new_hashes.append(h)
+            indexes.append(index)
+        if not new_hashes:
+            return indexes
+
+        tree, runs = old.append(new_hashes)
+        parts: list[TilePart] = []
+        for run in runs:
+            if run.level % TILE_HEIGHT == 0:
+                parts += split_run(run.level // TILE_HEIGHT, run.start, run.hashes)
+        parts += split_run(0, size, new_entries, bundle=True)
+        parts = [self._completed(p) for p in parts]
+        signed = self.signer.sign(size=tree.size, root=tree.root())
+
+        self.store.commit(
+            Commit(
+                old_size=size,
+                new_size=tree.size,
+                checkpoint=signed.note,
+                parts=parts,
+                leaves=list(assigned.items()),
+            )
+        )
+        # Durable from here: if we crash now, recovery finds this batch and its checkpoint.
+        self._range, self._latest = tree, signed
+        return indexes
+
+    def _confirmed(self, hits: dict[bytes, int], size: int) -> dict[bytes, int]:
+        """Keep only leaf-index hits that the committed level-0 tiles agree with."""
+        if not hits:
+            return {}
+        ok: dict[bytes, int] = {}
+        for h, index in hits.items():
+            if index < size and self.reader.read_nodes([(0, index)], size=size)[0] == h:
+                ok[h] = index
+        return ok
+
+    def _completed(self, part: TilePart) -> TilePart:
+        """Restate a tile this batch completes as one full part (a full tile reads as one row)."""
+        if part.start == 0 or part.start + part.count != TILE_WIDTH:
+            return part
+        prefix = assemble(self.store.read_parts(part.level, part.index), part.start)
+        return TilePart(part.level, part.index, 0, TILE_WIDTH, prefix + part.data)

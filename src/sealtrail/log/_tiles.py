@@ -1,0 +1,108 @@
+"""Tiles as stored (parts written batch by batch) and as served (C2SP tlog-tiles bytes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sealtrail.errors import Corruption, TooLarge
+from sealtrail.merkle import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH
+from sealtrail.storage import ENTRY_BUNDLES, TilePart
+
+__all__ = [
+    "MAX_ENTRY_SIZE",
+    "assemble",
+    "bundle_entries",
+    "encode_bundle",
+    "split_run",
+    "tile_width",
+]
+
+#: Entry bundles prefix each entry with a big-endian uint16 length (C2SP tlog-tiles), so no
+#: entry can be longer than this. Larger payloads are stored by reference (hash envelope).
+MAX_ENTRY_SIZE = 0xFFFF
+
+
+def tile_width(level: int, index: int, size: int) -> int:
+    """Positions tile ``(level, index)`` has in a tree of ``size`` leaves (0: absent).
+
+    Hash tile level ``T`` holds the hashes of the full level-``8T`` subtrees; entry bundles
+    (:data:`ENTRY_BUNDLES`) hold the entries, so they follow level 0.
+    """
+    units = size >> (TILE_HEIGHT * max(level, 0))
+    return max(0, min(TILE_WIDTH, units - index * TILE_WIDTH))
+
+
+def encode_bundle(entries: Iterable[bytes]) -> bytes:
+    out = bytearray()
+    for entry in entries:
+        n = len(entry)
+        if n > MAX_ENTRY_SIZE:
+            raise TooLarge(f"entry of {n} bytes exceeds the {MAX_ENTRY_SIZE}-byte limit")
+        out += n.to_bytes(2, "big")
+        out += entry
+    return bytes(out)
+
+
+def bundle_entries(data: bytes) -> list[bytes]:
+    """Split an entry bundle into its entries; :class:`Corruption` on a truncated bundle."""
+    entries: list[bytes] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + 2 > end:
+            raise Corruption("entry bundle ends inside a length prefix")
+        n = int.from_bytes(data[pos : pos + 2], "big")
+        pos += 2
+        if pos + n > end:
+            raise Corruption("entry bundle ends inside an entry")
+        entries.append(data[pos : pos + n])
+        pos += n
+    return entries
+
+
+def split_run(
+    level: int, first: int, items: Sequence[bytes], *, bundle: bool = False
+) -> list[TilePart]:
+    """Cut a run of consecutive positions (hashes, or entries if ``bundle``) into tile parts."""
+    parts: list[TilePart] = []
+    pos, end = 0, len(items)
+    store_level = ENTRY_BUNDLES if bundle else level
+    while pos < end:
+        index, start = divmod(first + pos, TILE_WIDTH)
+        count = min(TILE_WIDTH - start, end - pos)
+        chunk = items[pos : pos + count]
+        data = encode_bundle(chunk) if bundle else b"".join(chunk)
+        parts.append(TilePart(store_level, index, start, count, data))
+        pos += count
+    return parts
+
+
+def assemble(parts: Sequence[TilePart], width: int) -> bytes:
+    """Concatenate a tile's parts into its first ``width`` positions.
+
+    Positions beyond ``width`` (left by a failed step-wise write, or newer than the
+    checkpoint being served) are cut off. A gap or overlap below ``width`` means the store
+    lost or mangled data the checkpoint commits to: :class:`Corruption`.
+    """
+    out: list[bytes] = []
+    have = 0
+    for part in parts:
+        if have >= width:
+            break
+        if part.start != have:
+            raise Corruption(
+                f"tile {part.level}/{part.index}: part at position {part.start}, expected {have}"
+            )
+        take = min(part.count, width - have)
+        if part.level == ENTRY_BUNDLES:
+            if take == part.count:
+                out.append(part.data)
+            else:
+                out.append(encode_bundle(bundle_entries(part.data)[:take]))
+        else:
+            if len(part.data) != part.count * HASH_SIZE:
+                raise Corruption(f"tile {part.level}/{part.index}: part of the wrong length")
+            out.append(part.data[: take * HASH_SIZE])
+        have += take
+    if have < width:
+        raise Corruption(f"tile is missing positions {have}..{width - 1} the checkpoint covers")
+    return b"".join(out)

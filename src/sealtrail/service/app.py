@@ -1,0 +1,166 @@
+"""The HTTP app: parse -> call the library -> map errors. Nothing else lives here.
+
+Serves the C2SP tlog-tiles read API (``/checkpoint``, ``/tile/<L>/<N>[.p/<W>]``,
+``/tile/entries/<N>[.p/<W>]``) and JSON proof routes under ``/log/v1``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
+
+import sealtrail
+from sealtrail.errors import Error, InvalidInput, NotFound, RetryLater, TooLarge, VerificationError
+from sealtrail.log import LogReader
+from sealtrail.merkle import HASH_SIZE, MerkleError, parse_tile_path
+
+from ._problems import problem_response
+
+__all__ = ["create_app"]
+
+#: Full and partial tiles never change once served (a partial tile of width W is a fixed
+#: prefix), so they are cached for a year; the checkpoint only for a moment.
+IMMUTABLE = "public, max-age=31536000, immutable"
+CHECKPOINT_CACHE = "public, max-age=2"
+OCTETS = "application/octet-stream"
+
+_STATUS: list[tuple[type[Error], int]] = [
+    (TooLarge, 413),
+    (InvalidInput, 400),
+    (NotFound, 404),
+    (VerificationError, 422),
+    (RetryLater, 503),
+]
+
+
+class LogInfo(BaseModel):
+    origin: str
+    verifier_key: str
+    size: int
+    version: str
+
+
+class InclusionProofModel(BaseModel):
+    index: int
+    size: int
+    leaf_hash: str
+    hashes: list[str]
+
+
+class ConsistencyProofModel(BaseModel):
+    size1: int
+    size2: int
+    hashes: list[str]
+
+
+def create_app(reader: LogReader, *, verifier_key: str) -> FastAPI:
+    """Build the app over a reader (stateless: any number of these may serve one store)."""
+    app = FastAPI(
+        title="Sealtrail",
+        version=sealtrail.__version__,
+        summary="A tamper-evident provenance ledger built on a verifiable log.",
+    )
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+
+    @app.exception_handler(Error)
+    async def _error(_: Request, exc: Error) -> Response:
+        status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 500)
+        headers = {"Cache-Control": "no-store"}
+        if isinstance(exc, RetryLater):
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return problem_response(exc, status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return problem_response(
+            InvalidInput(f"{where}: {first.get('msg', 'invalid request')}"), 400
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        error = NotFound("no such resource") if exc.status_code == 404 else Error(str(exc.detail))
+        return problem_response(error, exc.status_code)
+
+    @app.get("/checkpoint", response_class=PlainTextResponse, tags=["tlog-tiles"])
+    async def checkpoint() -> Response:
+        """The latest signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
+        latest = await run_in_threadpool(reader.checkpoint)
+        if latest is None:
+            raise NotFound("the log is empty: no checkpoint yet")
+        return Response(
+            latest.note,
+            media_type="text/plain; charset=utf-8",
+            headers={"Cache-Control": CHECKPOINT_CACHE},
+        )
+
+    @app.get("/tile/{path:path}", tags=["tlog-tiles"], response_class=Response)
+    async def tile(path: str) -> Response:
+        """A Merkle tile or an entry bundle, per C2SP tlog-tiles."""
+        try:
+            level, index, width = parse_tile_path("tile/" + path)
+        except MerkleError as exc:
+            raise NotFound(f"not a tile path: {exc}") from exc
+        if level == "entries":
+            data = await run_in_threadpool(reader.entry_bundle, index, width)
+        else:
+            data = await run_in_threadpool(reader.tile, level, index, width)
+        return Response(data, media_type=OCTETS, headers={"Cache-Control": IMMUTABLE})
+
+    @app.get("/log/v1/info", tags=["log"])
+    async def info() -> LogInfo:
+        """The log's origin, public verifier key and current size."""
+        size = await run_in_threadpool(reader.size)
+        return LogInfo(
+            origin=reader.origin,
+            verifier_key=verifier_key,
+            size=size,
+            version=sealtrail.__version__,
+        )
+
+    @app.get("/log/v1/entries/{index}", tags=["log"], response_class=Response)
+    async def entry(index: int) -> Response:
+        """One entry's bytes."""
+        data = await run_in_threadpool(reader.entry, index)
+        return Response(data, media_type=OCTETS, headers={"Cache-Control": IMMUTABLE})
+
+    @app.get("/log/v1/proof/inclusion", tags=["log"])
+    async def inclusion(
+        index: Annotated[int | None, Query(ge=0)] = None,
+        leaf_hash: Annotated[str | None, Query(description="hex SHA-256 leaf hash")] = None,
+        size: Annotated[int | None, Query(ge=1)] = None,
+    ) -> InclusionProofModel:
+        """An RFC 9162 inclusion proof, by index or by leaf hash, for the tree of ``size``."""
+        if (index is None) == (leaf_hash is None):
+            raise InvalidInput("give exactly one of index or leaf_hash")
+        if leaf_hash is not None:
+            try:
+                leaf = bytes.fromhex(leaf_hash)
+            except ValueError as exc:
+                raise InvalidInput("leaf_hash must be hex") from exc
+            if len(leaf) != HASH_SIZE:
+                raise InvalidInput("leaf_hash must be 32 bytes")
+            proof = await run_in_threadpool(lambda: reader.inclusion_proof_by_hash(leaf, size=size))
+        else:
+            assert index is not None
+            proof = await run_in_threadpool(lambda: reader.inclusion_proof(index, size=size))
+        return InclusionProofModel.model_validate(proof.to_dict())
+
+    @app.get("/log/v1/proof/consistency", tags=["log"])
+    async def consistency(
+        size1: Annotated[int, Query(ge=0)],
+        size2: Annotated[int | None, Query(ge=1)] = None,
+    ) -> ConsistencyProofModel:
+        """An RFC 9162 consistency proof from tree ``size1`` to ``size2`` (default: latest)."""
+        proof = await run_in_threadpool(lambda: reader.consistency_proof(size1, size2))
+        return ConsistencyProofModel.model_validate(proof.to_dict())
+
+    return app

@@ -1,0 +1,118 @@
+"""The storage contract of the log: one narrow protocol, each method saying what is durable.
+
+A log is stored as *tile parts* (C2SP tlog-tiles tiles and entry bundles, written a batch at
+a time), a *leaf index* (leaf hash -> index, for deduplication and proof-by-hash), and the
+*signed checkpoint* that commits to all of it. Nothing here assumes one process or a local
+file: the only coordination is the compare-and-swap on the checkpoint size in ``commit``.
+
+Backends share a conformance suite (tests/conformance), not a base class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["ENTRY_BUNDLES", "Commit", "LogStore", "StoredCheckpoint", "TilePart"]
+
+#: Pseudo tile level under which entry bundles (``tile/entries/N``) are stored.
+ENTRY_BUNDLES = -1
+
+
+@dataclass(frozen=True, slots=True)
+class TilePart:
+    """A run of consecutive positions of one tile, written by one batch.
+
+    ``level`` is the tile level (>= 0) of a hash tile, or :data:`ENTRY_BUNDLES`.
+    Positions ``start .. start+count-1`` lie within the tile (``start + count <= 256``).
+    ``data`` is ``count`` 32-byte hashes for a hash tile, or ``count`` entries each
+    prefixed by its big-endian uint16 length for an entry bundle (the C2SP bundle format),
+    so that concatenating a tile's parts in ``start`` order yields the tile itself.
+    """
+
+    level: int
+    index: int
+    start: int
+    count: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """The latest committed checkpoint: its tree size and the signed note as stored."""
+
+    size: int
+    note: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Everything one batch adds to the log, committed with one compare-and-swap.
+
+    ``parts`` cover exactly the positions ``old_size .. new_size-1`` at every level they
+    reach (plus, optionally, a *full* part — ``start == 0, count == 256`` — that restates a
+    tile completed by this batch, so that a full tile is read back as a single part).
+    ``leaves`` maps each new leaf hash to its index.
+    """
+
+    old_size: int
+    new_size: int
+    checkpoint: bytes
+    parts: Sequence[TilePart]
+    leaves: Sequence[tuple[bytes, int]]
+
+
+@runtime_checkable
+class LogStore(Protocol):
+    """Durable home of one log. Implementations: memory (tests), sqlite (default).
+
+    Readers may run in any number of threads and processes at once; ``commit`` may be
+    called by more than one would-be sequencer and the compare-and-swap picks one.
+    """
+
+    def read_checkpoint(self) -> StoredCheckpoint | None:
+        """Return the latest committed checkpoint, or ``None`` for a log never committed.
+
+        MUST return a checkpoint whose ``commit`` has returned (or was durably applied
+        before a crash); MUST NOT return one whose commit is still in flight.
+        """
+        ...
+
+    def read_parts(self, level: int, index: int) -> list[TilePart]:
+        """Return the stored parts of tile ``(level, index)`` ordered by ``start``.
+
+        MAY return parts at positions beyond the latest checkpoint (a backend that writes
+        in steps can leave them after a crash): callers MUST truncate to the positions the
+        checkpoint covers. MUST NOT return two parts covering the same position, except
+        that a full part replaces the partial parts of its tile.
+        """
+        ...
+
+    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, int]:
+        """Return ``{leaf_hash: index}`` for those of ``leaf_hashes`` the store knows.
+
+        A hit is a *hint*: callers MUST confirm it against the hash tile (index below the
+        checkpoint size and the stored leaf hash equal) before trusting it, so a leaf row
+        left behind by a failed batch can never alias a later entry.
+        """
+        ...
+
+    def commit(self, commit: Commit) -> None:
+        """Atomically add one batch and its checkpoint, if the log is still at ``old_size``.
+
+        MUST raise :class:`sealtrail.errors.CheckpointConflict` and write nothing when the
+        stored checkpoint size is not ``commit.old_size`` (``0`` for an empty store).
+        MUST be all-or-nothing: after a crash at any point either the whole batch and its
+        checkpoint are visible or none of it is. MUST NOT return before all of it is
+        durable: a caller resolves its waiters as soon as this returns.
+        On failure raises :class:`sealtrail.errors.StorageError`; the batch MAY then have
+        been applied ("failed but persisted"), which the caller learns by reloading.
+        A part at positions that already exist (left by a failed step-wise write) MUST be
+        replaced, never merged.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...

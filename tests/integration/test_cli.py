@@ -1,0 +1,105 @@
+"""The command line as a user runs it: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def sealtrail(*args: str, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("SEALTRAIL_DATA_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "sealtrail", *args],
+        cwd=cwd,
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], code: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert f"({code})" in result.stderr, result.stderr
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    result = sealtrail("init", "--data-dir", "d", "--origin", "cli.test/log", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return tmp_path
+
+
+def test_init_creates_a_private_key_and_refuses_to_reinit(data: Path) -> None:
+    key = data / "d" / "keys" / "log.key"
+    assert key.stat().st_mode & 0o077 == 0
+    assert (data / "d").stat().st_mode & 0o077 == 0
+    assert (data / "d" / "log.vkey").read_text().startswith("cli.test/log+")
+    again = sealtrail("init", "--data-dir", "d", cwd=data)
+    assert_clean_error(again, "config-error")
+
+
+def test_append_prove_and_verify_offline(data: Path) -> None:
+    (data / "a.bin").write_bytes(b"first entry")
+    lines = "\n".join(f"line {i}" for i in range(600)).encode()
+    r = sealtrail("log", "append", "a.bin", "--data-dir", "d", cwd=data)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "0"
+    r = sealtrail("log", "append", "--lines", "-", "--data-dir", "d", "-q", cwd=data, stdin=lines)
+    assert r.returncode == 0, r.stderr
+    assert "600 entries at indexes 1..600" in r.stdout
+    # appending the same file again finds it
+    assert sealtrail("log", "append", "a.bin", "--data-dir", "d", cwd=data).stdout.strip() == "0"
+
+    old = sealtrail("log", "checkpoint", "--data-dir", "d", cwd=data).stdout
+    (data / "old.checkpoint").write_text(old)
+    sealtrail("log", "append", "--lines", "-", "--data-dir", "d", cwd=data, stdin=b"later\n")
+
+    r = sealtrail("log", "proof", "inclusion", "--entry", "a.bin", "--data-dir", "d", cwd=data)
+    assert r.returncode == 0, r.stderr
+    (data / "proof.json").write_text(r.stdout)
+    vkey = (data / "d" / "log.vkey").read_text().strip()
+    ok = sealtrail("log", "verify-proof", "proof.json", "--vkey", vkey, "--entry", "a.bin", cwd=data)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("OK: entry 0 is in cli.test/log at size 602")
+
+    r = sealtrail("log", "proof", "consistency", "--from", "601", "--data-dir", "d", cwd=data)
+    (data / "cons.json").write_text(r.stdout)
+    ok = sealtrail("log", "verify-proof", "cons.json", "--vkey", vkey, "--old-checkpoint", "old.checkpoint", cwd=data)
+    assert ok.returncode == 0, ok.stderr
+
+    # attacks on the document: an altered hash, the wrong entry, another log's key
+    doc = json.loads((data / "proof.json").read_text())
+    doc["inclusion_proof"]["hashes"][0] = "A" * 43 + "="
+    (data / "bad.json").write_text(json.dumps(doc))
+    assert_clean_error(sealtrail("log", "verify-proof", "bad.json", "--vkey", vkey, cwd=data), "invalid-proof")
+    (data / "other.bin").write_bytes(b"not the entry")
+    wrong = sealtrail("log", "verify-proof", "proof.json", "--vkey", vkey, "--entry", "other.bin", cwd=data)
+    assert_clean_error(wrong, "invalid-proof")
+    sealtrail("init", "--data-dir", "e", "--origin", "cli.test/log", cwd=data)
+    other_key = (data / "e" / "log.vkey").read_text().strip()
+    assert_clean_error(sealtrail("log", "verify-proof", "proof.json", "--vkey", other_key, cwd=data), "invalid-signature")
+
+    audit = sealtrail("log", "verify", "--data-dir", "d", "-q", cwd=data)
+    assert audit.returncode == 0 and "OK: 602 entries" in audit.stdout
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    assert_clean_error(sealtrail("log", "checkpoint", "--data-dir", "nowhere", cwd=tmp_path), "config-error")
+    (tmp_path / "junk.json").write_text("{not json")
+    r = sealtrail("log", "verify-proof", "junk.json", "--vkey", "a+00000000+AQ==", cwd=tmp_path)
+    assert_clean_error(r, "invalid-input")
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    r = sealtrail("log", "append", "--no-such-flag", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -1,0 +1,165 @@
+"""The sequencer: durability before answers, deduplication, back-pressure, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from sealtrail.errors import Corruption, RetryLater, TooLarge
+from sealtrail.log import MAX_ENTRY_SIZE, CheckpointSigner, Sequencer, SequencerConfig
+from sealtrail.merkle import leaf_hash
+from sealtrail.storage import Commit, MemoryStore
+from tests.conftest import reader_for
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def entries(n: int, tag: str = "e") -> list[bytes]:
+    return [f"{tag}-{i}".encode() for i in range(n)]
+
+
+def test_appends_get_consecutive_indexes_and_a_verified_checkpoint(
+    memory_store: MemoryStore, signer: CheckpointSigner
+) -> None:
+    async def go() -> list[int]:
+        async with Sequencer(memory_store, signer=signer) as seq:
+            return await seq.add_many(entries(1000))
+
+    assert run(go()) == list(range(1000))
+    reader = reader_for(memory_store, signer)
+    latest = reader.checkpoint()
+    assert latest is not None and latest.size == 1000
+    assert reader.entries(0, 1000) == entries(1000)
+    assert reader.audit() == latest
+
+
+def test_duplicates_keep_their_index_within_and_across_batches(
+    memory_store: MemoryStore, signer: CheckpointSigner
+) -> None:
+    async def go() -> tuple[list[int], list[int]]:
+        async with Sequencer(memory_store, signer=signer) as seq:
+            first = await seq.add_many([b"a", b"b", b"a", b"c", b"b"])
+            second = await seq.add_many([b"c", b"d", b"a"])
+            return first, second
+
+    first, second = run(go())
+    assert first == [0, 1, 0, 2, 1]
+    assert second == [2, 3, 0]
+    assert reader_for(memory_store, signer).size() == 4
+
+
+def test_a_restarted_sequencer_continues_and_still_deduplicates(
+    memory_store: MemoryStore, signer: CheckpointSigner
+) -> None:
+    async def go(batch: list[bytes]) -> list[int]:
+        async with Sequencer(memory_store, signer=signer) as seq:
+            return await seq.add_many(batch)
+
+    assert run(go(entries(300))) == list(range(300))
+    assert run(go([*entries(2, "new"), b"e-7"])) == [300, 301, 7]
+    assert reader_for(memory_store, signer).audit() is not None
+
+
+def test_oversized_entry_is_refused_and_nothing_changes(
+    memory_store: MemoryStore, signer: CheckpointSigner
+) -> None:
+    async def go() -> None:
+        async with Sequencer(memory_store, signer=signer) as seq:
+            with pytest.raises(TooLarge):
+                seq.submit(b"x" * (MAX_ENTRY_SIZE + 1))
+            assert await seq.add(b"x" * MAX_ENTRY_SIZE) == 0
+
+    run(go())
+    assert reader_for(memory_store, signer).size() == 1
+
+
+def test_full_queue_pushes_back_instead_of_growing(
+    memory_store: MemoryStore, signer: CheckpointSigner
+) -> None:
+    gate = threading.Event()
+
+    class SlowStore(MemoryStore):
+        def commit(self, commit: Commit) -> None:
+            gate.wait(5)
+            super().commit(commit)
+
+    store = SlowStore()
+    config = SequencerConfig(max_batch=4, max_delay=0, max_pending=8)
+
+    async def go() -> list[int]:
+        async with Sequencer(store, signer=signer, config=config) as seq:
+            first = [seq.submit(e) for e in entries(4)]
+            await asyncio.sleep(0.05)  # the first batch is now stuck in commit
+            queued = [seq.submit(e) for e in entries(8, "q")]
+            with pytest.raises(RetryLater) as info:
+                seq.submit(b"one too many")
+            assert info.value.retry_after > 0
+            gate.set()
+            return list(await asyncio.gather(*first, *queued))
+
+    assert sorted(run(go())) == list(range(12))
+    assert b"one too many" not in reader_for(store, signer).entries(0, 12)
+
+
+def test_no_answer_before_the_commit_is_durable(signer: CheckpointSigner) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class GatedStore(MemoryStore):
+        def commit(self, commit: Commit) -> None:
+            entered.set()
+            release.wait(5)
+            super().commit(commit)
+
+    store = GatedStore()
+
+    async def go() -> None:
+        async with Sequencer(store, signer=signer) as seq:
+            future = seq.submit(b"entry")
+            await asyncio.to_thread(entered.wait, 5)
+            await asyncio.sleep(0.05)
+            assert not future.done(), "resolved before the store committed"
+            assert store.read_checkpoint() is None
+            release.set()
+            assert await future == 0
+            assert store.read_checkpoint() is not None
+
+    run(go())
+
+
+def test_two_sequencers_on_one_store_never_share_an_index(signer: CheckpointSigner) -> None:
+    store = MemoryStore()
+    config = SequencerConfig(max_batch=16, max_delay=0)
+
+    async def go() -> tuple[list[int], list[int]]:
+        async with (
+            Sequencer(store, signer=signer, config=config) as a,
+            Sequencer(store, signer=signer, config=config) as b,
+        ):
+            return await asyncio.gather(
+                a.add_many(entries(400, "a")), b.add_many(entries(400, "b"))
+            )
+
+    got_a, got_b = run(go())
+    assert len(set(got_a) | set(got_b)) == 800
+    reader = reader_for(store, signer)
+    assert reader.size() == 800
+    for index, entry in zip(got_a, entries(400, "a"), strict=True):
+        assert reader.entry(index) == entry
+    assert reader.audit() is not None
+
+
+def test_a_store_whose_tiles_were_edited_is_refused_at_start(
+    memory_store: MemoryStore, signer: CheckpointSigner
+) -> None:
+    async def go() -> None:
+        async with Sequencer(memory_store, signer=signer) as seq:
+            await seq.add_many(entries(300))
+
+    run(go())
+    memory_store.tamper_part(0, 1, position=0, data=leaf_hash(b"forged"))
+    with pytest.raises(Corruption):
+        run(go())
