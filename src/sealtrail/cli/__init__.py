@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from sealtrail.errors import Error
 
@@ -40,24 +41,13 @@ for _name, _target in COMMANDS:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI. A Sealtrail error is one line (plus a hint), never a traceback."""
-    try:
-        app(args=argv, prog_name="sealtrail", standalone_mode=False)
-    except Error as exc:
-        err.print(f"[red]error[/red] ({exc.code}): {exc.message}", markup=True, soft_wrap=True)
-        err.print(f"hint: {exc.hint}", soft_wrap=True)
-        sys.exit(1)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and the like
-        from click.exceptions import ClickException
+    """Run the CLI. A Sealtrail error is one line (plus a hint), never a traceback.
 
-        if isinstance(exc, ClickException):
-            exc.show(file=sys.stderr)
-            sys.exit(exc.exit_code)
-        raise
+    Usage errors are click's own (exit status 2); Sealtrail errors exit with status 1.
+    """
+    try:
+        app(args=argv, prog_name="sealtrail")
+    except Error as exc:
+        err.print(f"[red]error[/red] ({exc.code}): {escape(exc.message)}", soft_wrap=True)
+        err.print(f"hint: {escape(exc.hint)}", soft_wrap=True)
+        sys.exit(1)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -44,8 +46,10 @@ __all__ = ["SequencerConfig", "Sequencer"]
 
 log = logging.getLogger("sealtrail.log")
 
-#: How often one batch is retried after losing the checkpoint compare-and-swap.
-CONFLICT_RETRIES = 3
+#: How often one batch is retried after losing the checkpoint compare-and-swap. Each
+#: retry first waits a random, growing pause so that two contending sequencers drift apart.
+CONFLICT_RETRIES = 12
+CONFLICT_BACKOFF = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +211,7 @@ class Sequencer:
                 self._stale = True
                 if attempt == CONFLICT_RETRIES:
                     raise
+                time.sleep(random.uniform(0, CONFLICT_BACKOFF * (attempt + 1)))  # noqa: S311
             except Error:
                 self._stale = True
                 raise

@@ -1,0 +1,153 @@
+"""An in-memory store with fault injection, for tests.
+
+It keeps the same contract as the durable stores, and it can be told to fail at named
+points of a commit or a read, so that tests can crash the sequencer wherever a real store
+could. A commit is applied in steps (parts and leaves, then the checkpoint) exactly so that
+a fault *between* the steps leaves what a step-wise backend could leave behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from sealtrail.errors import CheckpointConflict, StorageError
+
+from ._protocols import ENTRY_BUNDLES, Commit, StoredCheckpoint, TilePart
+
+HASH_SIZE = 32
+
+__all__ = ["FAULT_POINTS", "Faults", "MemoryStore"]
+
+#: Where a :class:`MemoryStore` can be told to fail.
+#:
+#: ``before_commit``     nothing of the commit is applied
+#: ``after_parts``       parts and leaves applied, checkpoint not (a torn step-wise write)
+#: ``after_checkpoint``  everything applied, then the call fails ("failed but persisted")
+#: ``read_parts`` / ``read_checkpoint`` / ``lookup_leaves``  the read fails
+FAULT_POINTS = frozenset(
+    {
+        "before_commit",
+        "after_parts",
+        "after_checkpoint",
+        "read_parts",
+        "read_checkpoint",
+        "lookup_leaves",
+    }
+)
+
+
+@dataclass
+class Faults:
+    """Armed fault points; each fires ``times`` times, then disarms itself."""
+
+    armed: dict[str, int] = field(default_factory=dict)
+    fired: list[str] = field(default_factory=list)
+
+    def arm(self, point: str, *, times: int = 1) -> None:
+        if point not in FAULT_POINTS:
+            raise ValueError(f"unknown fault point {point!r}; known: {sorted(FAULT_POINTS)}")
+        self.armed[point] = times
+
+    def disarm(self) -> None:
+        self.armed.clear()
+
+    def check(self, point: str) -> None:
+        left = self.armed.get(point, 0)
+        if left <= 0:
+            return
+        if left == 1:
+            del self.armed[point]
+        else:
+            self.armed[point] = left - 1
+        self.fired.append(point)
+        raise StorageError(f"injected fault at {point}")
+
+
+class MemoryStore:
+    """A :class:`~sealtrail.storage.LogStore` in a dict. Thread-safe; lost when dropped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._checkpoint: StoredCheckpoint | None = None
+        self._tiles: dict[tuple[int, int], dict[int, TilePart]] = {}
+        self._leaves: dict[bytes, int] = {}
+        self.faults = Faults()
+        self.commits = 0
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def read_checkpoint(self) -> StoredCheckpoint | None:
+        with self._lock:
+            self.faults.check("read_checkpoint")
+            return self._checkpoint
+
+    def read_parts(self, level: int, index: int) -> list[TilePart]:
+        with self._lock:
+            self.faults.check("read_parts")
+            parts = self._tiles.get((level, index), {})
+            return [parts[start] for start in sorted(parts)]
+
+    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, int]:
+        with self._lock:
+            self.faults.check("lookup_leaves")
+            return {h: self._leaves[h] for h in leaf_hashes if h in self._leaves}
+
+    # -- the one write ------------------------------------------------------------------------
+
+    def commit(self, commit: Commit) -> None:
+        with self._lock:
+            current = self._checkpoint.size if self._checkpoint else 0
+            if current != commit.old_size:
+                raise CheckpointConflict(
+                    f"the log is at size {current}, not {commit.old_size}"
+                )
+            self.faults.check("before_commit")
+            for part in commit.parts:
+                _put_part(self._tiles.setdefault((part.level, part.index), {}), part)
+            self._leaves.update(commit.leaves)
+            self.faults.check("after_parts")
+            self._checkpoint = StoredCheckpoint(commit.new_size, bytes(commit.checkpoint))
+            self.commits += 1
+            self.faults.check("after_checkpoint")
+
+    def close(self) -> None:
+        """Nothing to release; the data stays readable (a closed store is not wiped)."""
+
+    # -- tampering, for attack tests -----------------------------------------------------------
+
+    def tamper_part(self, level: int, index: int, *, position: int, data: bytes) -> None:
+        """Overwrite the hash at ``position`` of hash tile ``(level, index)`` behind the log's back.
+
+        For an entry bundle (``level == ENTRY_BUNDLES``) ``data`` replaces the whole part
+        that holds ``position``.
+        """
+        with self._lock:
+            parts = self._tiles[(level, index)]
+            start = max(s for s in parts if s <= position)
+            old = parts[start]
+            if level == ENTRY_BUNDLES:
+                new = data
+            else:
+                offset = (position - start) * HASH_SIZE
+                new = old.data[:offset] + data + old.data[offset + len(data) :]
+            parts[start] = TilePart(level, index, start, old.count, new)
+
+    def tamper_checkpoint(self, size: int, note: bytes) -> None:
+        """Overwrite the stored checkpoint behind the log's back."""
+        with self._lock:
+            self._checkpoint = StoredCheckpoint(size, note)
+
+    def drop_tile(self, level: int, index: int) -> None:
+        """Delete a tile's parts behind the log's back."""
+        with self._lock:
+            self._tiles.pop((level, index), None)
+
+
+def _put_part(parts: dict[int, TilePart], part: TilePart) -> None:
+    """Store ``part``, replacing whatever it overlaps (a full part replaces the whole tile)."""
+    end = part.start + part.count
+    for start in [s for s, p in parts.items() if s < end and part.start < s + p.count]:
+        del parts[start]
+    parts[part.start] = part

@@ -1,0 +1,206 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+Durability choice (see ARCHITECTURE.md, "SQLite settings"): ``journal_mode=WAL`` with
+``synchronous=FULL``, so that every commit is on stable storage before ``commit`` returns,
+power loss included. The sequencer commits one transaction per batch, so the one fsync per
+commit is shared by up to ``max_batch`` entries.
+
+Schema (``PRAGMA user_version`` tracks migrations)::
+
+    checkpoint(id = 0, size, note)                   the one latest signed checkpoint
+    tile_parts(level, idx, start, count, data)       tiles and entry bundles, part by part
+    leaves(hash, idx)                                leaf hash -> index (a hint, see LogStore)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sealtrail.errors import CheckpointConflict, ConfigError, Error, StorageError
+
+from ._protocols import Commit, StoredCheckpoint, TilePart
+
+__all__ = ["SQLiteStore"]
+
+#: Seconds a writer waits for another process's write transaction before failing.
+BUSY_TIMEOUT_MS = 10_000
+#: Most leaf hashes looked up per query (SQLite's default variable limit is 32766).
+LOOKUP_CHUNK = 500
+
+_MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE checkpoint (
+            id INTEGER PRIMARY KEY CHECK (id = 0),
+            size INTEGER NOT NULL CHECK (size >= 0),
+            note BLOB NOT NULL
+        )""",
+        """CREATE TABLE tile_parts (
+            level INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            start INTEGER NOT NULL CHECK (start >= 0 AND start < 256),
+            count INTEGER NOT NULL CHECK (count > 0 AND start + count <= 256),
+            data BLOB NOT NULL,
+            PRIMARY KEY (level, idx, start)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE leaves (
+            hash BLOB PRIMARY KEY CHECK (length(hash) = 32),
+            idx INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ),
+]
+
+
+class SQLiteStore:
+    """A :class:`~sealtrail.storage.LogStore` in one SQLite file.
+
+    Safe to share between threads (one connection per thread) and between processes
+    (SQLite's own locking; the checkpoint compare-and-swap runs inside one write
+    transaction, so two writers can never both commit on top of the same size).
+    """
+
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ConfigError(f"unsupported SQLite synchronous setting {synchronous!r}")
+        self.synchronous = synchronous
+        if not self.path.parent.is_dir():
+            raise ConfigError(f"directory of the store {self.path.name} does not exist")
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        with self._errors("open"):
+            self._migrate(self._conn())
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StorageError("the store is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except Error:
+            raise
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite {what} failed: {exc.__class__.__name__}: {exc}") from exc
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version > len(_MIGRATIONS):
+                raise ConfigError(
+                    f"the store has schema version {version}, newer than this Sealtrail "
+                    f"understands ({len(_MIGRATIONS)}); upgrade Sealtrail"
+                )
+            for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def read_checkpoint(self) -> StoredCheckpoint | None:
+        with self._errors("read"):
+            row = self._conn().execute("SELECT size, note FROM checkpoint WHERE id = 0").fetchone()
+        return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]))
+
+    def read_parts(self, level: int, index: int) -> list[TilePart]:
+        with self._errors("read"):
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT start, count, data FROM tile_parts"
+                    " WHERE level = ? AND idx = ? ORDER BY start",
+                    (level, index),
+                )
+                .fetchall()
+            )
+        return [TilePart(level, index, int(s), int(c), bytes(d)) for s, c, d in rows]
+
+    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, int]:
+        hashes = list(leaf_hashes)
+        found: dict[bytes, int] = {}
+        with self._errors("read"):
+            conn = self._conn()
+            for i in range(0, len(hashes), LOOKUP_CHUNK):
+                chunk = hashes[i : i + LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT hash, idx FROM leaves WHERE hash IN ({marks})"  # noqa: S608
+                for h, idx in conn.execute(query, chunk):
+                    found[bytes(h)] = int(idx)
+        return found
+
+    # -- the one write ------------------------------------------------------------------------
+
+    def commit(self, commit: Commit) -> None:
+        with self._errors("commit"):
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT size FROM checkpoint WHERE id = 0").fetchone()
+                current = 0 if row is None else int(row[0])
+                if current != commit.old_size:
+                    raise CheckpointConflict(f"the log is at size {current}, not {commit.old_size}")
+                for part in commit.parts:
+                    # Anything at or after this part's start is a leftover or being restated.
+                    conn.execute(
+                        "DELETE FROM tile_parts WHERE level = ? AND idx = ? AND start >= ?",
+                        (part.level, part.index, part.start),
+                    )
+                conn.executemany(
+                    "INSERT INTO tile_parts (level, idx, start, count, data) VALUES (?, ?, ?, ?, ?)",
+                    [(p.level, p.index, p.start, p.count, p.data) for p in commit.parts],
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO leaves (hash, idx) VALUES (?, ?)", commit.leaves
+                )
+                conn.execute(
+                    "INSERT INTO checkpoint (id, size, note) VALUES (0, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET size = excluded.size, note = excluded.note",
+                    (commit.new_size, commit.checkpoint),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._all_lock:
+            self._closed = True
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+
+    # -- tampering, for attack tests (a database row edited behind the log's back) ------------
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> None:
+        """Run one raw statement. Only tests and repair tools should ever call this."""
+        with self._errors("statement"):
+            self._conn().execute(sql, params)
+
