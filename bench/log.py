@@ -52,7 +52,9 @@ def _cold_reader(store: SQLiteStore) -> LogReader:
     return LogReader(store, origin=SIGNER.origin, verifiers=[SIGNER.verifier])
 
 
-def _append_sealtrail(path: Path, entries: list[bytes], report: Report) -> tuple[float, SQLiteStore]:
+def _append_sealtrail(
+    path: Path, entries: list[bytes], report: Report
+) -> tuple[float, SQLiteStore]:
     store = SQLiteStore(path)
     signer = SIGNER
     config = SequencerConfig(max_batch=BATCH, max_delay=0.005, max_pending=BATCH * (IN_FLIGHT + 1))
@@ -100,7 +102,9 @@ def _time(fn: Callable[[], object], count: int) -> float:
     return time.perf_counter() - start
 
 
-def run(*, entries: int = 1_000_000, proofs: int = 20_000, seed: int = 1, report: Report) -> dict[str, Any]:
+def run(
+    *, entries: int = 1_000_000, proofs: int = 20_000, seed: int = 1, report: Report
+) -> dict[str, Any]:
     figures: dict[str, float] = {}
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="sealtrail-bench-") as tmp:
@@ -151,12 +155,20 @@ def run(*, entries: int = 1_000_000, proofs: int = 20_000, seed: int = 1, report
         for _ in range(rounds):
             for proof in sample:
                 proof.verify(latest.root)
-        figures["proof_verifications_per_s"] = _rate(rounds * len(sample), time.perf_counter() - start)
+        figures["proof_verifications_per_s"] = _rate(
+            rounds * len(sample), time.perf_counter() - start
+        )
         big.close()
         small_store.close()
     return {
         "benchmark": "log",
-        "params": {"entries": entries, "entry_size": ENTRY_SIZE, "batch": BATCH, "proofs": proofs, "seed": seed},
+        "params": {
+            "entries": entries,
+            "entry_size": ENTRY_SIZE,
+            "batch": BATCH,
+            "proofs": proofs,
+            "seed": seed,
+        },
         "machine": {"cpus": os.cpu_count()},
         "figures": figures,
     }

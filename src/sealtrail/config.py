@@ -16,7 +16,7 @@ import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sealtrail.errors import ConfigError
 from sealtrail.keys import Ed25519Signer, load_signer, write_private_key
@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 CONFIG_FILE = "sealtrail.toml"
+_T = TypeVar("_T")
+
 DEFAULT_STORE = "sqlite:///log.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -60,7 +62,9 @@ class Config:
         return open_store(self.resolved_store_url())
 
     def checkpoint_signer(self) -> CheckpointSigner:
-        return CheckpointSigner(origin=self.origin, signer=load_signer(self.data_dir / self.key_file))
+        return CheckpointSigner(
+            origin=self.origin, signer=load_signer(self.data_dir / self.key_file)
+        )
 
     def verifier_key(self) -> str:
         path = self.data_dir / "log.vkey"
@@ -125,11 +129,11 @@ def init_data_dir(
     return config
 
 
-def _get(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+def _get(table: dict[str, Any], key: str, kind: type[_T], default: _T) -> _T:
     value = table.get(key, default)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ConfigError(f"{CONFIG_FILE}: {key} must be of type {kind.__name__}")
     return value
 
@@ -139,7 +143,9 @@ def load_config(data_dir: Path) -> Config:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"{data_dir} is not a Sealtrail data directory (no {CONFIG_FILE})") from exc
+        raise ConfigError(
+            f"{data_dir} is not a Sealtrail data directory (no {CONFIG_FILE})"
+        ) from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {CONFIG_FILE}: {exc}") from exc
     server = raw.get("server", {})
@@ -147,9 +153,12 @@ def load_config(data_dir: Path) -> Config:
     if not isinstance(server, dict) or not isinstance(seq, dict):
         raise ConfigError(f"{CONFIG_FILE}: [server] and [sequencer] must be tables")
     defaults = SequencerConfig()
+    origin = _get(raw, "origin", str, "")
+    if not origin:
+        raise ConfigError(f"{CONFIG_FILE}: origin is missing")
     return Config(
         data_dir=data_dir,
-        origin=_get(raw, "origin", str, None),
+        origin=origin,
         store_url=_get(raw, "store", str, DEFAULT_STORE),
         key_file=_get(raw, "key_file", str, "keys/log.key"),
         host=_get(server, "host", str, DEFAULT_HOST),

@@ -30,7 +30,9 @@ async def main(store_path: str, key_file: str, origin: str, round_no: int) -> No
             ]
             n += len(batch)
             indexes = await seq.add_many(batch)
-            sys.stdout.write("".join(f"{i} {e.hex()}\n" for i, e in zip(indexes, batch, strict=True)))
+            sys.stdout.write(
+                "".join(f"{i} {e.hex()}\n" for i, e in zip(indexes, batch, strict=True))
+            )
             sys.stdout.flush()
 
 

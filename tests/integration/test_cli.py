@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 
-def sealtrail(*args: str, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def sealtrail(
+    *args: str, cwd: Path, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     env.pop("SEALTRAIL_DATA_DIR", None)
     return subprocess.run(
@@ -68,33 +70,53 @@ def test_append_prove_and_verify_offline(data: Path) -> None:
     assert r.returncode == 0, r.stderr
     (data / "proof.json").write_text(r.stdout)
     vkey = (data / "d" / "log.vkey").read_text().strip()
-    ok = sealtrail("log", "verify-proof", "proof.json", "--vkey", vkey, "--entry", "a.bin", cwd=data)
+    ok = sealtrail(
+        "log", "verify-proof", "proof.json", "--vkey", vkey, "--entry", "a.bin", cwd=data
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("OK: entry 0 is in cli.test/log at size 602")
 
     r = sealtrail("log", "proof", "consistency", "--from", "601", "--data-dir", "d", cwd=data)
     (data / "cons.json").write_text(r.stdout)
-    ok = sealtrail("log", "verify-proof", "cons.json", "--vkey", vkey, "--old-checkpoint", "old.checkpoint", cwd=data)
+    ok = sealtrail(
+        "log",
+        "verify-proof",
+        "cons.json",
+        "--vkey",
+        vkey,
+        "--old-checkpoint",
+        "old.checkpoint",
+        cwd=data,
+    )
     assert ok.returncode == 0, ok.stderr
 
     # attacks on the document: an altered hash, the wrong entry, another log's key
     doc = json.loads((data / "proof.json").read_text())
     doc["inclusion_proof"]["hashes"][0] = "A" * 43 + "="
     (data / "bad.json").write_text(json.dumps(doc))
-    assert_clean_error(sealtrail("log", "verify-proof", "bad.json", "--vkey", vkey, cwd=data), "invalid-proof")
+    assert_clean_error(
+        sealtrail("log", "verify-proof", "bad.json", "--vkey", vkey, cwd=data), "invalid-proof"
+    )
     (data / "other.bin").write_bytes(b"not the entry")
-    wrong = sealtrail("log", "verify-proof", "proof.json", "--vkey", vkey, "--entry", "other.bin", cwd=data)
+    wrong = sealtrail(
+        "log", "verify-proof", "proof.json", "--vkey", vkey, "--entry", "other.bin", cwd=data
+    )
     assert_clean_error(wrong, "invalid-proof")
     sealtrail("init", "--data-dir", "e", "--origin", "cli.test/log", cwd=data)
     other_key = (data / "e" / "log.vkey").read_text().strip()
-    assert_clean_error(sealtrail("log", "verify-proof", "proof.json", "--vkey", other_key, cwd=data), "invalid-signature")
+    assert_clean_error(
+        sealtrail("log", "verify-proof", "proof.json", "--vkey", other_key, cwd=data),
+        "invalid-signature",
+    )
 
     audit = sealtrail("log", "verify", "--data-dir", "d", "-q", cwd=data)
     assert audit.returncode == 0 and "OK: 602 entries" in audit.stdout
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
-    assert_clean_error(sealtrail("log", "checkpoint", "--data-dir", "nowhere", cwd=tmp_path), "config-error")
+    assert_clean_error(
+        sealtrail("log", "checkpoint", "--data-dir", "nowhere", cwd=tmp_path), "config-error"
+    )
     (tmp_path / "junk.json").write_text("{not json")
     r = sealtrail("log", "verify-proof", "junk.json", "--vkey", "a+00000000+AQ==", cwd=tmp_path)
     assert_clean_error(r, "invalid-input")

@@ -8,8 +8,14 @@ import base64
 import pytest
 from fastapi.testclient import TestClient
 
-from sealtrail.log import CheckpointSigner, InclusionProof, Sequencer, bundle_entries
-from sealtrail.log import ConsistencyProof, verify_checkpoint
+from sealtrail.log import (
+    CheckpointSigner,
+    ConsistencyProof,
+    InclusionProof,
+    Sequencer,
+    bundle_entries,
+    verify_checkpoint,
+)
 from sealtrail.merkle import leaf_hash
 from sealtrail.service import create_app
 from sealtrail.storage import MemoryStore
@@ -88,7 +94,9 @@ def test_entry_bundles_hash_to_level0_tiles(client: TestClient) -> None:
     for path, tile in [("000", "000"), ("002.p/188", "002.p/188")]:
         bundle = bundle_entries(client.get(f"/tile/entries/{path}").content)
         hashes = client.get(f"/tile/0/{tile}").content
-        assert [leaf_hash(e) for e in bundle] == [hashes[i : i + 32] for i in range(0, len(hashes), 32)]
+        assert [leaf_hash(e) for e in bundle] == [
+            hashes[i : i + 32] for i in range(0, len(hashes), 32)
+        ]
 
 
 def test_bundles_are_gzipped_when_asked(client: TestClient) -> None:
@@ -101,7 +109,9 @@ def test_inclusion_proof_route_verifies(client: TestClient, signer: CheckpointSi
         client.get("/checkpoint").content, origin=signer.origin, verifiers=[signer.verifier]
     ).root
     for index in (0, 255, 256, 511, SIZE - 1):
-        proof = InclusionProof.from_dict(client.get(f"/log/v1/proof/inclusion?index={index}").json())
+        proof = InclusionProof.from_dict(
+            client.get(f"/log/v1/proof/inclusion?index={index}").json()
+        )
         proof.verify(root)
         assert client.get(f"/log/v1/entries/{index}").content == f"entry {index}".encode()
     by_hash = client.get(f"/log/v1/proof/inclusion?leaf_hash={leaf_hash(b'entry 5').hex()}").json()
@@ -112,9 +122,13 @@ def test_consistency_proof_route_verifies(client: TestClient) -> None:
     old = InclusionProof.from_dict(client.get("/log/v1/proof/inclusion?index=0&size=300").json())
     from sealtrail.merkle import root_from_inclusion_proof
 
-    root300 = root_from_inclusion_proof(leaf_hash=old.leaf_hash, index=0, size=300, proof=old.hashes)
+    root300 = root_from_inclusion_proof(
+        leaf_hash=old.leaf_hash, index=0, size=300, proof=old.hashes
+    )
     latest = InclusionProof.from_dict(client.get("/log/v1/proof/inclusion?index=0").json())
-    root = root_from_inclusion_proof(leaf_hash=latest.leaf_hash, index=0, size=SIZE, proof=latest.hashes)
+    root = root_from_inclusion_proof(
+        leaf_hash=latest.leaf_hash, index=0, size=SIZE, proof=latest.hashes
+    )
     proof = ConsistencyProof.from_dict(client.get("/log/v1/proof/consistency?size1=300").json())
     proof.verify(root300, root)
 
@@ -135,7 +149,9 @@ def test_consistency_proof_route_verifies(client: TestClient) -> None:
         ("/no/such/route", 404, "not-found"),
     ],
 )
-def test_bad_requests_get_problem_details(client: TestClient, url: str, status: int, code: str) -> None:
+def test_bad_requests_get_problem_details(
+    client: TestClient, url: str, status: int, code: str
+) -> None:
     r = client.get(url)
     assert r.status_code == status, r.text
     body = r.json()
@@ -144,7 +160,9 @@ def test_bad_requests_get_problem_details(client: TestClient, url: str, status: 
 
 
 def test_empty_log_has_no_checkpoint(signer: CheckpointSigner) -> None:
-    client = TestClient(create_app(reader_for(MemoryStore(), signer), verifier_key=signer.verifier_key()))
+    client = TestClient(
+        create_app(reader_for(MemoryStore(), signer), verifier_key=signer.verifier_key())
+    )
     assert client.get("/checkpoint").status_code == 404
     assert client.get("/log/v1/info").json()["size"] == 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -49,7 +50,7 @@ def _bench_module(name: str, bench_dir: Path | None) -> ModuleType:
     )
 
 
-def _reporter(quiet: bool) -> Any:
+def _reporter(quiet: bool) -> Callable[[str, int, int], None]:
     last: dict[str, int] = {}
 
     def report(what: str, done: int, total: int) -> None:
@@ -76,7 +77,9 @@ def _print(result: dict[str, Any], as_table: bool) -> None:
 
 @app.command("log")
 def log(
-    entries: Annotated[int, typer.Option(min=1000, help="Entries appended (default 10^6).")] = 1_000_000,
+    entries: Annotated[
+        int, typer.Option(min=1000, help="Entries appended (default 10^6).")
+    ] = 1_000_000,
     proofs: Annotated[int, typer.Option(min=100, help="Proofs generated per figure.")] = 20_000,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout (the default).")] = False,
     table: Annotated[bool, typer.Option("--table", help="A human table instead of JSON.")] = False,

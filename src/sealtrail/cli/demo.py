@@ -8,6 +8,7 @@ the same store, then verifies what the server says with nothing but the log's pu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -49,13 +50,24 @@ def _free_port() -> int:
 
 
 def _start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "sealtrail", "serve", "--data-dir", str(data_dir), "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sealtrail",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             detail = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace").strip()
-            raise StorageError(f"the server exited at start: {detail.splitlines()[-1:] or 'no output'}")
+            raise StorageError(
+                f"the server exited at start: {detail.splitlines()[-1:] or 'no output'}"
+            )
         try:
             httpx.get(f"http://127.0.0.1:{port}/log/v1/info", timeout=1.0)
             return proc
@@ -69,7 +81,9 @@ def _append(config: Config, entries: list[bytes]) -> None:
     store = config.open_store()
 
     async def run() -> None:
-        async with Sequencer(store, signer=config.checkpoint_signer(), config=config.sequencer) as seq:
+        async with Sequencer(
+            store, signer=config.checkpoint_signer(), config=config.sequencer
+        ) as seq:
             with progress_bar("appending", len(entries)) as bar:
                 for start in range(0, len(entries), CHUNK):
                     await seq.add_many(entries[start : start + CHUNK])
@@ -96,7 +110,9 @@ def _run_checks(client: httpx.Client, verifier: NoteVerifier, before: int) -> di
     latest = _checkpoint(client, verifier)
     _step(f"checkpoint verified with the log's public key: size {latest.size}")
     index = latest.size // 2
-    proof = InclusionProof.from_dict(client.get("/log/v1/proof/inclusion", params={"index": index}).json())
+    proof = InclusionProof.from_dict(
+        client.get("/log/v1/proof/inclusion", params={"index": index}).json()
+    )
     entry = client.get(f"/log/v1/entries/{index}").content
     if leaf_hash(entry) != proof.leaf_hash:
         raise InvalidProof("the served entry does not match the proof's leaf hash")
@@ -116,7 +132,9 @@ def _run_checks(client: httpx.Client, verifier: NoteVerifier, before: int) -> di
         cproof.verify(old_root, latest.root)
         _step(f"size {latest.size} extends the previous run's size {before} (consistency proof)")
 
-    forged = InclusionProof(proof.index, proof.size, proof.leaf_hash, [bytes(32), *proof.hashes[1:]])
+    forged = InclusionProof(
+        proof.index, proof.size, proof.leaf_hash, [bytes(32), *proof.hashes[1:]]
+    )
     try:
         forged.verify(latest.root)
     except VerificationError:
@@ -139,10 +157,14 @@ def _root_at(client: httpx.Client, size: int) -> bytes:
 
 def demo(
     data_dir: DataDir = Path(".sealtrail-demo"),
-    entries: Annotated[int, typer.Option(min=1, max=1_000_000, help="Entries to append.")] = DEMO_ENTRIES,
+    entries: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="Entries to append.")
+    ] = DEMO_ENTRIES,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).")] = 0,
     exit_after: Annotated[bool, typer.Option("--exit", help="Stop the server when done.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout.")
+    ] = False,
 ) -> None:
     """Run a log end to end on this machine and show that its proofs hold."""
     if (data_dir / CONFIG_FILE).exists():
@@ -150,7 +172,9 @@ def demo(
         err.print(f"Reusing {data_dir} (log {config.origin}); delete it to start clean.")
     else:
         config = init_data_dir(data_dir)
-        err.print(f"Created {data_dir} for log {config.origin} (key in {config.key_file}, mode 0600)")
+        err.print(
+            f"Created {data_dir} for log {config.origin} (key in {config.key_file}, mode 0600)"
+        )
     verifier = NoteVerifier.parse(config.verifier_key())
     port = port or _free_port()
     server = _start_server(data_dir, port)
@@ -173,16 +197,16 @@ def demo(
         out.print(f"  curl -s {base}/tile/0/000 | xxd | head")
         out.print(f"  curl '{base}/log/v1/proof/inclusion?index=0'")
         out.print(f"  .venv/bin/sealtrail log verify --data-dir {data_dir}")
-        out.print(f"  .venv/bin/sealtrail log proof inclusion --index 0 --data-dir {data_dir} > proof.json")
-        out.print(f"  .venv/bin/sealtrail log verify-proof proof.json --vkey '{verifier.verifier_key()}'")
+        prove = f".venv/bin/sealtrail log proof inclusion --index 0 --data-dir {data_dir}"
+        out.print(f"  {prove} > proof.json")
+        vkey = verifier.verifier_key()
+        out.print(f"  .venv/bin/sealtrail log verify-proof proof.json --vkey '{vkey}'")
         out.print(f"  API docs: {base}/docs")
         if exit_after:
             return
         out.print("\nPress Ctrl-C to stop the server.")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             server.wait()
-        except KeyboardInterrupt:
-            pass
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGINT)

@@ -27,7 +27,9 @@ from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out, progress_bar
 __all__ = ["app"]
 
 app = typer.Typer(help="Append to the log, get proofs, verify them.", no_args_is_help=True)
-proof_app = typer.Typer(help="Inclusion and consistency proofs as JSON documents.", no_args_is_help=True)
+proof_app = typer.Typer(
+    help="Inclusion and consistency proofs as JSON documents.", no_args_is_help=True
+)
 app.add_typer(proof_app, name="proof")
 
 #: Entries handed to the sequencer per await: keeps memory flat on large inputs.
@@ -37,7 +39,9 @@ CHUNK = 4096
 def _reader(data_dir: Path) -> LogReader:
     config = load(data_dir)
     return LogReader(
-        config.open_store(), origin=config.origin, verifiers=[NoteVerifier.parse(config.verifier_key())]
+        config.open_store(),
+        origin=config.origin,
+        verifiers=[NoteVerifier.parse(config.verifier_key())],
     )
 
 
@@ -60,8 +64,13 @@ def _read_file(path: Path) -> bytes:
 
 @app.command()
 def append(
-    files: Annotated[list[Path] | None, typer.Argument(help="Each file's bytes become one entry.")] = None,
-    lines: Annotated[Path | None, typer.Option(help="Each non-empty line of FILE (- for stdin) becomes one entry.")] = None,
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Each file's bytes become one entry.")
+    ] = None,
+    lines: Annotated[
+        Path | None,
+        typer.Option(help="Each non-empty line of FILE (- for stdin) becomes one entry."),
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -72,8 +81,12 @@ def append(
 
     async def run() -> tuple[list[int], SignedCheckpoint | None]:
         indexes: list[int] = []
-        async with Sequencer(store, signer=config.checkpoint_signer(), config=config.sequencer) as seq:
-            with progress_bar("appending", len(entries), quiet=quiet or len(entries) < CHUNK) as bar:
+        async with Sequencer(
+            store, signer=config.checkpoint_signer(), config=config.sequencer
+        ) as seq:
+            with progress_bar(
+                "appending", len(entries), quiet=quiet or len(entries) < CHUNK
+            ) as bar:
                 for start in range(0, len(entries), CHUNK):
                     indexes += await seq.add_many(entries[start : start + CHUNK])
                     bar.advance(bar.task_ids[0], min(CHUNK, len(entries) - start))
@@ -141,8 +154,13 @@ def proof_consistency(
 def verify_proof(
     document: Annotated[Path, typer.Argument(help="A proof document from `sealtrail log proof`.")],
     vkey: Annotated[str, typer.Option(help="The log's verifier key (name+keyhash+base64).")],
-    entry: Annotated[Path | None, typer.Option(help="Also check the proof is for this entry.")] = None,
-    old_checkpoint: Annotated[Path | None, typer.Option(help="For a consistency proof: the older signed checkpoint you hold.")] = None,
+    entry: Annotated[
+        Path | None, typer.Option(help="Also check the proof is for this entry.")
+    ] = None,
+    old_checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="For a consistency proof: the older signed checkpoint you hold."),
+    ] = None,
 ) -> None:
     """Verify a proof offline, with only the log's public key. Exit 0 only if it holds."""
     verifier = NoteVerifier.parse(vkey)

@@ -18,13 +18,19 @@ __all__ = ["serve"]
 
 def serve(
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    host: Annotated[str | None, typer.Option(help="Address to bind (default from config: 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default from config: 8080; 0 picks one).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default from config: 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default from config: 8080; 0 picks one).")
+    ] = None,
 ) -> None:
     """Serve the tlog-tiles read API and proof routes until interrupted."""
     config = load(data_dir)
     vkey = config.verifier_key()
-    reader = LogReader(config.open_store(), origin=config.origin, verifiers=[NoteVerifier.parse(vkey)])
+    reader = LogReader(
+        config.open_store(), origin=config.origin, verifiers=[NoteVerifier.parse(vkey)]
+    )
     reader.checkpoint()  # fail fast on a store that does not match the key
     app = create_app(reader, verifier_key=vkey)
     bind_host = host or config.host

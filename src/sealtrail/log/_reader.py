@@ -217,7 +217,9 @@ class LogReader:
 
     # -- tiles and entries --------------------------------------------------------------------
 
-    def tile(self, level: int, index: int, width: int | None = None, *, size: int | None = None) -> bytes:
+    def tile(
+        self, level: int, index: int, width: int | None = None, *, size: int | None = None
+    ) -> bytes:
         """Tile bytes per C2SP tlog-tiles; ``width`` ``None`` asks for the full tile."""
         want = TILE_WIDTH if width is None else width
         if level < 0 and level != ENTRY_BUNDLES:
@@ -315,7 +317,9 @@ class LogReader:
             raise NotFound(f"size {size1} is not at most {bound}")
         if size1 in (0, bound):
             return ConsistencyProof(size1, bound, [])
-        return ConsistencyProof(size1, bound, consistency_proof(size1, bound, self._reader_for(bound)))
+        return ConsistencyProof(
+            size1, bound, consistency_proof(size1, bound, self._reader_for(bound))
+        )
 
     def root(self, size: int) -> bytes:
         """The root of the tree of ``size`` leaves (any size up to the latest checkpoint)."""
@@ -357,9 +361,10 @@ class LogReader:
                             tile_level, t_index, tile_width(tile_level, t_index, size), size=size
                         )
                     if stored[pos * HASH_SIZE : (pos + 1) * HASH_SIZE] != expected:
+                        near = node << (TILE_HEIGHT * tile_level)
                         raise Corruption(
                             f"tile {tile_level}/{t_index} position {pos} does not match the "
-                            f"entries (first bad leaf near index {node << (TILE_HEIGHT * tile_level)})"
+                            f"entries (first bad leaf near index {near})"
                         )
             if progress is not None:
                 progress(start + width, size)

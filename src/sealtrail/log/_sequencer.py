@@ -42,7 +42,7 @@ from ._checkpoints import CheckpointSigner, SignedCheckpoint, verify_checkpoint
 from ._reader import LogReader
 from ._tiles import MAX_ENTRY_SIZE, assemble, split_run
 
-__all__ = ["SequencerConfig", "Sequencer"]
+__all__ = ["Sequencer", "SequencerConfig"]
 
 log = logging.getLogger("sealtrail.log")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -68,6 +68,14 @@ def create_app(reader: LogReader, *, verifier_key: str) -> FastAPI:
         summary="A tamper-evident provenance ledger built on a verifiable log.",
     )
     app.add_middleware(GZipMiddleware, minimum_size=1024)
+    _add_problem_handlers(app)
+    _add_tlog_tiles_routes(app, reader)
+    _add_log_routes(app, reader, verifier_key)
+    return app
+
+
+def _add_problem_handlers(app: FastAPI) -> None:
+    """Every error becomes RFC 9457 problem details with a stable code."""
 
     @app.exception_handler(Error)
     async def _error(_: Request, exc: Error) -> Response:
@@ -89,6 +97,10 @@ def create_app(reader: LogReader, *, verifier_key: str) -> FastAPI:
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         error = NotFound("no such resource") if exc.status_code == 404 else Error(str(exc.detail))
         return problem_response(error, exc.status_code)
+
+
+def _add_tlog_tiles_routes(app: FastAPI, reader: LogReader) -> None:
+    """The C2SP tlog-tiles read API: checkpoint, hash tiles and entry bundles."""
 
     @app.get("/checkpoint", response_class=PlainTextResponse, tags=["tlog-tiles"])
     async def checkpoint() -> Response:
@@ -114,6 +126,10 @@ def create_app(reader: LogReader, *, verifier_key: str) -> FastAPI:
         else:
             data = await run_in_threadpool(reader.tile, level, index, width)
         return Response(data, media_type=OCTETS, headers={"Cache-Control": IMMUTABLE})
+
+
+def _add_log_routes(app: FastAPI, reader: LogReader, verifier_key: str) -> None:
+    """Conveniences over the tiles: info, entries by index and proofs as JSON."""
 
     @app.get("/log/v1/info", tags=["log"])
     async def info() -> LogInfo:
@@ -162,5 +178,3 @@ def create_app(reader: LogReader, *, verifier_key: str) -> FastAPI:
         """An RFC 9162 consistency proof from tree ``size1`` to ``size2`` (default: latest)."""
         proof = await run_in_threadpool(lambda: reader.consistency_proof(size1, size2))
         return ConsistencyProofModel.model_validate(proof.to_dict())
-
-    return app

@@ -100,9 +100,7 @@ class MemoryStore:
         with self._lock:
             current = self._checkpoint.size if self._checkpoint else 0
             if current != commit.old_size:
-                raise CheckpointConflict(
-                    f"the log is at size {current}, not {commit.old_size}"
-                )
+                raise CheckpointConflict(f"the log is at size {current}, not {commit.old_size}")
             self.faults.check("before_commit")
             for part in commit.parts:
                 _put_part(self._tiles.setdefault((part.level, part.index), {}), part)

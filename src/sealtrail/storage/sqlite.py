@@ -84,7 +84,10 @@ class SQLiteStore:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
             )
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -173,7 +176,8 @@ class SQLiteStore:
                         (part.level, part.index, part.start),
                     )
                 conn.executemany(
-                    "INSERT INTO tile_parts (level, idx, start, count, data) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO tile_parts (level, idx, start, count, data)"
+                    " VALUES (?, ?, ?, ?, ?)",
                     [(p.level, p.index, p.start, p.count, p.data) for p in commit.parts],
                 )
                 conn.executemany(
@@ -203,4 +207,3 @@ class SQLiteStore:
         """Run one raw statement. Only tests and repair tools should ever call this."""
         with self._errors("statement"):
             self._conn().execute(sql, params)
-

@@ -45,7 +45,7 @@ def build(
 
 def test_constants() -> None:
     assert HASH_SIZE == 32
-    assert EMPTY_ROOT == hashlib.sha256(b"").digest()
+    assert hashlib.sha256(b"").digest() == EMPTY_ROOT
     assert EMPTY_ROOT.hex() == REF["root_hashes_hex_by_size"][0]
 
 

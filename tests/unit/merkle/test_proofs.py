@@ -325,7 +325,7 @@ def test_inclusion_every_bit_flip_fails(case: tuple[int, int], data: st.DataObje
     size = min(size, 300)
     index = min(index, size - 1)
     proof = path(index, _LEAVES[:size])
-    good = {
+    good: dict[str, Any] = {
         "leaf_hash": _LEAVES[index],
         "index": index,
         "size": size,
@@ -337,21 +337,21 @@ def test_inclusion_every_bit_flip_fails(case: tuple[int, int], data: st.DataObje
         with pytest.raises(InclusionProofError):
             verify_inclusion(**(good | {"leaf_hash": flip(_LEAVES[index], bit)}))
         with pytest.raises(InclusionProofError):
-            verify_inclusion(**(good | {"root": flip(good["root"], bit)}))  # type: ignore[arg-type]
+            verify_inclusion(**(good | {"root": flip(good["root"], bit)}))
         for i in range(len(proof)):
             bad = [*proof[:i], flip(proof[i], bit), *proof[i + 1 :]]
             with pytest.raises(InclusionProofError):
                 verify_inclusion(**(good | {"proof": bad}))
     for bit in range(64):
         for field in ("index", "size"):
-            value = good[field] ^ (1 << bit)  # type: ignore[operator]
+            value = good[field] ^ (1 << bit)
             flipped = good | {field: value}
             try:
                 verify_inclusion(**flipped)
             except InclusionProofError:
                 continue
             # Accepted: only legitimate if the RFC combines the hashes identically.
-            assert inclusion_shape(flipped["index"], flipped["size"]) == inclusion_shape(  # type: ignore[arg-type]
+            assert inclusion_shape(flipped["index"], flipped["size"]) == inclusion_shape(
                 index, size
             ), f"{field} with bit {bit} flipped was accepted"
 

@@ -124,7 +124,7 @@ def test_tile_for_node(level: int, index: int) -> None:
     tl, ti, first, count = tile_for_node(level, index)
     assert tl == level // 8
     assert count == 2 ** (level % 8)
-    assert 0 <= first
+    assert first >= 0
     assert first + count <= TILE_WIDTH
     # The covered level-8T positions are exactly the node's descendants at that level.
     base = level - level % 8
