@@ -103,7 +103,9 @@ def test_merkle_is_pure() -> None:
         ("merkle", "from ._hash import leaf_hash\n", False),
     ],
 )
-def test_the_checker_catches_violations(tmp_path: Path, layer: str, source: str, caught: bool) -> None:
+def test_the_checker_catches_violations(
+    tmp_path: Path, layer: str, source: str, caught: bool
+) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(source, encoding="utf-8")
     imports = _imports(probe, located=SRC / layer / "_probe.py")

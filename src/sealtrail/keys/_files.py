@@ -22,6 +22,7 @@ MAX_KEY_FILE_SIZE = 64 * 1024
 """A PEM private key is a few hundred bytes; anything this large is not one."""
 
 _POSIX = os.name == "posix"
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 def write_private_key(path: str | os.PathLike[str], signer: Ed25519Signer) -> None:
@@ -90,14 +91,15 @@ def load_signer(path: str | os.PathLike[str]) -> Signer:
     """
     target = Path(path)
     try:
-        fd = os.open(target, os.O_RDONLY)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is rejected below.
+        fd = os.open(target, os.O_RDONLY | _O_NONBLOCK)
     except FileNotFoundError:
         raise ConfigError(f"key file not found: {target}") from None
     except OSError as exc:
         raise ConfigError(f"cannot open key file {target}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
+    try:
         # Check the file we opened, not the path, so a swap between check and read is harmless.
-        info = os.fstat(handle.fileno())
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(f"key file {target} is not a regular file")
         if _POSIX and info.st_mode & 0o077:
@@ -106,6 +108,11 @@ def load_signer(path: str | os.PathLike[str]) -> Signer:
                 f"key file {target} is accessible by group or others (mode {mode:04o})",
                 hint=f"Restrict it to its owner: chmod 600 {target}",
             )
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
         try:
             data = handle.read(MAX_KEY_FILE_SIZE + 1)
         except OSError as exc:

@@ -208,6 +208,10 @@ class LogReader:
         return 0 if latest is None else latest.size
 
     def _bound(self, size: int | None) -> int:
+        last = self._last
+        if size is not None and last is not None and 0 <= size <= last.size:
+            # A size once covered by a verified checkpoint stays covered: the log only grows.
+            return size
         latest = self.size()
         if size is None:
             return latest
@@ -273,14 +277,20 @@ class LogReader:
     def read_nodes(self, ids: Sequence[NodeID], *, size: int) -> list[bytes]:
         """Hashes of perfect subtrees of a tree of ``size`` leaves (a merkle ``NodeReader``)."""
         out: list[bytes] = []
+        tile: tuple[int, int] | None = None
+        width = 0
+        expanded: _Expanded | None = None
         for level, index in ids:
             tile_level, k = divmod(level, TILE_HEIGHT)
-            first = index << k  # first level-8T hash under this node
-            tile_index, pos = divmod(first, TILE_WIDTH)
-            width = tile_width(tile_level, tile_index, size)
+            # The node's first level-8T hash, and where it sits in which tile.
+            tile_index, pos = divmod(index << k, TILE_WIDTH)
+            if tile != (tile_level, tile_index) or expanded is None:
+                tile = (tile_level, tile_index)
+                width = tile_width(tile_level, tile_index, size)
+                expanded = self._expanded(tile_level, tile_index, width)
             if pos + (1 << k) > width:
                 raise Corruption(f"node {level}/{index} is not complete in a tree of size {size}")
-            out.append(self._expanded(tile_level, tile_index, width).level(k)[pos >> k])
+            out.append(expanded.level(k)[pos >> k])
         return out
 
     def _reader_for(self, size: int) -> Callable[[Sequence[NodeID]], Sequence[bytes]]:
@@ -295,17 +305,17 @@ class LogReader:
     def index_of(self, leaf: bytes, *, size: int | None = None) -> int:
         """The index of the entry with this leaf hash, confirmed against the hash tile."""
         bound = self._bound(size)
-        hit = self.store.lookup_leaves([leaf]).get(leaf)
-        if hit is None or hit >= bound or self.leaf_hash_at(hit, size=bound) != leaf:
-            raise NotFound("no entry with this leaf hash in the tree")
-        return hit
+        for hit in sorted(self.store.lookup_leaves([leaf]).get(leaf, [])):
+            if hit < bound and self.leaf_hash_at(hit, size=bound) == leaf:
+                return hit
+        raise NotFound("no entry with this leaf hash in the tree")
 
     def inclusion_proof(self, index: int, *, size: int | None = None) -> InclusionProof:
         bound = self._bound(size)
         if not 0 <= index < bound:
             raise NotFound(f"index {index} is not in a tree of size {bound}")
         hashes = inclusion_proof(index, bound, self._reader_for(bound))
-        return InclusionProof(index, bound, self.leaf_hash_at(index, size=bound), hashes)
+        return InclusionProof(index, bound, self.read_nodes([(0, index)], size=bound)[0], hashes)
 
     def inclusion_proof_by_hash(self, leaf: bytes, *, size: int | None = None) -> InclusionProof:
         bound = self._bound(size)

@@ -82,7 +82,8 @@ class Sequencer:
         self.signer = signer
         self.config = config or SequencerConfig()
         self.reader = LogReader(store, origin=signer.origin, verifiers=[signer.verifier])
-        self._queue: deque[tuple[bytes, asyncio.Future[int]]] = deque()
+        self._queue: deque[tuple[list[bytes], asyncio.Future[list[int]]]] = deque()
+        self._pending = 0
         self._wakeup = asyncio.Event()
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -126,30 +127,84 @@ class Sequencer:
         The future MUST NOT resolve before the entry and a checkpoint covering it are
         committed. Raises :class:`RetryLater` at once when the queue is full.
         """
-        if self._closing or self._task is None:
-            raise RetryLater("the sequencer is not running", retry_after=1.0)
-        if len(entry) > MAX_ENTRY_SIZE:
-            raise TooLarge(f"entry of {len(entry)} bytes exceeds the {MAX_ENTRY_SIZE}-byte limit")
-        if len(self._queue) >= self.config.max_pending:
-            raise RetryLater(
-                f"{len(self._queue)} entries are waiting to be sequenced", retry_after=0.5
-            )
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((bytes(entry), future))
-        self._wakeup.set()
-        if len(self._queue) >= self.config.max_batch:
-            self._full.set()
-        return future
+        group = self._enqueue([entry])
+        single: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def relay(done: asyncio.Future[list[int]]) -> None:
+            if single.done():
+                return
+            if done.cancelled():
+                single.cancel()
+            elif (exc := done.exception()) is not None:
+                single.set_exception(exc)
+            else:
+                single.set_result(done.result()[0])
+
+        group.add_done_callback(relay)
+        return single
+
+    def submit_many(self, entries: Sequence[bytes]) -> list[asyncio.Future[list[int]]]:
+        """Queue entries as groups of at most ``max_batch``; all or none are accepted.
+
+        Each future resolves to its group's indexes, in order, once they are durable.
+        """
+        entries = list(entries)
+        step = self.config.max_batch
+        self._admit(entries)
+        return [
+            self._enqueue(entries[i : i + step], checked=True) for i in range(0, len(entries), step)
+        ]
 
     async def add(self, entry: bytes) -> int:
         """Append one entry (or find it) and return its index once durable."""
         return await self.submit(entry)
 
     async def add_many(self, entries: Iterable[bytes]) -> list[int]:
-        futures = [self.submit(e) for e in entries]
-        return list(await asyncio.gather(*futures))
+        """Append entries (or find them); their indexes, in order, once all are durable."""
+        results = await asyncio.gather(*self.submit_many(list(entries)), return_exceptions=True)
+        out: list[int] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            out += result
+        return out
+
+    def _admit(self, entries: Sequence[bytes]) -> None:
+        if self._closing or self._task is None:
+            raise RetryLater("the sequencer is not running", retry_after=1.0)
+        for entry in entries:
+            if len(entry) > MAX_ENTRY_SIZE:
+                raise TooLarge(
+                    f"entry of {len(entry)} bytes exceeds the {MAX_ENTRY_SIZE}-byte limit"
+                )
+        if self._pending + len(entries) > self.config.max_pending:
+            raise RetryLater(
+                f"{self._pending} entries are waiting to be sequenced", retry_after=0.5
+            )
+
+    def _enqueue(self, entries: list[bytes], *, checked: bool = False) -> asyncio.Future[list[int]]:
+        if not checked:
+            self._admit(entries)
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queue.append(([bytes(e) for e in entries], future))
+        self._pending += len(entries)
+        self._wakeup.set()
+        if self._pending >= self.config.max_batch:
+            self._full.set()
+        return future
 
     # -- the loop -------------------------------------------------------------------------------
+
+    def _cut(self) -> list[tuple[list[bytes], asyncio.Future[list[int]]]]:
+        """Take whole groups from the queue, up to ``max_batch`` entries (at least one group)."""
+        batch = [self._queue.popleft()]
+        count = len(batch[0][0])
+        while self._queue and count + len(self._queue[0][0]) <= self.config.max_batch:
+            group = self._queue.popleft()
+            batch.append(group)
+            count += len(group[0])
+        self._pending -= count
+        return batch
 
     async def _run(self) -> None:
         cfg = self.config
@@ -160,25 +215,27 @@ class Sequencer:
                     return
                 self._wakeup.clear()
                 continue
-            if len(self._queue) < cfg.max_batch and not self._closing and cfg.max_delay > 0:
+            if self._pending < cfg.max_batch and not self._closing and cfg.max_delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), cfg.max_delay)
-            take = min(cfg.max_batch, len(self._queue))
-            batch = [self._queue.popleft() for _ in range(take)]
-            if len(self._queue) < cfg.max_batch and not self._closing:
+            batch = self._cut()
+            if self._pending < cfg.max_batch and not self._closing:
                 self._full.clear()
+            flat = [entry for entries, _ in batch for entry in entries]
             try:
-                indexes = await asyncio.to_thread(self._sequence, [entry for entry, _ in batch])
+                indexes = await asyncio.to_thread(self._sequence, flat)
             except Error as exc:
                 # A bad batch fails only its own waiters; they may retry (dedup makes it safe).
-                log.warning("batch of %d entries failed: %s", len(batch), exc.code)
+                log.warning("batch of %d entries failed: %s", len(flat), exc.code)
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), index in zip(batch, indexes, strict=True):
+            pos = 0
+            for entries, future in batch:
                 if not future.done():
-                    future.set_result(index)
+                    future.set_result(indexes[pos : pos + len(entries)])
+                pos += len(entries)
 
     # -- integration (runs in a worker thread, one batch at a time) -----------------------------
 
@@ -226,27 +283,27 @@ class Sequencer:
         hashes = [leaf_hash(e) for e in entries]
 
         # Deduplicate: within the batch, then against the log (hits confirmed on the tile).
-        first_seen: dict[bytes, int] = {}
-        for pos, h in enumerate(hashes):
-            first_seen.setdefault(h, pos)
-        known = self._confirmed(self.store.lookup_leaves(first_seen.keys()), size)
-
-        indexes: list[int] = []
-        new_entries: list[bytes] = []
-        new_hashes: list[bytes] = []
-        assigned: dict[bytes, int] = {}
-        for pos, h in enumerate(hashes):
-            index = known.get(h)
-            if index is None:
-                index = assigned.get(h)
-            if index is None:
-                index = size + len(new_hashes)
-                assigned[h] = index
-                new_entries.append(entries[pos])
-                new_hashes.append(h)
-            indexes.append(index)
-        if not new_hashes:
-            return indexes
+        distinct = dict.fromkeys(hashes)
+        known = self._confirmed(self.store.lookup_leaves(distinct.keys()), size)
+        if not known and len(distinct) == len(hashes):
+            # The common case: every entry is new and distinct.
+            indexes = list(range(size, size + len(hashes)))
+            new_entries, new_hashes = list(entries), hashes
+            assigned = dict(zip(hashes, indexes, strict=True))
+        else:
+            indexes, new_entries, new_hashes, assigned = [], [], [], {}
+            for entry, h in zip(entries, hashes, strict=True):
+                index = known.get(h)
+                if index is None:
+                    index = assigned.get(h)
+                if index is None:
+                    index = size + len(new_hashes)
+                    assigned[h] = index
+                    new_entries.append(entry)
+                    new_hashes.append(h)
+                indexes.append(index)
+            if not new_hashes:
+                return indexes
 
         tree, runs = old.append(new_hashes)
         parts: list[TilePart] = []
@@ -270,14 +327,14 @@ class Sequencer:
         self._range, self._latest = tree, signed
         return indexes
 
-    def _confirmed(self, hits: dict[bytes, int], size: int) -> dict[bytes, int]:
-        """Keep only leaf-index hits that the committed level-0 tiles agree with."""
-        if not hits:
-            return {}
+    def _confirmed(self, hits: dict[bytes, list[int]], size: int) -> dict[bytes, int]:
+        """Keep only leaf-index hints that the committed level-0 tiles agree with."""
         ok: dict[bytes, int] = {}
-        for h, index in hits.items():
-            if index < size and self.reader.read_nodes([(0, index)], size=size)[0] == h:
-                ok[h] = index
+        for h, candidates in hits.items():
+            for index in sorted(candidates):
+                if index < size and self.reader.read_nodes([(0, index)], size=size)[0] == h:
+                    ok[h] = index
+                    break
         return ok
 
     def _completed(self, part: TilePart) -> TilePart:

@@ -192,8 +192,10 @@ def verify_cosignature(*, verifier: CosignatureVerifier, text: str, signature: b
 
     ``signature`` is what follows the key ID in the signature line. Returns the POSIX
     timestamp the witness signed. Raises :class:`~sealtrail.errors.InvalidSignature` if it
-    does not verify (including a wrong length or an out-of-range timestamp); whether the
-    time is acceptable (e.g. not in the future) is the caller's policy.
+    does not verify (including a wrong length or an out-of-range timestamp) and
+    :class:`~sealtrail.errors.MalformedNote` if ``text`` does not end in a newline or is not
+    valid Unicode; whether the time is acceptable (e.g. not in the future) is the caller's
+    policy.
     """
     if not isinstance(verifier, CosignatureVerifier):
         raise InvalidInput("verify_cosignature needs a CosignatureVerifier (type 0x04 key)")
@@ -203,6 +205,9 @@ def verify_cosignature(*, verifier: CosignatureVerifier, text: str, signature: b
         timestamp = cosignature_timestamp(signature)
     except MalformedNote as exc:
         raise InvalidSignature(f"cosignature by {verifier.name}: {exc.message}") from None
-    message = cosignature_message(text, timestamp)
+    try:
+        message = cosignature_message(text, timestamp)
+    except UnicodeEncodeError:
+        raise MalformedNote("a cosigned note text is not valid Unicode (lone surrogate)") from None
     verifier._ed25519.verify(signature=signature[8:], message=message)
     return timestamp

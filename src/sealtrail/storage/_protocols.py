@@ -19,6 +19,9 @@ __all__ = ["ENTRY_BUNDLES", "Commit", "LogStore", "StoredCheckpoint", "TilePart"
 #: Pseudo tile level under which entry bundles (``tile/entries/N``) are stored.
 ENTRY_BUNDLES = -1
 
+_HASH_SIZE = 32
+_TILE_WIDTH = 256
+
 
 @dataclass(frozen=True, slots=True)
 class TilePart:
@@ -37,6 +40,19 @@ class TilePart:
     count: int
     data: bytes
 
+    def head(self, count: int) -> TilePart:
+        """This part cut down to its first ``count`` positions (``0 < count <= self.count``).
+
+        What a store keeps of a part that reaches into the positions of a newer one.
+        """
+        if self.level == ENTRY_BUNDLES:
+            end = 0
+            for _ in range(count):
+                end += 2 + int.from_bytes(self.data[end : end + 2], "big")
+        else:
+            end = count * _HASH_SIZE
+        return TilePart(self.level, self.index, self.start, count, self.data[:end])
+
 
 @dataclass(frozen=True, slots=True)
 class StoredCheckpoint:
@@ -53,7 +69,7 @@ class Commit:
     ``parts`` cover exactly the positions ``old_size .. new_size-1`` at every level they
     reach (plus, optionally, a *full* part — ``start == 0, count == 256`` — that restates a
     tile completed by this batch, so that a full tile is read back as a single part).
-    ``leaves`` maps each new leaf hash to its index.
+    ``leaves`` pairs each new leaf hash with its index.
     """
 
     old_size: int
@@ -61,6 +77,11 @@ class Commit:
     checkpoint: bytes
     parts: Sequence[TilePart]
     leaves: Sequence[tuple[bytes, int]]
+
+    def stored_parts(self) -> list[TilePart]:
+        """The parts a store writes: a full part makes its tile's partial parts redundant."""
+        full = {(p.level, p.index) for p in self.parts if p.count == _TILE_WIDTH}
+        return [p for p in self.parts if p.count == _TILE_WIDTH or (p.level, p.index) not in full]
 
 
 @runtime_checkable
@@ -89,12 +110,14 @@ class LogStore(Protocol):
         """
         ...
 
-    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, int]:
-        """Return ``{leaf_hash: index}`` for those of ``leaf_hashes`` the store knows.
+    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
+        """Return ``{leaf_hash: candidate indexes}`` for those of ``leaf_hashes`` it may know.
 
-        A hit is a *hint*: callers MUST confirm it against the hash tile (index below the
-        checkpoint size and the stored leaf hash equal) before trusting it, so a leaf row
-        left behind by a failed batch can never alias a later entry.
+        Candidates are *hints*: a backend MAY key its index by a prefix of the hash and
+        return every index under that prefix, and rows left behind by a failed batch MAY
+        remain. Callers MUST confirm a candidate against the hash tile (index below the
+        checkpoint size and the stored leaf hash equal) before trusting it. MUST return
+        every index committed for a requested hash (no false negatives).
         """
         ...
 

@@ -72,7 +72,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._checkpoint: StoredCheckpoint | None = None
         self._tiles: dict[tuple[int, int], dict[int, TilePart]] = {}
-        self._leaves: dict[bytes, int] = {}
+        self._leaves: dict[bytes, list[int]] = {}
         self.faults = Faults()
         self.commits = 0
 
@@ -89,10 +89,10 @@ class MemoryStore:
             parts = self._tiles.get((level, index), {})
             return [parts[start] for start in sorted(parts)]
 
-    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, int]:
+    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
         with self._lock:
             self.faults.check("lookup_leaves")
-            return {h: self._leaves[h] for h in leaf_hashes if h in self._leaves}
+            return {h: list(self._leaves[h]) for h in leaf_hashes if h in self._leaves}
 
     # -- the one write ------------------------------------------------------------------------
 
@@ -102,9 +102,12 @@ class MemoryStore:
             if current != commit.old_size:
                 raise CheckpointConflict(f"the log is at size {current}, not {commit.old_size}")
             self.faults.check("before_commit")
-            for part in commit.parts:
+            for part in commit.stored_parts():
                 _put_part(self._tiles.setdefault((part.level, part.index), {}), part)
-            self._leaves.update(commit.leaves)
+            for leaf, index in commit.leaves:
+                indexes = self._leaves.setdefault(leaf, [])
+                if index not in indexes:
+                    indexes.append(index)
             self.faults.check("after_parts")
             self._checkpoint = StoredCheckpoint(commit.new_size, bytes(commit.checkpoint))
             self.commits += 1
@@ -144,8 +147,15 @@ class MemoryStore:
 
 
 def _put_part(parts: dict[int, TilePart], part: TilePart) -> None:
-    """Store ``part``, replacing whatever it overlaps (a full part replaces the whole tile)."""
+    """Store ``part``, replacing whatever it overlaps (a full part replaces the whole tile).
+
+    A part that starts before ``part`` and reaches into it (a full part left by a failed
+    write) keeps its head: its positions before ``part.start`` are committed ones.
+    """
     end = part.start + part.count
-    for start in [s for s, p in parts.items() if s < end and part.start < s + p.count]:
-        del parts[start]
+    for start, old in [(s, p) for s, p in parts.items() if s < end and part.start < s + p.count]:
+        if start < part.start:
+            parts[start] = old.head(part.start - start)
+        else:
+            del parts[start]
     parts[part.start] = part

@@ -9,7 +9,9 @@ Schema (``PRAGMA user_version`` tracks migrations)::
 
     checkpoint(id = 0, size, note)                   the one latest signed checkpoint
     tile_parts(level, idx, start, count, data)       tiles and entry bundles, part by part
-    leaves(hash, idx)                                leaf hash -> index (a hint, see LogStore)
+    leaves(prefix, idx)                              first 8 bytes of the leaf hash -> index
+                                                     (a hint: candidates are confirmed on the
+                                                     level-0 tile, so prefix collisions are safe)
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ __all__ = ["SQLiteStore"]
 
 #: Seconds a writer waits for another process's write transaction before failing.
 BUSY_TIMEOUT_MS = 10_000
+#: Page cache per connection, in KiB (the leaf index is a B-tree with random keys).
+CACHE_KIB = 65536
 #: Most leaf hashes looked up per query (SQLite's default variable limit is 32766).
 LOOKUP_CHUNK = 500
 
@@ -47,11 +51,17 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             PRIMARY KEY (level, idx, start)
         ) WITHOUT ROWID""",
         """CREATE TABLE leaves (
-            hash BLOB PRIMARY KEY CHECK (length(hash) = 32),
-            idx INTEGER NOT NULL
+            prefix INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            PRIMARY KEY (prefix, idx)
         ) WITHOUT ROWID""",
     ),
 ]
+
+
+def _prefix(leaf_hash: bytes) -> int:
+    """The leaf index key: the hash's first 8 bytes as a signed 64-bit integer."""
+    return int.from_bytes(leaf_hash[:8], "big", signed=True)
 
 
 class SQLiteStore:
@@ -73,8 +83,12 @@ class SQLiteStore:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
-        with self._errors("open"):
-            self._migrate(self._conn())
+        try:
+            with self._errors("open"):
+                self._migrate(self._conn())
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections --------------------------------------------------------------------------
 
@@ -89,9 +103,14 @@ class SQLiteStore:
                 check_same_thread=False,
                 timeout=BUSY_TIMEOUT_MS / 1000,
             )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            except BaseException:
+                conn.close()
+                raise
             self._local.conn = conn
             with self._all_lock:
                 self._all.append(conn)
@@ -122,7 +141,8 @@ class SQLiteStore:
                 conn.execute(f"PRAGMA user_version = {number}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     # -- reads --------------------------------------------------------------------------------
@@ -145,17 +165,21 @@ class SQLiteStore:
             )
         return [TilePart(level, index, int(s), int(c), bytes(d)) for s, c, d in rows]
 
-    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, int]:
-        hashes = list(leaf_hashes)
-        found: dict[bytes, int] = {}
+    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
+        by_prefix: dict[int, list[bytes]] = {}
+        for h in dict.fromkeys(leaf_hashes):  # each asked-for hash once
+            by_prefix.setdefault(_prefix(h), []).append(h)
+        prefixes = list(by_prefix)
+        found: dict[bytes, list[int]] = {}
         with self._errors("read"):
             conn = self._conn()
-            for i in range(0, len(hashes), LOOKUP_CHUNK):
-                chunk = hashes[i : i + LOOKUP_CHUNK]
+            for i in range(0, len(prefixes), LOOKUP_CHUNK):
+                chunk = prefixes[i : i + LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                query = f"SELECT hash, idx FROM leaves WHERE hash IN ({marks})"  # noqa: S608
-                for h, idx in conn.execute(query, chunk):
-                    found[bytes(h)] = int(idx)
+                query = f"SELECT prefix, idx FROM leaves WHERE prefix IN ({marks})"  # noqa: S608
+                for prefix, idx in conn.execute(query, chunk):
+                    for h in by_prefix[prefix]:
+                        found.setdefault(h, []).append(int(idx))
         return found
 
     # -- the one write ------------------------------------------------------------------------
@@ -169,19 +193,18 @@ class SQLiteStore:
                 current = 0 if row is None else int(row[0])
                 if current != commit.old_size:
                     raise CheckpointConflict(f"the log is at size {current}, not {commit.old_size}")
-                for part in commit.parts:
-                    # Anything at or after this part's start is a leftover or being restated.
-                    conn.execute(
-                        "DELETE FROM tile_parts WHERE level = ? AND idx = ? AND start >= ?",
-                        (part.level, part.index, part.start),
-                    )
+                parts = commit.stored_parts()
+                for part in parts:
+                    self._make_room(conn, part)
                 conn.executemany(
                     "INSERT INTO tile_parts (level, idx, start, count, data)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    [(p.level, p.index, p.start, p.count, p.data) for p in commit.parts],
+                    [(p.level, p.index, p.start, p.count, p.data) for p in parts],
                 )
+                # Sorted, so that the B-tree is walked once, left to right.
                 conn.executemany(
-                    "INSERT OR REPLACE INTO leaves (hash, idx) VALUES (?, ?)", commit.leaves
+                    "INSERT OR IGNORE INTO leaves (prefix, idx) VALUES (?, ?)",
+                    sorted((_prefix(h), i) for h, i in commit.leaves),
                 )
                 conn.execute(
                     "INSERT INTO checkpoint (id, size, note) VALUES (0, ?, ?)"
@@ -193,6 +216,31 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _make_room(conn: sqlite3.Connection, part: TilePart) -> None:
+        """Clear the positions ``part`` is about to take, before any part is inserted."""
+        key = (part.level, part.index)
+        # A part from before this one that reaches into it (a full part left by a failed
+        # write) keeps only its head: those positions are committed ones.
+        row = conn.execute(
+            "SELECT start, count, data FROM tile_parts"
+            " WHERE level = ? AND idx = ? AND start < ? AND start + count > ?",
+            (*key, part.start, part.start),
+        ).fetchone()
+        if row is not None:
+            old = TilePart(part.level, part.index, int(row[0]), int(row[1]), bytes(row[2]))
+            head = old.head(part.start - old.start)
+            conn.execute(
+                "UPDATE tile_parts SET count = ?, data = ?"
+                " WHERE level = ? AND idx = ? AND start = ?",
+                (head.count, head.data, *key, head.start),
+            )
+        # Anything at or after this part's start is a leftover or being restated.
+        conn.execute(
+            "DELETE FROM tile_parts WHERE level = ? AND idx = ? AND start >= ?",
+            (*key, part.start),
+        )
 
     def close(self) -> None:
         with self._all_lock:

@@ -1,0 +1,142 @@
+"""The backends the storage conformance suite runs against, one row each.
+
+To add a backend (PostgreSQL, say), append one ``pytest.param(Backend(...), id=...)`` to
+``BACKENDS``:
+
+* ``database`` gets a fresh, empty directory and returns an *opener*: each call opens a new
+  store object on that one database (a backend whose data lives in the object itself, like
+  memory, returns the same object every time). A server backend creates a fresh database
+  or schema here and ignores the directory.
+* ``persistent``: data is still there for a store object opened after the others closed.
+* ``plant_leftover`` writes a commit's parts and leaves *without* its checkpoint, the way
+  a torn step-wise write or a crash could leave them (raw SQL is fine).
+* ``marks``: e.g. ``pytest.mark.postgres`` for a backend that needs a server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealtrail.errors import StorageError
+from sealtrail.storage import Commit, LogStore, MemoryStore, SQLiteStore
+from sealtrail.storage.sqlite import _prefix as leaf_key
+
+Opener = Callable[[], LogStore]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    database: Callable[[Path], Opener]
+    persistent: bool
+    plant_leftover: Callable[[LogStore, Commit], None]
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+
+def _memory_database(directory: Path) -> Opener:
+    store = MemoryStore()
+    return lambda: store
+
+
+def _memory_leftover(store: LogStore, commit: Commit) -> None:
+    assert isinstance(store, MemoryStore)
+    store.faults.arm("after_parts")
+    with pytest.raises(StorageError):
+        store.commit(commit)
+
+
+# -- sqlite -------------------------------------------------------------------------------------
+
+
+def _sqlite_database(directory: Path) -> Opener:
+    path = directory / "log.db"
+    return lambda: SQLiteStore(path)
+
+
+def _sqlite_leftover(store: LogStore, commit: Commit) -> None:
+    assert isinstance(store, SQLiteStore)
+    for p in commit.stored_parts():
+        store.execute(
+            "DELETE FROM tile_parts WHERE level = ? AND idx = ? AND start >= ?",
+            (p.level, p.index, p.start),
+        )
+        store.execute(
+            "INSERT INTO tile_parts (level, idx, start, count, data) VALUES (?, ?, ?, ?, ?)",
+            (p.level, p.index, p.start, p.count, p.data),
+        )
+    for leaf, index in commit.leaves:
+        store.execute(
+            "INSERT OR IGNORE INTO leaves (prefix, idx) VALUES (?, ?)", (leaf_key(leaf), index)
+        )
+
+
+BACKENDS = [
+    pytest.param(
+        Backend("memory", _memory_database, persistent=False, plant_leftover=_memory_leftover),
+        id="memory",
+    ),
+    pytest.param(
+        Backend("sqlite", _sqlite_database, persistent=True, plant_leftover=_sqlite_leftover),
+        id="sqlite",
+    ),
+]
+
+
+class StoreFactory:
+    """Opens store objects of one backend for one test; closes them all afterwards."""
+
+    def __init__(self, backend: Backend, directory: Path) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.persistent = backend.persistent
+        self._directory = directory
+        self._databases = 0
+        self._opened: list[LogStore] = []
+        self._open_default = self._new_database()
+
+    def _new_database(self) -> Opener:
+        self._databases += 1
+        directory = self._directory / f"db{self._databases}"
+        directory.mkdir()
+        return self.backend.database(directory)
+
+    def _track(self, store: LogStore) -> LogStore:
+        self._opened.append(store)
+        return store
+
+    def open(self) -> LogStore:
+        """A store object on this test's one database (another object where the backend can)."""
+        return self._track(self._open_default())
+
+    def fresh(self) -> LogStore:
+        """A store on a new, empty database (one per hypothesis example)."""
+        return self._track(self._new_database()())
+
+    def plant_leftover(self, store: LogStore, commit: Commit) -> None:
+        self.backend.plant_leftover(store, commit)
+
+    def close_all(self) -> None:
+        for store in self._opened:
+            store.close()
+        self._opened.clear()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    param: Any = request.param
+    assert isinstance(param, Backend)
+    factory = StoreFactory(param, tmp_path)
+    yield factory
+    factory.close_all()
+
+
+@pytest.fixture
+def store(store_factory: StoreFactory) -> LogStore:
+    return store_factory.open()
