@@ -5,10 +5,10 @@ run, on fresh stores in a temporary directory. pymerkle (GPL) is imported here o
 ``sealtrail`` package never imports it.
 
 Figures (name -> number):
-  append_entries_per_s                    256-byte entries, batches of 4096, each batch durable
+  append_entries_per_s                    256-byte entries, batches of 16384, each batch durable
                                           (committed with its signed checkpoint) before the next
   peer_pymerkle_append_entries_per_s      the same entries, pymerkle SqliteTree.append_entries
-                                          in batches of 4096 (one transaction each)
+                                          in batches of 16384 (one transaction each)
   inclusion_proofs_per_s_1e3              random-index proofs from a cold reader, 10^3 entries
   inclusion_proofs_per_s_1e6              the same at 10^6 entries (default --entries)
   peer_pymerkle_inclusion_proofs_per_s_1e6  pymerkle prove_inclusion on its 10^6 tree
@@ -32,7 +32,7 @@ from sealtrail.log import CheckpointSigner, LogReader, Sequencer, SequencerConfi
 from sealtrail.storage import SQLiteStore
 
 ENTRY_SIZE = 256
-BATCH = 4096
+BATCH = 16384
 #: Submitted batches awaiting durability at once (lets the loop cut full batches back to back).
 IN_FLIGHT = 3
 

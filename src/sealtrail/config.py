@@ -99,6 +99,7 @@ def _render(config: Config) -> str:
         f"max_batch = {seq.max_batch}",
         f"max_delay = {seq.max_delay!r}",
         f"max_pending = {seq.max_pending}",
+        f"max_pending_bytes = {seq.max_pending_bytes}",
         "",
     ]
     return "\n".join(lines)
@@ -167,5 +168,6 @@ def load_config(data_dir: Path) -> Config:
             max_batch=_get(seq, "max_batch", int, defaults.max_batch),
             max_delay=_get(seq, "max_delay", float, defaults.max_delay),
             max_pending=_get(seq, "max_pending", int, defaults.max_pending),
+            max_pending_bytes=_get(seq, "max_pending_bytes", int, defaults.max_pending_bytes),
         ),
     )

@@ -35,7 +35,7 @@ from sealtrail.note import NoteVerifier
 from sealtrail.storage import ENTRY_BUNDLES, LogStore
 
 from ._checkpoints import SignedCheckpoint, verify_checkpoint
-from ._tiles import assemble, bundle_entries, tile_width
+from ._tiles import INTERIOR_SIZE, assemble, bundle_entries, tile_interior, tile_width
 
 __all__ = ["ConsistencyProof", "InclusionProof", "LogReader", "Progress"]
 
@@ -44,6 +44,10 @@ __all__ = ["ConsistencyProof", "InclusionProof", "LogReader", "Progress"]
 DEFAULT_TILE_CACHE = 4096
 
 _EXPAND_LOCK = threading.Lock()
+
+#: Hashes of nodes at Merkle level 8 and above kept per reader (there are 256 times fewer
+#: of them than entries; proofs for any index share the ones near the top).
+HIGH_NODE_CACHE = 1 << 16
 
 #: Called with (done, total) while a long operation runs.
 Progress = Callable[[int, int], None]
@@ -144,26 +148,40 @@ class ConsistencyProof:
 
 
 class _Expanded:
-    """The perfect subtree hashes inside one tile, computed level by level on demand.
+    """The perfect subtree hashes inside one tile, one byte string per level.
 
-    ``level(k)[j]`` is the node at Merkle level ``8T + k`` whose level-``8T`` leaves are
-    positions ``j*2^k .. (j+1)*2^k - 1`` of the tile.
+    ``node(k, j)`` is the node at Merkle level ``8T + k`` whose level-``8T`` leaves are
+    positions ``j*2^k .. (j+1)*2^k - 1`` of the tile. Levels missing from a stored interior
+    are computed on first use.
     """
 
     __slots__ = ("_levels",)
 
-    def __init__(self, hashes: bytes) -> None:
-        self._levels = [[hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]]
+    def __init__(self, hashes: bytes, interior: bytes = b"") -> None:
+        self._levels = [hashes]
+        pos, width = 0, len(hashes) // HASH_SIZE // 2
+        while interior and width >= 2:
+            end = pos + width * HASH_SIZE
+            self._levels.append(interior[pos:end])
+            pos, width = end, width // 2
 
-    def level(self, k: int) -> list[bytes]:
+    def node(self, k: int, j: int) -> bytes:
         levels = self._levels
         if len(levels) <= k:
             with _EXPAND_LOCK:  # readers share cached tiles across threads
                 while len(levels) <= k:
                     below = levels[-1]
-                    pairs = range(0, len(below) - 1, 2)
-                    levels.append([node_hash(below[i], below[i + 1]) for i in pairs])
-        return levels[k]
+                    pairs = range(0, len(below) - HASH_SIZE, 2 * HASH_SIZE)
+                    levels.append(
+                        b"".join(
+                            node_hash(
+                                below[i : i + HASH_SIZE], below[i + HASH_SIZE : i + 2 * HASH_SIZE]
+                            )
+                            for i in pairs
+                        )
+                    )
+        start = j * HASH_SIZE
+        return levels[k][start : start + HASH_SIZE]
 
 
 class LogReader:
@@ -184,6 +202,7 @@ class LogReader:
         self._cache_size = tile_cache
         self._lock = threading.Lock()
         self._last: SignedCheckpoint | None = None
+        self._high: dict[NodeID, bytes] = {}
 
     # -- checkpoint -------------------------------------------------------------------------
 
@@ -267,7 +286,11 @@ class LogReader:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        expanded = _Expanded(assemble(self.store.read_parts(level, index), width))
+        parts = self.store.read_parts(level, index)
+        if width == TILE_WIDTH and len(parts) == 1 and len(parts[0].interior) == INTERIOR_SIZE:
+            expanded = _Expanded(assemble(parts, width), parts[0].interior)
+        else:
+            expanded = _Expanded(assemble(parts, width))
         with self._lock:
             self._cache[key] = expanded
             if len(self._cache) > self._cache_size:
@@ -277,20 +300,32 @@ class LogReader:
     def read_nodes(self, ids: Sequence[NodeID], *, size: int) -> list[bytes]:
         """Hashes of perfect subtrees of a tree of ``size`` leaves (a merkle ``NodeReader``)."""
         out: list[bytes] = []
-        tile: tuple[int, int] | None = None
-        width = 0
-        expanded: _Expanded | None = None
+        tiles: dict[tuple[int, int], tuple[_Expanded, int]] = {}
+        high = self._high
         for level, index in ids:
+            if level >= TILE_HEIGHT and (level, index) in high:
+                # A complete node's hash never changes, whatever the size asked for.
+                if (index + 1) << level > size:
+                    raise Corruption(f"node {level}/{index} is not complete in a tree of {size}")
+                out.append(high[(level, index)])
+                continue
             tile_level, k = divmod(level, TILE_HEIGHT)
             # The node's first level-8T hash, and where it sits in which tile.
             tile_index, pos = divmod(index << k, TILE_WIDTH)
-            if tile != (tile_level, tile_index) or expanded is None:
-                tile = (tile_level, tile_index)
+            key = (tile_level, tile_index)
+            got = tiles.get(key)
+            if got is None:
                 width = tile_width(tile_level, tile_index, size)
-                expanded = self._expanded(tile_level, tile_index, width)
+                got = tiles[key] = (self._expanded(tile_level, tile_index, width), width)
+            expanded, width = got
             if pos + (1 << k) > width:
                 raise Corruption(f"node {level}/{index} is not complete in a tree of size {size}")
-            out.append(expanded.level(k)[pos >> k])
+            h = expanded.node(k, pos >> k)
+            if level >= TILE_HEIGHT:
+                if len(high) >= HIGH_NODE_CACHE:
+                    high.clear()
+                high[(level, index)] = h
+            out.append(h)
         return out
 
     def _reader_for(self, size: int) -> Callable[[Sequence[NodeID]], Sequence[bytes]]:
@@ -376,8 +411,17 @@ class LogReader:
                             f"tile {tile_level}/{t_index} position {pos} does not match the "
                             f"entries (first bad leaf near index {near})"
                         )
+                    if pos == TILE_WIDTH - 1:
+                        self._check_interior(tile_level, t_index)
             if progress is not None:
                 progress(start + width, size)
         if tree.root() != latest.root:
             raise Corruption("the entries do not hash to the signed checkpoint's root")
         return latest
+
+    def _check_interior(self, level: int, index: int) -> None:
+        """A full tile's stored interior, if any, must be what its hashes imply."""
+        parts = self.store.read_parts(level, index)
+        full = [p for p in parts if p.start == 0 and p.count == TILE_WIDTH]
+        if full and full[0].interior and full[0].interior != tile_interior(full[0].data):
+            raise Corruption(f"tile {level}/{index}: stored inner nodes do not match its hashes")

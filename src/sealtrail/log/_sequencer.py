@@ -36,11 +36,11 @@ from sealtrail.errors import (
     TooLarge,
 )
 from sealtrail.merkle import TILE_HEIGHT, TILE_WIDTH, CompactRange, leaf_hash
-from sealtrail.storage import Commit, LogStore, TilePart
+from sealtrail.storage import ENTRY_BUNDLES, Commit, LogStore, TilePart
 
 from ._checkpoints import CheckpointSigner, SignedCheckpoint, verify_checkpoint
 from ._reader import LogReader
-from ._tiles import MAX_ENTRY_SIZE, assemble, split_run
+from ._tiles import MAX_ENTRY_SIZE, assemble, split_run, tile_interior
 
 __all__ = ["Sequencer", "SequencerConfig"]
 
@@ -57,15 +57,19 @@ class SequencerConfig:
     """Batching and back-pressure limits (documented in ARCHITECTURE.md)."""
 
     #: Most entries integrated and committed as one batch.
-    max_batch: int = 4096
+    max_batch: int = 16384
     #: Longest an entry waits for others to join its batch, in seconds.
     max_delay: float = 0.005
     #: Most entries waiting to be sequenced; beyond it submitters get RetryLater.
     max_pending: int = 65536
+    #: Most bytes of entries waiting to be sequenced; beyond it submitters get RetryLater.
+    max_pending_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_pending < self.max_batch or self.max_delay < 0:
             raise InvalidInput("need max_batch >= 1, max_pending >= max_batch, max_delay >= 0")
+        if self.max_pending_bytes < MAX_ENTRY_SIZE:
+            raise InvalidInput(f"max_pending_bytes must be at least {MAX_ENTRY_SIZE}")
 
 
 class Sequencer:
@@ -84,6 +88,7 @@ class Sequencer:
         self.reader = LogReader(store, origin=signer.origin, verifiers=[signer.verifier])
         self._queue: deque[tuple[list[bytes], asyncio.Future[list[int]]]] = deque()
         self._pending = 0
+        self._pending_bytes = 0
         self._wakeup = asyncio.Event()
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -181,6 +186,11 @@ class Sequencer:
             raise RetryLater(
                 f"{self._pending} entries are waiting to be sequenced", retry_after=0.5
             )
+        if self._pending_bytes + sum(map(len, entries)) > self.config.max_pending_bytes:
+            raise RetryLater(
+                f"{self._pending_bytes} bytes of entries are waiting to be sequenced",
+                retry_after=0.5,
+            )
 
     def _enqueue(self, entries: list[bytes], *, checked: bool = False) -> asyncio.Future[list[int]]:
         if not checked:
@@ -188,6 +198,7 @@ class Sequencer:
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.append(([bytes(e) for e in entries], future))
         self._pending += len(entries)
+        self._pending_bytes += sum(map(len, entries))
         self._wakeup.set()
         if self._pending >= self.config.max_batch:
             self._full.set()
@@ -204,6 +215,7 @@ class Sequencer:
             batch.append(group)
             count += len(group[0])
         self._pending -= count
+        self._pending_bytes -= sum(len(e) for entries, _ in batch for e in entries)
         return batch
 
     async def _run(self) -> None:
@@ -338,8 +350,19 @@ class Sequencer:
         return ok
 
     def _completed(self, part: TilePart) -> TilePart:
-        """Restate a tile this batch completes as one full part (a full tile reads as one row)."""
-        if part.start == 0 or part.start + part.count != TILE_WIDTH:
+        """Restate a tile this batch completes as one full part (a full tile reads as one row).
+
+        A full hash tile also carries its interior nodes, computed once here.
+        """
+        if part.start + part.count != TILE_WIDTH:
             return part
+        if part.start == 0:
+            if part.level == ENTRY_BUNDLES:
+                return part
+            return TilePart(
+                part.level, part.index, 0, TILE_WIDTH, part.data, tile_interior(part.data)
+            )
         prefix = assemble(self.store.read_parts(part.level, part.index), part.start)
-        return TilePart(part.level, part.index, 0, TILE_WIDTH, prefix + part.data)
+        data = prefix + part.data
+        interior = tile_interior(data) if part.level != ENTRY_BUNDLES else b""
+        return TilePart(part.level, part.index, 0, TILE_WIDTH, data, interior)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 
 from sealtrail.errors import Corruption, TooLarge
-from sealtrail.merkle import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH
+from sealtrail.merkle import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, node_hash
 from sealtrail.storage import ENTRY_BUNDLES, TilePart
 
 __all__ = [
+    "INTERIOR_SIZE",
     "MAX_ENTRY_SIZE",
     "assemble",
     "bundle_entries",
     "encode_bundle",
     "split_run",
+    "tile_interior",
     "tile_width",
 ]
 
@@ -32,15 +35,38 @@ def tile_width(level: int, index: int, size: int) -> int:
     return max(0, min(TILE_WIDTH, units - index * TILE_WIDTH))
 
 
+def tile_interior(hashes: bytes) -> bytes:
+    """The inner nodes of a full hash tile: levels 1..7 inside it, each left to right.
+
+    254 hashes (128 + 64 + ... + 2); see :class:`sealtrail.storage.TilePart`.
+    """
+    if len(hashes) != TILE_WIDTH * HASH_SIZE:
+        raise Corruption("only a full hash tile has an interior")
+    row = [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
+    out: list[bytes] = []
+    for _ in range(TILE_HEIGHT - 1):
+        row = [node_hash(row[i], row[i + 1]) for i in range(0, len(row), 2)]
+        out += row
+    return b"".join(out)
+
+
+#: Length in bytes of a full tile's interior.
+INTERIOR_SIZE = (TILE_WIDTH - 2) * HASH_SIZE
+
+
 def encode_bundle(entries: Iterable[bytes]) -> bytes:
-    out = bytearray()
-    for entry in entries:
-        n = len(entry)
-        if n > MAX_ENTRY_SIZE:
-            raise TooLarge(f"entry of {n} bytes exceeds the {MAX_ENTRY_SIZE}-byte limit")
-        out += n.to_bytes(2, "big")
-        out += entry
-    return bytes(out)
+    entries = list(entries)
+    longest = max(map(len, entries), default=0)
+    if longest > MAX_ENTRY_SIZE:
+        raise TooLarge(f"entry of {longest} bytes exceeds the {MAX_ENTRY_SIZE}-byte limit")
+    lengths = struct.pack(f">{len(entries)}H", *map(len, entries))
+    return b"".join(
+        [piece for pair in zip(_pairs(lengths), entries, strict=True) for piece in pair]
+    )
+
+
+def _pairs(data: bytes) -> list[bytes]:
+    return [data[i : i + 2] for i in range(0, len(data), 2)]
 
 
 def bundle_entries(data: bytes) -> list[bytes]:

@@ -32,6 +32,11 @@ class TilePart:
     ``data`` is ``count`` 32-byte hashes for a hash tile, or ``count`` entries each
     prefixed by its big-endian uint16 length for an entry bundle (the C2SP bundle format),
     so that concatenating a tile's parts in ``start`` order yields the tile itself.
+
+    ``interior`` is empty, or — on a full hash tile only — the tile's inner nodes: the 254
+    hashes of the subtrees of 2, 4, … 128 positions, level by level from left to right.
+    They are derived data (the sequencer computes them once, so that a cold proof does not
+    rehash the tile); readers may use them and ``audit`` checks them.
     """
 
     level: int
@@ -39,6 +44,7 @@ class TilePart:
     start: int
     count: int
     data: bytes
+    interior: bytes = b""
 
     def head(self, count: int) -> TilePart:
         """This part cut down to its first ``count`` positions (``0 < count <= self.count``).

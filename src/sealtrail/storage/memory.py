@@ -135,6 +135,11 @@ class MemoryStore:
                 new = old.data[:offset] + data + old.data[offset + len(data) :]
             parts[start] = TilePart(level, index, start, old.count, new)
 
+    def tamper_replace(self, part: TilePart) -> None:
+        """Replace the stored part at ``part``'s tile and start behind the log's back."""
+        with self._lock:
+            self._tiles[(part.level, part.index)][part.start] = part
+
     def tamper_checkpoint(self, size: int, note: bytes) -> None:
         """Overwrite the stored checkpoint behind the log's back."""
         with self._lock:

@@ -17,8 +17,9 @@ Schema (``PRAGMA user_version`` tracks migrations)::
 from __future__ import annotations
 
 import sqlite3
+import struct
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,6 +49,7 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             start INTEGER NOT NULL CHECK (start >= 0 AND start < 256),
             count INTEGER NOT NULL CHECK (count > 0 AND start + count <= 256),
             data BLOB NOT NULL,
+            interior BLOB NOT NULL DEFAULT x'',
             PRIMARY KEY (level, idx, start)
         ) WITHOUT ROWID""",
         """CREATE TABLE leaves (
@@ -62,6 +64,11 @@ _MIGRATIONS: list[tuple[str, ...]] = [
 def _prefix(leaf_hash: bytes) -> int:
     """The leaf index key: the hash's first 8 bytes as a signed 64-bit integer."""
     return int.from_bytes(leaf_hash[:8], "big", signed=True)
+
+
+def _prefixes(leaf_hashes: Sequence[bytes]) -> tuple[int, ...]:
+    """:func:`_prefix` of many 32-byte hashes at once (one C call, not one per hash)."""
+    return struct.unpack(f">{'q24x' * len(leaf_hashes)}", b"".join(leaf_hashes))
 
 
 class SQLiteStore:
@@ -157,18 +164,19 @@ class SQLiteStore:
             rows = (
                 self._conn()
                 .execute(
-                    "SELECT start, count, data FROM tile_parts"
+                    "SELECT start, count, data, interior FROM tile_parts"
                     " WHERE level = ? AND idx = ? ORDER BY start",
                     (level, index),
                 )
                 .fetchall()
             )
-        return [TilePart(level, index, int(s), int(c), bytes(d)) for s, c, d in rows]
+        return [TilePart(level, index, int(s), int(c), bytes(d), bytes(i)) for s, c, d, i in rows]
 
     def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
+        asked = list(dict.fromkeys(leaf_hashes))  # each asked-for hash once
         by_prefix: dict[int, list[bytes]] = {}
-        for h in dict.fromkeys(leaf_hashes):  # each asked-for hash once
-            by_prefix.setdefault(_prefix(h), []).append(h)
+        for prefix, h in zip(_prefixes(asked), asked, strict=True):
+            by_prefix.setdefault(prefix, []).append(h)
         prefixes = list(by_prefix)
         found: dict[bytes, list[int]] = {}
         with self._errors("read"):
@@ -194,17 +202,30 @@ class SQLiteStore:
                 if current != commit.old_size:
                     raise CheckpointConflict(f"the log is at size {current}, not {commit.old_size}")
                 parts = commit.stored_parts()
+                # Per level, everything from the commit's first position on is a leftover
+                # or being restated: clear it once, then insert.
+                first: dict[int, TilePart] = {}
                 for part in parts:
+                    low = first.get(part.level)
+                    if low is None or (part.index, part.start) < (low.index, low.start):
+                        first[part.level] = part
+                for part in first.values():
                     self._make_room(conn, part)
                 conn.executemany(
-                    "INSERT INTO tile_parts (level, idx, start, count, data)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [(p.level, p.index, p.start, p.count, p.data) for p in parts],
+                    "INSERT INTO tile_parts (level, idx, start, count, data, interior)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(p.level, p.index, p.start, p.count, p.data, p.interior) for p in parts],
                 )
                 # Sorted, so that the B-tree is walked once, left to right.
                 conn.executemany(
                     "INSERT OR IGNORE INTO leaves (prefix, idx) VALUES (?, ?)",
-                    sorted((_prefix(h), i) for h, i in commit.leaves),
+                    sorted(
+                        zip(
+                            _prefixes([h for h, _ in commit.leaves]),
+                            [i for _, i in commit.leaves],
+                            strict=True,
+                        )
+                    ),
                 )
                 conn.execute(
                     "INSERT INTO checkpoint (id, size, note) VALUES (0, ?, ?)"
@@ -219,7 +240,7 @@ class SQLiteStore:
 
     @staticmethod
     def _make_room(conn: sqlite3.Connection, part: TilePart) -> None:
-        """Clear the positions ``part`` is about to take, before any part is inserted."""
+        """Clear the positions from ``part`` on (the commit's first part at its level)."""
         key = (part.level, part.index)
         # A part from before this one that reaches into it (a full part left by a failed
         # write) keeps only its head: those positions are committed ones.
@@ -236,11 +257,13 @@ class SQLiteStore:
                 " WHERE level = ? AND idx = ? AND start = ?",
                 (head.count, head.data, *key, head.start),
             )
-        # Anything at or after this part's start is a leftover or being restated.
+        # Anything at or after this part's start is a leftover or being restated, and so
+        # is everything in later tiles of its level.
         conn.execute(
             "DELETE FROM tile_parts WHERE level = ? AND idx = ? AND start >= ?",
             (*key, part.start),
         )
+        conn.execute("DELETE FROM tile_parts WHERE level = ? AND idx > ?", key)
 
     def close(self) -> None:
         with self._all_lock:

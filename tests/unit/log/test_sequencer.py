@@ -15,7 +15,6 @@ from sealtrail.merkle import leaf_hash
 from sealtrail.storage import Commit, MemoryStore
 from tests.conftest import reader_for
 
-
 T = TypeVar("T")
 
 
@@ -168,3 +167,29 @@ def test_a_store_whose_tiles_were_edited_is_refused_at_start(
     memory_store.tamper_part(0, 1, position=0, data=leaf_hash(b"forged"))
     with pytest.raises(Corruption):
         run(go())
+
+
+def test_queued_bytes_are_bounded_too(memory_store: MemoryStore, signer: CheckpointSigner) -> None:
+    gate = threading.Event()
+
+    class SlowStore(MemoryStore):
+        def commit(self, commit: Commit) -> None:
+            gate.wait(5)
+            super().commit(commit)
+
+    store = SlowStore()
+    config = SequencerConfig(max_batch=2, max_delay=0, max_pending_bytes=3 * MAX_ENTRY_SIZE)
+    big = [bytes([i]) * MAX_ENTRY_SIZE for i in range(5)]
+
+    async def go() -> list[int]:
+        async with Sequencer(store, signer=signer, config=config) as seq:
+            first = seq.submit(big[0])
+            await asyncio.sleep(0.05)  # the first batch is now stuck in commit
+            queued = [seq.submit(e) for e in big[1:4]]
+            with pytest.raises(RetryLater):
+                seq.submit(big[4])
+            gate.set()
+            return list(await asyncio.gather(first, *queued))
+
+    assert sorted(run(go())) == [0, 1, 2, 3]
+    assert reader_for(store, signer).size() == 4

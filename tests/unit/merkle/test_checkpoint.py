@@ -37,7 +37,9 @@ def test_extensions_round_trip() -> None:
 
 
 lines = st.text(
-    st.characters(min_codepoint=0x20, categories=("L", "M", "N", "P", "S", "Zs")).filter(lambda c: c != "\x7f"),
+    st.characters(min_codepoint=0x20, categories=("L", "M", "N", "P", "S", "Zs")).filter(
+        lambda c: c != "\x7f"
+    ),
     min_size=1,
     max_size=40,
 )
