@@ -53,9 +53,9 @@ def _cold_reader(store: SQLiteStore) -> LogReader:
 
 
 def _append_sealtrail(
-    path: Path, entries: list[bytes], report: Report
+    path: Path, entries: list[bytes], report: Report, synchronous: str = "FULL"
 ) -> tuple[float, SQLiteStore]:
-    store = SQLiteStore(path)
+    store = SQLiteStore(path, synchronous=synchronous)
     signer = SIGNER
     config = SequencerConfig(max_batch=BATCH, max_delay=0.005, max_pending=BATCH * (IN_FLIGHT + 1))
 
@@ -103,7 +103,12 @@ def _time(fn: Callable[[], object], count: int) -> float:
 
 
 def run(
-    *, entries: int = 1_000_000, proofs: int = 20_000, seed: int = 1, report: Report
+    *,
+    entries: int = 1_000_000,
+    proofs: int = 20_000,
+    seed: int = 1,
+    synchronous: str = "FULL",
+    report: Report,
 ) -> dict[str, Any]:
     figures: dict[str, float] = {}
     rng = random.Random(seed)
@@ -111,7 +116,7 @@ def run(
         root = Path(tmp)
         data = _entries(entries, seed)
 
-        elapsed, big = _append_sealtrail(root / "log.db", data, report)
+        elapsed, big = _append_sealtrail(root / "log.db", data, report, synchronous)
         figures["append_entries_per_s"] = _rate(entries, elapsed)
         peer_elapsed, peer_tree = _append_pymerkle(root / "pymerkle.db", data, report)
         figures["peer_pymerkle_append_entries_per_s"] = _rate(entries, peer_elapsed)
@@ -166,6 +171,7 @@ def run(
             "entries": entries,
             "entry_size": ENTRY_SIZE,
             "batch": BATCH,
+            "sqlite_synchronous": synchronous,
             "proofs": proofs,
             "seed": seed,
         },

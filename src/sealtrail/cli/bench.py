@@ -85,8 +85,16 @@ def log(
     table: Annotated[bool, typer.Option("--table", help="A human table instead of JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     bench_dir: BenchDir = None,
+    synchronous: Annotated[
+        str,
+        typer.Option(
+            help="SQLite synchronous setting for the append figure (FULL is the default)."
+        ),
+    ] = "FULL",
 ) -> None:
     """The log: append throughput, proof generation and verification, vs pymerkle."""
     module = _bench_module("log", bench_dir)
-    result = module.run(entries=entries, proofs=proofs, report=_reporter(quiet))
+    result = module.run(
+        entries=entries, proofs=proofs, synchronous=synchronous, report=_reporter(quiet)
+    )
     _print(result, as_table=table and not json_out)

@@ -66,18 +66,19 @@ def root_from_inclusion_proof(
     _check_proof(InclusionProofError, proof, inclusion_proof_length(index, size))
     # RFC 9162 §2.1.3.2: fn tracks our node, sn the rightmost node, level by level.
     fn, sn, r = index, size - 1, leaf_hash
+    sha = _sha256  # hashing is the whole cost: no function call per level
     for p in proof:
         if sn == 0:
             raise InclusionProofError("proof is longer than the path to the root")
         if fn & 1 or fn == sn:
-            r = _h(p, r)
+            r = sha(b"\x01" + p + r).digest()
             if not fn & 1:
                 # We are the rightmost node and a left child: skip levels with no sibling.
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            r = _h(r, p)
+            r = sha(b"\x01" + r + p).digest()
         fn >>= 1
         sn >>= 1
     if sn != 0:
