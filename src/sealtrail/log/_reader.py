@@ -28,6 +28,7 @@ from sealtrail.merkle import (
     inclusion_proof,
     leaf_hash,
     node_hash,
+    node_inclusion_nodes,
     verify_consistency,
     verify_inclusion,
 )
@@ -48,6 +49,8 @@ _EXPAND_LOCK = threading.Lock()
 #: Hashes of nodes at Merkle level 8 and above kept per reader (there are 256 times fewer
 #: of them than entries; proofs for any index share the ones near the top).
 HIGH_NODE_CACHE = 1 << 16
+#: Upper proof paths (from a full leaf tile's root to the root of a tree size) per reader.
+UPPER_PATH_CACHE = 1 << 14
 
 #: Called with (done, total) while a long operation runs.
 Progress = Callable[[int, int], None]
@@ -203,6 +206,7 @@ class LogReader:
         self._lock = threading.Lock()
         self._last: SignedCheckpoint | None = None
         self._high: dict[NodeID, bytes] = {}
+        self._upper: dict[tuple[int, int], tuple[bytes, ...]] = {}
 
     # -- checkpoint -------------------------------------------------------------------------
 
@@ -303,12 +307,16 @@ class LogReader:
         tiles: dict[tuple[int, int], tuple[_Expanded, int]] = {}
         high = self._high
         for level, index in ids:
-            if level >= TILE_HEIGHT and (level, index) in high:
-                # A complete node's hash never changes, whatever the size asked for.
-                if (index + 1) << level > size:
-                    raise Corruption(f"node {level}/{index} is not complete in a tree of {size}")
-                out.append(high[(level, index)])
-                continue
+            if level >= TILE_HEIGHT:
+                cached = high.get((level, index))
+                if cached is not None:
+                    # A complete node's hash never changes, whatever the size asked for.
+                    if (index + 1) << level > size:
+                        raise Corruption(
+                            f"node {level}/{index} is not complete in a tree of {size}"
+                        )
+                    out.append(cached)
+                    continue
             tile_level, k = divmod(level, TILE_HEIGHT)
             # The node's first level-8T hash, and where it sits in which tile.
             tile_index, pos = divmod(index << k, TILE_WIDTH)
@@ -349,8 +357,24 @@ class LogReader:
         bound = self._bound(size)
         if not 0 <= index < bound:
             raise NotFound(f"index {index} is not in a tree of size {bound}")
-        hashes = inclusion_proof(index, bound, self._reader_for(bound))
-        return InclusionProof(index, bound, self.read_nodes([(0, index)], size=bound)[0], hashes)
+        tile_index, pos = divmod(index, TILE_WIDTH)
+        if tile_index >= bound >> TILE_HEIGHT:  # the partial right edge: the general plan
+            hashes = inclusion_proof(index, bound, self._reader_for(bound))
+            leaf = self.read_nodes([(0, index)], size=bound)[0]
+            return InclusionProof(index, bound, leaf, hashes)
+        # A full leaf tile: the path inside it, then the path of the tile's root, which
+        # every leaf of the tile shares (cached per tree size).
+        tile = self._expanded(0, tile_index, TILE_WIDTH)
+        inner = [tile.node(k, (pos >> k) ^ 1) for k in range(TILE_HEIGHT)]
+        key = (bound, tile_index)
+        upper = self._upper.get(key)
+        if upper is None:
+            plan = node_inclusion_nodes(TILE_HEIGHT, tile_index, bound)
+            upper = tuple(plan.read(self._reader_for(bound)))
+            if len(self._upper) >= UPPER_PATH_CACHE:
+                self._upper.clear()
+            self._upper[key] = upper
+        return InclusionProof(index, bound, tile.node(0, pos), [*inner, *upper])
 
     def inclusion_proof_by_hash(self, leaf: bytes, *, size: int | None = None) -> InclusionProof:
         bound = self._bound(size)

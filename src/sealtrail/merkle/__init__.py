@@ -26,6 +26,7 @@ from ._proof import (
     consistency_proof,
     inclusion_nodes,
     inclusion_proof,
+    node_inclusion_nodes,
 )
 from ._tiles import (
     MAX_TILE_LEVEL,
@@ -84,6 +85,7 @@ __all__ = [
     "leaf_hash",
     "node_from_tile_hashes",
     "node_hash",
+    "node_inclusion_nodes",
     "parse_tile_path",
     "root_from_inclusion_proof",
     "tile_for_node",

@@ -43,9 +43,11 @@ class ProofPlan:
         """Build the proof from the hashes of :attr:`nodes`, given in the same order."""
         if len(hashes) != len(self.nodes):
             raise ReaderError(f"expected {len(self.nodes)} node hashes, got {len(hashes)}")
-        for node, h in zip(self.nodes, hashes, strict=True):
-            if len(h) != HASH_SIZE:
-                raise ReaderError(f"hash of node {node} has {len(h)} bytes, not {HASH_SIZE}")
+        if set(map(len, hashes)) - {HASH_SIZE}:  # one pass in C
+            node = next(n for n, h in zip(self.nodes, hashes, strict=True) if len(h) != HASH_SIZE)
+            raise ReaderError(f"hash of node {node} is not {HASH_SIZE} bytes")
+        if len(self.groups) == len(hashes):  # every element a single perfect node
+            return list(hashes)
         proof: list[bytes] = []
         pos = 0
         for n in self.groups:
@@ -91,9 +93,14 @@ def _path_plan(level: int, index: int, size: int) -> tuple[list[NodeID], list[in
     # every level, and only the one at the top of that stretch can reach past `size`.
     inner = (index ^ last).bit_length()
     for j in range(inner):
-        part = _subtree_nodes(level + j, (index >> j) ^ 1, size)
-        nodes.extend(part)
-        groups.append(len(part))
+        sibling = (index >> j) ^ 1
+        if (sibling + 1) << (level + j) <= size:  # the common case: a perfect sibling
+            nodes.append((level + j, sibling))
+            groups.append(1)
+        else:
+            part = _subtree_nodes(level + j, sibling, size)
+            nodes.extend(part)
+            groups.append(len(part))
     # From `inner` up, the path runs along the right border: a sibling exists exactly where
     # the path node is a right child, and it is then a perfect left subtree.
     top = index >> inner
@@ -113,6 +120,20 @@ def inclusion_nodes(index: int, size: int) -> ProofPlan:
     if not 0 <= index < size:
         raise RequestError(f"leaf index {index} is not in a tree of size {size}")
     nodes, groups = _path_plan(0, index, size)
+    return ProofPlan(tuple(nodes), tuple(groups))
+
+
+def node_inclusion_nodes(level: int, index: int, size: int) -> ProofPlan:
+    """Plan the audit path of the perfect node ``(level, index)`` up to the root of ``size``.
+
+    For a leaf inside a perfect subtree, its inclusion proof is its path inside the subtree
+    followed by this path of the subtree's root (RFC 9162 §2.1.3.1, PATH, applied level by
+    level), so the upper part can be shared by every leaf under the node.
+    """
+    check_size("size", size)
+    if level < 0 or index < 0 or (index + 1) << level > size:
+        raise RequestError(f"node {level}/{index} is not a perfect node of a tree of size {size}")
+    nodes, groups = _path_plan(level, index, size)
     return ProofPlan(tuple(nodes), tuple(groups))
 
 

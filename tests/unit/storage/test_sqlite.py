@@ -89,7 +89,7 @@ def test_schema_version_is_recorded_in_user_version(db: Path) -> None:
     conn = raw(db)
     assert pragma(conn, "user_version") == SCHEMA_VERSION
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"checkpoint", "tile_parts", "leaves"} <= tables
+    assert {"checkpoint", "tile_parts", "entry_bundles", "leaves"} <= tables
     conn.close()
 
 
@@ -159,7 +159,7 @@ def test_a_bad_raw_statement_is_a_storage_error(db: Path) -> None:
             "a hash in a partial level-0 tile",
             "UPDATE tile_parts SET data = ? WHERE level = 0 AND idx = 1",
         ),
-        ("an entry bundle", "UPDATE tile_parts SET data = ? WHERE level = -1 AND idx = 0"),
+        ("an entry bundle", "UPDATE entry_bundles SET data = ? WHERE level = -1 AND idx = 0"),
     ],
 )
 def test_an_edited_tile_row_is_caught_by_the_audit(
@@ -179,7 +179,7 @@ def test_an_edited_tile_row_is_caught_by_the_audit(
 def test_a_deleted_tile_row_is_caught_by_the_audit(
     logged: SQLiteStore, signer: CheckpointSigner
 ) -> None:
-    logged.execute("DELETE FROM tile_parts WHERE level = -1 AND idx = 1")
+    logged.execute("DELETE FROM entry_bundles WHERE level = -1 AND idx = 1")
     with pytest.raises(Corruption):
         reader(logged, signer).audit()
     logged.close()
