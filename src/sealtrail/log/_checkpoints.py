@@ -49,10 +49,13 @@ class CheckpointSigner:
 def verify_checkpoint(
     note: bytes, *, origin: str, verifiers: Sequence[NoteVerifier]
 ) -> SignedCheckpoint:
-    """Open a signed checkpoint: a trusted signature must verify and the origin must match.
+    """Open a signed checkpoint: the log's own signature must verify and the origin match.
 
-    Raises :class:`MalformedNote` for anything that is not a well-formed checkpoint note and
-    :class:`InvalidSignature` when no trusted key signed it.
+    The log's key is the verifier named like the origin (C2SP tlog-checkpoint); other
+    verifiers (witnesses) may be passed and their cosignatures are checked too, but a note
+    signed only by witnesses is refused. Raises :class:`MalformedNote` for anything that is
+    not a well-formed checkpoint note and :class:`InvalidSignature` when the log's key did
+    not sign it.
     """
     opened = open_note(note, verifiers=verifiers)
     try:
@@ -63,5 +66,10 @@ def verify_checkpoint(
         raise InvalidSignature(
             f"checkpoint is for log {checkpoint.origin!r}, expected {origin!r}",
             hint="You are talking to a different log than the one whose key you pinned.",
+        )
+    if not any(signature.name == origin for signature in opened.verified):
+        raise InvalidSignature(
+            f"no signature by the log's own key ({origin!r}) verified",
+            hint="Pass the log's verifier key, named after its origin, among the verifiers.",
         )
     return SignedCheckpoint(checkpoint, note)

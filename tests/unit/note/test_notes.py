@@ -770,3 +770,14 @@ def test_checkpoint_signed_by_log_and_cosigned_by_witness(signer: CheckpointSign
     )
     with pytest.raises(InvalidSignature):
         verify_checkpoint(forged, origin=ORIGIN, verifiers=verifiers)
+
+
+def test_checkpoint_signed_only_by_a_witness_is_refused(signer: CheckpointSigner) -> None:
+    # A witness key that happens to be trusted must not stand in for the log's own key.
+    witness = NoteSigner("witness.example", Ed25519Signer.generate())
+    text = Checkpoint(ORIGIN, 1, ROOT, ()).to_text()
+    note = sign_note(text, [witness])
+    with pytest.raises(InvalidSignature, match="log's own key"):
+        verify_checkpoint(note, origin=ORIGIN, verifiers=[signer.verifier, witness.verifier()])
+    both = signer.sign(size=1, root=ROOT).note
+    verify_checkpoint(both, origin=ORIGIN, verifiers=[signer.verifier, witness.verifier()])
