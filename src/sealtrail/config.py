@@ -100,6 +100,7 @@ def _render(config: Config) -> str:
         f"max_delay = {seq.max_delay!r}",
         f"max_pending = {seq.max_pending}",
         f"max_pending_bytes = {seq.max_pending_bytes}",
+        f"index_every = {seq.index_every}",
         "",
     ]
     return "\n".join(lines)
@@ -169,5 +170,6 @@ def load_config(data_dir: Path) -> Config:
             max_delay=_get(seq, "max_delay", float, defaults.max_delay),
             max_pending=_get(seq, "max_pending", int, defaults.max_pending),
             max_pending_bytes=_get(seq, "max_pending_bytes", int, defaults.max_pending_bytes),
+            index_every=_get(seq, "index_every", int, defaults.index_every),
         ),
     )

@@ -144,7 +144,7 @@ def assert_stored(store: LogStore, model: LogModel) -> None:
     if model.size == 0:
         assert store.read_checkpoint() is None
     else:
-        assert store.read_checkpoint() == StoredCheckpoint(model.size, model.note)
+        assert store.read_checkpoint() == StoredCheckpoint(model.size, model.note, model.size)
     for level, index in model.tiles():
         parts = store.read_parts(level, index)
         data, have = _joined(parts, level, index)
@@ -387,11 +387,11 @@ def test_a_leftover_of_a_failed_write_is_replaced_never_merged(
     # The failed batch also left hints that name the next batch's leaves at wrong indexes.
     stale_hints = [(h, i + 1000) for h, i in nxt.leaves]
     store_factory.plant_leftover(store, replace(leftover, leaves=[*leftover.leaves, *stale_hints]))
-    assert store.read_checkpoint() == StoredCheckpoint(100, model.note)
+    assert store.read_checkpoint() == StoredCheckpoint(100, model.note, 100)
     assert_covers(store, model, 100)
 
     store.commit(model.batch(then))
-    assert store.read_checkpoint() == StoredCheckpoint(model.size, model.note)
+    assert store.read_checkpoint() == StoredCheckpoint(model.size, model.note, model.size)
     assert_covers(store, model, model.size)
     assert store.read_parts(0, 0)[-1] == TilePart(0, 0, 100, then, model.tile(0, 0)[100 * HASH :])
     assert_finds(store, dict(nxt.leaves))

@@ -62,7 +62,7 @@ def test_after_parts_leaves_parts_and_leaves_but_no_checkpoint() -> None:
     assert store.lookup_leaves([LEAF]) == {LEAF: [0]}
     assert store.commits == 0
     store.commit(COMMIT)  # the size did not move: the same commit goes through
-    assert store.read_checkpoint() == StoredCheckpoint(1, b"note 1")
+    assert store.read_checkpoint() == StoredCheckpoint(1, b"note 1", 1)
     assert store.read_parts(0, 0) == [TilePart(0, 0, 0, 1, LEAF)]
     assert store.lookup_leaves([LEAF]) == {LEAF: [0]}
 
@@ -72,7 +72,7 @@ def test_after_checkpoint_persists_everything_yet_fails() -> None:
     store.faults.arm("after_checkpoint")
     with pytest.raises(StorageError):
         store.commit(COMMIT)
-    assert store.read_checkpoint() == StoredCheckpoint(1, b"note 1")
+    assert store.read_checkpoint() == StoredCheckpoint(1, b"note 1", 1)
     assert store.read_parts(0, 0) == [TilePart(0, 0, 0, 1, LEAF)]
     assert store.lookup_leaves([LEAF]) == {LEAF: [0]}
     assert store.commits == 1
@@ -86,7 +86,7 @@ def test_a_failed_read_changes_nothing() -> None:
         store.faults.arm(point)
         with pytest.raises(StorageError):
             TRIGGERS[point](store)
-    assert store.read_checkpoint() == StoredCheckpoint(1, b"note 1")
+    assert store.read_checkpoint() == StoredCheckpoint(1, b"note 1", 1)
     assert store.read_parts(0, 0) == [TilePart(0, 0, 0, 1, LEAF)]
 
 
@@ -137,5 +137,5 @@ def test_disarm_clears_every_point() -> None:
         store.faults.arm(point)
     store.faults.disarm()
     store.commit(COMMIT)
-    assert store.read_checkpoint() == StoredCheckpoint(1, b"note 1")
+    assert store.read_checkpoint() == StoredCheckpoint(1, b"note 1", 1)
     assert store.faults.fired == []

@@ -207,6 +207,7 @@ class LogReader:
         self._last: SignedCheckpoint | None = None
         self._high: dict[NodeID, bytes] = {}
         self._upper: dict[tuple[int, int], tuple[bytes, ...]] = {}
+        self._tail: tuple[int, int, dict[bytes, int]] = (0, 0, {})
 
     # -- checkpoint -------------------------------------------------------------------------
 
@@ -345,12 +346,51 @@ class LogReader:
             raise NotFound(f"index {index} is not in a tree of size {bound}")
         return self.read_nodes([(0, index)], size=bound)[0]
 
+    def leaf_hashes(self, start: int, end: int, *, size: int | None = None) -> list[bytes]:
+        """Leaf hashes of entries ``start .. end-1``, read from the level-0 tiles."""
+        bound = self._bound(size)
+        if not 0 <= start <= end <= bound:
+            raise NotFound(f"leaves {start}..{end - 1} are not all in a tree of size {bound}")
+        out: list[bytes] = []
+        pos = start
+        while pos < end:
+            index, offset = divmod(pos, TILE_WIDTH)
+            width = tile_width(0, index, bound)
+            take = min(width, offset + end - pos)
+            data = self.tile(0, index, width, size=bound)
+            out += [
+                data[i : i + HASH_SIZE]
+                for i in range(offset * HASH_SIZE, take * HASH_SIZE, HASH_SIZE)
+            ]
+            pos += take - offset
+        return out
+
+    def _tail_index(self, bound: int) -> dict[bytes, int]:
+        """Leaf hash -> index above the store's leaf-index watermark, up to ``bound``."""
+        stored = self.store.read_checkpoint()
+        indexed = 0 if stored is None else min(stored.indexed, bound)
+        with self._lock:
+            start, end, table = self._tail
+        if start != indexed or end > bound:
+            start, end, table = indexed, indexed, {}
+        if end < bound:
+            table = dict(table)
+            for offset, h in enumerate(self.leaf_hashes(end, bound, size=bound)):
+                table.setdefault(h, end + offset)
+            end = bound
+        with self._lock:
+            self._tail = (start, end, table)
+        return table
+
     def index_of(self, leaf: bytes, *, size: int | None = None) -> int:
         """The index of the entry with this leaf hash, confirmed against the hash tile."""
         bound = self._bound(size)
         for hit in sorted(self.store.lookup_leaves([leaf]).get(leaf, [])):
             if hit < bound and self.leaf_hash_at(hit, size=bound) == leaf:
                 return hit
+        hit = self._tail_index(bound).get(leaf)
+        if hit is not None:
+            return hit
         raise NotFound("no entry with this leaf hash in the tree")
 
     def inclusion_proof(self, index: int, *, size: int | None = None) -> InclusionProof:

@@ -64,10 +64,16 @@ class SequencerConfig:
     max_pending: int = 65536
     #: Most bytes of entries waiting to be sequenced; beyond it submitters get RetryLater.
     max_pending_bytes: int = 256 * 1024 * 1024
+    #: Leaf hashes are added to the store's leaf index in sorted runs of at least this many
+    #: (1: with every batch). Until then they are deduplicated from memory, rebuilt from the
+    #: level-0 tiles on load.
+    index_every: int = 1 << 18
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_pending < self.max_batch or self.max_delay < 0:
             raise InvalidInput("need max_batch >= 1, max_pending >= max_batch, max_delay >= 0")
+        if self.index_every < 1:
+            raise InvalidInput("index_every must be at least 1")
         if self.max_pending_bytes < MAX_ENTRY_SIZE:
             raise InvalidInput(f"max_pending_bytes must be at least {MAX_ENTRY_SIZE}")
 
@@ -94,6 +100,9 @@ class Sequencer:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._range = CompactRange(0, [])
+        # Leaf hash -> index for the entries above the store's leaf-index watermark.
+        self._recent: dict[bytes, int] = {}
+        self._indexed = 0
         self._latest: SignedCheckpoint | None = None
         self._stale = True
 
@@ -266,7 +275,15 @@ class Sequencer:
             tree = CompactRange(signed.size, self.reader.read_nodes(border, size=signed.size))
             if tree.root() != signed.root:
                 raise Corruption("stored tiles do not hash to the signed checkpoint's root")
+            if not 0 <= stored.indexed <= signed.size:
+                raise Corruption(f"leaf-index watermark {stored.indexed} is outside the tree")
             self._range, self._latest = tree, signed
+        indexed = 0 if stored is None else stored.indexed
+        size = self._range.size
+        recent: dict[bytes, int] = {}
+        for offset, h in enumerate(self.reader.leaf_hashes(indexed, size, size=size)):
+            recent.setdefault(h, indexed + offset)
+        self._recent, self._indexed = recent, indexed
         self._stale = False
 
     def _sequence(self, entries: Sequence[bytes]) -> list[int]:
@@ -296,7 +313,11 @@ class Sequencer:
 
         # Deduplicate: within the batch, then against the log (hits confirmed on the tile).
         distinct = dict.fromkeys(hashes)
-        known = self._confirmed(self.store.lookup_leaves(distinct.keys()), size)
+        recent = self._recent
+        known = {h: recent[h] for h in distinct if h in recent}
+        unknown = [h for h in distinct if h not in known] if known else list(distinct)
+        if unknown:
+            known |= self._confirmed(self.store.lookup_leaves(unknown), size)
         if not known and len(distinct) == len(hashes):
             # The common case: every entry is new and distinct.
             indexes = list(range(size, size + len(hashes)))
@@ -326,17 +347,27 @@ class Sequencer:
         parts = [self._completed(p) for p in parts]
         signed = self.signer.sign(size=tree.size, root=tree.root())
 
+        # The leaf index is written in large sorted runs: the entries since the watermark
+        # go in together once there are enough of them.
+        flush = tree.size - self._indexed >= self.config.index_every
+        leaves = [*recent.items(), *assigned.items()] if flush else []
         self.store.commit(
             Commit(
                 old_size=size,
                 new_size=tree.size,
                 checkpoint=signed.note,
                 parts=parts,
-                leaves=list(assigned.items()),
+                leaves=leaves,
+                indexed=tree.size if flush else self._indexed,
             )
         )
-        # Durable from here: if we crash now, recovery finds this batch and its checkpoint.
+        # Durable from here: if we crash now, recovery finds this batch and its checkpoint
+        # (and rebuilds the unindexed tail from the level-0 tiles).
         self._range, self._latest = tree, signed
+        if flush:
+            self._recent, self._indexed = {}, tree.size
+        else:
+            recent.update(assigned)
         return indexes
 
     def _confirmed(self, hits: dict[bytes, list[int]], size: int) -> dict[bytes, int]:

@@ -62,10 +62,15 @@ class TilePart:
 
 @dataclass(frozen=True, slots=True)
 class StoredCheckpoint:
-    """The latest committed checkpoint: its tree size and the signed note as stored."""
+    """The latest committed checkpoint: its tree size and the signed note as stored.
+
+    ``indexed`` is the leaf-index watermark: the hashes of entries ``0 .. indexed-1`` are in
+    the leaf index; those from ``indexed`` on are found on the level-0 tiles.
+    """
 
     size: int
     note: bytes
+    indexed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +80,11 @@ class Commit:
     ``parts`` cover exactly the positions ``old_size .. new_size-1`` at every level they
     reach (plus, optionally, a *full* part — ``start == 0, count == 256`` — that restates a
     tile completed by this batch, so that a full tile is read back as a single part).
-    ``leaves`` pairs each new leaf hash with its index.
+    ``leaves`` pairs leaf hashes with their indexes for the leaf index, and ``indexed`` is
+    the new leaf-index watermark (``None``: ``new_size``, i.e. ``leaves`` lists every new
+    leaf). A sequencer may leave recent leaves out of the index and add them later in one
+    large sorted run: the index is a B-tree with random keys, and writing it a batch at a
+    time costs more than everything else in the batch.
     """
 
     old_size: int
@@ -83,6 +92,11 @@ class Commit:
     checkpoint: bytes
     parts: Sequence[TilePart]
     leaves: Sequence[tuple[bytes, int]]
+    indexed: int | None = None
+
+    @property
+    def watermark(self) -> int:
+        return self.new_size if self.indexed is None else self.indexed
 
     def stored_parts(self) -> list[TilePart]:
         """The parts a store writes: a full part makes its tile's partial parts redundant."""
@@ -123,13 +137,15 @@ class LogStore(Protocol):
         return every index under that prefix, and rows left behind by a failed batch MAY
         remain. Callers MUST confirm a candidate against the hash tile (index below the
         checkpoint size and the stored leaf hash equal) before trusting it. MUST return
-        every index committed for a requested hash (no false negatives).
+        every index below the stored ``indexed`` watermark committed for a requested hash
+        (no false negatives there); entries at or above it are on the level-0 tiles.
         """
         ...
 
     def commit(self, commit: Commit) -> None:
         """Atomically add one batch and its checkpoint, if the log is still at ``old_size``.
 
+        The stored checkpoint's ``indexed`` becomes ``commit.watermark``.
         MUST raise :class:`sealtrail.errors.CheckpointConflict` and write nothing when the
         stored checkpoint size is not ``commit.old_size`` (``0`` for an empty store).
         MUST be all-or-nothing: after a crash at any point either the whole batch and its

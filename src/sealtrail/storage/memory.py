@@ -109,7 +109,9 @@ class MemoryStore:
                 if index not in indexes:
                     indexes.append(index)
             self.faults.check("after_parts")
-            self._checkpoint = StoredCheckpoint(commit.new_size, bytes(commit.checkpoint))
+            self._checkpoint = StoredCheckpoint(
+                commit.new_size, bytes(commit.checkpoint), commit.watermark
+            )
             self.commits += 1
             self.faults.check("after_checkpoint")
 

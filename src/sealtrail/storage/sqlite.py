@@ -7,7 +7,8 @@ commit is shared by up to ``max_batch`` entries.
 
 Schema (``PRAGMA user_version`` tracks migrations)::
 
-    checkpoint(id = 0, size, note)                   the one latest signed checkpoint
+    checkpoint(id = 0, size, note, indexed)          the one latest signed checkpoint and
+                                                     the leaf-index watermark
     tile_parts(level, idx, start, count, data, interior)   hash tiles, part by part
     entry_bundles(level = -1, idx, start, count, data)     entry bundles, part by part
     leaves(prefix, idx)                              first 8 bytes of the leaf hash -> index
@@ -42,7 +43,8 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         """CREATE TABLE checkpoint (
             id INTEGER PRIMARY KEY CHECK (id = 0),
             size INTEGER NOT NULL CHECK (size >= 0),
-            note BLOB NOT NULL
+            note BLOB NOT NULL,
+            indexed INTEGER NOT NULL CHECK (indexed >= 0 AND indexed <= size)
         )""",
         """CREATE TABLE tile_parts (
             level INTEGER NOT NULL,
@@ -173,8 +175,12 @@ class SQLiteStore:
 
     def read_checkpoint(self) -> StoredCheckpoint | None:
         with self._errors("read"):
-            row = self._conn().execute("SELECT size, note FROM checkpoint WHERE id = 0").fetchone()
-        return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]))
+            row = (
+                self._conn()
+                .execute("SELECT size, note, indexed FROM checkpoint WHERE id = 0")
+                .fetchone()
+            )
+        return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), int(row[2]))
 
     def read_parts(self, level: int, index: int) -> list[TilePart]:
         with self._errors("read"):
@@ -250,9 +256,10 @@ class SQLiteStore:
                     ),
                 )
                 conn.execute(
-                    "INSERT INTO checkpoint (id, size, note) VALUES (0, ?, ?)"
-                    " ON CONFLICT (id) DO UPDATE SET size = excluded.size, note = excluded.note",
-                    (commit.new_size, commit.checkpoint),
+                    "INSERT INTO checkpoint (id, size, note, indexed) VALUES (0, ?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET size = excluded.size,"
+                    " note = excluded.note, indexed = excluded.indexed",
+                    (commit.new_size, commit.checkpoint, commit.watermark),
                 )
                 conn.execute("COMMIT")
             except BaseException:

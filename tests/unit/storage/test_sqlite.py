@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sealtrail.errors import ConfigError, Corruption, StorageError, VerificationError
-from sealtrail.log import CheckpointSigner, LogReader, Sequencer
+from sealtrail.log import CheckpointSigner, LogReader, Sequencer, SequencerConfig
 from sealtrail.merkle import leaf_hash
 from sealtrail.storage import ENTRY_BUNDLES, LogStore, MemoryStore, SQLiteStore, open_store
 from sealtrail.storage.sqlite import _MIGRATIONS
@@ -34,7 +34,8 @@ def db(tmp_path: Path) -> Path:
 
 
 async def _add(store: LogStore, signer: CheckpointSigner, entries: list[bytes]) -> list[int]:
-    async with Sequencer(store, signer=signer) as seq:
+    # index_every=1: every batch goes into the leaf index, which these tests tamper with.
+    async with Sequencer(store, signer=signer, config=SequencerConfig(index_every=1)) as seq:
         return await seq.add_many(entries)
 
 
@@ -189,7 +190,7 @@ def test_an_edited_checkpoint_row_is_caught(logged: SQLiteStore, signer: Checkpo
     checkpoint = logged.read_checkpoint()
     assert checkpoint is not None
     forged = checkpoint.note.replace(b"\n300\n", b"\n299\n")
-    logged.execute("UPDATE checkpoint SET size = 299, note = ?", (forged,))
+    logged.execute("UPDATE checkpoint SET size = 299, indexed = 0, note = ?", (forged,))
     with pytest.raises(VerificationError):
         reader(logged, signer).audit()
     logged.close()
