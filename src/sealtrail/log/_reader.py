@@ -388,9 +388,9 @@ class LogReader:
         for hit in sorted(self.store.lookup_leaves([leaf]).get(leaf, [])):
             if hit < bound and self.leaf_hash_at(hit, size=bound) == leaf:
                 return hit
-        hit = self._tail_index(bound).get(leaf)
-        if hit is not None:
-            return hit
+        tail = self._tail_index(bound).get(leaf)
+        if tail is not None:
+            return tail
         raise NotFound("no entry with this leaf hash in the tree")
 
     def inclusion_proof(self, index: int, *, size: int | None = None) -> InclusionProof:
