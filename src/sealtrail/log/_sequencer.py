@@ -35,7 +35,7 @@ from sealtrail.errors import (
     StorageError,
     TooLarge,
 )
-from sealtrail.merkle import TILE_HEIGHT, TILE_WIDTH, CompactRange, leaf_hash
+from sealtrail.merkle import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, CompactRange, NodeRun, leaf_hashes
 from sealtrail.storage import ENTRY_BUNDLES, Commit, LogStore, TilePart
 
 from ._checkpoints import CheckpointSigner, SignedCheckpoint, verify_checkpoint
@@ -309,7 +309,7 @@ class Sequencer:
     def _integrate(self, entries: Sequence[bytes]) -> list[int]:
         old = self._range
         size = old.size
-        hashes = [leaf_hash(e) for e in entries]
+        hashes = leaf_hashes(entries)
 
         # Deduplicate: within the batch, then against the log (hits confirmed on the tile).
         distinct = dict.fromkeys(hashes)
@@ -344,7 +344,8 @@ class Sequencer:
             if run.level % TILE_HEIGHT == 0:
                 parts += split_run(run.level // TILE_HEIGHT, run.start, run.hashes)
         parts += split_run(0, size, new_entries, bundle=True)
-        parts = [self._completed(p) for p in parts]
+        by_level = {run.level: run for run in runs}
+        parts = [self._completed(p, by_level) for p in parts]
         signed = self.signer.sign(size=tree.size, root=tree.root())
 
         # The leaf index is written in large sorted runs: the entries since the watermark
@@ -380,20 +381,36 @@ class Sequencer:
                     break
         return ok
 
-    def _completed(self, part: TilePart) -> TilePart:
+    def _completed(self, part: TilePart, runs: dict[int, NodeRun]) -> TilePart:
         """Restate a tile this batch completes as one full part (a full tile reads as one row).
 
-        A full hash tile also carries its interior nodes, computed once here.
+        A full hash tile also carries its interior nodes: taken from the nodes this batch
+        computed anyway when the whole tile is new, else computed here.
         """
         if part.start + part.count != TILE_WIDTH:
             return part
         if part.start == 0:
             if part.level == ENTRY_BUNDLES:
                 return part
-            return TilePart(
-                part.level, part.index, 0, TILE_WIDTH, part.data, tile_interior(part.data)
-            )
+            interior = _interior_from_runs(part.level, part.index, runs)
+            if interior is None:
+                interior = tile_interior(part.data)
+            return TilePart(part.level, part.index, 0, TILE_WIDTH, part.data, interior)
         prefix = assemble(self.store.read_parts(part.level, part.index), part.start)
         data = prefix + part.data
         interior = tile_interior(data) if part.level != ENTRY_BUNDLES else b""
         return TilePart(part.level, part.index, 0, TILE_WIDTH, data, interior)
+
+
+def _interior_from_runs(level: int, index: int, runs: dict[int, NodeRun]) -> bytes | None:
+    """Tile ``(level, index)``'s inner nodes out of a batch's new nodes, if all are there."""
+    out: list[bytes] = []
+    for k in range(1, TILE_HEIGHT):
+        run = runs.get(level * TILE_HEIGHT + k)
+        width = TILE_WIDTH >> k
+        first = index * width
+        if run is None or first < run.start or first + width > run.start + len(run.hashes):
+            return None
+        out += run.hashes[first - run.start : first - run.start + width]
+    joined = b"".join(out)
+    return joined if len(joined) == (TILE_WIDTH - 2) * HASH_SIZE else None

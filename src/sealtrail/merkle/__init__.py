@@ -18,7 +18,7 @@ from ._errors import (
     ReaderError,
     RequestError,
 )
-from ._hash import EMPTY_ROOT, HASH_SIZE, MAX_TREE_SIZE, leaf_hash, node_hash
+from ._hash import EMPTY_ROOT, HASH_SIZE, MAX_TREE_SIZE, leaf_hash, leaf_hashes, node_hash
 from ._proof import (
     NodeReader,
     ProofPlan,
@@ -83,6 +83,7 @@ __all__ = [
     "inclusion_proof",
     "inclusion_proof_length",
     "leaf_hash",
+    "leaf_hashes",
     "node_from_tile_hashes",
     "node_hash",
     "node_inclusion_nodes",

@@ -197,9 +197,12 @@ class SQLiteStore:
 
     def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
         asked = list(dict.fromkeys(leaf_hashes))  # each asked-for hash once
-        by_prefix: dict[int, list[bytes]] = {}
-        for prefix, h in zip(_prefixes(asked), asked, strict=True):
-            by_prefix.setdefault(prefix, []).append(h)
+        keys = _prefixes(asked)
+        by_prefix: dict[int, list[bytes]] = {k: [h] for k, h in zip(keys, asked, strict=True)}
+        if len(by_prefix) < len(asked):  # asked-for hashes sharing a prefix (rare)
+            by_prefix = {}
+            for prefix, h in zip(keys, asked, strict=True):
+                by_prefix.setdefault(prefix, []).append(h)
         prefixes = list(by_prefix)
         found: dict[bytes, list[int]] = {}
         with self._errors("read"):
