@@ -215,7 +215,7 @@ class Sequencer:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def _cut(self) -> list[tuple[list[bytes], asyncio.Future[list[int]]]]:
+    def _cut(self) -> list[_Group]:
         """Take whole groups from the queue, up to ``max_batch`` entries (at least one group)."""
         batch = [self._queue.popleft()]
         count = len(batch[0][0])
@@ -228,35 +228,99 @@ class Sequencer:
         return batch
 
     async def _run(self) -> None:
+        """Cut batches and sequence them, two at a time: while one batch is being written
+        to the store (a worker thread, mostly outside the GIL), the next one is prepared
+        on top of it. A batch's waiters are answered only once its own commit returned.
+        """
         cfg = self.config
+        inflight: _InFlight | None = None
         while True:
-            await self._wakeup.wait()
-            if not self._queue:
-                if self._closing:
-                    return
+            if inflight is not None and not self._queue:
+                # Wait for the write in flight, or for entries to prepare meanwhile.
                 self._wakeup.clear()
+                arrival = asyncio.ensure_future(self._wakeup.wait())
+                await asyncio.wait({inflight.task, arrival}, return_when=asyncio.FIRST_COMPLETED)
+                arrival.cancel()
+                if inflight.task.done() or self._closing:
+                    await self._finish(inflight)
+                    inflight = None
                 continue
-            if self._pending < cfg.max_batch and not self._closing and cfg.max_delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), cfg.max_delay)
+            if inflight is None:
+                await self._wakeup.wait()
+                if not self._queue:
+                    if self._closing:
+                        return
+                    self._wakeup.clear()
+                    continue
+                if self._pending < cfg.max_batch and not self._closing and cfg.max_delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), cfg.max_delay)
             batch = self._cut()
             if self._pending < cfg.max_batch and not self._closing:
                 self._full.clear()
             flat = [entry for entries, _ in batch for entry in entries]
+            base = inflight.prepared if inflight is not None else None
+            prepared: _Prepared | None = None
             try:
-                indexes = await asyncio.to_thread(self._sequence, flat)
-            except Error as exc:
-                # A bad batch fails only its own waiters; they may retry (dedup makes it safe).
-                log.warning("batch of %d entries failed: %s", len(flat), exc.code)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            pos = 0
-            for entries, future in batch:
-                if not future.done():
-                    future.set_result(indexes[pos : pos + len(entries)])
-                pos += len(entries)
+                prepared = await asyncio.to_thread(self._prepare, flat, base)
+            except Exception as exc:
+                if inflight is None:
+                    self._stale = True
+                    self._fail(batch, _as_error(exc))
+                    continue
+            if inflight is not None:
+                base_ok = await self._finish(inflight)
+                inflight = None
+                if not base_ok or prepared is None:
+                    # Built on a batch that failed (or failed itself): redo it the plain way,
+                    # which reloads from the store first.
+                    await self._plain(batch, flat)
+                    continue
+            assert prepared is not None
+            task = asyncio.create_task(asyncio.to_thread(self._commit, prepared))
+            inflight = _InFlight(batch, flat, prepared, task)
+
+    async def _finish(self, inflight: _InFlight) -> bool:
+        """Wait for an in-flight commit; answer its waiters. False if it failed."""
+        try:
+            await inflight.task
+        except CheckpointConflict:
+            # Nothing of it was written: redo it the plain way (reload, bounded retries).
+            self._stale = True
+            await self._plain(inflight.batch, inflight.flat)
+            return False
+        except Exception as exc:
+            self._stale = True
+            self._fail(inflight.batch, _as_error(exc))
+            return False
+        self._apply(inflight.prepared)
+        self._answer(inflight.batch, inflight.prepared.indexes)
+        return True
+
+    async def _plain(self, batch: list[_Group], flat: list[bytes]) -> None:
+        """Sequence one batch on its own: reload if needed, retry lost races, answer."""
+        try:
+            indexes = await asyncio.to_thread(self._sequence, flat)
+        except Error as exc:
+            self._fail(batch, exc)
+            return
+        self._answer(batch, indexes)
+
+    @staticmethod
+    def _answer(batch: list[_Group], indexes: list[int]) -> None:
+        pos = 0
+        for entries, future in batch:
+            if not future.done():
+                future.set_result(indexes[pos : pos + len(entries)])
+            pos += len(entries)
+
+    @staticmethod
+    def _fail(batch: list[_Group], exc: Error) -> None:
+        # A bad batch fails only its own waiters; they may retry (dedup makes it safe).
+        log.warning("batch of %d entries failed: %s", sum(len(e) for e, _ in batch), exc.code)
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
 
     # -- integration (runs in a worker thread, one batch at a time) -----------------------------
 
@@ -307,17 +371,29 @@ class Sequencer:
         raise AssertionError("unreachable")
 
     def _integrate(self, entries: Sequence[bytes]) -> list[int]:
-        old = self._range
+        """Prepare, commit and apply one batch on top of the committed state."""
+        prepared = self._prepare(entries, None)
+        self._commit(prepared)
+        self._apply(prepared)
+        return prepared.indexes
+
+    def _prepare(self, entries: Sequence[bytes], base: _Prepared | None) -> _Prepared:
+        """Everything up to the store write: dedup, integrate, tile parts, signed checkpoint.
+
+        ``base`` is a batch prepared but not yet committed: this one is built on top of it
+        (the pipeline), and is thrown away if ``base`` fails. Reads only the store's committed
+        state and ``base``; changes nothing.
+        """
+        if base is None and self._stale:
+            self._load()
+        committed = self._range.size
+        old = base.tree if base is not None else self._range
         size = old.size
         hashes = leaf_hashes(entries)
 
-        # Deduplicate: within the batch, then against the log (hits confirmed on the tile).
         distinct = dict.fromkeys(hashes)
+        known = self._known(distinct, base, committed)
         recent = self._recent
-        known = {h: recent[h] for h in distinct if h in recent}
-        unknown = [h for h in distinct if h not in known] if known else list(distinct)
-        if unknown:
-            known |= self._confirmed(self.store.lookup_leaves(unknown), size)
         if not known and len(distinct) == len(hashes):
             # The common case: every entry is new and distinct.
             indexes = list(range(size, size + len(hashes)))
@@ -335,8 +411,9 @@ class Sequencer:
                     new_entries.append(entry)
                     new_hashes.append(h)
                 indexes.append(index)
-            if not new_hashes:
-                return indexes
+        indexed = base.indexed if base is not None else self._indexed
+        if not new_hashes:
+            return _Prepared(indexes, old, None, None, assigned, [], indexed, flush=False)
 
         tree, runs = old.append(new_hashes)
         parts: list[TilePart] = []
@@ -345,31 +422,70 @@ class Sequencer:
                 parts += split_run(run.level // TILE_HEIGHT, run.start, run.hashes)
         parts += split_run(0, size, new_entries, bundle=True)
         by_level = {run.level: run for run in runs}
-        parts = [self._completed(p, by_level) for p in parts]
+        parts = [self._completed(p, by_level, base) for p in parts]
         signed = self.signer.sign(size=tree.size, root=tree.root())
 
         # The leaf index is written in large sorted runs: the entries since the watermark
         # go in together once there are enough of them.
-        flush = tree.size - self._indexed >= self.config.index_every
-        leaves = [*recent.items(), *assigned.items()] if flush else []
-        self.store.commit(
-            Commit(
-                old_size=size,
-                new_size=tree.size,
-                checkpoint=signed.note,
-                parts=parts,
-                leaves=leaves,
-                indexed=tree.size if flush else self._indexed,
-            )
+        flush = tree.size - indexed >= self.config.index_every
+        leaves: list[tuple[bytes, int]] = []
+        if flush:
+            if base is None:
+                leaves += recent.items()
+            elif not base.flush:
+                leaves += [*recent.items(), *base.assigned.items()]
+            leaves += assigned.items()
+        commit = Commit(
+            old_size=size,
+            new_size=tree.size,
+            checkpoint=signed.note,
+            parts=parts,
+            leaves=leaves,
+            indexed=tree.size if flush else indexed,
         )
+        return _Prepared(
+            indexes, tree, signed, commit, assigned, parts, commit.watermark, flush=flush
+        )
+
+    def _known(
+        self, distinct: dict[bytes, None], base: _Prepared | None, committed: int
+    ) -> dict[bytes, int]:
+        """Indexes of the batch's hashes already in the log (or in the in-flight ``base``).
+
+        Checked against the entries above the leaf-index watermark (in memory), then the
+        index itself, whose hits are confirmed on the committed level-0 tiles.
+        """
+        recent = self._recent
+        pending = base.assigned if base is not None else {}
+        known: dict[bytes, int] = {}
+        if recent or pending:
+            for h in distinct:
+                index = pending.get(h)
+                if index is None:
+                    index = recent.get(h)
+                if index is not None:
+                    known[h] = index
+        unknown = [h for h in distinct if h not in known] if known else list(distinct)
+        if unknown:
+            known |= self._confirmed(self.store.lookup_leaves(unknown), committed)
+        return known
+
+    def _commit(self, prepared: _Prepared) -> None:
+        """The store write (a worker thread). Nothing to write for an all-duplicates batch."""
+        if prepared.commit is not None:
+            self.store.commit(prepared.commit)
+
+    def _apply(self, prepared: _Prepared) -> None:
+        """Make a committed batch the sequencer's state. Only after ``_commit`` returned."""
+        if prepared.commit is None or prepared.signed is None:
+            return
         # Durable from here: if we crash now, recovery finds this batch and its checkpoint
         # (and rebuilds the unindexed tail from the level-0 tiles).
-        self._range, self._latest = tree, signed
-        if flush:
-            self._recent, self._indexed = {}, tree.size
+        self._range, self._latest = prepared.tree, prepared.signed
+        if prepared.flush:
+            self._recent, self._indexed = {}, prepared.indexed
         else:
-            recent.update(assigned)
-        return indexes
+            self._recent.update(prepared.assigned)
 
     def _confirmed(self, hits: dict[bytes, list[int]], size: int) -> dict[bytes, int]:
         """Keep only leaf-index hints that the committed level-0 tiles agree with."""
@@ -381,7 +497,9 @@ class Sequencer:
                     break
         return ok
 
-    def _completed(self, part: TilePart, runs: dict[int, NodeRun]) -> TilePart:
+    def _completed(
+        self, part: TilePart, runs: dict[int, NodeRun], base: _Prepared | None
+    ) -> TilePart:
         """Restate a tile this batch completes as one full part (a full tile reads as one row).
 
         A full hash tile also carries its interior nodes: taken from the nodes this batch
@@ -396,10 +514,53 @@ class Sequencer:
             if interior is None:
                 interior = tile_interior(part.data)
             return TilePart(part.level, part.index, 0, TILE_WIDTH, part.data, interior)
-        prefix = assemble(self.store.read_parts(part.level, part.index), part.start)
-        data = prefix + part.data
+        data = self._prefix(part.level, part.index, part.start, base) + part.data
         interior = tile_interior(data) if part.level != ENTRY_BUNDLES else b""
         return TilePart(part.level, part.index, 0, TILE_WIDTH, data, interior)
+
+    def _prefix(self, level: int, index: int, upto: int, base: _Prepared | None) -> bytes:
+        """Positions ``0 .. upto-1`` of a tile: committed, or written by the in-flight ``base``."""
+        if base is not None:
+            for part in base.parts:
+                if (part.level, part.index) == (level, index) and part.start + part.count == upto:
+                    committed = assemble(self.store.read_parts(level, index), part.start)
+                    return committed + part.data if part.start else part.data
+        return assemble(self.store.read_parts(level, index), upto)
+
+
+_Group = tuple[list[bytes], "asyncio.Future[list[int]]"]
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A batch ready to commit: its answers, its tree and its store write."""
+
+    indexes: list[int]
+    tree: CompactRange
+    signed: SignedCheckpoint | None
+    commit: Commit | None
+    assigned: dict[bytes, int]
+    parts: list[TilePart]
+    #: The leaf-index watermark once this batch is committed.
+    indexed: int
+    flush: bool
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A prepared batch whose store write is running."""
+
+    batch: list[_Group]
+    flat: list[bytes]
+    prepared: _Prepared
+    task: asyncio.Task[None]
+
+
+def _as_error(exc: Exception) -> Error:
+    """Ours as is; anything else (a driver's own exception) as a StorageError."""
+    return (
+        exc if isinstance(exc, Error) else StorageError(f"sequencing failed: {type(exc).__name__}")
+    )
 
 
 def _interior_from_runs(level: int, index: int, runs: dict[int, NodeRun]) -> bytes | None:
