@@ -206,7 +206,7 @@ class LogReader:
         self._lock = threading.Lock()
         self._last: SignedCheckpoint | None = None
         self._high: dict[NodeID, bytes] = {}
-        self._upper: dict[tuple[int, int], tuple[bytes, ...]] = {}
+        self._upper: dict[tuple[int, int, int], tuple[bytes, ...]] = {}
         self._tail: tuple[int, int, dict[bytes, int]] = (0, 0, {})
 
     # -- checkpoint -------------------------------------------------------------------------
@@ -403,18 +403,35 @@ class LogReader:
             leaf = self.read_nodes([(0, index)], size=bound)[0]
             return InclusionProof(index, bound, leaf, hashes)
         # A full leaf tile: the path inside it, then the path of the tile's root, which
-        # every leaf of the tile shares (cached per tree size).
+        # every leaf of the tile shares.
         tile = self._expanded(0, tile_index, TILE_WIDTH)
         inner = [tile.node(k, (pos >> k) ^ 1) for k in range(TILE_HEIGHT)]
-        key = (bound, tile_index)
-        upper = self._upper.get(key)
-        if upper is None:
-            plan = node_inclusion_nodes(TILE_HEIGHT, tile_index, bound)
-            upper = tuple(plan.read(self._reader_for(bound)))
-            if len(self._upper) >= UPPER_PATH_CACHE:
-                self._upper.clear()
-            self._upper[key] = upper
+        upper = self._upper_path(0, tile_index, bound)
         return InclusionProof(index, bound, tile.node(0, pos), [*inner, *upper])
+
+    def _upper_path(self, level: int, index: int, bound: int) -> tuple[bytes, ...]:
+        """The audit path of the root of full tile ``(level, index)`` in the tree ``bound``.
+
+        That root is node ``(8(level+1), index)``. When the tile above it is full too, the
+        path is the node's siblings inside that tile followed by the tile's own upper path
+        (RFC 9162 PATH, level by level), so each is computed once per tile and size.
+        """
+        key = (bound, level, index)
+        cached = self._upper.get(key)
+        if cached is not None:
+            return cached
+        parent, pos = divmod(index, TILE_WIDTH)
+        if parent < bound >> (TILE_HEIGHT * (level + 2)):
+            tile = self._expanded(level + 1, parent, TILE_WIDTH)
+            inner = [tile.node(k, (pos >> k) ^ 1) for k in range(TILE_HEIGHT)]
+            path = (*inner, *self._upper_path(level + 1, parent, bound))
+        else:
+            plan = node_inclusion_nodes(TILE_HEIGHT * (level + 1), index, bound)
+            path = tuple(plan.read(self._reader_for(bound)))
+        if len(self._upper) >= UPPER_PATH_CACHE:
+            self._upper.clear()
+        self._upper[key] = path
+        return path
 
     def inclusion_proof_by_hash(self, leaf: bytes, *, size: int | None = None) -> InclusionProof:
         bound = self._bound(size)

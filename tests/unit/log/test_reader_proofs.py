@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 from hypothesis import given, settings
@@ -64,3 +65,31 @@ def test_node_plan_refuses_nodes_outside_the_tree() -> None:
     with pytest.raises(RequestError):
         node_inclusion_nodes(8, 1, 511)
     assert node_inclusion_nodes(8, 1, 512).nodes == ((8, 0),)
+
+
+def test_upper_paths_through_full_level_1_tiles_equal_the_general_plan() -> None:
+    # 2 full level-1 tiles (2 * 65,536 entries) and a ragged edge: paths reuse tiles above.
+    from sealtrail.keys import Ed25519Signer
+
+    signer = CheckpointSigner(origin="proofs.test/log", signer=Ed25519Signer.generate())
+    store = MemoryStore()
+    size = 2 * TILE_WIDTH * TILE_WIDTH + 300
+
+    async def go() -> None:
+        async with Sequencer(store, signer=signer, config=SequencerConfig(max_delay=0)) as seq:
+            for start in range(0, size, 16384):
+                end = min(size, start + 16384)
+                await seq.add_many([i.to_bytes(4, "big") for i in range(start, end)])
+
+    asyncio.run(go())
+    reader = reader_for(store, signer)
+    general = reader_for(store, signer)
+    root = reader.root(size)
+    for tree in (size, size - 300, TILE_WIDTH * TILE_WIDTH, TILE_WIDTH * TILE_WIDTH + 1):
+        for index in [0, 255, 256, 65535, 65536, 70000, tree - 1, *range(7, tree, 9973)]:
+            if index >= tree:
+                continue
+            proof = reader.inclusion_proof(index, size=tree)
+            want = inclusion_proof(index, tree, functools.partial(general.read_nodes, size=tree))
+            assert proof.hashes == want, (index, tree)
+    reader.inclusion_proof(70000).verify(root)
