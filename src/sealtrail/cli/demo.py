@@ -31,7 +31,7 @@ from sealtrail.log import (
     bundle_entries,
     verify_checkpoint,
 )
-from sealtrail.merkle import leaf_hash, root_from_inclusion_proof
+from sealtrail.merkle import leaf_hash
 from sealtrail.note import NoteVerifier
 
 from ._common import DataDir, err, load, out, progress_bar
@@ -101,12 +101,22 @@ def _checkpoint(client: httpx.Client, verifier: NoteVerifier) -> SignedCheckpoin
     return verify_checkpoint(response.content, origin=verifier.name, verifiers=[verifier])
 
 
+#: Where the demo talks to a human: stdout, or stderr when stdout carries the JSON summary.
+_ui = [out]
+
+
+def _say(text: str) -> None:
+    _ui[0].print(text, soft_wrap=True)  # never wrap: the commands must copy and paste
+
+
 def _step(text: str, ok: bool = True) -> None:
     mark = "[green]✔[/green]" if ok else "[red]✘[/red]"
-    out.print(f" {mark} {text}")
+    _say(f" {mark} {text}")
 
 
-def _run_checks(client: httpx.Client, verifier: NoteVerifier, before: int) -> dict[str, Any]:
+def _run_checks(
+    client: httpx.Client, verifier: NoteVerifier, pinned: SignedCheckpoint | None
+) -> tuple[dict[str, Any], SignedCheckpoint]:
     latest = _checkpoint(client, verifier)
     _step(f"checkpoint verified with the log's public key: size {latest.size}")
     index = latest.size // 2
@@ -125,12 +135,14 @@ def _run_checks(client: httpx.Client, verifier: NoteVerifier, before: int) -> di
         raise InvalidProof("entry bundle 0 does not hash to level-0 tile 0")
     _step(f"entry bundle 0 ({len(bundle)} entries) hashes to tile 0/000, as C2SP tlog-tiles says")
 
-    if before > 0:
+    if pinned is not None:
+        before = pinned.size
         doc = client.get("/log/v1/proof/consistency", params={"size1": before}).json()
-        cproof = ConsistencyProof.from_dict(doc)
-        old_root = _root_at(client, before)
-        cproof.verify(old_root, latest.root)
-        _step(f"size {latest.size} extends the previous run's size {before} (consistency proof)")
+        ConsistencyProof.from_dict(doc).verify(pinned.root, latest.root)
+        _step(
+            f"size {latest.size} extends the checkpoint pinned by the previous run "
+            f"(size {before}): consistency proof"
+        )
 
     forged = InclusionProof(
         proof.index, proof.size, proof.leaf_hash, [bytes(32), *proof.hashes[1:]]
@@ -141,18 +153,19 @@ def _run_checks(client: httpx.Client, verifier: NoteVerifier, before: int) -> di
         _step("a proof with one hash altered is rejected")
     else:
         raise InvalidProof("a forged proof verified")
-    return {"size": latest.size, "root": latest.root.hex()}
+    return {"size": latest.size, "root": latest.root.hex()}, latest
 
 
-def _root_at(client: httpx.Client, size: int) -> bytes:
-    # A real client remembers the old root from the checkpoint it saw; the demo rebuilds it
-    # from public data: entry 0's inclusion proof at that size determines the root.
-    proof = InclusionProof.from_dict(
-        client.get("/log/v1/proof/inclusion", params={"index": 0, "size": size}).json()
-    )
-    return root_from_inclusion_proof(
-        leaf_hash=proof.leaf_hash, index=0, size=size, proof=proof.hashes
-    )
+#: Where the demo, like a client, pins the last checkpoint it verified.
+PINNED = "demo-pinned.checkpoint"
+
+
+def _pinned(data_dir: Path, verifier: NoteVerifier) -> SignedCheckpoint | None:
+    path = data_dir / PINNED
+    if not path.exists():
+        return None
+    note = path.read_bytes()
+    return verify_checkpoint(note, origin=verifier.name, verifiers=[verifier])
 
 
 def demo(
@@ -167,6 +180,7 @@ def demo(
     ] = False,
 ) -> None:
     """Run a log end to end on this machine and show that its proofs hold."""
+    _ui[0] = err if as_json else out
     if (data_dir / CONFIG_FILE).exists():
         config = load(data_dir)
         err.print(f"Reusing {data_dir} (log {config.origin}); delete it to start clean.")
@@ -181,6 +195,7 @@ def demo(
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=10.0) as client:
+            pinned = _pinned(data_dir, verifier)
             before = int(client.get("/log/v1/info").json()["size"])
             stamp = int(time.time())
             batch = [
@@ -188,23 +203,24 @@ def demo(
                 for i in range(entries)
             ]
             _append(config, batch)
-            summary = _run_checks(client, verifier, before)
+            summary, latest = _run_checks(client, verifier, pinned)
+            (data_dir / PINNED).write_bytes(latest.note)
         summary.update(url=base, data_dir=str(data_dir), ok=True)
         if as_json:
             sys.stdout.write(json.dumps(summary) + "\n")
-        out.print(f"\nThe log is served at [bold]{base}[/bold]. Try:")
-        out.print(f"  curl {base}/checkpoint")
-        out.print(f"  curl -s {base}/tile/0/000 | xxd | head")
-        out.print(f"  curl '{base}/log/v1/proof/inclusion?index=0'")
-        out.print(f"  .venv/bin/sealtrail log verify --data-dir {data_dir}")
+        _say(f"\nThe log is served at [bold]{base}[/bold]. Try:")
+        _say(f"  curl {base}/checkpoint")
+        _say(f"  curl -s {base}/tile/0/000 | xxd | head")
+        _say(f"  curl '{base}/log/v1/proof/inclusion?index=0'")
+        _say(f"  .venv/bin/sealtrail log verify --data-dir {data_dir}")
         prove = f".venv/bin/sealtrail log proof inclusion --index 0 --data-dir {data_dir}"
-        out.print(f"  {prove} > proof.json")
+        _say(f"  {prove} > proof.json")
         vkey = verifier.verifier_key()
-        out.print(f"  .venv/bin/sealtrail log verify-proof proof.json --vkey '{vkey}'")
-        out.print(f"  API docs: {base}/docs")
+        _say(f"  .venv/bin/sealtrail log verify-proof proof.json --vkey '{vkey}'")
+        _say(f"  API docs: {base}/docs")
         if exit_after:
             return
-        out.print("\nPress Ctrl-C to stop the server.")
+        _say("\nPress Ctrl-C to stop the server.")
         with contextlib.suppress(KeyboardInterrupt):
             server.wait()
     finally:
