@@ -30,3 +30,18 @@ def reader_for(store: object, signer: CheckpointSigner) -> LogReader:
 
     assert isinstance(store, LogStore)
     return LogReader(store, origin=signer.origin, verifiers=[signer.verifier])
+
+
+def pytest_report_header() -> str:
+    """Say up front which optional backends this run covers."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
+            reachable = "reachable at 127.0.0.1:5432"
+    except OSError:
+        reachable = "not reachable at 127.0.0.1:5432"
+    return (
+        f"PostgreSQL: server {reachable}; no PostgreSQL store yet, so no PostgreSQL tests "
+        "run (storage backends covered: memory, sqlite)"
+    )
