@@ -458,13 +458,10 @@ class Sequencer:
         recent = self._recent
         pending = base.assigned if base is not None else {}
         known: dict[bytes, int] = {}
-        if recent or pending:
-            for h in distinct:
-                index = pending.get(h)
-                if index is None:
-                    index = recent.get(h)
-                if index is not None:
-                    known[h] = index
+        for source in (pending, recent):
+            if source:  # set intersection runs in C, over the smaller side
+                for h in distinct.keys() & source.keys():
+                    known.setdefault(h, source[h])
         unknown = [h for h in distinct if h not in known] if known else list(distinct)
         if unknown:
             known |= self._confirmed(self.store.lookup_leaves(unknown), committed)
