@@ -158,22 +158,24 @@ class _Expanded:
     are computed on first use.
     """
 
-    __slots__ = ("_levels",)
+    __slots__ = ("_levels", "_offsets")
 
     def __init__(self, hashes: bytes, interior: bytes = b"") -> None:
+        # Level k is levels[k][offsets[k]:]: a stored interior is used in place, not copied.
         self._levels = [hashes]
+        self._offsets = [0]
         pos, width = 0, len(hashes) // HASH_SIZE // 2
         while interior and width >= 2:
-            end = pos + width * HASH_SIZE
-            self._levels.append(interior[pos:end])
-            pos, width = end, width // 2
+            self._levels.append(interior)
+            self._offsets.append(pos)
+            pos, width = pos + width * HASH_SIZE, width // 2
 
     def node(self, k: int, j: int) -> bytes:
         levels = self._levels
         if len(levels) <= k:
             with _EXPAND_LOCK:  # readers share cached tiles across threads
                 while len(levels) <= k:
-                    below = levels[-1]
+                    below = levels[-1][self._offsets[-1] :]
                     pairs = range(0, len(below) - HASH_SIZE, 2 * HASH_SIZE)
                     levels.append(
                         b"".join(
@@ -183,7 +185,8 @@ class _Expanded:
                             for i in pairs
                         )
                     )
-        start = j * HASH_SIZE
+                    self._offsets.append(0)
+        start = self._offsets[k] + j * HASH_SIZE
         return levels[k][start : start + HASH_SIZE]
 
 
@@ -292,8 +295,11 @@ class LogReader:
                 self._cache.move_to_end(key)
                 return hit
         parts = self.store.read_parts(level, index)
-        if width == TILE_WIDTH and len(parts) == 1 and len(parts[0].interior) == INTERIOR_SIZE:
-            expanded = _Expanded(assemble(parts, width), parts[0].interior)
+        full = len(parts) == 1 and parts[0].start == 0 and parts[0].count == width == TILE_WIDTH
+        if full and len(parts[0].interior) == INTERIOR_SIZE:
+            if len(parts[0].data) != TILE_WIDTH * HASH_SIZE:
+                raise Corruption(f"tile {level}/{index}: part of the wrong length")
+            expanded = _Expanded(parts[0].data, parts[0].interior)
         else:
             expanded = _Expanded(assemble(parts, width))
         with self._lock:
