@@ -25,6 +25,7 @@ import pytest
 from sealtrail.errors import StorageError
 from sealtrail.storage import Commit, LogStore, MemoryStore, SQLiteStore
 from sealtrail.storage.sqlite import _prefix as leaf_key
+from sealtrail.storage.sqlite import _table as parts_table
 
 Opener = Callable[[], LogStore]
 
@@ -63,13 +64,15 @@ def _sqlite_database(directory: Path) -> Opener:
 def _sqlite_leftover(store: LogStore, commit: Commit) -> None:
     assert isinstance(store, SQLiteStore)
     for p in commit.stored_parts():
+        table = parts_table(p.level)
         store.execute(
-            "DELETE FROM tile_parts WHERE level = ? AND idx = ? AND start >= ?",
+            f"DELETE FROM {table} WHERE level = ? AND idx = ? AND start >= ?",
             (p.level, p.index, p.start),
         )
         store.execute(
-            "INSERT INTO tile_parts (level, idx, start, count, data) VALUES (?, ?, ?, ?, ?)",
-            (p.level, p.index, p.start, p.count, p.data),
+            f"INSERT INTO {table} (level, idx, start, count, data, interior)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (p.level, p.index, p.start, p.count, p.data, p.interior),
         )
     for leaf, index in commit.leaves:
         store.execute(

@@ -548,3 +548,18 @@ def test_random_commits_match_the_model(store_factory: StoreFactory, steps: list
             assert_stored(store, model)
     finally:
         store.close()
+
+
+def test_the_kept_head_of_a_leftover_full_part_drops_its_inner_nodes(
+    store_factory: StoreFactory,
+) -> None:
+    # Inner nodes belong to a full tile only; the committed head of a torn full part is not.
+    store = store_factory.open()
+    leaves = [bytes([i]) * HASH for i in range(256)]
+    head = TilePart(0, 0, 0, 100, b"".join(leaves[:100]))
+    store.commit(Commit(0, 100, b"note 100", [head], []))
+    full = TilePart(0, 0, 0, 256, b"".join(leaves), b"\x01" * (254 * HASH))
+    store_factory.plant_leftover(store, Commit(100, 256, b"note 256", [full], []))
+    tail = TilePart(0, 0, 100, 10, b"".join(leaves[100:110]))
+    store.commit(Commit(100, 110, b"note 110", [tail], []))
+    assert store.read_parts(0, 0) == [head, tail]

@@ -41,6 +41,21 @@ MMAP_BYTES = 1 << 30
 #: Most leaf hashes looked up per query (SQLite's default variable limit is 32766).
 LOOKUP_CHUNK = 500
 
+
+def _parts_table(name: str, level_check: str | None, *, without_rowid: bool) -> str:
+    """DDL of a table of tile parts (hash tiles and entry bundles share the layout)."""
+    check = f" CHECK ({level_check})" if level_check else ""
+    return f"""CREATE TABLE {name} (
+            level INTEGER NOT NULL{check},
+            idx INTEGER NOT NULL,
+            start INTEGER NOT NULL CHECK (start >= 0 AND start < 256),
+            count INTEGER NOT NULL CHECK (count > 0 AND start + count <= 256),
+            data BLOB NOT NULL,
+            interior BLOB NOT NULL DEFAULT x'',
+            PRIMARY KEY (level, idx, start)
+        ){" WITHOUT ROWID" if without_rowid else ""}"""
+
+
 _MIGRATIONS: list[tuple[str, ...]] = [
     (
         """CREATE TABLE checkpoint (
@@ -49,26 +64,10 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             note BLOB NOT NULL,
             indexed INTEGER NOT NULL CHECK (indexed >= 0 AND indexed <= size)
         )""",
-        """CREATE TABLE tile_parts (
-            level INTEGER NOT NULL,
-            idx INTEGER NOT NULL,
-            start INTEGER NOT NULL CHECK (start >= 0 AND start < 256),
-            count INTEGER NOT NULL CHECK (count > 0 AND start + count <= 256),
-            data BLOB NOT NULL,
-            interior BLOB NOT NULL DEFAULT x'',
-            PRIMARY KEY (level, idx, start)
-        ) WITHOUT ROWID""",
+        _parts_table("tile_parts", None, without_rowid=True),
         # Entry bundles apart from hash tiles: their 66 KB rows would otherwise sit between
         # the hash tiles a proof reads (measured: a cold level-0 tile read 130 us -> 47 us).
-        """CREATE TABLE entry_bundles (
-            level INTEGER NOT NULL CHECK (level = -1),
-            idx INTEGER NOT NULL,
-            start INTEGER NOT NULL CHECK (start >= 0 AND start < 256),
-            count INTEGER NOT NULL CHECK (count > 0 AND start + count <= 256),
-            data BLOB NOT NULL,
-            interior BLOB NOT NULL DEFAULT x'',
-            PRIMARY KEY (level, idx, start)
-        )""",
+        _parts_table("entry_bundles", "level = -1", without_rowid=False),
         """CREATE TABLE leaves (
             prefix INTEGER NOT NULL,
             idx INTEGER NOT NULL,
@@ -83,14 +82,17 @@ def _table(level: int) -> str:
     return "entry_bundles" if level == ENTRY_BUNDLES else "tile_parts"
 
 
-def _prefix(leaf_hash: bytes) -> int:
-    """The leaf index key: the hash's first 8 bytes as a signed 64-bit integer."""
-    return int.from_bytes(leaf_hash[:8], "big", signed=True)
-
-
 def _prefixes(leaf_hashes: Sequence[bytes]) -> tuple[int, ...]:
-    """:func:`_prefix` of many 32-byte hashes at once (one C call, not one per hash)."""
+    """The leaf index keys: each 32-byte hash's first 8 bytes as a signed 64-bit integer.
+
+    One C call for the whole batch, not one per hash.
+    """
     return struct.unpack(f">{'q24x' * len(leaf_hashes)}", b"".join(leaf_hashes))
+
+
+def _prefix(leaf_hash: bytes) -> int:
+    """The leaf index key of one hash."""
+    return _prefixes([leaf_hash])[0]
 
 
 class SQLiteStore:
@@ -290,9 +292,9 @@ class SQLiteStore:
             old = TilePart(part.level, part.index, int(row[0]), int(row[1]), bytes(row[2]))
             head = old.head(part.start - old.start)
             conn.execute(
-                f"UPDATE {table} SET count = ?, data = ?"  # noqa: S608
+                f"UPDATE {table} SET count = ?, data = ?, interior = ?"  # noqa: S608
                 " WHERE level = ? AND idx = ? AND start = ?",
-                (head.count, head.data, *key, head.start),
+                (head.count, head.data, head.interior, *key, head.start),
             )
         # Anything at or after this part's start is a leftover or being restated, and so
         # is everything in later tiles of its level.
