@@ -11,7 +11,7 @@ import base64
 import binascii
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +27,8 @@ from sealtrail.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
-    node_hash,
     node_inclusion_nodes,
+    tile_for_node,
     verify_consistency,
     verify_inclusion,
 )
@@ -36,15 +36,20 @@ from sealtrail.note import NoteVerifier
 from sealtrail.storage import ENTRY_BUNDLES, LogStore
 
 from ._checkpoints import SignedCheckpoint, verify_checkpoint
-from ._tiles import INTERIOR_SIZE, assemble, bundle_entries, tile_interior, tile_width
+from ._tiles import (
+    INTERIOR_SIZE,
+    assemble,
+    bundle_entries,
+    inner_levels,
+    tile_interior,
+    tile_width,
+)
 
 __all__ = ["ConsistencyProof", "InclusionProof", "LogReader", "Progress"]
 
 #: Expanded tiles kept in memory per reader (each ~16 KiB: 511 hashes). Tiles are immutable
 #: for a given width, so the cache never needs invalidation.
 DEFAULT_TILE_CACHE = 4096
-
-_EXPAND_LOCK = threading.Lock()
 
 #: Hashes of nodes at Merkle level 8 and above kept per reader (there are 256 times fewer
 #: of them than entries; proofs for any index share the ones near the top).
@@ -150,44 +155,48 @@ class ConsistencyProof:
             raise InvalidProof(str(exc)) from exc
 
 
+def _tile_spans(level: int, start: int, end: int, size: int) -> Iterator[tuple[int, int, int, int]]:
+    """Walk positions ``start .. end-1`` tile by tile: ``(index, width, first, last)``.
+
+    ``width`` is the tile's width in a tree of ``size``; positions ``first .. last-1`` of the
+    tile are the ones asked for.
+    """
+    pos = start
+    while pos < end:
+        index, first = divmod(pos, TILE_WIDTH)
+        width = tile_width(level, index, size)
+        last = min(width, first + end - pos)
+        yield index, width, first, last
+        pos += last - first
+
+
 class _Expanded:
     """The perfect subtree hashes inside one tile, one byte string per level.
 
     ``node(k, j)`` is the node at Merkle level ``8T + k`` whose level-``8T`` leaves are
-    positions ``j*2^k .. (j+1)*2^k - 1`` of the tile. Levels missing from a stored interior
-    are computed on first use.
+    positions ``j*2^k .. (j+1)*2^k - 1`` of the tile. A stored interior is used in place;
+    without one the levels are computed once, here (tiles are immutable for a width).
     """
 
     __slots__ = ("_levels", "_offsets")
 
     def __init__(self, hashes: bytes, interior: bytes = b"") -> None:
-        # Level k is levels[k][offsets[k]:]: a stored interior is used in place, not copied.
-        self._levels = [hashes]
-        self._offsets = [0]
-        pos, width = 0, len(hashes) // HASH_SIZE // 2
-        while interior and width >= 2:
-            self._levels.append(interior)
-            self._offsets.append(pos)
-            pos, width = pos + width * HASH_SIZE, width // 2
+        # Level k is levels[k][offsets[k]:].
+        if interior:
+            self._levels = [hashes]
+            self._offsets = [0]
+            pos, width = 0, len(hashes) // HASH_SIZE // 2
+            while width >= 2:
+                self._levels.append(interior)
+                self._offsets.append(pos)
+                pos, width = pos + width * HASH_SIZE, width // 2
+        else:
+            self._levels = [hashes, *inner_levels(hashes)]
+            self._offsets = [0] * len(self._levels)
 
     def node(self, k: int, j: int) -> bytes:
-        levels = self._levels
-        if len(levels) <= k:
-            with _EXPAND_LOCK:  # readers share cached tiles across threads
-                while len(levels) <= k:
-                    below = levels[-1][self._offsets[-1] :]
-                    pairs = range(0, len(below) - HASH_SIZE, 2 * HASH_SIZE)
-                    levels.append(
-                        b"".join(
-                            node_hash(
-                                below[i : i + HASH_SIZE], below[i + HASH_SIZE : i + 2 * HASH_SIZE]
-                            )
-                            for i in pairs
-                        )
-                    )
-                    self._offsets.append(0)
         start = self._offsets[k] + j * HASH_SIZE
-        return levels[k][start : start + HASH_SIZE]
+        return self._levels[k][start : start + HASH_SIZE]
 
 
 class LogReader:
@@ -211,6 +220,7 @@ class LogReader:
         self._high: dict[NodeID, bytes] = {}
         self._upper: dict[tuple[int, int, int], tuple[bytes, ...]] = {}
         self._tail: tuple[int, int, dict[bytes, int]] = (0, 0, {})
+        self._tail_lock = threading.Lock()
 
     # -- checkpoint -------------------------------------------------------------------------
 
@@ -272,14 +282,8 @@ class LogReader:
         if not 0 <= start <= end <= size:
             raise NotFound(f"entries {start}..{end - 1} are not all in the log of size {size}")
         out: list[bytes] = []
-        pos = start
-        while pos < end:
-            index, offset = divmod(pos, TILE_WIDTH)
-            width = tile_width(ENTRY_BUNDLES, index, size)
-            bundle = bundle_entries(self.tile(ENTRY_BUNDLES, index, width, size=size))
-            take = bundle[offset : offset + (end - pos)]
-            out.extend(take)
-            pos += len(take)
+        for index, width, first, last in _tile_spans(ENTRY_BUNDLES, start, end, size):
+            out += bundle_entries(self.tile(ENTRY_BUNDLES, index, width, size=size))[first:last]
         return out
 
     def entry(self, index: int) -> bytes:
@@ -324,18 +328,16 @@ class LogReader:
                         )
                     out.append(cached)
                     continue
-            tile_level, k = divmod(level, TILE_HEIGHT)
-            # The node's first level-8T hash, and where it sits in which tile.
-            tile_index, pos = divmod(index << k, TILE_WIDTH)
+            tile_level, tile_index, pos, count = tile_for_node(level, index)
             key = (tile_level, tile_index)
             got = tiles.get(key)
             if got is None:
                 width = tile_width(tile_level, tile_index, size)
                 got = tiles[key] = (self._expanded(tile_level, tile_index, width), width)
             expanded, width = got
-            if pos + (1 << k) > width:
+            if pos + count > width:
                 raise Corruption(f"node {level}/{index} is not complete in a tree of size {size}")
-            h = expanded.node(k, pos >> k)
+            h = expanded.node(level % TILE_HEIGHT, pos // count)
             if level >= TILE_HEIGHT:
                 if len(high) >= HIGH_NODE_CACHE:
                     high.clear()
@@ -358,35 +360,26 @@ class LogReader:
         if not 0 <= start <= end <= bound:
             raise NotFound(f"leaves {start}..{end - 1} are not all in a tree of size {bound}")
         out: list[bytes] = []
-        pos = start
-        while pos < end:
-            index, offset = divmod(pos, TILE_WIDTH)
-            width = tile_width(0, index, bound)
-            take = min(width, offset + end - pos)
+        for index, width, first, last in _tile_spans(0, start, end, bound):
             data = self.tile(0, index, width, size=bound)
             out += [
                 data[i : i + HASH_SIZE]
-                for i in range(offset * HASH_SIZE, take * HASH_SIZE, HASH_SIZE)
+                for i in range(first * HASH_SIZE, last * HASH_SIZE, HASH_SIZE)
             ]
-            pos += take - offset
         return out
 
     def _tail_index(self, bound: int) -> dict[bytes, int]:
         """Leaf hash -> index above the store's leaf-index watermark, up to ``bound``."""
         stored = self.store.read_checkpoint()
         indexed = 0 if stored is None else min(stored.indexed, bound)
-        with self._lock:
+        with self._tail_lock:  # one thread extends the table; it only ever grows in place
             start, end, table = self._tail
-        if start != indexed or end > bound:
-            start, end, table = indexed, indexed, {}
-        if end < bound:
-            table = dict(table)
+            if start != indexed or end > bound:
+                start, end, table = indexed, indexed, {}
             for offset, h in enumerate(self.leaf_hashes(end, bound, size=bound)):
                 table.setdefault(h, end + offset)
-            end = bound
-        with self._lock:
-            self._tail = (start, end, table)
-        return table
+            self._tail = (start, max(end, bound), table)
+            return table
 
     def index_of(self, leaf: bytes, *, size: int | None = None) -> int:
         """The index of the entry with this leaf hash, confirmed against the hash tile."""

@@ -15,6 +15,7 @@ __all__ = [
     "assemble",
     "bundle_entries",
     "encode_bundle",
+    "inner_levels",
     "split_run",
     "tile_interior",
     "tile_width",
@@ -35,6 +36,20 @@ def tile_width(level: int, index: int, size: int) -> int:
     return max(0, min(TILE_WIDTH, units - index * TILE_WIDTH))
 
 
+def inner_levels(hashes: bytes) -> list[bytes]:
+    """Levels 1..7 above a tile's hashes, each the concatenation of its complete nodes.
+
+    A partial tile has fewer (or no) complete nodes at each level; an unpaired last hash
+    has no parent yet.
+    """
+    levels: list[bytes] = []
+    row = [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
+    for _ in range(TILE_HEIGHT - 1):
+        row = [node_hash(row[i], row[i + 1]) for i in range(0, len(row) - 1, 2)]
+        levels.append(b"".join(row))
+    return levels
+
+
 def tile_interior(hashes: bytes) -> bytes:
     """The inner nodes of a full hash tile: levels 1..7 inside it, each left to right.
 
@@ -42,12 +57,7 @@ def tile_interior(hashes: bytes) -> bytes:
     """
     if len(hashes) != TILE_WIDTH * HASH_SIZE:
         raise Corruption("only a full hash tile has an interior")
-    row = [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
-    out: list[bytes] = []
-    for _ in range(TILE_HEIGHT - 1):
-        row = [node_hash(row[i], row[i + 1]) for i in range(0, len(row), 2)]
-        out += row
-    return b"".join(out)
+    return b"".join(inner_levels(hashes))
 
 
 #: Length in bytes of a full tile's interior.
