@@ -81,16 +81,21 @@ def test_oversized_entry_is_refused_and_nothing_changes(
     assert reader_for(memory_store, signer).size() == 1
 
 
+class SlowStore(MemoryStore):
+    """Every commit waits for ``gate``: batches pile up behind the first one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def commit(self, commit: Commit) -> None:
+        self.gate.wait(5)
+        super().commit(commit)
+
+
 def test_full_queue_pushes_back_instead_of_growing(
     memory_store: MemoryStore, signer: CheckpointSigner
 ) -> None:
-    gate = threading.Event()
-
-    class SlowStore(MemoryStore):
-        def commit(self, commit: Commit) -> None:
-            gate.wait(5)
-            super().commit(commit)
-
     store = SlowStore()
     config = SequencerConfig(max_batch=4, max_delay=0, max_pending=8)
 
@@ -102,7 +107,7 @@ def test_full_queue_pushes_back_instead_of_growing(
             with pytest.raises(RetryLater) as info:
                 seq.submit(b"one too many")
             assert info.value.retry_after > 0
-            gate.set()
+            store.gate.set()
             return list(await asyncio.gather(*first, *queued))
 
     assert sorted(run(go())) == list(range(12))
@@ -170,13 +175,6 @@ def test_a_store_whose_tiles_were_edited_is_refused_at_start(
 
 
 def test_queued_bytes_are_bounded_too(memory_store: MemoryStore, signer: CheckpointSigner) -> None:
-    gate = threading.Event()
-
-    class SlowStore(MemoryStore):
-        def commit(self, commit: Commit) -> None:
-            gate.wait(5)
-            super().commit(commit)
-
     store = SlowStore()
     config = SequencerConfig(max_batch=2, max_delay=0, max_pending_bytes=3 * MAX_ENTRY_SIZE)
     big = [bytes([i]) * MAX_ENTRY_SIZE for i in range(5)]
@@ -188,7 +186,7 @@ def test_queued_bytes_are_bounded_too(memory_store: MemoryStore, signer: Checkpo
             queued = [seq.submit(e) for e in big[1:4]]
             with pytest.raises(RetryLater):
                 seq.submit(big[4])
-            gate.set()
+            store.gate.set()
             return list(await asyncio.gather(first, *queued))
 
     assert sorted(run(go())) == [0, 1, 2, 3]
