@@ -186,11 +186,9 @@ class Sequencer:
     def _admit(self, entries: Sequence[bytes]) -> None:
         if self._closing or self._task is None:
             raise RetryLater("the sequencer is not running", retry_after=1.0)
-        for entry in entries:
-            if len(entry) > MAX_ENTRY_SIZE:
-                raise TooLarge(
-                    f"entry of {len(entry)} bytes exceeds the {MAX_ENTRY_SIZE}-byte limit"
-                )
+        longest = max(map(len, entries), default=0)  # one pass in C
+        if longest > MAX_ENTRY_SIZE:
+            raise TooLarge(f"entry of {longest} bytes exceeds the {MAX_ENTRY_SIZE}-byte limit")
         if self._pending + len(entries) > self.config.max_pending:
             raise RetryLater(
                 f"{self._pending} entries are waiting to be sequenced", retry_after=0.5
