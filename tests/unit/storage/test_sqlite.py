@@ -12,8 +12,8 @@ import pytest
 from sealtrail.errors import ConfigError, Corruption, StorageError, VerificationError
 from sealtrail.log import CheckpointSigner, LogReader, Sequencer, SequencerConfig
 from sealtrail.merkle import leaf_hash
-from sealtrail.storage import ENTRY_BUNDLES, LogStore, MemoryStore, SQLiteStore, open_store
-from sealtrail.storage.sqlite import _MIGRATIONS
+from sealtrail.storage import ENTRY_BUNDLES, Commit, LogStore, MemoryStore, SQLiteStore, open_store
+from sealtrail.storage.sqlite import _MIGRATIONS, LOOKUP_CHUNK, MAX_VARIABLES
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 ENTRIES = [f"part {i}".encode() for i in range(300)]
@@ -271,3 +271,18 @@ def test_open_store_refuses_unsupported_schemes(url: str) -> None:
 def test_open_store_sqlite_url_in_a_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         open_store(f"sqlite:///{tmp_path}/missing/log.db")
+
+
+def test_large_leaf_runs_and_lookups_span_several_statements(db: Path) -> None:
+    """More leaf-index rows than one statement may bind, and more lookups than one query."""
+    count = MAX_VARIABLES  # two statements' worth of (prefix, idx) rows
+    hashes = [leaf_hash(i.to_bytes(4, "big")) for i in range(count)]
+    store = SQLiteStore(db)
+    store.commit(
+        Commit(0, count, b"note", parts=[], leaves=list(zip(hashes, range(count), strict=True)))
+    )
+    asked = [*hashes[: LOOKUP_CHUNK + 7], leaf_hash(b"never added")]
+    found = store.lookup_leaves(asked)
+    assert len(found) == LOOKUP_CHUNK + 7
+    assert all(found[h] == [i] for i, h in enumerate(asked[:-1]))
+    store.close()
