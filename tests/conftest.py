@@ -32,16 +32,22 @@ def reader_for(store: object, signer: CheckpointSigner) -> LogReader:
     return LogReader(store, origin=signer.origin, verifiers=[signer.verifier])
 
 
-def pytest_report_header() -> str:
+def pytest_report_header() -> list[str]:
     """Say up front which optional backends this run covers."""
     import socket
+
+    from tests.unit.keys._softhsm import hsm_skip_reason
 
     try:
         with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
             reachable = "reachable at 127.0.0.1:5432"
     except OSError:
         reachable = "not reachable at 127.0.0.1:5432"
-    return (
+    hsm_reason = hsm_skip_reason()
+    return [
         f"PostgreSQL: server {reachable}; no PostgreSQL store yet, so no PostgreSQL tests "
-        "run (storage backends covered: memory, sqlite)"
-    )
+        "run (storage backends covered: memory, sqlite)",
+        "HSM (PKCS#11): SoftHSM2 tests will run"
+        if hsm_reason is None
+        else f"HSM (PKCS#11): SoftHSM2 tests will be skipped: {hsm_reason}",
+    ]

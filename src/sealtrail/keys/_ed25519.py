@@ -53,6 +53,9 @@ class Ed25519Signer:
     def public_key_bytes(self) -> bytes:
         return self._public_key
 
+    def public_key(self) -> Ed25519PublicKey:
+        return self._private_key.public_key()
+
     def sign(self, message: bytes) -> bytes:
         return self._private_key.sign(message)
 
@@ -67,6 +70,14 @@ class Ed25519Signer:
         Never log, print or put the result in an exception.
         """
         return self._private_key.private_bytes_raw()
+
+    def private_key(self) -> Ed25519PrivateKey:
+        """SECRET: the ``cryptography`` private key object.
+
+        An escape hatch for issuing (test) certificates with this key. Never log or print it,
+        and prefer :meth:`sign` for everything else.
+        """
+        return self._private_key
 
     def _pkcs8_pem(self) -> bytes:
         return self._private_key.private_bytes(
@@ -100,6 +111,10 @@ class Ed25519Verifier:
 
     def public_key_bytes(self) -> bytes:
         return self._raw
+
+    def public_key(self) -> Ed25519PublicKey:
+        """The public key as a ``cryptography`` object."""
+        return self._key
 
     def verify(self, *, signature: bytes, message: bytes) -> None:
         if len(signature) != ED25519_SIGNATURE_SIZE:

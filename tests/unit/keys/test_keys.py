@@ -268,16 +268,20 @@ BAD_KEY_FILES: dict[str, tuple[bytes, str]] = {
         b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
         "not a PKCS#8 PEM private key",
     ),
-    "ec-p256-pkcs8": (pem(ec.generate_private_key(ec.SECP256R1())), "only Ed25519"),
+    # P-256 keys are supported, but only in PKCS#8: the SEC1 form is refused with a hint.
     "ec-p256-sec1": (
         ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.TraditionalOpenSSL,
             serialization.NoEncryption(),
         ),
-        "only Ed25519",
+        "not a PKCS#8 PEM private key",
     ),
-    "x25519": (pem(x25519.X25519PrivateKey.generate()), "only Ed25519"),
+    "x25519": (pem(x25519.X25519PrivateKey.generate()), "X25519 keys are not supported"),
+    "ec-p521": (
+        pem(ec.generate_private_key(ec.SECP521R1())),
+        "keys on secp521r1 are not supported",
+    ),
     "ed25519-public-key": (
         Ed25519PrivateKey.generate()
         .public_key()

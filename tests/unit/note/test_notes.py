@@ -559,9 +559,9 @@ def test_only_ed25519_signers_can_sign_notes() -> None:
             return b"\x00" * 64
 
     with pytest.raises(InvalidInput, match="Ed25519 keys only"):
-        NoteSigner("log.example/a", ES256Signer())
+        NoteSigner("log.example/a", ES256Signer())  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="Ed25519 keys only"):
-        CosignatureSigner("witness.example/w", ES256Signer())
+        CosignatureSigner("witness.example/w", ES256Signer())  # type: ignore[arg-type]
 
 
 # --- cosignatures (C2SP tlog-cosignature, cosignature/v1) -----------------------------------
