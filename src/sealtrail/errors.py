@@ -56,10 +56,13 @@ class Error(Exception):
     code: str = "error"
     hint: str = "See the message for details."
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         if hint is not None:
             self.hint = hint
+        if code is not None:
+            # A more precise stable code than the class's (e.g. "cose-bad-signature").
+            self.code = code
 
     @property
     def message(self) -> str:

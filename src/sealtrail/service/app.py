@@ -1,12 +1,13 @@
 """The HTTP app: parse -> call the library -> map errors. Nothing else lives here.
 
 Serves the C2SP tlog-tiles read API (``/checkpoint``, ``/tile/<L>/<N>[.p/<W>]``,
-``/tile/entries/<N>[.p/<W>]``) and JSON proof routes under ``/log/v1``.
+``/tile/entries/<N>[.p/<W>]``), JSON proof routes under ``/log/v1``, and — when given a
+transparency service — the SCRAPI routes (``/entries``, ``/.well-known/...``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,8 +21,10 @@ import sealtrail
 from sealtrail.errors import Error, InvalidInput, NotFound, RetryLater, TooLarge, VerificationError
 from sealtrail.log import LogReader
 from sealtrail.merkle import HASH_SIZE, MerkleError, parse_tile_path
+from sealtrail.scitt import TransparencyService
 
 from ._problems import problem_response
+from ._scrapi import Unauthorized, add_scrapi_routes
 
 __all__ = ["create_app"]
 
@@ -34,8 +37,10 @@ OCTETS = "application/octet-stream"
 _STATUS: list[tuple[type[Error], int]] = [
     (TooLarge, 413),
     (InvalidInput, 400),
+    (Unauthorized, 401),
     (NotFound, 404),
-    (VerificationError, 422),
+    # A statement whose signature, chain or policy check fails is a bad request.
+    (VerificationError, 400),
     (RetryLater, 503),
 ]
 
@@ -60,17 +65,30 @@ class ConsistencyProofModel(BaseModel):
     hashes: list[str]
 
 
-def create_app(reader: LogReader, *, verifier_key: str) -> FastAPI:
-    """Build the app over a reader (stateless: any number of these may serve one store)."""
+def create_app(
+    reader: LogReader,
+    *,
+    verifier_key: str,
+    service: TransparencyService | None = None,
+    admin_token_hash: bytes | None = None,
+    lifespan: Any = None,  # noqa: ANN401 (FastAPI's own lifespan type)
+) -> FastAPI:
+    """Build the app over a reader; with ``service``, also the SCRAPI registration routes.
+
+    Without a service the app is read-only and stateless (any number may serve one store).
+    """
     app = FastAPI(
         title="Sealtrail",
         version=sealtrail.__version__,
         summary="A tamper-evident provenance ledger built on a verifiable log.",
+        lifespan=lifespan,
     )
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     _add_problem_handlers(app)
     _add_tlog_tiles_routes(app, reader)
     _add_log_routes(app, reader, verifier_key)
+    if service is not None:
+        add_scrapi_routes(app, service, admin_token_hash=admin_token_hash)
     return app
 
 

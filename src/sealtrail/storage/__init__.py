@@ -15,7 +15,15 @@ from pathlib import Path
 
 from sealtrail.errors import ConfigError
 
-from ._protocols import ENTRY_BUNDLES, Commit, LogStore, StoredCheckpoint, TilePart
+from ._protocols import (
+    ENTRY_BUNDLES,
+    Commit,
+    LogStore,
+    StatementRecord,
+    StatementStore,
+    StoredCheckpoint,
+    TilePart,
+)
 from .memory import FAULT_POINTS, Faults, MemoryStore
 from .sqlite import SQLiteStore
 
@@ -27,6 +35,8 @@ __all__ = [
     "LogStore",
     "MemoryStore",
     "SQLiteStore",
+    "StatementRecord",
+    "StatementStore",
     "StoredCheckpoint",
     "TilePart",
     "open_store",

@@ -14,7 +14,15 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["ENTRY_BUNDLES", "Commit", "LogStore", "StoredCheckpoint", "TilePart"]
+__all__ = [
+    "ENTRY_BUNDLES",
+    "Commit",
+    "LogStore",
+    "StatementRecord",
+    "StatementStore",
+    "StoredCheckpoint",
+    "TilePart",
+]
 
 #: Pseudo tile level under which entry bundles (``tile/entries/N``) are stored.
 ENTRY_BUNDLES = -1
@@ -160,4 +168,58 @@ class LogStore(Protocol):
 
     def close(self) -> None:
         """Release connections. Idempotent."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StatementRecord:
+    """A registered signed statement as stored: its bytes and what registration read from them.
+
+    ``entry_id`` is SHA-256 of ``body`` (the statement's leaf entry in the log).
+    """
+
+    entry_id: bytes
+    body: bytes
+    issuer: str
+    subject: str
+    content_type: str
+    registered_at: int
+
+
+@runtime_checkable
+class StatementStore(Protocol):
+    """Durable home of registered statements (the log holds only their hashes).
+
+    A statement is stored *before* its leaf is appended, so that nothing the log commits
+    to can be missing here; ``sequenced`` is the watermark below which every stored
+    statement's leaf is known to be in the log (recovery re-appends the rest: appending a
+    leaf twice returns its first index).
+    """
+
+    def put_statements(self, records: Sequence[StatementRecord]) -> list[int]:
+        """Store statements (one transaction); return each one's sequence number.
+
+        MUST NOT return before they are durable. A statement already stored keeps its
+        first record and sequence number (idempotent by ``entry_id``).
+        """
+        ...
+
+    def get_statement(self, entry_id: bytes) -> StatementRecord | None:
+        """The stored statement with this id, or ``None``."""
+        ...
+
+    def statements_since(self, seq: int, *, limit: int) -> list[tuple[int, StatementRecord]]:
+        """Statements with sequence numbers above ``seq``, in order, at most ``limit``."""
+        ...
+
+    def statements_of_type(self, content_type: str) -> list[StatementRecord]:
+        """Every stored statement of this content type, in registration order."""
+        ...
+
+    def read_sequenced(self) -> int:
+        """The sequenced watermark (0 when never set)."""
+        ...
+
+    def write_sequenced(self, seq: int) -> None:
+        """Raise the sequenced watermark (never lowers it). Durable on return."""
         ...

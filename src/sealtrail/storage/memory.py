@@ -9,12 +9,12 @@ a fault *between* the steps leaves what a step-wise backend could leave behind.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from sealtrail.errors import CheckpointConflict, StorageError
 
-from ._protocols import ENTRY_BUNDLES, Commit, StoredCheckpoint, TilePart
+from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
 
 HASH_SIZE = 32
 
@@ -75,6 +75,9 @@ class MemoryStore:
         self._leaves: dict[bytes, list[int]] = {}
         self.faults = Faults()
         self.commits = 0
+        self._statements: dict[bytes, tuple[int, StatementRecord]] = {}
+        self._order: list[StatementRecord] = []
+        self._sequenced = 0
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -117,6 +120,42 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release; the data stays readable (a closed store is not wiped)."""
+
+    # -- statements ----------------------------------------------------------------------------
+
+    def put_statements(self, records: Sequence[StatementRecord]) -> list[int]:
+        with self._lock:
+            self.faults.check("before_commit")
+            out = []
+            for record in records:
+                known = self._statements.get(record.entry_id)
+                if known is None:
+                    self._order.append(record)
+                    known = (len(self._order), record)
+                    self._statements[record.entry_id] = known
+                out.append(known[0])
+            return out
+
+    def get_statement(self, entry_id: bytes) -> StatementRecord | None:
+        with self._lock:
+            known = self._statements.get(entry_id)
+            return None if known is None else known[1]
+
+    def statements_since(self, seq: int, *, limit: int) -> list[tuple[int, StatementRecord]]:
+        with self._lock:
+            return [(seq + 1 + i, r) for i, r in enumerate(self._order[seq : seq + limit])]
+
+    def statements_of_type(self, content_type: str) -> list[StatementRecord]:
+        with self._lock:
+            return [r for r in self._order if r.content_type == content_type]
+
+    def read_sequenced(self) -> int:
+        with self._lock:
+            return self._sequenced
+
+    def write_sequenced(self, seq: int) -> None:
+        with self._lock:
+            self._sequenced = max(self._sequenced, seq)
 
     # -- tampering, for attack tests -----------------------------------------------------------
 

@@ -24,10 +24,11 @@ import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sealtrail.errors import CheckpointConflict, ConfigError, Error, StorageError
 
-from ._protocols import ENTRY_BUNDLES, Commit, StoredCheckpoint, TilePart
+from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
 
 __all__ = ["SQLiteStore"]
 
@@ -75,6 +76,23 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             idx INTEGER NOT NULL,
             PRIMARY KEY (prefix, idx)
         ) WITHOUT ROWID""",
+    ),
+    (
+        # Registered signed statements: the log holds their SHA-256, this table the bytes.
+        """CREATE TABLE statements (
+            seq INTEGER PRIMARY KEY,
+            entry_id BLOB NOT NULL UNIQUE CHECK (length(entry_id) = 32),
+            body BLOB NOT NULL,
+            issuer TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            registered_at INTEGER NOT NULL
+        )""",
+        "CREATE INDEX statements_by_type ON statements (content_type, seq)",
+        """CREATE TABLE statements_sequenced (
+            id INTEGER PRIMARY KEY CHECK (id = 0),
+            seq INTEGER NOT NULL
+        )""",
     ),
 ]
 
@@ -127,6 +145,18 @@ def _sorted_leaves(leaves: Sequence[tuple[bytes, int]]) -> list[int]:
 def _prefix(leaf_hash: bytes) -> int:
     """The leaf index key of one hash."""
     return _prefixes([leaf_hash])[0]
+
+
+def _record(row: Sequence[Any]) -> StatementRecord:
+    entry_id, body, issuer, subject, content_type, registered_at = row
+    return StatementRecord(
+        bytes(entry_id),
+        bytes(body),
+        str(issuer),
+        str(subject),
+        str(content_type),
+        int(registered_at),
+    )
 
 
 class SQLiteStore:
@@ -334,6 +364,101 @@ class SQLiteStore:
             (*key, part.start),
         )
         conn.execute(f"DELETE FROM {table} WHERE level = ? AND idx > ?", key)  # noqa: S608
+
+    # -- statements ---------------------------------------------------------------------------
+
+    def put_statements(self, records: Sequence[StatementRecord]) -> list[int]:
+        if not records:
+            return []
+        with self._errors("statement write"):
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _insert(
+                    conn,
+                    "INSERT OR IGNORE INTO statements"
+                    " (entry_id, body, issuer, subject, content_type, registered_at)",
+                    6,
+                    [
+                        v
+                        for r in records
+                        for v in (
+                            r.entry_id,
+                            r.body,
+                            r.issuer,
+                            r.subject,
+                            r.content_type,
+                            r.registered_at,
+                        )
+                    ],
+                )
+                seqs: dict[bytes, int] = {}
+                ids = list({r.entry_id: None for r in records})
+                for i in range(0, len(ids), LOOKUP_CHUNK):
+                    chunk = ids[i : i + LOOKUP_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    query = f"SELECT entry_id, seq FROM statements WHERE entry_id IN ({marks})"  # noqa: S608
+                    seqs.update(
+                        (bytes(e), int(q)) for e, q in conn.execute(query, chunk).fetchall()
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return [seqs[r.entry_id] for r in records]
+
+    def get_statement(self, entry_id: bytes) -> StatementRecord | None:
+        with self._errors("read"):
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT entry_id, body, issuer, subject, content_type, registered_at"
+                    " FROM statements WHERE entry_id = ?",
+                    (entry_id,),
+                )
+                .fetchone()
+            )
+        return None if row is None else _record(row)
+
+    def statements_since(self, seq: int, *, limit: int) -> list[tuple[int, StatementRecord]]:
+        with self._errors("read"):
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT seq, entry_id, body, issuer, subject, content_type, registered_at"
+                    " FROM statements WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (seq, limit),
+                )
+                .fetchall()
+            )
+        return [(int(r[0]), _record(r[1:])) for r in rows]
+
+    def statements_of_type(self, content_type: str) -> list[StatementRecord]:
+        with self._errors("read"):
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT entry_id, body, issuer, subject, content_type, registered_at"
+                    " FROM statements WHERE content_type = ? ORDER BY seq",
+                    (content_type,),
+                )
+                .fetchall()
+            )
+        return [_record(r) for r in rows]
+
+    def read_sequenced(self) -> int:
+        with self._errors("read"):
+            row = self._conn().execute("SELECT seq FROM statements_sequenced").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def write_sequenced(self, seq: int) -> None:
+        with self._errors("statement write"):
+            self._conn().execute(
+                "INSERT INTO statements_sequenced (id, seq) VALUES (0, ?)"
+                " ON CONFLICT (id) DO UPDATE SET seq = max(seq, excluded.seq)",
+                (seq,),
+            )
 
     def close(self) -> None:
         with self._all_lock:

@@ -1,0 +1,59 @@
+"""SCITT: COSE signed statements in, COSE receipts out.
+
+Safe recipes first: :class:`TransparencyService` registers statements and issues receipts;
+:func:`verify_transparent_statement` checks a transparent statement offline;
+:func:`sign_statement` makes a signed statement in the profile Sealtrail registers.
+The raw COSE codec (``sign1``, ``decode_sign1``), receipts and COSE keys are hazmat, for
+tools that need them.
+
+Wire formats: docs/scitt.md (CDDL).
+"""
+
+from __future__ import annotations
+
+from ._chain import ChainValidator, fingerprint, load_certificates
+from ._cose import ALG_BY_NAME, COSE_SIGN1_TAG, NAME_BY_ALG, CoseSign1, Header, decode_sign1, sign1
+from ._cosekey import cose_key, decode_key_set, encode_key_set, key_id, verifier_from_cose_key
+from ._receipt import ReceiptInfo, ReceiptSigner, add_receipts, split_transparent, verify_receipt
+from ._registry import ORG_RECORD_TYPE, Organization, Policy, Registry, parse_org_record
+from ._service import Registration, TransparencyService
+from ._sign import sign_statement
+from ._statement import MAX_STATEMENT_SIZE, SignedStatement, entry_id, parse_statement
+from ._verify import VerifiedStatement, verify_transparent_statement
+
+__all__ = [
+    "ALG_BY_NAME",
+    "COSE_SIGN1_TAG",
+    "MAX_STATEMENT_SIZE",
+    "NAME_BY_ALG",
+    "ORG_RECORD_TYPE",
+    "ChainValidator",
+    "CoseSign1",
+    "Header",
+    "Organization",
+    "Policy",
+    "ReceiptInfo",
+    "ReceiptSigner",
+    "Registration",
+    "Registry",
+    "SignedStatement",
+    "TransparencyService",
+    "VerifiedStatement",
+    "add_receipts",
+    "cose_key",
+    "decode_key_set",
+    "decode_sign1",
+    "encode_key_set",
+    "entry_id",
+    "fingerprint",
+    "key_id",
+    "load_certificates",
+    "parse_org_record",
+    "parse_statement",
+    "sign1",
+    "sign_statement",
+    "split_transparent",
+    "verifier_from_cose_key",
+    "verify_receipt",
+    "verify_transparent_statement",
+]

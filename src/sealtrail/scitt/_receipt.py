@@ -1,0 +1,241 @@
+"""COSE Receipts (RFC 9942) over the RFC9162_SHA256 verifiable data structure.
+
+A receipt is a COSE_Sign1 made by the transparency service:
+
+* protected: ``alg`` (1), ``kid`` (4, the service key's thumbprint), ``vds`` (395) = 1,
+  CWT claims (15) ``iss`` (the service), ``sub`` (the log's origin), ``iat``;
+* unprotected: ``vdp`` (396) = ``{-1: [inclusion-proof]}``, where an inclusion proof is
+  ``bstr .cbor [tree-size, leaf-index, [+ hash]]``;
+* payload: the tree's root, **detached** — the verifier recomputes it from the leaf and
+  the proof, and the signature only verifies over the right root.
+
+The protected header is the same for every entry of one tree size, so the service signs a
+root once and every receipt against that tree shares the signature (:class:`ReceiptSigner`).
+
+A transparent statement is the signed statement with its receipts in the unprotected
+header (label 394). Taking them out gives back the registered bytes exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sealtrail.errors import InvalidInput, InvalidProof, InvalidSignature, VerificationError
+from sealtrail.keys import Signer, Verifier
+from sealtrail.merkle import MerkleError, leaf_hash, root_from_inclusion_proof
+
+from . import _cbor
+from ._cose import ALG_BY_NAME, Claim, CoseSign1, Header, decode_sign1, encode_sign1, sig_structure
+from ._cosekey import key_id
+
+__all__ = [
+    "VDS_RFC9162_SHA256",
+    "ReceiptInfo",
+    "ReceiptSigner",
+    "add_receipts",
+    "split_transparent",
+    "verify_receipt",
+]
+
+VDS_RFC9162_SHA256 = 1
+VDP_INCLUSION = -1
+#: Receipts kept in one transparent statement, at most.
+MAX_RECEIPTS = 16
+#: Longest inclusion path accepted (a tree of 2**64 leaves).
+MAX_PATH = 64
+
+
+@dataclass(frozen=True)
+class ReceiptInfo:
+    """What a verified receipt says."""
+
+    tree_size: int
+    leaf_index: int
+    root: bytes
+    issuer: str | None
+    subject: str | None
+    issued_at: int | None
+    kid: bytes
+
+
+class ReceiptSigner:
+    """Issues receipts with the service key; one root signature per tree size."""
+
+    def __init__(self, signer: Signer, *, issuer: str, subject: str, cache: int = 64) -> None:
+        self.signer = signer
+        self.kid = key_id(signer.verifier())
+        self.issuer = issuer
+        self.subject = subject
+        self._cache: OrderedDict[tuple[int, bytes], tuple[bytes, bytes]] = OrderedDict()
+        self._size = cache
+        self._lock = threading.Lock()
+
+    def _signed_root(self, tree_size: int, root: bytes) -> tuple[bytes, bytes]:
+        key = (tree_size, root)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        protected = _cbor.dumps(
+            {
+                Header.ALG: ALG_BY_NAME[self.signer.algorithm],
+                Header.KID: self.kid,
+                Header.VDS: VDS_RFC9162_SHA256,
+                Header.CWT_CLAIMS: {
+                    Claim.ISS: self.issuer,
+                    Claim.SUB: self.subject,
+                    Claim.IAT: int(time.time()),
+                },
+            }
+        )
+        signed = (protected, self.signer.sign(sig_structure(protected, root)))
+        with self._lock:
+            self._cache[key] = signed
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return signed
+
+    def receipt(
+        self, *, tree_size: int, leaf_index: int, path: Sequence[bytes], root: bytes
+    ) -> bytes:
+        """A receipt for the leaf at ``leaf_index`` of the tree of ``tree_size`` (root ``root``)."""
+        protected, signature = self._signed_root(tree_size, root)
+        proof = _cbor.dumps([tree_size, leaf_index, list(path)])
+        return encode_sign1(protected, {Header.VDP: {VDP_INCLUSION: [proof]}}, None, signature)
+
+
+def _fail(code: str, message: str) -> VerificationError:
+    return VerificationError(
+        message, code=code, hint="Do not trust this receipt for this statement."
+    )
+
+
+def _decode_receipt(receipt: bytes) -> CoseSign1:
+    try:
+        message = decode_sign1(receipt)
+    except (InvalidInput, InvalidSignature) as exc:
+        raise _fail(
+            "receipt-malformed", f"the receipt is not a COSE_Sign1: {exc.message}"
+        ) from None
+    if message.payload is not None:
+        raise _fail("receipt-attached-payload", "a receipt's payload (the root) must be detached")
+    vds = message.protected.get(Header.VDS)
+    if vds != VDS_RFC9162_SHA256:
+        raise _fail(
+            "receipt-unsupported-vds",
+            f"verifiable data structure {vds!r} is not RFC9162_SHA256 (1)",
+        )
+    return message
+
+
+def _proof(message: CoseSign1) -> tuple[int, int, list[bytes]]:
+    vdp = message.unprotected.get(Header.VDP)
+    proofs = vdp.get(VDP_INCLUSION) if isinstance(vdp, dict) else None
+    if not isinstance(proofs, list) or len(proofs) != 1 or not isinstance(proofs[0], bytes):
+        raise _fail("receipt-malformed", "the receipt must carry exactly one inclusion proof")
+    try:
+        decoded = _cbor.loads(proofs[0])
+    except InvalidInput as exc:
+        raise _fail("receipt-malformed", f"inclusion proof: {exc.message}") from None
+    if (
+        not isinstance(decoded, list)
+        or len(decoded) != 3
+        or not all(isinstance(v, int) and v >= 0 for v in decoded[:2])
+        or not isinstance(decoded[2], list)
+        or len(decoded[2]) > MAX_PATH
+        or not all(isinstance(h, bytes) for h in decoded[2])
+    ):
+        raise _fail("receipt-malformed", "an inclusion proof is [tree-size, leaf-index, [hashes]]")
+    return decoded[0], decoded[1], decoded[2]
+
+
+def verify_receipt(
+    receipt: bytes, *, leaf_entry: bytes, keys: Mapping[bytes, Verifier]
+) -> ReceiptInfo:
+    """Check that ``receipt`` proves ``leaf_entry`` is in the service's log.
+
+    ``keys`` maps key ids to the service's public keys (current and retired). Raises
+    :class:`~sealtrail.errors.VerificationError` with a code naming what failed:
+    ``receipt-malformed``, ``receipt-unsupported-vds``, ``receipt-unknown-key``,
+    ``receipt-bad-proof`` or ``receipt-bad-signature``.
+    """
+    message = _decode_receipt(receipt)
+    kid = message.protected.get(Header.KID)
+    verifier = keys.get(kid) if isinstance(kid, bytes) else None
+    if verifier is None and kid is None and len(keys) == 1:
+        verifier = next(iter(keys.values()))  # a receipt without kid, one key to try
+    if verifier is None:
+        raise _fail("receipt-unknown-key", "the receipt is signed by a key not in the key set")
+    size, index, path = _proof(message)
+    try:
+        root = root_from_inclusion_proof(
+            leaf_hash=leaf_hash(leaf_entry), index=index, size=size, proof=path
+        )
+    except MerkleError as exc:
+        raise InvalidProof(
+            f"the receipt's inclusion proof is malformed: {exc}", code="receipt-bad-proof"
+        ) from None
+    try:
+        message.verify(verifier, payload=root)
+    except InvalidSignature:
+        # The proof and the signature cannot be told apart here: a changed path yields
+        # another root, and the signature then fails over it.
+        raise InvalidSignature(
+            "the receipt's signature does not verify over the root its proof implies "
+            "(proof, leaf or signature altered)",
+            code="receipt-bad-signature",
+        ) from None
+    claims = message.protected.get(Header.CWT_CLAIMS)
+    claims = claims if isinstance(claims, dict) else {}
+    return ReceiptInfo(
+        tree_size=size,
+        leaf_index=index,
+        root=root,
+        issuer=_opt_text(claims.get(Claim.ISS)),
+        subject=_opt_text(claims.get(Claim.SUB)),
+        issued_at=claims.get(Claim.IAT) if isinstance(claims.get(Claim.IAT), int) else None,
+        kid=kid if isinstance(kid, bytes) else b"",
+    )
+
+
+def _opt_text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def add_receipts(statement: bytes, receipts: Sequence[bytes]) -> bytes:
+    """The transparent statement: ``statement`` with ``receipts`` in its unprotected header."""
+    message = decode_sign1(statement)
+    if len(receipts) > MAX_RECEIPTS:
+        raise InvalidInput(f"at most {MAX_RECEIPTS} receipts per statement")
+    unprotected = {k: v for k, v in message.unprotected.items() if k != Header.RECEIPTS}
+    unprotected[Header.RECEIPTS] = list(receipts)
+    return encode_sign1(message.protected_bytes, unprotected, message.payload, message.signature)
+
+
+def split_transparent(transparent: bytes) -> tuple[bytes, list[bytes]]:
+    """The registered statement bytes and the receipts of a transparent statement."""
+    message = decode_sign1(transparent)
+    receipts = message.unprotected.get(Header.RECEIPTS, [])
+    if (
+        not isinstance(receipts, list)
+        or len(receipts) > MAX_RECEIPTS
+        or not all(isinstance(r, bytes) for r in receipts)
+    ):
+        raise InvalidInput(
+            f"label 394 must hold an array of at most {MAX_RECEIPTS} receipts",
+            code="receipt-malformed",
+        )
+    rest = {k: v for k, v in message.unprotected.items() if k != Header.RECEIPTS}
+    statement = encode_sign1(message.protected_bytes, rest, message.payload, message.signature)
+    return statement, receipts
+
+
+def statement_leaf(statement: bytes) -> bytes:
+    """The leaf entry of a registered statement: SHA-256 of its bytes."""
+    return hashlib.sha256(statement).digest()

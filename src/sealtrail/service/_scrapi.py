@@ -1,0 +1,142 @@
+"""SCRAPI routes (the SCITT reference API): register statements, fetch receipts and keys.
+
+``POST /entries`` answers 201 with the receipt when registration completes within
+:data:`REGISTER_WAIT` seconds, else 303 to ``/entries/{id}`` with ``Retry-After``;
+registration carries on in the background either way. ``GET /entries/{id}`` answers 302
+(to itself, with ``Retry-After``) while the statement is stored but not yet covered by a
+checkpoint, then 200 with a receipt against the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from typing import Any
+
+import cbor2
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from sealtrail.errors import Error, InvalidInput, NotFound, TooLarge
+from sealtrail.scitt import TransparencyService
+
+__all__ = ["REGISTER_WAIT", "add_scrapi_routes"]
+
+COSE = "application/cose"
+#: Seconds POST /entries waits for the registration before answering 303.
+REGISTER_WAIT = 2.0
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class Unauthorized(Error):
+    code = "unauthorized"
+    hint = "Send the administrator token as 'Authorization: Bearer <token>'."
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request body over the {limit}-byte limit", code="body-too-large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body over the {limit}-byte limit", code="body-too-large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def add_scrapi_routes(
+    app: FastAPI, service: TransparencyService, *, admin_token_hash: bytes | None = None
+) -> None:
+    background: set[asyncio.Task[Any]] = set()
+
+    @app.post("/entries", tags=["scrapi"], status_code=201, response_class=Response)
+    async def register(request: Request) -> Response:
+        """Register a signed statement (``application/cose``)."""
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != COSE:
+            raise InvalidInput(f"send the statement as {COSE}", code="unsupported-media-type")
+        data = await _body(request, service.max_statement_size)
+        statement, _ = service.check(data)
+        task = asyncio.ensure_future(service.register_checked(statement))
+        background.add(task)
+        task.add_done_callback(background.discard)
+        location = f"/entries/{statement.entry_id}"
+        try:
+            await asyncio.wait_for(asyncio.shield(task), REGISTER_WAIT)
+        except TimeoutError:
+            return Response(
+                status_code=303, headers={"Location": location, "Retry-After": "1", **NO_STORE}
+            )
+        receipt = await run_in_threadpool(service.receipt, statement.entry_id)
+        return Response(
+            receipt, status_code=201, media_type=COSE, headers={"Location": location, **NO_STORE}
+        )
+
+    @app.get("/entries/{entry_id}", tags=["scrapi"], response_class=Response)
+    async def receipt(entry_id: str) -> Response:
+        """The entry's receipt against the latest checkpoint (302 while pending)."""
+        try:
+            data = await run_in_threadpool(service.receipt, entry_id)
+        except NotFound as exc:
+            if exc.code != "entry-pending":
+                raise
+            return Response(
+                status_code=302,
+                headers={"Location": f"/entries/{entry_id}", "Retry-After": "1", **NO_STORE},
+            )
+        return Response(data, media_type=COSE, headers=NO_STORE)
+
+    @app.get("/entries/{entry_id}/statement", tags=["scrapi"], response_class=Response)
+    async def statement(entry_id: str) -> Response:
+        """The signed statement as registered."""
+        data = await run_in_threadpool(service.statement, entry_id)
+        return Response(
+            data, media_type=COSE, headers={"Cache-Control": "public, max-age=31536000, immutable"}
+        )
+
+    @app.get("/entries/{entry_id}/transparent-statement", tags=["scrapi"], response_class=Response)
+    async def transparent(entry_id: str) -> Response:
+        """The statement with a fresh receipt in its unprotected header (label 394)."""
+        data = await run_in_threadpool(service.transparent_statement, entry_id)
+        return Response(data, media_type=COSE, headers=NO_STORE)
+
+    @app.get("/.well-known/transparency-configuration", tags=["scrapi"])
+    async def configuration(request: Request) -> Response:
+        """The service's configuration (JSON, or CBOR when asked for ``application/cbor``)."""
+        config = service.configuration()
+        if "application/cbor" in request.headers.get("accept", ""):
+            return Response(cbor2.dumps(config), media_type="application/cbor")
+        return JSONResponse(config)
+
+    @app.get("/.well-known/scitt-keys", tags=["scrapi"], response_class=Response)
+    async def keys() -> Response:
+        """The service's receipt keys as a COSE_KeySet, retired keys included."""
+        return Response(
+            service.key_set(),
+            media_type="application/cose-key-set",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    @app.put("/admin/organizations/{name}", tags=["admin"])
+    async def put_organization(name: str, request: Request) -> JSONResponse:
+        """Onboard or change an organization (its record becomes a log entry)."""
+        _check_admin(request, admin_token_hash)
+        data = await _body(request, 256 * 1024)
+        registration = await service.put_organization(data, expected_name=name)
+        return JSONResponse(
+            {"entry_id": registration.entry_id, "index": registration.index}, status_code=201
+        )
+
+
+def _check_admin(request: Request, token_hash: bytes | None) -> None:
+    if token_hash is None:
+        raise Unauthorized("administration is disabled on this server")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    given = hashlib.sha256(token.strip().encode()).digest()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, token_hash):
+        raise Unauthorized("a valid administrator token is required")

@@ -1,0 +1,303 @@
+"""Registration end to end in one process: accepted statements get receipts that verify;
+every hostile statement is refused with a stable code and changes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+
+import cbor2
+import pytest
+
+from sealtrail.errors import Error, VerificationError
+from sealtrail.keys import ES256, ES384, generate_signer
+from sealtrail.scitt import (
+    Header,
+    add_receipts,
+    decode_key_set,
+    sign1,
+    sign_statement,
+    split_transparent,
+    verify_receipt,
+    verify_transparent_statement,
+)
+
+from ._pki import Issuer, make_ca, make_leaf
+from .conftest import ISSUER, Running, org_record
+
+pytestmark = pytest.mark.anyio
+
+JSON = "application/json"
+
+
+def good(who: Issuer, **kw: object) -> bytes:
+    args: dict[str, object] = {
+        "issuer": ISSUER,
+        "subject": "urn:maker:device:1",
+        "content_type": JSON,
+        "payload": b'{"serial": "A1"}',
+        "x5chain": who.chain,
+    }
+    args.update(kw)
+    return sign_statement(who.leaf_key, **args)  # type: ignore[arg-type]
+
+
+async def test_a_registered_statement_gets_a_receipt_that_verifies(running: Running) -> None:
+    statement = good(running.issuer)
+    reg = await running.service.register(statement)
+    assert reg.entry_id == hashlib.sha256(statement).hexdigest()
+    receipt = running.service.receipt(reg.entry_id)
+    keys = decode_key_set(running.service.key_set())
+    info = verify_receipt(receipt, leaf_entry=hashlib.sha256(statement).digest(), keys=keys)
+    assert info.leaf_index == reg.index
+    ts = running.service.transparent_statement(reg.entry_id)
+    verified = verify_transparent_statement(ts, service_keys=running.service.key_set())
+    assert verified.entry_id == reg.entry_id
+    assert verified.signature_check == "x5chain"
+    assert split_transparent(ts)[0] == statement
+
+
+async def test_registering_twice_gives_the_same_index(running: Running) -> None:
+    statement = good(running.issuer)
+    first = await running.service.register(statement)
+    again = await running.service.register(statement)
+    assert first == again
+
+
+async def test_receipts_refresh_against_newer_checkpoints(running: Running) -> None:
+    reg = await running.service.register(good(running.issuer))
+    keys = decode_key_set(running.service.key_set())
+    leaf = bytes.fromhex(reg.entry_id)
+    old = verify_receipt(running.service.receipt(reg.entry_id), leaf_entry=leaf, keys=keys)
+    await running.service.register(good(running.issuer, subject="urn:maker:device:2"))
+    new = verify_receipt(running.service.receipt(reg.entry_id), leaf_entry=leaf, keys=keys)
+    assert new.tree_size > old.tree_size
+    assert new.leaf_index == old.leaf_index
+
+
+def _swap_payload(data: bytes) -> bytes:
+    parts = list(cbor2.loads(data).value)
+    parts[2] = b'{"serial": "B2"}'
+    return cbor2.dumps(cbor2.CBORTag(18, parts))
+
+
+def _unprotected_alg(data: bytes) -> bytes:
+    parts = list(cbor2.loads(data).value)
+    parts[1] = {1: -7}
+    return cbor2.dumps(cbor2.CBORTag(18, parts))
+
+
+def _flip_signature(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+def _deep(_: Issuer) -> bytes:
+    return b"\x81" * 40 + b"\x01"
+
+
+def _huge(_: Issuer) -> bytes:
+    return cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b"x" * (1 << 20), b"s" * 64]))
+
+
+def _other_ca(issuer: Issuer) -> bytes:
+    ca_key, ca = make_ca(cn="Rogue CA")
+    key, leaf = make_leaf(ca_key, ca, cn="Rogue signer")
+    return sign_statement(
+        key,
+        issuer=ISSUER,
+        subject="urn:maker:x",
+        content_type=JSON,
+        payload=b"{}",
+        x5chain=[leaf.public_bytes(_DER)],
+    )
+
+
+def _expired(issuer: Issuer) -> bytes:
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    key, leaf = make_leaf(
+        issuer.ca_key, issuer.ca, not_before=past, not_after=past + dt.timedelta(days=1)
+    )
+    return sign_statement(
+        key,
+        issuer=ISSUER,
+        subject="urn:maker:x",
+        content_type=JSON,
+        payload=b"{}",
+        x5chain=[leaf.public_bytes(_DER)],
+    )
+
+
+def _not_yet_valid(issuer: Issuer) -> bytes:
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=10)
+    key, leaf = make_leaf(
+        issuer.ca_key, issuer.ca, not_before=future, not_after=future + dt.timedelta(days=1)
+    )
+    return sign_statement(
+        key,
+        issuer=ISSUER,
+        subject="urn:maker:x",
+        content_type=JSON,
+        payload=b"{}",
+        x5chain=[leaf.public_bytes(_DER)],
+    )
+
+
+def _unknown_alg(issuer: Issuer) -> bytes:
+    parts = list(cbor2.loads(good(issuer)).value)
+    protected = dict(cbor2.loads(parts[0]))
+    protected[1] = -65535
+    parts[0] = cbor2.dumps(protected)
+    return cbor2.dumps(cbor2.CBORTag(18, parts))
+
+
+from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
+
+_DER = Encoding.DER
+
+HOSTILE: list[tuple[str, Callable[[Issuer], bytes], str]] = [
+    ("not CBOR", lambda i: b"hello, world", "cbor-malformed"),
+    ("truncated CBOR", lambda i: good(i)[:-10], "cbor-malformed"),
+    (
+        "wrong COSE tag",
+        lambda i: cbor2.dumps(cbor2.CBORTag(17, cbor2.loads(good(i)).value)),
+        "cose-not-sign1",
+    ),
+    ("unprotected alg", lambda i: _unprotected_alg(good(i)), "cose-unprotected-alg"),
+    ("unknown alg", _unknown_alg, "cose-unknown-alg"),
+    ("bad signature", lambda i: _flip_signature(good(i)), "cose-bad-signature"),
+    ("payload swapped", lambda i: _swap_payload(good(i)), "cose-bad-signature"),
+    ("chain not to the org's anchor", _other_ca, "chain-untrusted"),
+    ("expired certificate", _expired, "chain-expired"),
+    ("not-yet-valid certificate", _not_yet_valid, "chain-not-yet-valid"),
+    (
+        "content type not allowed",
+        lambda i: good(i, content_type="text/plain"),
+        "policy-content-type",
+    ),
+    ("subject not allowed", lambda i: good(i, subject="urn:other:1"), "policy-subject"),
+    ("unknown issuer", lambda i: good(i, issuer="https://nobody.example"), "issuer-unknown"),
+    ("over the org's size limit", lambda i: good(i, payload=b"x" * 20000), "policy-too-large"),
+    ("deep CBOR nesting", _deep, "cbor-too-complex"),
+    ("over the service size limit", _huge, "statement-too-large"),
+    (
+        "kid of no registered key",
+        lambda i: sign_statement(
+            generate_signer(ES256),
+            issuer=ISSUER,
+            subject="urn:maker:1",
+            content_type=JSON,
+            payload=b"{}",
+        ),
+        "issuer-key-unknown",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "code"), HOSTILE, ids=[h[0] for h in HOSTILE])
+async def test_hostile_statements_are_refused_and_nothing_is_stored(
+    running: Running, name: str, make: Callable[[Issuer], bytes], code: str
+) -> None:
+    data = make(running.issuer)
+    size = running.service.reader.size()
+    stored = len(running.store.statements_since(0, limit=1000))
+    with pytest.raises(Error) as caught:
+        await running.service.register(data)
+    assert caught.value.code == code, (name, caught.value.code, caught.value.message)
+    assert running.service.reader.size() == size
+    assert len(running.store.statements_since(0, limit=1000)) == stored
+
+
+async def test_a_revoked_certificate_is_refused(running: Running) -> None:
+    from sealtrail.scitt import fingerprint
+
+    record = org_record(running.issuer, version=2)
+    import json
+
+    doc = json.loads(record)
+    doc["revoked_certificates"] = [fingerprint(running.issuer.leaf)]
+    await running.service.put_organization(json.dumps(doc).encode())
+    with pytest.raises(VerificationError) as caught:
+        await running.service.register(good(running.issuer))
+    assert caught.value.code == "chain-revoked"
+
+
+async def test_a_policy_change_is_a_log_entry_and_cannot_be_replayed(running: Running) -> None:
+    size = running.service.reader.size()
+    await running.service.put_organization(
+        org_record(running.issuer, version=2, content_types=[JSON])
+    )
+    assert running.service.reader.size() == size + 1
+    with pytest.raises(Error) as caught:
+        await running.service.put_organization(org_record(running.issuer, version=2))
+    assert caught.value.code == "org-version"
+
+
+async def test_es384_and_hash_envelope_statements_register(running: Running) -> None:
+    from ._pki import make_issuer
+
+    other = make_issuer(ES384, cn="Maker 384")
+    import json
+
+    doc = json.loads(org_record(running.issuer, version=2))
+    doc["anchors"].append(other.anchor_pem)
+    await running.service.put_organization(json.dumps(doc).encode())
+    statement = good(other, hash_envelope="sha-256", payload=b"x" * 100000)
+    reg = await running.service.register(statement)
+    ts = running.service.transparent_statement(reg.entry_id)
+    verified = verify_transparent_statement(ts, service_keys=running.service.key_set())
+    assert verified.statement.payload_hash_alg == -16
+    assert verified.statement.payload == hashlib.sha256(b"x" * 100000).digest()
+
+
+# -- tampering with a transparent statement: every byte matters ---------------------------
+
+
+async def test_any_changed_byte_of_a_transparent_statement_fails_verification(
+    running: Running,
+) -> None:
+    reg = await running.service.register(good(running.issuer))
+    ts = running.service.transparent_statement(reg.entry_id)
+    keys = running.service.key_set()
+    failures: dict[str, int] = {}
+    for pos in range(len(ts)):
+        for flip in (0x01, 0x80):
+            bad = ts[:pos] + bytes([ts[pos] ^ flip]) + ts[pos + 1 :]
+            try:
+                verify_transparent_statement(bad, service_keys=keys)
+            except VerificationError as exc:
+                failures[exc.code] = failures.get(exc.code, 0) + 1
+                continue
+            except Error as exc:  # pragma: no cover - the message says which
+                pytest.fail(f"byte {pos}: {exc.code} is not a VerificationError")
+            pytest.fail(f"byte {pos} ^ {flip:#x} was not caught")
+    # The reasons name what failed: the statement, its signature, or the receipt.
+    assert {"statement-bad-signature", "receipt-bad-signature"} <= set(failures)
+
+
+async def test_a_receipt_moved_to_another_statement_fails(running: Running) -> None:
+    one = await running.service.register(good(running.issuer))
+    two = await running.service.register(good(running.issuer, subject="urn:maker:device:9"))
+    receipt_one = running.service.receipt(one.entry_id)
+    moved = add_receipts(running.service.statement(two.entry_id), [receipt_one])
+    with pytest.raises(VerificationError) as caught:
+        verify_transparent_statement(moved, service_keys=running.service.key_set())
+    assert caught.value.code == "receipt-bad-signature"
+
+
+async def test_a_receipt_signed_by_another_key_is_refused(running: Running) -> None:
+    reg = await running.service.register(good(running.issuer))
+    ts = running.service.transparent_statement(reg.entry_id)
+    from sealtrail.scitt import encode_key_set
+
+    other = encode_key_set([generate_signer(ES256).verifier()])
+    with pytest.raises(VerificationError) as caught:
+        verify_transparent_statement(ts, service_keys=other)
+    assert caught.value.code == "receipt-unknown-key"
+
+
+def test_sign1_headers_are_protected(issuer: Issuer) -> None:
+    data = sign1(issuer.leaf_key, protected={Header.CONTENT_TYPE: JSON}, payload=b"{}")
+    tag = cbor2.loads(data)
+    assert cbor2.loads(tag.value[0])[1] == -7
+    assert tag.value[1] == {}
