@@ -1,6 +1,6 @@
 """Our COSE and receipts checked with code we did not write, in both directions:
 pycose and scitt-cose verify what we sign; we verify what they sign; and the IETF SCITT
-example vectors (tests read them from ../shared/vectors/scitt-receipts) are accepted and
+example vectors (a copy in tests/vectors/scitt-receipts, origin in its README) are accepted and
 rejected as they say."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sealtrail.errors import VerificationError
 from sealtrail.keys import ED25519, ES256, Signer, generate_signer, verifier_for
 from sealtrail.scitt import Header, ReceiptSigner, decode_sign1, key_id, sign1, verify_receipt
 
-VECTORS = Path(__file__).resolve().parents[4] / "shared" / "vectors" / "scitt-receipts" / "v1"
+VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "scitt-receipts" / "v1"
 pytestmark = pytest.mark.skipif(not VECTORS.is_dir(), reason="shared SCITT vectors not present")
 
 scitt_receipt = pytest.importorskip("scitt_cose.receipt")
