@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sealtrail.errors import ConfigError
-from sealtrail.keys import Ed25519Signer, load_signer, write_private_key
+from sealtrail.keys import ED25519, Ed25519Signer, load_signer, write_private_key
 from sealtrail.log import CheckpointSigner, SequencerConfig
 from sealtrail.storage import LogStore, open_store
 
@@ -63,7 +63,7 @@ class Config:
 
     def checkpoint_signer(self) -> CheckpointSigner:
         return CheckpointSigner(
-            origin=self.origin, signer=load_signer(self.data_dir / self.key_file)
+            origin=self.origin, signer=load_signer(self.data_dir / self.key_file, algorithm=ED25519)
         )
 
     def verifier_key(self) -> str:

@@ -66,19 +66,14 @@ _PIN_HINT = (
     "lock the token."
 )
 
-#: DER ``ECParameters`` (a named-curve OID, or for Edwards curves also the PKCS#11 3.0
-#: PrintableString form) -> algorithm, for the curves we sign with.
-_EC_PARAMS: dict[bytes, str] = {
-    bytes.fromhex("06082a8648ce3d030107"): ES256,  # prime256v1 / P-256
-    bytes.fromhex("06052b81040022"): ES384,  # secp384r1 / P-384
-}
-_EDWARDS_PARAMS: dict[bytes, str] = {
-    bytes.fromhex("06032b6570"): ED25519,  # id-Ed25519, 1.3.101.112
-    b"\x13\x0cedwards25519": ED25519,
-}
-_PARAMS_FOR: dict[str, bytes] = {ES256: bytes.fromhex("06082a8648ce3d030107"),
-                                 ES384: bytes.fromhex("06052b81040022"),
-                                 ED25519: bytes.fromhex("06032b6570")}  # fmt: skip
+# DER ``ECParameters`` of the curves we sign with: a named-curve OID (RFC 5480), or for
+# Ed25519 also the PrintableString "edwards25519" that PKCS#11 3.0 allows.
+_P256_PARAMS = bytes.fromhex("06082a8648ce3d030107")  # prime256v1, 1.2.840.10045.3.1.7
+_P384_PARAMS = bytes.fromhex("06052b81040022")  # secp384r1, 1.3.132.0.34
+_ED25519_PARAMS = bytes.fromhex("06032b6570")  # id-Ed25519, 1.3.101.112
+_EC_PARAMS = {_P256_PARAMS: ES256, _P384_PARAMS: ES384}
+_EDWARDS_PARAMS = {_ED25519_PARAMS: ED25519, b"\x13\x0cedwards25519": ED25519}
+_PARAMS_FOR = {ES256: _P256_PARAMS, ES384: _P384_PARAMS, ED25519: _ED25519_PARAMS}
 #: Raw public key size per algorithm: 04 || x || y for ECDSA, 32 bytes for Ed25519.
 _POINT_SIZE = {ES256: 65, ES384: 97, ED25519: 32}
 _SIGNATURE_SIZE = {ES256: 64, ES384: 96, ED25519: 64}
@@ -238,8 +233,6 @@ def _acquire_login(so: str, token: Token, pin: str) -> tuple[str, int, bytes]:
 
 
 def _release_login(key: tuple[str, int, bytes]) -> None:
-    import pkcs11  # noqa: PLC0415 - optional dependency, loaded on first use
-
     with _logins_lock:
         login = _logins.get(key)
         if login is None:
@@ -248,10 +241,16 @@ def _release_login(key: tuple[str, int, bytes]) -> None:
         if login.users > 0:
             return
         del _logins[key]
-        if login.session is not None:
-            # If the module was finalized or the token removed, there is nothing left to close.
-            with contextlib.suppress(pkcs11.PKCS11Error):
-                login.session.close()  # logs the token out for this process
+        _close_quietly(login.session)  # logs the token out for this process
+
+
+def _close_quietly(session: Session | None) -> None:
+    import pkcs11  # noqa: PLC0415 - optional dependency, loaded on first use
+
+    if session is not None:
+        # If the module was finalized or the token removed, there is nothing left to close.
+        with contextlib.suppress(pkcs11.PKCS11Error):
+            session.close()
 
 
 # --- key lookup ------------------------------------------------------------------------------
@@ -282,8 +281,8 @@ def _find_private_key(
     if not found:
         raise ConfigError(
             f"no private key {what} on PKCS#11 token {token_label!r}",
-            hint="Check the key label or id (for SoftHSM2: pkcs11-tool --list-objects), "
-            "or create one with Pkcs11Signer.generate.",
+            hint="Check the key label or id (OpenSC's pkcs11-tool --list-objects shows a "
+            "token's objects), or create the key with Pkcs11Signer.generate.",
         )
     if len(found) > 1:
         raise ConfigError(
@@ -311,7 +310,7 @@ def _algorithm_of(key: SignMixin, token_label: str, what: str) -> str:
         algorithm = _EDWARDS_PARAMS.get(bytes(key[Attribute.EC_PARAMS]))
         kind = "an Edwards-curve key other than Ed25519"
     else:
-        algorithm, kind = None, f"a {getattr(key_type, 'name', key_type)} key"
+        algorithm, kind = None, f"a key of type {getattr(key_type, 'name', key_type)}"
     if algorithm is None:
         raise ConfigError(
             f"the key {what} on PKCS#11 token {token_label!r} is {kind}; "
@@ -411,7 +410,6 @@ class Pkcs11Signer:
 
     __slots__ = (
         "_algorithm",
-        "_closed",
         "_key_label",
         "_lock",
         "_login",
@@ -435,7 +433,8 @@ class Pkcs11Signer:
             raise InvalidInput("a PKCS#11 key is selected by key_label, key_id or both")
         if not isinstance(pin, str) or not pin:
             raise InvalidInput("the PKCS#11 PIN must be a non-empty string")
-        self._closed = True  # until fully open, so close() and __repr__ are always safe
+        # No session means closed (or not open yet): sign() refuses, repr() says so.
+        self._session: Session | None = None
         self._lock = threading.Lock()
         self._token_label = token_label
         self._key_label = key_label
@@ -446,17 +445,15 @@ class Pkcs11Signer:
         try:
             self._open(token, key_label, key_id)
         except BaseException:
-            self._close_session()
+            _close_quietly(self._detach_session())
             _release_login(self._login)
             raise
-        self._closed = False
 
     def _open(self, token: Token, key_label: str | None, key_id: bytes | None) -> None:
         import pkcs11  # noqa: PLC0415 - optional dependency, loaded on first use
 
         label = token.label
         what = _key_description(key_label, key_id)
-        self._session: Session | None = None
         try:
             # A session without a PIN of its own: it shares the process's login, and
             # closing it never logs the token out under another signer.
@@ -591,8 +588,6 @@ class Pkcs11Signer:
         return self._verifier
 
     def sign(self, message: bytes) -> bytes:
-        if self._closed:
-            raise ConfigError(f"the PKCS#11 signer for token {self._token_label!r} is closed")
         return self._sign(message)
 
     def _sign(self, message: bytes) -> bytes:
@@ -602,6 +597,10 @@ class Pkcs11Signer:
         data = digest(message).digest() if digest is not None else message
         try:
             with self._lock:
+                if self._session is None:
+                    raise ConfigError(
+                        f"the PKCS#11 signer for token {self._token_label!r} is closed"
+                    )
                 signature = bytes(self._private.sign(data, mechanism=self._mechanism))
         except pkcs11.PKCS11Error as exc:
             raise ConfigError(
@@ -616,23 +615,19 @@ class Pkcs11Signer:
         return signature
 
     def close(self) -> None:
-        """Close this signer's session; the last signer on a token also logs it out."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._close_session()
-        _release_login(self._login)
+        """Close this signer's session; the last signer on a token also logs it out.
 
-    def _close_session(self) -> None:
-        import pkcs11  # noqa: PLC0415 - optional dependency, loaded on first use
-
-        session = getattr(self, "_session", None)
-        self._session = None
+        Idempotent. A signature in progress on another thread finishes first.
+        """
+        session = self._detach_session()
         if session is not None:
-            # If the module was finalized or the token removed, there is nothing left to close.
-            with contextlib.suppress(pkcs11.PKCS11Error):
-                session.close()
+            _close_quietly(session)
+            _release_login(self._login)
+
+    def _detach_session(self) -> Session | None:
+        with self._lock:
+            session, self._session = self._session, None
+        return session
 
     def __enter__(self) -> Pkcs11Signer:
         return self
@@ -649,7 +644,7 @@ class Pkcs11Signer:
         key = f"key_label={self._key_label!r}" if self._key_label is not None else "key_id=..."
         public = getattr(self, "_verifier", None)
         shown = public.public_key_bytes().hex() if public is not None else "?"
-        state = ", closed" if self._closed else ""
+        state = ", closed" if self._session is None else ""
         return (
             f"Pkcs11Signer(algorithm={getattr(self, '_algorithm', '?')}, "
             f"token={self._token_label!r}, {key}, public_key={shown}{state})"

@@ -262,7 +262,7 @@ def test_unsupported_key_types_on_the_token(softhsm: SoftHsm) -> None:
             id=b"\x02",
             public_template={Attribute.EC_PARAMS: encode_named_curve_parameters("secp521r1")},
         )
-    with pytest.raises(ConfigError, match="is a RSA key; Sealtrail signs with ES256, ES384"):
+    with pytest.raises(ConfigError, match="is a key of type RSA; Sealtrail signs with ES256"):
         open_signer(softhsm, key_label="rsa")
     with pytest.raises(ConfigError, match="curve other than P-256 or P-384"):
         open_signer(softhsm, key_label="p521")
