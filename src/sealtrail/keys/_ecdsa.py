@@ -113,13 +113,6 @@ class EcdsaSigner:
         """
         return self._private_key
 
-    def _pkcs8_pem(self) -> bytes:
-        return self._private_key.private_bytes(
-            encoding=serialization.Encoding.PEM,
-            format=serialization.PrivateFormat.PKCS8,
-            encryption_algorithm=serialization.NoEncryption(),
-        )
-
     def __repr__(self) -> str:
         return (
             f"EcdsaSigner(algorithm={self._curve.algorithm}, public_key={self._public_key.hex()})"

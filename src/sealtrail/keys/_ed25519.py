@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -78,13 +77,6 @@ class Ed25519Signer:
         and prefer :meth:`sign` for everything else.
         """
         return self._private_key
-
-    def _pkcs8_pem(self) -> bytes:
-        return self._private_key.private_bytes(
-            encoding=serialization.Encoding.PEM,
-            format=serialization.PrivateFormat.PKCS8,
-            encryption_algorithm=serialization.NoEncryption(),
-        )
 
     def __repr__(self) -> str:
         return f"Ed25519Signer(public_key={self._public_key.hex()})"

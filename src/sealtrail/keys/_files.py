@@ -34,6 +34,15 @@ _POSIX = os.name == "posix"
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
+def pkcs8_pem(signer: SoftwareSigner) -> bytes:
+    """SECRET: the key as unencrypted PKCS#8 PEM, the key-file format. Never log it."""
+    return signer.private_key().private_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PrivateFormat.PKCS8,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+
+
 def write_private_key(path: str | os.PathLike[str], signer: SoftwareSigner) -> None:
     """Write ``signer``'s key to ``path`` as unencrypted PKCS#8 PEM with mode 0600.
 
@@ -64,7 +73,7 @@ def write_private_key(path: str | os.PathLike[str], signer: SoftwareSigner) -> N
         with os.fdopen(fd, "wb") as handle:
             if _POSIX:
                 os.fchmod(handle.fileno(), 0o600)
-            handle.write(signer._pkcs8_pem())
+            handle.write(pkcs8_pem(signer))
             handle.flush()
             os.fsync(handle.fileno())
         # link() is atomic and fails if the target exists. If we crash before it, only a

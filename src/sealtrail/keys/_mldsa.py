@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 
 from sealtrail.errors import ConfigError, InvalidInput, InvalidSignature
 from sealtrail.keys._protocols import ML_DSA_65, ML_DSA_87
@@ -179,13 +178,6 @@ class MlDsaSigner:
         and prefer :meth:`sign` for everything else.
         """
         return self._private_key
-
-    def _pkcs8_pem(self) -> bytes:
-        return self._private_key.private_bytes(
-            encoding=serialization.Encoding.PEM,
-            format=serialization.PrivateFormat.PKCS8,
-            encryption_algorithm=serialization.NoEncryption(),
-        )
 
     def __repr__(self) -> str:
         return (

@@ -39,6 +39,7 @@ from sealtrail.keys import (
     verifier_for,
     verifier_from_bytes,
 )
+from sealtrail.keys._files import pkcs8_pem
 
 needs_mldsa = pytest.mark.skipif(not mldsa_supported(), reason="this cryptography has no ML-DSA")
 
@@ -209,7 +210,7 @@ def test_wrong_size_public_keys_are_invalid_input(algorithm: str, delta: int) ->
 
 
 def secret_spellings(signer: SoftwareSigner) -> list[str]:
-    pem_body = "".join(signer._pkcs8_pem().decode().splitlines()[1:-1])
+    pem_body = "".join(pkcs8_pem(signer).decode().splitlines()[1:-1])
     private = signer.private_key()
     spellings = [pem_body, pem_body[:40]]
     if isinstance(private, ec.EllipticCurvePrivateKey):

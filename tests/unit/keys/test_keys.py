@@ -25,6 +25,7 @@ from sealtrail.keys import (
     verify_ed25519,
     write_private_key,
 )
+from sealtrail.keys._files import pkcs8_pem
 
 POSIX = os.name == "posix"
 posix_only = pytest.mark.skipif(not POSIX, reason="POSIX file modes and FIFOs")
@@ -151,7 +152,7 @@ def test_signer_satisfies_the_runtime_checkable_protocols() -> None:
 
 def secret_spellings(signer: Ed25519Signer) -> list[str]:
     seed = signer.private_bytes_raw()
-    pem_body = "".join(signer._pkcs8_pem().decode().splitlines()[1:-1])
+    pem_body = "".join(pkcs8_pem(signer).decode().splitlines()[1:-1])
     return [seed.hex(), seed.hex().upper(), base64.b64encode(seed).decode(), pem_body, repr(seed)]
 
 

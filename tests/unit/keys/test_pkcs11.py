@@ -33,6 +33,7 @@ from sealtrail.keys import (
     read_pin,
     verifier_from_bytes,
 )
+from sealtrail.keys._files import pkcs8_pem
 from tests.unit.keys._softhsm import PIN, SO_PIN, TOKEN, SoftHsm
 
 WRONG_PIN = "0000-wrong-9999"
@@ -99,7 +100,7 @@ def test_imported_software_key_is_found_by_label_and_id(
 ) -> None:
     software = generate_signer(algorithm)
     pem = tmp_path / "import.pem"
-    pem.write_bytes(software._pkcs8_pem())  # type: ignore[attr-defined]
+    pem.write_bytes(pkcs8_pem(software))  # type: ignore[arg-type]
     softhsm.import_key(pem, label="imported", key_id=b"\x0a\x0b")
     for selector in ({"key_label": "imported"}, {"key_id": b"\x0a\x0b"},
                      {"key_label": "imported", "key_id": b"\x0a\x0b"}):  # fmt: skip
