@@ -108,7 +108,10 @@ class ChainValidator:
     """Validates statement-signing chains; thread-safe, with a bounded cache."""
 
     def __init__(self, *, cache_size: int = CACHE_SIZE) -> None:
-        self._cache: OrderedDict[bytes, dt.datetime] = OrderedDict()
+        # key -> (valid from, valid until, leaf certificate) of a validated chain.
+        self._cache: OrderedDict[bytes, tuple[dt.datetime, dt.datetime, x509.Certificate]] = (
+            OrderedDict()
+        )
         self._size = cache_size
         self._lock = threading.Lock()
 
@@ -128,24 +131,26 @@ class ChainValidator:
         when = now or dt.datetime.now(dt.UTC)
         if not anchors:
             raise _reject("chain-untrusted", "the organization has no trust anchor registered")
+        # Everything up to the cache lookup works on the raw bytes: a cached chain is not
+        # parsed again. A certificate's fingerprint is the SHA-256 of its DER.
+        digests = [hashlib.sha256(c).digest() for c in chain]
+        bad = [d.hex() for d in digests if d.hex() in revoked]
+        if bad:
+            raise _reject("chain-revoked", f"certificate {bad[0][:16]}… has been revoked")
+        key = hashlib.sha256(
+            b"".join(digests) + b"".join(a.fingerprint(_SHA256) for a in anchors)
+        ).digest()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] <= when <= hit[1]:
+                self._cache.move_to_end(key)
+                return hit[2]
         try:
             certs = [load_der(c) for c in chain]
         except InvalidInput:
             raise _reject(
                 "chain-invalid", "x5chain holds something that is not a certificate"
             ) from None
-        bad = [fingerprint(c) for c in certs if fingerprint(c) in revoked]
-        if bad:
-            raise _reject("chain-revoked", f"certificate {bad[0][:16]}… has been revoked")
-        key = hashlib.sha256(
-            b"".join(hashlib.sha256(c).digest() for c in chain)
-            + b"".join(a.fingerprint(_SHA256) for a in anchors)
-        ).digest()
-        with self._lock:
-            until = self._cache.get(key)
-            if until is not None and when < until:
-                self._cache.move_to_end(key)
-                return certs[0]
         for cert in certs:
             if when < cert.not_valid_before_utc:
                 raise _reject("chain-not-yet-valid", "a certificate in the chain is not valid yet")
@@ -155,8 +160,10 @@ class ChainValidator:
             _walk(certs, anchors, when)
         else:
             _build(certs, anchors, when)
+        since = max(c.not_valid_before_utc for c in certs)
+        until = min(c.not_valid_after_utc for c in certs)
         with self._lock:
-            self._cache[key] = min(c.not_valid_after_utc for c in certs)
+            self._cache[key] = (since, until, certs[0])
             while len(self._cache) > self._size:
                 self._cache.popitem(last=False)
         return certs[0]
