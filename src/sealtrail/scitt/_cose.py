@@ -157,10 +157,6 @@ class CoseSign1:
                 f"the COSE signature does not verify: {exc.message}", code="cose-bad-signature"
             ) from None
 
-    def without_unprotected(self) -> bytes:
-        """The message re-encoded with an empty unprotected header."""
-        return encode_sign1(self.protected_bytes, {}, self.payload, self.signature)
-
 
 def encode_sign1(
     protected: bytes, unprotected: Mapping[int | str, Any], payload: bytes | None, signature: bytes

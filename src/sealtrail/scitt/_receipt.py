@@ -18,7 +18,6 @@ header (label 394). Taking them out gives back the registered bytes exactly.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -234,8 +233,3 @@ def split_transparent(transparent: bytes) -> tuple[bytes, list[bytes]]:
     rest = {k: v for k, v in message.unprotected.items() if k != Header.RECEIPTS}
     statement = encode_sign1(message.protected_bytes, rest, message.payload, message.signature)
     return statement, receipts
-
-
-def statement_leaf(statement: bytes) -> bytes:
-    """The leaf entry of a registered statement: SHA-256 of its bytes."""
-    return hashlib.sha256(statement).digest()
