@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from sealtrail.errors import Error, InvalidInput, NotFound, VerificationError
+from sealtrail.errors import Error, InvalidInput, NotFound, StorageError, VerificationError
 from sealtrail.keys import Signer, Verifier, verifier_for
 from sealtrail.log import LogReader, Sequencer
 from sealtrail.merkle import leaf_hash
@@ -97,7 +96,11 @@ class _StatementWriter:
                 try:
                     seqs = await asyncio.to_thread(self.store.put_statements, [r for r, _ in batch])
                 except Exception as exc:
-                    error = exc if isinstance(exc, Error) else Error(f"store failed: {exc!r}")
+                    error = (
+                        exc
+                        if isinstance(exc, Error)
+                        else StorageError(f"statement store failed: {type(exc).__name__}")
+                    )
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(error)
@@ -165,8 +168,7 @@ class TransparencyService:
             )
             if not rows:
                 return
-            leaves = [hashlib.sha256(r.body).digest() for _, r in rows]
-            await self.sequencer.add_many(leaves)
+            await self.sequencer.add_many([r.entry_id for _, r in rows])
             self._sequenced = rows[-1][0]
             await asyncio.to_thread(self.store.write_sequenced, self._sequenced)
             log.info("recovered %d stored statements into the log", len(rows))
@@ -258,6 +260,9 @@ class TransparencyService:
             raise InvalidInput(
                 f"the record is for {org.name!r}, not {expected_name!r}", code="org-record-invalid"
             )
+        return await self._put_organization(org, record_json)
+
+    async def _put_organization(self, org: Organization, record_json: bytes) -> Registration:
         self.registry.check(org)
         data = sign1(
             self.signer,
