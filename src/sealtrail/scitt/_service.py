@@ -139,6 +139,9 @@ class TransparencyService:
         self._writer = _StatementWriter(store)
         self._done: set[int] = set()
         self._sequenced = 0
+        # Organization changes one at a time: check, log and apply must not interleave, or
+        # two records of the same version could both reach the log.
+        self._org_lock = asyncio.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -260,7 +263,8 @@ class TransparencyService:
             raise InvalidInput(
                 f"the record is for {org.name!r}, not {expected_name!r}", code="org-record-invalid"
             )
-        return await self._put_organization(org, record_json)
+        async with self._org_lock:
+            return await self._put_organization(org, record_json)
 
     async def _put_organization(self, org: Organization, record_json: bytes) -> Registration:
         self.registry.check(org)

@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import cbor2
 import pytest
+from cryptography import x509
 
 from sealtrail.errors import Error, VerificationError
-from sealtrail.keys import ES256, ES384, generate_signer
+from sealtrail.keys import ES256, ES384, Signer, generate_signer
 from sealtrail.scitt import (
     Header,
     add_receipts,
@@ -100,47 +101,23 @@ def _huge(_: Issuer) -> bytes:
     return cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b"x" * (1 << 20), b"s" * 64]))
 
 
-def _other_ca(issuer: Issuer) -> bytes:
-    ca_key, ca = make_ca(cn="Rogue CA")
-    key, leaf = make_leaf(ca_key, ca, cn="Rogue signer")
-    return sign_statement(
-        key,
-        issuer=ISSUER,
-        subject="urn:maker:x",
-        content_type=JSON,
-        payload=b"{}",
-        x5chain=[leaf.public_bytes(_DER)],
-    )
+def _signed_by_leaf(ca_key: Signer, ca: x509.Certificate, *, days_from_now: int = 0) -> bytes:
+    """A statement signed by a new leaf of ``ca``, valid for one day from ``days_from_now``."""
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=days_from_now, hours=-1)
+    key, leaf = make_leaf(ca_key, ca, not_before=start, not_after=start + dt.timedelta(days=1))
+    return good(Issuer(ca_key, ca, key, leaf), subject="urn:maker:x", payload=b"{}")
+
+
+def _other_ca(_: Issuer) -> bytes:
+    return _signed_by_leaf(*make_ca(cn="Rogue CA"))
 
 
 def _expired(issuer: Issuer) -> bytes:
-    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
-    key, leaf = make_leaf(
-        issuer.ca_key, issuer.ca, not_before=past, not_after=past + dt.timedelta(days=1)
-    )
-    return sign_statement(
-        key,
-        issuer=ISSUER,
-        subject="urn:maker:x",
-        content_type=JSON,
-        payload=b"{}",
-        x5chain=[leaf.public_bytes(_DER)],
-    )
+    return _signed_by_leaf(issuer.ca_key, issuer.ca, days_from_now=-10)
 
 
 def _not_yet_valid(issuer: Issuer) -> bytes:
-    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=10)
-    key, leaf = make_leaf(
-        issuer.ca_key, issuer.ca, not_before=future, not_after=future + dt.timedelta(days=1)
-    )
-    return sign_statement(
-        key,
-        issuer=ISSUER,
-        subject="urn:maker:x",
-        content_type=JSON,
-        payload=b"{}",
-        x5chain=[leaf.public_bytes(_DER)],
-    )
+    return _signed_by_leaf(issuer.ca_key, issuer.ca, days_from_now=10)
 
 
 def _unknown_alg(issuer: Issuer) -> bytes:
@@ -150,10 +127,6 @@ def _unknown_alg(issuer: Issuer) -> bytes:
     parts[0] = cbor2.dumps(protected)
     return cbor2.dumps(cbor2.CBORTag(18, parts))
 
-
-from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
-
-_DER = Encoding.DER
 
 HOSTILE: list[tuple[str, Callable[[Issuer], bytes], str]] = [
     ("not CBOR", lambda i: b"hello, world", "cbor-malformed"),
@@ -231,6 +204,21 @@ async def test_a_policy_change_is_a_log_entry_and_cannot_be_replayed(running: Ru
     with pytest.raises(Error) as caught:
         await running.service.put_organization(org_record(running.issuer, version=2))
     assert caught.value.code == "org-version"
+
+
+async def test_concurrent_changes_of_one_version_log_only_one(running: Running) -> None:
+    import asyncio
+
+    size = running.service.reader.size()
+    results = await asyncio.gather(
+        running.service.put_organization(org_record(running.issuer, version=2)),
+        running.service.put_organization(org_record(running.issuer, version=2)),
+        return_exceptions=True,
+    )
+    errors = [r for r in results if isinstance(r, Error)]
+    assert len(errors) == 1
+    assert errors[0].code == "org-version"
+    assert running.service.reader.size() == size + 1
 
 
 async def test_es384_and_hash_envelope_statements_register(running: Running) -> None:
