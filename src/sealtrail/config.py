@@ -1,33 +1,64 @@
 """The data directory: configuration, the log's signing key, and the store it points at.
 
-Layout created by ``sealtrail init`` (directory mode 0700, key 0600)::
+Layout created by ``sealtrail init`` (directory mode 0700, keys 0600)::
 
     <data-dir>/
-      sealtrail.toml     origin, store URL, key file, server and sequencer settings
-      keys/log.key       the checkpoint signing key (Ed25519, PKCS#8 PEM) - secret
-      log.vkey           the log's public verifier key (name+keyhash+base64) - publish it
-      log.db             the SQLite store (embedded default)
+      sealtrail.toml            origin, issuer, store URL, key files, server, sequencer
+      keys/log.key              the checkpoint signing key (Ed25519, PKCS#8 PEM) - secret
+      keys/service.key          the receipt signing key (ES256 by default) - secret
+      keys/retired/<kid>.pem    public keys of retired receipt keys (old receipts verify)
+      keys/admin-token.sha256   SHA-256 of the administrator token (the token is shown once)
+      log.vkey                  the log's public verifier key (name+keyhash+base64) - publish it
+      log.db                    the SQLite store (embedded default)
+
+The receipt key may instead live on a PKCS#11 token (``[service_key.pkcs11]``, see
+docs/keys.md); the PIN is then read from a file or an environment variable, never from
+the configuration itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sealtrail.errors import ConfigError
-from sealtrail.keys import ED25519, Ed25519Signer, load_signer, write_private_key
+from cryptography.hazmat.primitives import serialization
+
+from sealtrail.errors import ConfigError, Error
+from sealtrail.keys import (
+    ALGORITHMS,
+    ED25519,
+    ES256,
+    Ed25519Signer,
+    Pkcs11Signer,
+    Signer,
+    SoftwareSigner,
+    Verifier,
+    generate_signer,
+    load_signer,
+    read_pin,
+    verifier_for,
+    write_private_key,
+)
 from sealtrail.log import CheckpointSigner, SequencerConfig
-from sealtrail.storage import LogStore, open_store
+from sealtrail.scitt import key_id
+from sealtrail.storage import MemoryStore, SQLiteStore, open_store
 
 __all__ = [
     "CONFIG_FILE",
     "Config",
+    "Initialized",
+    "Pkcs11KeyConfig",
+    "Rotation",
     "init_data_dir",
+    "issue_admin_token",
     "load_config",
+    "rotate_service_key",
 ]
 
 CONFIG_FILE = "sealtrail.toml"
@@ -38,15 +69,83 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
 
+DEFAULT_SERVICE_KEY = "keys/service.key"
+DEFAULT_RETIRED_DIR = "keys/retired"
+DEFAULT_ADMIN_TOKEN_FILE = "keys/admin-token.sha256"  # noqa: S105 (a file name, not a secret)
+#: Largest public-key PEM read from the retired-keys folder, and most files read there.
+MAX_PUBLIC_PEM = 16 * 1024
+MAX_RETIRED_KEYS = 64
+
+
+@dataclass(frozen=True)
+class Pkcs11KeyConfig:
+    """The receipt key on a PKCS#11 token; the PIN comes from ``pin_file`` or ``pin_env``."""
+
+    module: str
+    token_label: str
+    key_label: str
+    pin_file: str | None = None
+    pin_env: str | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path
     origin: str
+    #: The transparency service's name in receipts (CWT ``iss``); default ``https://<origin>``.
+    issuer: str = ""
     store_url: str = DEFAULT_STORE
     key_file: str = "keys/log.key"
+    service_key_file: str = DEFAULT_SERVICE_KEY
+    service_pkcs11: Pkcs11KeyConfig | None = None
+    retired_keys_dir: str = DEFAULT_RETIRED_DIR
+    admin_token_file: str = DEFAULT_ADMIN_TOKEN_FILE
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
+
+    @property
+    def service_issuer(self) -> str:
+        return self.issuer or f"https://{self.origin}"
+
+    def service_signer(self) -> Signer:
+        """The receipt signing key: a key file, or a key on a PKCS#11 token."""
+        hsm = self.service_pkcs11
+        if hsm is None:
+            return load_signer(self.data_dir / self.service_key_file)
+        pin = read_pin(
+            env=hsm.pin_env, path=None if hsm.pin_file is None else self.data_dir / hsm.pin_file
+        )
+        return Pkcs11Signer(
+            module=hsm.module, token_label=hsm.token_label, key_label=hsm.key_label, pin=pin
+        )
+
+    def retired_verifiers(self) -> list[Verifier]:
+        """Public keys of retired receipt keys (``<kid>.pem`` files), oldest first by name."""
+        folder = self.data_dir / self.retired_keys_dir
+        if not folder.is_dir():
+            return []
+        files = sorted(folder.glob("*.pem"))
+        if len(files) > MAX_RETIRED_KEYS:
+            raise ConfigError(f"more than {MAX_RETIRED_KEYS} retired keys in {folder.name}/")
+        return [_read_public_key(path) for path in files]
+
+    def admin_token_hash(self) -> bytes | None:
+        """SHA-256 of the administrator token, or None when administration is disabled."""
+        path = self.data_dir / self.admin_token_file
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the administrator token hash {path.name}") from exc
+        try:
+            digest = bytes.fromhex(text)
+        except ValueError:
+            digest = b""
+        if len(digest) != hashlib.sha256().digest_size:
+            raise ConfigError(f"{path.name} must hold one hex SHA-256 digest")
+        return digest
 
     def resolved_store_url(self) -> str:
         """The store URL with a relative SQLite path made relative to the data directory."""
@@ -58,7 +157,7 @@ class Config:
             return str(path)
         return self.store_url
 
-    def open_store(self) -> LogStore:
+    def open_store(self) -> MemoryStore | SQLiteStore:
         return open_store(self.resolved_store_url())
 
     def checkpoint_signer(self) -> CheckpointSigner:
@@ -86,10 +185,21 @@ def _toml_value(value: object) -> str:
 def _render(config: Config) -> str:
     seq = config.sequencer
     lines = [
-        "# Sealtrail data directory configuration (see ARCHITECTURE.md).",
+        "# Sealtrail data directory configuration (see ARCHITECTURE.md and docs/keys.md).",
         f"origin = {_toml_value(config.origin)}",
+        f"issuer = {_toml_value(config.service_issuer)}",
         f"store = {_toml_value(config.store_url)}",
         f"key_file = {_toml_value(config.key_file)}",
+        f"service_key_file = {_toml_value(config.service_key_file)}",
+        f"retired_keys_dir = {_toml_value(config.retired_keys_dir)}",
+        f"admin_token_file = {_toml_value(config.admin_token_file)}",
+        "",
+        "# The receipt key on an HSM instead of service_key_file:",
+        "# [service_key.pkcs11]",
+        '# module = "/usr/lib/softhsm/libsofthsm2.so"',
+        '# token_label = "sealtrail"',
+        '# key_label = "receipts"',
+        '# pin_file = "keys/hsm.pin"       # or: pin_env = "SEALTRAIL_HSM_PIN"',
         "",
         "[server]",
         f"host = {_toml_value(config.host)}",
@@ -106,14 +216,34 @@ def _render(config: Config) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Initialized:
+    """A new data directory, and its administrator token: SECRET, shown once, never stored."""
+
+    config: Config
+    admin_token: str
+
+
 def init_data_dir(
-    data_dir: Path, *, origin: str | None = None, store_url: str = DEFAULT_STORE
-) -> Config:
-    """Create a data directory with a fresh log key. Refuses to touch an existing one."""
+    data_dir: Path,
+    *,
+    origin: str | None = None,
+    store_url: str = DEFAULT_STORE,
+    service_algorithm: str = ES256,
+) -> Initialized:
+    """Create a data directory with fresh keys and an administrator token.
+
+    Refuses to touch an existing data directory.
+    """
     if (data_dir / CONFIG_FILE).exists():
         raise ConfigError(
             f"{data_dir} is already a Sealtrail data directory",
             hint="Use it as it is, or pick another --data-dir.",
+        )
+    if service_algorithm not in ALGORITHMS:
+        raise ConfigError(
+            f"unknown receipt key algorithm {service_algorithm!r}; "
+            f"supported: {', '.join(ALGORITHMS)}"
         )
     if origin is None:
         origin = f"sealtrail.localhost/{secrets.token_hex(4)}"
@@ -124,11 +254,121 @@ def init_data_dir(
     write_private_key(data_dir / config.key_file, signer)
     checkpoint_signer = CheckpointSigner(origin=origin, signer=signer)
     (data_dir / "log.vkey").write_text(checkpoint_signer.verifier_key() + "\n", encoding="utf-8")
+    write_private_key(data_dir / config.service_key_file, _software_key(service_algorithm))
+    token = issue_admin_token(config)
     # The config is written last: a directory without it is not yet a data directory.
-    tmp = data_dir / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(_render(config), encoding="utf-8")
-    os.replace(tmp, data_dir / CONFIG_FILE)
-    return config
+    _write_atomically(data_dir / CONFIG_FILE, _render(config).encode("utf-8"), mode=0o600)
+    return Initialized(config=config, admin_token=token)
+
+
+def issue_admin_token(config: Config) -> str:
+    """A new administrator token; only its SHA-256 is stored, the old token stops working.
+
+    Returns the token: SECRET, show it once and never log it.
+    """
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode("ascii")).hexdigest()
+    _write_atomically(
+        config.data_dir / config.admin_token_file, (digest + "\n").encode(), mode=0o600
+    )
+    return token
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A receipt key rotation: the retired key (still published) and the new current one."""
+
+    retired_kid: bytes
+    current_kid: bytes
+    algorithm: str
+
+
+def rotate_service_key(config: Config, *, algorithm: str | None = None) -> Rotation:
+    """Retire the receipt key and make a new one (software keys only).
+
+    The old public key goes to the retired-keys folder first, so receipts it signed keep
+    verifying (it stays in ``/.well-known/scitt-keys``); then the new private key replaces
+    the old one atomically. *A crash between the two leaves the old key both current and
+    retired, which is harmless; the old private key is gone once the replace returns.*
+    A running server picks the new key up when restarted.
+    """
+    if config.service_pkcs11 is not None:
+        raise ConfigError(
+            "the receipt key is on a PKCS#11 token: rotate it there",
+            hint="Generate a new key on the token, put the old public key (PEM) in "
+            f"{config.retired_keys_dir}/ and point [service_key.pkcs11] key_label at the new one.",
+        )
+    old = config.service_signer()
+    algorithm = algorithm or old.algorithm
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {algorithm!r}; supported: {', '.join(ALGORITHMS)}")
+    new = _software_key(algorithm)
+    old_kid = key_id(old.verifier())
+    folder = config.data_dir / config.retired_keys_dir
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pem = old.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    _write_atomically(folder / f"{old_kid.hex()}.pem", pem, mode=0o644)
+    # If we crash after this line, the old key is already published as retired.
+    target = config.data_dir / config.service_key_file
+    staged = target.with_name(f".{target.name}.new")
+    staged.unlink(missing_ok=True)
+    write_private_key(staged, new)
+    os.replace(staged, target)
+    _fsync_directory(target.parent)
+    return Rotation(retired_kid=old_kid, current_kid=key_id(new.verifier()), algorithm=algorithm)
+
+
+def _software_key(algorithm: str) -> SoftwareSigner:
+    signer = generate_signer(algorithm)
+    assert isinstance(signer, SoftwareSigner)
+    return signer
+
+
+def _read_public_key(path: Path) -> Verifier:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_PUBLIC_PEM + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read retired key {path.name}: {exc.strerror}") from None
+    if len(data) > MAX_PUBLIC_PEM:
+        raise ConfigError(f"retired key {path.name} is larger than {MAX_PUBLIC_PEM} bytes")
+    try:
+        return verifier_for(serialization.load_pem_public_key(data))
+    except (ValueError, TypeError, Error) as exc:
+        raise ConfigError(
+            f"retired key {path.name} is not a supported public key (PEM): "
+            f"{exc if isinstance(exc, Error) else type(exc).__name__}"
+        ) from None
+
+
+def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+    """Write ``data`` to ``path`` via a synced temporary file and a rename."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if os.name == "posix":
+                os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path.name}: {exc.strerror}") from None
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _get(table: dict[str, Any], key: str, kind: type[_T], default: _T) -> _T:
@@ -140,13 +380,43 @@ def _get(table: dict[str, Any], key: str, kind: type[_T], default: _T) -> _T:
     return value
 
 
+def _pkcs11(raw: dict[str, Any]) -> Pkcs11KeyConfig | None:
+    table = raw.get("service_key", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{CONFIG_FILE}: [service_key] must be a table")
+    hsm = table.get("pkcs11")
+    if hsm is None:
+        return None
+    if not isinstance(hsm, dict):
+        raise ConfigError(f"{CONFIG_FILE}: [service_key.pkcs11] must be a table")
+    pin_file = hsm.get("pin_file")
+    pin_env = hsm.get("pin_env")
+    if (pin_file is None) == (pin_env is None):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [service_key.pkcs11] needs exactly one of pin_file or pin_env"
+        )
+    if "pin" in hsm:
+        raise ConfigError(
+            f"{CONFIG_FILE}: a PIN never goes in the configuration",
+            hint="Use pin_file (mode 0600) or pin_env.",
+        )
+    return Pkcs11KeyConfig(
+        module=_get(hsm, "module", str, ""),
+        token_label=_get(hsm, "token_label", str, ""),
+        key_label=_get(hsm, "key_label", str, ""),
+        pin_file=None if pin_file is None else _get(hsm, "pin_file", str, ""),
+        pin_env=None if pin_env is None else _get(hsm, "pin_env", str, ""),
+    )
+
+
 def load_config(data_dir: Path) -> Config:
     path = data_dir / CONFIG_FILE
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(
-            f"{data_dir} is not a Sealtrail data directory (no {CONFIG_FILE})"
+            f"{data_dir} is not a Sealtrail data directory (no {CONFIG_FILE})",
+            hint="Create one with 'sealtrail init --data-dir DIR'.",
         ) from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {CONFIG_FILE}: {exc}") from exc
@@ -161,8 +431,13 @@ def load_config(data_dir: Path) -> Config:
     return Config(
         data_dir=data_dir,
         origin=origin,
+        issuer=_get(raw, "issuer", str, ""),
         store_url=_get(raw, "store", str, DEFAULT_STORE),
         key_file=_get(raw, "key_file", str, "keys/log.key"),
+        service_key_file=_get(raw, "service_key_file", str, DEFAULT_SERVICE_KEY),
+        service_pkcs11=_pkcs11(raw),
+        retired_keys_dir=_get(raw, "retired_keys_dir", str, DEFAULT_RETIRED_DIR),
+        admin_token_file=_get(raw, "admin_token_file", str, DEFAULT_ADMIN_TOKEN_FILE),
         host=_get(server, "host", str, DEFAULT_HOST),
         port=_get(server, "port", int, DEFAULT_PORT),
         sequencer=SequencerConfig(

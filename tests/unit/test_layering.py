@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "log": {"errors", "merkle", "keys", "note", "storage"},
     "scitt": {"errors", "merkle", "keys", "note", "storage", "log"},
     "client": {"errors", "merkle", "keys", "note", "log", "scitt"},
-    "config": {"errors", "merkle", "keys", "note", "storage", "log"},
+    "config": {"errors", "merkle", "keys", "note", "storage", "log", "scitt"},
     "service": {"errors", "merkle", "keys", "note", "storage", "log", "scitt", "config"},
     "cli": {
         "errors",

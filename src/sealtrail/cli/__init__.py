@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from sealtrail.errors import Error
 
-from . import bench, demo, init, log, serve
+from . import bench, demo, init, keys, log, serve
 from ._common import err
 
 __all__ = ["app", "main"]
@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, Callable[..., Any] | typer.Typer]] = [
     ("init", init.init),
     ("serve", serve.serve),
     ("log", log.app),
+    ("keys", keys.app),
     ("demo", demo.demo),
     ("bench", bench.app),
 ]

@@ -22,8 +22,8 @@ from sealtrail.config import Config, load_config
 
 __all__ = ["DataDir", "err", "load", "out", "progress_bar"]
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DEFAULT_DATA_DIR = Path(".sealtrail")
 

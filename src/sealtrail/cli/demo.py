@@ -185,7 +185,7 @@ def demo(
         config = load(data_dir)
         err.print(f"Reusing {data_dir} (log {config.origin}); delete it to start clean.")
     else:
-        config = init_data_dir(data_dir)
+        config = init_data_dir(data_dir).config
         err.print(
             f"Created {data_dir} for log {config.origin} (key in {config.key_file}, mode 0600)"
         )

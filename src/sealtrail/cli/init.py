@@ -1,14 +1,16 @@
-"""``sealtrail init``: create a data directory with a fresh log key."""
+"""``sealtrail init``: create a data directory with fresh keys and an administrator token."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from sealtrail.config import CONFIG_FILE, init_data_dir
+from sealtrail.keys import ES256
 
-from ._common import DEFAULT_DATA_DIR, DataDir, out
+from ._common import DEFAULT_DATA_DIR, DataDir, err, out
 
 __all__ = ["init"]
 
@@ -19,11 +21,23 @@ def init(
         str | None,
         typer.Option(help="Checkpoint origin: the log's scheme-less URL prefix. Default: random."),
     ] = None,
+    service_algorithm: Annotated[
+        str, typer.Option(help="Receipt key algorithm: ES256, ES384, Ed25519, ML-DSA-65/87.")
+    ] = ES256,
 ) -> None:
-    """Create a data directory: config, Ed25519 checkpoint key (mode 0600), SQLite store."""
-    config = init_data_dir(data_dir, origin=origin)
+    """Create a data directory: config, checkpoint and receipt keys (mode 0600), admin token."""
+    created = init_data_dir(data_dir, origin=origin, service_algorithm=service_algorithm)
+    config = created.config
     out.print(f"Initialized {data_dir} for log [bold]{config.origin}[/bold]")
     out.print(f"  config:        {data_dir / CONFIG_FILE}")
-    out.print(f"  signing key:   {data_dir / config.key_file}  (secret, mode 0600)")
+    out.print(f"  log key:       {data_dir / config.key_file}  (secret, mode 0600)")
+    out.print(f"  receipt key:   {data_dir / config.service_key_file}  (secret, mode 0600)")
     out.print(f"  verifier key:  {config.verifier_key()}")
+    out.print(f"  issuer:        {config.service_issuer}")
     out.print("Publish the verifier key; clients pin it to verify checkpoints.")
+    # The token goes to stderr so that scripts capturing stdout do not file it by accident.
+    err.print(
+        "Administrator token (shown once, only its hash is kept; "
+        "'sealtrail keys admin-token' issues a new one):"
+    )
+    err.print(f"  {escape(created.admin_token)}", soft_wrap=True)

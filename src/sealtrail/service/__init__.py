@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._runtime import ServiceStore, service_app
 from .app import create_app
 
-__all__ = ["create_app"]
+__all__ = ["ServiceStore", "create_app", "service_app"]

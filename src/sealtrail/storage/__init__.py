@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> LogStore:
+def open_store(url: str) -> MemoryStore | SQLiteStore:
     """Open the store a URL names; :class:`ConfigError` for one this version cannot open."""
     if url in ("memory:", "memory://"):
         return MemoryStore()

@@ -1,0 +1,79 @@
+"""A writing service: the sequencer and the transparency service run inside the app.
+
+:func:`service_app` wires one store into a FastAPI app whose lifespan starts the
+:class:`~sealtrail.log.Sequencer` and the :class:`~sealtrail.scitt.TransparencyService`
+(registry rebuild and recovery of stored-but-unsequenced statements) before the first
+request, and stops them (sequencing everything accepted) after the last one.
+``sealtrail serve``, the tests and the benchmarks all build their server here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+from fastapi import FastAPI
+
+from sealtrail.keys import Signer, Verifier
+from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
+from sealtrail.scitt import ChainValidator, TransparencyService
+from sealtrail.storage import LogStore, StatementStore
+
+from .app import create_app
+
+__all__ = ["ServiceStore", "service_app"]
+
+
+class ServiceStore(LogStore, StatementStore, Protocol):
+    """A store holding both the log and the registered statements."""
+
+
+def service_app(
+    store: ServiceStore,
+    *,
+    checkpoint_signer: CheckpointSigner,
+    service_signer: Signer,
+    issuer: str,
+    retired: Sequence[Verifier] = (),
+    admin_token_hash: bytes | None = None,
+    sequencer_config: SequencerConfig | None = None,
+    validator: ChainValidator | None = None,
+) -> FastAPI:
+    """The full service over ``store``: read API, SCRAPI registration, administration.
+
+    The app owns the sequencer: run one such app per store (the store's checkpoint
+    compare-and-swap makes a second writer safe, but it only wastes work).
+    """
+    sequencer = Sequencer(store, signer=checkpoint_signer, config=sequencer_config)
+    service = TransparencyService(
+        store=store,
+        sequencer=sequencer,
+        signer=service_signer,
+        issuer=issuer,
+        retired=retired,
+        validator=validator,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await sequencer.start()
+        try:
+            await service.start()
+            try:
+                yield
+            finally:
+                await service.close()
+        finally:
+            await sequencer.close()
+
+    app = create_app(
+        sequencer.reader,
+        verifier_key=checkpoint_signer.verifier_key(),
+        service=service,
+        admin_token_hash=admin_token_hash,
+        lifespan=lifespan,
+    )
+    app.state.sequencer = sequencer
+    app.state.transparency_service = service
+    return app

@@ -1,0 +1,299 @@
+"""``sealtrail init`` + ``sealtrail serve`` as a user runs them: a real server process.
+
+Registration over HTTP, the administrator token, receipt key rotation across a restart
+(old receipts keep verifying), read-only mode, and the data directory's key handling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sealtrail.config import load_config, rotate_service_key
+from sealtrail.errors import ConfigError
+from sealtrail.keys import ES256
+from sealtrail.scitt import (
+    add_receipts,
+    decode_key_set,
+    decode_sign1,
+    sign_statement,
+    verify_transparent_statement,
+)
+from tests.integration.test_cli import assert_clean_error, sealtrail
+from tests.unit.keys._softhsm import PIN, SoftHsm, hsm_skip_reason
+from tests.unit.scitt._pki import Issuer, make_issuer
+from tests.unit.scitt.conftest import ISSUER, org_record
+
+COSE = {"content-type": "application/cose"}
+KID = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def served(data: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``sealtrail serve`` in a child process on a free loopback port; stopped with SIGINT."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sealtrail", "serve", "-d", "d", "--port", str(port), *args],
+        cwd=data,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                stderr = proc.stderr.read().decode() if proc.stderr else ""
+                raise AssertionError(f"serve exited: {stderr}")
+            try:
+                httpx.get(url + "/log/v1/info", timeout=1.0)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> tuple[Path, str]:
+    """A data directory and its administrator token."""
+    result = sealtrail("init", "-d", "d", "--origin", "serve.test/log", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    token = result.stderr.strip().splitlines()[-1].strip()
+    assert len(token) >= 40
+    assert token not in result.stdout  # shown once, on stderr only
+    return tmp_path, token
+
+
+def _statement(issuer: Issuer, n: int) -> bytes:
+    return sign_statement(
+        issuer.leaf_key,
+        issuer=ISSUER,
+        subject=f"urn:maker:device-{n}",
+        content_type="application/json",
+        payload=b'{"n": %d}' % n,
+        x5chain=issuer.chain,
+    )
+
+
+def _onboard(url: str, token: str, issuer: Issuer) -> None:
+    r = httpx.put(
+        url + "/admin/organizations/maker",
+        content=org_record(issuer),
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 201, r.text
+
+
+def _register(url: str, statement: bytes) -> tuple[str, bytes]:
+    r = httpx.post(url + "/entries", content=statement, headers=COSE, timeout=30)
+    assert r.status_code == 201, r.text
+    return r.headers["location"].rsplit("/", 1)[1], r.content
+
+
+@pytest.mark.slow
+def test_serve_registers_and_rotation_keeps_old_receipts_valid(data: tuple[Path, str]) -> None:
+    root, token = data
+    issuer = make_issuer(ES256, cn="Maker")
+    first = _statement(issuer, 1)
+    with served(root) as url:
+        # Administration needs the token printed by init; a wrong one changes nothing.
+        size = httpx.get(url + "/log/v1/info").json()["size"]
+        bad = httpx.put(
+            url + "/admin/organizations/maker",
+            content=org_record(issuer),
+            headers={"authorization": "Bearer not-the-token"},
+        )
+        assert bad.status_code == 401
+        assert bad.json()["code"] == "unauthorized"
+        assert httpx.get(url + "/log/v1/info").json()["size"] == size
+        _onboard(url, token, issuer)
+        entry, old_receipt = _register(url, first)
+        old_keys = httpx.get(url + "/.well-known/scitt-keys").content
+    old_transparent = add_receipts(first, [old_receipt])
+    verify_transparent_statement(old_transparent, service_keys=old_keys)
+    old_kid = decode_sign1(old_receipt).protected[KID]
+
+    rotated = sealtrail("keys", "rotate", "-d", "d", cwd=root)
+    assert rotated.returncode == 0, rotated.stderr
+    assert old_kid.hex() in rotated.stdout
+
+    with served(root) as url:
+        keys = httpx.get(url + "/.well-known/scitt-keys").content
+        assert len(decode_key_set(keys)) == 2
+        # The receipt signed before the rotation verifies against the new key set.
+        verify_transparent_statement(old_transparent, service_keys=keys)
+        # A fresh receipt for the old entry, and new registrations, use the new key.
+        fresh = httpx.get(f"{url}/entries/{entry}").content
+        assert decode_sign1(fresh).protected[KID] != old_kid
+        verify_transparent_statement(add_receipts(first, [fresh]), service_keys=keys)
+        _, new_receipt = _register(url, _statement(issuer, 2))
+        assert decode_sign1(new_receipt).protected[KID] != old_kid
+        # The registry (organization and policy) was rebuilt from the log at start.
+        assert httpx.get(url + "/log/v1/info").json()["size"] == 3
+
+    exported = root / "keys.cbor"
+    r = sealtrail("keys", "export", "-d", "d", "-o", str(exported), cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert sorted(k for k in decode_key_set(exported.read_bytes())) == sorted(
+        decode_key_set(keys)
+    )
+
+
+@pytest.mark.slow
+def test_read_only_serve_reads_and_refuses_writes(data: tuple[Path, str]) -> None:
+    root, token = data
+    issuer = make_issuer(ES256, cn="Maker")
+    with served(root) as url:
+        _onboard(url, token, issuer)
+    with served(root, "--read-only") as url:
+        assert httpx.get(url + "/log/v1/info").json()["size"] == 1
+        assert httpx.get(url + "/checkpoint").status_code == 200
+        r = httpx.post(url + "/entries", content=_statement(issuer, 1), headers=COSE)
+        assert r.status_code in (404, 405)
+
+
+def test_serve_without_a_receipt_key_says_how_to_make_one(data: tuple[Path, str]) -> None:
+    root, _ = data
+    (root / "d" / "keys" / "service.key").unlink()
+    result = sealtrail("serve", "-d", "d", "--port", "0", cwd=root)
+    assert_clean_error(result, "config-error")
+    assert "keys generate" in result.stderr
+
+
+def test_new_admin_token_replaces_the_old(data: tuple[Path, str]) -> None:
+    root, token = data
+    config = load_config(root / "d")
+    old_hash = config.admin_token_hash()
+    result = sealtrail("keys", "admin-token", "-d", "d", cwd=root)
+    assert result.returncode == 0, result.stderr
+    new_token = result.stdout.strip()
+    assert new_token and new_token != token
+    assert config.admin_token_hash() not in (None, old_hash)
+    assert (root / "d" / "keys" / "admin-token.sha256").stat().st_mode & 0o077 == 0
+
+
+def test_keys_show_lists_retired_keys(data: tuple[Path, str]) -> None:
+    root, token = data
+    config = load_config(root / "d")
+    first = rotate_service_key(config)
+    second = rotate_service_key(config, algorithm="ES384")
+    assert second.retired_kid == first.current_kid
+    result = sealtrail("keys", "show", "-d", "d", "--json", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert token not in result.stdout
+    assert first.retired_kid.hex() in result.stdout
+    assert second.retired_kid.hex() in result.stdout
+    assert second.current_kid.hex() in result.stdout
+    assert "ES384" in result.stdout
+    assert len(config.retired_verifiers()) == 2
+
+
+def test_a_broken_retired_key_file_is_named(data: tuple[Path, str]) -> None:
+    root, _ = data
+    retired = root / "d" / "keys" / "retired"
+    retired.mkdir()
+    (retired / "junk.pem").write_text("not a key")
+    with pytest.raises(ConfigError, match=r"junk\.pem"):
+        load_config(root / "d").retired_verifiers()
+    result = sealtrail("keys", "show", "-d", "d", cwd=root)
+    assert_clean_error(result, "config-error")
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('pin = "1234"\npin_file = "p"', "never goes in the configuration"),
+        ('pin_file = "p"\npin_env = "X"', "exactly one of pin_file or pin_env"),
+        ("", "exactly one of pin_file or pin_env"),
+    ],
+)
+def test_pkcs11_settings_are_checked(data: tuple[Path, str], table: str, message: str) -> None:
+    root, _ = data
+    config_file = root / "d" / "sealtrail.toml"
+    text = config_file.read_text()
+    head, sep, tail = text.partition("[server]")
+    config_file.write_text(
+        head
+        + '[service_key.pkcs11]\nmodule = "m.so"\ntoken_label = "t"\nkey_label = "k"\n'
+        + table
+        + "\n\n"
+        + sep
+        + tail
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_config(root / "d")
+    result = sealtrail("keys", "show", "-d", "d", cwd=root)
+    assert_clean_error(result, "config-error")
+    assert "1234" not in result.stderr
+
+
+@pytest.mark.skipif(hsm_skip_reason() is not None, reason=str(hsm_skip_reason()))
+@pytest.mark.slow
+def test_serve_signs_receipts_with_an_hsm_key(
+    data: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root, token = data
+    hsm = SoftHsm.create(tmp_path_factory.mktemp("hsm"))
+    hsm.init_token()
+    service_key = root / "d" / "keys" / "service.key"
+    hsm.import_key(service_key, label="receipts", key_id=b"\x01")
+    service_key.unlink()  # from now on the key lives on the token only
+    pin_file = root / "d" / "keys" / "hsm.pin"
+    pin_file.write_text(PIN + "\n")
+    pin_file.chmod(0o600)
+    config_file = root / "d" / "sealtrail.toml"
+    head, sep, tail = config_file.read_text().partition("[server]")
+    config_file.write_text(
+        head
+        + f'[service_key.pkcs11]\nmodule = "{hsm.module}"\ntoken_label = "sealtrail-test"\n'
+        + 'key_label = "receipts"\npin_file = "keys/hsm.pin"\n\n'
+        + sep
+        + tail
+    )
+    env = {"SOFTHSM2_CONF": str(hsm.config)}
+    issuer = make_issuer(ES256, cn="Maker")
+    with served(root, env=env) as url:
+        _onboard(url, token, issuer)
+        statement = _statement(issuer, 1)
+        _, receipt = _register(url, statement)
+        keys = httpx.get(url + "/.well-known/scitt-keys").content
+    verify_transparent_statement(add_receipts(statement, [receipt]), service_keys=keys)
+    rotate = subprocess.run(
+        [sys.executable, "-m", "sealtrail", "keys", "rotate", "-d", "d"],
+        cwd=root,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert_clean_error(rotate, "config-error")
+    assert PIN not in rotate.stderr
