@@ -6,14 +6,9 @@ Registration over HTTP, the administrator token, receipt key rotation across a r
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,103 +21,27 @@ from sealtrail.scitt import (
     add_receipts,
     decode_key_set,
     decode_sign1,
-    sign_statement,
     verify_transparent_statement,
 )
+from tests._serve_proc import COSE, init_data, onboard, register, served, statement_for
 from tests.integration.test_cli import assert_clean_error, sealtrail
 from tests.unit.keys._softhsm import PIN, SoftHsm, hsm_skip_reason
-from tests.unit.scitt._pki import Issuer, make_issuer
-from tests.unit.scitt.conftest import ISSUER, org_record
+from tests.unit.scitt._pki import make_issuer
+from tests.unit.scitt.conftest import org_record
 
-COSE = {"content-type": "application/cose"}
 KID = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def served(data: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``sealtrail serve`` in a child process on a free loopback port; stopped with SIGINT."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sealtrail", "serve", "-d", "d", "--port", str(port), *args],
-        cwd=data,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                stderr = proc.stderr.read().decode() if proc.stderr else ""
-                raise AssertionError(f"serve exited: {stderr}")
-            try:
-                httpx.get(url + "/log/v1/info", timeout=1.0)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 @pytest.fixture
 def data(tmp_path: Path) -> tuple[Path, str]:
-    """A data directory and its administrator token."""
-    result = sealtrail("init", "-d", "d", "--origin", "serve.test/log", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    token = result.stderr.strip().splitlines()[-1].strip()
-    assert len(token) >= 40
-    assert token not in result.stdout  # shown once, on stderr only
-    return tmp_path, token
-
-
-def _statement(issuer: Issuer, n: int) -> bytes:
-    return sign_statement(
-        issuer.leaf_key,
-        issuer=ISSUER,
-        subject=f"urn:maker:device-{n}",
-        content_type="application/json",
-        payload=b'{"n": %d}' % n,
-        x5chain=issuer.chain,
-    )
-
-
-def _onboard(url: str, token: str, issuer: Issuer) -> None:
-    r = httpx.put(
-        url + "/admin/organizations/maker",
-        content=org_record(issuer),
-        headers={"authorization": f"Bearer {token}"},
-    )
-    assert r.status_code == 201, r.text
-
-
-def _register(url: str, statement: bytes) -> tuple[str, bytes]:
-    r = httpx.post(url + "/entries", content=statement, headers=COSE, timeout=30)
-    assert r.status_code == 201, r.text
-    return r.headers["location"].rsplit("/", 1)[1], r.content
+    return init_data(tmp_path)
 
 
 @pytest.mark.slow
 def test_serve_registers_and_rotation_keeps_old_receipts_valid(data: tuple[Path, str]) -> None:
     root, token = data
     issuer = make_issuer(ES256, cn="Maker")
-    first = _statement(issuer, 1)
+    first = statement_for(issuer, 1)
     with served(root) as url:
         # Administration needs the token printed by init; a wrong one changes nothing.
         size = httpx.get(url + "/log/v1/info").json()["size"]
@@ -134,8 +53,8 @@ def test_serve_registers_and_rotation_keeps_old_receipts_valid(data: tuple[Path,
         assert bad.status_code == 401
         assert bad.json()["code"] == "unauthorized"
         assert httpx.get(url + "/log/v1/info").json()["size"] == size
-        _onboard(url, token, issuer)
-        entry, old_receipt = _register(url, first)
+        onboard(url, token, issuer)
+        entry, old_receipt = register(url, first)
         old_keys = httpx.get(url + "/.well-known/scitt-keys").content
     old_transparent = add_receipts(first, [old_receipt])
     verify_transparent_statement(old_transparent, service_keys=old_keys)
@@ -154,7 +73,7 @@ def test_serve_registers_and_rotation_keeps_old_receipts_valid(data: tuple[Path,
         fresh = httpx.get(f"{url}/entries/{entry}").content
         assert decode_sign1(fresh).protected[KID] != old_kid
         verify_transparent_statement(add_receipts(first, [fresh]), service_keys=keys)
-        _, new_receipt = _register(url, _statement(issuer, 2))
+        _, new_receipt = register(url, statement_for(issuer, 2))
         assert decode_sign1(new_receipt).protected[KID] != old_kid
         # The registry (organization and policy) was rebuilt from the log at start.
         assert httpx.get(url + "/log/v1/info").json()["size"] == 3
@@ -162,9 +81,7 @@ def test_serve_registers_and_rotation_keeps_old_receipts_valid(data: tuple[Path,
     exported = root / "keys.cbor"
     r = sealtrail("keys", "export", "-d", "d", "-o", str(exported), cwd=root)
     assert r.returncode == 0, r.stderr
-    assert sorted(k for k in decode_key_set(exported.read_bytes())) == sorted(
-        decode_key_set(keys)
-    )
+    assert sorted(k for k in decode_key_set(exported.read_bytes())) == sorted(decode_key_set(keys))
 
 
 @pytest.mark.slow
@@ -172,11 +89,11 @@ def test_read_only_serve_reads_and_refuses_writes(data: tuple[Path, str]) -> Non
     root, token = data
     issuer = make_issuer(ES256, cn="Maker")
     with served(root) as url:
-        _onboard(url, token, issuer)
+        onboard(url, token, issuer)
     with served(root, "--read-only") as url:
         assert httpx.get(url + "/log/v1/info").json()["size"] == 1
         assert httpx.get(url + "/checkpoint").status_code == 200
-        r = httpx.post(url + "/entries", content=_statement(issuer, 1), headers=COSE)
+        r = httpx.post(url + "/entries", content=statement_for(issuer, 1), headers=COSE)
         assert r.status_code in (404, 405)
 
 
@@ -281,9 +198,9 @@ def test_serve_signs_receipts_with_an_hsm_key(
     env = {"SOFTHSM2_CONF": str(hsm.config)}
     issuer = make_issuer(ES256, cn="Maker")
     with served(root, env=env) as url:
-        _onboard(url, token, issuer)
-        statement = _statement(issuer, 1)
-        _, receipt = _register(url, statement)
+        onboard(url, token, issuer)
+        statement = statement_for(issuer, 1)
+        _, receipt = register(url, statement)
         keys = httpx.get(url + "/.well-known/scitt-keys").content
     verify_transparent_statement(add_receipts(statement, [receipt]), service_keys=keys)
     rotate = subprocess.run(

@@ -1,0 +1,122 @@
+"""``sealtrail serve`` in a child process, as a user runs it, and what tests do with it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from sealtrail.scitt import sign_statement
+from tests.integration.test_cli import sealtrail
+from tests.unit.scitt._pki import Issuer
+from tests.unit.scitt.conftest import ISSUER, org_record
+
+__all__ = [
+    "COSE",
+    "free_port",
+    "init_data",
+    "onboard",
+    "register",
+    "serve_process",
+    "served",
+    "statement_for",
+]
+
+COSE = {"content-type": "application/cose"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def served(data: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``sealtrail serve`` in a child process on a free loopback port; stopped with SIGINT."""
+    with serve_process(data, *args, env=env) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def serve_process(
+    data: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The server's URL and process (a test may kill it); stopped with SIGINT if alive."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sealtrail", "serve", "-d", "d", "--port", str(port), *args],
+        cwd=data,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                stderr = proc.stderr.read().decode() if proc.stderr else ""
+                raise AssertionError(f"serve exited: {stderr}")
+            try:
+                httpx.get(url + "/log/v1/info", timeout=1.0)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.05)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def init_data(tmp_path: Path) -> tuple[Path, str]:
+    """``sealtrail init -d d`` under ``tmp_path``: the folder and the administrator token."""
+    result = sealtrail("init", "-d", "d", "--origin", "serve.test/log", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    token = result.stderr.strip().splitlines()[-1].strip()
+    assert len(token) >= 40
+    assert token not in result.stdout  # shown once, on stderr only
+    return tmp_path, token
+
+
+def statement_for(issuer: Issuer, n: int) -> bytes:
+    return sign_statement(
+        issuer.leaf_key,
+        issuer=ISSUER,
+        subject=f"urn:maker:device-{n}",
+        content_type="application/json",
+        payload=b'{"n": %d}' % n,
+        x5chain=issuer.chain,
+    )
+
+
+def onboard(url: str, token: str, issuer: Issuer) -> None:
+    r = httpx.put(
+        url + "/admin/organizations/maker",
+        content=org_record(issuer),
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 201, r.text
+
+
+def register(url: str, statement: bytes) -> tuple[str, bytes]:
+    r = httpx.post(url + "/entries", content=statement, headers=COSE, timeout=30)
+    assert r.status_code == 201, r.text
+    return r.headers["location"].rsplit("/", 1)[1], r.content
