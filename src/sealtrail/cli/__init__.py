@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from sealtrail.errors import Error
 
-from . import bench, demo, init, keys, log, serve
+from . import bench, demo, init, keys, log, scitt, serve
 from ._common import err
 
 __all__ = ["app", "main"]
@@ -30,6 +30,11 @@ COMMANDS: list[tuple[str, Callable[..., Any] | typer.Typer]] = [
     ("serve", serve.serve),
     ("log", log.app),
     ("keys", keys.app),
+    ("statement", scitt.statement_app),
+    ("submit", scitt.submit),
+    ("fetch-keys", scitt.fetch_keys),
+    ("verify", scitt.verify),
+    ("org", scitt.org_app),
     ("demo", demo.demo),
     ("bench", bench.app),
 ]

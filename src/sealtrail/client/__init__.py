@@ -1,0 +1,51 @@
+"""A Python client for a Sealtrail transparency service (SCRAPI over HTTP).
+
+The safe recipe: register a signed statement, keep the transparent statement, verify it
+offline with the service's keys (fetched once and kept)::
+
+    from sealtrail.client import Client
+    from sealtrail.scitt import verify_transparent_statement
+
+    with Client("http://127.0.0.1:8080") as service:
+        keys = service.service_keys()
+        registered = service.register(statement)  # waits for the receipt
+    verified = verify_transparent_statement(
+        registered.transparent_statement(), service_keys=keys, trust_anchors=anchors
+    )
+
+:class:`Client` blocks; :class:`AsyncClient` has the same methods as coroutines. Both
+raise :class:`sealtrail.errors.Error` subclasses only: the service's problem details come
+back as the error class it raised, with its stable ``code``; :class:`ServiceUnreachable`
+when there is no answer at all; :class:`RegistrationTimeout` (with the entry id) when a
+registration takes longer than the caller waits.
+
+Nothing the client receives is trusted: receipts are checked to be COSE_Sign1, statements
+to hash to their entry id; everything else is for
+:func:`sealtrail.scitt.verify_transparent_statement`.
+"""
+
+from __future__ import annotations
+
+from ._client import (
+    DEFAULT_TIMEOUT,
+    MAX_RESPONSE_SIZE,
+    AsyncClient,
+    Client,
+    RegisteredStatement,
+    RegistrationTimeout,
+    ServiceError,
+    ServiceUnreachable,
+    Unauthorized,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_RESPONSE_SIZE",
+    "AsyncClient",
+    "Client",
+    "RegisteredStatement",
+    "RegistrationTimeout",
+    "ServiceError",
+    "ServiceUnreachable",
+    "Unauthorized",
+]

@@ -1,0 +1,748 @@
+"""Clients for a Sealtrail transparency service's HTTP API (SCRAPI and administration).
+
+The protocol lives once, in plain generator functions ("flows") that yield what to do next —
+send this request, or wait this long — and receive the answer. :class:`Client` drives a
+flow with blocking I/O and :class:`AsyncClient` with ``await``; neither holds any protocol
+logic of its own, so the two cannot drift apart.
+
+Everything that can go wrong is a :class:`sealtrail.errors.Error`: problem details from the
+service map back to the error classes it raised (the service's stable ``code`` is kept), a
+connection failure is :class:`ServiceUnreachable`, an unexpected answer is
+:class:`ServiceError`. Messages name URLs and entry ids, never tokens or statement contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import json
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Self, TypeVar
+from urllib.parse import quote
+
+import cbor2
+import httpx
+
+import sealtrail
+from sealtrail.errors import (
+    Conflict,
+    Error,
+    InvalidInput,
+    NotFound,
+    RetryLater,
+    TooLarge,
+    VerificationError,
+)
+from sealtrail.scitt import (
+    Header,
+    Registration,
+    add_receipts,
+    decode_key_set,
+    decode_sign1,
+    entry_id,
+    split_transparent,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_RESPONSE_SIZE",
+    "AsyncClient",
+    "Client",
+    "RegisteredStatement",
+    "RegistrationTimeout",
+    "ServiceError",
+    "ServiceUnreachable",
+    "Unauthorized",
+]
+
+#: Seconds for one HTTP exchange, and the default for a whole registration.
+DEFAULT_TIMEOUT: Final = 30.0
+#: Largest response body read, in bytes: a statement is at most 1 MiB (scitt
+#: ``MAX_STATEMENT_SIZE``) and a transparent statement adds at most 16 small receipts.
+MAX_RESPONSE_SIZE: Final = 4 * 1024 * 1024
+#: Bounds on a server's ``Retry-After`` while polling, in seconds: never a busy loop, never
+#: a wait the caller's timeout would not allow anyway.
+MIN_POLL_DELAY: Final = 0.05
+MAX_POLL_DELAY: Final = 60.0
+#: Used when a 302/303 carries no usable ``Retry-After``.
+DEFAULT_POLL_DELAY: Final = 1.0
+
+COSE = "application/cose"
+JSON = "application/json"
+PROBLEM_JSON = "application/problem+json"
+_USER_AGENT = f"sealtrail/{sealtrail.__version__}"
+_ENTRY_ID = re.compile(r"[0-9a-f]{64}")
+#: What an administrator token may look like (printable ASCII, no spaces): anything else
+#: could never match, and would end up in an HTTP library's error message.
+_TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
+
+# Codes the service sends with HTTP 400 for a statement that failed a signature, chain,
+# issuer or policy check (a VerificationError there). Every other 400 is InvalidInput.
+_VERIFICATION_CODES = frozenset(
+    {
+        "verification-failed",
+        "invalid-proof",
+        "invalid-signature",
+        "malformed-note",
+        "cose-bad-signature",
+        "cose-wrong-key-type",
+        "statement-bad-kid",
+        "org-record-untrusted",
+    }
+)
+_VERIFICATION_PREFIXES = ("chain-", "issuer-", "policy-", "receipt-")
+
+
+class Unauthorized(Error):
+    """The service refused the administrator token (HTTP 401/403)."""
+
+    code = "unauthorized"
+    hint = "Check the administrator token: the server operator issues it."
+
+
+class ServiceUnreachable(Error):
+    """No HTTP answer: connection refused or broken, name not resolved, or timed out."""
+
+    code = "service-unreachable"
+    hint = "Check the URL and that the service is running and reachable from here."
+
+
+class ServiceError(Error):
+    """The service answered, but not as the protocol says (5xx, a malformed body, ...)."""
+
+    code = "service-error"
+    hint = "The service misbehaved; retry later or tell its operator."
+
+
+class RegistrationTimeout(Error):
+    """The statement was accepted but not registered before the caller's timeout.
+
+    The service carries on registering it. Fetch its receipt later by ``entry_id``, or
+    submit the same statement again: registration is idempotent (the same bytes get the
+    same entry).
+    """
+
+    code = "registration-timeout"
+    hint = (
+        "The service is still registering the statement: fetch its receipt later by entry id "
+        "(GET /entries/<id>), or submit the same statement again (it keeps its entry)."
+    )
+
+    def __init__(self, message: str, *, entry_id: str) -> None:
+        super().__init__(message)
+        self.entry_id = entry_id
+
+
+@dataclass(frozen=True)
+class RegisteredStatement:
+    """A registered statement and the receipt the service issued for it.
+
+    ``leaf_index`` and ``tree_size`` are read from the receipt *without verifying it*; use
+    :func:`sealtrail.scitt.verify_transparent_statement` on :meth:`transparent_statement`
+    with the service's keys before trusting anything here.
+    """
+
+    entry_id: str
+    statement: bytes = field(repr=False)
+    receipt: bytes = field(repr=False)
+
+    @property
+    def leaf_index(self) -> int | None:
+        """The entry's index in the log, as the receipt claims (unverified)."""
+        position = _receipt_position(self.receipt)
+        return None if position is None else position[1]
+
+    @property
+    def tree_size(self) -> int | None:
+        """The tree size the receipt was issued against, as it claims (unverified)."""
+        position = _receipt_position(self.receipt)
+        return None if position is None else position[0]
+
+    def transparent_statement(self) -> bytes:
+        """The statement with the receipt in its unprotected header (label 394)."""
+        return add_receipts(self.statement, [self.receipt])
+
+
+def _receipt_position(receipt: bytes) -> tuple[int, int] | None:
+    """``(tree_size, leaf_index)`` from a receipt's inclusion proof, unverified."""
+    try:
+        vdp = decode_sign1(receipt).unprotected.get(Header.VDP)
+        proofs = vdp.get(-1) if isinstance(vdp, dict) else None
+        if not isinstance(proofs, list) or not proofs or not isinstance(proofs[0], bytes):
+            return None
+        proof = cbor2.loads(proofs[0])
+    except (Error, ValueError):
+        return None
+    if isinstance(proof, list) and len(proof) == 3 and all(isinstance(v, int) for v in proof[:2]):
+        return proof[0], proof[1]
+    return None
+
+
+# -- the protocol, once: flows yield steps and receive replies ------------------------------
+
+
+@dataclass(frozen=True)
+class _Call:
+    """Send this request (``url`` relative to the base URL, or absolute)."""
+
+    method: str
+    url: str | httpx.URL
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Wait:
+    """Sleep this many seconds, then resume the flow with ``None``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """A whole HTTP answer (the body read up to :data:`MAX_RESPONSE_SIZE`)."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
+    url: httpx.URL
+
+
+_T = TypeVar("_T")
+_Step = _Call | _Wait
+_Flow = Generator[_Step, _Reply | None, _T]
+
+
+def _exchange(call: _Call) -> _Flow[_Reply]:
+    reply = yield call
+    assert reply is not None, "a driver answers every _Call with a _Reply"
+    return reply
+
+
+def _fetch(path: str, *, accept: str, what: str) -> _Flow[bytes]:
+    reply = yield from _exchange(_Call("GET", path, {"Accept": accept}))
+    if reply.status != 200:
+        raise _error_for(reply, what)
+    return reply.content
+
+
+def _register(statement: bytes, *, timeout: float) -> _Flow[RegisteredStatement]:
+    entry = entry_id(statement)
+    deadline = time.monotonic() + timeout
+    reply = yield from _exchange(
+        _Call("POST", "/entries", {"Content-Type": COSE, "Accept": COSE}, statement)
+    )
+    if reply.status == 201:
+        return RegisteredStatement(entry, statement, _checked_cose(reply, "receipt"))
+    if reply.status != 303:
+        raise _error_for(reply, "registration")
+    # Accepted, not yet registered: follow Location until the receipt is there.
+    url = _location(reply)
+    delay = _retry_after(reply, default=DEFAULT_POLL_DELAY)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RegistrationTimeout(
+                f"entry {entry} was accepted but not registered within {timeout:g} s",
+                entry_id=entry,
+            )
+        yield _Wait(min(max(delay, MIN_POLL_DELAY), remaining))
+        reply = yield from _exchange(_Call("GET", url, {"Accept": COSE}))
+        if reply.status == 200:
+            return RegisteredStatement(entry, statement, _checked_cose(reply, "receipt"))
+        # 302: pending. 404: the service answers 303 before its background registration
+        # has stored the statement, so "unknown" can come first; the deadline bounds it.
+        if reply.status not in (302, 404):
+            raise _error_for(reply, f"receipt of entry {entry}")
+        delay = _retry_after(reply, default=DEFAULT_POLL_DELAY)
+
+
+def _receipt(entry: str) -> _Flow[bytes]:
+    reply = yield from _exchange(_Call("GET", f"/entries/{entry}", {"Accept": COSE}))
+    if reply.status == 302:
+        raise NotFound(f"entry {entry} is not in the log yet", code="entry-pending")
+    if reply.status != 200:
+        raise _error_for(reply, f"receipt of entry {entry}")
+    return _checked_cose(reply, "receipt")
+
+
+def _statement(entry: str) -> _Flow[bytes]:
+    data = yield from _fetch(f"/entries/{entry}/statement", accept=COSE, what="statement")
+    if entry_id(data) != entry:
+        raise _mismatch(entry, "statement")
+    return data
+
+
+def _transparent_statement(entry: str) -> _Flow[bytes]:
+    data = yield from _fetch(
+        f"/entries/{entry}/transparent-statement", accept=COSE, what="transparent statement"
+    )
+    try:
+        statement, _ = split_transparent(data)
+    except Error as exc:
+        raise ServiceError(f"the transparent statement is malformed: {exc.message}") from None
+    if entry_id(statement) != entry:
+        raise _mismatch(entry, "transparent statement")
+    return data
+
+
+def _service_keys() -> _Flow[bytes]:
+    data = yield from _fetch(
+        "/.well-known/scitt-keys", accept="application/cose-key-set", what="service keys"
+    )
+    try:
+        decode_key_set(data)
+    except Error as exc:
+        raise ServiceError(f"the service keys are not a COSE_KeySet: {exc.message}") from None
+    return data
+
+
+def _configuration() -> _Flow[dict[str, Any]]:
+    data = yield from _fetch(
+        "/.well-known/transparency-configuration", accept=JSON, what="configuration"
+    )
+    return _json_object(data, "the transparency configuration")
+
+
+def _checkpoint() -> _Flow[bytes]:
+    return (yield from _fetch("/checkpoint", accept="text/plain", what="checkpoint"))
+
+
+def _put_organization(name: str, record_json: bytes, token: str) -> _Flow[Registration]:
+    if not _TOKEN.fullmatch(token):
+        # Never echo the token: say what is wrong with it, not what it is.
+        raise InvalidInput(
+            "the administrator token must be 1..4096 printable ASCII characters, no spaces",
+            code="token-malformed",
+            hint="Check the token file or variable for stray characters.",
+        )
+    if not name:
+        raise InvalidInput("an organization needs a name", code="org-record-invalid")
+    reply = yield from _exchange(
+        _Call(
+            "PUT",
+            f"/admin/organizations/{quote(name, safe='')}",
+            {"Content-Type": JSON, "Accept": JSON, "Authorization": f"Bearer {token}"},
+            record_json,
+        )
+    )
+    if reply.status not in (200, 201):
+        raise _error_for(reply, f"organization {name!r}")
+    doc = _json_object(reply.content, "the organization registration")
+    entry, index = doc.get("entry_id"), doc.get("index")
+    if not isinstance(entry, str) or not isinstance(index, int) or isinstance(index, bool):
+        raise ServiceError("the organization registration lacks entry_id or index")
+    return Registration(entry, index)
+
+
+# -- decoding answers -------------------------------------------------------------------------
+
+
+def _checked_cose(reply: _Reply, what: str) -> bytes:
+    try:
+        decode_sign1(reply.content)
+    except Error as exc:
+        raise ServiceError(f"the service's {what} is not a COSE_Sign1: {exc.message}") from None
+    return reply.content
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    if not isinstance(doc, dict):
+        raise ServiceError(f"{what} is not a JSON object")
+    return doc
+
+
+def _mismatch(entry: str, what: str) -> VerificationError:
+    return VerificationError(
+        f"the service's {what} for entry {entry} does not hash to that entry id",
+        code="entry-mismatch",
+    )
+
+
+def _location(reply: _Reply) -> httpx.URL:
+    """The 303's Location, resolved; it must stay on the service's origin."""
+    location = reply.headers.get("location")
+    if not location:
+        raise ServiceError("the service answered 303 without a Location")
+    try:
+        url = reply.url.join(location)
+    except httpx.InvalidURL:
+        raise ServiceError("the service answered 303 with an unusable Location") from None
+    if (url.scheme, url.host, url.port) != (reply.url.scheme, reply.url.host, reply.url.port):
+        raise ServiceError(f"the service redirected to another origin: {_display(url)}")
+    return url
+
+
+def _retry_after(reply: _Reply, *, default: float) -> float:
+    """``Retry-After`` in seconds (delay-seconds or an HTTP date), clamped to a sane range."""
+    value = reply.headers.get("retry-after", "").strip()
+    seconds = default
+    if value:
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None:
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=dt.UTC)
+                seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        seconds = default
+    return min(max(seconds, 0.0), MAX_POLL_DELAY)
+
+
+def _problem(reply: _Reply) -> tuple[str | None, str | None]:
+    """The ``code`` and ``detail`` of RFC 9457 problem details, if the body is one."""
+    media = reply.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in (PROBLEM_JSON, JSON):
+        return None, None
+    try:
+        doc = json.loads(reply.content)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    code, detail = doc.get("code"), doc.get("detail") or doc.get("title")
+    return (
+        code if isinstance(code, str) and code else None,
+        detail if isinstance(detail, str) and detail else None,
+    )
+
+
+def _is_verification(code: str | None) -> bool:
+    return code is not None and (
+        code in _VERIFICATION_CODES or code.startswith(_VERIFICATION_PREFIXES)
+    )
+
+
+def _error_for(reply: _Reply, what: str) -> Error:  # noqa: PLR0911 (one return per status)
+    """The sealtrail error a non-success answer stands for; the service's code is kept."""
+    code, detail = _problem(reply)
+    status = reply.status
+    message = detail or f"{what}: HTTP {status} from {_display(reply.url)}"
+    if status == 400:
+        if _is_verification(code):
+            return VerificationError(message, code=code)
+        return InvalidInput(message, code=code)
+    if status in (401, 403):
+        return Unauthorized(message, code=code)
+    if status == 404:
+        return NotFound(message, code=code)
+    if status == 409:
+        return Conflict(message, code=code)
+    if status == 413:
+        return TooLarge(message, code=code)
+    if status == 422:
+        return VerificationError(message, code=code)
+    if status == 503:
+        busy = RetryLater(message, retry_after=_retry_after(reply, default=DEFAULT_POLL_DELAY))
+        if code is not None:
+            busy.code = code
+        return busy
+    if 400 <= status < 500:
+        return InvalidInput(message, code=code)
+    return ServiceError(
+        f"{what}: unexpected HTTP {status} from {_display(reply.url)}"
+        + (f": {detail}" if detail else ""),
+        code=code,
+    )
+
+
+def _display(url: httpx.URL) -> str:
+    """A URL for messages: no user name or password, no query."""
+    return str(url.copy_with(username=None, password=None, query=None, fragment=None))
+
+
+# -- driving flows over httpx -----------------------------------------------------------------
+
+
+class _Body:
+    """Collects a response body, refusing more than :data:`MAX_RESPONSE_SIZE` bytes."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_RESPONSE_SIZE:
+            raise self._too_large(response)
+        self._response = response
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    @staticmethod
+    def _too_large(response: httpx.Response) -> ServiceError:
+        return ServiceError(
+            f"the answer from {_display(response.request.url)} is over "
+            f"{MAX_RESPONSE_SIZE} bytes; refusing to read it"
+        )
+
+    def add(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > MAX_RESPONSE_SIZE:
+            raise self._too_large(self._response)
+        self._chunks.append(chunk)
+
+    def reply(self) -> _Reply:
+        r = self._response
+        return _Reply(r.status_code, r.headers, b"".join(self._chunks), r.request.url)
+
+
+def _transport_error(url: httpx.URL, exc: httpx.HTTPError, timeout: float) -> Error:
+    where = _display(url)
+    if isinstance(exc, httpx.TimeoutException):
+        return ServiceUnreachable(f"no answer from {where} within {timeout:g} s")
+    if isinstance(exc, httpx.ConnectError):
+        reason = str(exc).strip() or type(exc).__name__
+        return ServiceUnreachable(f"cannot connect to {where}: {reason}")
+    if isinstance(exc, httpx.TransportError):
+        return ServiceUnreachable(f"the connection to {where} failed: {type(exc).__name__}")
+    return ServiceError(f"a broken answer from {where}: {type(exc).__name__}")
+
+
+def _base_url(base_url: str | httpx.URL) -> httpx.URL:
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise InvalidInput(
+            "the service URL must be an http:// or https:// URL with a host",
+            code="url-invalid",
+            hint="For example http://127.0.0.1:8080",
+        )
+    return url
+
+
+def _run_sync(flow: _Flow[_T], send: Callable[[_Call], _Reply]) -> _T:
+    try:
+        step = next(flow)
+        while True:
+            if isinstance(step, _Wait):
+                time.sleep(step.seconds)
+                step = flow.send(None)
+            else:
+                step = flow.send(send(step))
+    except StopIteration as done:
+        result: _T = done.value
+        return result
+    finally:
+        flow.close()
+
+
+async def _run_async(flow: _Flow[_T], send: Callable[[_Call], Awaitable[_Reply]]) -> _T:
+    try:
+        step = next(flow)
+        while True:
+            if isinstance(step, _Wait):
+                await asyncio.sleep(step.seconds)
+                step = flow.send(None)
+            else:
+                step = flow.send(await send(step))
+    except StopIteration as done:
+        result: _T = done.value
+        return result
+    finally:
+        flow.close()
+
+
+def _check_entry(entry: str) -> str:
+    normal = entry.strip().lower()
+    if not _ENTRY_ID.fullmatch(normal):
+        raise InvalidInput(
+            "an entry id is 64 hex digits (SHA-256 of the statement)", code="entry-id-invalid"
+        )
+    return normal
+
+
+class Client:
+    """A blocking client for a Sealtrail transparency service.
+
+    Use as a context manager (``with Client("http://127.0.0.1:8080") as c: ...``), or call
+    :meth:`close`. ``timeout`` bounds each HTTP exchange and is the default wait for
+    :meth:`register`; ``transport`` replaces httpx's (for tests and proxies).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = _base_url(base_url)
+        self.timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": _USER_AGENT},
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: _Call) -> _Reply:
+        request = self._http.build_request(
+            call.method, call.url, headers=dict(call.headers), content=call.content
+        )
+        try:
+            response = self._http.send(request, stream=True)
+            try:
+                body = _Body(response)
+                for chunk in response.iter_bytes():
+                    body.add(chunk)
+            finally:
+                response.close()
+        except httpx.HTTPError as exc:
+            raise _transport_error(request.url, exc, self.timeout) from None
+        return body.reply()
+
+    def _run(self, flow: _Flow[_T]) -> _T:
+        return _run_sync(flow, self._send)
+
+    def register(self, statement: bytes, *, timeout: float | None = None) -> RegisteredStatement:
+        """Register a signed statement and wait for its receipt.
+
+        Waits at most ``timeout`` seconds (default: the client's), polling the entry while
+        the service answers "pending" and honouring its ``Retry-After``. Raises
+        :class:`RegistrationTimeout` (naming the entry id) when the time is up, and the
+        service's own error (``InvalidInput``, ``VerificationError``, ``TooLarge``,
+        ``RetryLater``) when it refuses the statement.
+        """
+        wait = self.timeout if timeout is None else timeout
+        return self._run(_register(statement, timeout=wait))
+
+    def receipt(self, entry_id: str) -> bytes:
+        """A fresh receipt for the entry (``NotFound`` with code ``entry-pending`` if not yet)."""
+        return self._run(_receipt(_check_entry(entry_id)))
+
+    def statement(self, entry_id: str) -> bytes:
+        """The signed statement as registered (checked to hash to ``entry_id``)."""
+        return self._run(_statement(_check_entry(entry_id)))
+
+    def transparent_statement(self, entry_id: str) -> bytes:
+        """The statement with a fresh receipt (its statement checked against ``entry_id``)."""
+        return self._run(_transparent_statement(_check_entry(entry_id)))
+
+    def service_keys(self) -> bytes:
+        """The service's receipt keys as COSE_KeySet bytes (checked to decode)."""
+        return self._run(_service_keys())
+
+    def configuration(self) -> dict[str, Any]:
+        """``/.well-known/transparency-configuration`` as a dict."""
+        return self._run(_configuration())
+
+    def put_organization(self, name: str, record_json: bytes, *, token: str) -> Registration:
+        """Onboard or change organization ``name`` with the administrator ``token``.
+
+        ``token`` is sent as a Bearer token and never appears in an error message.
+        """
+        return self._run(_put_organization(name, record_json, token))
+
+    def checkpoint(self) -> bytes:
+        """The log's latest signed checkpoint (verify it with ``sealtrail.log``)."""
+        return self._run(_checkpoint())
+
+
+class AsyncClient:
+    """The same as :class:`Client`, for asyncio: every method is a coroutine.
+
+    Use ``async with AsyncClient(url) as c: ...`` or ``await c.aclose()``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = _base_url(base_url)
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": _USER_AGENT},
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: _Call) -> _Reply:
+        request = self._http.build_request(
+            call.method, call.url, headers=dict(call.headers), content=call.content
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+            try:
+                body = _Body(response)
+                async for chunk in response.aiter_bytes():
+                    body.add(chunk)
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise _transport_error(request.url, exc, self.timeout) from None
+        return body.reply()
+
+    async def _run(self, flow: _Flow[_T]) -> _T:
+        return await _run_async(flow, self._send)
+
+    async def register(
+        self, statement: bytes, *, timeout: float | None = None
+    ) -> RegisteredStatement:
+        """See :meth:`Client.register`."""
+        wait = self.timeout if timeout is None else timeout
+        return await self._run(_register(statement, timeout=wait))
+
+    async def receipt(self, entry_id: str) -> bytes:
+        """See :meth:`Client.receipt`."""
+        return await self._run(_receipt(_check_entry(entry_id)))
+
+    async def statement(self, entry_id: str) -> bytes:
+        """See :meth:`Client.statement`."""
+        return await self._run(_statement(_check_entry(entry_id)))
+
+    async def transparent_statement(self, entry_id: str) -> bytes:
+        """See :meth:`Client.transparent_statement`."""
+        return await self._run(_transparent_statement(_check_entry(entry_id)))
+
+    async def service_keys(self) -> bytes:
+        """See :meth:`Client.service_keys`."""
+        return await self._run(_service_keys())
+
+    async def configuration(self) -> dict[str, Any]:
+        """See :meth:`Client.configuration`."""
+        return await self._run(_configuration())
+
+    async def put_organization(self, name: str, record_json: bytes, *, token: str) -> Registration:
+        """See :meth:`Client.put_organization`."""
+        return await self._run(_put_organization(name, record_json, token))
+
+    async def checkpoint(self) -> bytes:
+        """See :meth:`Client.checkpoint`."""
+        return await self._run(_checkpoint())
