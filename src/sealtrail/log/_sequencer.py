@@ -244,7 +244,10 @@ class Sequencer:
                     inflight = None
                 continue
             if inflight is None:
-                await self._wakeup.wait()
+                # close() may have set the wakeup while a batch was in flight, and the wait
+                # above cleared it: check before sleeping, or the last close would hang.
+                if not self._closing:
+                    await self._wakeup.wait()
                 if not self._queue:
                     if self._closing:
                         return

@@ -105,3 +105,25 @@ def test_partial_tiles_continue_across_the_pipeline(signer: CheckpointSigner) ->
     (full,) = store.read_parts(0, 0)
     assert (full.start, full.count, len(full.interior)) == (0, 256, 254 * 32)
     assert reader_for(store, signer).audit() is not None
+
+
+class SlowLookupStore(MemoryStore):
+    """Preparing a batch takes a while, so that close() arrives in the middle of it."""
+
+    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
+        threading.Event().wait(0.3)
+        return super().lookup_leaves(leaf_hashes)
+
+
+def test_close_during_a_batch_returns_once_it_is_sequenced(signer: CheckpointSigner) -> None:
+    """close() wakes the loop while a batch is prepared; that wakeup must not be lost."""
+
+    async def run() -> int:
+        seq = Sequencer(SlowLookupStore(), signer=signer, config=SequencerConfig(max_delay=0))
+        await seq.start()
+        added = asyncio.ensure_future(seq.add(b"entry"))
+        await asyncio.sleep(0.1)  # the batch is being prepared now
+        await asyncio.wait_for(seq.close(), 10)
+        return await added
+
+    assert asyncio.run(run()) == 0
