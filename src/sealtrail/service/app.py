@@ -18,7 +18,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
 import sealtrail
-from sealtrail.errors import Error, InvalidInput, NotFound, RetryLater, TooLarge, VerificationError
+from sealtrail.errors import (
+    Conflict,
+    Corruption,
+    Error,
+    InvalidInput,
+    NotFound,
+    RetryLater,
+    StorageError,
+    TooLarge,
+    VerificationError,
+)
 from sealtrail.log import LogReader
 from sealtrail.merkle import HASH_SIZE, MerkleError, parse_tile_path
 from sealtrail.scitt import TransparencyService
@@ -34,6 +44,8 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 CHECKPOINT_CACHE = "public, max-age=2"
 OCTETS = "application/octet-stream"
 
+#: HTTP status of each error class, most specific first (the table in ARCHITECTURE.md,
+#: "Errors and what they do"); any other error is a 500.
 _STATUS: list[tuple[type[Error], int]] = [
     (TooLarge, 413),
     (InvalidInput, 400),
@@ -42,7 +54,17 @@ _STATUS: list[tuple[type[Error], int]] = [
     # A statement whose signature, chain or policy check fails is a bad request.
     (VerificationError, 400),
     (RetryLater, 503),
+    (Conflict, 409),
+    # Stored data contradicting the checkpoint is the server's fault, not a passing outage.
+    (Corruption, 500),
+    (StorageError, 503),
 ]
+#: Codes answered with a more precise status than their class's.
+_CODE_STATUS = {"unsupported-media-type": 415}
+#: Codes of the errors the routing layer raises itself, by status.
+_HTTP_CODES = {404: "not-found", 405: "method-not-allowed"}
+#: Problem details are answers about one request: never cached.
+_PROBLEM_HEADERS = {"Cache-Control": "no-store"}
 
 
 class LogInfo(BaseModel):
@@ -93,28 +115,61 @@ def create_app(
 
 
 def _add_problem_handlers(app: FastAPI) -> None:
-    """Every error becomes RFC 9457 problem details with a stable code."""
+    """Every error becomes RFC 9457 problem details with a stable code, never cached."""
 
     @app.exception_handler(Error)
     async def _error(_: Request, exc: Error) -> Response:
-        status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 500)
-        headers = {"Cache-Control": "no-store"}
-        if isinstance(exc, RetryLater):
-            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-        return problem_response(exc, status, headers=headers)
+        return problem_response(exc, _status_of(exc), headers=_headers_for(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
+        # The message names the field and the rule, never the value sent.
         return problem_response(
-            InvalidInput(f"{where}: {first.get('msg', 'invalid request')}"), 400
+            InvalidInput(f"{where}: {first.get('msg', 'invalid request')}"),
+            400,
+            headers=_PROBLEM_HEADERS,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        error = NotFound("no such resource") if exc.status_code == 404 else Error(str(exc.detail))
-        return problem_response(error, exc.status_code)
+        status = exc.status_code
+        if status == 404:
+            error: Error = NotFound("no such resource")
+        else:
+            error = Error(str(exc.detail), code=_HTTP_CODES.get(status, "http-error"))
+        # Starlette's own headers (Allow on a 405) are part of the answer.
+        headers = {**(exc.headers or {}), **_PROBLEM_HEADERS}
+        return problem_response(error, status, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, _exc: Exception) -> Response:
+        # A bug, not a refusal: answered in the same shape, with nothing of the exception
+        # (it may hold request data); the server still logs it with its traceback.
+        return problem_response(
+            Error("the server failed to handle the request", code="internal-error"),
+            500,
+            headers=_PROBLEM_HEADERS,
+        )
+
+
+def _status_of(exc: Error) -> int:
+    """The HTTP status an error is answered with."""
+    status = _CODE_STATUS.get(exc.code)
+    if status is not None:
+        return status
+    return next((s for cls, s in _STATUS if isinstance(exc, cls)), 500)
+
+
+def _headers_for(exc: Error) -> dict[str, str]:
+    headers = dict(_PROBLEM_HEADERS)
+    if isinstance(exc, RetryLater):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if isinstance(exc, Unauthorized):
+        # RFC 9110 section 11.6.1: a 401 names the scheme to authenticate with.
+        headers["WWW-Authenticate"] = 'Bearer realm="sealtrail-admin"'
+    return headers
 
 
 def _add_tlog_tiles_routes(app: FastAPI, reader: LogReader) -> None:
