@@ -244,18 +244,11 @@ class Sequencer:
                     inflight = None
                 continue
             if inflight is None:
-                # close() may have set the wakeup while a batch was in flight, and the wait
-                # above cleared it: check before sleeping, or the last close would hang.
-                if not self._closing:
-                    await self._wakeup.wait()
-                if not self._queue:
-                    if self._closing:
-                        return
-                    self._wakeup.clear()
+                work = await self._next_work()
+                if work is None:
+                    return
+                if not work:
                     continue
-                if self._pending < cfg.max_batch and not self._closing and cfg.max_delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._full.wait(), cfg.max_delay)
             batch = self._cut()
             if self._pending < cfg.max_batch and not self._closing:
                 self._full.clear()
@@ -280,6 +273,26 @@ class Sequencer:
             assert prepared is not None
             task = asyncio.create_task(asyncio.to_thread(self._commit, prepared))
             inflight = _InFlight(batch, flat, prepared, task)
+
+    async def _next_work(self) -> bool | None:
+        """Idle until entries arrive, then let a batch fill for up to ``max_delay``.
+
+        True: entries are queued. False: woken with nothing to do. None: closed and drained.
+        """
+        # close() may have set the wakeup while a batch was in flight, and the wait in _run
+        # cleared it: check before sleeping, or the last close() would hang.
+        if not self._closing:
+            await self._wakeup.wait()
+        if not self._queue:
+            if self._closing:
+                return None
+            self._wakeup.clear()
+            return False
+        cfg = self.config
+        if self._pending < cfg.max_batch and not self._closing and cfg.max_delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), cfg.max_delay)
+        return True
 
     async def _finish(self, inflight: _InFlight) -> bool:
         """Wait for an in-flight commit; answer its waiters. False if it failed."""
