@@ -213,12 +213,8 @@ def test_a_slow_registration_answers_303_then_302_until_the_receipt_is_ready(
     assert r.headers["location"] == f"/entries/{entry}"
     assert int(r.headers["retry-after"]) >= 1
     assert r.headers["cache-control"] == "no-store"
-    # The 303 may come before the statement is stored (see the xfail test below); wait
-    # for the statement so that the pending state, which lasts for max_delay, is seen.
-    deadline = time.monotonic() + POLL_LIMIT
-    while slow_service.client.get(f"/entries/{entry}/statement").status_code == 404:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    # A 303 is sent only once the statement is stored: it can be read at once.
+    assert slow_service.client.get(f"/entries/{entry}/statement").content == data
     seen, final = _poll(slow_service.client, f"/entries/{entry}")
     assert seen[0] == 302
     assert final.status_code == 200, final.text
@@ -250,11 +246,6 @@ class _HeldStatementStore(MemoryStore):
         return super().put_statements(records)
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="POST /entries answers 303 before the statement is stored, so GET of its "
-    "Location answers 404 entry-unknown until the store write lands",
-)
 def test_the_location_of_a_303_is_never_unknown(
     maker: Maker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -266,8 +257,7 @@ def test_the_location_of_a_303_is_never_unknown(
             r = svc.post(data)
             assert r.status_code == 303, r.text
             pending = svc.client.get(r.headers["location"])
-        # Let the registration finish before the service stops (a sequencer closed while
-        # it prepares a batch never returns: reported with this file).
+        # Let the registration finish, then the pending answer is checked.
         deadline = time.monotonic() + POLL_LIMIT
         while svc.client.get(r.headers["location"]).status_code != 200:
             assert time.monotonic() < deadline
@@ -869,31 +859,24 @@ def _resigned(m: Maker, changes: dict[int, object], *, drop: tuple[int, ...] = (
     return sign1(m.issuer.leaf_key, protected=protected, payload=b'{"serial": "A1"}')
 
 
-_ECHO_REASON = "the problem detail quotes a header value of the statement"
-
-
 @pytest.mark.parametrize(
     "make",
     [
         pytest.param(
             lambda m: _resigned(m, {1: MARKER}),
             id="alg",
-            marks=pytest.mark.xfail(raises=AssertionError, reason=_ECHO_REASON),
         ),
         pytest.param(
             lambda m: _resigned(m, {2: [MARKER]}),
             id="crit",
-            marks=pytest.mark.xfail(raises=AssertionError, reason=_ECHO_REASON),
         ),
         pytest.param(
             lambda m: statement(m.issuer, content_type=f"text/{MARKER}"),
             id="content type",
-            marks=pytest.mark.xfail(raises=AssertionError, reason=_ECHO_REASON),
         ),
         pytest.param(
             lambda m: _resigned(m, {258: MARKER, 259: JSON}, drop=(3,)),
             id="payload hash alg",
-            marks=pytest.mark.xfail(raises=AssertionError, reason=_ECHO_REASON),
         ),
     ],
 )
@@ -935,11 +918,6 @@ def test_routing_errors_are_problem_details_too(
         assert r.headers["allow"]
 
 
-@pytest.mark.xfail(
-    raises=VerificationError,
-    reason="a statement with the receipts label 394 in its protected header is registered, "
-    "but its transparent statement then holds 394 in both headers and never verifies",
-)
 def test_a_registered_statement_always_has_a_verifiable_transparent_statement(
     service: Service,
 ) -> None:
@@ -964,8 +942,7 @@ def _leaf_key_changed(m: Maker, old: bytes, new: bytes) -> bytes:
 _P256 = bytes.fromhex("2a8648ce3d030107")  # the OID 1.2.840.10045.3.1.7, DER content
 
 
-#: Requests the service answers with a 500 today (found by test_scrapi_fuzz.py). The fuzz
-#: tests tolerate exactly these (``known_server_error`` there): remove both when fixed.
+#: Requests that once made the service answer 500 (found by test_scrapi_fuzz.py).
 KNOWN_SERVER_ERRORS: list[tuple[str, Callable[[Maker], bytes]]] = [
     ("alg is an array", lambda m: _encode([cbor2.dumps({1: []}), {}, b"", b"\0" * 64])),
     ("alg is a map", lambda m: _encode([cbor2.dumps({1: {}}), {}, b"", b"\0" * 64])),
@@ -981,12 +958,6 @@ KNOWN_SERVER_ERRORS: list[tuple[str, Callable[[Maker], bytes]]] = [
 ]
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="an unhashable alg or crit label (scitt/_cose.py decode_sign1) and a certificate "
-    "whose public key does not load (scitt/_chain.py) escape as TypeError / ValueError / "
-    "UnsupportedAlgorithm: 500 instead of a 400 problem",
-)
 @pytest.mark.parametrize(
     ("name", "make"), KNOWN_SERVER_ERRORS, ids=[k[0] for k in KNOWN_SERVER_ERRORS]
 )
@@ -1001,12 +972,6 @@ def test_malformed_headers_and_certificate_keys_are_400_not_500(
         assert snapshot(store) == before
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="POST /entries calls int() on any all-digit Content-Length: past 4,300 digits "
-    "Python raises ValueError, a 500 (uvicorn refuses such a header first; other servers "
-    "may not)",
-)
 def test_an_absurd_content_length_is_a_client_error(maker: Maker) -> None:
     with running(MemoryStore(), maker, raise_server_exceptions=False) as svc:
         r = svc.client.post(

@@ -9,7 +9,10 @@ chains are walked here with the same rules (validity window, CA constraints, pat
 each signature by its issuer).
 
 Validations are cached by the chain's bytes (and the anchors'), bounded in size, and only
-until the earliest ``notAfter`` in the chain: a chain is checked once, not per statement.
+until the earliest ``notAfter`` in the chain: a chain is checked once, not per statement,
+and so is the leaf's key made into a verifier (:meth:`ChainValidator.signing_key`).
+Revocation is checked on every call, before the cache, against the organization's current
+list.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as InvalidSignatureError
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -30,6 +35,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification as xv
 
 from sealtrail.errors import InvalidInput, VerificationError
+from sealtrail.keys import Verifier, verifier_for
 
 __all__ = ["ChainValidator", "fingerprint", "load_certificates", "load_der"]
 
@@ -37,6 +43,8 @@ __all__ = ["ChainValidator", "fingerprint", "load_certificates", "load_der"]
 MAX_CHAIN_DEPTH = 6
 #: Validated chains remembered.
 CACHE_SIZE = 4096
+#: Distinct anchor sets whose identity is remembered (one per organization in use).
+ANCHOR_SETS = 1024
 
 _DER = Encoding.DER
 _SHA256 = SHA256()
@@ -104,16 +112,30 @@ def _leaf_not_ca(
         raise ValueError("a CA certificate cannot sign statements")
 
 
+@dataclass
+class _Validated:
+    """A validated chain: when the validation holds, its leaf, and the leaf's key as a
+    verifier per algorithm (made once: building an EC verifier checks the point)."""
+
+    since: dt.datetime
+    until: dt.datetime
+    leaf: x509.Certificate
+    keys: dict[str, Verifier] = field(default_factory=dict)
+
+
 class ChainValidator:
     """Validates statement-signing chains; thread-safe, with a bounded cache."""
 
     def __init__(self, *, cache_size: int = CACHE_SIZE) -> None:
-        # key -> (valid from, valid until, leaf certificate) of a validated chain.
-        self._cache: OrderedDict[bytes, tuple[dt.datetime, dt.datetime, x509.Certificate]] = (
-            OrderedDict()
-        )
+        # (chain DER, anchors id) -> a validated chain. Only validated chains are kept, so
+        # the memory held is bounded by the chains of onboarded organizations in use.
+        self._cache: OrderedDict[tuple[tuple[bytes, ...], bytes], _Validated] = OrderedDict()
         self._size = cache_size
         self._lock = threading.Lock()
+        # Anchor sets -> the digest of their fingerprints (a certificate's fingerprint is
+        # recomputed from its DER on every call; an organization's anchors rarely change).
+        self._anchor_ids: dict[tuple[x509.Certificate, ...], bytes] = {}
+        self._anchors_by_object: dict[int, tuple[tuple[x509.Certificate, ...], bytes]] = {}
 
     def validate(
         self,
@@ -128,23 +150,84 @@ class ChainValidator:
         Raises :class:`~sealtrail.errors.VerificationError` with code
         ``chain-invalid``, ``chain-expired``, ``chain-untrusted`` or ``chain-revoked``.
         """
+        return self._validated(chain, anchors, now=now, revoked=revoked).leaf
+
+    def signing_key(
+        self,
+        chain: Sequence[bytes],
+        anchors: Sequence[x509.Certificate],
+        *,
+        alg: str,
+        now: dt.datetime | None = None,
+        revoked: frozenset[str] = frozenset(),
+    ) -> Verifier:
+        """The leaf's key, as a verifier of ``alg``, if ``chain`` leads to an anchor.
+
+        The same checks and errors as :meth:`validate`; a leaf key that cannot verify
+        ``alg`` is ``chain-invalid`` (or :class:`~sealtrail.errors.InvalidInput` when it is a
+        supported key of another algorithm).
+        """
+        valid = self._validated(chain, anchors, now=now, revoked=revoked)
+        key = valid.keys.get(alg)
+        if key is None:
+            try:
+                key = verifier_for(valid.leaf.public_key(), alg)
+            except (ValueError, UnsupportedAlgorithm):
+                raise VerificationError(
+                    "the signing certificate's key is unusable", code="chain-invalid"
+                ) from None
+            valid.keys[alg] = key  # one dict store: safe under concurrent readers
+        return key
+
+    def _anchors_id(self, anchors: Sequence[x509.Certificate]) -> bytes:
+        """A digest naming this set of anchors (their fingerprints, in order)."""
+        immutable = type(anchors) is tuple
+        if immutable:
+            # An organization holds its anchors in a tuple of immutable certificates, the
+            # same object for every statement: known by identity. The entry keeps the
+            # tuple alive, so its id cannot be reused by another object meanwhile.
+            known = self._anchors_by_object.get(id(anchors))
+            if known is not None and known[0] is anchors:
+                return known[1]
+        group = tuple(anchors)
+        found = self._anchor_ids.get(group)
+        if found is not None and not immutable:
+            return found
+        if found is None:
+            found = hashlib.sha256(b"".join(a.fingerprint(_SHA256) for a in group)).digest()
+        with self._lock:
+            if len(self._anchor_ids) >= ANCHOR_SETS:
+                self._anchor_ids.clear()
+                self._anchors_by_object.clear()
+            self._anchor_ids[group] = found
+            if immutable:
+                self._anchors_by_object[id(anchors)] = (group, found)
+        return found
+
+    def _validated(
+        self,
+        chain: Sequence[bytes],
+        anchors: Sequence[x509.Certificate],
+        *,
+        now: dt.datetime | None,
+        revoked: frozenset[str],
+    ) -> _Validated:
         when = now or dt.datetime.now(dt.UTC)
         if not anchors:
             raise _reject("chain-untrusted", "the organization has no trust anchor registered")
-        # Everything up to the cache lookup works on the raw bytes: a cached chain is not
-        # parsed again. A certificate's fingerprint is the SHA-256 of its DER.
-        digests = [hashlib.sha256(c).digest() for c in chain]
-        bad = [d.hex() for d in digests if d.hex() in revoked]
-        if bad:
-            raise _reject("chain-revoked", f"certificate {bad[0][:16]}… has been revoked")
-        key = hashlib.sha256(
-            b"".join(digests) + b"".join(a.fingerprint(_SHA256) for a in anchors)
-        ).digest()
+        if revoked:
+            # A certificate's fingerprint is the SHA-256 of its DER.
+            bad = [f for f in (hashlib.sha256(c).hexdigest() for c in chain) if f in revoked]
+            if bad:
+                raise _reject("chain-revoked", f"certificate {bad[0][:16]}… has been revoked")
+        # Up to the cache lookup everything works on the raw bytes: a chain seen before is
+        # not parsed again.
+        key = (tuple(chain), self._anchors_id(anchors))
         with self._lock:
             hit = self._cache.get(key)
-            if hit is not None and hit[0] <= when <= hit[1]:
+            if hit is not None and hit.since <= when <= hit.until:
                 self._cache.move_to_end(key)
-                return hit[2]
+                return hit
         try:
             certs = [load_der(c) for c in chain]
         except InvalidInput:
@@ -156,17 +239,26 @@ class ChainValidator:
                 raise _reject("chain-not-yet-valid", "a certificate in the chain is not valid yet")
             if when > cert.not_valid_after_utc:
                 raise _reject("chain-expired", "a certificate in the chain has expired")
-        if any(isinstance(c.public_key(), Ed25519PublicKey) for c in [*certs, *anchors]):
+        try:
+            ed25519 = any(isinstance(c.public_key(), Ed25519PublicKey) for c in [*certs, *anchors])
+        except (ValueError, UnsupportedAlgorithm):
+            raise _reject(
+                "chain-invalid", "a certificate in the chain has a public key that cannot be used"
+            ) from None
+        if ed25519:
             _walk(certs, anchors, when)
         else:
             _build(certs, anchors, when)
-        since = max(c.not_valid_before_utc for c in certs)
-        until = min(c.not_valid_after_utc for c in certs)
+        valid = _Validated(
+            since=max(c.not_valid_before_utc for c in certs),
+            until=min(c.not_valid_after_utc for c in certs),
+            leaf=certs[0],
+        )
         with self._lock:
-            self._cache[key] = (since, until, certs[0])
+            self._cache[key] = valid
             while len(self._cache) > self._size:
                 self._cache.popitem(last=False)
-        return certs[0]
+        return valid
 
 
 def _build(
@@ -183,10 +275,15 @@ def _build(
     )
     try:
         verifier.verify(certs[0], certs[1:])
-    except xv.VerificationError as exc:
+    except xv.VerificationError:
+        # The library's reason quotes certificate names: not echoed to the submitter.
         raise _reject(
-            "chain-untrusted", f"the chain does not lead to a trust anchor: {exc}"
+            "chain-untrusted",
+            "the chain does not lead to a trust anchor of the issuer's organization "
+            "under the signing-certificate rules (docs/scitt.md)",
         ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise _reject("chain-invalid", "a certificate in the chain cannot be used") from None
 
 
 def _walk(
@@ -227,7 +324,7 @@ def _issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignatureError):
+    except (ValueError, TypeError, InvalidSignatureError, UnsupportedAlgorithm):
         return False
     return True
 

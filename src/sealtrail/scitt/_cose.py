@@ -167,9 +167,23 @@ def encode_sign1(
     )
 
 
+def _is_label(value: object) -> bool:
+    """RFC 9052 ``label = int / tstr`` (a CBOR boolean is neither)."""
+    return isinstance(value, int | str) and not isinstance(value, bool)
+
+
+def _shown(label: int | str) -> str:
+    """A header value fit for an error message: integers as they are, text never echoed."""
+    if isinstance(label, int) and -(2**31) <= label < 2**31:
+        return str(label)
+    return "(a text or out-of-range label)"
+
+
 def decode_sign1(data: bytes) -> CoseSign1:  # noqa: PLR0912 (one branch per RFC 9052 rule)
     """Decode and structurally check a tagged COSE_Sign1 (no signature check yet)."""
-    value = _cbor.loads(data)
+    # The tag's content stays as cbor2 decodes it (a tuple, a frozendict): of its four
+    # parts only the unprotected header is a container, and only it is thawed.
+    value = _cbor.loads(data, thaw=False)
     if not isinstance(value, cbor2.CBORTag) or value.tag != COSE_SIGN1_TAG:
         raise _bad("cose-not-sign1", "not a tagged COSE_Sign1 (CBOR tag 18)")
     parts = value.value
@@ -181,28 +195,37 @@ def decode_sign1(data: bytes) -> CoseSign1:  # noqa: PLR0912 (one branch per RFC
     protected = _cbor.loads(protected_bytes) if protected_bytes else {}
     if not isinstance(protected, dict):
         raise _bad("cose-bad-header", "the protected header must hold a map")
-    if not isinstance(unprotected, dict):
+    if not isinstance(unprotected, Mapping):
         raise _bad("cose-bad-header", "the unprotected header must be a map")
+    unprotected = _cbor.thaw(unprotected) if unprotected else {}
     if payload is not None and not isinstance(payload, bytes):
         raise _bad("cose-bad-payload", "the payload must be a byte string or nil")
     if not isinstance(signature, bytes):
         raise _bad("cose-bad-signature-field", "the signature must be a byte string")
-    if Header.ALG in unprotected:
-        raise _bad("cose-unprotected-alg", "alg must be in the protected header, not unprotected")
-    if set(protected) & set(unprotected):
-        raise _bad("cose-bad-header", "a header label appears both protected and unprotected")
-    alg = protected.get(Header.ALG)
-    if alg is None:
+    if unprotected:
+        if Header.ALG in unprotected:
+            raise _bad(
+                "cose-unprotected-alg", "alg must be in the protected header, not unprotected"
+            )
+        if not protected.keys().isdisjoint(unprotected):
+            raise _bad("cose-bad-header", "a header label appears both protected and unprotected")
+    if Header.ALG not in protected:
         raise _bad("cose-missing-alg", "the protected header has no alg")
+    alg = protected[Header.ALG]
+    if not _is_label(alg):
+        raise _bad("cose-bad-header", "alg must be an integer or a text string")
     if alg not in NAME_BY_ALG:
-        raise _bad("cose-unknown-alg", f"unsupported COSE algorithm {alg!r}")
-    crit = protected.get(Header.CRIT)
-    if crit is not None:
-        if not isinstance(crit, list) or not crit:
-            raise _bad("cose-bad-header", "crit must be a non-empty array")
-        unknown = [label for label in crit if label not in UNDERSTOOD]
+        raise _bad("cose-unknown-alg", f"unsupported COSE algorithm {_shown(alg)}")
+    if Header.CRIT in protected:
+        crit = protected[Header.CRIT]
+        if not isinstance(crit, list) or not crit or not all(_is_label(c) for c in crit):
+            raise _bad("cose-bad-header", "crit must be a non-empty array of header labels")
+        unknown = [_shown(label) for label in crit if label not in UNDERSTOOD]
         if unknown:
-            raise _bad("cose-unknown-critical", f"critical header labels not understood: {unknown}")
+            raise _bad(
+                "cose-unknown-critical",
+                f"critical header labels not understood: {', '.join(unknown)}",
+            )
     expected = SIGNATURE_SIZE[NAME_BY_ALG[alg]]
     if len(signature) != expected:
         raise InvalidSignature(

@@ -53,7 +53,7 @@ class Policy:
         if content_type not in self.content_types:
             raise _policy(
                 "policy-content-type",
-                f"content type {content_type!r} is not allowed for this issuer",
+                "the content type is not allowed for this issuer",
             )
         if not any(fnmatch.fnmatchcase(subject, p) for p in self.subjects):
             raise _policy("policy-subject", "the subject is not allowed for this issuer")

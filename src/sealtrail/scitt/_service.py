@@ -10,9 +10,16 @@ Life of a registration (``TransparencyService.register``):
    concurrent registrations into one transaction. *If we crash after this, recovery
    re-appends every stored statement above the sequenced watermark; appending a leaf twice
    returns its first index, so nothing is lost and nothing gets two indexes.*
-3. **Append**: its leaf entry, SHA-256 of the statement, goes to the sequencer, whose
-   future resolves once a checkpoint covering it is durable.
-4. **Receipt**: on request, against the latest checkpoint (refreshable at any time).
+3. **Append**: its leaf entry, SHA-256 of the statement, goes to the sequencer with the
+   rest of its group (one submission), whose futures resolve once a checkpoint covering
+   them is durable.
+4. **Receipt**: on request, against the latest checkpoint (refreshable at any time); for a
+   registration that has just completed, :meth:`TransparencyService.receipt_for` builds it
+   from the known index without a lookup.
+
+The check runs on the event loop, signature included: handing ECDSA checks to a thread
+would let ``cryptography`` verify without the GIL, but under load the thread then waits a
+whole switch interval to take the GIL back after each one, and throughput drops.
 """
 
 from __future__ import annotations
@@ -22,15 +29,20 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import UnsupportedAlgorithm
-
-from sealtrail.errors import Error, InvalidInput, NotFound, StorageError, VerificationError
-from sealtrail.keys import Signer, Verifier, verifier_for
-from sealtrail.log import LogReader, Sequencer
+from sealtrail.errors import (
+    Corruption,
+    Error,
+    InvalidInput,
+    NotFound,
+    StorageError,
+    VerificationError,
+)
+from sealtrail.keys import Signer, Verifier
+from sealtrail.log import LogReader, Sequencer, SignedCheckpoint
 from sealtrail.merkle import leaf_hash
 from sealtrail.storage import StatementRecord, StatementStore
 
@@ -41,7 +53,7 @@ from ._receipt import ReceiptSigner, add_receipts
 from ._registry import ORG_RECORD_TYPE, Organization, Registry, parse_org_record
 from ._statement import MAX_STATEMENT_SIZE, SignedStatement, parse_statement
 
-__all__ = ["Registration", "TransparencyService"]
+__all__ = ["Registration", "Submission", "TransparencyService"]
 
 log = logging.getLogger("sealtrail.scitt")
 
@@ -49,6 +61,28 @@ log = logging.getLogger("sealtrail.scitt")
 STORE_BATCH = 4096
 #: Statements re-appended per step during recovery.
 RECOVERY_STEP = 4096
+#: Seconds :meth:`TransparencyService.close` waits for stored statements' leaves.
+CLOSE_WAIT = 10.0
+#: Seconds between writes of the sequenced watermark while registrations flow.
+WATERMARK_EVERY = 1.0
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A registration under way.
+
+    ``stored`` resolves once the statement is durable in the statement store: from then
+    on it will be in the log even if the process dies (recovery appends it), so the entry
+    may be announced (SCRAPI's 303). ``index`` resolves to its index once a checkpoint
+    covering it is durable. Either fails with an :class:`~sealtrail.errors.Error`.
+    """
+
+    stored: asyncio.Future[None]
+    index: asyncio.Future[int]
+
+    def cancel(self) -> None:
+        self.stored.cancel()
+        self.index.cancel()
 
 
 @dataclass(frozen=True)
@@ -59,55 +93,155 @@ class Registration:
     index: int
 
 
-class _StatementWriter:
-    """Groups concurrent statement writes into one store transaction each."""
+def _as_error(exc: BaseException, what: str) -> Error:
+    return exc if isinstance(exc, Error) else StorageError(f"{what} failed: {type(exc).__name__}")
 
-    def __init__(self, store: StatementStore) -> None:
+
+class _Registrar:
+    """Stores statements a group at a time, then appends each group's leaves together.
+
+    Registrations that arrive while a group is being written form the next group: one
+    store transaction and one sequencer submission per group, and one thread hop, rather
+    than one of each per statement. A group's leaves are submitted only once its
+    statements are committed (the order the module docstring relies on).
+    """
+
+    def __init__(
+        self,
+        store: StatementStore,
+        sequencer: Sequencer,
+        on_sequenced: Callable[[Sequence[int]], None],
+        watermark: Callable[[], int],
+    ) -> None:
         self.store = store
-        self._queue: list[tuple[StatementRecord, asyncio.Future[int]]] = []
+        self.sequencer = sequencer
+        self._on_sequenced = on_sequenced
+        self._watermark = watermark
+        self._written_watermark = -1
+        self._watermark_at = 0.0
+        self._queue: list[tuple[StatementRecord, Submission]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._appending: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="sealtrail-statement-writer")
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="sealtrail-registrar")
 
     async def close(self) -> None:
+        """Stop taking groups; wait (bounded) for the leaves of stored groups."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for _, future in self._queue:
-            if not future.done():
-                future.cancel()
+        for _, submission in self._queue:
+            submission.cancel()
+        self._queue = []
+        if self._appending:
+            _, late = await asyncio.wait(self._appending, timeout=CLOSE_WAIT)
+            for task in late:
+                task.cancel()
 
-    def put(self, record: StatementRecord) -> asyncio.Future[int]:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((record, future))
+    def put(self, record: StatementRecord) -> Submission:
+        """Queue a checked statement: see :class:`Submission` for what resolves when."""
+        loop = asyncio.get_running_loop()
+        submission = Submission(stored=loop.create_future(), index=loop.create_future())
+        # Most callers await only the index; a store failure is reported there too.
+        submission.stored.add_done_callback(_seen)
+        self._queue.append((record, submission))
         self._wakeup.set()
-        return future
+        self.start()
+        return submission
+
+    def _store(self, records: list[StatementRecord], watermark: int | None) -> list[int]:
+        """One transaction for the group (a worker thread); the watermark rides along."""
+        seqs = self.store.put_statements(records)
+        if watermark is not None:
+            self.store.write_sequenced(watermark)
+        return seqs
+
+    def _due_watermark(self) -> int | None:
+        """The sequenced watermark, when it moved and was last written a while ago.
+
+        Persisting it bounds the work of recovery after a crash to the statements of the
+        last :data:`WATERMARK_EVERY` seconds (and any a failed batch left behind).
+        """
+        now = time.monotonic()
+        current = self._watermark()
+        if current == self._written_watermark or now - self._watermark_at < WATERMARK_EVERY:
+            return None
+        self._written_watermark, self._watermark_at = current, now
+        return current
 
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            # A group is never larger than one sequencer batch: it is submitted all or none,
+            # and so always fits an empty queue.
+            limit = min(STORE_BATCH, self.sequencer.config.max_batch)
             while self._queue:
-                batch, self._queue = self._queue[:STORE_BATCH], self._queue[STORE_BATCH:]
+                group = self._queue[:limit]
+                self._queue = self._queue[limit:]
+                records = [record for record, _ in group]
                 try:
-                    seqs = await asyncio.to_thread(self.store.put_statements, [r for r, _ in batch])
+                    seqs = await asyncio.to_thread(self._store, records, self._due_watermark())
                 except Exception as exc:
-                    error = (
-                        exc
-                        if isinstance(exc, Error)
-                        else StorageError(f"statement store failed: {type(exc).__name__}")
-                    )
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
+                    error = _as_error(exc, "statement store")
+                    _fail([s.stored for _, s in group], error)
+                    _fail([s.index for _, s in group], error, logged=False)
                     continue
-                for (_, future), seq in zip(batch, seqs, strict=True):
-                    if not future.done():
-                        future.set_result(seq)
+                # Durable in the statement store from here (see the module docstring).
+                for _, submission in group:
+                    if not submission.stored.done():
+                        submission.stored.set_result(None)
+                try:
+                    submitted = self.sequencer.submit_many([r.entry_id for r in records])
+                except Exception as exc:
+                    # Stored, not appended: recovery appends it at the next start, and a
+                    # retried registration of the same statement appends it now.
+                    _fail([s.index for _, s in group], _as_error(exc, "sequencing"))
+                    continue
+                task = asyncio.create_task(self._answer(group, seqs, submitted))
+                self._appending.add(task)
+                task.add_done_callback(self._appending.discard)
+
+    async def _answer(
+        self,
+        group: list[tuple[StatementRecord, Submission]],
+        seqs: list[int],
+        submitted: list[asyncio.Future[list[int]]],
+    ) -> None:
+        results = await asyncio.gather(*submitted, return_exceptions=True)
+        pos = 0
+        for result in results:
+            if isinstance(result, BaseException):
+                # This part of the group is stored but not appended: start-up recovery
+                # appends it (the watermark stays below it); its registrants may retry.
+                step = self.sequencer.config.max_batch
+                part = group[pos : pos + step]
+                _fail([s.index for _, s in part], _as_error(result, "sequencing"))
+                pos += step
+                continue
+            self._on_sequenced(seqs[pos : pos + len(result)])
+            for (_, submission), index in zip(group[pos : pos + len(result)], result, strict=True):
+                if not submission.index.done():
+                    submission.index.set_result(index)
+            pos += len(result)
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _fail(futures: Sequence[asyncio.Future[Any]], error: Error, *, logged: bool = True) -> None:
+    if logged:
+        log.warning("registration of %d statements failed: %s", len(futures), error.code)
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
 
 
 class TransparencyService:
@@ -136,7 +270,9 @@ class TransparencyService:
         current = signer.verifier()
         self.keys: dict[bytes, Verifier] = {key_id(v): v for v in retired}
         self.keys[key_id(current)] = current
-        self._writer = _StatementWriter(store)
+        self._registrar = _Registrar(
+            store, sequencer, self._mark_sequenced, lambda: self._sequenced
+        )
         self._done: set[int] = set()
         self._sequenced = 0
         # Organization changes one at a time: check, log and apply must not interleave, or
@@ -154,12 +290,12 @@ class TransparencyService:
                 continue  # only the service's own records count
             self._verify_service_signature(statement)
             self.registry.apply(parse_org_record(statement.payload))
-        self._writer.start()
+        self._registrar.start()
         self._sequenced = await asyncio.to_thread(self.store.read_sequenced)
         await self._recover()
 
     async def close(self) -> None:
-        await self._writer.close()
+        await self._registrar.close()
         with contextlib.suppress(Error):
             await asyncio.to_thread(self.store.write_sequenced, self._sequenced)
 
@@ -182,6 +318,14 @@ class TransparencyService:
         self, data: bytes, *, now: float | None = None
     ) -> tuple[SignedStatement, Organization]:
         """Every registration check, no side effects. Raises an :class:`Error` with a code."""
+        statement, org, verifier = self._screen(data, now=now)
+        statement.message.verify(verifier)
+        return statement, org
+
+    def _screen(
+        self, data: bytes, *, now: float | None
+    ) -> tuple[SignedStatement, Organization, Verifier]:
+        """Every check but the signature's: profile, issuer, policy, and the key to use."""
         statement = parse_statement(data, max_size=self.max_statement_size)
         org = self.registry.for_issuer(statement.issuer)
         content_type = str(statement.content_type)
@@ -191,24 +335,16 @@ class TransparencyService:
             alg=statement.alg,
             size=len(data),
         )
-        verifier = self._issuer_key(statement, org, now=now)
-        statement.message.verify(verifier)
-        return statement, org
+        return statement, org, self._issuer_key(statement, org, now=now)
 
     def _issuer_key(
         self, statement: SignedStatement, org: Organization, *, now: float | None
     ) -> Verifier:
         if statement.x5chain:
             when = dt.datetime.fromtimestamp(now if now is not None else time.time(), dt.UTC)
-            leaf = self.validator.validate(
-                statement.x5chain, org.anchors, now=when, revoked=org.revoked
+            chain_key = self.validator.signing_key(
+                statement.x5chain, org.anchors, alg=statement.alg, now=when, revoked=org.revoked
             )
-            try:
-                chain_key = verifier_for(leaf.public_key(), statement.alg)
-            except (ValueError, UnsupportedAlgorithm):
-                raise VerificationError(
-                    "the signing certificate's key is unusable", code="chain-invalid"
-                ) from None
             if statement.kid is not None and statement.kid != key_id(chain_key):
                 raise VerificationError(
                     "kid does not name the x5chain's key", code="statement-bad-kid"
@@ -232,25 +368,32 @@ class TransparencyService:
         return await self.register_checked(statement)
 
     async def register_checked(self, statement: SignedStatement) -> Registration:
-        record = StatementRecord(
-            entry_id=statement.leaf_entry,
-            body=statement.encoded,
-            issuer=statement.issuer,
-            subject=statement.subject,
-            content_type=str(statement.content_type),
-            registered_at=int(time.time()),
-        )
-        seq = await self._writer.put(record)
-        # Durable in the statement store from here (see the module docstring).
-        index = await self.sequencer.add(statement.leaf_entry)
-        self._mark_sequenced(seq)
+        """Store and append a statement that passed :meth:`check`; returns once durable."""
+        index = await self.submit_checked(statement).index
         return Registration(statement.entry_id, index)
 
-    def _mark_sequenced(self, seq: int) -> None:
-        self._done.add(seq)
-        while self._sequenced + 1 in self._done:
+    def submit_checked(self, statement: SignedStatement) -> Submission:
+        """Queue a statement that passed :meth:`check` to be stored and appended.
+
+        Registration carries on whether or not anyone still waits on its futures.
+        """
+        return self._registrar.put(
+            StatementRecord(
+                entry_id=statement.leaf_entry,
+                body=statement.encoded,
+                issuer=statement.issuer,
+                subject=statement.subject,
+                content_type=str(statement.content_type),
+                registered_at=int(time.time()),
+            )
+        )
+
+    def _mark_sequenced(self, seqs: Sequence[int]) -> None:
+        done = self._done
+        done.update(s for s in seqs if s > self._sequenced)
+        while self._sequenced + 1 in done:
             self._sequenced += 1
-            self._done.discard(self._sequenced)
+            done.discard(self._sequenced)
 
     # -- organizations (admin) ----------------------------------------------------------------
 
@@ -327,6 +470,31 @@ class TransparencyService:
         except NotFound:
             raise NotFound("the entry is not in the log yet", code="entry-pending") from None
         proof = self.reader.inclusion_proof(index, size=checkpoint.size)
+        return self.receipts.receipt(
+            tree_size=checkpoint.size, leaf_index=index, path=proof.hashes, root=checkpoint.root
+        )
+
+    def receipt_for(self, registration: Registration) -> bytes:
+        """A receipt for a registration that has completed, without looking it up.
+
+        The same receipt as :meth:`receipt` gives, against the sequencer's latest committed
+        checkpoint (held in memory; it covers the entry once the registration returned).
+        Its index is known, so only the proof's tiles are read, and those are shared by
+        every registration of a batch: cheap enough for the event loop.
+        """
+        latest = self.sequencer.latest
+        if latest is None or latest.size <= registration.index:
+            latest = self.reader.checkpoint()
+        return self._receipt_at(latest, bytes.fromhex(registration.entry_id), registration.index)
+
+    def _receipt_at(
+        self, checkpoint: SignedCheckpoint | None, leaf_entry: bytes, index: int
+    ) -> bytes:
+        if checkpoint is None or index >= checkpoint.size:
+            raise NotFound("the entry is not in the log yet", code="entry-pending")
+        proof = self.reader.inclusion_proof(index, size=checkpoint.size)
+        if proof.leaf_hash != leaf_hash(leaf_entry):
+            raise Corruption(f"the log's entry {index} is not the statement registered there")
         return self.receipts.receipt(
             tree_size=checkpoint.size, leaf_index=index, path=proof.hashes, root=checkpoint.root
         )

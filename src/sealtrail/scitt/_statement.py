@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sealtrail.errors import InvalidInput, TooLarge
@@ -74,13 +75,13 @@ class SignedStatement:
     def encoded(self) -> bytes:
         return self.message.encoded
 
-    @property
+    @cached_property
     def entry_id(self) -> str:
-        return entry_id(self.message.encoded)
+        return self.leaf_entry.hex()
 
-    @property
+    @cached_property
     def leaf_entry(self) -> bytes:
-        """What the log holds for this statement: SHA-256 of its bytes."""
+        """What the log holds for this statement: SHA-256 of its bytes (hashed once)."""
         return hashlib.sha256(self.message.encoded).digest()
 
     @property
@@ -141,6 +142,18 @@ def parse_statement(data: bytes, *, max_size: int = MAX_STATEMENT_SIZE) -> Signe
     return _profile(message)
 
 
+def _no_foreign_headers(protected: Mapping[int | str, Any]) -> None:
+    """No receipt headers in a statement, and no header present with a null value."""
+    for label in (Header.RECEIPTS, Header.VDS, Header.VDP):
+        if label in protected:
+            raise _bad(
+                "statement-bad-header",
+                f"header {int(label)} belongs to receipts, not to a signed statement",
+            )
+    if any(value is None for value in protected.values()):
+        raise _bad("statement-bad-header", "a header value may not be null")
+
+
 def _profile(message: CoseSign1) -> SignedStatement:
     protected: Mapping[int | str, Any] = message.protected
     claims = protected.get(Header.CWT_CLAIMS)
@@ -151,6 +164,7 @@ def _profile(message: CoseSign1) -> SignedStatement:
     iat = claims.get(6)
     if iat is not None and (not isinstance(iat, int) or iat < 0):
         raise _bad("statement-bad-claims", "the iat claim must be a non-negative integer")
+    _no_foreign_headers(protected)
     hash_alg = protected.get(Header.PAYLOAD_HASH_ALG)
     # With a hash envelope the content type is the preimage's (259), and 3 must be absent.
     if hash_alg is not None and Header.CONTENT_TYPE in protected:
@@ -171,7 +185,10 @@ def _profile(message: CoseSign1) -> SignedStatement:
     if hash_alg is not None:
         size = HASH_ENVELOPE_ALGS.get(hash_alg) if isinstance(hash_alg, int) else None
         if size is None:
-            raise _bad("statement-bad-hash-envelope", f"unsupported payload hash alg {hash_alg!r}")
+            raise _bad(
+                "statement-bad-hash-envelope",
+                "unsupported payload hash alg (use -16 SHA-256, -43 SHA-384 or -44 SHA-512)",
+            )
         if message.payload is None or len(message.payload) != size:
             raise _bad("statement-bad-hash-envelope", f"the payload must be a {size}-byte digest")
     return SignedStatement(

@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from sealtrail.errors import Error, InvalidInput, NotFound, TooLarge
-from sealtrail.scitt import TransparencyService
+from sealtrail.scitt import Registration, TransparencyService
 
 __all__ = ["REGISTER_WAIT", "add_scrapi_routes"]
 
@@ -38,7 +38,9 @@ class Unauthorized(Error):
 async def _body(request: Request, limit: int) -> bytes:
     """The request body, refused (413) as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # Length first: int() of thousands of digits is refused by Python itself.
+    too_long = declared is not None and declared.isdigit() and len(declared) > 18
+    if too_long or (declared is not None and declared.isdigit() and int(declared) > limit):
         raise TooLarge(f"request body over the {limit}-byte limit", code="body-too-large")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -49,11 +51,38 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _settled(future: asyncio.Future[Any], timeout: float) -> bool:
+    """Wait until ``future`` is done or ``timeout`` seconds pass; never cancel it.
+
+    One timer and one callback: lighter than ``asyncio.wait`` on the registration path.
+    """
+    if not future.done():
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        timer = loop.call_later(timeout, wake)
+        future.add_done_callback(wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            future.remove_done_callback(wake)
+    return future.done()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a failure nobody waits for any more as seen (it is logged by the service)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def add_scrapi_routes(
     app: FastAPI, service: TransparencyService, *, admin_token_hash: bytes | None = None
 ) -> None:
-    background: set[asyncio.Task[Any]] = set()
-
     @app.post("/entries", tags=["scrapi"], status_code=201, response_class=Response)
     async def register(request: Request) -> Response:
         """Register a signed statement (``application/cose``)."""
@@ -62,17 +91,21 @@ def add_scrapi_routes(
             raise InvalidInput(f"send the statement as {COSE}", code="unsupported-media-type")
         data = await _body(request, service.max_statement_size)
         statement, _ = service.check(data)
-        task = asyncio.ensure_future(service.register_checked(statement))
-        background.add(task)
-        task.add_done_callback(background.discard)
+        submission = service.submit_checked(statement)
         location = f"/entries/{statement.entry_id}"
-        try:
-            await asyncio.wait_for(asyncio.shield(task), REGISTER_WAIT)
-        except TimeoutError:
+        # Announce the entry (303) only once it is stored: from then on GET of its Location
+        # answers 302 until it is in the log, never 404, even across a crash.
+        pending = submission.index
+        submission.index.add_done_callback(_retrieve)
+        await submission.stored
+        if not await _settled(pending, REGISTER_WAIT):
+            # Registration goes on; the client polls the entry.
             return Response(
                 status_code=303, headers={"Location": location, "Retry-After": "1", **NO_STORE}
             )
-        receipt = await run_in_threadpool(service.receipt, statement.entry_id)
+        # The index is known: the receipt needs no lookup, and the tiles its proof reads
+        # are shared with the rest of its batch (cached), so it is built right here.
+        receipt = service.receipt_for(Registration(statement.entry_id, pending.result()))
         return Response(
             receipt, status_code=201, media_type=COSE, headers={"Location": location, **NO_STORE}
         )

@@ -289,3 +289,24 @@ def test_sign1_headers_are_protected(issuer: Issuer) -> None:
     tag = cbor2.loads(data)
     assert cbor2.loads(tag.value[0])[1] == -7
     assert tag.value[1] == {}
+
+
+async def test_the_sequenced_watermark_is_persisted_while_registrations_flow(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recovery after a crash starts near the end, not from the first statement ever."""
+    from sealtrail.scitt import _service
+
+    monkeypatch.setattr(_service, "WATERMARK_EVERY", 0.0)
+    for n in range(4):
+        await running.service.register(good(running.issuer, subject=f"urn:maker:device:{n}"))
+    # Written with the next group's statements: the org record and three of the four.
+    assert running.store.read_sequenced() >= 4
+
+
+async def test_a_submission_is_stored_before_it_is_announced(running: Running) -> None:
+    submission = running.service.submit_checked(running.service.check(good(running.issuer))[0])
+    await submission.stored
+    stored = running.store.statements_since(0, limit=100)
+    assert len(stored) == 2  # the organization record and this statement
+    assert await submission.index == 1

@@ -1,0 +1,663 @@
+"""Benchmark of SCITT registration: signed statements in, receipts out, on SQLite.
+
+Run with ``sealtrail bench register [--json|--table]``. Every figure comes from this one
+process run, on fresh stores (``SQLiteStore``, ``synchronous=FULL``) in a temporary
+directory. The statements are realistic: ~2 KB ES256 COSE_Sign1 statements with distinct
+JSON payloads, signed by a leaf certificate whose x5chain (leaf + intermediate) leads to the
+organization's root CA, registered as its anchor through the service's own
+``put_organization``.
+
+Figures (name -> number):
+  ceiling_verifications_per_s      decode (cbor2) + ES256 check (cryptography) of the same
+                                   statements, one thread: the floor cost of any registration
+  registrations_per_s_inprocess    TransparencyService.register from many concurrent asyncio
+                                   tasks, each awaiting its durable checkpoint (no HTTP)
+  inprocess_fraction_of_ceiling    the ratio of the two above
+  registrations_per_s_http         POST /entries to a real server (uvicorn, another process)
+                                   from concurrent keep-alive connections on 127.0.0.1
+  http_p50_ms, http_p99_ms         latency from sending the POST to holding the receipt
+                                   (a 303 is followed by polling, and counted in full)
+
+The server is this file run as a script (``python bench/register.py serve ...``), so it
+shares no interpreter, GIL or event loop with the load generator. The load generator is a
+minimal HTTP/1.1 keep-alive client written here: a general-purpose client would spend more
+of the two cores than the server it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import gc
+import hashlib
+import importlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.x509.oid import NameOID
+
+from sealtrail.keys import EcdsaSigner, Ed25519Signer
+from sealtrail.log import CheckpointSigner, Sequencer
+from sealtrail.scitt import TransparencyService, sign_statement
+from sealtrail.storage import SQLiteStore
+
+Report = Callable[[str, int, int], None]
+
+ISSUER = "https://maker.bench.sealtrail.localhost/signing"
+SERVICE = "https://ts.bench.sealtrail.localhost"
+ORIGIN = "ts.bench.sealtrail.localhost/log"
+CONTENT_TYPE = "application/json"
+#: Target size of one signed statement, bytes (the payload is padded to reach it).
+STATEMENT_SIZE = 2048
+#: Concurrent registrations in the in-process figure.
+TASKS = 1024
+#: Concurrent keep-alive connections of the HTTP load generator.
+CONNECTIONS = 64
+#: Statements registered over HTTP before timing starts (connections, first-call costs).
+WARMUP = 256
+#: Longest the HTTP figure may run, seconds; what completed by then is what is reported.
+HTTP_TIME_LIMIT = 120.0
+#: Passes over the statements for the ceiling figure (its median is reported).
+CEILING_PASSES = 3
+#: Pause between polls of an entry after a 303, seconds.
+POLL_INTERVAL = 0.02
+SERVER_START_TIMEOUT = 60.0
+
+
+# -- certificates and statements ---------------------------------------------------------------
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool,
+    path_length: int | None = None,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    issuer_name, issuer_key = issuer if issuer is not None else (_name(subject), key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@dataclass(frozen=True)
+class Pki:
+    """An organization's root CA (its registered anchor), an intermediate and a signing leaf."""
+
+    root: x509.Certificate
+    chain: tuple[bytes, ...]  # x5chain, DER, leaf first
+    leaf_key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def make(cls) -> Pki:
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        root = _cert("Bench Maker Root CA", root_key, None, ca=True, path_length=1)
+        inter_key = ec.generate_private_key(ec.SECP256R1())
+        inter = _cert(
+            "Bench Maker Signing CA", inter_key, (root.subject, root_key), ca=True, path_length=0
+        )
+        leaf_key = ec.generate_private_key(ec.SECP256R1())
+        leaf = _cert("Bench Maker Signer", leaf_key, (inter.subject, inter_key), ca=False)
+        der = serialization.Encoding.DER
+        return cls(root, (leaf.public_bytes(der), inter.public_bytes(der)), leaf_key)
+
+    def org_record(self) -> bytes:
+        return json.dumps(
+            {
+                "org": "bench-maker",
+                "version": 1,
+                "roles": ["device-maker"],
+                "issuers": [ISSUER],
+                "anchors": [self.root.public_bytes(serialization.Encoding.PEM).decode()],
+                "policy": {
+                    "content_types": [CONTENT_TYPE],
+                    "subjects": ["urn:bench:*"],
+                    "algorithms": ["ES256"],
+                    "max_size": 65536,
+                },
+            }
+        ).encode()
+
+
+def _statements(pki: Pki, count: int, seed: int, report: Report) -> list[bytes]:
+    """``count`` distinct signed statements of about :data:`STATEMENT_SIZE` bytes."""
+    signer = EcdsaSigner(pki.leaf_key)
+    # The envelope around the payload is the same size for every statement of one run.
+    probe = sign_statement(
+        signer,
+        issuer=ISSUER,
+        subject="urn:bench:device:0",
+        content_type=CONTENT_TYPE,
+        payload=b"",
+        x5chain=pki.chain,
+    )
+    out: list[bytes] = []
+    for i in range(count):
+        doc = {"device": f"urn:bench:device:{seed}-{i}", "event": "assembled", "seq": i}
+        head = json.dumps(doc).encode()
+        fill = max(0, STATEMENT_SIZE - len(probe) - len(head) - 16)
+        doc["notes"] = hashlib.shake_256(f"{seed}/{i}".encode()).hexdigest(fill // 2)
+        out.append(
+            sign_statement(
+                signer,
+                issuer=ISSUER,
+                subject=f"urn:bench:device:{seed}-{i}",
+                content_type=CONTENT_TYPE,
+                payload=json.dumps(doc).encode(),
+                x5chain=pki.chain,
+            )
+        )
+        if i % 1000 == 999 or i == count - 1:
+            report("statements signed", i + 1, count)
+    return out
+
+
+# -- the ceiling ---------------------------------------------------------------------------------
+
+
+def _ceiling(statements: Sequence[bytes], key: ec.EllipticCurvePublicKey) -> float:
+    """Seconds to decode and check every statement's ES256 signature, one thread.
+
+    The floor of any registration: cbor2 decodes the message and its protected header,
+    the ``Sig_structure`` is encoded, and cryptography checks the signature with the
+    leaf's key (loaded once, as a validated chain's key is). Nothing else.
+    """
+    algorithm = ec.ECDSA(hashes.SHA256())
+    gc.collect()
+    start = time.perf_counter()
+    for data in statements:
+        protected, _unprotected, payload, signature = cbor2.loads(data).value
+        cbor2.loads(protected)
+        tbs = cbor2.dumps(["Signature1", protected, b"", payload])
+        r = int.from_bytes(signature[:32], "big")
+        s = int.from_bytes(signature[32:], "big")
+        key.verify(encode_dss_signature(r, s), tbs, algorithm)
+    return time.perf_counter() - start
+
+
+def _median_ceiling(
+    statements: Sequence[bytes], key: ec.EllipticCurvePublicKey, report: Report
+) -> float:
+    """The median of :data:`CEILING_PASSES` passes (a shared machine's speed drifts)."""
+    passes = []
+    for done in range(CEILING_PASSES):
+        report(
+            "ceiling (decode + verify)", done * len(statements), CEILING_PASSES * len(statements)
+        )
+        passes.append(_ceiling(statements, key))
+    return sorted(passes)[len(passes) // 2]
+
+
+# -- in process ----------------------------------------------------------------------------------
+
+
+async def _inprocess(
+    path: Path, pki: Pki, statements: Sequence[bytes], tasks: int, report: Report
+) -> float:
+    store = SQLiteStore(path, synchronous="FULL")
+    checkpoints = CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate())
+    sequencer = Sequencer(store, signer=checkpoints)
+    service = TransparencyService(
+        store=store, sequencer=sequencer, signer=EcdsaSigner.generate(), issuer=SERVICE
+    )
+    await sequencer.start()
+    try:
+        await service.start()
+        try:
+            await service.put_organization(pki.org_record())
+            todo = iter(statements)
+            done = 0
+
+            async def worker() -> None:
+                nonlocal done
+                for data in todo:
+                    await service.register(data)
+                    done += 1
+                    if done % 1000 == 0:
+                        report("in-process registrations", done, len(statements))
+
+            gc.collect()
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(min(tasks, len(statements)))))
+            elapsed = time.perf_counter() - start
+            report("in-process registrations", done, len(statements))
+            return elapsed
+        finally:
+            await service.close()
+    finally:
+        await sequencer.close()
+        store.close()
+
+
+# -- over HTTP -----------------------------------------------------------------------------------
+
+
+class HttpError(Exception):
+    """The server answered something the load generator cannot use."""
+
+
+@dataclass
+class _Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class _Connection:
+    """One HTTP/1.1 keep-alive connection: a request, then its response, in turn."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.host = host
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _Connection:
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes = b"",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> _Response:
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host}"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        if body or method in ("POST", "PUT"):
+            lines.append(f"Content-Length: {len(body)}")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        return await self._response()
+
+    async def _response(self) -> _Response:
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+        parts = status_line.split(" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise HttpError(f"bad status line {status_line!r}")
+        headers: dict[str, str] = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = await self._chunked()
+        else:
+            body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        return _Response(int(parts[1]), headers, body)
+
+    async def _chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                while await self.reader.readuntil(b"\r\n") != b"\r\n":
+                    pass  # trailer fields, unused
+                return b"".join(chunks)
+            chunks.append((await self.reader.readexactly(size + 2))[:-2])
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+@dataclass
+class _HttpRun:
+    latencies: list[float] = field(default_factory=list)
+    created: int = 0
+    see_other: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+
+async def _register_over_http(conn: _Connection, data: bytes, run: _HttpRun) -> None:
+    start = time.perf_counter()
+    response = await conn.request("POST", "/entries", data, [("Content-Type", "application/cose")])
+    if response.status == 303:
+        run.see_other += 1
+        location = response.headers.get("location", "")
+        while response.status in (302, 303):
+            await asyncio.sleep(POLL_INTERVAL)
+            response = await conn.request("GET", location)
+    if response.status not in (200, 201) or not response.body:
+        run.error(f"http-{response.status}")
+        return
+    run.latencies.append(time.perf_counter() - start)
+    run.created += 1
+
+
+async def _load(
+    port: int,
+    statements: Sequence[bytes],
+    connections: int,
+    time_limit: float,
+    report: Report,
+    label: str,
+) -> tuple[_HttpRun, float]:
+    run = _HttpRun()
+    todo = iter(statements)
+    conns = [await _Connection.open("127.0.0.1", port) for _ in range(connections)]
+    deadline = time.perf_counter() + time_limit
+
+    async def client(conn: _Connection) -> None:
+        for data in todo:
+            if time.perf_counter() > deadline:
+                run.error("time-limit")
+                return
+            try:
+                await _register_over_http(conn, data, run)
+            except (OSError, asyncio.IncompleteReadError, HttpError) as exc:
+                run.error(type(exc).__name__)
+                return
+            done = run.created + sum(run.errors.values())
+            if done % 1000 == 0:
+                report(label, done, len(statements))
+
+    gc.collect()
+    start = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in conns))
+    elapsed = time.perf_counter() - start
+    for conn in conns:
+        await conn.close()
+    return run, elapsed
+
+
+@dataclass
+class _Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    settings: dict[str, Any]
+
+    def stop(self) -> None:
+        """Close its standard input (it then shuts down cleanly); signal it if it lingers."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        for signal_it in (None, self.process.terminate, self.process.kill):
+            if signal_it is not None:
+                signal_it()
+            try:
+                self.process.wait(timeout=30)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def _start_server(path: Path, token: str) -> _Server:
+    token_hash = hashlib.sha256(token.encode()).hexdigest()
+    process = subprocess.Popen(  # this interpreter, this file
+        # -P: bench/ is not put on sys.path, so no file here can shadow a module.
+        [sys.executable, "-P", str(Path(__file__).resolve()), "serve", str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "SEALTRAIL_BENCH_ADMIN_TOKEN_SHA256": token_hash},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()  # the server's one line: its port and settings
+    if not line:
+        process.wait(timeout=SERVER_START_TIMEOUT)
+        raise RuntimeError("the benchmark server did not start")
+    ready = json.loads(line)
+    return _Server(process, int(ready["port"]), ready["settings"])
+
+
+async def _onboard(port: int, token: str, record: bytes) -> None:
+    conn = await _Connection.open("127.0.0.1", port)
+    try:
+        response = await conn.request(
+            "PUT",
+            "/admin/organizations/bench-maker",
+            record,
+            [("Content-Type", "application/json"), ("Authorization", f"Bearer {token}")],
+        )
+    finally:
+        await conn.close()
+    if response.status != 201:
+        raise HttpError(f"onboarding answered {response.status}: {response.body[:200]!r}")
+
+
+def _http(
+    path: Path,
+    pki: Pki,
+    warmup: Sequence[bytes],
+    statements: Sequence[bytes],
+    connections: int,
+    time_limit: float,
+    report: Report,
+) -> tuple[_HttpRun, float, dict[str, Any]]:
+    token = secrets.token_urlsafe(24)
+    server = _start_server(path, token)
+    try:
+
+        async def drive() -> tuple[_HttpRun, float]:
+            await _onboard(server.port, token, pki.org_record())
+            await _load(server.port, warmup, connections, time_limit, _quiet, "warm-up")
+            return await _load(
+                server.port, statements, connections, time_limit, report, "HTTP registrations"
+            )
+
+        with asyncio.Runner(loop_factory=_client_loop()) as runner:
+            run, elapsed = runner.run(drive())
+    finally:
+        server.stop()
+    return (
+        run,
+        elapsed,
+        {**server.settings, "client_loop": "asyncio" if _client_loop() is None else "uvloop"},
+    )
+
+
+# -- the server (a separate process) -------------------------------------------------------------
+
+
+def serve(path: Path) -> None:
+    """Run the full writing service over a fresh SQLite store on 127.0.0.1, port 0.
+
+    Prints one JSON line (the port and server settings) once listening; stops on SIGTERM
+    or when its standard input closes.
+    """
+    import uvicorn
+
+    from sealtrail.service import service_app
+
+    token_hash = bytes.fromhex(os.environ["SEALTRAIL_BENCH_ADMIN_TOKEN_SHA256"])
+    store = SQLiteStore(path, synchronous="FULL")
+    app = service_app(
+        store,
+        checkpoint_signer=CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate()),
+        service_signer=EcdsaSigner.generate(),
+        issuer=SERVICE,
+        admin_token_hash=token_hash,
+    )
+    settings = {"loop": _best("uvloop", "asyncio"), "http": _best("httptools", "h11")}
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        loop=settings["loop"],
+        http=settings["http"],
+        backlog=4096,
+    )
+    server = uvicorn.Server(config)
+
+    def exit_when_stdin_closes() -> None:
+        sys.stdin.buffer.read()
+        server.should_exit = True
+
+    async def main() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                await task
+                return
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        sys.stdout.write(json.dumps({"port": port, "settings": settings}) + "\n")
+        sys.stdout.flush()
+        threading.Thread(target=exit_when_stdin_closes, daemon=True).start()
+        await task
+
+    try:
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(main())
+    finally:
+        store.close()
+
+
+def _client_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop for the load generator when it is installed (it leaves more of
+    the machine to the server), else asyncio's."""
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _best(preferred: str, fallback: str) -> str:
+    try:
+        importlib.import_module(preferred)
+    except ImportError:
+        return fallback
+    return preferred
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def _quiet(_what: str, _done: int, _total: int) -> None:
+    pass
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else float("inf")
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run(
+    *,
+    statements: int = 20_000,
+    tasks: int = TASKS,
+    connections: int = CONNECTIONS,
+    time_limit: float = HTTP_TIME_LIMIT,
+    seed: int = 1,
+    report: Report,
+) -> dict[str, Any]:
+    figures: dict[str, float] = {}
+    pki = Pki.make()
+    data = _statements(pki, statements + WARMUP, seed, report)
+    warmup, data = data[:WARMUP], data[WARMUP:]
+    leaf_key = x509.load_der_x509_certificate(pki.chain[0]).public_key()
+    assert isinstance(leaf_key, ec.EllipticCurvePublicKey)
+
+    figures["ceiling_verifications_per_s"] = _rate(
+        statements, _median_ceiling(data, leaf_key, report)
+    )
+
+    with tempfile.TemporaryDirectory(prefix="sealtrail-bench-") as tmp:
+        root = Path(tmp)
+        elapsed = asyncio.run(_inprocess(root / "inprocess.db", pki, data, tasks, report))
+        figures["registrations_per_s_inprocess"] = _rate(statements, elapsed)
+        figures["inprocess_fraction_of_ceiling"] = round(
+            figures["registrations_per_s_inprocess"] / figures["ceiling_verifications_per_s"], 3
+        )
+
+        http_run, elapsed, server = _http(
+            root / "http.db", pki, warmup, data, connections, time_limit, report
+        )
+        figures["registrations_per_s_http"] = _rate(http_run.created, elapsed)
+        figures["http_p50_ms"] = round(_percentile(http_run.latencies, 0.50) * 1000, 2)
+        figures["http_p99_ms"] = round(_percentile(http_run.latencies, 0.99) * 1000, 2)
+
+    return {
+        "benchmark": "register",
+        "params": {
+            "statements": statements,
+            "statement_size": round(sum(map(len, data)) / len(data)),
+            "x5chain": "leaf + intermediate, ES256, to the organization's root CA anchor",
+            "inprocess_tasks": tasks,
+            "http_connections": connections,
+            "http_warmup_statements": WARMUP,
+            "http_server": {"uvicorn": True, **server},
+            "sqlite_synchronous": "FULL",
+            "seed": seed,
+        },
+        "machine": {"cpus": os.cpu_count()},
+        "figures": figures,
+        "http": {
+            "created": http_run.created - http_run.see_other,
+            "see_other_then_polled": http_run.see_other,
+            "failed": http_run.errors,
+        },
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "serve":
+        serve(Path(sys.argv[2]))
+    else:
+        sys.exit("usage: register.py serve <store path>  (run by `sealtrail bench register`)")
