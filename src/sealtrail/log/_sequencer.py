@@ -183,21 +183,31 @@ class Sequencer:
             out += result
         return out
 
-    def _admit(self, entries: Sequence[bytes]) -> None:
+    def check_admission(self, count: int, size: int) -> None:
+        """Raise :class:`RetryLater` unless ``count`` more entries of ``size`` bytes in all
+        would be accepted now (the sequencer is running and below its queue limits).
+
+        For callers that must do durable work before submitting (the transparency service
+        stores a statement before appending its leaf): ask first, so that back-pressure
+        refuses a request before anything is written rather than after.
+        """
         if self._closing or self._task is None:
             raise RetryLater("the sequencer is not running", retry_after=1.0)
-        longest = max(map(len, entries), default=0)  # one pass in C
-        if longest > MAX_ENTRY_SIZE:
-            raise TooLarge(f"entry of {longest} bytes exceeds the {MAX_ENTRY_SIZE}-byte limit")
-        if self._pending + len(entries) > self.config.max_pending:
+        if self._pending + count > self.config.max_pending:
             raise RetryLater(
                 f"{self._pending} entries are waiting to be sequenced", retry_after=0.5
             )
-        if self._pending_bytes + sum(map(len, entries)) > self.config.max_pending_bytes:
+        if self._pending_bytes + size > self.config.max_pending_bytes:
             raise RetryLater(
                 f"{self._pending_bytes} bytes of entries are waiting to be sequenced",
                 retry_after=0.5,
             )
+
+    def _admit(self, entries: Sequence[bytes]) -> None:
+        longest = max(map(len, entries), default=0)  # one pass in C
+        if longest > MAX_ENTRY_SIZE and not (self._closing or self._task is None):
+            raise TooLarge(f"entry of {longest} bytes exceeds the {MAX_ENTRY_SIZE}-byte limit")
+        self.check_admission(len(entries), sum(map(len, entries)))
 
     def _enqueue(self, entries: list[bytes], *, checked: bool = False) -> asyncio.Future[list[int]]:
         if not checked:

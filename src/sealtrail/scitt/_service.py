@@ -144,7 +144,14 @@ class _Registrar:
                 task.cancel()
 
     def put(self, record: StatementRecord) -> Submission:
-        """Queue a checked statement: see :class:`Submission` for what resolves when."""
+        """Queue a checked statement: see :class:`Submission` for what resolves when.
+
+        Raises :class:`~sealtrail.errors.RetryLater` under back-pressure, before anything
+        is stored: a statement stored but refused by the sequencer would wait for a retry
+        or a restart to reach the log.
+        """
+        queued = len(self._queue) + 1
+        self.sequencer.check_admission(queued, queued * len(record.entry_id))
         loop = asyncio.get_running_loop()
         submission = Submission(stored=loop.create_future(), index=loop.create_future())
         # Most callers await only the index; a store failure is reported there too.

@@ -310,3 +310,19 @@ async def test_a_submission_is_stored_before_it_is_announced(running: Running) -
     stored = running.store.statements_since(0, limit=100)
     assert len(stored) == 2  # the organization record and this statement
     assert await submission.index == 1
+
+
+async def test_back_pressure_refuses_before_anything_is_stored(running: Running) -> None:
+    from sealtrail.errors import RetryLater
+    from sealtrail.log import SequencerConfig
+
+    service = running.service
+    service.sequencer.config = SequencerConfig(max_batch=1, max_pending=1, max_delay=0.001)
+    first = service.submit_checked(service.check(good(running.issuer))[0])
+    refused = service.check(good(running.issuer, subject="urn:maker:device:2"))[0]
+    with pytest.raises(RetryLater):
+        service.submit_checked(refused)
+    await first.index
+    stored = {record.entry_id for _, record in running.store.statements_since(0, limit=100)}
+    assert refused.leaf_entry not in stored
+    assert len(stored) == 2  # the organization record and the first statement
