@@ -57,6 +57,7 @@ from ._payloads import (
     parse_device_manifest,
     parse_firmware_release,
 )
+from ._rules import registration_rules
 from ._strict import MAX_ID_LENGTH, MAX_PAYLOAD_SIZE, MAX_TEXT_LENGTH
 
 __all__ = [
@@ -114,4 +115,5 @@ __all__ = [
     "parse_device_manifest",
     "parse_firmware_release",
     "parse_payload",
+    "registration_rules",
 ]

@@ -16,7 +16,7 @@ from ._cose import ALG_BY_NAME, COSE_SIGN1_TAG, NAME_BY_ALG, CoseSign1, Header, 
 from ._cosekey import cose_key, decode_key_set, encode_key_set, key_id, verifier_from_cose_key
 from ._receipt import ReceiptInfo, ReceiptSigner, add_receipts, split_transparent, verify_receipt
 from ._registry import ORG_RECORD_TYPE, Organization, Policy, Registry, parse_org_record
-from ._service import Registration, Submission, TransparencyService
+from ._service import PayloadRule, Registration, Submission, TransparencyService
 from ._sign import sign_statement
 from ._statement import MAX_STATEMENT_SIZE, SignedStatement, entry_id, parse_statement
 from ._verify import VerifiedStatement, verify_transparent_statement
@@ -31,6 +31,7 @@ __all__ = [
     "CoseSign1",
     "Header",
     "Organization",
+    "PayloadRule",
     "Policy",
     "ReceiptInfo",
     "ReceiptSigner",

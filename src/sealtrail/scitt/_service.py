@@ -29,7 +29,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +53,7 @@ from ._receipt import ReceiptSigner, add_receipts
 from ._registry import ORG_RECORD_TYPE, Organization, Registry, parse_org_record
 from ._statement import MAX_STATEMENT_SIZE, SignedStatement, parse_statement
 
-__all__ = ["Registration", "Submission", "TransparencyService"]
+__all__ = ["PayloadRule", "Registration", "Submission", "TransparencyService"]
 
 log = logging.getLogger("sealtrail.scitt")
 
@@ -65,6 +65,13 @@ RECOVERY_STEP = 4096
 CLOSE_WAIT = 10.0
 #: Seconds between writes of the sequenced watermark while registrations flow.
 WATERMARK_EVERY = 1.0
+
+
+PayloadRule = Callable[[SignedStatement, Organization], None]
+"""A registration rule for one content type, run after every other check passed: it reads
+the statement (payload included) and its issuer's organization, and raises an
+:class:`~sealtrail.errors.Error` with a stable code to refuse it. Layers above ``scitt``
+(the provenance model) plug their rules in this way."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +271,7 @@ class TransparencyService:
         retired: Sequence[Verifier] = (),
         validator: ChainValidator | None = None,
         max_statement_size: int = MAX_STATEMENT_SIZE,
+        payload_rules: Mapping[str, PayloadRule] | None = None,
     ) -> None:
         self.store = store
         self.sequencer = sequencer
@@ -274,6 +282,7 @@ class TransparencyService:
         self.registry = Registry()
         self.validator = validator or ChainValidator()
         self.max_statement_size = max_statement_size
+        self.payload_rules: Mapping[str, PayloadRule] = dict(payload_rules or {})
         current = signer.verifier()
         self.keys: dict[bytes, Verifier] = {key_id(v): v for v in retired}
         self.keys[key_id(current)] = current
@@ -327,6 +336,10 @@ class TransparencyService:
         """Every registration check, no side effects. Raises an :class:`Error` with a code."""
         statement, org, verifier = self._screen(data, now=now)
         statement.message.verify(verifier)
+        # Domain rules last: a payload is read only once its signature is known good.
+        rule = self.payload_rules.get(str(statement.content_type))
+        if rule is not None:
+            rule(statement, org)
         return statement, org
 
     def _screen(

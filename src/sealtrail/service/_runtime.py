@@ -9,7 +9,7 @@ request, and stops them (sequencing everything accepted) after the last one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -17,7 +17,8 @@ from fastapi import FastAPI
 
 from sealtrail.keys import Signer, Verifier
 from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
-from sealtrail.scitt import ChainValidator, TransparencyService
+from sealtrail.provenance import registration_rules
+from sealtrail.scitt import ChainValidator, PayloadRule, TransparencyService
 from sealtrail.storage import LogStore, StatementStore
 
 from .app import create_app
@@ -39,9 +40,11 @@ def service_app(
     admin_token_hash: bytes | None = None,
     sequencer_config: SequencerConfig | None = None,
     validator: ChainValidator | None = None,
+    payload_rules: Mapping[str, PayloadRule] | None = None,
 ) -> FastAPI:
     """The full service over ``store``: read API, SCRAPI registration, administration.
 
+    ``payload_rules`` default to the provenance model's (:func:`registration_rules`).
     The app owns the sequencer: run one such app per store (the store's checkpoint
     compare-and-swap makes a second writer safe, but it only wastes work).
     """
@@ -53,6 +56,7 @@ def service_app(
         issuer=issuer,
         retired=retired,
         validator=validator,
+        payload_rules=registration_rules() if payload_rules is None else payload_rules,
     )
 
     @asynccontextmanager

@@ -1,0 +1,84 @@
+"""Provenance statements through ``POST /entries``: the kind's role and payload are checked.
+
+The service built by ``service_app`` runs the provenance model's registration rules: a
+device manifest from an organization without the device-maker role, a payload that is not
+a valid manifest, or a manifest in a hash envelope is refused, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sealtrail.provenance import KINDS
+from sealtrail.storage import MemoryStore
+from tests.integration.conftest import Maker, Service, assert_problem, running, snapshot, statement
+from tests.unit.provenance.test_payloads import EXAMPLES
+
+MANIFEST = next(ct for ct, kind in KINDS.items() if kind.name == "device-manifest")
+
+
+def _policy() -> dict[str, Any]:
+    return {
+        "content_types": [MANIFEST],
+        "subjects": ["urn:maker:*"],
+        "algorithms": ["ES256"],
+        "max_size": 65536,
+    }
+
+
+@pytest.fixture
+def svc(maker: Maker) -> Iterator[Service]:
+    with running(MemoryStore(), maker) as service:
+        r = service.put_org(maker.record(version=2, policy=_policy()))
+        assert r.status_code == 201, r.text
+        yield service
+
+
+def _manifest(maker: Maker, doc: object = None, **changes: object) -> bytes:
+    payload = json.dumps(EXAMPLES["device-manifest"] if doc is None else doc).encode()
+    args: dict[str, object] = {
+        "subject": "urn:maker:batch-2026-01",
+        "content_type": MANIFEST,
+        "payload": payload,
+    }
+    args.update(changes)
+    return statement(maker.issuer, **args)
+
+
+def test_a_device_maker_registers_a_manifest(svc: Service) -> None:
+    r = svc.post(_manifest(svc.maker))
+    assert r.status_code == 201, r.text
+
+
+def test_a_manifest_from_an_organization_without_the_role_is_refused(svc: Service) -> None:
+    r = svc.put_org(svc.maker.record(version=3, roles=["carrier"], policy=_policy()))
+    assert r.status_code == 201, r.text
+    before = snapshot(svc.store)
+    assert_problem(svc.post(_manifest(svc.maker)), 400, "provenance-role")
+    assert snapshot(svc.store) == before
+
+
+@pytest.mark.parametrize(
+    ("doc", "code"),
+    [
+        ({**EXAMPLES["device-manifest"], "extra": 1}, "provenance-unknown-field"),
+        ({"batch_id": "b"}, "provenance-missing-field"),
+        ([], "provenance-invalid"),
+    ],
+)
+def test_a_payload_that_is_not_a_manifest_is_refused(svc: Service, doc: object, code: str) -> None:
+    before = snapshot(svc.store)
+    body = assert_problem(svc.post(_manifest(svc.maker, doc)), 400, code)
+    assert "extra" not in body["detail"]  # field names of unknown keys are not echoed
+    assert snapshot(svc.store) == before
+
+
+def test_a_manifest_in_a_hash_envelope_is_refused(svc: Service) -> None:
+    before = snapshot(svc.store)
+    r = svc.post(_manifest(svc.maker, hash_envelope="sha-256"))
+    assert_problem(r, 400, "provenance-hash-envelope")
+    assert snapshot(svc.store) == before
