@@ -12,13 +12,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from sealtrail.provenance import KINDS
 from sealtrail.storage import MemoryStore
 from tests.integration.conftest import Maker, Service, assert_problem, running, snapshot, statement
+from tests.unit.provenance._certs import CA_DER
 from tests.unit.provenance.test_payloads import EXAMPLES
+from tests.unit.scitt._pki import make_ca
 
 MANIFEST = next(ct for ct, kind in KINDS.items() if kind.name == "device-manifest")
+#: The CA that issued the example manifest's device identities.
+DEVICE_CA = x509.load_der_x509_certificate(CA_DER).public_bytes(serialization.Encoding.PEM)
 
 
 def _policy() -> dict[str, Any]:
@@ -33,7 +39,9 @@ def _policy() -> dict[str, Any]:
 @pytest.fixture
 def svc(maker: Maker) -> Iterator[Service]:
     with running(MemoryStore(), maker) as service:
-        r = service.put_org(maker.record(version=2, policy=_policy()))
+        r = service.put_org(
+            maker.record(version=2, policy=_policy(), device_anchors=[DEVICE_CA.decode()])
+        )
         assert r.status_code == 201, r.text
         yield service
 
@@ -55,7 +63,11 @@ def test_a_device_maker_registers_a_manifest(svc: Service) -> None:
 
 
 def test_a_manifest_from_an_organization_without_the_role_is_refused(svc: Service) -> None:
-    r = svc.put_org(svc.maker.record(version=3, roles=["carrier"], policy=_policy()))
+    r = svc.put_org(
+        svc.maker.record(
+            version=3, roles=["carrier"], policy=_policy(), device_anchors=[DEVICE_CA.decode()]
+        )
+    )
     assert r.status_code == 201, r.text
     before = snapshot(svc.store)
     assert_problem(svc.post(_manifest(svc.maker)), 400, "provenance-role")
@@ -81,4 +93,33 @@ def test_a_manifest_in_a_hash_envelope_is_refused(svc: Service) -> None:
     before = snapshot(svc.store)
     r = svc.post(_manifest(svc.maker, hash_envelope="sha-256"))
     assert_problem(r, 400, "provenance-hash-envelope")
+    assert snapshot(svc.store) == before
+
+
+@pytest.mark.parametrize(
+    ("device_anchors", "code"),
+    [
+        ([], "manifest-no-device-ca"),
+        (["other"], "manifest-device-untrusted"),  # a device CA the maker never registered
+    ],
+)
+def test_devices_must_chain_to_the_makers_registered_device_ca(
+    svc: Service, device_anchors: list[str], code: str
+) -> None:
+    anchors = [
+        make_ca(cn="Another Device CA")[1].public_bytes(serialization.Encoding.PEM).decode()
+        for _ in device_anchors
+    ]
+    r = svc.put_org(svc.maker.record(version=3, policy=_policy(), device_anchors=anchors))
+    assert r.status_code == 201, r.text
+    before = snapshot(svc.store)
+    body = assert_problem(svc.post(_manifest(svc.maker)), 400, code)
+    assert "CPT-0001" not in body["detail"]  # devices are named by position, not by serial
+    assert snapshot(svc.store) == before
+
+
+def test_an_organization_record_with_an_unknown_field_is_refused(svc: Service) -> None:
+    before = snapshot(svc.store)
+    r = svc.put_org(svc.maker.record(version=3, device_anchor=[DEVICE_CA.decode()]))
+    assert_problem(r, 400, "org-record-invalid")
     assert snapshot(svc.store) == before

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._compliance import TRANSITIONS, ComplianceState, check_transition
 from ._device import MAX_CERTIFICATE_SIZE, Algorithm, device_id
+from ._devicechain import MAX_DEVICE_CHAIN, DeviceChainValidator
 from ._kinds import KINDS, Kind, Payload, Role, parse_payload
 from ._payloads import (
     MAX_CHAIN_LENGTH,
@@ -67,6 +68,7 @@ __all__ = [
     "MAX_CHILDREN",
     "MAX_CONTENTS",
     "MAX_DEVICES",
+    "MAX_DEVICE_CHAIN",
     "MAX_DEVICE_RESULTS",
     "MAX_EVIDENCE_SIZE",
     "MAX_ID_LENGTH",
@@ -89,6 +91,7 @@ __all__ = [
     "ComplianceState",
     "Custody",
     "CustodyEvent",
+    "DeviceChainValidator",
     "DeviceIdentity",
     "DeviceKind",
     "DeviceManifest",

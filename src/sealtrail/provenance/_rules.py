@@ -8,11 +8,13 @@ signature, chain and policy checks passed, and refuses (nothing is stored):
   (``provenance-role``: a manifest from an organization without the device-maker role);
 * a payload that does not parse as its kind (the parser's codes, docs/provenance.md);
 * a provenance statement in a hash envelope (``provenance-hash-envelope``): its payload is
-  then a digest, and the rules need the content itself.
+  then a digest, and the rules need the content itself;
+* a device manifest with a device whose identity chain does not lead to one of the
+  organization's ``device_anchors`` (``manifest-device-untrusted``; ``manifest-no-device-ca``
+  when it has none).
 
-The rules that need the log's history (chains to the maker's registered device CA,
-duplicates across manifests, one parent per child, hand-offs, single-use nonces) come with
-the provenance index.
+The rules that need the log's history (duplicates across manifests, one parent per child,
+hand-offs, single-use nonces) come with the provenance index.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from __future__ import annotations
 from sealtrail.errors import InvalidInput, VerificationError
 from sealtrail.scitt import Organization, PayloadRule, SignedStatement
 
+from ._devicechain import DeviceChainValidator
 from ._kinds import KINDS, Kind
+from ._payloads import DeviceManifest
 
 __all__ = ["registration_rules"]
 
 
-def _rule_for(kind: Kind) -> PayloadRule:
+def _rule_for(kind: Kind, devices: DeviceChainValidator) -> PayloadRule:
     def rule(statement: SignedStatement, org: Organization) -> None:
         if statement.payload_hash_alg is not None:
             raise InvalidInput(
@@ -38,11 +42,15 @@ def _rule_for(kind: Kind) -> PayloadRule:
                 f"{kind.role} role, and the issuer's organization does not have it",
                 code="provenance-role",
             )
-        kind.parse(statement.payload)
+        payload = kind.parse(statement.payload)
+        if isinstance(payload, DeviceManifest):
+            for i, device in enumerate(payload.devices):
+                devices.validate(device.chain, org.device_anchors, where=f"devices[{i}]")
 
     return rule
 
 
-def registration_rules() -> dict[str, PayloadRule]:
+def registration_rules(*, devices: DeviceChainValidator | None = None) -> dict[str, PayloadRule]:
     """content type -> the rule the transparency service runs for it."""
-    return {content_type: _rule_for(kind) for content_type, kind in KINDS.items()}
+    devices = devices or DeviceChainValidator()
+    return {content_type: _rule_for(kind, devices) for content_type, kind in KINDS.items()}

@@ -31,6 +31,22 @@ from ._statement import MAX_STATEMENT_SIZE
 __all__ = ["ORG_RECORD_TYPE", "Organization", "Policy", "Registry", "parse_org_record"]
 
 ORG_RECORD_TYPE = "application/vnd.sealtrail.organization+json"
+#: The fields of an organization record and of its policy (anything else is refused).
+RECORD_FIELDS = frozenset(
+    {
+        "org",
+        "version",
+        "roles",
+        "issuers",
+        "anchors",
+        "device_anchors",
+        "keys",
+        "retired_keys",
+        "revoked_certificates",
+        "policy",
+    }
+)
+POLICY_FIELDS = frozenset({"content_types", "subjects", "algorithms", "max_size"})
 #: Most anchors, keys and policy patterns per organization.
 MAX_LIST = 64
 DEFAULT_ALGORITHMS = (ES256, ES384, ED25519)
@@ -78,6 +94,8 @@ class Organization:
     revoked: frozenset[str]  # certificate SHA-256 fingerprints, hex
     policy: Policy
     roles: tuple[str, ...] = field(default=())
+    #: CAs its devices' identity certificates chain to (device makers; docs/provenance.md).
+    device_anchors: tuple[x509.Certificate, ...] = field(default=())
 
 
 def _list(doc: Mapping[str, Any], name: str, *, required: bool = False) -> list[Any]:
@@ -111,6 +129,7 @@ def parse_org_record(payload: bytes) -> Organization:
         raise InvalidInput("organization record is not JSON", code="org-record-invalid") from None
     if not isinstance(doc, dict):
         raise InvalidInput("organization record must be an object", code="org-record-invalid")
+    _known_fields(doc, RECORD_FIELDS, "organization record")
     name, version = doc.get("org"), doc.get("version")
     if not isinstance(name, str) or not name or len(name) > 128:
         raise InvalidInput("organization record: org must be a name", code="org-record-invalid")
@@ -141,6 +160,7 @@ def parse_org_record(payload: bytes) -> Organization:
         raise InvalidInput(
             "organization record: policy must be an object", code="org-record-invalid"
         )
+    _known_fields(raw_policy, POLICY_FIELDS, "organization record: policy")
     algorithms = _strings(raw_policy, "algorithms") or DEFAULT_ALGORITHMS
     if set(algorithms) - set(ALGORITHMS):
         raise InvalidInput("organization record: unknown algorithm", code="org-record-invalid")
@@ -165,7 +185,21 @@ def parse_org_record(payload: bytes) -> Organization:
             max_size=max_size,
         ),
         roles=_strings(doc, "roles"),
+        device_anchors=tuple(
+            cert
+            for pem in _strings(doc, "device_anchors")
+            for cert in load_certificates(pem.encode())
+        ),
     )
+
+
+def _known_fields(doc: Mapping[str, Any], known: frozenset[str], what: str) -> None:
+    """A misspelt field would silently change nothing: refuse it (the name is not echoed)."""
+    if not set(doc) <= known:
+        raise InvalidInput(
+            f"{what} has a field this version does not know (docs/scitt.md lists them)",
+            code="org-record-invalid",
+        )
 
 
 class Registry:
