@@ -7,6 +7,7 @@ a valid manifest, or a manifest in a hash envelope is refused, and nothing is st
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -18,13 +19,15 @@ from cryptography.hazmat.primitives import serialization
 from sealtrail.provenance import KINDS
 from sealtrail.storage import MemoryStore
 from tests.integration.conftest import Maker, Service, assert_problem, running, snapshot, statement
-from tests.unit.provenance._certs import CA_DER
-from tests.unit.provenance.test_payloads import EXAMPLES
+from tests.unit.provenance._certs import CA_DER, identity
+from tests.unit.provenance.test_payloads import EXAMPLES, KEYS
 from tests.unit.scitt._pki import make_ca
 
 MANIFEST = next(ct for ct, kind in KINDS.items() if kind.name == "device-manifest")
 #: The CA that issued the example manifest's device identities.
 DEVICE_CA = x509.load_der_x509_certificate(CA_DER).public_bytes(serialization.Encoding.PEM)
+_B64_CA = base64.b64encode(CA_DER).decode()
+CLONED = "manifest-cloned-device"
 
 
 def _policy() -> dict[str, Any]:
@@ -123,3 +126,39 @@ def test_an_organization_record_with_an_unknown_field_is_refused(svc: Service) -
     r = svc.put_org(svc.maker.record(version=3, device_anchor=[DEVICE_CA.decode()]))
     assert_problem(r, 400, "org-record-invalid")
     assert snapshot(svc.store) == before
+
+
+def _clone_manifest() -> dict[str, Any]:
+    """Another batch holding device 0's identity key, under a freshly issued certificate."""
+    device = {
+        "kind": "caliptra",
+        "serial": "CLONE-1",
+        "chain": [base64.b64encode(identity(KEYS[0], "CLONE-1")).decode(), _B64_CA],
+        "algorithm": "ES384",
+    }
+    return {"batch_id": "batch-clone", "devices": [device]}
+
+
+def test_a_cloned_identity_is_refused_also_after_a_restart(maker: Maker) -> None:
+    store = MemoryStore()
+    anchors = [DEVICE_CA.decode()]
+    with running(store, maker) as svc:
+        assert svc.put_org(maker.record(version=2, policy=_policy(), device_anchors=anchors))
+        first = _manifest(maker)
+        assert svc.post(first).status_code == 201
+        assert svc.post(first).status_code == 201  # the same statement again: not a clone
+        before = snapshot(store)
+        body = assert_problem(svc.post(_manifest(maker, _clone_manifest())), 400, CLONED)
+        assert "devices[0]" in body["detail"]
+        assert snapshot(store) == before
+    # A restart with the same keys: the device owners are rebuilt from the store.
+    with running(
+        store,
+        maker,
+        onboard=False,
+        checkpoint_signer=svc.checkpoint_signer,
+        service_signer=svc.service_signer,
+    ) as svc:
+        before = snapshot(store)
+        assert_problem(svc.post(_manifest(maker, _clone_manifest())), 400, CLONED)
+        assert snapshot(store) == before

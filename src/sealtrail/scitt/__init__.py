@@ -16,7 +16,13 @@ from ._cose import ALG_BY_NAME, COSE_SIGN1_TAG, NAME_BY_ALG, CoseSign1, Header, 
 from ._cosekey import cose_key, decode_key_set, encode_key_set, key_id, verifier_from_cose_key
 from ._receipt import ReceiptInfo, ReceiptSigner, add_receipts, split_transparent, verify_receipt
 from ._registry import ORG_RECORD_TYPE, Organization, Policy, Registry, parse_org_record
-from ._service import PayloadRule, Registration, Submission, TransparencyService
+from ._service import (
+    PayloadRule,
+    Registration,
+    RuleContext,
+    Submission,
+    TransparencyService,
+)
 from ._sign import sign_statement
 from ._statement import MAX_STATEMENT_SIZE, SignedStatement, entry_id, parse_statement
 from ._verify import VerifiedStatement, verify_transparent_statement
@@ -37,6 +43,7 @@ __all__ = [
     "ReceiptSigner",
     "Registration",
     "Registry",
+    "RuleContext",
     "SignedStatement",
     "Submission",
     "TransparencyService",

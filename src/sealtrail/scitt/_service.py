@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sealtrail.errors import (
     Corruption,
@@ -53,7 +53,7 @@ from ._receipt import ReceiptSigner, add_receipts
 from ._registry import ORG_RECORD_TYPE, Organization, Registry, parse_org_record
 from ._statement import MAX_STATEMENT_SIZE, SignedStatement, parse_statement
 
-__all__ = ["PayloadRule", "Registration", "Submission", "TransparencyService"]
+__all__ = ["PayloadRule", "Registration", "RuleContext", "Submission", "TransparencyService"]
 
 log = logging.getLogger("sealtrail.scitt")
 
@@ -67,11 +67,27 @@ CLOSE_WAIT = 10.0
 WATERMARK_EVERY = 1.0
 
 
-PayloadRule = Callable[[SignedStatement, Organization], None]
+class RuleContext(Protocol):
+    """What a payload rule may ask the service about registrations other than its own."""
+
+    def is_registered(self, leaf_entry: bytes) -> bool:
+        """Whether a statement with this leaf entry is stored or on its way to the store
+        (accepted and queued): it will be in the log."""
+        ...
+
+    def stored_payloads(self, content_type: str) -> list[tuple[bytes, bytes]]:
+        """``(leaf entry, payload)`` of every stored statement of ``content_type``, in
+        registration order (a blocking store read: for a rule's first use)."""
+        ...
+
+
+PayloadRule = Callable[[SignedStatement, Organization, RuleContext], None]
 """A registration rule for one content type, run after every other check passed: it reads
-the statement (payload included) and its issuer's organization, and raises an
-:class:`~sealtrail.errors.Error` with a stable code to refuse it. Layers above ``scitt``
-(the provenance model) plug their rules in this way."""
+the statement (payload included), its issuer's organization and the :class:`RuleContext`,
+and raises an :class:`~sealtrail.errors.Error` with a stable code to refuse it. Rules run
+on the event loop one at a time, so a rule that records what it accepted (a device id,
+say) sees every earlier acceptance. Layers above ``scitt`` (the provenance model) plug
+their rules in this way."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,8 @@ class _Registrar:
         self._written_watermark = -1
         self._watermark_at = 0.0
         self._queue: list[tuple[StatementRecord, Submission]] = []
+        #: Leaf entries queued or being written: not stored yet, and not failed yet.
+        self.unstored: set[bytes] = set()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._appending: set[asyncio.Task[None]] = set()
@@ -145,6 +163,7 @@ class _Registrar:
         for _, submission in self._queue:
             submission.cancel()
         self._queue = []
+        self.unstored.clear()
         if self._appending:
             _, late = await asyncio.wait(self._appending, timeout=CLOSE_WAIT)
             for task in late:
@@ -164,6 +183,7 @@ class _Registrar:
         # Most callers await only the index; a store failure is reported there too.
         submission.stored.add_done_callback(_seen)
         self._queue.append((record, submission))
+        self.unstored.add(record.entry_id)
         self._wakeup.set()
         self.start()
         return submission
@@ -202,11 +222,13 @@ class _Registrar:
                 try:
                     seqs = await asyncio.to_thread(self._store, records, self._due_watermark())
                 except Exception as exc:
+                    self.unstored.difference_update(r.entry_id for r in records)
                     error = _as_error(exc, "statement store")
                     _fail([s.stored for _, s in group], error)
                     _fail([s.index for _, s in group], error, logged=False)
                     continue
                 # Durable in the statement store from here (see the module docstring).
+                self.unstored.difference_update(r.entry_id for r in records)
                 for _, submission in group:
                     if not submission.stored.done():
                         submission.stored.set_result(None)
@@ -333,14 +355,31 @@ class TransparencyService:
     def check(
         self, data: bytes, *, now: float | None = None
     ) -> tuple[SignedStatement, Organization]:
-        """Every registration check, no side effects. Raises an :class:`Error` with a code."""
+        """Every registration check. Raises an :class:`Error` with a code.
+
+        Nothing is written; a payload rule may remember what it accepted (see
+        :data:`PayloadRule`), which is harmless if the statement is then not registered.
+        """
         statement, org, verifier = self._screen(data, now=now)
         statement.message.verify(verifier)
         # Domain rules last: a payload is read only once its signature is known good.
         rule = self.payload_rules.get(str(statement.content_type))
         if rule is not None:
-            rule(statement, org)
+            rule(statement, org, self)
         return statement, org
+
+    def is_registered(self, leaf_entry: bytes) -> bool:
+        """:class:`RuleContext`: stored, or accepted and on its way to the store."""
+        return leaf_entry in self._registrar.unstored or (
+            self.store.get_statement(leaf_entry) is not None
+        )
+
+    def stored_payloads(self, content_type: str) -> list[tuple[bytes, bytes]]:
+        """:class:`RuleContext`: the stored statements of one content type, in order."""
+        return [
+            (r.entry_id, parse_statement(r.body).payload)
+            for r in self.store.statements_of_type(content_type)
+        ]
 
     def _screen(
         self, data: bytes, *, now: float | None
