@@ -9,6 +9,7 @@ Verification never returns ``False``: it raises a :class:`VerificationError`.
     Error                         base; .code, .hint, .diagnostics()
     ├── InvalidInput              the caller sent something malformed          -> 400
     │   └── TooLarge              over a documented size or count limit        -> 413
+    ├── Unauthorized              a missing or wrong administrator token       -> 401
     ├── NotFound                  no such entry, tile or proof (yet)           -> 404
     ├── VerificationError         a proof, signature or note does not verify
     │   ├── InvalidProof          inclusion / consistency proof rejected
@@ -42,6 +43,7 @@ __all__ = [
     "RetryLater",
     "StorageError",
     "TooLarge",
+    "Unauthorized",
     "VerificationError",
 ]
 
@@ -83,6 +85,14 @@ class TooLarge(InvalidInput):
     hint = "Stay within the documented limit."
 
 
+class Unauthorized(Error):
+    code = "unauthorized"
+    hint = (
+        "Send the administrator token as 'Authorization: Bearer <token>'; "
+        "the server's operator issues it."
+    )
+
+
 class NotFound(Error):
     code = "not-found"
     hint = "Check the index or size against the latest checkpoint."
@@ -113,8 +123,15 @@ class RetryLater(Error):
     code = "retry-later"
     hint = "The log is busy; retry after the indicated delay."
 
-    def __init__(self, message: str, *, retry_after: float = 1.0, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float = 1.0,
+        hint: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, code=code)
         self.retry_after = retry_after
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import socket
 from collections.abc import Iterator, Sequence
@@ -13,11 +12,11 @@ from typing import Any
 
 from sealtrail.client import Client
 from sealtrail.keys import ES256, Ed25519Signer, Signer, generate_signer
-from sealtrail.log import CheckpointSigner, SequencerConfig
+from sealtrail.log import CheckpointSigner
 from sealtrail.scitt import sign_statement
-from sealtrail.service import service_app
 from sealtrail.storage import MemoryStore
 from tests._server import serve_in_thread
+from tests.integration.conftest import ADMIN_TOKEN, service_application
 from tests.unit.scitt._pki import Issuer, make_issuer
 from tests.unit.scitt.conftest import ISSUER, SERVICE, org_record
 
@@ -35,7 +34,6 @@ __all__ = [
     "signed",
 ]
 
-ADMIN_TOKEN = "live-admin-token-0123456789"
 ORIGIN = "live.sealtrail.localhost/test"
 ORG = "maker"
 JSON = "application/json"
@@ -72,13 +70,11 @@ def live_service(*, max_delay: float = 0.001, onboard: bool = True) -> Iterator[
     checkpoint_signer = CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate())
     service_signer = generate_signer(ES256)
     store = MemoryStore()
-    app = service_app(
+    app = service_application(
         store,
         checkpoint_signer=checkpoint_signer,
         service_signer=service_signer,
-        issuer=SERVICE,
-        admin_token_hash=hashlib.sha256(ADMIN_TOKEN.encode()).digest(),
-        sequencer_config=SequencerConfig(max_delay=max_delay),
+        max_delay=max_delay,
     )
     try:
         with serve_in_thread(app) as url:

@@ -143,7 +143,8 @@ def test_a_cloned_identity_is_refused_also_after_a_restart(maker: Maker) -> None
     store = MemoryStore()
     anchors = [DEVICE_CA.decode()]
     with running(store, maker) as svc:
-        assert svc.put_org(maker.record(version=2, policy=_policy(), device_anchors=anchors))
+        r = svc.put_org(maker.record(version=2, policy=_policy(), device_anchors=anchors))
+        assert r.status_code == 201, r.text
         first = _manifest(maker)
         assert svc.post(first).status_code == 201
         assert svc.post(first).status_code == 201  # the same statement again: not a clone

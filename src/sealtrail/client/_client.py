@@ -36,6 +36,7 @@ from sealtrail.errors import (
     NotFound,
     RetryLater,
     TooLarge,
+    Unauthorized,
     VerificationError,
 )
 from sealtrail.scitt import (
@@ -96,13 +97,6 @@ _VERIFICATION_CODES = frozenset(
     }
 )
 _VERIFICATION_PREFIXES = ("chain-", "issuer-", "policy-", "receipt-")
-
-
-class Unauthorized(Error):
-    """The service refused the administrator token (HTTP 401/403)."""
-
-    code = "unauthorized"
-    hint = "Check the administrator token: the server operator issues it."
 
 
 class ServiceUnreachable(Error):
@@ -447,10 +441,9 @@ def _error_for(reply: _Reply, what: str) -> Error:  # noqa: PLR0911 (one return 
     if status == 422:
         return VerificationError(message, code=code)
     if status == 503:
-        busy = RetryLater(message, retry_after=_retry_after(reply, default=DEFAULT_POLL_DELAY))
-        if code is not None:
-            busy.code = code
-        return busy
+        return RetryLater(
+            message, retry_after=_retry_after(reply, default=DEFAULT_POLL_DELAY), code=code
+        )
     if 400 <= status < 500:
         return InvalidInput(message, code=code)
     return ServiceError(

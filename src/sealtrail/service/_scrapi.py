@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from sealtrail.errors import Error, InvalidInput, NotFound, TooLarge
+from sealtrail.errors import InvalidInput, NotFound, TooLarge, Unauthorized
 from sealtrail.scitt import Registration, TransparencyService
 
 __all__ = ["REGISTER_WAIT", "add_scrapi_routes"]
@@ -30,17 +30,11 @@ REGISTER_WAIT = 2.0
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-class Unauthorized(Error):
-    code = "unauthorized"
-    hint = "Send the administrator token as 'Authorization: Bearer <token>'."
-
-
 async def _body(request: Request, limit: int) -> bytes:
     """The request body, refused (413) as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    # Length first: int() of thousands of digits is refused by Python itself.
-    too_long = declared is not None and declared.isdigit() and len(declared) > 18
-    if too_long or (declared is not None and declared.isdigit() and int(declared) > limit):
+    declared = request.headers.get("content-length", "")
+    # Digits counted first: int() of thousands of digits is refused by Python itself.
+    if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise TooLarge(f"request body over the {limit}-byte limit", code="body-too-large")
     chunks, size = [], 0
     async for chunk in request.stream():

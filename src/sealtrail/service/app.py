@@ -27,6 +27,7 @@ from sealtrail.errors import (
     RetryLater,
     StorageError,
     TooLarge,
+    Unauthorized,
     VerificationError,
 )
 from sealtrail.log import LogReader
@@ -34,7 +35,7 @@ from sealtrail.merkle import HASH_SIZE, MerkleError, parse_tile_path
 from sealtrail.scitt import TransparencyService
 
 from ._problems import problem_response
-from ._scrapi import Unauthorized, add_scrapi_routes
+from ._scrapi import add_scrapi_routes
 
 __all__ = ["create_app"]
 
