@@ -7,6 +7,15 @@
 ``sqlite:///path/to/log.db``    :class:`SQLiteStore` (the embedded default)
 ``/path/to/log.db``             the same, as a plain path
 ==============================  =========================================
+
+The provenance index — a database that is only ever an index of the log, rebuilt from it
+at will — has its own protocol, :class:`IndexStore`, and ``open_index(url)``:
+
+====================================  ===================================================
+``memory:``                           :class:`MemoryIndex` (tests; lost on exit)
+``sqlite:///path/to/provenance.db``   :class:`SQLiteIndex` (its own file beside the log's)
+``/path/to/provenance.db``            the same, as a plain path
+====================================  ===================================================
 """
 
 from __future__ import annotations
@@ -15,6 +24,17 @@ from pathlib import Path
 
 from sealtrail.errors import ConfigError
 
+from ._index import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ENTRIES,
+    MAX_BATCH_ROWS,
+    MAX_NAME_BYTES,
+    MAX_READ_ENTRIES,
+    MAX_VALUE_BYTES,
+    Change,
+    IndexedEntry,
+    IndexStore,
+)
 from ._protocols import (
     ENTRY_BUNDLES,
     Commit,
@@ -24,21 +44,37 @@ from ._protocols import (
     StoredCheckpoint,
     TilePart,
 )
+from .index_memory import INDEX_FAULT_POINTS, IndexFaults, MemoryIndex
+from .index_sqlite import SQLiteIndex
 from .memory import FAULT_POINTS, Faults, MemoryStore
 from .sqlite import SQLiteStore
 
 __all__ = [
     "ENTRY_BUNDLES",
     "FAULT_POINTS",
+    "INDEX_FAULT_POINTS",
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_ENTRIES",
+    "MAX_BATCH_ROWS",
+    "MAX_NAME_BYTES",
+    "MAX_READ_ENTRIES",
+    "MAX_VALUE_BYTES",
+    "Change",
     "Commit",
     "Faults",
+    "IndexFaults",
+    "IndexStore",
+    "IndexedEntry",
     "LogStore",
+    "MemoryIndex",
     "MemoryStore",
+    "SQLiteIndex",
     "SQLiteStore",
     "StatementRecord",
     "StatementStore",
     "StoredCheckpoint",
     "TilePart",
+    "open_index",
     "open_store",
 ]
 
@@ -56,3 +92,20 @@ def open_store(url: str) -> MemoryStore | SQLiteStore:
             hint="Use sqlite:///path/to/log.db (the default) or memory: for a throwaway log.",
         )
     return SQLiteStore(Path(url))
+
+
+def open_index(url: str) -> MemoryIndex | SQLiteIndex:
+    """Open the provenance index a URL names; :class:`ConfigError` for one this version
+    cannot open."""
+    if url in ("memory:", "memory://"):
+        return MemoryIndex()
+    if url.startswith("sqlite:///"):
+        return SQLiteIndex(Path(url[len("sqlite:///") :]))
+    scheme, sep, _ = url.partition("://")
+    if sep:
+        raise ConfigError(
+            f"unsupported index URL scheme {scheme!r}",
+            hint="Use sqlite:///path/to/provenance.db (the default) or memory: for a "
+            "throwaway index.",
+        )
+    return SQLiteIndex(Path(url))
