@@ -18,7 +18,13 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from ._compliance import ComplianceState, check_transition
-from ._device import Algorithm, identity_id, leaf_algorithm_matches, load_identity
+from ._device import (
+    MAX_CERTIFICATE_SIZE,
+    Algorithm,
+    identity_id,
+    leaf_algorithm_matches,
+    load_identity,
+)
 from ._strict import (
     array,
     boolean,
@@ -633,13 +639,61 @@ _SEVERITY = {
 }
 
 
+#: Largest evidence signature, in bytes (an ML-DSA-87 signature is 4,627 bytes).
+MAX_SIGNATURE_SIZE = 8 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentMeasurement:
+    """A device's measurement of one firmware component: algorithm and lowercase hex digest."""
+
+    component: str
+    alg: DigestAlgorithm
+    digest: str
+
+    def _doc(self) -> dict[str, Any]:
+        return {"component": self.component, "alg": self.alg.value, "digest": self.digest}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvidence:
+    """What a device signed for the verifier: its measurements over the verifier's nonce.
+
+    ``signature`` is by the key of ``chain[0]`` (alias certificates, DER, leaf first, the last
+    one issued by the device's identity key), or by the identity key itself when ``chain`` is
+    empty. The signed bytes are :func:`sealtrail.provenance._evidence.evidence_message`.
+    """
+
+    chain: tuple[bytes, ...]
+    measurements: tuple[ComponentMeasurement, ...]
+    signature: bytes
+
+    def _doc(self) -> dict[str, Any]:
+        return {
+            "chain": [base64.b64encode(c).decode("ascii") for c in self.chain],
+            "measurements": [m._doc() for m in self.measurements],
+            "signature": base64.b64encode(self.signature).decode("ascii"),
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceResult:
-    """One device's part of an attestation result."""
+    """One device's part of an attestation result, with the evidence it was appraised on."""
 
     device_id: str
     status: EarStatus
     reasons: tuple[str, ...] = ()
+    evidence: DeviceEvidence | None = None
+
+    def _doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "device_id": self.device_id,
+            "status": self.status.value,
+            "reasons": list(self.reasons),
+        }
+        if self.evidence is not None:
+            doc["evidence"] = self.evidence._doc()
+        return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -666,21 +720,71 @@ class AttestationResult(_Payload):
             "nonce": self.nonce,
             "status": self.status.value,
             "trustworthiness": {claim.value: tier for claim, tier in self.trustworthiness},
-            "devices": [
-                {"device_id": d.device_id, "status": d.status.value, "reasons": list(d.reasons)}
-                for d in self.devices
-            ],
+            "devices": [d._doc() for d in self.devices],
         }
+
+
+def _evidence_bytes(value: object, where: str, *, max_bytes: int) -> bytes:
+    """Canonical (padded) base64 of 1..``max_bytes`` bytes."""
+    if not isinstance(value, str):
+        fail(where, "must be a base64 string", code="attestation-bad-evidence")
+    if len(value) > 4 * ((max_bytes + 2) // 3):
+        too_large(where, f"encodes more than {max_bytes} bytes")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        fail(where, "must be base64", code="attestation-bad-evidence")
+    if not raw or base64.b64encode(raw).decode("ascii") != value:
+        fail(where, "must be canonical, non-empty base64 (padded)", code="attestation-bad-evidence")
+    if len(raw) > max_bytes:
+        too_large(where, f"encodes more than {max_bytes} bytes")
+    return raw
+
+
+def _component_measurement(value: object, where: str) -> ComponentMeasurement:
+    doc = obj(value, where, required=frozenset({"component", "alg", "digest"}))
+    alg = choice(doc["alg"], f"{where}.alg", DigestAlgorithm)
+    size = _DIGEST_SIZE[alg]
+    return ComponentMeasurement(
+        component=ident(doc["component"], f"{where}.component"),
+        alg=alg,
+        digest=hexa(doc["digest"], f"{where}.digest", min_bytes=size, max_bytes=size),
+    )
+
+
+def _evidence(value: object, where: str) -> DeviceEvidence:
+    doc = obj(value, where, required=frozenset({"chain", "measurements", "signature"}))
+    items = array(doc["chain"], f"{where}.chain", max_items=MAX_CHAIN_LENGTH)
+    chain = tuple(
+        _evidence_bytes(c, f"{where}.chain[{i}]", max_bytes=MAX_CERTIFICATE_SIZE)
+        for i, c in enumerate(items)
+    )
+    items = array(
+        doc["measurements"], f"{where}.measurements", max_items=MAX_MEASUREMENTS, min_items=1
+    )
+    measurements = tuple(
+        _component_measurement(m, f"{where}.measurements[{i}]") for i, m in enumerate(items)
+    )
+    # One digest per component and algorithm: two would leave it open which one ran.
+    unique([(m.component, m.alg) for m in measurements], f"{where}.measurements")
+    signature = _evidence_bytes(
+        doc["signature"], f"{where}.signature", max_bytes=MAX_SIGNATURE_SIZE
+    )
+    return DeviceEvidence(chain=chain, measurements=measurements, signature=signature)
 
 
 def _device_result(value: object, where: str) -> DeviceResult:
     doc = obj(
-        value, where, required=frozenset({"device_id", "status"}), optional=frozenset({"reasons"})
+        value,
+        where,
+        required=frozenset({"device_id", "status"}),
+        optional=frozenset({"reasons", "evidence"}),
     )
     return DeviceResult(
         device_id=_device_id(doc["device_id"], f"{where}.device_id"),
         status=choice(doc["status"], f"{where}.status", EarStatus),
         reasons=_reasons(doc.get("reasons", []), f"{where}.reasons"),
+        evidence=_evidence(doc["evidence"], f"{where}.evidence") if "evidence" in doc else None,
     )
 
 
