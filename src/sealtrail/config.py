@@ -10,6 +10,7 @@ Layout created by ``sealtrail init`` (directory mode 0700, keys 0600)::
       keys/admin-token.sha256   SHA-256 of the administrator token (the token is shown once)
       log.vkey                  the log's public verifier key (name+keyhash+base64) - publish it
       log.db                    the SQLite store (embedded default)
+      provenance.db             the provenance index, rebuilt from the log on demand
 
 The receipt key may instead live on a PKCS#11 token (``[service_key.pkcs11]``, see
 docs/keys.md); the PIN is then read from a file or an environment variable, never from
@@ -47,7 +48,7 @@ from sealtrail.keys import (
 )
 from sealtrail.log import CheckpointSigner, SequencerConfig
 from sealtrail.scitt import key_id
-from sealtrail.storage import MemoryStore, SQLiteStore, open_store
+from sealtrail.storage import IndexStore, MemoryStore, SQLiteStore, open_index, open_store
 
 __all__ = [
     "CONFIG_FILE",
@@ -65,6 +66,9 @@ CONFIG_FILE = "sealtrail.toml"
 _T = TypeVar("_T")
 
 DEFAULT_STORE = "sqlite:///log.db"
+DEFAULT_INDEX = "sqlite:///provenance.db"
+#: Seconds a server's last passing attestation stays fresh (``compliance sweep``).
+DEFAULT_MAX_ATTESTATION_AGE = 24 * 3600
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
@@ -103,6 +107,9 @@ class Config:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
+    index_url: str = DEFAULT_INDEX
+    max_attestation_age: int = DEFAULT_MAX_ATTESTATION_AGE
+    min_security_version: dict[str, int] = field(default_factory=dict)
 
     @property
     def service_issuer(self) -> str:
@@ -149,16 +156,23 @@ class Config:
 
     def resolved_store_url(self) -> str:
         """The store URL with a relative SQLite path made relative to the data directory."""
+        return self._resolve(self.store_url)
+
+    def _resolve(self, url: str) -> str:
         prefix = "sqlite:///"
-        if self.store_url.startswith(prefix):
-            path = Path(self.store_url[len(prefix) :])
+        if url.startswith(prefix):
+            path = Path(url[len(prefix) :])
             if not path.is_absolute():
                 path = self.data_dir / path
             return str(path)
-        return self.store_url
+        return url
 
     def open_store(self) -> MemoryStore | SQLiteStore:
         return open_store(self.resolved_store_url())
+
+    def open_index(self) -> IndexStore:
+        """The provenance index (``index`` in the configuration; ``provenance.db``)."""
+        return open_index(self._resolve(self.index_url))
 
     def checkpoint_signer(self) -> CheckpointSigner:
         return CheckpointSigner(
@@ -189,6 +203,7 @@ def _render(config: Config) -> str:
         f"origin = {_toml_value(config.origin)}",
         f"issuer = {_toml_value(config.service_issuer)}",
         f"store = {_toml_value(config.store_url)}",
+        f"index = {_toml_value(config.index_url)}",
         f"key_file = {_toml_value(config.key_file)}",
         f"service_key_file = {_toml_value(config.service_key_file)}",
         f"retired_keys_dir = {_toml_value(config.retired_keys_dir)}",
@@ -211,6 +226,13 @@ def _render(config: Config) -> str:
         f"max_pending = {seq.max_pending}",
         f"max_pending_bytes = {seq.max_pending_bytes}",
         f"index_every = {seq.index_every}",
+        "",
+        "[provenance]",
+        "# Seconds a server's last passing attestation stays fresh (compliance sweep).",
+        f"max_attestation_age = {config.max_attestation_age}",
+        "# Lowest security version an attestation accepts without a warning, per component:",
+        "# [provenance.min_security_version]",
+        '# "caliptra-rt" = 3',
         "",
     ]
     return "\n".join(lines)
@@ -422,8 +444,17 @@ def load_config(data_dir: Path) -> Config:
         raise ConfigError(f"cannot read {CONFIG_FILE}: {exc}") from exc
     server = raw.get("server", {})
     seq = raw.get("sequencer", {})
-    if not isinstance(server, dict) or not isinstance(seq, dict):
-        raise ConfigError(f"{CONFIG_FILE}: [server] and [sequencer] must be tables")
+    prov = raw.get("provenance", {})
+    if not all(isinstance(t, dict) for t in (server, seq, prov)):
+        raise ConfigError(f"{CONFIG_FILE}: [server], [sequencer] and [provenance] must be tables")
+    minimums = prov.get("min_security_version", {})
+    if not isinstance(minimums, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in minimums.values()
+    ):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [provenance.min_security_version] maps components to "
+            "non-negative integers"
+        )
     defaults = SequencerConfig()
     origin = _get(raw, "origin", str, "")
     if not origin:
@@ -447,4 +478,7 @@ def load_config(data_dir: Path) -> Config:
             max_pending_bytes=_get(seq, "max_pending_bytes", int, defaults.max_pending_bytes),
             index_every=_get(seq, "index_every", int, defaults.index_every),
         ),
+        index_url=_get(raw, "index", str, DEFAULT_INDEX),
+        max_attestation_age=_get(prov, "max_attestation_age", int, DEFAULT_MAX_ATTESTATION_AGE),
+        min_security_version=dict(minimums),
     )

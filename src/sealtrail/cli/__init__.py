@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from sealtrail.errors import Error
 
-from . import bench, demo, init, keys, log, scitt, serve
+from . import bench, demo, init, keys, log, provenance, scitt, serve
 from ._common import err
 
 __all__ = ["app", "main"]
@@ -35,6 +35,8 @@ COMMANDS: list[tuple[str, Callable[..., Any] | typer.Typer]] = [
     ("fetch-keys", scitt.fetch_keys),
     ("verify", scitt.verify),
     ("org", scitt.org_app),
+    ("index", provenance.index_app),
+    ("audit", provenance.audit),
     ("demo", demo.demo),
     ("bench", bench.app),
 ]

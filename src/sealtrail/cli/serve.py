@@ -16,6 +16,7 @@ from sealtrail.scitt import key_id
 from sealtrail.service import create_app, service_app
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, load
+from .provenance import policy
 
 __all__ = ["serve"]
 
@@ -55,6 +56,8 @@ def _writing_app(config: Config) -> FastAPI:
         retired=config.retired_verifiers(),
         admin_token_hash=token_hash,
         sequencer_config=config.sequencer,
+        index=config.open_index(),
+        provenance_policy=policy(config),
     )
 
 

@@ -5,17 +5,21 @@ a frozen dataclass, a ``parse_<kind>`` function and the organization role allowe
 (:data:`KINDS`). :func:`parse_payload` picks the parser by content type. Schemas, limits and
 the compliance state machine are documented in docs/provenance.md.
 
-These are plain values and the rules a payload can be checked against on its own: no HTTP,
-no SQL, no I/O. Rules that need the log are applied when a statement is registered and
-indexed.
+The model (:class:`ProvenanceState`) applies the facts statements state, in log order,
+with the rules that need the log's history; :class:`ProvenanceLedger` keeps the index
+database up with the log and gives the registration rules; :func:`audit_log` replays the
+log and names every index row that differs. No HTTP and no SQL here: the index store is
+passed in.
 """
 
 from __future__ import annotations
 
+from ._audit import AuditReport, Finding, audit_log
 from ._compliance import TRANSITIONS, ComplianceState, check_transition
 from ._device import MAX_CERTIFICATE_SIZE, Algorithm, device_id
 from ._devicechain import MAX_DEVICE_CHAIN, DeviceChainValidator
 from ._kinds import KINDS, Kind, Payload, Role, parse_payload
+from ._ledger import ProvenanceLedger, fact_of, screen
 from ._payloads import (
     MAX_CHAIN_LENGTH,
     MAX_CHILDREN,
@@ -58,7 +62,17 @@ from ._payloads import (
     parse_device_manifest,
     parse_firmware_release,
 )
-from ._rules import registration_rules
+from ._state import (
+    Change,
+    Fact,
+    MemoryRows,
+    Outcome,
+    ProvenancePolicy,
+    ProvenanceState,
+    Refused,
+    Rows,
+    child_key,
+)
 from ._strict import MAX_ID_LENGTH, MAX_PAYLOAD_SIZE, MAX_TEXT_LENGTH
 
 __all__ = [
@@ -85,7 +99,9 @@ __all__ = [
     "Arrival",
     "Assembly",
     "AttestationResult",
+    "AuditReport",
     "Challenge",
+    "Change",
     "ChildRef",
     "Compliance",
     "ComplianceState",
@@ -99,17 +115,29 @@ __all__ = [
     "DeviceResult",
     "DigestAlgorithm",
     "EarStatus",
+    "Fact",
+    "Finding",
     "FirmwareRelease",
     "Kind",
     "Measurement",
+    "MemoryRows",
     "Node",
     "NodeType",
+    "Outcome",
     "Payload",
+    "ProvenanceLedger",
+    "ProvenancePolicy",
+    "ProvenanceState",
+    "Refused",
     "Role",
+    "Rows",
     "TrustClaim",
     "Verdict",
+    "audit_log",
     "check_transition",
+    "child_key",
     "device_id",
+    "fact_of",
     "parse_arrival",
     "parse_assembly",
     "parse_attestation_result",
@@ -118,5 +146,5 @@ __all__ = [
     "parse_device_manifest",
     "parse_firmware_release",
     "parse_payload",
-    "registration_rules",
+    "screen",
 ]

@@ -22,6 +22,7 @@ from ._service import (
     RuleContext,
     Submission,
     TransparencyService,
+    issuer_key,
 )
 from ._sign import sign_statement
 from ._statement import MAX_STATEMENT_SIZE, SignedStatement, entry_id, parse_statement
@@ -55,6 +56,7 @@ __all__ = [
     "encode_key_set",
     "entry_id",
     "fingerprint",
+    "issuer_key",
     "key_id",
     "load_certificates",
     "parse_org_record",

@@ -53,7 +53,14 @@ from ._receipt import ReceiptSigner, add_receipts
 from ._registry import ORG_RECORD_TYPE, Organization, Registry, parse_org_record
 from ._statement import MAX_STATEMENT_SIZE, SignedStatement, parse_statement
 
-__all__ = ["PayloadRule", "Registration", "RuleContext", "Submission", "TransparencyService"]
+__all__ = [
+    "PayloadRule",
+    "Registration",
+    "RuleContext",
+    "Submission",
+    "TransparencyService",
+    "issuer_key",
+]
 
 log = logging.getLogger("sealtrail.scitt")
 
@@ -65,6 +72,32 @@ RECOVERY_STEP = 4096
 CLOSE_WAIT = 10.0
 #: Seconds between writes of the sequenced watermark while registrations flow.
 WATERMARK_EVERY = 1.0
+
+
+def issuer_key(
+    statement: SignedStatement, org: Organization, validator: ChainValidator, *, now: dt.datetime
+) -> Verifier:
+    """The key a statement must verify with: its x5chain's leaf, validated at ``now`` to the
+    organization's anchors, or the registered key its ``kid`` names. Raises a
+    :class:`VerificationError` with a stable code (registration and the audit share it)."""
+    if statement.x5chain:
+        chain_key = validator.signing_key(
+            statement.x5chain, org.anchors, alg=statement.alg, now=now, revoked=org.revoked
+        )
+        if statement.kid is not None and statement.kid != key_id(chain_key):
+            raise VerificationError("kid does not name the x5chain's key", code="statement-bad-kid")
+        return chain_key
+    assert statement.kid is not None
+    if statement.kid in org.retired_keys:
+        raise VerificationError(
+            "the statement is signed with a retired key", code="issuer-key-retired"
+        )
+    verifier = org.keys.get(statement.kid)
+    if verifier is None:
+        raise VerificationError(
+            "kid names no key registered for this issuer", code="issuer-key-unknown"
+        )
+    return verifier
 
 
 class RuleContext(Protocol):
@@ -399,27 +432,8 @@ class TransparencyService:
     def _issuer_key(
         self, statement: SignedStatement, org: Organization, *, now: float | None
     ) -> Verifier:
-        if statement.x5chain:
-            when = dt.datetime.fromtimestamp(now if now is not None else time.time(), dt.UTC)
-            chain_key = self.validator.signing_key(
-                statement.x5chain, org.anchors, alg=statement.alg, now=when, revoked=org.revoked
-            )
-            if statement.kid is not None and statement.kid != key_id(chain_key):
-                raise VerificationError(
-                    "kid does not name the x5chain's key", code="statement-bad-kid"
-                )
-            return chain_key
-        assert statement.kid is not None
-        if statement.kid in org.retired_keys:
-            raise VerificationError(
-                "the statement is signed with a retired key", code="issuer-key-retired"
-            )
-        verifier = org.keys.get(statement.kid)
-        if verifier is None:
-            raise VerificationError(
-                "kid names no key registered for this issuer", code="issuer-key-unknown"
-            )
-        return verifier
+        when = dt.datetime.fromtimestamp(now if now is not None else time.time(), dt.UTC)
+        return issuer_key(statement, org, self.validator, now=when)
 
     async def register(self, data: bytes) -> Registration:
         """Check, store and append one statement; returns once its checkpoint is durable."""

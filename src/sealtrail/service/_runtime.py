@@ -15,11 +15,12 @@ from typing import Protocol
 
 from fastapi import FastAPI
 
+from sealtrail.errors import Error
 from sealtrail.keys import Signer, Verifier
 from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
-from sealtrail.provenance import registration_rules
+from sealtrail.provenance import ProvenanceLedger, ProvenancePolicy
 from sealtrail.scitt import ChainValidator, PayloadRule, TransparencyService
-from sealtrail.storage import LogStore, StatementStore
+from sealtrail.storage import IndexStore, LogStore, StatementStore, open_index
 
 from .app import create_app
 
@@ -41,14 +42,23 @@ def service_app(
     sequencer_config: SequencerConfig | None = None,
     validator: ChainValidator | None = None,
     payload_rules: Mapping[str, PayloadRule] | None = None,
+    index: IndexStore | None = None,
+    provenance_policy: ProvenancePolicy | None = None,
 ) -> FastAPI:
     """The full service over ``store``: read API, SCRAPI registration, administration.
 
-    ``payload_rules`` default to the provenance model's (:func:`registration_rules`).
+    The provenance ledger keeps ``index`` (in memory when not given) up with the log, and
+    its rules are the registration's payload rules unless ``payload_rules`` replaces them.
     The app owns the sequencer: run one such app per store (the store's checkpoint
     compare-and-swap makes a second writer safe, but it only wastes work).
     """
     sequencer = Sequencer(store, signer=checkpoint_signer, config=sequencer_config)
+    ledger = ProvenanceLedger(
+        index if index is not None else open_index("memory:"),
+        statement=store.get_statement,
+        org_of=lambda issuer: _org_name(service, issuer),
+        policy=provenance_policy,
+    )
     service = TransparencyService(
         store=store,
         sequencer=sequencer,
@@ -56,7 +66,7 @@ def service_app(
         issuer=issuer,
         retired=retired,
         validator=validator,
-        payload_rules=registration_rules() if payload_rules is None else payload_rules,
+        payload_rules=ledger.rules() if payload_rules is None else payload_rules,
     )
 
     @asynccontextmanager
@@ -64,10 +74,12 @@ def service_app(
         await sequencer.start()
         try:
             await service.start()
+            await ledger.start(sequencer.reader)
             try:
                 yield
             finally:
                 await service.close()
+                await ledger.close(sequencer.reader)
         finally:
             await sequencer.close()
 
@@ -80,4 +92,12 @@ def service_app(
     )
     app.state.sequencer = sequencer
     app.state.transparency_service = service
+    app.state.ledger = ledger
     return app
+
+
+def _org_name(service: TransparencyService, issuer: str) -> str | None:
+    try:
+        return service.registry.for_issuer(issuer).name
+    except Error:
+        return None

@@ -1,0 +1,207 @@
+"""``sealtrail index`` and ``sealtrail audit``: the provenance index, rebuilt and checked
+against the log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Annotated
+
+import typer
+
+from sealtrail.config import Config
+from sealtrail.errors import Error, InvalidInput
+from sealtrail.keys import Verifier
+from sealtrail.log import LogReader
+from sealtrail.note import NoteVerifier
+from sealtrail.provenance import ProvenanceLedger, ProvenancePolicy, audit_log
+from sealtrail.scitt import (
+    ORG_RECORD_TYPE,
+    Registry,
+    decode_key_set,
+    key_id,
+    parse_org_record,
+    parse_statement,
+)
+from sealtrail.storage import IndexStore, MemoryStore, SQLiteStore
+
+from ._common import DEFAULT_DATA_DIR, DataDir, load, out, progress_bar
+
+__all__ = ["audit", "index_app"]
+
+index_app = typer.Typer(
+    help="The provenance index: a database built only by applying the log's entries.",
+    no_args_is_help=True,
+)
+
+
+def policy(config: Config) -> ProvenancePolicy:
+    return ProvenancePolicy(
+        min_security_version=dict(config.min_security_version),
+        max_attestation_age=config.max_attestation_age,
+    )
+
+
+def service_keys(config: Config, keys_file: str | None) -> dict[bytes, Verifier]:
+    """The receipt keys organization records are checked with: a COSE key set file (as
+    ``fetch-keys`` saves it), or the data directory's current and retired keys."""
+    if keys_file is not None:
+        try:
+            with open(keys_file, "rb") as f:
+                return dict(decode_key_set(f.read()))
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {keys_file}", code="keys-unreadable") from exc
+    verifiers = [*config.retired_verifiers(), config.service_signer().verifier()]
+    return {key_id(v): v for v in verifiers}
+
+
+def registry(
+    store: MemoryStore | SQLiteStore, issuer: str, keys: Mapping[bytes, Verifier]
+) -> Registry:
+    """The organizations, from the service-signed records in the store."""
+    found = Registry()
+    for record in store.statements_of_type(ORG_RECORD_TYPE):
+        statement = parse_statement(record.body, max_size=len(record.body))
+        verifier = keys.get(statement.kid or b"")
+        if statement.issuer != issuer or verifier is None:
+            continue
+        statement.message.verify(verifier)
+        found.apply(parse_org_record(statement.payload))
+    return found
+
+
+def _reader(config: Config, store: MemoryStore | SQLiteStore) -> LogReader:
+    return LogReader(
+        store, origin=config.origin, verifiers=[NoteVerifier.parse(config.verifier_key())]
+    )
+
+
+def _org_of(found: Registry) -> Callable[[str], str | None]:
+    def org_of(issuer: str) -> str | None:
+        try:
+            return found.for_issuer(issuer).name
+        except Error:
+            return None
+
+    return org_of
+
+
+KeysOption = Annotated[
+    str | None,
+    typer.Option(
+        "--service-keys",
+        help="COSE key set of the service's receipt keys (default: the data directory's).",
+    ),
+]
+
+
+@index_app.command("rebuild")
+def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) -> None:
+    """Forget the index and build it again from the log, entry by entry.
+
+    Stop `sealtrail serve` first: the server keeps the index up with the log.
+    """
+    config = load(data_dir)
+    store = config.open_store()
+    index = config.open_index()
+    try:
+        reader = _reader(config, store)
+        size = reader.size()
+        found = registry(store, config.service_issuer, service_keys(config, keys_file))
+        ledger = ProvenanceLedger(
+            index,
+            statement=store.get_statement,
+            org_of=_org_of(found),
+            policy=policy(config),
+        )
+        index.reset()
+        with progress_bar("Rebuilding the index", size) as bar:
+            while index.applied_size() < size:
+                ledger.catch_up(reader, limit=1024)
+                bar.update(bar.task_ids[0], completed=index.applied_size())
+        rows = sum(1 for _ in index.dump_rows())
+        out.print(f"Index rebuilt from {size} log entries: {rows} rows.")
+    finally:
+        index.close()
+        store.close()
+
+
+@index_app.command("status")
+def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """How far the index has applied the log."""
+    config = load(data_dir)
+    store = config.open_store()
+    index = config.open_index()
+    try:
+        size = _reader(config, store).size()
+        applied = index.applied_size()
+        state = "up to date" if applied == size else f"{size - applied} entries behind"
+        out.print(f"log size {size}, index applied {applied}: {state}")
+    finally:
+        index.close()
+        store.close()
+
+
+def audit(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    keys_file: KeysOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    no_index: Annotated[
+        bool, typer.Option("--no-index", help="Check the log and statements only.")
+    ] = False,
+) -> None:
+    """Replay the log from entry 0 and compare the provenance index with it.
+
+    Verifies the tree against the signed checkpoint, every statement's signature, chain
+    and rules, rebuilds the state in memory and names every index row that differs.
+    Exit status 1 when anything is found.
+    """
+    config = load(data_dir)
+    store = config.open_store()
+    index: IndexStore | None = None if no_index else config.open_index()
+    try:
+        reader = _reader(config, store)
+        size = reader.size()
+        with progress_bar("Auditing: tree, then statements", 2 * size) as bar:
+
+            def step(stage: str, done: int, _total: int) -> None:
+                bar.update(bar.task_ids[0], completed=done + (size if stage != "tree" else 0))
+
+            report = audit_log(
+                reader,
+                store.get_statement,
+                index,
+                issuer=config.service_issuer,
+                service_keys=service_keys(config, keys_file),
+                policy=policy(config),
+                progress=step,
+            )
+    finally:
+        if index is not None:
+            index.close()
+        store.close()
+    size = 0 if report.checkpoint is None else report.checkpoint.size
+    if as_json:
+        doc = {
+            "ok": report.ok,
+            "size": size,
+            "entries": report.entries,
+            "statements_verified": report.statements_verified,
+            "applied": report.applied,
+            "refused": report.refused,
+            "rows": report.rows,
+            "findings": [{"where": f.where, "what": f.what} for f in report.findings],
+        }
+        out.print_json(json.dumps(doc))
+    else:
+        out.print(
+            f"Audited {report.entries} entries (checkpoint size {size}): "
+            f"{report.statements_verified} statements verified, {report.applied} provenance "
+            f"facts applied, {report.refused} refused by the rules, {report.rows} rows."
+        )
+        for finding in report.findings:
+            out.print(f"[red]FOUND[/red] {finding}", markup=True, highlight=False)
+        if report.ok:
+            out.print("[green]OK[/green]: the index is exactly what the log gives.")
+    if not report.ok:
+        raise typer.Exit(1)

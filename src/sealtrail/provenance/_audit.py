@@ -1,0 +1,293 @@
+"""``sealtrail audit``: replay the log from entry 0 and compare the index with what it gives.
+
+The audit trusts nothing the service wrote except the log's signed checkpoint and the
+service's public keys:
+
+1. the tree: every entry rehashed, every tile checked, the root against the signed
+   checkpoint (:meth:`~sealtrail.log.LogReader.audit`);
+2. every entry's statement: present in the statement store, hashing to the entry, and
+   passing registration's checks again — organization records signed by a service key
+   and applied in log order, then each statement's issuer, policy, key (its chain
+   validated at the statement's ``iat``) and signature, and the provenance rules;
+3. the provenance state, rebuilt in memory by applying the entries in order;
+4. the index database, compared row by row, change by change and entry by entry with the
+   rebuilt state: every row edited, deleted or inserted behind the log's back is named.
+
+Findings are reported, not raised: an audit lists everything it finds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from sealtrail.errors import Error
+from sealtrail.keys import Verifier
+from sealtrail.log import LogReader, SignedCheckpoint
+from sealtrail.scitt import (
+    ORG_RECORD_TYPE,
+    ChainValidator,
+    Registry,
+    SignedStatement,
+    issuer_key,
+    parse_org_record,
+    parse_statement,
+)
+from sealtrail.storage import IndexedEntry, IndexStore, StatementRecord
+
+from ._devicechain import DeviceChainValidator
+from ._kinds import KINDS
+from ._ledger import screen
+from ._state import Fact, MemoryRows, Outcome, ProvenancePolicy, ProvenanceState
+
+__all__ = ["AuditReport", "Finding", "audit_log"]
+
+#: Entries read from the log per step.
+AUDIT_STEP = 1024
+#: Characters of a row value quoted in a finding.
+QUOTE = 120
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing the audit found wrong: where (an entry, a row) and what."""
+
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}"
+
+
+@dataclass
+class AuditReport:
+    """What an audit checked and found."""
+
+    checkpoint: SignedCheckpoint | None
+    entries: int = 0
+    statements_verified: int = 0
+    applied: int = 0
+    refused: int = 0
+    rows: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def _quote(value: str | None) -> str:
+    if value is None:
+        return "nothing"
+    return value if len(value) <= QUOTE else value[:QUOTE] + "…"
+
+
+class _Replay:
+    """The log's statements checked again and applied in order."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        service_keys: Mapping[bytes, Verifier],
+        policy: ProvenancePolicy,
+    ) -> None:
+        self.issuer = issuer
+        self.service_keys = service_keys
+        self.registry = Registry()
+        self.validator = ChainValidator()
+        self.devices = DeviceChainValidator()
+        self.rows = MemoryRows()
+        self.state = ProvenanceState(self.rows, policy=policy)
+
+    def entry(
+        self, index: int, leaf: bytes, record: StatementRecord | None
+    ) -> tuple[IndexedEntry, Outcome, Finding | None]:
+        """Check and apply one entry: its expected index verdict, and a finding if any."""
+        if record is None:
+            return (
+                self._verdict(index, leaf, "", "", Outcome()),
+                Outcome(),
+                Finding(f"entry {index}", "its statement is missing from the statement store"),
+            )
+        if hashlib.sha256(record.body).digest() != leaf:
+            return (
+                self._verdict(index, leaf, "", "", Outcome()),
+                Outcome(),
+                Finding(f"entry {index}", "the stored statement does not hash to the log's entry"),
+            )
+        try:
+            statement = parse_statement(record.body, max_size=len(record.body))
+            content_type = str(statement.content_type)
+            if content_type == ORG_RECORD_TYPE and statement.issuer == self.issuer:
+                self._org_record(statement)
+                return self._verdict(index, leaf, "", "", Outcome()), Outcome(), None
+            org = self.registry.for_issuer(statement.issuer)
+            org.policy.check(
+                content_type=content_type,
+                subject=statement.subject,
+                alg=statement.alg,
+                size=len(record.body),
+            )
+            when = dt.datetime.fromtimestamp(statement.issued_at or 0, dt.UTC)
+            statement.message.verify(issuer_key(statement, org, self.validator, now=when))
+            kind = KINDS.get(content_type)
+            if kind is None:
+                return self._verdict(index, leaf, "", "", Outcome()), Outcome(), None
+            payload = screen(statement, org, kind, self.devices)
+        except Error as exc:
+            finding = Finding(
+                f"entry {index}",
+                f"registration would refuse its statement: {exc} ({exc.code})",
+            )
+            return self._verdict(index, leaf, "", "", Outcome()), Outcome(), finding
+        fact = Fact(leaf, org.name, statement.issued_at or 0, payload)
+        outcome = self.state.apply(fact)
+        return self._verdict(index, leaf, kind.name, org.name, outcome), outcome, None
+
+    def _org_record(self, statement: SignedStatement) -> None:
+        verifier = self.service_keys.get(statement.kid or b"")
+        if verifier is None:
+            raise Error("signed by a key that is not a service key", code="org-record-untrusted")
+        statement.message.verify(verifier)
+        self.registry.apply(parse_org_record(statement.payload))
+
+    @staticmethod
+    def _verdict(index: int, leaf: bytes, kind: str, org: str, outcome: Outcome) -> IndexedEntry:
+        verdict = "refused" if outcome.code is not None else "applied" if kind else "skipped"
+        return IndexedEntry(
+            index=index,
+            entry_id=leaf,
+            kind=kind,
+            org=org,
+            outcome=verdict,
+            code=outcome.code,
+            subjects=outcome.subjects,
+        )
+
+
+def audit_log(
+    reader: LogReader,
+    statement: Callable[[bytes], StatementRecord | None],
+    index: IndexStore | None,
+    *,
+    issuer: str,
+    service_keys: Mapping[bytes, Verifier],
+    policy: ProvenancePolicy | None = None,
+    progress: Progress | None = None,
+) -> AuditReport:
+    """Audit the log and, if given, the provenance index against it (see the module docs)."""
+    report = AuditReport(checkpoint=None)
+
+    def tree_progress(done: int, total: int) -> None:
+        if progress is not None:
+            progress("tree", done, total)
+
+    try:
+        report.checkpoint = reader.audit(progress=tree_progress)
+    except Error as exc:
+        report.findings.append(Finding("log", f"{exc} ({exc.code})"))
+        return report
+    size = 0 if report.checkpoint is None else report.checkpoint.size
+    replay = _Replay(issuer=issuer, service_keys=service_keys, policy=policy or ProvenancePolicy())
+    expected_entries: list[IndexedEntry] = []
+    expected_changes: list[tuple[int, int, str, str, str | None]] = []
+    for start in range(0, size, AUDIT_STEP):
+        stop = min(size, start + AUDIT_STEP)
+        for offset, leaf in enumerate(reader.entries(start, stop)):
+            i = start + offset
+            verdict, outcome, finding = replay.entry(i, leaf, statement(leaf))
+            report.entries += 1
+            if finding is not None:
+                report.findings.append(finding)
+            elif verdict.kind or verdict.outcome == "skipped":
+                report.statements_verified += 1
+            report.applied += verdict.outcome == "applied"
+            report.refused += verdict.outcome == "refused"
+            expected_entries.append(verdict)
+            expected_changes.extend(
+                (i, pos, table, key, value)
+                for pos, (table, key, value) in enumerate(outcome.changes)
+            )
+        if progress is not None:
+            progress("statements", stop, size)
+    report.rows = sum(1 for _ in replay.rows.dump())
+    if index is not None:
+        report.findings.extend(
+            compare_index(index, replay.rows.dump(), expected_changes, expected_entries, size)
+        )
+    return report
+
+
+def compare_index(
+    index: IndexStore,
+    rows: Iterable[tuple[str, str, str]],
+    changes: Iterable[tuple[int, int, str, str, str | None]],
+    entries: Iterable[IndexedEntry],
+    size: int,
+) -> Iterator[Finding]:
+    """Every difference between the index and what the log gives, named."""
+    applied = index.applied_size()
+    if applied != size:
+        yield Finding(
+            "index", f"has applied {applied} entries of the log's {size} (run `index rebuild`)"
+        )
+    yield from _diff(
+        "row",
+        (((t, k), v) for t, k, v in rows),
+        (((t, k), v) for t, k, v in index.dump_rows()),
+    )
+    yield from _diff(
+        "change",
+        (((i, pos), (t, k, v)) for i, pos, t, k, v in changes),
+        (((i, pos), (t, k, v)) for i, pos, t, k, v in index.dump_changes()),
+    )
+    yield from _diff(
+        "entry",
+        (((e.index,), e) for e in entries),
+        (((e.index,), e) for e in index.dump_entries()),
+    )
+
+
+def _show(value: object) -> str:
+    if isinstance(value, IndexedEntry):
+        text = f"{value.kind or 'other'} {value.outcome}" + (
+            f" ({value.code})" if value.code else ""
+        )
+        return f"{text}, entry id {value.entry_id.hex()[:16]}…"
+    if isinstance(value, tuple):
+        table, key, row = value
+        return f"{table}/{key} = {_quote(row)}"
+    return _quote(value if isinstance(value, str) else repr(value))
+
+
+def _diff(
+    what: str,
+    expected: Iterable[tuple[tuple[object, ...], object]],
+    actual: Iterable[tuple[tuple[object, ...], object]],
+) -> Iterator[Finding]:
+    """Merge two key-ordered sequences; name each key missing, extra or different."""
+    want, have = iter(expected), iter(actual)
+    w, h = next(want, None), next(have, None)
+    while w is not None or h is not None:
+        if h is None or (w is not None and w[0] < h[0]):
+            assert w is not None
+            where = f"{what} {'/'.join(map(str, w[0]))}"
+            yield Finding(where, f"deleted behind the log (the log gives {_show(w[1])})")
+            w = next(want, None)
+        elif w is None or h[0] < w[0]:
+            yield Finding(
+                f"{what} {'/'.join(map(str, h[0]))}", f"inserted behind the log: {_show(h[1])}"
+            )
+            h = next(have, None)
+        else:
+            if w[1] != h[1]:
+                yield Finding(
+                    f"{what} {'/'.join(map(str, w[0]))}",
+                    f"edited behind the log: holds {_show(h[1])}, the log gives {_show(w[1])}",
+                )
+            w, h = next(want, None), next(have, None)

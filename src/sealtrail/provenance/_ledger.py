@@ -1,0 +1,358 @@
+"""The provenance ledger: the index kept up with the log, and the rules registration runs.
+
+Two states, one model (:class:`~sealtrail.provenance.ProvenanceState`):
+
+* the **index** (an :class:`~sealtrail.storage.IndexStore`, ``provenance.db``) holds the
+  rows the log's entries give when applied in log order, and is only ever written by
+  applying the next log entry;
+* the **tentative** state, in memory, is the index plus the statements accepted since, in
+  acceptance order. Registration rules check a statement against it and, if it passes,
+  apply it there and queue it.
+
+Acceptance order is the log's order (the registrar stores and appends in the order
+statements pass their checks), so when the indexer meets the log's next entry at the head
+of the queue, applying it to the index gives exactly the changes the tentative state
+computed: the indexer reuses them rather than verifying twice. When the two orders part
+(a statement accepted but never stored, say), the indexer computes the entry itself —
+the log's order is the truth — and the tentative state is rebuilt from the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from sealtrail.errors import Error, InvalidInput, VerificationError
+from sealtrail.log import LogReader
+from sealtrail.scitt import (
+    Organization,
+    PayloadRule,
+    RuleContext,
+    SignedStatement,
+    parse_statement,
+)
+from sealtrail.storage import Change, IndexedEntry, IndexStore, StatementRecord
+
+from ._devicechain import DeviceChainValidator
+from ._kinds import KINDS, Kind, Payload
+from ._payloads import DeviceManifest
+from ._state import Fact, MemoryRows, Outcome, ProvenancePolicy, ProvenanceState, Refused, Value
+
+__all__ = ["ProvenanceLedger", "fact_of", "load_rows", "screen"]
+
+log = logging.getLogger("sealtrail.provenance")
+
+#: Log entries applied to the index per transaction, at most.
+INDEX_STEP = 1024
+#: Row changes per index transaction, about (a 10,000-device manifest gives 20,000).
+INDEX_ROWS = 65_536
+#: Seconds between looks at the log's size while it is idle.
+INDEX_POLL = 0.2
+
+
+def fact_of(statement: SignedStatement, org: str) -> Fact | None:
+    """The provenance fact a registered statement states, or None for another content type.
+
+    Raises the payload parser's :class:`~sealtrail.errors.InvalidInput` for a payload that
+    does not parse (registration refuses those, so a registered one is a finding).
+    """
+    kind = KINDS.get(str(statement.content_type))
+    if kind is None:
+        return None
+    return Fact(statement.leaf_entry, org, statement.issued_at or 0, kind.parse(statement.payload))
+
+
+def screen(
+    statement: SignedStatement, org: Organization, kind: Kind, devices: DeviceChainValidator
+) -> Payload:
+    """The provenance checks a statement passes on its own and with its organization's
+    record (registration and the audit both run them); returns its payload.
+
+    Refuses a provenance statement in a hash envelope (``provenance-hash-envelope``), from
+    an organization without the kind's role (``provenance-role``), without an issued-at
+    time (``provenance-no-iat``), whose payload does not parse (the parser's codes), or a
+    manifest with a device that does not chain to the organization's device anchors.
+    """
+    if statement.payload_hash_alg is not None:
+        raise InvalidInput(
+            f"a {kind.name} statement must carry its payload, not a hash envelope",
+            code="provenance-hash-envelope",
+        )
+    if kind.role not in org.roles:
+        raise VerificationError(
+            f"{kind.name} statements are issued by organizations with the "
+            f"{kind.role} role, and the issuer's organization does not have it",
+            code="provenance-role",
+        )
+    if statement.issued_at is None:
+        raise InvalidInput(
+            f"a {kind.name} statement must say when it was issued (CWT iat)",
+            code="provenance-no-iat",
+        )
+    payload = kind.parse(statement.payload)
+    if isinstance(payload, DeviceManifest):
+        for i, device in enumerate(payload.devices):
+            devices.validate(device.chain, org.device_anchors, where=f"devices[{i}]")
+    return payload
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A statement the tentative state accepted, waiting for its turn in the log."""
+
+    fact: Fact
+    kind: str
+    outcome: Outcome
+
+
+class _IndexRows:
+    """The index's rows, with one batch's writes held until the batch is committed."""
+
+    def __init__(self, index: IndexStore) -> None:
+        self.index = index
+        self.pending: dict[tuple[str, str], Value | None] = {}
+
+    def get(self, table: str, key: str) -> Value | None:
+        if (table, key) in self.pending:
+            return self.pending[(table, key)]
+        raw = self.index.row(table, key)
+        return None if raw is None else json.loads(raw)
+
+    def put(self, table: str, key: str, value: Value | None) -> None:
+        self.pending[(table, key)] = value
+
+
+def _verdict(fact: Fact | None, outcome: Outcome) -> str:
+    if outcome.code is not None:
+        return "refused"
+    return "skipped" if fact is None else "applied"
+
+
+def load_rows(index: IndexStore) -> MemoryRows:
+    """Every current row of the index, in memory."""
+    rows = MemoryRows()
+    for table, key, value in index.dump_rows():
+        rows.put(table, key, json.loads(value))
+    return rows
+
+
+class ProvenanceLedger:
+    """Keeps an index up with a log and gives the registration rules; see the module docs.
+
+    ``statement`` reads a registered statement's record by leaf entry, ``org_of`` names the
+    organization of an issuer (None for one the service does not know).
+    """
+
+    def __init__(
+        self,
+        index: IndexStore,
+        *,
+        statement: Callable[[bytes], StatementRecord | None],
+        org_of: Callable[[str], str | None],
+        policy: ProvenancePolicy | None = None,
+        devices: DeviceChainValidator | None = None,
+    ) -> None:
+        self.index = index
+        self.policy = policy or ProvenancePolicy()
+        self.devices = devices or DeviceChainValidator()
+        self._statement = statement
+        self._org_of = org_of
+        self._indexed = ProvenanceState(_IndexRows(index), policy=self.policy)
+        self.tentative = ProvenanceState(MemoryRows(), policy=self.policy)
+        self._queue: deque[_Accepted] = deque()
+        # Guards the queue and the index's commits against the indexer's worker thread.
+        self._lock = threading.Lock()
+        self._diverged = False
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+
+    # -- registration rules ---------------------------------------------------------------
+
+    def rules(self) -> dict[str, PayloadRule]:
+        """content type -> the rule the transparency service runs for it."""
+        return {content_type: self._rule_for(kind) for content_type, kind in KINDS.items()}
+
+    def _rule_for(self, kind: Kind) -> PayloadRule:
+        def rule(statement: SignedStatement, org: Organization, context: RuleContext) -> None:
+            payload = screen(statement, org, kind, self.devices)
+            if context.is_registered(statement.leaf_entry):
+                return  # registered before: the store keeps its one copy
+            self.accept(
+                Fact(statement.leaf_entry, org.name, statement.issued_at or 0, payload), context
+            )
+
+        return rule
+
+    def accept(self, fact: Fact, context: RuleContext) -> None:
+        """Apply ``fact`` to the tentative state and queue it, or raise its refusal."""
+        if self._diverged:
+            self._rebuild(context)
+        outcome = self.tentative.apply(fact)
+        if not outcome.applied and self._queue and self._dropped(context):
+            # An earlier acceptance never reached the store: judge again without it.
+            self._rebuild(context)
+            outcome = self.tentative.apply(fact)
+        if not outcome.applied:
+            raise Refused(outcome.message, code=outcome.code or "provenance-refused")
+        with self._lock:
+            self._queue.append(_Accepted(fact, type(fact.payload).KIND, outcome))
+
+    def _dropped(self, context: RuleContext) -> bool:
+        with self._lock:
+            queued = [a.fact.entry_id for a in self._queue]
+        return not all(context.is_registered(e) for e in queued)
+
+    def _rebuild(self, context: RuleContext | None) -> None:
+        """The tentative state again: the index's rows, then the queue still to come."""
+        with self._lock:
+            state = ProvenanceState(load_rows(self.index), policy=self.policy)
+            kept: deque[_Accepted] = deque()
+            for accepted in self._queue:
+                if context is not None and not context.is_registered(accepted.fact.entry_id):
+                    continue
+                kept.append(_Accepted(accepted.fact, accepted.kind, state.apply(accepted.fact)))
+            self._queue = kept
+            self.tentative = state
+            self._diverged = False
+        log.info("provenance: tentative state rebuilt from the index")
+
+    # -- the indexer ----------------------------------------------------------------------
+
+    def catch_up(self, reader: LogReader, *, limit: int | None = None) -> int:
+        """Apply the log's entries the index lacks, in order (blocking). Returns how many."""
+        done = 0
+        size = reader.size()
+        while (start := self.index.applied_size()) < size:
+            stop = min(size, start + INDEX_STEP)
+            if limit is not None:
+                stop = min(stop, start + limit - done)
+            if stop <= start:
+                break
+            self.apply_entries(start, reader.entries(start, stop))
+            done += stop - start
+        return done
+
+    def apply_entries(self, start: int, leaves: Sequence[bytes]) -> None:
+        """Apply log entries ``start, start + 1, …`` (their leaf entries) to the index.
+
+        One index transaction per :data:`INDEX_ROWS` changes or so: a batch of large
+        manifests is committed in several steps, each whole.
+        """
+        rows = self._indexed.rows
+        assert isinstance(rows, _IndexRows)
+        with self._lock:
+            batch: list[tuple[IndexedEntry, Sequence[Change]]] = []
+            changes = 0
+            try:
+                for offset, leaf in enumerate(leaves):
+                    entry = self._index_one(start + offset, leaf)
+                    batch.append(entry)
+                    changes += len(entry[1])
+                    if changes >= INDEX_ROWS:
+                        self.index.apply(batch)
+                        rows.pending.clear()
+                        batch, changes = [], 0
+                if batch:
+                    self.index.apply(batch)
+            finally:
+                rows.pending.clear()
+
+    def _index_one(self, index: int, leaf: bytes) -> tuple[IndexedEntry, Sequence[Change]]:
+        fact: Fact | None
+        if self._queue and self._queue[0].fact.entry_id == leaf:
+            accepted = self._queue.popleft()
+            outcome, fact, kind = accepted.outcome, accepted.fact, accepted.kind
+            # The tentative state applied it on top of the same rows: write what it computed.
+            rows = self._indexed.rows
+            assert isinstance(rows, _IndexRows)
+            for table, key, value in outcome.changes:
+                rows.put(table, key, None if value is None else json.loads(value))
+        else:
+            if self._queue:
+                self._diverged = True  # the log's order is the truth; rebuild the tentative
+            fact, kind, outcome = self._judge(leaf)
+        return (
+            IndexedEntry(
+                index=index,
+                entry_id=leaf,
+                kind=kind,
+                org="" if fact is None else fact.org,
+                outcome="skipped"
+                if fact is None
+                else ("applied" if outcome.applied else "refused"),
+                code=outcome.code,
+                subjects=outcome.subjects,
+            ),
+            outcome.changes,
+        )
+
+    def _judge(self, leaf: bytes) -> tuple[Fact | None, str, Outcome]:
+        """Apply one log entry the tentative state did not see (after a restart, say)."""
+        record = self._statement(leaf)
+        if record is None:
+            return None, "", Outcome(code="index-statement-missing", message="not stored")
+        kind = KINDS.get(record.content_type)
+        if kind is None:
+            return None, "", Outcome()
+        try:
+            statement = parse_statement(record.body, max_size=len(record.body))
+            org = self._org_of(statement.issuer)
+            fact = fact_of(statement, org or "")
+        except Error as exc:
+            return None, kind.name, Outcome(code=exc.code, message=str(exc))
+        assert fact is not None
+        return fact, kind.name, self._indexed.apply(fact)
+
+    async def start(self, reader: LogReader) -> None:
+        """Bring the index up to the log, seed the tentative state, and follow the log."""
+        await asyncio.to_thread(self.catch_up, reader)
+        self.tentative = ProvenanceState(
+            await asyncio.to_thread(load_rows, self.index), policy=self.policy
+        )
+        self._task = asyncio.create_task(self._follow(reader), name="sealtrail-indexer")
+
+    def poke(self) -> None:
+        """The log grew: index it soon."""
+        self._wakeup.set()
+
+    async def _follow(self, reader: LogReader) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), INDEX_POLL)
+            self._wakeup.clear()
+            try:
+                await asyncio.to_thread(self.catch_up, reader)
+            except Error as exc:
+                log.warning("provenance index: %s (%s); retrying", exc, exc.code)
+                await asyncio.sleep(1.0)
+
+    async def close(self, reader: LogReader | None = None) -> None:
+        """Stop following; with ``reader``, index what the log holds first."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if reader is not None:
+            with contextlib.suppress(Error):
+                await asyncio.to_thread(self.catch_up, reader)
+
+    def queued(self) -> int:
+        """Accepted statements the index has not reached yet."""
+        return len(self._queue)
+
+    def rows(self) -> Iterator[tuple[str, str, str]]:
+        return self.index.dump_rows()
+
+    def lookup(self, table: str, key: str) -> Value | None:
+        raw = self.index.row(table, key)
+        return None if raw is None else json.loads(raw)
+
+    def table(self, table: str) -> Mapping[str, Value]:
+        return {key: json.loads(value) for key, value in self.index.rows(table)}
