@@ -74,6 +74,7 @@ from ._state import (
     child_key,
 )
 from ._strict import MAX_ID_LENGTH, MAX_PAYLOAD_SIZE, MAX_TEXT_LENGTH
+from ._views import MAX_TIMELINE, MAX_TREE_NODES, ProvenanceViews, entry_doc
 
 __all__ = [
     "KINDS",
@@ -93,6 +94,8 @@ __all__ = [
     "MAX_SEALS",
     "MAX_SECURITY_VERSION",
     "MAX_TEXT_LENGTH",
+    "MAX_TIMELINE",
+    "MAX_TREE_NODES",
     "MIN_NONCE_SIZE",
     "TRANSITIONS",
     "Algorithm",
@@ -128,6 +131,7 @@ __all__ = [
     "ProvenanceLedger",
     "ProvenancePolicy",
     "ProvenanceState",
+    "ProvenanceViews",
     "Refused",
     "Role",
     "Rows",
@@ -137,6 +141,7 @@ __all__ = [
     "check_transition",
     "child_key",
     "device_id",
+    "entry_doc",
     "fact_of",
     "parse_arrival",
     "parse_assembly",

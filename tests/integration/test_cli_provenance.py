@@ -1,0 +1,76 @@
+"""``sealtrail audit`` and ``sealtrail index`` on a real data directory, after a real server
+registered a supply chain's statements: an edit to provenance.db is named, a rebuild
+restores the truth."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests._serve_proc import COSE, init_data, served
+from tests.integration.test_cli import sealtrail
+from tests.unit.provenance._signed import journey, make_issuers, org_record, sign_fact
+from tests.unit.provenance._world import World
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory whose log holds two servers' journeys to production."""
+    root, token = init_data(tmp_path_factory.mktemp("prov"))
+    issuers, world = make_issuers(), World()
+    with served(root) as url:
+        for org, issuer in issuers.items():
+            r = httpx.put(
+                f"{url}/admin/organizations/{org}",
+                content=org_record(org, issuer),
+                headers={"authorization": f"Bearer {token}"},
+            )
+            assert r.status_code == 201, r.text
+        for serial in ("srv-1", "srv-2"):
+            for org, payload in journey(world, serial, f"ship-{serial}"):
+                r = httpx.post(
+                    url + "/entries", content=sign_fact(issuers, org, payload), headers=COSE
+                )
+                assert r.status_code == 201, r.text
+    return root
+
+
+def _sql(data: Path, statement: str) -> None:
+    with sqlite3.connect(data / "d" / "provenance.db") as conn:
+        conn.execute(statement)
+
+
+def test_status_and_a_clean_audit(data: Path) -> None:
+    status = sealtrail("index", "status", "-d", "d", cwd=data)
+    assert status.returncode == 0, status.stderr
+    assert "up to date" in status.stdout
+    result = sealtrail("audit", "-d", "d", cwd=data)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout
+    report = json.loads(sealtrail("audit", "-d", "d", "--json", cwd=data).stdout)
+    assert report["ok"] is True
+    assert report["refused"] == 0
+    assert report["applied"] == report["statements_verified"] - 4  # 4 organization records
+
+
+def test_an_edited_row_is_named_and_a_rebuild_restores_the_truth(data: Path) -> None:
+    _sql(
+        data,
+        "UPDATE idx_rows SET value = replace(value, '\"production\"', '\"verified\"') "
+        "WHERE tbl = 'compliance' AND key = 'srv-2'",
+    )
+    _sql(data, "DELETE FROM idx_rows WHERE tbl = 'shipment' AND key = 'ship-srv-1'")
+    result = sealtrail("audit", "-d", "d", cwd=data)
+    assert result.returncode == 1
+    assert "row compliance/srv-2: edited behind the log" in result.stdout
+    assert "row shipment/ship-srv-1: deleted behind the log" in result.stdout
+    assert "Traceback" not in result.stderr
+    rebuilt = sealtrail("index", "rebuild", "-d", "d", cwd=data)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "Index rebuilt" in rebuilt.stdout
+    again = sealtrail("audit", "-d", "d", cwd=data)
+    assert again.returncode == 0, again.stdout

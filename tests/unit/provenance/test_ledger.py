@@ -1,0 +1,283 @@
+"""The ledger over a real service: registration refuses what the history refuses, the index
+follows the log, and the audit names every row edited, deleted or inserted behind its back.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pytest
+
+from sealtrail.errors import Error, StorageError, VerificationError
+from sealtrail.keys import ES256, Ed25519Signer, generate_signer
+from sealtrail.provenance import (
+    AuditReport,
+    ComplianceState,
+    MemoryRows,
+    Node,
+    NodeType,
+    ProvenanceLedger,
+    audit_log,
+)
+from sealtrail.storage import IndexStore, MemoryIndex, MemoryStore, SQLiteIndex, StatementRecord
+
+from ._certs import new_key
+from ._signed import SERVICE, SignedChain, signed_chain
+from ._world import ASSEMBLER, MAKER, OPERATOR
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def journey(chain: SignedChain, serial: str = "srv-1", shipment: str = "ship-1") -> None:
+    await chain.journey(serial, shipment)
+
+
+def audit(chain: SignedChain, index: IndexStore | None = None) -> AuditReport:
+    keys = dict(chain.service.keys)
+    return audit_log(
+        chain.sequencer.reader,
+        chain.store.get_statement,
+        chain.index if index is None else index,
+        issuer=SERVICE,
+        service_keys=keys,
+    )
+
+
+async def test_the_index_follows_the_log_and_the_audit_agrees() -> None:
+    async with signed_chain() as chain:
+        await journey(chain)
+        await chain.indexed()
+        rows = chain.world.state.rows
+        assert isinstance(rows, MemoryRows)
+        assert json.loads(chain.index.row("compliance", "srv-1") or "{}")["state"] == "production"
+        # The index holds what the model gives for the same facts (entry ids differ).
+        strip = {"entry", "manifest", "shipped", "received", "iat", "noncompliant_since"}
+        assert _shape(chain.index.dump_rows(), strip) == _shape(rows.dump(), strip)
+        report = audit(chain)
+        assert report.ok, report.findings
+        assert report.applied == len(chain.registered)
+        assert report.refused == 0
+
+
+def _shape(rows: Iterable[tuple[str, str, str]], strip: set[str]) -> list[tuple[str, str, object]]:
+    shaped = []
+    for table, key, value in rows:
+        doc = json.loads(value)
+        shaped.append((table, key, {k: v for k, v in doc.items() if k not in strip}))
+    return [r for r in shaped if r[0] not in ("nonce", "parent")]
+
+
+async def test_the_indexer_reuses_what_registration_computed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with signed_chain() as chain:
+        judged: list[bytes] = []
+        original = ProvenanceLedger._judge
+
+        def spy(self: ProvenanceLedger, leaf: bytes) -> object:
+            judged.append(leaf)
+            return original(self, leaf)
+
+        monkeypatch.setattr(ProvenanceLedger, "_judge", spy)
+        await journey(chain)
+        await chain.indexed()
+        provenance = {e.entry_id for e in chain.index.dump_entries() if e.kind}
+        assert provenance and not provenance & set(judged)
+
+
+async def test_registration_refuses_what_the_history_refuses_and_stores_nothing() -> None:
+    async with signed_chain() as chain:
+        await journey(chain)
+        await chain.indexed()
+        size = chain.sequencer.reader.size()
+        w = chain.world
+        # A replayed attestation nonce, a child claimed by a second parent, a stale state.
+        replay = w.evidence_result("srv-1")
+        await chain.register(OPERATOR, replay)
+        from sealtrail.provenance import Assembly, Compliance
+
+        cases = [
+            (OPERATOR, replay, "attestation-nonce-replayed"),
+            (
+                ASSEMBLER,
+                Assembly(Node(NodeType.SERVER, "srv-2"), (Node(NodeType.BLADE, "srv-1-blade-0"),)),
+                "assembly-child-elsewhere",
+            ),
+            (
+                OPERATOR,
+                Compliance("srv-1", ComplianceState.ARRIVED, ComplianceState.VERIFIED, "again"),
+                "compliance-stale-state",
+            ),
+            (
+                OPERATOR,
+                w.evidence_result("srv-1", signer={w.state.devices_of("srv-1")[0]: new_key()}),
+                "attestation-result-mismatch",
+            ),
+        ]
+        for org, payload, code in cases:
+            with pytest.raises(VerificationError) as caught:
+                await chain.register(org, payload)
+            assert caught.value.code == code
+        await chain.indexed()
+        assert chain.sequencer.reader.size() == size + 1  # only the first attestation
+        assert audit(chain).ok
+
+
+async def test_a_restart_catches_the_index_up_and_keeps_refusing_clones(tmp_path: Path) -> None:
+    store = MemoryStore()
+    index = SQLiteIndex(tmp_path / "provenance.db")
+    checkpoint_key, service_key = Ed25519Signer.generate(), generate_signer(ES256)
+    async with signed_chain(
+        store=store, index=index, checkpoint_key=checkpoint_key, service_key=service_key
+    ) as chain:
+        await journey(chain)
+        await chain.indexed()
+        issuers, world = chain.issuers, chain.world
+        devices = world.devices(1)
+    index.reset()  # lost: the restart rebuilds it from the log
+    async with signed_chain(
+        store=store,
+        index=index,
+        issuers=issuers,
+        checkpoint_key=checkpoint_key,
+        service_key=service_key,
+        onboard=False,
+    ) as chain:
+        chain.world = world
+        assert index.applied_size() == chain.sequencer.reader.size()
+        from sealtrail.provenance import DeviceIdentity, DeviceManifest
+
+        taken = world.state.rows.get("device", world.state.devices_of("srv-1")[0])
+        assert taken is not None
+        clone = DeviceIdentity(
+            devices[0].kind,
+            "rot-clone",
+            (base64.b64decode(taken["identity"]),),
+            devices[0].algorithm,
+        )
+        with pytest.raises(VerificationError) as caught:
+            await chain.register(MAKER, DeviceManifest("batch-clone", (clone,)))
+        assert caught.value.code == "manifest-cloned-device"
+        assert audit(chain).ok
+    index.close()
+
+
+async def test_an_acceptance_whose_store_failed_does_not_hold_its_devices() -> None:
+    store = MemoryStore()
+    async with signed_chain(store=store) as chain:
+        from sealtrail.provenance import DeviceManifest
+
+        devices = chain.world.devices(2)
+        manifest = DeviceManifest("batch-lost", tuple(devices))
+        put = store.put_statements
+
+        def fail_once(records: Sequence[StatementRecord]) -> list[int]:
+            store.put_statements = put  # type: ignore[method-assign]
+            raise StorageError("injected: the statement store failed")
+
+        store.put_statements = fail_once  # type: ignore[method-assign]
+        with pytest.raises(Error):
+            await chain.register(MAKER, manifest)
+        # The retry is not a clone of the lost acceptance.
+        await chain.register(MAKER, manifest)
+        await chain.indexed()
+        assert audit(chain).ok
+
+
+# -- tampering with the index --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "where", "what"),
+    [
+        (
+            "UPDATE idx_rows SET value = replace(value, 'production', 'verified') "
+            "WHERE tbl = 'compliance'",
+            "row compliance/srv-1",
+            "edited behind the log",
+        ),
+        (
+            "DELETE FROM idx_rows WHERE tbl = 'nonce' "
+            "AND key = (SELECT min(key) FROM idx_rows WHERE tbl = 'nonce')",
+            "row nonce/",
+            "deleted behind the log",
+        ),
+        (
+            "INSERT INTO idx_rows (tbl, key, value) VALUES ('device', '"
+            + "ab" * 32
+            + '\', \'{"serial":"rogue"}\')',
+            "row device/" + "ab" * 32,
+            "inserted behind the log",
+        ),
+        (
+            "UPDATE idx_entries SET outcome = 'refused', code = 'x' WHERE idx = 3",
+            "entry 3",
+            "edited",
+        ),
+        (
+            "DELETE FROM idx_changes WHERE idx = 6 AND pos = 0",
+            "change 6/0",
+            "deleted behind the log",
+        ),
+    ],
+)
+async def test_the_audit_names_every_edit_behind_the_log_and_a_rebuild_restores_it(
+    tmp_path: Path, sql: str, where: str, what: str
+) -> None:
+    index = SQLiteIndex(tmp_path / "provenance.db")
+    async with signed_chain(index=index) as chain:
+        await journey(chain)
+        await chain.indexed()
+        assert audit(chain).ok
+        index.execute(sql)
+        report = audit(chain)
+        assert not report.ok
+        assert any(f.where.startswith(where) and what in f.what for f in report.findings), [
+            str(f) for f in report.findings
+        ]
+        # The truth comes back from the log.
+        await chain.ledger.close()
+        index.reset()
+        chain.ledger.catch_up(chain.sequencer.reader)
+        assert audit(chain).ok
+    index.close()
+
+
+async def test_the_audit_catches_a_statement_edited_in_the_store() -> None:
+    async with signed_chain() as chain:
+        await journey(chain)
+        await chain.indexed()
+        record = chain.store.get_statement(next(iter(chain.index.dump_entries())).entry_id)
+        assert record is not None
+        seq, _ = chain.store._statements[record.entry_id]
+        edited = dataclasses.replace(record, body=record.body[:-1] + bytes([record.body[-1] ^ 1]))
+        chain.store._statements[record.entry_id] = (seq, edited)
+        report = audit(chain)
+        assert any("does not hash" in f.what for f in report.findings)
+
+
+async def test_a_fresh_memory_index_is_the_same_as_the_sqlite_one(tmp_path: Path) -> None:
+    index = SQLiteIndex(tmp_path / "p.db")
+    async with signed_chain(index=index) as chain:
+        await journey(chain)
+        await chain.indexed()
+        other = MemoryIndex()
+        assert audit(chain, other).findings  # an empty index is behind
+        ProvenanceLedger(
+            other,
+            statement=chain.store.get_statement,
+            org_of=lambda issuer: chain.service.registry.for_issuer(issuer).name,
+        ).catch_up(chain.sequencer.reader)
+        assert list(other.dump_rows()) == list(index.dump_rows())
+        assert list(other.dump_changes()) == list(index.dump_changes())
+        assert list(other.dump_entries()) == list(index.dump_entries())
+    index.close()
