@@ -108,11 +108,6 @@ class RuleContext(Protocol):
         (accepted and queued): it will be in the log."""
         ...
 
-    def stored_payloads(self, content_type: str) -> list[tuple[bytes, bytes]]:
-        """``(leaf entry, payload)`` of every stored statement of ``content_type``, in
-        registration order (a blocking store read: for a rule's first use)."""
-        ...
-
 
 PayloadRule = Callable[[SignedStatement, Organization, RuleContext], None]
 """A registration rule for one content type, run after every other check passed: it reads
@@ -406,13 +401,6 @@ class TransparencyService:
         return leaf_entry in self._registrar.unstored or (
             self.store.get_statement(leaf_entry) is not None
         )
-
-    def stored_payloads(self, content_type: str) -> list[tuple[bytes, bytes]]:
-        """:class:`RuleContext`: the stored statements of one content type, in order."""
-        return [
-            (r.entry_id, parse_statement(r.body).payload)
-            for r in self.store.statements_of_type(content_type)
-        ]
 
     def _screen(
         self, data: bytes, *, now: float | None
