@@ -4,17 +4,27 @@ restores the truth."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+from sealtrail.keys import write_private_key
 from tests._serve_proc import COSE, init_data, served
 from tests.integration.test_cli import sealtrail
-from tests.unit.provenance._signed import journey, make_issuers, org_record, sign_fact
-from tests.unit.provenance._world import World
+from tests.unit.provenance._signed import (
+    issuer_name,
+    journey,
+    make_issuers,
+    org_record,
+    sign_fact,
+)
+from tests.unit.provenance._world import MAKER, World
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +84,50 @@ def test_an_edited_row_is_named_and_a_rebuild_restores_the_truth(data: Path) -> 
     assert "Index rebuilt" in rebuilt.stdout
     again = sealtrail("audit", "-d", "d", cwd=data)
     assert again.returncode == 0, again.stdout
+
+
+def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None:
+    """`sealtrail record KIND PAYLOAD`: checked locally, signed, registered; the service's
+    history rules answer with their code."""
+    root, token = init_data(tmp_path)
+    issuers, world = make_issuers(), World()
+    files: dict[str, tuple[Path, Path]] = {}
+    for org, issuer in issuers.items():
+        key = root / f"{org}.key"
+        write_private_key(key, issuer.leaf_key)  # type: ignore[arg-type]
+        chain = root / f"{org}.pem"
+        chain.write_bytes(issuer.leaf.public_bytes(serialization.Encoding.PEM))
+        files[org] = (key, chain)
+
+    def record(url: str, org: str, kind: str, payload: bytes, name: str) -> CompletedProcess[str]:
+        (root / name).write_bytes(payload)
+        key, chain = files[org]
+        return sealtrail(
+            "record", kind, name, "--key", str(key), "--x5chain", str(chain),
+            "--issuer", issuer_name(org), "--subject", f"urn:{org}:{name}", "--url", url,
+            cwd=root,
+        )  # fmt: skip
+
+    with served(root) as url:
+        for org, issuer in issuers.items():
+            r = httpx.put(
+                f"{url}/admin/organizations/{org}",
+                content=org_record(org, issuer),
+                headers={"authorization": f"Bearer {token}"},
+            )
+            assert r.status_code == 201, r.text
+        facts = list(journey(world, "srv-9", "ship-9"))
+        for n, (org, payload) in enumerate(facts):
+            result = record(url, org, payload.KIND, payload.to_json(), f"fact-{n}.json")
+            assert result.returncode == 0, result.stderr
+            assert len(result.stdout.strip()) == 64  # the entry id
+            assert (root / f"fact-{n}.transparent.cose").exists()
+        # A typo is caught before signing; a clone is refused by the service, by name.
+        typo = record(url, MAKER, "device-manifest", b'{"batch_id": 1}', "typo.json")
+        assert typo.returncode == 1
+        assert "(provenance-" in typo.stderr and "Traceback" not in typo.stderr
+        manifest = next(p for _, p in facts if p.KIND == "device-manifest")
+        clone = dataclasses.replace(manifest, batch_id="batch-clone")
+        refused = record(url, MAKER, "device-manifest", clone.to_json(), "clone.json")
+        assert refused.returncode == 1
+        assert "(manifest-cloned-device)" in refused.stderr
