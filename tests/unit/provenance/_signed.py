@@ -121,9 +121,9 @@ class SignedChain:
         assert outcome.applied, (outcome.code, outcome.message)
         return await self.register(org, payload)
 
-    async def journey(self, serial: str = "srv-1", shipment: str = "ship-1") -> None:
+    async def journey(self, serial: str = "srv-1", shipment: str = "ship-1", **sizes: int) -> None:
         """A server from its devices' manifest to production, every fact registered."""
-        for org, payload in journey(self.world, serial, shipment):
+        for org, payload in journey(self.world, serial, shipment, **sizes):
             await self.register(org, payload)
 
     async def indexed(self, timeout: float = 10.0) -> None:
@@ -154,7 +154,9 @@ def sign_fact(
     )
 
 
-def journey(world: World, serial: str, shipment: str) -> Iterator[tuple[str, Any]]:
+def journey(
+    world: World, serial: str, shipment: str, *, blades: int = 2, per_blade: int = 2
+) -> Iterator[tuple[str, Any]]:
     """The facts that take one server to production, each applied to ``world`` as it is
     yielded (so the next one can be built from its state)."""
 
@@ -168,15 +170,15 @@ def journey(world: World, serial: str, shipment: str) -> Iterator[tuple[str, Any
             MAKER,
             FirmwareRelease(GOOD.component, "1.2", 3, (Measurement(GOOD.alg, GOOD.digest),)),
         )
-    devices = world.devices(4)
+    devices = world.devices(blades * per_blade)
     yield fact(MAKER, DeviceManifest(f"batch-{serial}", tuple(devices)))
-    blades = []
-    for b in range(2):
+    nodes = []
+    for b in range(blades):
         blade = Node(NodeType.BLADE, f"{serial}-blade-{b}")
-        refs = tuple(DeviceRef(d.device_id) for d in devices[2 * b : 2 * b + 2])
-        yield fact(ASSEMBLER, Assembly(blade, refs))
-        blades.append(blade)
-    yield fact(ASSEMBLER, Assembly(Node(NodeType.SERVER, serial), tuple(blades)))
+        part = devices[b * per_blade : (b + 1) * per_blade]
+        yield fact(ASSEMBLER, Assembly(blade, tuple(DeviceRef(d.device_id) for d in part)))
+        nodes.append(blade)
+    yield fact(ASSEMBLER, Assembly(Node(NodeType.SERVER, serial), tuple(nodes)))
     yield fact(CARRIER, world._custody_payload(shipment, CustodyEvent.SHIPPED, [serial]))
     yield fact(OPERATOR, Compliance(serial, s.REGISTERED, s.IN_TRANSIT, "shipped"))
     yield fact(CARRIER, world._custody_payload(shipment, CustodyEvent.RECEIVED, [serial]))

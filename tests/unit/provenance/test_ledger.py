@@ -15,12 +15,14 @@ import pytest
 from sealtrail.errors import Error, StorageError, VerificationError
 from sealtrail.keys import ES256, Ed25519Signer, generate_signer
 from sealtrail.provenance import (
+    Assembly,
     AuditReport,
     ComplianceState,
     MemoryRows,
     Node,
     NodeType,
     ProvenanceLedger,
+    ProvenanceViews,
     audit_log,
 )
 from sealtrail.storage import IndexStore, MemoryIndex, MemoryStore, SQLiteIndex, StatementRecord
@@ -74,6 +76,29 @@ def _shape(rows: Iterable[tuple[str, str, str]], strip: set[str]) -> list[tuple[
         doc = json.loads(value)
         shaped.append((table, key, {k: v for k, v in doc.items() if k not in strip}))
     return [r for r in shaped if r[0] not in ("nonce", "parent")]
+
+
+async def test_a_rack_of_servers_with_eight_rots_each_reaches_production() -> None:
+    async with signed_chain() as chain:
+        servers = [f"srv-{i}" for i in range(3)]
+        for serial in servers:
+            await chain.journey(serial, f"ship-{serial}", blades=4, per_blade=2)
+        rack = Assembly(
+            Node(NodeType.RACK, "rack-1"), tuple(Node(NodeType.SERVER, s) for s in servers)
+        )
+        await chain.record(ASSEMBLER, rack)
+        await chain.indexed()
+        views = ProvenanceViews(chain.index)
+        for serial in servers:
+            node = views.node(serial)
+            assert node["compliance"]["state"] == "production"
+            assert node["attestation"]["status"] == "affirming"
+            assert len(node["devices"]) == 8
+            assert node["installed_in"] == ["rack-1"]
+        assert len(views.node("rack-1")["devices"]) == 24
+        report = audit(chain)
+        assert report.ok, report.findings
+        assert report.refused == 0
 
 
 async def test_the_indexer_reuses_what_registration_computed(
