@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from sealtrail.errors import Error
 
-from . import bench, demo, init, keys, log, provenance, scitt, serve
+from . import bench, demo, init, keys, log, provenance, query, record, scitt, serve
 from ._common import err
 
 __all__ = ["app", "main"]
@@ -35,8 +35,10 @@ COMMANDS: list[tuple[str, Callable[..., Any] | typer.Typer]] = [
     ("fetch-keys", scitt.fetch_keys),
     ("verify", scitt.verify),
     ("org", scitt.org_app),
+    ("record", record.record),
     ("index", provenance.index_app),
     ("audit", provenance.audit),
+    ("query", query.query_app),
     ("demo", demo.demo),
     ("bench", bench.app),
 ]

@@ -13,6 +13,11 @@ offline with the service's keys (fetched once and kept)::
         registered.transparent_statement(), service_keys=keys, trust_anchors=anchors
     )
 
+The provenance views (docs/queries.md) come back as parsed JSON: ``device``,
+``device_by_serial``, ``node``, ``tree``, ``timeline`` (each entry with its receipt),
+``device_timeline``, ``shipment`` and ``compliance``, each optionally ``size=N`` (the view
+as of the first N log entries).
+
 :class:`Client` blocks; :class:`AsyncClient` has the same methods as coroutines. Both
 raise :class:`sealtrail.errors.Error` subclasses only: the service's problem details come
 back as the error class it raised, with its stable ``code``; :class:`ServiceUnreachable`

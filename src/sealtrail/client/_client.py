@@ -1,4 +1,5 @@
-"""Clients for a Sealtrail transparency service's HTTP API (SCRAPI and administration).
+"""Clients for a Sealtrail transparency service's HTTP API (SCRAPI, administration and the
+provenance queries).
 
 The protocol lives once, in plain generator functions ("flows") that yield what to do next —
 send this request, or wait this long — and receive the answer. :class:`Client` drives a
@@ -23,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Self, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import cbor2
 import httpx
@@ -78,6 +79,11 @@ JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
 _USER_AGENT = f"sealtrail/{sealtrail.__version__}"
 _ENTRY_ID = re.compile(r"[0-9a-f]{64}")
+_DEVICE_ID = _ENTRY_ID
+#: The provenance query routes (docs/queries.md).
+_PROVENANCE = "/provenance/v1"
+#: Longest serial, shipment id or organization name (``sealtrail.provenance.MAX_ID_LENGTH``).
+MAX_NAME_LENGTH: Final = 128
 #: What an administrator token may look like (printable ASCII, no spaces): anything else
 #: could never match, and would end up in an HTTP library's error message.
 _TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
@@ -334,6 +340,14 @@ def _put_organization(name: str, record_json: bytes, token: str) -> _Flow[Regist
     return Registration(entry, index)
 
 
+def _query(path: str, what: str, **params: str | int | None) -> _Flow[dict[str, Any]]:
+    """A provenance view (JSON) at ``path`` under :data:`_PROVENANCE`."""
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    url = _PROVENANCE + path + (f"?{query}" if query else "")
+    data = yield from _fetch(url, accept=JSON, what=what)
+    return _json_object(data, what)
+
+
 # -- decoding answers -------------------------------------------------------------------------
 
 
@@ -557,6 +571,33 @@ def _check_entry(entry: str) -> str:
     return normal
 
 
+def _check_device(device_id: str) -> str:
+    normal = device_id.strip().lower()
+    if not _DEVICE_ID.fullmatch(normal):
+        raise InvalidInput(
+            "a device id is 64 hex digits (SHA-256 of its identity key)",
+            code="device-id-invalid",
+        )
+    return normal
+
+
+def _segment(value: str, what: str, code: str) -> str:
+    """An identifier as one URL path segment (percent-encoded, never a dot segment)."""
+    if not 1 <= len(value) <= MAX_NAME_LENGTH or not value.isprintable():
+        raise InvalidInput(f"{what} is 1..{MAX_NAME_LENGTH} printable characters", code=code)
+    if "/" in value:
+        raise InvalidInput(
+            f"{what} with a '/' cannot be looked up over HTTP (docs/queries.md)", code=code
+        )
+    quoted = quote(value, safe="")
+    # "." and ".." would be resolved away by URL normalization: escape them.
+    return "%2E" * len(quoted) if quoted in (".", "..") else quoted
+
+
+def _serial(serial: str) -> str:
+    return _segment(serial, "a serial", "serial-invalid")
+
+
 class Client:
     """A blocking client for a Sealtrail transparency service.
 
@@ -653,6 +694,50 @@ class Client:
         """The log's latest signed checkpoint (verify it with ``sealtrail.log``)."""
         return self._run(_checkpoint())
 
+    # -- provenance queries (docs/queries.md): parsed JSON, each with the index "size" ------
+    #
+    # ``size`` gives the view as of the first ``size`` log entries. Unknown names raise
+    # NotFound with the service's code (device-unknown, node-unknown, shipment-unknown,
+    # index-size-unknown); bad input InvalidInput (device-id-invalid, serial-invalid, ...).
+
+    def device(self, device_id: str, *, size: int | None = None) -> dict[str, Any]:
+        """A device: its manifest, maker and the nodes it is installed in."""
+        path = f"/devices/{_check_device(device_id)}"
+        return self._run(_query(path, "device", size=size))
+
+    def device_by_serial(
+        self, maker: str, serial: str, *, size: int | None = None
+    ) -> dict[str, Any]:
+        """A device by its maker (organization name) and serial."""
+        return self._run(_query("/devices", "device", maker=maker, serial=serial, size=size))
+
+    def node(self, serial: str, *, size: int | None = None) -> dict[str, Any]:
+        """A node; a server with its compliance, arrival and attestation."""
+        return self._run(_query(f"/nodes/{_serial(serial)}", "node", size=size))
+
+    def tree(self, serial: str, *, size: int | None = None) -> dict[str, Any]:
+        """A node's assembly tree, nested."""
+        return self._run(_query(f"/nodes/{_serial(serial)}/tree", "tree", size=size))
+
+    def timeline(self, serial: str, *, size: int | None = None) -> dict[str, Any]:
+        """The log entries about a node, all in it and its shipment, each with a receipt
+        (base64) against the checkpoint of size ``checkpoint``."""
+        return self._run(_query(f"/nodes/{_serial(serial)}/timeline", "timeline", size=size))
+
+    def device_timeline(self, device_id: str, *, size: int | None = None) -> dict[str, Any]:
+        """The log entries about a device, each with a receipt."""
+        path = f"/devices/{_check_device(device_id)}/timeline"
+        return self._run(_query(path, "timeline", size=size))
+
+    def shipment(self, shipment_id: str, *, size: int | None = None) -> dict[str, Any]:
+        """A shipment and its custody records."""
+        segment = _segment(shipment_id, "a shipment id", "shipment-id-invalid")
+        return self._run(_query(f"/shipments/{segment}", "shipment", size=size))
+
+    def compliance(self, state: str | None = None, *, size: int | None = None) -> dict[str, Any]:
+        """Servers with a compliance record, optionally only those in ``state``."""
+        return self._run(_query("/compliance", "compliance", state=state, size=size))
+
 
 class AsyncClient:
     """The same as :class:`Client`, for asyncio: every method is a coroutine.
@@ -739,3 +824,43 @@ class AsyncClient:
     async def checkpoint(self) -> bytes:
         """See :meth:`Client.checkpoint`."""
         return await self._run(_checkpoint())
+
+    async def device(self, device_id: str, *, size: int | None = None) -> dict[str, Any]:
+        """See :meth:`Client.device`."""
+        path = f"/devices/{_check_device(device_id)}"
+        return await self._run(_query(path, "device", size=size))
+
+    async def device_by_serial(
+        self, maker: str, serial: str, *, size: int | None = None
+    ) -> dict[str, Any]:
+        """See :meth:`Client.device_by_serial`."""
+        return await self._run(_query("/devices", "device", maker=maker, serial=serial, size=size))
+
+    async def node(self, serial: str, *, size: int | None = None) -> dict[str, Any]:
+        """See :meth:`Client.node`."""
+        return await self._run(_query(f"/nodes/{_serial(serial)}", "node", size=size))
+
+    async def tree(self, serial: str, *, size: int | None = None) -> dict[str, Any]:
+        """See :meth:`Client.tree`."""
+        return await self._run(_query(f"/nodes/{_serial(serial)}/tree", "tree", size=size))
+
+    async def timeline(self, serial: str, *, size: int | None = None) -> dict[str, Any]:
+        """See :meth:`Client.timeline`."""
+        path = f"/nodes/{_serial(serial)}/timeline"
+        return await self._run(_query(path, "timeline", size=size))
+
+    async def device_timeline(self, device_id: str, *, size: int | None = None) -> dict[str, Any]:
+        """See :meth:`Client.device_timeline`."""
+        path = f"/devices/{_check_device(device_id)}/timeline"
+        return await self._run(_query(path, "timeline", size=size))
+
+    async def shipment(self, shipment_id: str, *, size: int | None = None) -> dict[str, Any]:
+        """See :meth:`Client.shipment`."""
+        segment = _segment(shipment_id, "a shipment id", "shipment-id-invalid")
+        return await self._run(_query(f"/shipments/{segment}", "shipment", size=size))
+
+    async def compliance(
+        self, state: str | None = None, *, size: int | None = None
+    ) -> dict[str, Any]:
+        """See :meth:`Client.compliance`."""
+        return await self._run(_query("/compliance", "compliance", state=state, size=size))

@@ -546,11 +546,13 @@ class TransparencyService:
         latest = self.sequencer.latest
         if latest is None or latest.size <= registration.index:
             latest = self.reader.checkpoint()
-        return self._receipt_at(latest, bytes.fromhex(registration.entry_id), registration.index)
+        return self.receipt_at(latest, bytes.fromhex(registration.entry_id), registration.index)
 
-    def _receipt_at(
+    def receipt_at(
         self, checkpoint: SignedCheckpoint | None, leaf_entry: bytes, index: int
     ) -> bytes:
+        """A receipt for the entry at ``index`` against ``checkpoint`` (one the service's
+        log signed), checking that the log holds ``leaf_entry`` there."""
         if checkpoint is None or index >= checkpoint.size:
             raise NotFound("the entry is not in the log yet", code="entry-pending")
         proof = self.reader.inclusion_proof(index, size=checkpoint.size)

@@ -88,6 +88,7 @@ def service_app(
         verifier_key=checkpoint_signer.verifier_key(),
         service=service,
         admin_token_hash=admin_token_hash,
+        ledger=ledger,
         lifespan=lifespan,
     )
     app.state.sequencer = sequencer

@@ -2,7 +2,8 @@
 
 Serves the C2SP tlog-tiles read API (``/checkpoint``, ``/tile/<L>/<N>[.p/<W>]``,
 ``/tile/entries/<N>[.p/<W>]``), JSON proof routes under ``/log/v1``, and — when given a
-transparency service — the SCRAPI routes (``/entries``, ``/.well-known/...``).
+transparency service — the SCRAPI routes (``/entries``, ``/.well-known/...``), and with a
+provenance ledger as well, the read-only provenance queries under ``/provenance/v1``.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from sealtrail.errors import (
 )
 from sealtrail.log import LogReader
 from sealtrail.merkle import HASH_SIZE, MerkleError, parse_tile_path
+from sealtrail.provenance import ProvenanceLedger
 from sealtrail.scitt import TransparencyService
 
 from ._problems import problem_response
+from ._provenance import add_provenance_routes
 from ._scrapi import add_scrapi_routes
 
 __all__ = ["create_app"]
@@ -94,12 +97,17 @@ def create_app(
     verifier_key: str,
     service: TransparencyService | None = None,
     admin_token_hash: bytes | None = None,
+    ledger: ProvenanceLedger | None = None,
     lifespan: Any = None,  # noqa: ANN401 (FastAPI's own lifespan type)
 ) -> FastAPI:
-    """Build the app over a reader; with ``service``, also the SCRAPI registration routes.
+    """Build the app over a reader; with ``service``, also the SCRAPI registration routes;
+    with ``ledger`` (and ``service``, which issues the timelines' receipts), also the
+    provenance query routes (docs/queries.md).
 
     Without a service the app is read-only and stateless (any number may serve one store).
     """
+    if ledger is not None and service is None:
+        raise TypeError("the provenance routes need the transparency service (receipts)")
     app = FastAPI(
         title="Sealtrail",
         version=sealtrail.__version__,
@@ -112,6 +120,8 @@ def create_app(
     _add_log_routes(app, reader, verifier_key)
     if service is not None:
         add_scrapi_routes(app, service, admin_token_hash=admin_token_hash)
+        if ledger is not None:
+            add_provenance_routes(app, ledger, service)
     return app
 
 

@@ -1,0 +1,268 @@
+"""Provenance query routes (``/provenance/v1``): the ledger's read views as JSON.
+
+Every answer says which index ``size`` it reflects (the view as of the first ``size`` log
+entries), and timelines carry, for each entry, a receipt against one checkpoint (its size
+is ``checkpoint``), so a client can verify every fact it is shown offline. Read-only:
+nothing here writes, and a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from sealtrail.errors import Corruption, InvalidInput
+from sealtrail.provenance import (
+    MAX_ID_LENGTH,
+    MAX_TIMELINE,
+    ComplianceState,
+    ProvenanceLedger,
+    ProvenanceViews,
+    entry_doc,
+)
+from sealtrail.scitt import TransparencyService
+from sealtrail.storage import IndexedEntry
+
+__all__ = ["PREFIX", "ProvenanceQueries", "add_provenance_routes"]
+
+PREFIX = "/provenance/v1"
+#: A view moves with every indexed entry: never cached.
+NO_STORE = {"Cache-Control": "no-store"}
+#: Longest ``size`` parameter, in digits (a tree size is below 2^63).
+MAX_SIZE_DIGITS = 19
+
+_DEVICE_ID = re.compile(r"[0-9a-f]{64}")
+_STATES = frozenset(state.value for state in ComplianceState)
+_T = TypeVar("_T")
+
+
+def _device_id(value: str) -> str:
+    if not _DEVICE_ID.fullmatch(value):
+        raise InvalidInput(
+            "a device id is 64 lowercase hex digits (SHA-256 of its identity key)",
+            code="device-id-invalid",
+        )
+    return value
+
+
+def _name(value: str, what: str, code: str) -> str:
+    """An identifier: 1..MAX_ID_LENGTH printable characters (never echoed back)."""
+    if not 1 <= len(value) <= MAX_ID_LENGTH or not value.isprintable():
+        raise InvalidInput(f"{what} is 1..{MAX_ID_LENGTH} printable characters", code=code)
+    return value
+
+
+def _size(value: str | None) -> int | None:
+    """The ``size`` parameter: a tree size, 0 or more."""
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= MAX_SIZE_DIGITS):
+        raise InvalidInput("size is a tree size: an integer, 0 or more", code="size-invalid")
+    return int(value)
+
+
+def _state(value: str | None) -> str | None:
+    if value is not None and value not in _STATES:
+        raise InvalidInput(
+            "state is one of " + ", ".join(sorted(_STATES)), code="compliance-state-invalid"
+        )
+    return value
+
+
+class ProvenanceQueries:
+    """The views as the routes answer them: each pinned to one index size, timelines with
+    their receipts. Blocking (the index is SQLite): call from a worker thread."""
+
+    def __init__(self, ledger: ProvenanceLedger, service: TransparencyService) -> None:
+        self.index = ledger.index
+        self.views = ProvenanceViews(ledger.index)
+        self.service = service
+
+    def _pinned(self, size: int | None, view: Callable[[int | None], _T]) -> tuple[_T, int]:
+        """``view`` at ``size``, or now; with the index size it reflects.
+
+        "Now" reads the current rows (the fast path) and is exact when the index did not
+        move meanwhile; when it did, the view is read again as of the newer size.
+        """
+        if size is not None:
+            self.views.rows(size)  # index-size-unknown beyond what the index applied
+            return view(size), size
+        before = self.index.applied_size()
+        found = view(None)
+        after = self.index.applied_size()
+        if after == before:
+            return found, before
+        return view(after), after
+
+    def device(self, device_id: str, size: int | None) -> dict[str, Any]:
+        doc, at = self._pinned(size, lambda s: self.views.device(device_id, size=s))
+        return {**doc, "size": at}
+
+    def device_by_serial(self, maker: str, serial: str, size: int | None) -> dict[str, Any]:
+        return self.device(self.views.find_device(maker, serial), size)
+
+    def node(self, serial: str, size: int | None) -> dict[str, Any]:
+        doc, at = self._pinned(size, lambda s: self.views.node(serial, size=s))
+        return {**doc, "size": at}
+
+    def tree(self, serial: str, size: int | None) -> dict[str, Any]:
+        doc, at = self._pinned(size, lambda s: self.views.tree(serial, size=s))
+        return {**doc, "size": at}
+
+    def shipment(self, shipment_id: str, size: int | None) -> dict[str, Any]:
+        doc, at = self._pinned(size, lambda s: self.views.shipment(shipment_id, size=s))
+        return {**doc, "size": at}
+
+    def compliance(self, state: str | None, size: int | None) -> dict[str, Any]:
+        def view(at: int | None) -> list[dict[str, Any]]:
+            if at is None:
+                return self.views.compliance(state=state)
+            return self._compliance_at(state, at)
+
+        servers, at = self._pinned(size, view)
+        return {"state": state, "servers": servers, "size": at}
+
+    def _compliance_at(self, state: str | None, size: int) -> list[dict[str, Any]]:
+        """:meth:`ProvenanceViews.compliance` as of ``size`` entries.
+
+        A compliance row is never deleted, so the servers with one at ``size`` are among
+        those with one now.
+        """
+        found = []
+        for serial, _ in self.index.rows("compliance"):
+            raw = self.index.row_at("compliance", serial, size)
+            if raw is None:
+                continue
+            row = json.loads(raw)
+            if state is None or row["state"] == state:
+                found.append({"server_serial": serial, **row})
+        return found
+
+    def node_timeline(self, serial: str, size: int | None) -> dict[str, Any]:
+        def view(at: int | None) -> tuple[list[str], list[IndexedEntry]]:
+            subjects = self.views.subjects(serial, size=at)
+            return subjects, self.views.timeline(subjects, size=at)
+
+        (subjects, entries), at = self._pinned(size, view)
+        return {"serial": serial, "subjects": subjects, **self._timeline(entries, at)}
+
+    def device_timeline(self, device_id: str, size: int | None) -> dict[str, Any]:
+        def view(at: int | None) -> list[IndexedEntry]:
+            self.views.device(device_id, size=at)  # device-unknown
+            return self.views.timeline([f"device:{device_id}"], size=at)
+
+        entries, at = self._pinned(size, view)
+        return {"device_id": device_id, **self._timeline(entries, at)}
+
+    def _timeline(self, entries: Sequence[IndexedEntry], size: int) -> dict[str, Any]:
+        checkpoint, receipts = self._receipts(entries)
+        return {
+            "size": size,
+            "checkpoint": checkpoint,
+            "truncated": len(entries) >= MAX_TIMELINE,
+            "entries": [
+                {**entry_doc(e), "receipt": base64.b64encode(r).decode("ascii")}
+                for e, r in zip(entries, receipts, strict=True)
+            ],
+        }
+
+    def _receipts(self, entries: Sequence[IndexedEntry]) -> tuple[int, list[bytes]]:
+        """Receipts for ``entries`` against one checkpoint, the latest; and its size.
+
+        The same receipts as ``TransparencyService.receipt`` issues, but all against one
+        tree: the checkpoint is read once, after the index (which only holds entries a
+        checkpoint covered), and the service signs its root once for all of them.
+        """
+        reader = self.service.reader
+        checkpoint = reader.checkpoint()
+        if checkpoint is None:
+            if entries:
+                raise Corruption("the provenance index holds entries of an empty log")
+            return 0, []
+        receipts = []
+        for entry in entries:
+            if entry.index >= checkpoint.size:
+                raise Corruption(
+                    f"the provenance index holds entry {entry.index}, beyond the log's "
+                    f"checkpoint ({checkpoint.size})"
+                )
+            receipts.append(self.service.receipt_at(checkpoint, entry.entry_id, entry.index))
+        return checkpoint.size, receipts
+
+
+def _answer(doc: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(doc, headers=NO_STORE)
+
+
+def add_provenance_routes(
+    app: FastAPI, ledger: ProvenanceLedger, service: TransparencyService
+) -> None:
+    """The read-only query routes under :data:`PREFIX` (docs/queries.md)."""
+    queries = ProvenanceQueries(ledger, service)
+
+    @app.get(PREFIX + "/devices", tags=["provenance"], response_class=JSONResponse)
+    async def device_by_serial(
+        maker: str | None = None, serial: str | None = None, size: str | None = None
+    ) -> JSONResponse:
+        """A device by its maker (organization name) and serial, as ``/devices/{id}``."""
+        if maker is None or serial is None:
+            raise InvalidInput(
+                "look a device up by maker and serial (both), or by its id: /devices/{id}",
+                code="device-lookup-invalid",
+            )
+        at = _size(size)
+        maker = _name(maker, "a maker", "maker-invalid")
+        serial = _name(serial, "a serial", "serial-invalid")
+        return _answer(await run_in_threadpool(queries.device_by_serial, maker, serial, at))
+
+    @app.get(PREFIX + "/devices/{device_id}", tags=["provenance"], response_class=JSONResponse)
+    async def device(device_id: str, size: str | None = None) -> JSONResponse:
+        """A device: its manifest, maker and where it is installed."""
+        at, checked = _size(size), _device_id(device_id)
+        return _answer(await run_in_threadpool(queries.device, checked, at))
+
+    @app.get(
+        PREFIX + "/devices/{device_id}/timeline", tags=["provenance"], response_class=JSONResponse
+    )
+    async def device_timeline(device_id: str, size: str | None = None) -> JSONResponse:
+        """The applied log entries about a device, each with a receipt."""
+        at, checked = _size(size), _device_id(device_id)
+        return _answer(await run_in_threadpool(queries.device_timeline, checked, at))
+
+    @app.get(PREFIX + "/nodes/{serial}", tags=["provenance"], response_class=JSONResponse)
+    async def node(serial: str, size: str | None = None) -> JSONResponse:
+        """A node (server, blade, rack …); a server with compliance, arrival, attestation."""
+        at, checked = _size(size), _name(serial, "a serial", "serial-invalid")
+        return _answer(await run_in_threadpool(queries.node, checked, at))
+
+    @app.get(PREFIX + "/nodes/{serial}/tree", tags=["provenance"], response_class=JSONResponse)
+    async def tree(serial: str, size: str | None = None) -> JSONResponse:
+        """A node and everything installed in it, nested."""
+        at, checked = _size(size), _name(serial, "a serial", "serial-invalid")
+        return _answer(await run_in_threadpool(queries.tree, checked, at))
+
+    @app.get(PREFIX + "/nodes/{serial}/timeline", tags=["provenance"], response_class=JSONResponse)
+    async def node_timeline(serial: str, size: str | None = None) -> JSONResponse:
+        """The applied entries about a node, everything in it and its shipment, with receipts."""
+        at, checked = _size(size), _name(serial, "a serial", "serial-invalid")
+        return _answer(await run_in_threadpool(queries.node_timeline, checked, at))
+
+    @app.get(PREFIX + "/shipments/{shipment_id}", tags=["provenance"], response_class=JSONResponse)
+    async def shipment(shipment_id: str, size: str | None = None) -> JSONResponse:
+        """A shipment: carrier, parties, contents, seals, and its custody records."""
+        at = _size(size)
+        checked = _name(shipment_id, "a shipment id", "shipment-id-invalid")
+        return _answer(await run_in_threadpool(queries.shipment, checked, at))
+
+    @app.get(PREFIX + "/compliance", tags=["provenance"], response_class=JSONResponse)
+    async def compliance(state: str | None = None, size: str | None = None) -> JSONResponse:
+        """Servers with a compliance record (``registered`` ones have none), by serial."""
+        at, checked = _size(size), _state(state)
+        return _answer(await run_in_threadpool(queries.compliance, checked, at))
