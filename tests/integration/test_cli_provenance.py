@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import time
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -24,7 +25,7 @@ from tests.unit.provenance._signed import (
     org_record,
     sign_fact,
 )
-from tests.unit.provenance._world import MAKER, World
+from tests.unit.provenance._world import MAKER, OPERATOR, World
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +132,44 @@ def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None
         refused = record(url, MAKER, "device-manifest", clone.to_json(), "clone.json")
         assert refused.returncode == 1
         assert "(manifest-cloned-device)" in refused.stderr
+
+
+def test_the_compliance_sweep_makes_stale_servers_non_compliant(tmp_path: Path) -> None:
+    root, token = init_data(tmp_path)
+    issuers, world = make_issuers(), World()
+    key, chain = root / "operator.key", root / "operator.pem"
+    write_private_key(key, issuers[OPERATOR].leaf_key)  # type: ignore[arg-type]
+    chain.write_bytes(issuers[OPERATOR].leaf.public_bytes(serialization.Encoding.PEM))
+    with served(root) as url:
+        for org, issuer in issuers.items():
+            r = httpx.put(
+                f"{url}/admin/organizations/{org}",
+                content=org_record(org, issuer),
+                headers={"authorization": f"Bearer {token}"},
+            )
+            assert r.status_code == 201, r.text
+        for org, payload in journey(world, "srv-s", "ship-s"):
+            r = httpx.post(url + "/entries", content=sign_fact(issuers, org, payload), headers=COSE)
+            assert r.status_code == 201, r.text
+        args = ["compliance", "sweep", "--key", str(key), "--x5chain", str(chain)]
+        args += ["--issuer", issuer_name(OPERATOR), "--subject-prefix", "urn:operator:"]
+        args += ["--url", url, "--json"]
+        fresh = json.loads(sealtrail(*args, "--max-age", "3600", cwd=root).stdout)
+        assert fresh["stale"] == []
+        time.sleep(2.1)
+        listed = json.loads(sealtrail(*args, "--max-age", "1", "--dry-run", cwd=root).stdout)
+        assert [s["server_serial"] for s in listed["stale"]] == ["srv-s"]
+        swept = sealtrail(*args, "--max-age", "1", cwd=root)
+        assert swept.returncode == 0, swept.stderr
+        (row,) = json.loads(swept.stdout)["stale"]
+        assert len(row["entry_id"]) == 64
+        deadline = time.monotonic() + 10
+        while True:
+            node = httpx.get(f"{url}/provenance/v1/nodes/srv-s").json()
+            if node["compliance"]["state"] == "non-compliant" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert node["compliance"]["state"] == "non-compliant"
+        assert "older than 1 s" in node["compliance"]["reason"]
+        again = json.loads(sealtrail(*args, "--max-age", "1", cwd=root).stdout)
+        assert again["stale"] == []

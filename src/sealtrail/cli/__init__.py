@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from sealtrail.errors import Error
 
-from . import bench, demo, init, keys, log, provenance, query, record, scitt, serve
+from . import bench, compliance, demo, init, keys, log, provenance, query, record, scitt, serve
 from ._common import err
 
 __all__ = ["app", "main"]
@@ -36,6 +36,7 @@ COMMANDS: list[tuple[str, Callable[..., Any] | typer.Typer]] = [
     ("verify", scitt.verify),
     ("org", scitt.org_app),
     ("record", record.record),
+    ("compliance", compliance.compliance_app),
     ("index", provenance.index_app),
     ("audit", provenance.audit),
     ("query", query.query_app),

@@ -15,7 +15,13 @@ passed in.
 from __future__ import annotations
 
 from ._audit import AuditReport, Finding, audit_log
-from ._compliance import TRANSITIONS, ComplianceState, check_transition
+from ._compliance import (
+    ATTESTED_STATES,
+    TRANSITIONS,
+    ComplianceState,
+    check_transition,
+    stale_reason,
+)
 from ._device import MAX_CERTIFICATE_SIZE, Algorithm, device_id
 from ._devicechain import MAX_DEVICE_CHAIN, DeviceChainValidator
 from ._kinds import KINDS, Kind, Payload, Role, parse_payload
@@ -77,6 +83,7 @@ from ._strict import MAX_ID_LENGTH, MAX_PAYLOAD_SIZE, MAX_TEXT_LENGTH
 from ._views import MAX_TIMELINE, MAX_TREE_NODES, ProvenanceViews, entry_doc
 
 __all__ = [
+    "ATTESTED_STATES",
     "KINDS",
     "MAX_CERTIFICATE_SIZE",
     "MAX_CHAIN_LENGTH",
@@ -152,4 +159,5 @@ __all__ = [
     "parse_firmware_release",
     "parse_payload",
     "screen",
+    "stale_reason",
 ]

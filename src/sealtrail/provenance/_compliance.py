@@ -13,7 +13,13 @@ from types import MappingProxyType
 
 from sealtrail.errors import InvalidInput
 
-__all__ = ["TRANSITIONS", "ComplianceState", "check_transition"]
+__all__ = [
+    "ATTESTED_STATES",
+    "TRANSITIONS",
+    "ComplianceState",
+    "check_transition",
+    "stale_reason",
+]
 
 
 class ComplianceState(StrEnum):
@@ -63,3 +69,28 @@ def check_transition(from_state: ComplianceState, to_state: ComplianceState) -> 
             code="compliance-bad-transition",
             hint="See the compliance state machine in docs/provenance.md.",
         )
+
+
+#: States ``compliance sweep`` watches: a server in them must keep attesting.
+ATTESTED_STATES = frozenset({ComplianceState.VERIFIED, ComplianceState.PRODUCTION})
+
+
+def stale_reason(
+    state: ComplianceState,
+    attestation: Mapping[str, object] | None,
+    *,
+    now: int,
+    max_age: int,
+) -> str | None:
+    """Why a server in ``state`` with this latest attestation row (``status``, ``iat``) is
+    stale at ``now`` — no affirming attestation within ``max_age`` seconds — or None."""
+    if state not in ATTESTED_STATES:
+        return None
+    if attestation is None:
+        return "no attestation on record"
+    if attestation.get("status") != "affirming":
+        return f"latest attestation is {attestation.get('status')}"
+    iat = attestation.get("iat")
+    if not isinstance(iat, int) or now - iat > max_age:
+        return f"latest passing attestation is older than {max_age} s"
+    return None
