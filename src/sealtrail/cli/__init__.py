@@ -11,7 +11,20 @@ from rich.markup import escape
 
 from sealtrail.errors import Error
 
-from . import bench, compliance, demo, init, keys, log, provenance, query, record, scitt, serve
+from . import (
+    bench,
+    compliance,
+    demo,
+    init,
+    keys,
+    log,
+    passport,
+    provenance,
+    query,
+    record,
+    scitt,
+    serve,
+)
 from ._common import err
 
 __all__ = ["app", "main"]
@@ -40,6 +53,7 @@ COMMANDS: list[tuple[str, Callable[..., Any] | typer.Typer]] = [
     ("index", provenance.index_app),
     ("audit", provenance.audit),
     ("query", query.query_app),
+    ("passport", passport.passport_app),
     ("demo", demo.demo),
     ("bench", bench.app),
 ]

@@ -26,6 +26,16 @@ from ._device import MAX_CERTIFICATE_SIZE, Algorithm, device_id
 from ._devicechain import MAX_DEVICE_CHAIN, DeviceChainValidator
 from ._kinds import KINDS, Kind, Payload, Role, parse_payload
 from ._ledger import ProvenanceLedger, fact_of, screen
+from ._passport import (
+    MAX_PASSPORT_SIZE,
+    MAX_PASSPORT_STATEMENTS,
+    PASSPORT_TYPE,
+    PassportReport,
+    PassportSubject,
+    Stage,
+    build_passport,
+    verify_passport,
+)
 from ._payloads import (
     MAX_CHAIN_LENGTH,
     MAX_CHILDREN,
@@ -96,6 +106,8 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_MEASUREMENTS",
     "MAX_NONCE_SIZE",
+    "MAX_PASSPORT_SIZE",
+    "MAX_PASSPORT_STATEMENTS",
     "MAX_PAYLOAD_SIZE",
     "MAX_REASONS",
     "MAX_SEALS",
@@ -104,6 +116,7 @@ __all__ = [
     "MAX_TIMELINE",
     "MAX_TREE_NODES",
     "MIN_NONCE_SIZE",
+    "PASSPORT_TYPE",
     "TRANSITIONS",
     "Algorithm",
     "Arrival",
@@ -134,6 +147,8 @@ __all__ = [
     "Node",
     "NodeType",
     "Outcome",
+    "PassportReport",
+    "PassportSubject",
     "Payload",
     "ProvenanceLedger",
     "ProvenancePolicy",
@@ -142,9 +157,11 @@ __all__ = [
     "Refused",
     "Role",
     "Rows",
+    "Stage",
     "TrustClaim",
     "Verdict",
     "audit_log",
+    "build_passport",
     "check_transition",
     "child_key",
     "device_id",
@@ -160,4 +177,5 @@ __all__ = [
     "parse_payload",
     "screen",
     "stale_reason",
+    "verify_passport",
 ]

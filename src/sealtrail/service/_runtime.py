@@ -22,6 +22,7 @@ from sealtrail.provenance import ProvenanceLedger, ProvenancePolicy
 from sealtrail.scitt import ChainValidator, PayloadRule, TransparencyService
 from sealtrail.storage import IndexStore, LogStore, StatementStore, open_index
 
+from ._passport import add_passport_routes
 from .app import create_app
 
 __all__ = ["ServiceStore", "service_app"]
@@ -91,6 +92,7 @@ def service_app(
         ledger=ledger,
         lifespan=lifespan,
     )
+    add_passport_routes(app, ledger=ledger, service=service)
     app.state.sequencer = sequencer
     app.state.transparency_service = service
     app.state.ledger = ledger
