@@ -43,6 +43,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/sealtrail bench log --table
 	$(BIN)/sealtrail bench register --table
+	$(BIN)/sealtrail bench provenance --table
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

@@ -133,3 +133,42 @@ def register(
         report=_reporter(quiet),
     )
     _print(result, as_table=table and not json_out)
+
+
+@app.command("provenance")
+def provenance(
+    manifests: Annotated[
+        int, typer.Option(min=1, help="Device manifests registered (default 3).")
+    ] = 3,
+    devices: Annotated[
+        int, typer.Option(min=8, max=10_000, help="Devices per manifest (default 10,000).")
+    ] = 10_000,
+    servers: Annotated[
+        int, typer.Option(min=1, help="Servers of 8 roots of trust that attest (default 250).")
+    ] = 250,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Attestations per server, each with a fresh nonce.")
+    ] = 4,
+    fsck_entries: Annotated[
+        int, typer.Option(min=1000, help="Entries of the log the fsck figure verifies.")
+    ] = 1_000_000,
+    p384_checks: Annotated[
+        int, typer.Option(min=100, help="P-384 checks per pass of the ceiling (4 passes).")
+    ] = 1000,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout (the default).")] = False,
+    table: Annotated[bool, typer.Option("--table", help="A human table instead of JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    bench_dir: BenchDir = None,
+) -> None:
+    """The provenance ledger: identity and attestation ingestion, the audit, fsck."""
+    module = _bench_module("provenance", bench_dir)
+    result = module.run(
+        manifests=manifests,
+        devices=devices,
+        servers=servers,
+        rounds=rounds,
+        fsck_entries=fsck_entries,
+        p384_checks=p384_checks,
+        report=_reporter(quiet),
+    )
+    _print(result, as_table=table and not json_out)

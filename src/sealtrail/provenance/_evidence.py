@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from . import _parallel
 from ._device import MAX_CERTIFICATE_SIZE
 from ._payloads import (
     MAX_CHAIN_LENGTH,
@@ -61,6 +62,7 @@ __all__ = [
     "EvidenceReason",
     "SigningKey",
     "appraise_device",
+    "appraise_devices",
     "evidence_message",
     "sign_evidence",
 ]
@@ -300,13 +302,62 @@ def appraise_device(
     """
     if not MIN_NONCE_SIZE <= len(nonce) <= MAX_NONCE_SIZE:
         raise ValueError(f"a nonce is {MIN_NONCE_SIZE}..{MAX_NONCE_SIZE} bytes")
+    failure = _signed(evidence, nonce, identity, chains)
+    if failure is not None or evidence is None:
+        return _outcome({failure or EvidenceReason.MISSING})
+    return _outcome(_measured(evidence, release_of, min_security_version))
+
+
+def appraise_devices(
+    items: Sequence[tuple[DeviceEvidence | None, bytes]],
+    *,
+    nonce: bytes,
+    release_of: Callable[[ComponentMeasurement], int | None],
+    min_security_version: Callable[[str], int | None] = _no_minimum,
+    chains: AliasChains,
+) -> list[tuple[EarStatus, tuple[str, ...]]]:
+    """:func:`appraise_device` for every ``(evidence, identity)`` of one attestation, in
+    order, with the same results.
+
+    The alias chains and signatures (a P-384 check is ~0.7 ms, most of a device's cost) are
+    checked on this thread and the helper threads of :func:`._parallel.in_threads` at once;
+    ``release_of`` and ``min_security_version`` are only called from this thread, after.
+    """
+    if not items:
+        return []
+    if not MIN_NONCE_SIZE <= len(nonce) <= MAX_NONCE_SIZE:
+        raise ValueError(f"a nonce is {MIN_NONCE_SIZE}..{MAX_NONCE_SIZE} bytes")
+    failures = _parallel.in_threads(lambda item: _signed(item[0], nonce, item[1], chains), items)
+    appraised = []
+    for (evidence, _), failure in zip(items, failures, strict=True):
+        if failure is not None or evidence is None:
+            appraised.append(_outcome({failure or EvidenceReason.MISSING}))
+        else:
+            appraised.append(_outcome(_measured(evidence, release_of, min_security_version)))
+    return appraised
+
+
+def _signed(
+    evidence: DeviceEvidence | None, nonce: bytes, identity: bytes, chains: AliasChains
+) -> EvidenceReason | None:
+    """Why ``evidence`` is not signed over ``nonce`` by the device of ``identity``, or None
+    (thread-safe: :class:`AliasChains` is, and the rest reads only its arguments)."""
     if evidence is None or not evidence.measurements:
-        return _outcome({EvidenceReason.MISSING})
+        return EvidenceReason.MISSING
     key = chains.signing_key(identity, evidence.chain)
     if key is None:
-        return _outcome({EvidenceReason.BAD_CHAIN})
+        return EvidenceReason.BAD_CHAIN
     if not key.verifies(evidence.signature, evidence_message(nonce, evidence.measurements)):
-        return _outcome({EvidenceReason.BAD_SIGNATURE})
+        return EvidenceReason.BAD_SIGNATURE
+    return None
+
+
+def _measured(
+    evidence: DeviceEvidence,
+    release_of: Callable[[ComponentMeasurement], int | None],
+    min_security_version: Callable[[str], int | None],
+) -> set[EvidenceReason]:
+    """What signed ``evidence``'s measurements show against the releases and the policy."""
     reasons: set[EvidenceReason] = set()
     for measurement in evidence.measurements:
         security_version = release_of(measurement)
@@ -316,7 +367,7 @@ def appraise_device(
         floor = min_security_version(measurement.component)
         if floor is not None and security_version < floor:
             reasons.add(EvidenceReason.SECURITY_VERSION_TOO_LOW)
-    return _outcome(reasons)
+    return reasons
 
 
 def _outcome(reasons: set[EvidenceReason]) -> tuple[EarStatus, tuple[str, ...]]:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from sealtrail.errors import VerificationError
 
 from ._compliance import ComplianceState
-from ._evidence import AliasChains, appraise_device
+from ._evidence import AliasChains, appraise_devices
 from ._kinds import Payload
 from ._payloads import (
     Arrival,
@@ -559,22 +559,33 @@ class ProvenanceState:
         source = rows or self.rows
         nonce = bytes.fromhex(result.nonce)
         expected = set(self.devices_of(result.server_serial, source))
-        appraised = []
+        identities = {}
         for device in result.devices:
             row = source.get("device", device.device_id)
+            if row is not None:
+                identities[device.device_id] = base64.b64decode(row["identity"])
+        # Every known device's evidence at once: its signature checks run side by side.
+        found = iter(
+            appraise_devices(
+                [
+                    (d.evidence, identities[d.device_id])
+                    for d in result.devices
+                    if d.device_id in identities
+                ],
+                nonce=nonce,
+                release_of=lambda m: self._release_of(source, m),
+                min_security_version=self.policy.min_security_version.get,
+                chains=self.chains,
+            )
+        )
+        appraised = []
+        for device in result.devices:
             status: EarStatus
             reasons: tuple[str, ...]
-            if row is None:
+            if device.device_id not in identities:
                 status, reasons = EarStatus.CONTRAINDICATED, ("device-unknown",)
             else:
-                status, reasons = appraise_device(
-                    device.evidence,
-                    nonce=nonce,
-                    identity=base64.b64decode(row["identity"]),
-                    release_of=lambda m: self._release_of(source, m),
-                    min_security_version=self.policy.min_security_version.get,
-                    chains=self.chains,
-                )
+                status, reasons = next(found)
                 if device.device_id not in expected:
                     status = EarStatus.CONTRAINDICATED
                     reasons = tuple(sorted({*reasons, "device-not-in-assembly"}))
