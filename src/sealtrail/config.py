@@ -47,7 +47,7 @@ from sealtrail.keys import (
     write_private_key,
 )
 from sealtrail.log import CheckpointSigner, SequencerConfig
-from sealtrail.scitt import key_id
+from sealtrail.scitt import MAX_STATEMENT_SIZE_LIMIT, key_id
 from sealtrail.storage import IndexStore, MemoryStore, SQLiteStore, open_index, open_store
 
 __all__ = [
@@ -67,6 +67,8 @@ _T = TypeVar("_T")
 
 DEFAULT_STORE = "sqlite:///log.db"
 DEFAULT_INDEX = "sqlite:///provenance.db"
+#: Largest statement ``sealtrail serve`` accepts: room for a 10,000-device manifest.
+DEFAULT_MAX_STATEMENT_SIZE = 16 * 1024 * 1024
 #: Seconds a server's last passing attestation stays fresh (``compliance sweep``).
 DEFAULT_MAX_ATTESTATION_AGE = 24 * 3600
 DEFAULT_HOST = "127.0.0.1"
@@ -108,6 +110,7 @@ class Config:
     port: int = DEFAULT_PORT
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
     index_url: str = DEFAULT_INDEX
+    max_statement_size: int = DEFAULT_MAX_STATEMENT_SIZE
     max_attestation_age: int = DEFAULT_MAX_ATTESTATION_AGE
     min_security_version: dict[str, int] = field(default_factory=dict)
 
@@ -219,6 +222,8 @@ def _render(config: Config) -> str:
         "[server]",
         f"host = {_toml_value(config.host)}",
         f"port = {_toml_value(config.port)}",
+        "# Largest signed statement accepted, in bytes (each organization's policy may set less).",
+        f"max_statement_size = {config.max_statement_size}",
         "",
         "[sequencer]",
         f"max_batch = {seq.max_batch}",
@@ -431,6 +436,15 @@ def _pkcs11(raw: dict[str, Any]) -> Pkcs11KeyConfig | None:
     )
 
 
+def _statement_limit(server: dict[str, Any]) -> int:
+    value = _get(server, "max_statement_size", int, DEFAULT_MAX_STATEMENT_SIZE)
+    if not 0 < value <= MAX_STATEMENT_SIZE_LIMIT:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [server] max_statement_size must be 1..{MAX_STATEMENT_SIZE_LIMIT}"
+        )
+    return value
+
+
 def load_config(data_dir: Path) -> Config:
     path = data_dir / CONFIG_FILE
     try:
@@ -479,6 +493,7 @@ def load_config(data_dir: Path) -> Config:
             index_every=_get(seq, "index_every", int, defaults.index_every),
         ),
         index_url=_get(raw, "index", str, DEFAULT_INDEX),
+        max_statement_size=_statement_limit(server),
         max_attestation_age=_get(prov, "max_attestation_age", int, DEFAULT_MAX_ATTESTATION_AGE),
         min_security_version=dict(minimums),
     )

@@ -57,6 +57,7 @@ def _writing_app(config: Config) -> FastAPI:
         admin_token_hash=token_hash,
         sequencer_config=config.sequencer,
         index=config.open_index(),
+        max_statement_size=config.max_statement_size,
         provenance_policy=policy(config),
     )
 

@@ -24,9 +24,11 @@ from sealtrail.merkle import (
     CompactRange,
     MerkleError,
     NodeID,
+    NodeRun,
     consistency_proof,
     inclusion_proof,
-    leaf_hash,
+    leaf_hashes,
+    node_hash,
     node_inclusion_nodes,
     tile_for_node,
     verify_consistency,
@@ -457,47 +459,94 @@ class LogReader:
     def audit(self, *, progress: Progress | None = None) -> SignedCheckpoint | None:
         """Verify the whole log from scratch against its signed checkpoint.
 
-        Rehashes every entry, checks every level-0 and higher tile against the hashes the
-        entries imply, and the resulting root against the checkpoint. Raises
-        :class:`Corruption` at the first disagreement.
+        Rehashes every entry, checks every level-0 and higher tile (and every stored tile
+        interior) against the hashes the entries imply, and the resulting root against the
+        checkpoint. Raises :class:`Corruption` at the first disagreement.
+
+        Each full entry bundle is hashed once: its leaf hashes are compared with the
+        level-0 tile in one comparison, its inner levels computed once serve both the
+        stored interior's check and the bundle's level-8 node, and only those level-8 nodes
+        go on into a compact range (the tree above the tiles). The last, partial bundle
+        goes through a compact range of leaves.
         """
         latest = self.checkpoint()
         if latest is None:
             return None
         size = latest.size
-        tree = CompactRange(0, [])
-        for start in range(0, size, TILE_WIDTH):
+        full = size - size % TILE_WIDTH
+        upper = CompactRange(0, [])  # over the level-8 nodes: Merkle level 8 + its level
+        for start in range(0, full, TILE_WIDTH):
             index = start // TILE_WIDTH
-            width = tile_width(ENTRY_BUNDLES, index, size)
-            entries = bundle_entries(self.tile(ENTRY_BUNDLES, index, width, size=size))
-            if len(entries) != width:
-                raise Corruption(f"entry bundle {index} holds {len(entries)} entries, not {width}")
-            leaves = [leaf_hash(e) for e in entries]
-            tree, runs = tree.append(leaves)
-            for run in runs:
-                if run.level % TILE_HEIGHT:
-                    continue
-                tile_level = run.level // TILE_HEIGHT
-                for offset, expected in enumerate(run.hashes):
-                    node = run.start + offset
-                    t_index, pos = divmod(node, TILE_WIDTH)
-                    if pos == 0 or offset == 0:
-                        stored = self.tile(
-                            tile_level, t_index, tile_width(tile_level, t_index, size), size=size
-                        )
-                    if stored[pos * HASH_SIZE : (pos + 1) * HASH_SIZE] != expected:
-                        near = node << (TILE_HEIGHT * tile_level)
-                        raise Corruption(
-                            f"tile {tile_level}/{t_index} position {pos} does not match the "
-                            f"entries (first bad leaf near index {near})"
-                        )
-                    if pos == TILE_WIDTH - 1:
-                        self._check_interior(tile_level, t_index)
+            hashes = self._audit_bundle(index, TILE_WIDTH, size)
+            levels = inner_levels(hashes)
+            self._check_stored_interior(0, index, b"".join(levels))
+            top = levels[-1]
+            upper, runs = upper.append([node_hash(top[:HASH_SIZE], top[HASH_SIZE:])])
+            self._audit_runs(runs, size, base_level=TILE_HEIGHT)
             if progress is not None:
-                progress(start + width, size)
+                progress(start + TILE_WIDTH, size)
+        tree = CompactRange(full, upper.hashes)
+        if size > full:
+            index = full // TILE_WIDTH
+            hashes = self._audit_bundle(index, size - full, size)
+            tree, _ = tree.append(
+                [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
+            )
+            if progress is not None:
+                progress(size, size)
         if tree.root() != latest.root:
             raise Corruption("the entries do not hash to the signed checkpoint's root")
         return latest
+
+    def _audit_bundle(self, index: int, width: int, size: int) -> bytes:
+        """Entry bundle ``index``'s leaf hashes, checked against the level-0 tile."""
+        entries = bundle_entries(self.tile(ENTRY_BUNDLES, index, width, size=size))
+        if len(entries) != width:
+            raise Corruption(f"entry bundle {index} holds {len(entries)} entries, not {width}")
+        hashes = b"".join(leaf_hashes(entries))
+        stored = self.tile(0, index, width, size=size)
+        if stored != hashes:
+            pos = next(
+                i
+                for i in range(width)
+                if stored[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+                != hashes[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+            )
+            raise Corruption(
+                f"tile 0/{index} position {pos} does not match the entries (first bad leaf "
+                f"near index {index * TILE_WIDTH + pos})"
+            )
+        return hashes
+
+    def _audit_runs(self, runs: Sequence[NodeRun], size: int, *, base_level: int) -> None:
+        """New nodes of the tree above the tiles, checked against the stored hash tiles."""
+        for run in runs:
+            level = base_level + run.level
+            if level % TILE_HEIGHT:
+                continue
+            tile_level = level // TILE_HEIGHT
+            for offset, expected in enumerate(run.hashes):
+                node = run.start + offset
+                t_index, pos = divmod(node, TILE_WIDTH)
+                if pos == 0 or offset == 0:
+                    stored = self.tile(
+                        tile_level, t_index, tile_width(tile_level, t_index, size), size=size
+                    )
+                if stored[pos * HASH_SIZE : (pos + 1) * HASH_SIZE] != expected:
+                    near = node << (TILE_HEIGHT * tile_level)
+                    raise Corruption(
+                        f"tile {tile_level}/{t_index} position {pos} does not match the "
+                        f"entries (first bad leaf near index {near})"
+                    )
+                if pos == TILE_WIDTH - 1:
+                    self._check_interior(tile_level, t_index)
+
+    def _check_stored_interior(self, level: int, index: int, interior: bytes) -> None:
+        """A full tile's stored interior, if any, must be ``interior`` (computed by us)."""
+        parts = self.store.read_parts(level, index)
+        full = [p for p in parts if p.start == 0 and p.count == TILE_WIDTH]
+        if full and full[0].interior and full[0].interior != interior:
+            raise Corruption(f"tile {level}/{index}: stored inner nodes do not match its hashes")
 
     def _check_interior(self, level: int, index: int) -> None:
         """A full tile's stored interior, if any, must be what its hashes imply."""

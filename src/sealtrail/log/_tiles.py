@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterable, Sequence
 
 from sealtrail.errors import Corruption, TooLarge
-from sealtrail.merkle import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, node_hash
+from sealtrail.merkle import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH
 from sealtrail.storage import ENTRY_BUNDLES, TilePart
 
 __all__ = [
@@ -43,10 +44,16 @@ def inner_levels(hashes: bytes) -> list[bytes]:
     has no parent yet.
     """
     levels: list[bytes] = []
-    row = [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
+    sha = hashlib.sha256
+    width = 2 * HASH_SIZE
+    row = hashes
     for _ in range(TILE_HEIGHT - 1):
-        row = [node_hash(row[i], row[i + 1]) for i in range(0, len(row) - 1, 2)]
-        levels.append(b"".join(row))
+        # Each pair of adjacent hashes is one 64-byte slice: SHA-256(0x01 || left || right).
+        pairs = len(row) // width
+        row = b"".join(
+            [sha(b"\x01" + row[i : i + width]).digest() for i in range(0, pairs * width, width)]
+        )
+        levels.append(row)
     return levels
 
 
@@ -81,6 +88,14 @@ def _pairs(data: bytes) -> list[bytes]:
 
 def bundle_entries(data: bytes) -> list[bytes]:
     """Split an entry bundle into its entries; :class:`Corruption` on a truncated bundle."""
+    if len(data) >= 2:
+        # Fast path: every entry as long as the first (a service's 32-byte leaf entries).
+        # The length prefixes sit every `step` bytes; compare them all at once.
+        size = int.from_bytes(data[:2], "big")
+        step = size + 2
+        count, rest = divmod(len(data), step)
+        if not rest and data[0::step] == data[0:1] * count and data[1::step] == data[1:2] * count:
+            return [data[i + 2 : i + step] for i in range(0, len(data), step)]
     entries: list[bytes] = []
     pos, end = 0, len(data)
     while pos < end:

@@ -16,9 +16,9 @@ from typing import Any, NoReturn, TypeVar
 
 from sealtrail.errors import InvalidInput, TooLarge
 
-#: Largest payload accepted, in bytes. Large enough for a manifest of
-#: :data:`MAX_DEVICES` identities with short chains; statements this large are registered
-#: with a COSE hash envelope (the 1 MiB statement limit applies to the envelope).
+#: Largest payload accepted, in bytes: a manifest of :data:`MAX_DEVICES` identities with
+#: their chains (the service's statement size limit and the organization's policy must
+#: allow the statement too; docs/provenance.md, "Limits").
 MAX_PAYLOAD_SIZE = 64 * 1024 * 1024
 #: Longest identifier (serial, batch, shipment, organization, seal id), in characters.
 MAX_ID_LENGTH = 128

@@ -25,13 +25,20 @@ from ._service import (
     issuer_key,
 )
 from ._sign import sign_statement
-from ._statement import MAX_STATEMENT_SIZE, SignedStatement, entry_id, parse_statement
+from ._statement import (
+    MAX_STATEMENT_SIZE,
+    MAX_STATEMENT_SIZE_LIMIT,
+    SignedStatement,
+    entry_id,
+    parse_statement,
+)
 from ._verify import VerifiedStatement, verify_transparent_statement
 
 __all__ = [
     "ALG_BY_NAME",
     "COSE_SIGN1_TAG",
     "MAX_STATEMENT_SIZE",
+    "MAX_STATEMENT_SIZE_LIMIT",
     "NAME_BY_ALG",
     "ORG_RECORD_TYPE",
     "ChainValidator",

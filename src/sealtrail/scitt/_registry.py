@@ -26,7 +26,7 @@ from sealtrail.keys import ALGORITHMS, ED25519, ES256, ES384, Verifier, verifier
 
 from ._chain import load_certificates
 from ._cosekey import key_id
-from ._statement import MAX_STATEMENT_SIZE
+from ._statement import MAX_STATEMENT_SIZE_LIMIT
 
 __all__ = ["ORG_RECORD_TYPE", "Organization", "Policy", "Registry", "parse_org_record"]
 
@@ -165,9 +165,9 @@ def parse_org_record(payload: bytes) -> Organization:
     if set(algorithms) - set(ALGORITHMS):
         raise InvalidInput("organization record: unknown algorithm", code="org-record-invalid")
     max_size = raw_policy.get("max_size", 64 * 1024)
-    if not isinstance(max_size, int) or not 0 < max_size <= MAX_STATEMENT_SIZE:
+    if not isinstance(max_size, int) or not 0 < max_size <= MAX_STATEMENT_SIZE_LIMIT:
         raise InvalidInput(
-            f"organization record: max_size must be 1..{MAX_STATEMENT_SIZE}",
+            f"organization record: max_size must be 1..{MAX_STATEMENT_SIZE_LIMIT}",
             code="org-record-invalid",
         )
     return Organization(

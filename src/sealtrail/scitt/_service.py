@@ -51,7 +51,12 @@ from ._cose import Claim, Header, sign1
 from ._cosekey import encode_key_set, key_id
 from ._receipt import ReceiptSigner, add_receipts
 from ._registry import ORG_RECORD_TYPE, Organization, Registry, parse_org_record
-from ._statement import MAX_STATEMENT_SIZE, SignedStatement, parse_statement
+from ._statement import (
+    MAX_STATEMENT_SIZE,
+    MAX_STATEMENT_SIZE_LIMIT,
+    SignedStatement,
+    parse_statement,
+)
 
 __all__ = [
     "PayloadRule",
@@ -331,6 +336,8 @@ class TransparencyService:
         self.receipts = ReceiptSigner(signer, issuer=issuer, subject=sequencer.signer.origin)
         self.registry = Registry()
         self.validator = validator or ChainValidator()
+        if not 0 < max_statement_size <= MAX_STATEMENT_SIZE_LIMIT:
+            raise ValueError(f"max_statement_size must be 1..{MAX_STATEMENT_SIZE_LIMIT}")
         self.max_statement_size = max_statement_size
         self.payload_rules: Mapping[str, PayloadRule] = dict(payload_rules or {})
         current = signer.verifier()

@@ -34,13 +34,18 @@ from ._cose import CoseSign1, Header, decode_sign1
 __all__ = [
     "HASH_ENVELOPE_ALGS",
     "MAX_STATEMENT_SIZE",
+    "MAX_STATEMENT_SIZE_LIMIT",
     "SignedStatement",
     "entry_id",
     "parse_statement",
 ]
 
-#: Largest signed statement accepted, in bytes (registration policies may set less).
+#: Largest signed statement a service accepts by default, in bytes (a service may be
+#: configured up to :data:`MAX_STATEMENT_SIZE_LIMIT`; registration policies may set less).
 MAX_STATEMENT_SIZE = 1 << 20
+#: The most any service or policy may accept: a device manifest of 10,000 identities with
+#: their chains is about 6 to 15 MB.
+MAX_STATEMENT_SIZE_LIMIT = 64 << 20
 #: Hash envelope ``payload_hash_alg`` values (COSE algorithm ids) -> digest length.
 HASH_ENVELOPE_ALGS: dict[int, int] = {-16: 32, -43: 48, -44: 64}  # SHA-256, -384, -512
 #: Longest issuer / subject / content type accepted, in characters.

@@ -19,7 +19,12 @@ from sealtrail.errors import Error
 from sealtrail.keys import Signer, Verifier
 from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
 from sealtrail.provenance import ProvenanceLedger, ProvenancePolicy
-from sealtrail.scitt import ChainValidator, PayloadRule, TransparencyService
+from sealtrail.scitt import (
+    MAX_STATEMENT_SIZE,
+    ChainValidator,
+    PayloadRule,
+    TransparencyService,
+)
 from sealtrail.storage import IndexStore, LogStore, StatementStore, open_index
 
 from ._passport import add_passport_routes
@@ -44,6 +49,7 @@ def service_app(
     validator: ChainValidator | None = None,
     payload_rules: Mapping[str, PayloadRule] | None = None,
     index: IndexStore | None = None,
+    max_statement_size: int = MAX_STATEMENT_SIZE,
     provenance_policy: ProvenancePolicy | None = None,
 ) -> FastAPI:
     """The full service over ``store``: read API, SCRAPI registration, administration.
@@ -68,6 +74,7 @@ def service_app(
         retired=retired,
         validator=validator,
         payload_rules=ledger.rules() if payload_rules is None else payload_rules,
+        max_statement_size=max_statement_size,
     )
 
     @asynccontextmanager
