@@ -69,6 +69,8 @@ DEFAULT_STORE = "sqlite:///log.db"
 DEFAULT_INDEX = "sqlite:///provenance.db"
 #: Largest statement ``sealtrail serve`` accepts: room for a 10,000-device manifest.
 DEFAULT_MAX_STATEMENT_SIZE = 16 * 1024 * 1024
+#: Seconds a challenge nonce stays valid.
+DEFAULT_CHALLENGE_TTL = 300
 #: Seconds a server's last passing attestation stays fresh (``compliance sweep``).
 DEFAULT_MAX_ATTESTATION_AGE = 24 * 3600
 DEFAULT_HOST = "127.0.0.1"
@@ -112,6 +114,8 @@ class Config:
     index_url: str = DEFAULT_INDEX
     max_statement_size: int = DEFAULT_MAX_STATEMENT_SIZE
     max_attestation_age: int = DEFAULT_MAX_ATTESTATION_AGE
+    require_challenge: bool = True
+    challenge_ttl: int = DEFAULT_CHALLENGE_TTL
     min_security_version: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -235,6 +239,10 @@ def _render(config: Config) -> str:
         "[provenance]",
         "# Seconds a server's last passing attestation stays fresh (compliance sweep).",
         f"max_attestation_age = {config.max_attestation_age}",
+        "# Attestations and arrivals must answer nonces this service issued (POST",
+        "# /provenance/v1/challenges, `sealtrail challenge`), within challenge_ttl seconds.",
+        f"require_challenge = {_toml_value(config.require_challenge)}",
+        f"challenge_ttl = {config.challenge_ttl}",
         "# Lowest security version an attestation accepts without a warning, per component:",
         "# [provenance.min_security_version]",
         '# "caliptra-rt" = 3',
@@ -436,6 +444,13 @@ def _pkcs11(raw: dict[str, Any]) -> Pkcs11KeyConfig | None:
     )
 
 
+def _positive(table: dict[str, Any], key: str, default: int) -> int:
+    value = _get(table, key, int, default)
+    if value <= 0:
+        raise ConfigError(f"{CONFIG_FILE}: {key} must be a positive number of seconds")
+    return value
+
+
 def _statement_limit(server: dict[str, Any]) -> int:
     value = _get(server, "max_statement_size", int, DEFAULT_MAX_STATEMENT_SIZE)
     if not 0 < value <= MAX_STATEMENT_SIZE_LIMIT:
@@ -494,6 +509,8 @@ def load_config(data_dir: Path) -> Config:
         ),
         index_url=_get(raw, "index", str, DEFAULT_INDEX),
         max_statement_size=_statement_limit(server),
-        max_attestation_age=_get(prov, "max_attestation_age", int, DEFAULT_MAX_ATTESTATION_AGE),
+        max_attestation_age=_positive(prov, "max_attestation_age", DEFAULT_MAX_ATTESTATION_AGE),
         min_security_version=dict(minimums),
+        require_challenge=_get(prov, "require_challenge", bool, True),
+        challenge_ttl=_positive(prov, "challenge_ttl", DEFAULT_CHALLENGE_TTL),
     )

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from sealtrail.client import Client
 from sealtrail.keys import write_private_key
 from tests._serve_proc import COSE, init_data, served
 from tests.integration.test_cli import sealtrail
@@ -42,12 +44,33 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
             )
             assert r.status_code == 201, r.text
         for serial in ("srv-1", "srv-2"):
-            for org, payload in journey(world, serial, f"ship-{serial}"):
+            for org, payload in journey(world, serial, f"ship-{serial}", challenge=issuer_of(url)):
                 r = httpx.post(
                     url + "/entries", content=sign_fact(issuers, org, payload), headers=COSE
                 )
                 assert r.status_code == 201, r.text
     return root
+
+
+def issuer_of(url: str) -> Callable[[str, int], list[bytes]]:
+    """Nonces from the service's challenge route (``sealtrail serve`` requires them)."""
+
+    def challenge(serial: str, count: int) -> list[bytes]:
+        with Client(url) as client:
+            return client.challenge(serial, count)
+
+    return challenge
+
+
+def cli_nonces(root: Path, url: str) -> Callable[[str, int], list[bytes]]:
+    """Nonces from `sealtrail challenge`, as an operator's verifier script would get them."""
+
+    def challenge(serial: str, count: int) -> list[bytes]:
+        result = sealtrail("challenge", serial, "--count", str(count), "--url", url, cwd=root)
+        assert result.returncode == 0, result.stderr
+        return [bytes.fromhex(line) for line in result.stdout.split()]
+
+    return challenge
 
 
 def _sql(data: Path, statement: str) -> None:
@@ -117,8 +140,11 @@ def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None
                 headers={"authorization": f"Bearer {token}"},
             )
             assert r.status_code == 201, r.text
-        facts = list(journey(world, "srv-9", "ship-9"))
-        for n, (org, payload) in enumerate(facts):
+        facts = []
+        for n, (org, payload) in enumerate(
+            journey(world, "srv-9", "ship-9", challenge=cli_nonces(root, url))
+        ):
+            facts.append((org, payload))
             result = record(url, org, payload.KIND, payload.to_json(), f"fact-{n}.json")
             assert result.returncode == 0, result.stderr
             assert len(result.stdout.strip()) == 64  # the entry id
@@ -148,7 +174,7 @@ def test_the_compliance_sweep_makes_stale_servers_non_compliant(tmp_path: Path) 
                 headers={"authorization": f"Bearer {token}"},
             )
             assert r.status_code == 201, r.text
-        for org, payload in journey(world, "srv-s", "ship-s"):
+        for org, payload in journey(world, "srv-s", "ship-s", challenge=issuer_of(url)):
             r = httpx.post(url + "/entries", content=sign_fact(issuers, org, payload), headers=COSE)
             assert r.status_code == 201, r.text
         args = ["compliance", "sweep", "--key", str(key), "--x5chain", str(chain)]

@@ -548,3 +548,44 @@ def test_a_view_read_while_the_index_moved_is_read_again_at_the_new_size(world: 
     doc = queries.node(SERVER, None)
     assert moving.calls == 2
     assert doc == world.get(f"/nodes/{SERVER}")  # as of the newer size, which is now
+
+
+# -- challenges ---------------------------------------------------------------------------------
+
+BLADES_0 = BLADES[0].encode()
+
+
+def test_challenges_are_fresh_nonces_for_a_known_server(world: World) -> None:
+    before = time.time()
+    r = world.client.post("/provenance/v1/challenges", json={"server_serial": SERVER, "count": 3})
+    assert r.status_code == 201, r.text
+    assert r.headers["cache-control"] == "no-store"
+    doc = r.json()
+    assert doc["server_serial"] == SERVER
+    assert len(set(doc["nonces"])) == 3
+    assert all(len(bytes.fromhex(n)) == 32 for n in doc["nonces"])
+    assert doc["expires"] >= before + 60
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b'{"server_serial": "srv-unknown"}', 404, "node-unknown"),
+        (b'{"server_serial": "' + BLADES_0 + b'"}', 404, "node-unknown"),
+        (b'{"server_serial": "x", "count": 0}', 400, "challenge-bad-count"),
+        (b'{"server_serial": "x", "count": 1025}', 400, "challenge-bad-count"),
+        (b'{"server_serial": "x", "count": true}', 400, "challenge-request-invalid"),
+        (b'{"server_serial": 7}', 400, "challenge-request-invalid"),
+        (b'{"server_serial": "x", "extra": 1}', 400, "challenge-request-invalid"),
+        (b"[]", 400, "challenge-request-invalid"),
+        (b"not json", 400, "challenge-request-invalid"),
+        (b'{"server_serial": "' + b"x" * 5000 + b'"}', 413, "body-too-large"),
+    ],
+)
+def test_bad_challenge_requests_are_named(
+    world: World, body: bytes, status: int, code: str
+) -> None:
+    r = world.client.post(
+        "/provenance/v1/challenges", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert_problem(r, status, code)

@@ -49,6 +49,7 @@ COMMANDS: list[tuple[str, Callable[..., Any] | typer.Typer]] = [
     ("verify", scitt.verify),
     ("org", scitt.org_app),
     ("record", record.record),
+    ("challenge", record.challenge),
     ("compliance", compliance.compliance_app),
     ("index", provenance.index_app),
     ("audit", provenance.audit),

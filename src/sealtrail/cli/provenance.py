@@ -39,6 +39,8 @@ def policy(config: Config) -> ProvenancePolicy:
     return ProvenancePolicy(
         min_security_version=dict(config.min_security_version),
         max_attestation_age=config.max_attestation_age,
+        require_challenge=config.require_challenge,
+        challenge_ttl=config.challenge_ttl,
     )
 
 

@@ -32,7 +32,7 @@ from .scitt import (
     _say,
 )
 
-__all__ = ["record"]
+__all__ = ["challenge", "record"]
 
 KindName = StrEnum(  # type: ignore[misc]
     "KindName", {k.name.upper().replace("-", "_"): k.name for k in KINDS.values()}
@@ -127,3 +127,25 @@ def _main_id(value: object) -> str:
     if parent is not None:
         return str(parent.serial)
     return str(getattr(value, "component", "fact"))
+
+
+def challenge(
+    server: Annotated[str, typer.Argument(help="The server's serial.")],
+    count: Annotated[
+        int, typer.Option(min=1, max=1024, help="How many nonces (one per device to challenge).")
+    ] = 1,
+    url: Url = DEFAULT_URL,
+    as_json: AsJson = False,
+) -> None:
+    """Ask the service for fresh nonces for a server's attestation or arrival.
+
+    Prints one hex nonce per line. Each is accepted once, for this server, until it
+    expires (`challenge_ttl`, 300 s by default).
+    """
+    with Client(url) as service:
+        nonces = service.challenge(server, count)
+    if as_json:
+        _emit({"server_serial": server, "nonces": [n.hex() for n in nonces]})
+        return
+    for nonce in nonces:
+        _say(nonce.hex())

@@ -340,6 +340,26 @@ def _put_organization(name: str, record_json: bytes, token: str) -> _Flow[Regist
     return Registration(entry, index)
 
 
+def _challenge(serial: str, count: int) -> _Flow[dict[str, Any]]:
+    body = json.dumps({"server_serial": serial, "count": count}).encode()
+    reply = yield from _exchange(
+        _Call("POST", _PROVENANCE + "/challenges", {"Content-Type": JSON, "Accept": JSON}, body)
+    )
+    if reply.status != 201:
+        raise _error_for(reply, f"challenges for {serial!r}")
+    return _json_object(reply.content, "the challenge")
+
+
+def _nonces(doc: dict[str, Any], count: int) -> list[bytes]:
+    nonces = doc.get("nonces")
+    if not isinstance(nonces, list) or len(nonces) != count:
+        raise ServiceError(f"the service answered {count} challenge(s) without their nonces")
+    try:
+        return [bytes.fromhex(n) for n in nonces]
+    except (TypeError, ValueError):
+        raise ServiceError("the service answered a nonce that is not hex") from None
+
+
 def _query(path: str, what: str, **params: str | int | None) -> _Flow[dict[str, Any]]:
     """A provenance view (JSON) at ``path`` under :data:`_PROVENANCE`."""
     query = urlencode({k: v for k, v in params.items() if v is not None})
@@ -738,6 +758,11 @@ class Client:
         """Servers with a compliance record, optionally only those in ``state``."""
         return self._run(_query("/compliance", "compliance", state=state, size=size))
 
+    def challenge(self, server_serial: str, count: int = 1) -> list[bytes]:
+        """Fresh nonces for a server's attestation or arrival, one per device to challenge."""
+        doc = self._run(_challenge(server_serial, count))
+        return _nonces(doc, count)
+
 
 class AsyncClient:
     """The same as :class:`Client`, for asyncio: every method is a coroutine.
@@ -864,3 +889,8 @@ class AsyncClient:
     ) -> dict[str, Any]:
         """See :meth:`Client.compliance`."""
         return await self._run(_query("/compliance", "compliance", state=state, size=size))
+
+    async def challenge(self, server_serial: str, count: int = 1) -> list[bytes]:
+        """See :meth:`Client.challenge`."""
+        doc = await self._run(_challenge(server_serial, count))
+        return _nonces(doc, count)

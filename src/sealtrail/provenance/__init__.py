@@ -25,7 +25,14 @@ from ._compliance import (
 from ._device import MAX_CERTIFICATE_SIZE, Algorithm, device_id
 from ._devicechain import MAX_DEVICE_CHAIN, DeviceChainValidator
 from ._kinds import KINDS, Kind, Payload, Role, parse_payload
-from ._ledger import ProvenanceLedger, fact_of, screen
+from ._ledger import (
+    MAX_CHALLENGE_COUNT,
+    MAX_OPEN_CHALLENGES,
+    Issued,
+    ProvenanceLedger,
+    fact_of,
+    screen,
+)
 from ._passport import (
     MAX_PASSPORT_SIZE,
     MAX_PASSPORT_STATEMENTS,
@@ -97,6 +104,7 @@ __all__ = [
     "KINDS",
     "MAX_CERTIFICATE_SIZE",
     "MAX_CHAIN_LENGTH",
+    "MAX_CHALLENGE_COUNT",
     "MAX_CHILDREN",
     "MAX_CONTENTS",
     "MAX_DEVICES",
@@ -106,6 +114,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_MEASUREMENTS",
     "MAX_NONCE_SIZE",
+    "MAX_OPEN_CHALLENGES",
     "MAX_PASSPORT_SIZE",
     "MAX_PASSPORT_STATEMENTS",
     "MAX_PAYLOAD_SIZE",
@@ -141,6 +150,7 @@ __all__ = [
     "Fact",
     "Finding",
     "FirmwareRelease",
+    "Issued",
     "Kind",
     "Measurement",
     "MemoryRows",

@@ -23,12 +23,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import threading
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from sealtrail.errors import Error, InvalidInput, VerificationError
+from sealtrail.errors import Error, InvalidInput, NotFound, RetryLater, VerificationError
 from sealtrail.log import LogReader
 from sealtrail.scitt import (
     Organization,
@@ -41,10 +43,18 @@ from sealtrail.storage import Change, IndexedEntry, IndexStore, StatementRecord
 
 from ._devicechain import DeviceChainValidator
 from ._kinds import KINDS, Kind, Payload
-from ._payloads import DeviceManifest
+from ._payloads import Arrival, AttestationResult, DeviceManifest
 from ._state import Fact, MemoryRows, Outcome, ProvenancePolicy, ProvenanceState, Refused, Value
 
-__all__ = ["ProvenanceLedger", "fact_of", "load_rows", "screen"]
+__all__ = [
+    "MAX_CHALLENGE_COUNT",
+    "MAX_OPEN_CHALLENGES",
+    "Issued",
+    "ProvenanceLedger",
+    "fact_of",
+    "load_rows",
+    "screen",
+]
 
 log = logging.getLogger("sealtrail.provenance")
 
@@ -52,6 +62,10 @@ log = logging.getLogger("sealtrail.provenance")
 INDEX_STEP = 1024
 #: Row changes per index transaction, about (a 10,000-device manifest gives 20,000).
 INDEX_ROWS = 65_536
+#: Most challenge nonces open at once, and per request; bytes of randomness in each.
+MAX_OPEN_CHALLENGES = 65_536
+MAX_CHALLENGE_COUNT = 1024
+NONCE_BYTES = 32
 #: Seconds between looks at the log's size while it is idle.
 INDEX_POLL = 0.2
 
@@ -104,6 +118,16 @@ def screen(
             where=lambda i: f"devices[{i}]",
         )
     return payload
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """Nonces issued for one server's attestation or arrival, valid until ``expires``
+    (seconds since the epoch)."""
+
+    server_serial: str
+    nonces: tuple[str, ...]
+    expires: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +210,8 @@ class ProvenanceLedger:
         self._lock = threading.Lock()
         self._diverged = False
         self._task: asyncio.Task[None] | None = None
+        #: nonce -> (server serial, expiry): issued, not yet answered; oldest first.
+        self._challenges: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._wakeup = asyncio.Event()
 
     # -- registration rules ---------------------------------------------------------------
@@ -199,11 +225,85 @@ class ProvenanceLedger:
             payload = screen(statement, org, kind, self.devices)
             if context.is_registered(statement.leaf_entry):
                 return  # registered before: the store keeps its one copy
+            nonces = self._issued_nonces(payload)
             self.accept(
                 Fact(statement.leaf_entry, org.name, statement.issued_at or 0, payload), context
             )
+            for nonce in nonces:
+                self._challenges.pop(nonce, None)  # answered: never again
 
         return rule
+
+    # -- challenges (fresh nonces) ----------------------------------------------------------
+
+    def challenge(self, server_serial: str, count: int = 1, *, now: float | None = None) -> Issued:
+        """Issue ``count`` fresh nonces for a known server's attestation or arrival.
+
+        Raises :class:`NotFound` (``node-unknown``) for a server no assembly built,
+        :class:`InvalidInput` for a count outside 1..:data:`MAX_CHALLENGE_COUNT`, and
+        :class:`RetryLater` when :data:`MAX_OPEN_CHALLENGES` are open.
+        """
+        if not 1 <= count <= MAX_CHALLENGE_COUNT:
+            raise InvalidInput(
+                f"count must be 1..{MAX_CHALLENGE_COUNT}", code="challenge-bad-count"
+            )
+        node = self.tentative.rows.get("node", server_serial)
+        if node is None or node["type"] != "server":
+            raise NotFound(
+                "no assembly record built a server with this serial", code="node-unknown"
+            )
+        moment = time.time() if now is None else now
+        self._expire(moment)
+        if len(self._challenges) + count > MAX_OPEN_CHALLENGES:
+            raise RetryLater(
+                "too many open challenges; answer or let some expire",
+                retry_after=5.0,
+                code="challenges-full",
+            )
+        expires = moment + self.policy.challenge_ttl
+        nonces = [secrets.token_hex(NONCE_BYTES) for _ in range(count)]
+        for nonce in nonces:
+            self._challenges[nonce] = (server_serial, expires)
+        return Issued(server_serial, tuple(nonces), int(expires))
+
+    def _expire(self, now: float) -> None:
+        while self._challenges:
+            nonce, (_, expires) = next(iter(self._challenges.items()))
+            if expires > now:
+                return
+            del self._challenges[nonce]
+
+    def _issued_nonces(self, payload: Payload, *, now: float | None = None) -> list[str]:
+        """The nonces of an attestation or arrival, each issued by this service for its
+        server and not expired (with ``require_challenge``); raises naming the first that
+        is not. Nothing is consumed here: only once the statement is accepted."""
+        if isinstance(payload, AttestationResult):
+            nonces = [payload.nonce]
+        elif isinstance(payload, Arrival):
+            nonces = [c.nonce for c in payload.devices_challenged]
+        else:
+            return []
+        if not self.policy.require_challenge:
+            return []
+        moment = time.time() if now is None else now
+        for nonce in nonces:
+            issued = self._challenges.get(nonce)
+            if issued is None:
+                raise VerificationError(
+                    "a nonce this service did not issue, or one already answered or expired",
+                    code="nonce-not-issued",
+                    hint="Ask POST /provenance/v1/challenges for fresh nonces, then attest.",
+                )
+            serial, expires = issued
+            if serial != payload.server_serial:
+                raise VerificationError(
+                    "a nonce issued for another server", code="nonce-other-server"
+                )
+            if expires <= moment:
+                raise VerificationError(
+                    f"a nonce older than {self.policy.challenge_ttl} s", code="nonce-expired"
+                )
+        return nonces
 
     def accept(self, fact: Fact, context: RuleContext) -> None:
         """Apply ``fact`` to the tentative state and queue it, or raise its refusal."""

@@ -133,11 +133,15 @@ class ProvenancePolicy:
     ``min_security_version`` maps a firmware component to the lowest security version an
     attestation accepts without a warning; ``max_attestation_age`` (seconds) is how old a
     server's last passing attestation may be before ``compliance sweep`` makes it
-    non-compliant.
+    non-compliant. With ``require_challenge``, registration accepts an attestation's or an
+    arrival's nonces only if this service issued them for that server (its challenge
+    route) less than ``challenge_ttl`` seconds before: fresh as well as used once.
     """
 
     min_security_version: Mapping[str, int] = field(default_factory=dict)
     max_attestation_age: int = 24 * 3600
+    require_challenge: bool = False
+    challenge_ttl: int = 300
 
 
 class Rows(Protocol):

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -30,9 +30,13 @@ from sealtrail.provenance import (
 from sealtrail.scitt import TransparencyService
 from sealtrail.storage import IndexedEntry
 
+from ._scrapi import read_body
+
 __all__ = ["PREFIX", "ProvenanceQueries", "add_provenance_routes"]
 
 PREFIX = "/provenance/v1"
+#: Largest challenge request body, in bytes.
+MAX_CHALLENGE_BODY = 4096
 #: A view moves with every indexed entry: never cached.
 NO_STORE = {"Cache-Control": "no-store"}
 #: Longest ``size`` parameter, in digits (a tree size is below 2^63).
@@ -206,6 +210,40 @@ def add_provenance_routes(
 ) -> None:
     """The read-only query routes under :data:`PREFIX` (docs/queries.md)."""
     queries = ProvenanceQueries(ledger, service)
+
+    @app.post(PREFIX + "/challenges", tags=["provenance"], response_class=JSONResponse)
+    async def challenges(request: Request) -> JSONResponse:
+        """Fresh nonces for a server's attestation or arrival (one per device to challenge).
+
+        Body: ``{"server_serial": "...", "count": N}`` (count 1..1024, default 1). Answers
+        201 with the nonces and when they expire; each is accepted once, for that server.
+        """
+        body = await read_body(request, MAX_CHALLENGE_BODY)
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if not isinstance(doc, dict) or not set(doc) <= {"server_serial", "count"}:
+            raise InvalidInput(
+                'send {"server_serial": "...", "count": N}', code="challenge-request-invalid"
+            )
+        serial = doc.get("server_serial")
+        count = doc.get("count", 1)
+        if not isinstance(serial, str) or not isinstance(count, int) or isinstance(count, bool):
+            raise InvalidInput(
+                "server_serial must be a string and count an integer",
+                code="challenge-request-invalid",
+            )
+        issued = ledger.challenge(_name(serial, "a serial", "serial-invalid"), count)
+        return JSONResponse(
+            {
+                "server_serial": issued.server_serial,
+                "nonces": list(issued.nonces),
+                "expires": issued.expires,
+            },
+            status_code=201,
+            headers=NO_STORE,
+        )
 
     @app.get(PREFIX + "/devices", tags=["provenance"], response_class=JSONResponse)
     async def device_by_serial(

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from sealtrail.errors import InvalidInput, NotFound, TooLarge, Unauthorized
 from sealtrail.scitt import Registration, TransparencyService
 
-__all__ = ["REGISTER_WAIT", "add_scrapi_routes"]
+__all__ = ["REGISTER_WAIT", "add_scrapi_routes", "read_body"]
 
 COSE = "application/cose"
 #: Seconds POST /entries waits for the registration before answering 303.
@@ -30,7 +30,7 @@ REGISTER_WAIT = 2.0
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused (413) as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length", "")
     # Digits counted first: int() of thousands of digits is refused by Python itself.
@@ -83,7 +83,7 @@ def add_scrapi_routes(
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media != COSE:
             raise InvalidInput(f"send the statement as {COSE}", code="unsupported-media-type")
-        data = await _body(request, service.max_statement_size)
+        data = await read_body(request, service.max_statement_size)
         statement, _ = service.check(data)
         submission = service.submit_checked(statement)
         location = f"/entries/{statement.entry_id}"
@@ -153,7 +153,7 @@ def add_scrapi_routes(
     async def put_organization(name: str, request: Request) -> JSONResponse:
         """Onboard or change an organization (its record becomes a log entry)."""
         _check_admin(request, admin_token_hash)
-        data = await _body(request, 256 * 1024)
+        data = await read_body(request, 256 * 1024)
         registration = await service.put_organization(data, expected_name=name)
         return JSONResponse(
             {"entry_id": registration.entry_id, "index": registration.index}, status_code=201

@@ -154,11 +154,29 @@ def sign_fact(
     )
 
 
+Challenger = Callable[[str, int], list[bytes]]
+
+
+def local_nonces(serial: str, count: int) -> list[bytes]:
+    """Nonces made here (for a service that does not require its own challenges)."""
+    return [
+        hashlib.sha256(f"{serial} {time.monotonic_ns()} {i}".encode()).digest()
+        for i in range(count)
+    ]
+
+
 def journey(
-    world: World, serial: str, shipment: str, *, blades: int = 2, per_blade: int = 2
+    world: World,
+    serial: str,
+    shipment: str,
+    *,
+    blades: int = 2,
+    per_blade: int = 2,
+    challenge: Challenger = local_nonces,
 ) -> Iterator[tuple[str, Any]]:
     """The facts that take one server to production, each applied to ``world`` as it is
-    yielded (so the next one can be built from its state)."""
+    yielded (so the next one can be built from its state). Arrival and attestation answer
+    nonces from ``challenge(serial, count)`` (the service's, when it requires them)."""
 
     def fact(org: str, payload: Any) -> tuple[str, Any]:
         world.ok(org, payload)
@@ -182,13 +200,13 @@ def journey(
     yield fact(CARRIER, world._custody_payload(shipment, CustodyEvent.SHIPPED, [serial]))
     yield fact(OPERATOR, Compliance(serial, s.REGISTERED, s.IN_TRANSIT, "shipped"))
     yield fact(CARRIER, world._custody_payload(shipment, CustodyEvent.RECEIVED, [serial]))
+    ids = world.state.devices_of(serial)
     challenges = tuple(
-        Challenge(d, hashlib.sha256(f"{serial} {d}".encode()).hexdigest(), True)
-        for d in world.state.devices_of(serial)
+        Challenge(d, n.hex(), True) for d, n in zip(ids, challenge(serial, len(ids)), strict=True)
     )
     yield fact(OPERATOR, Arrival(shipment, serial, True, challenges, Verdict.PASS))
     yield fact(OPERATOR, Compliance(serial, s.IN_TRANSIT, s.ARRIVED, "arrived"))
-    yield fact(OPERATOR, world.evidence_result(serial))
+    yield fact(OPERATOR, world.evidence_result(serial, nonce=challenge(serial, 1)[0]))
     yield fact(OPERATOR, Compliance(serial, s.ARRIVED, s.VERIFIED, "attested"))
     yield fact(OPERATOR, Compliance(serial, s.VERIFIED, s.PRODUCTION, "in service"))
 

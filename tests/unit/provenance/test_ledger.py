@@ -7,12 +7,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
 
-from sealtrail.errors import Error, StorageError, VerificationError
+from sealtrail.errors import Error, InvalidInput, NotFound, StorageError, VerificationError
 from sealtrail.keys import ES256, Ed25519Signer, generate_signer
 from sealtrail.provenance import (
     Assembly,
@@ -22,6 +23,7 @@ from sealtrail.provenance import (
     Node,
     NodeType,
     ProvenanceLedger,
+    ProvenancePolicy,
     ProvenanceViews,
     audit_log,
 )
@@ -29,6 +31,7 @@ from sealtrail.storage import IndexStore, MemoryIndex, MemoryStore, SQLiteIndex,
 
 from ._certs import new_key
 from ._signed import SERVICE, SignedChain, signed_chain
+from ._signed import journey as facts
 from ._world import ASSEMBLER, MAKER, OPERATOR
 
 pytestmark = pytest.mark.anyio
@@ -306,3 +309,55 @@ async def test_a_fresh_memory_index_is_the_same_as_the_sqlite_one(tmp_path: Path
         assert list(other.dump_changes()) == list(index.dump_changes())
         assert list(other.dump_entries()) == list(index.dump_entries())
     index.close()
+
+
+# -- fresh nonces ----------------------------------------------------------------------------
+
+
+async def test_attestations_must_answer_fresh_nonces_the_service_issued() -> None:
+    policy = ProvenancePolicy(require_challenge=True, challenge_ttl=60)
+    async with signed_chain(policy=policy) as chain:
+        ledger = chain.ledger
+
+        def issued(serial: str, count: int) -> list[bytes]:
+            return [bytes.fromhex(n) for n in ledger.challenge(serial, count).nonces]
+
+        for org, payload in facts(chain.world, "srv-1", "ship-1", challenge=issued):
+            await chain.register(org, payload)
+        w = chain.world
+        cases = [
+            (w.evidence_result("srv-1"), "nonce-not-issued"),  # made up by the verifier
+        ]
+        used = w.evidence_result("srv-1", nonce=issued("srv-1", 1)[0])
+        await chain.register(OPERATOR, used)
+        cases.append((used, "nonce-not-issued"))  # answered once: not again
+        old = ledger.challenge("srv-1", 1, now=time.time() - 120).nonces[0]
+        cases.append((w.evidence_result("srv-1", nonce=bytes.fromhex(old)), "nonce-expired"))
+        for payload, code in cases:
+            size = chain.sequencer.reader.size()
+            with pytest.raises(VerificationError) as caught:
+                await chain.register(OPERATOR, payload)
+            assert caught.value.code == code
+            assert chain.sequencer.reader.size() == size
+        with pytest.raises(NotFound):
+            ledger.challenge("srv-9")
+        with pytest.raises(InvalidInput):
+            ledger.challenge("srv-1", 0)
+
+
+async def test_a_nonce_issued_for_another_server_is_refused_and_stays_open() -> None:
+    policy = ProvenancePolicy(require_challenge=True)
+    async with signed_chain(policy=policy) as chain:
+        ledger = chain.ledger
+
+        def issued(serial: str, count: int) -> list[bytes]:
+            return [bytes.fromhex(n) for n in ledger.challenge(serial, count).nonces]
+
+        for serial in ("srv-1", "srv-2"):
+            for org, payload in facts(chain.world, serial, f"ship-{serial}", challenge=issued):
+                await chain.register(org, payload)
+        nonce = issued("srv-2", 1)[0]
+        with pytest.raises(VerificationError) as caught:
+            await chain.register(OPERATOR, chain.world.evidence_result("srv-1", nonce=nonce))
+        assert caught.value.code == "nonce-other-server"
+        await chain.register(OPERATOR, chain.world.evidence_result("srv-2", nonce=nonce))
