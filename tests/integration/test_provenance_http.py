@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from sealtrail.errors import VerificationError
 from sealtrail.keys import ES256, Ed25519Signer, generate_signer
 from sealtrail.log import CheckpointSigner, SequencerConfig, verify_checkpoint
+from sealtrail.merkle import MerkleError, verify_consistency
 from sealtrail.provenance import ProvenanceLedger
 from sealtrail.scitt import (
     add_receipts,
@@ -394,9 +395,11 @@ def test_a_device_before_and_after_its_manifest(world: World) -> None:
 
 def test_the_view_at_the_index_size_is_the_view_now(world: World) -> None:
     applied = world.ledger.index.applied_size()
-    for path in (f"/nodes/{SERVER}", f"/nodes/{SERVER}/tree", f"/shipments/{SHIPMENT}"):
-        assert world.get(path, size=applied) == world.get(path)
-    assert world.get("/compliance", size=applied) == world.get("/compliance")
+    paths = (f"/nodes/{SERVER}", f"/nodes/{SERVER}/tree", f"/shipments/{SHIPMENT}", "/compliance")
+    for path in paths:
+        past = world.get(path, size=applied)
+        assert past.pop("tree")["size"] == applied  # and the proof of its tree
+        assert past == world.get(path)
 
 
 ALL_ROUTES = [
@@ -589,3 +592,22 @@ def test_bad_challenge_requests_are_named(
         "/provenance/v1/challenges", content=body, headers={"Content-Type": "application/json"}
     )
     assert_problem(r, status, code)
+
+
+def test_a_view_in_the_past_proves_its_tree_is_a_prefix_of_the_signed_log(world: World) -> None:
+    at = world.index_of("server") + 1
+    doc = world.get(f"/nodes/{SERVER}", size=at)
+    tree = doc["tree"]
+    assert tree["size"] == at
+    signed = verify_checkpoint(
+        tree["checkpoint"].encode(), origin=ORIGIN, verifiers=[world.signer.verifier]
+    )
+    hashes = [base64.b64decode(h) for h in tree["consistency"]]
+    root = base64.b64decode(tree["root"])
+    verify_consistency(size1=at, size2=signed.size, proof=hashes, root1=root, root2=signed.root)
+    # A root that is not the log's at that size does not verify.
+    with pytest.raises(MerkleError):
+        verify_consistency(
+            size1=at, size2=signed.size, proof=hashes, root1=bytes(32), root2=signed.root
+        )
+    assert "tree" not in world.get(f"/nodes/{SERVER}")

@@ -105,24 +105,44 @@ class ProvenanceQueries:
             return found, before
         return view(after), after
 
+    def proof(self, size: int | None) -> dict[str, Any]:
+        """For a view as of ``size``: the tree of that size and how it leads to the latest
+        checkpoint (its root, the signed checkpoint, an RFC 9162 consistency proof), so a
+        client can check offline that the view's log is a prefix of the signed one."""
+        if size is None:
+            return {}
+        reader = self.service.reader
+        checkpoint = reader.checkpoint()
+        if checkpoint is None or size == 0:
+            return {"tree": {"size": size}}
+        proof = reader.consistency_proof(size, checkpoint.size)
+        return {
+            "tree": {
+                "size": size,
+                "root": base64.b64encode(reader.root(size)).decode("ascii"),
+                "checkpoint": checkpoint.note.decode("utf-8"),
+                "consistency": [base64.b64encode(h).decode("ascii") for h in proof.hashes],
+            }
+        }
+
     def device(self, device_id: str, size: int | None) -> dict[str, Any]:
         doc, at = self._pinned(size, lambda s: self.views.device(device_id, size=s))
-        return {**doc, "size": at}
+        return {**doc, "size": at, **self.proof(size)}
 
     def device_by_serial(self, maker: str, serial: str, size: int | None) -> dict[str, Any]:
         return self.device(self.views.find_device(maker, serial), size)
 
     def node(self, serial: str, size: int | None) -> dict[str, Any]:
         doc, at = self._pinned(size, lambda s: self.views.node(serial, size=s))
-        return {**doc, "size": at}
+        return {**doc, "size": at, **self.proof(size)}
 
     def tree(self, serial: str, size: int | None) -> dict[str, Any]:
         doc, at = self._pinned(size, lambda s: self.views.tree(serial, size=s))
-        return {**doc, "size": at}
+        return {**doc, "size": at, **self.proof(size)}
 
     def shipment(self, shipment_id: str, size: int | None) -> dict[str, Any]:
         doc, at = self._pinned(size, lambda s: self.views.shipment(shipment_id, size=s))
-        return {**doc, "size": at}
+        return {**doc, "size": at, **self.proof(size)}
 
     def compliance(self, state: str | None, size: int | None) -> dict[str, Any]:
         def view(at: int | None) -> list[dict[str, Any]]:
@@ -131,7 +151,7 @@ class ProvenanceQueries:
             return self._compliance_at(state, at)
 
         servers, at = self._pinned(size, view)
-        return {"state": state, "servers": servers, "size": at}
+        return {"state": state, "servers": servers, "size": at, **self.proof(size)}
 
     def _compliance_at(self, state: str | None, size: int) -> list[dict[str, Any]]:
         """:meth:`ProvenanceViews.compliance` as of ``size`` entries.
