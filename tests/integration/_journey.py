@@ -137,6 +137,9 @@ def _comply(start: ComplianceState, to: ComplianceState) -> Compliance:
     return Compliance(SERVER, start, to, f"moved to {to.value}")
 
 
+Challenger = Callable[[str, int], list[bytes]]
+
+
 @dataclass
 class Journey:
     """The organizations, the devices, and — once :meth:`run` — each step's statement and
@@ -208,43 +211,51 @@ class Journey:
             "received": (CARRIER, _custody(CustodyEvent.RECEIVED)),
             "arrival": (
                 OPERATOR,
-                Arrival(
-                    shipment_id=SHIPMENT,
-                    server_serial=SERVER,
-                    seals_intact=True,
-                    devices_challenged=tuple(
-                        Challenge(d, secrets.token_hex(16), True) for d in sorted(self.device_ids)
-                    ),
-                    result=Verdict.PASS,
-                ),
+                self.arrival([secrets.token_bytes(16) for _ in self.device_ids]),
             ),
             "arrived": (OPERATOR, _comply(ComplianceState.IN_TRANSIT, ComplianceState.ARRIVED)),
-            "attestation": (
-                OPERATOR,
-                AttestationResult(
-                    server_serial=SERVER,
-                    nonce=nonce.hex(),
-                    status=EarStatus.AFFIRMING,
-                    trustworthiness=(),
-                    devices=tuple(
-                        DeviceResult(
-                            d,
-                            EarStatus.AFFIRMING,
-                            (),
-                            evidence=sign_evidence(self.keys[d], nonce, (GOOD,)),
-                        )
-                        for d in sorted(self.device_ids)
-                    ),
-                ),
-            ),
+            "attestation": (OPERATOR, self.attestation(nonce)),
             "verified": (OPERATOR, _comply(ComplianceState.ARRIVED, ComplianceState.VERIFIED)),
         }
 
-    def run(self, register: Register) -> None:
-        """Register every step's statement, in order."""
+    def arrival(self, nonces: list[bytes]) -> Arrival:
+        """The server's arrival, each device answering one of ``nonces``."""
+        return Arrival(
+            shipment_id=SHIPMENT,
+            server_serial=SERVER,
+            seals_intact=True,
+            devices_challenged=tuple(
+                Challenge(d, n.hex(), True)
+                for d, n in zip(sorted(self.device_ids), nonces, strict=True)
+            ),
+            result=Verdict.PASS,
+        )
+
+    def attestation(self, nonce: bytes) -> AttestationResult:
+        """The server's attestation, every device's evidence over ``nonce``."""
+        return AttestationResult(
+            server_serial=SERVER,
+            nonce=nonce.hex(),
+            status=EarStatus.AFFIRMING,
+            trustworthiness=(),
+            devices=tuple(
+                DeviceResult(
+                    d, EarStatus.AFFIRMING, (), evidence=sign_evidence(self.keys[d], nonce, (GOOD,))
+                )
+                for d in sorted(self.device_ids)
+            ),
+        )
+
+    def run(self, register: Register, challenge: Challenger | None = None) -> None:
+        """Register every step's statement, in order; with ``challenge(serial, count)``,
+        the arrival and the attestation answer the service's nonces."""
         payloads = self.payloads()
         for step in STEPS:
             org, payload = payloads[step]
+            if challenge is not None and step == "arrival":
+                payload = self.arrival(challenge(SERVER, len(self.device_ids)))
+            if challenge is not None and step == "attestation":
+                payload = self.attestation(challenge(SERVER, 1)[0])
             data = self.orgs[org].sign(payload, f"urn:sealtrail:{step}")
             self.statements[step] = data
             self.indexes[step] = register(data)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from sealtrail.client import Client
 from sealtrail.keys import ES256, Ed25519Signer, generate_signer
 from sealtrail.log import CheckpointSigner
 from sealtrail.provenance import ProvenanceLedger
@@ -78,8 +79,12 @@ def _register_journey(url: str, token: str) -> Journey:
         leaf = hashlib.sha256(data).digest()
         return verify_receipt(r.content, leaf_entry=leaf, keys=keys).leaf_index
 
+    def challenge(serial: str, count: int) -> list[bytes]:
+        with Client(url) as client:
+            return client.challenge(serial, count)
+
     journey.onboard(put_org)
-    journey.run(register)
+    journey.run(register, challenge)
     return journey
 
 
