@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 DATA ?= .sealtrail-demo
+# Extra options for `sealtrail demo`, e.g. make demo DEMO_ARGS="--exit --json"
+DEMO_ARGS ?=
 
 .PHONY: demo test softhsm lint bench clean
 
@@ -14,8 +17,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/sealtrail demo --data-dir $(DATA)
+# The demo needs the package only (no test tools): a first look stays quick to install.
+$(DEMO_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Sealtrail needs Python 3.11 or newer (set PYTHON=...)")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(DEMO_STAMP)
+
+# Starts clean every time (docs/demo.md); leaves the server up until Ctrl-C.
+demo: $(DEMO_STAMP)
+	$(BIN)/sealtrail demo --data-dir $(DATA) $(DEMO_ARGS)
 
 test: $(STAMP) softhsm
 	$(BIN)/python -m pytest

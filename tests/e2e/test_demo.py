@@ -1,67 +1,163 @@
-"""`sealtrail demo`: what `make demo` runs, end to end against a real server process."""
+"""`sealtrail demo`: what `make demo` runs — a fleet's journey, every attack and a passport,
+end to end against a real `sealtrail serve` process on loopback."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+#: What Sealtrail must report for each attack on the demo's fleet (seed 1), exactly.
+EXPECTED = {
+    "rogue-device": "assembly-unknown-device",
+    "cloned-identity": "manifest-cloned-device",
+    "unregistered-device-ca": "manifest-device-untrusted",
+    "forged-manifest": "chain-untrusted",
+    "swapped-blade": "attestation-result-mismatch (device-not-in-assembly)",
+    "tampered-firmware": "attestation-result-mismatch (measurement-unknown)",
+    "evidence-other-key": "attestation-result-mismatch (evidence-bad-signature)",
+    "replayed-nonce": "nonce-not-issued",
+    "stale-attestation": "compliance-stale-attestation",
+    "broken-seal": "arrival-contradicts-custody (seal-broken:s1-lab-sealed-seal-b)",
+    "changed-contents": "arrival-contradicts-custody "
+    "(contents-missing:s1-lab-boxed-rack, contents-extra:s1-lab-decoy)",
+    "database-row-edited": "row compliance/s1-lab-sealed: edited behind the log",
+    "receipt-edited": "receipt-bad-signature",
+    "passport-edited": "passport-bad-seal",
+}
 
-def _demo(data_dir: Path) -> dict[str, object]:
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sealtrail",
-            "demo",
-            "--data-dir",
-            str(data_dir),
-            "--exit",
-            "--json",
-        ],
+
+def _demo(data_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "sealtrail", "demo", "--data-dir", str(data_dir), *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
+        env=env,
+        cwd=data_dir.parent,
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "Traceback" not in run.stderr
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _lines(stdout: str) -> tuple[list[dict[str, object]], dict[str, object]]:
+    docs = [json.loads(line) for line in stdout.strip().splitlines()]
+    *scenarios, last = docs
+    assert set(last) == {"summary"}
+    summary = last["summary"]
     assert isinstance(summary, dict)
-    return summary
+    return scenarios, summary
 
 
 @pytest.mark.slow
-def test_demo_twice_reuses_the_data_directory_and_proves_growth(tmp_path: Path) -> None:
+def test_the_demo_runs_the_journey_and_catches_every_attack(tmp_path: Path) -> None:
     data = tmp_path / "demo"
-    first = _demo(data)
-    assert first["ok"] is True
-    assert first["size"] == 5000
-    assert str(first["url"]).startswith("http://127.0.0.1:")
-    assert (data / "keys" / "log.key").stat().st_mode & 0o077 == 0
-    second = _demo(data)  # reuses the directory; checks consistency with the pinned checkpoint
-    assert second["ok"] is True
-    assert second["size"] == 10000
-    assert b"\n10000\n" in (data / "demo-pinned.checkpoint").read_bytes()
+    run = _demo(data, "--exit", "--json", "--port", "0")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "Traceback" not in run.stderr
+    scenarios, summary = _lines(run.stdout)
+    for doc in scenarios:
+        assert set(doc) == {"name", "expected", "reported", "caught"}
+    found = {str(d["name"]): d for d in scenarios}
+    assert list(found) == list(EXPECTED)
+    for name, expected in EXPECTED.items():
+        assert found[name]["expected"] == expected, name
+        assert found[name]["reported"] == expected, name
+        assert found[name]["caught"] is True, name
+    assert summary["ok"] is True
+    assert str(summary["url"]).startswith("http://127.0.0.1:")
+    journey = summary["journey"]
+    assert isinstance(journey, dict)
+    # 2 racks x 2 servers x 4 RoTs: 4 releases, 6 manifests, 8 boards and blades, 4
+    # servers, 2 racks, 4 custody records and 6 statements per server.
+    assert journey["organizations"] == 6 and journey["statements"] == 52
+    passport = summary["passport"]
+    assert isinstance(passport, dict)
+    assert passport["verified"] is True and passport["compliance"] == "production"
+    assert Path(str(passport["file"])).is_file()
+    assert summary["log"] == {
+        "size": summary["log"]["size"],  # type: ignore[index]
+        "before_attacks": summary["log"]["before_attacks"],  # type: ignore[index]
+        "consistent": True,
+    }
+    assert float(summary["seconds"]) < 120  # type: ignore[arg-type]
+    # The server was stopped and its state file removed; the secrets are private.
+    assert not (data / "demo-server.json").exists()
+    for secret in ("admin.token", "keys/log.key", "keys/service.key"):
+        assert (data / secret).stat().st_mode & 0o077 == 0, secret
+
+    # A second run starts clean: a new ledger, the same findings.
+    again = _demo(data, "--exit", "--json", "--port", "0")
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "Starting clean" in again.stderr
+    scenarios, summary = _lines(again.stdout)
+    assert {str(d["name"]): d["reported"] for d in scenarios} == EXPECTED
+    assert summary["ok"] is True
 
 
-@pytest.mark.slow
-def test_a_log_rewritten_behind_the_clients_back_is_caught(tmp_path: Path) -> None:
-    # The operator throws the store away and starts over with the same key (a fork).
+class _Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _listening() -> Iterator[int]:
+    """Something answering HTTP on a loopback port, as a previous demo's server would."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_previous_demo_still_running_is_said_and_left_alone(tmp_path: Path) -> None:
     data = tmp_path / "demo"
-    _demo(data)
-    for db in data.glob("log.db*"):
-        db.unlink()
-    run = subprocess.run(
-        [sys.executable, "-m", "sealtrail", "demo", "--data-dir", str(data), "--exit", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    data.mkdir()
+    (data / "sealtrail.toml").write_text("# the previous demo's\n")
+    with _listening() as port:
+        state = {"pid": os.getpid(), "url": f"http://127.0.0.1:{port}"}
+        (data / "demo-server.json").write_text(json.dumps(state))
+        run = _demo(data, "--exit", timeout=60)
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
-    assert "invalid-proof" in run.stderr
+    assert "the previous demo's server is still running" in run.stderr
+    assert f"kill {os.getpid()}" in run.stderr
+    assert (data / "sealtrail.toml").exists()  # nothing deleted
+
+
+def test_a_port_in_use_is_said_clearly(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        run = _demo(tmp_path / "demo", "--exit", "--port", str(port), timeout=60)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert "port-in-use" in run.stderr and f"port {port}" in run.stderr
+
+
+def test_a_directory_that_is_not_the_demos_is_never_deleted(tmp_path: Path) -> None:
+    data = tmp_path / "precious"
+    data.mkdir()
+    (data / "thesis.txt").write_text("do not delete")
+    run = _demo(data, "--exit", timeout=60)
+    assert run.returncode == 1
+    assert "not a demo data directory" in run.stderr
+    assert (data / "thesis.txt").read_text() == "do not delete"

@@ -37,6 +37,20 @@ ALLOWED: dict[str, set[str]] = {
         "provenance",
         "config",
     },
+    # The simulator acts as a user would: the public API of the layers a user reaches, never
+    # the service's internals (test_sim_uses_the_public_api_only checks "public").
+    "sim": {
+        "errors",
+        "merkle",
+        "keys",
+        "note",
+        "storage",
+        "log",
+        "scitt",
+        "provenance",
+        "client",
+        "config",
+    },
     "cli": {
         "errors",
         "merkle",
@@ -49,6 +63,7 @@ ALLOWED: dict[str, set[str]] = {
         "client",
         "config",
         "service",
+        "sim",
     },
     "__main__": {"cli"},
 }
@@ -116,6 +131,63 @@ def test_merkle_is_pure() -> None:
                 assert name.startswith("sealtrail.merkle"), f"{path.name}:{line} imports {name}"
 
 
+def _private_imports(path: Path, *, located: Path | None = None) -> list[str]:
+    """Imports from ``path`` (a module of sim/) that reach past another layer's public API:
+    a module of ours with an underscore in its dotted path outside sim, or an underscore
+    name taken from one of our modules outside sim."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = ["sealtrail", *(located or path).relative_to(SRC).parent.parts]
+    bad = []
+    for node in ast.walk(tree):
+        targets: list[tuple[str, str | None]]
+        if isinstance(node, ast.Import):
+            targets = [(alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, node.module] if node.module else base)
+            targets = [(module, alias.name) for alias in node.names]
+        else:
+            continue
+        for module, name in targets:
+            parts = module.split(".")
+            if parts[0] != "sealtrail" or parts[1:2] == ["sim"]:
+                continue
+            if any(p.startswith("_") for p in parts[1:]) or (name or "").startswith("_"):
+                bad.append(f"line {node.lineno}: {module}{'.' + name if name else ''}")
+    return bad
+
+
+@pytest.mark.parametrize(
+    "path", sorted((SRC / "sim").rglob("*.py")), ids=lambda p: str(p.relative_to(SRC))
+)
+def test_sim_uses_the_public_api_only(path: Path) -> None:
+    """sim/ imports what a package exports (``sealtrail.<layer>``), never ``_private``
+    modules or names of another layer, as a real user of the library would."""
+    bad = _private_imports(path)
+    assert not bad, "sim/ must use the public API only:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize(
+    ("source", "caught"),
+    [
+        ("from sealtrail.provenance._evidence import sign_evidence\n", True),
+        ("from sealtrail.provenance import _evidence\n", True),
+        ("import sealtrail.scitt._cose\n", True),
+        ("from ..provenance._payloads import DeviceEvidence\n", True),
+        ("from sealtrail.cli._common import out\n", True),
+        ("from sealtrail.provenance import DeviceIdentity\n", False),
+        ("from ._devices import RotDevice\n", False),
+        ("from sealtrail.sim._fleet import Fleet\n", False),
+    ],
+)
+def test_the_public_api_check_catches_private_imports(
+    tmp_path: Path, source: str, caught: bool
+) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(source, encoding="utf-8")
+    assert bool(_private_imports(probe, located=SRC / "sim" / "_probe.py")) is caught
+
+
 @pytest.mark.parametrize(
     ("layer", "source", "caught"),
     [
@@ -125,6 +197,10 @@ def test_merkle_is_pure() -> None:
         ("log", "from ..service import create_app\n", True),
         ("log", "import pymerkle\n", True),
         ("log", "from ..storage import LogStore\n", False),
+        ("sim", "from sealtrail.service import service_app\n", True),
+        ("sim", "from sealtrail.cli import app\n", True),
+        ("provenance", "from sealtrail.sim import Fleet\n", True),
+        ("sim", "from sealtrail.client import Client\n", False),
         ("merkle", "from ._hash import leaf_hash\n", False),
     ],
 )

@@ -24,6 +24,7 @@ from . import (
     record,
     scitt,
     serve,
+    sim,
 )
 from ._common import err
 
@@ -55,6 +56,7 @@ COMMANDS: list[tuple[str, Callable[..., Any] | typer.Typer]] = [
     ("audit", provenance.audit),
     ("query", query.query_app),
     ("passport", passport.passport_app),
+    ("sim", sim.sim_app),
     ("demo", demo.demo),
     ("bench", bench.app),
 ]

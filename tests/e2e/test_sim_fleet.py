@@ -1,0 +1,62 @@
+"""`sealtrail sim fleet`: a fleet's whole journey through a real server's HTTP API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests._serve_proc import init_data, served
+
+
+def _sim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("SEALTRAIL_ADMIN_TOKEN", None)
+    return subprocess.run(
+        [sys.executable, "-m", "sealtrail", "sim", "fleet", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+@pytest.mark.slow
+def test_a_fleet_goes_to_production_through_http_and_a_seed_is_one_fleet(tmp_path: Path) -> None:
+    root, token = init_data(tmp_path)
+    token_file = root / "admin.token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    shape = ("--racks", "2", "--servers-per-rack", "3", "--rots-per-server", "3", "--seed", "5")
+    with served(root) as url:
+        run = _sim(*shape, "--url", url, "--token-file", str(token_file), "--json", cwd=root)
+        assert run.returncode == 0, run.stderr[-3000:]
+        doc = json.loads(run.stdout)
+        assert doc["fleet"]["devices"] == 18 and doc["fleet"]["servers"] == 6
+        journey = doc["journey"]
+        phases = {p["name"]: p["statements"] for p in journey["phases"]}
+        assert phases["organizations"] == 6
+        assert phases["arrival"] == phases["attestation"] == phases["production"] == 6
+        assert phases["boards"] == 6 * 2  # a motherboard and one blade each
+        assert journey["statements"] == sum(phases.values()) - 6
+        servers = httpx.get(f"{url}/provenance/v1/compliance", params={"state": "production"})
+        serials = sorted(s["server_serial"] for s in servers.json()["servers"])
+        assert serials == [f"s5-R00{r}-S00{s}" for r in range(2) for s in range(3)]
+        # The same seed again: its organizations exist, and the ledger says so.
+        again = _sim(*shape, "--url", url, "--token-file", str(token_file), cwd=root)
+        assert again.returncode == 1
+        assert "Traceback" not in again.stderr
+        assert "org-version" in again.stderr and "another --seed" in again.stderr
+
+
+def test_fleet_needs_the_administrator_token(tmp_path: Path) -> None:
+    run = _sim("--racks", "1", "--url", "http://127.0.0.1:9", cwd=tmp_path)
+    assert run.returncode == 1
+    assert "administrator token" in run.stderr
