@@ -47,6 +47,10 @@ RECORD_FIELDS = frozenset(
     }
 )
 POLICY_FIELDS = frozenset({"content_types", "subjects", "algorithms", "max_size"})
+#: Longest string in an organization record (an issuer, a pattern, a key id), and longest
+#: PEM certificate (an anchor: RSA-4096 is ~2 KiB, ML-DSA-87 ~10 KiB).
+MAX_STRING = 1024
+MAX_PEM = 32 * 1024
 #: Most anchors, keys and policy patterns per organization.
 MAX_LIST = 64
 DEFAULT_ALGORITHMS = (ES256, ES384, ED25519)
@@ -112,11 +116,14 @@ def _list(doc: Mapping[str, Any], name: str, *, required: bool = False) -> list[
     return value
 
 
-def _strings(doc: Mapping[str, Any], name: str, *, required: bool = False) -> tuple[str, ...]:
+def _strings(
+    doc: Mapping[str, Any], name: str, *, required: bool = False, longest: int = MAX_STRING
+) -> tuple[str, ...]:
     values = _list(doc, name, required=required)
-    if not all(isinstance(v, str) and 0 < len(v) <= 1024 for v in values):
+    if not all(isinstance(v, str) and 0 < len(v) <= longest for v in values):
         raise InvalidInput(
-            f"organization record: {name} must hold strings", code="org-record-invalid"
+            f"organization record: {name} must hold strings of 1..{longest} characters",
+            code="org-record-invalid",
         )
     return tuple(values)
 
@@ -136,7 +143,7 @@ def parse_org_record(payload: bytes) -> Organization:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InvalidInput("organization record: version must be >= 1", code="org-record-invalid")
     anchors: list[x509.Certificate] = []
-    for pem in _strings(doc, "anchors"):
+    for pem in _strings(doc, "anchors", longest=MAX_PEM):
         anchors += load_certificates(pem.encode())
     keys: dict[bytes, Verifier] = {}
     for entry in _list(doc, "keys"):
@@ -187,7 +194,7 @@ def parse_org_record(payload: bytes) -> Organization:
         roles=_strings(doc, "roles"),
         device_anchors=tuple(
             cert
-            for pem in _strings(doc, "device_anchors")
+            for pem in _strings(doc, "device_anchors", longest=MAX_PEM)
             for cert in load_certificates(pem.encode())
         ),
     )
