@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import functools
 import gc
 import hashlib
 import json
@@ -509,7 +510,7 @@ def _implied_checks(statements: Sequence[bytes], device_ca: x509.Certificate) ->
                 message = evidence_message(nonce, measurements)
                 signature = base64.b64decode(evidence["signature"])
                 verifier = SigningKey(signer.public_key())
-                mine.append(lambda v=verifier, s=signature, m=message: v.verifies(s, m))
+                mine.append(functools.partial(verifier.verifies, signature, message))
         checks.append(mine)
     return checks
 

@@ -121,9 +121,17 @@ class SignedChain:
         assert outcome.applied, (outcome.code, outcome.message)
         return await self.register(org, payload)
 
-    async def journey(self, serial: str = "srv-1", shipment: str = "ship-1", **sizes: int) -> None:
+    async def journey(
+        self,
+        serial: str = "srv-1",
+        shipment: str = "ship-1",
+        *,
+        blades: int = 2,
+        per_blade: int = 2,
+    ) -> None:
         """A server from its devices' manifest to production, every fact registered."""
-        for org, payload in journey(self.world, serial, shipment, **sizes):
+        facts = journey(self.world, serial, shipment, blades=blades, per_blade=per_blade)
+        for org, payload in facts:
             await self.register(org, payload)
 
     async def indexed(self, timeout: float = 10.0) -> None:
