@@ -48,7 +48,14 @@ from sealtrail.keys import (
 )
 from sealtrail.log import CheckpointSigner, SequencerConfig
 from sealtrail.scitt import MAX_STATEMENT_SIZE_LIMIT, key_id
-from sealtrail.storage import IndexStore, MemoryStore, SQLiteStore, open_index, open_store
+from sealtrail.storage import (
+    IndexStore,
+    MemoryStore,
+    PostgresStore,
+    SQLiteStore,
+    open_index,
+    open_store,
+)
 
 __all__ = [
     "CONFIG_FILE",
@@ -174,7 +181,7 @@ class Config:
             return str(path)
         return url
 
-    def open_store(self) -> MemoryStore | SQLiteStore:
+    def open_store(self) -> MemoryStore | SQLiteStore | PostgresStore:
         return open_store(self.resolved_store_url())
 
     def open_index(self) -> IndexStore:

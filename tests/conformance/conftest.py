@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 
 from sealtrail.errors import StorageError
-from sealtrail.storage import Commit, LogStore, MemoryStore, SQLiteStore
+from sealtrail.storage import Commit, LogStore, MemoryStore, PostgresStore, SQLiteStore
 from sealtrail.storage.sqlite import _prefix as leaf_key
 from sealtrail.storage.sqlite import _table as parts_table
+from tests.conftest import PostgresSchemas, postgres_server
 
 Opener = Callable[[], LogStore]
 
@@ -36,6 +37,8 @@ class Backend:
     database: Callable[[Path], Opener]
     persistent: bool
     plant_leftover: Callable[[LogStore, Commit], None]
+    #: Called with every directory ``database`` got, after the test's stores are closed.
+    drop: Callable[[Path], None] | None = None
 
 
 # -- memory -------------------------------------------------------------------------------------
@@ -80,6 +83,51 @@ def _sqlite_leftover(store: LogStore, commit: Commit) -> None:
         )
 
 
+# -- postgresql ---------------------------------------------------------------------------------
+# Each database is a fresh schema on the test server (tests/conftest.py), its URL kept in the
+# directory so that ``drop`` finds it again.
+
+
+def _postgres_database(directory: Path) -> Opener:
+    server, why = postgres_server()
+    if server is None:
+        pytest.skip(f"PostgreSQL tests skipped: {why}")
+    schemas = PostgresSchemas(server)
+    url = schemas.new_url()
+    (directory / "postgres-url").write_text(url)
+    return lambda: PostgresStore(url)
+
+
+def _postgres_drop(directory: Path) -> None:
+    server, _ = postgres_server()
+    url_file = directory / "postgres-url"
+    if server is None or not url_file.exists():
+        return
+    schemas = PostgresSchemas(server)
+    schemas.adopt(url_file.read_text())
+    schemas.drop_all()
+
+
+def _postgres_leftover(store: LogStore, commit: Commit) -> None:
+    assert isinstance(store, PostgresStore)
+    for p in commit.stored_parts():
+        table = "log_entry_bundles" if p.level == -1 else "log_tile_parts"
+        store.execute(
+            f"DELETE FROM {table} WHERE level = %s AND idx = %s AND start >= %s",
+            (p.level, p.index, p.start),
+        )
+        store.execute(
+            f"INSERT INTO {table} (level, idx, start, count, data, interior)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (p.level, p.index, p.start, p.count, p.data, p.interior),
+        )
+    for leaf, index in commit.leaves:
+        store.execute(
+            "INSERT INTO log_leaves (prefix, idx) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (leaf_key(leaf), index),
+        )
+
+
 BACKENDS = [
     pytest.param(
         Backend("memory", _memory_database, persistent=False, plant_leftover=_memory_leftover),
@@ -88,6 +136,17 @@ BACKENDS = [
     pytest.param(
         Backend("sqlite", _sqlite_database, persistent=True, plant_leftover=_sqlite_leftover),
         id="sqlite",
+    ),
+    pytest.param(
+        Backend(
+            "postgresql",
+            _postgres_database,
+            persistent=True,
+            plant_leftover=_postgres_leftover,
+            drop=_postgres_drop,
+        ),
+        id="postgresql",
+        marks=pytest.mark.postgres,
     ),
 ]
 
@@ -101,6 +160,7 @@ class StoreFactory:
         self.persistent = backend.persistent
         self._directory = directory
         self._databases = 0
+        self._directories: list[Path] = []
         self._opened: list[LogStore] = []
         self._open_default = self._new_database()
 
@@ -108,6 +168,7 @@ class StoreFactory:
         self._databases += 1
         directory = self._directory / f"db{self._databases}"
         directory.mkdir()
+        self._directories.append(directory)
         return self.backend.database(directory)
 
     def _track(self, store: LogStore) -> LogStore:
@@ -129,6 +190,9 @@ class StoreFactory:
         for store in self._opened:
             store.close()
         self._opened.clear()
+        if self.backend.drop is not None:
+            for directory in self._directories:
+                self.backend.drop(directory)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -136,8 +200,10 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
     param: Any = request.param
     assert isinstance(param, Backend)
     factory = StoreFactory(param, tmp_path)
-    yield factory
-    factory.close_all()
+    try:
+        yield factory
+    finally:
+        factory.close_all()
 
 
 @pytest.fixture

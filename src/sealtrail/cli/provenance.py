@@ -23,7 +23,7 @@ from sealtrail.scitt import (
     parse_org_record,
     parse_statement,
 )
-from sealtrail.storage import IndexStore, MemoryStore, SQLiteStore
+from sealtrail.storage import IndexStore, MemoryStore, PostgresStore, SQLiteStore
 
 from ._common import DEFAULT_DATA_DIR, DataDir, load, out, progress_bar
 
@@ -58,7 +58,7 @@ def service_keys(config: Config, keys_file: str | None) -> dict[bytes, Verifier]
 
 
 def registry(
-    store: MemoryStore | SQLiteStore, issuer: str, keys: Mapping[bytes, Verifier]
+    store: MemoryStore | SQLiteStore | PostgresStore, issuer: str, keys: Mapping[bytes, Verifier]
 ) -> Registry:
     """The organizations, from the service-signed records in the store."""
     found = Registry()
@@ -72,7 +72,7 @@ def registry(
     return found
 
 
-def _reader(config: Config, store: MemoryStore | SQLiteStore) -> LogReader:
+def _reader(config: Config, store: MemoryStore | SQLiteStore | PostgresStore) -> LogReader:
     return LogReader(
         store, origin=config.origin, verifiers=[NoteVerifier.parse(config.verifier_key())]
     )

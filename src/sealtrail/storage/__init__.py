@@ -6,6 +6,8 @@
 ``memory:``                     :class:`MemoryStore` (tests; lost on exit)
 ``sqlite:///path/to/log.db``    :class:`SQLiteStore` (the embedded default)
 ``/path/to/log.db``             the same, as a plain path
+``postgresql://user@host/db``   :class:`PostgresStore` (several processes; also
+                                ``postgres://``; any libpq URL parameter)
 ==============================  =========================================
 
 The provenance index — a database that is only ever an index of the log, rebuilt from it
@@ -15,6 +17,8 @@ at will — has its own protocol, :class:`IndexStore`, and ``open_index(url)``:
 ``memory:``                           :class:`MemoryIndex` (tests; lost on exit)
 ``sqlite:///path/to/provenance.db``   :class:`SQLiteIndex` (its own file beside the log's)
 ``/path/to/provenance.db``            the same, as a plain path
+``postgresql://host/db?options=...``  :class:`PostgresIndex` (``postgres://`` too; a schema
+                                      other than ``public`` via ``-csearch_path%3D<name>``)
 ====================================  ===================================================
 """
 
@@ -45,8 +49,10 @@ from ._protocols import (
     TilePart,
 )
 from .index_memory import INDEX_FAULT_POINTS, IndexFaults, MemoryIndex
+from .index_postgres import PostgresIndex
 from .index_sqlite import SQLiteIndex
 from .memory import FAULT_POINTS, Faults, MemoryStore
+from .postgres import PostgresStore
 from .sqlite import SQLiteStore
 
 __all__ = [
@@ -68,6 +74,8 @@ __all__ = [
     "LogStore",
     "MemoryIndex",
     "MemoryStore",
+    "PostgresIndex",
+    "PostgresStore",
     "SQLiteIndex",
     "SQLiteStore",
     "StatementRecord",
@@ -79,33 +87,40 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> MemoryStore | SQLiteStore:
-    """Open the store a URL names; :class:`ConfigError` for one this version cannot open."""
+def open_store(url: str) -> MemoryStore | SQLiteStore | PostgresStore:
+    """Open the store a URL names; :class:`ConfigError` for one this version cannot open
+    (or, for PostgreSQL, cannot reach: the message names host, port and database, never the
+    password)."""
     if url in ("memory:", "memory://"):
         return MemoryStore()
     if url.startswith("sqlite:///"):
         return SQLiteStore(Path(url[len("sqlite:///") :]))
     scheme, sep, _ = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep:
+        return PostgresStore(url)
     if sep:
         raise ConfigError(
             f"unsupported store URL scheme {scheme!r}",
-            hint="Use sqlite:///path/to/log.db (the default) or memory: for a throwaway log.",
+            hint="Use sqlite:///path/to/log.db (the default), postgresql://user@host/dbname "
+            "or memory: for a throwaway log.",
         )
     return SQLiteStore(Path(url))
 
 
-def open_index(url: str) -> MemoryIndex | SQLiteIndex:
+def open_index(url: str) -> MemoryIndex | SQLiteIndex | PostgresIndex:
     """Open the provenance index a URL names; :class:`ConfigError` for one this version
     cannot open."""
     if url in ("memory:", "memory://"):
         return MemoryIndex()
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresIndex(url)
     if url.startswith("sqlite:///"):
         return SQLiteIndex(Path(url[len("sqlite:///") :]))
     scheme, sep, _ = url.partition("://")
     if sep:
         raise ConfigError(
             f"unsupported index URL scheme {scheme!r}",
-            hint="Use sqlite:///path/to/provenance.db (the default) or memory: for a "
-            "throwaway index.",
+            hint="Use sqlite:///path/to/provenance.db (the default), "
+            "postgresql://host/database, or memory: for a throwaway index.",
         )
     return SQLiteIndex(Path(url))

@@ -89,7 +89,7 @@ class IndexedEntry:
 
 @runtime_checkable
 class IndexStore(Protocol):
-    """Durable home of the provenance index. Implementations: memory (tests), sqlite.
+    """Durable home of the provenance index. Implementations: memory (tests), sqlite, postgresql.
 
     One writer at a time is expected (the service's replay), but the index never trusts
     that: ``apply`` is a compare-and-swap on ``applied_size``. Readers may run in any number

@@ -1,0 +1,590 @@
+"""The provenance index on PostgreSQL (psycopg 3), for deployments of several processes.
+
+Same contract and conformance suite as :class:`~sealtrail.storage.SQLiteIndex`; no shared
+code beyond the validation in ``_index.py``. The URL is a libpq URL; a schema other than
+``public`` is chosen with ``?options=-csearch_path%3D<schema>`` (the tests run each case in
+a schema of its own that way).
+
+Schema (``idx_meta.schema_version`` tracks migrations)::
+
+    idx_meta(one, schema_version)                   one row: the version, and the lock
+                                                    every writer takes (see ``apply``)
+    idx_entries(idx, entry_id, kind, org, outcome, code)
+    idx_subjects(subject, idx)
+    idx_changes(idx, pos, tbl, key, value)          history, row_at, the audit
+    idx_rows(tbl, key, value)                       the current rows
+
+Texts (table names, keys, values, subjects, kinds, organizations, codes) are stored as
+``bytea`` holding their UTF-8, not as ``text``: PostgreSQL ``text`` cannot hold U+0000, which
+the contract allows (and the conformance suite stores), and byte order is the code-point
+order the contract asks for whatever the database's collation. An operator reads a value
+with ``convert_from(value, 'UTF8')``. Bytes that are not UTF-8 (a hand edit) read back as
+:class:`Corruption`. The outcome, a closed set of ASCII words, is ``text``.
+
+As with SQLite, the applied size is ``max(idx) + 1`` of ``idx_entries``, not a counter.
+Connections come from a :class:`psycopg_pool.ConnectionPool`; a dump holds a connection of
+its own (outside the pool, so that dumps left open never starve the other calls).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from psycopg import IsolationLevel
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from sealtrail.errors import (
+    ConfigError,
+    Conflict,
+    Corruption,
+    Error,
+    InvalidInput,
+    NotFound,
+    StorageError,
+)
+
+from ._index import Change, IndexedEntry, check_batch, check_read
+
+__all__ = ["PostgresIndex"]
+
+#: Rows fetched at a time by the dumps (server-side cursors: never a whole table in memory).
+DUMP_CHUNK = 1024
+#: Seconds to wait for a connection (at open, and from a busy pool) before a StorageError.
+CONNECT_TIMEOUT = 10.0
+
+#: ``application_name`` of the index's connections, unless the URL sets one.
+APPLICATION_NAME = "sealtrail-index"
+
+_Conn = psycopg.Connection[tuple[Any, ...]]
+_Cursor = psycopg.ServerCursor[tuple[Any, ...]]
+
+#: Each migration is a list of statements, run in one transaction with the version bump.
+_MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE idx_entries (
+            idx bigint PRIMARY KEY CHECK (idx >= 0),
+            entry_id bytea NOT NULL CHECK (length(entry_id) = 32),
+            kind bytea NOT NULL,
+            org bytea NOT NULL,
+            outcome text NOT NULL CHECK (outcome IN ('applied', 'refused', 'skipped')),
+            code bytea CHECK (outcome = 'skipped' OR (code IS NULL) = (outcome = 'applied'))
+        )""",
+        # Keyed for timelines (subject, then index); the index by entry serves ``entries``.
+        """CREATE TABLE idx_subjects (
+            subject bytea NOT NULL,
+            idx bigint NOT NULL,
+            PRIMARY KEY (subject, idx)
+        )""",
+        "CREATE INDEX idx_subjects_by_entry ON idx_subjects (idx)",
+        """CREATE TABLE idx_changes (
+            idx bigint NOT NULL,
+            pos integer NOT NULL CHECK (pos >= 0),
+            tbl bytea NOT NULL,
+            key bytea NOT NULL,
+            value bytea,
+            PRIMARY KEY (idx, pos)
+        )""",
+        # ``row_at`` and ``history``: one seek, then a walk in (index, position) order.
+        "CREATE INDEX idx_changes_by_key ON idx_changes (tbl, key, idx, pos)",
+        """CREATE TABLE idx_rows (
+            tbl bytea NOT NULL,
+            key bytea NOT NULL,
+            value bytea NOT NULL,
+            PRIMARY KEY (tbl, key)
+        )""",
+    ),
+]
+
+_TABLES = ("idx_entries", "idx_subjects", "idx_changes", "idx_rows")
+_APPLIED = "SELECT coalesce(max(idx) + 1, 0) FROM idx_entries"
+#: An entry's columns with its subjects (ordered by their bytes, i.e. by code point), so
+#: that one statement — one snapshot — reads whole entries.
+_ENTRY = (
+    "e.idx, e.entry_id, e.kind, e.org, e.outcome, e.code,"
+    " ARRAY(SELECT s2.subject FROM idx_subjects AS s2 WHERE s2.idx = e.idx"
+    " ORDER BY s2.subject)"
+)
+
+_T = TypeVar("_T")
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8")  # check_batch has refused what does not encode
+
+
+def _text(data: object) -> str:
+    try:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError
+        return bytes(data).decode("utf-8")
+    except (UnicodeDecodeError, TypeError):
+        raise Corruption(
+            "the index holds bytes that are not UTF-8 text (edited behind its back)",
+            hint="Run `sealtrail audit`, then reset and rebuild the index from the log.",
+        ) from None
+
+
+def _maybe(data: object) -> str | None:
+    return None if data is None else _text(data)
+
+
+def _entry(row: Sequence[Any]) -> IndexedEntry:
+    idx, entry_id, kind, org, outcome, code, subjects = row
+    return IndexedEntry(
+        int(idx),
+        bytes(entry_id),
+        _text(kind),
+        _text(org),
+        str(outcome),
+        _maybe(code),
+        tuple(_text(s) for s in subjects),
+    )
+
+
+def _storage_error(what: str, exc: psycopg.Error) -> StorageError:
+    # Only the class and SQLSTATE: psycopg's messages can carry the host, the user, SQL
+    # and (in DETAIL) the keys or values of a row, none of which belongs in an error.
+    state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+    return StorageError(
+        f"PostgreSQL {what} failed: {exc.__class__.__name__}{state}",
+        hint="Check that the PostgreSQL server is reachable and healthy, then retry.",
+    )
+
+
+def _columns(
+    batch: Sequence[tuple[IndexedEntry, Sequence[Change]]],
+) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]], list[list[Any]], list[list[Any]]]:
+    """A batch as columns, one array parameter each: entries, subjects, changes, and the
+    current rows it leaves (upserts, then deletions), each row once, in key order."""
+    entries: list[list[Any]] = [[], [], [], [], [], []]
+    subjects: list[list[Any]] = [[], []]
+    changes: list[list[Any]] = [[], [], [], [], []]
+    final: dict[tuple[bytes, bytes], bytes | None] = {}
+    for entry, entry_changes in batch:
+        for column, value in zip(
+            entries,
+            (
+                entry.index,
+                entry.entry_id,
+                _utf8(entry.kind),
+                _utf8(entry.org),
+                entry.outcome,
+                None if entry.code is None else _utf8(entry.code),
+            ),
+            strict=True,
+        ):
+            column.append(value)
+        for subject in entry.subjects:
+            subjects[0].append(_utf8(subject))
+            subjects[1].append(entry.index)
+        for position, (table, key, value) in enumerate(entry_changes):
+            row = (_utf8(table), _utf8(key), None if value is None else _utf8(value))
+            for column, item in zip(changes, (entry.index, position, *row), strict=True):
+                column.append(item)
+            final[row[:2]] = row[2]  # a later change of the key wins
+    upserts: list[list[Any]] = [[], [], []]
+    deletes: list[list[Any]] = [[], []]
+    for (table_b, key_b), value_b in sorted(final.items(), key=lambda item: item[0]):
+        if value_b is None:
+            deletes[0].append(table_b)
+            deletes[1].append(key_b)
+        else:
+            for column_b, item_b in zip(upserts, (table_b, key_b, value_b), strict=True):
+                column_b.append(item_b)
+    return entries, subjects, changes, upserts, deletes
+
+
+def _close_dump(conn: _Conn, cursor: _Cursor | None) -> None:
+    """Close a dump's cursor, then its connection (which ends its read transaction)."""
+    if cursor is not None:
+        # The connection is going anyway: closing it ends the cursor too.
+        with suppress(psycopg.Error):
+            cursor.close()
+    conn.close()
+
+
+class _Dump(Generic[_T]):
+    """An iterator over a dump that closes its connection when exhausted, failed or
+    closed (or dropped unstarted)."""
+
+    def __init__(self, rows: Iterator[_T], release: Callable[[], None]) -> None:
+        self._rows = rows
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> _Dump[_T]:
+        return self
+
+    def __next__(self) -> _T:
+        try:
+            return next(self._rows)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class PostgresIndex:
+    """An :class:`~sealtrail.storage.IndexStore` in one PostgreSQL schema.
+
+    Safe to share between threads (a connection pool) and between processes and hosts:
+    writers serialize on the ``idx_meta`` row (see :meth:`apply`), so two indexers racing
+    for the same entries apply them once, and the other gets :class:`Conflict`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        # The URL may hold a password: it is kept to open dump connections, never shown.
+        self._url = url
+        self._timeout = timeout
+        #: open dumps: their connections and server-side cursors (None until declared)
+        self._dumps: dict[_Conn, _Cursor | None] = {}
+        self._dumps_lock = threading.Lock()
+        self._closed = False
+        self._pool: ConnectionPool[_Conn] = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"autocommit": True, **self._connect_kwargs()},
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            open=False,
+            name="sealtrail-index",
+        )
+        try:
+            with self._errors("open"):
+                self._pool.open(wait=True, timeout=timeout)
+                with self._pool.connection() as conn:
+                    self._migrate(conn)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        """Connection settings besides the URL: a timeout, and a name operators see in
+        ``pg_stat_activity`` (unless the URL names one)."""
+        kwargs: dict[str, Any] = {"connect_timeout": max(1, int(self._timeout))}
+        try:
+            named = "application_name" in conninfo_to_dict(self._url)
+        except psycopg.ProgrammingError:
+            raise ConfigError("the PostgreSQL URL of the index is malformed") from None
+        if not named:
+            kwargs["application_name"] = APPLICATION_NAME
+        return kwargs
+
+    def __repr__(self) -> str:
+        return "PostgresIndex(<url hidden>)"
+
+    # -- connections ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _configure(conn: _Conn) -> None:
+        # READ COMMITTED, whatever the server's default: ``apply`` relies on each statement
+        # after the lock seeing what committed before it (see there).
+        conn.isolation_level = IsolationLevel.READ_COMMITTED
+        # ``apply`` MUST NOT return before the batch is durable: a commit waits for the WAL
+        # flush, whatever the server or role default says.
+        conn.execute("SET synchronous_commit TO on")
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except Error:
+            raise
+        except psycopg.IntegrityError as exc:
+            # The batch was checked and follows the entries stored (under the lock), so a
+            # clash can only be with rows edited or left behind the index's back.
+            raise Corruption(
+                f"the index contradicts itself: {exc.__class__.__name__}, SQLSTATE {exc.sqlstate}",
+                hint="Run `sealtrail audit`, then reset and rebuild the index from the log.",
+            ) from exc
+        except psycopg.Error as exc:
+            raise _storage_error(what, exc) from exc
+
+    @contextmanager
+    def _conn(self, what: str) -> Iterator[_Conn]:
+        if self._closed:
+            raise StorageError("the index is closed")
+        with self._errors(what), self._pool.connection(timeout=self._timeout) as conn:
+            yield conn
+
+    @staticmethod
+    def _migrate(conn: _Conn) -> None:
+        """Create or upgrade the schema; idempotent, and safe with several processes
+        opening at once (an advisory lock per schema serializes them)."""
+        with conn.transaction():
+            schema = conn.execute("SELECT current_schema()").fetchone()
+            if schema is None or schema[0] is None:
+                raise ConfigError(
+                    "the PostgreSQL search_path names no existing schema",
+                    hint="Create the schema, or fix options=-csearch_path=... in the URL.",
+                )
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('sealtrail-index:' || current_schema()))"
+            )
+            conn.execute(
+                """CREATE TABLE IF NOT EXISTS idx_meta (
+                    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+                    schema_version integer NOT NULL CHECK (schema_version >= 0)
+                )"""
+            )
+            conn.execute("INSERT INTO idx_meta (schema_version) VALUES (0) ON CONFLICT DO NOTHING")
+            found = conn.execute("SELECT schema_version FROM idx_meta FOR UPDATE").fetchone()
+            version = int(found[0]) if found else 0
+            if version > len(_MIGRATIONS):
+                raise ConfigError(
+                    f"the index has schema version {version}, newer than this Sealtrail "
+                    f"understands ({len(_MIGRATIONS)}); upgrade Sealtrail"
+                )
+            for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("UPDATE idx_meta SET schema_version = %s", (number,))
+
+    # -- the one write --------------------------------------------------------------------------
+
+    def applied_size(self) -> int:
+        with self._conn("read") as conn:
+            found = conn.execute(_APPLIED).fetchone()
+        assert found is not None
+        return int(found[0])
+
+    def _lock(self, conn: _Conn) -> None:
+        """Take the writers' lock: the one ``idx_meta`` row, until the transaction ends."""
+        if conn.execute("SELECT schema_version FROM idx_meta FOR UPDATE").fetchone() is None:
+            raise Corruption(
+                "the index's idx_meta row is missing (edited behind its back)",
+                hint="Run `sealtrail audit`, then reset and rebuild the index from the log.",
+            )
+
+    def apply(self, batch: Sequence[tuple[IndexedEntry, Sequence[Change]]]) -> None:
+        check_batch(batch)
+        if not batch:
+            return
+        first = batch[0][0].index
+        entries, subjects, changes, upserts, deletes = _columns(batch)
+
+        with self._conn("apply") as conn, conn.transaction():
+            # Writers serialize here. Why a lock row and not only the primary key of
+            # idx_entries: with the key alone, the loser of a race for entry N would wait
+            # for the winner's commit and then fail with a unique violation — which reads as
+            # Corruption, not Conflict — and only at its first insert. Holding the row lock
+            # first, the check below runs after any rival batch committed: in READ
+            # COMMITTED each statement takes a fresh snapshot, so the loser sees the
+            # winner's entries and refuses cleanly, having written nothing. (The primary
+            # key stays as a second line against writers that bypass the lock.)
+            self._lock(conn)
+            found = conn.execute(_APPLIED).fetchone()
+            applied = int(found[0]) if found else 0
+            if first != applied:
+                raise Conflict(
+                    f"the index has applied {applied} entries; "
+                    f"a batch starting at entry {first} does not follow",
+                    code="index-conflict",
+                    hint="Read applied_size() and resume the replay from there.",
+                )
+            # One statement per table, the rows as arrays (binary parameters): a batch of
+            # 10,000 changes is five round trips, not 10,000.
+            conn.execute(
+                "INSERT INTO idx_entries (idx, entry_id, kind, org, outcome, code)"
+                " SELECT * FROM unnest(%b::bigint[], %b::bytea[], %b::bytea[], %b::bytea[],"
+                " %b::text[], %b::bytea[])",
+                entries,
+            )
+            if subjects[0]:
+                conn.execute(
+                    "INSERT INTO idx_subjects (subject, idx)"
+                    " SELECT * FROM unnest(%b::bytea[], %b::bigint[])",
+                    subjects,
+                )
+            if changes[0]:
+                conn.execute(
+                    "INSERT INTO idx_changes (idx, pos, tbl, key, value)"
+                    " SELECT * FROM unnest(%b::bigint[], %b::integer[], %b::bytea[],"
+                    " %b::bytea[], %b::bytea[])",
+                    changes,
+                )
+            if upserts[0]:
+                conn.execute(
+                    "INSERT INTO idx_rows (tbl, key, value)"
+                    " SELECT * FROM unnest(%b::bytea[], %b::bytea[], %b::bytea[])"
+                    " ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value",
+                    upserts,
+                )
+            if deletes[0]:
+                conn.execute(
+                    "DELETE FROM idx_rows WHERE (tbl, key) IN"
+                    " (SELECT * FROM unnest(%b::bytea[], %b::bytea[]))",
+                    deletes,
+                )
+            # If we crash before the commit that ends this block, none of the batch is
+            # visible: the replay resumes from the same applied size. Once it returns, the
+            # batch is durable (synchronous_commit=on) and applied_size has moved past it.
+
+    def reset(self) -> None:
+        with self._conn("reset") as conn, conn.transaction():
+            self._lock(conn)  # not while a batch is being applied
+            # DELETE, not TRUNCATE: TRUNCATE's exclusive lock would wait for (and block)
+            # every reader and open dump; DELETE leaves their snapshots alone.
+            for table in _TABLES:
+                conn.execute(f"DELETE FROM {table}")  # noqa: S608
+
+    def close(self) -> None:
+        self._closed = True
+        with self._dumps_lock:
+            dumps, self._dumps = self._dumps, {}
+        for conn, cursor in dumps.items():
+            _close_dump(conn, cursor)
+        self._pool.close()
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def row(self, table: str, key: str) -> str | None:
+        with self._conn("read") as conn:
+            found = conn.execute(
+                "SELECT value FROM idx_rows WHERE tbl = %b AND key = %b",
+                (_utf8(table), _utf8(key)),
+            ).fetchone()
+        return None if found is None else _text(found[0])
+
+    def rows(self, table: str) -> list[tuple[str, str]]:
+        with self._conn("read") as conn:
+            found = conn.execute(
+                "SELECT key, value FROM idx_rows WHERE tbl = %b ORDER BY key", (_utf8(table),)
+            ).fetchall()
+        return [(_text(k), _text(v)) for k, v in found]
+
+    def row_at(self, table: str, key: str, size: int) -> str | None:
+        if size < 0:
+            raise InvalidInput("a log size is >= 0", code="index-bad-read")
+        with self._conn("read") as conn:
+            # One statement, so the applied size and the value come from one snapshot.
+            found = conn.execute(
+                f"SELECT ({_APPLIED}), (SELECT value FROM idx_changes"  # noqa: S608
+                " WHERE tbl = %b AND key = %b AND idx < %b ORDER BY idx DESC, pos DESC LIMIT 1)",
+                (_utf8(table), _utf8(key), size),
+            ).fetchone()
+        assert found is not None
+        applied, value = found
+        if size > applied:
+            raise NotFound(f"the index has applied {applied} entries, not {size} (yet)")
+        return _maybe(value)
+
+    def history(self, table: str, key: str) -> list[tuple[int, str | None]]:
+        with self._conn("read") as conn:
+            found = conn.execute(
+                "SELECT idx, value FROM idx_changes WHERE tbl = %b AND key = %b ORDER BY idx, pos",
+                (_utf8(table), _utf8(key)),
+            ).fetchall()
+        return [(int(i), _maybe(v)) for i, v in found]
+
+    def entries(self, start: int, stop: int) -> list[IndexedEntry]:
+        check_read(start, stop - start)
+        with self._conn("read") as conn:
+            found = conn.execute(
+                f"SELECT {_ENTRY} FROM idx_entries AS e"  # noqa: S608
+                " WHERE e.idx >= %b AND e.idx < %b ORDER BY e.idx",
+                (start, stop),
+            ).fetchall()
+        return [_entry(row) for row in found]
+
+    def entries_about(
+        self, subject: str, *, start: int = 0, limit: int = 1000
+    ) -> list[IndexedEntry]:
+        check_read(start, limit, least=1)
+        with self._conn("read") as conn:
+            found = conn.execute(
+                f"SELECT {_ENTRY} FROM idx_subjects AS s"  # noqa: S608
+                " JOIN idx_entries AS e ON e.idx = s.idx"
+                " WHERE s.subject = %b AND s.idx >= %b ORDER BY s.idx LIMIT %b",
+                (_utf8(subject), start, limit),
+            ).fetchall()
+        return [_entry(row) for row in found]
+
+    # -- dumps: one snapshot each, on a connection of their own ---------------------------------
+
+    def _register(self, conn: _Conn) -> bool:
+        """Track a dump's connection for ``close``; False when the index closed meanwhile."""
+        with self._dumps_lock:
+            if self._closed:
+                return False
+            self._dumps[conn] = None
+            return True
+
+    def _release(self, conn: _Conn) -> None:
+        with self._dumps_lock:
+            cursor = self._dumps.pop(conn, None)
+        _close_dump(conn, cursor)
+
+    def _dump(self, query: str, convert: Callable[[Sequence[Any]], _T]) -> _Dump[_T]:
+        """Start ``query`` in a REPEATABLE READ transaction on a new connection.
+
+        Started here, not on the first ``next``, so that the snapshot is the index as it
+        was when the dump was asked for (the DECLARE of the server-side cursor takes it).
+        """
+        if self._closed:
+            raise StorageError("the index is closed")
+        with self._errors("read"):
+            conn: _Conn = psycopg.connect(self._url, **self._connect_kwargs())
+            if not self._register(conn):
+                conn.close()
+                raise StorageError("the index is closed")
+            try:
+                conn.isolation_level = IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
+                cursor = conn.cursor(name="sealtrail_dump")
+                with self._dumps_lock:
+                    if conn in self._dumps:
+                        self._dumps[conn] = cursor
+                cursor.execute(query)
+            except BaseException:
+                self._release(conn)
+                raise
+
+        def rows() -> Iterator[_T]:
+            while True:
+                with self._errors("read"):
+                    chunk = cursor.fetchmany(DUMP_CHUNK)
+                if not chunk:
+                    return
+                for row in chunk:
+                    yield convert(row)
+
+        return _Dump(rows(), lambda: self._release(conn))
+
+    def dump_rows(self) -> Iterator[tuple[str, str, str]]:
+        return self._dump(
+            "SELECT tbl, key, value FROM idx_rows ORDER BY tbl, key",
+            lambda r: (_text(r[0]), _text(r[1]), _text(r[2])),
+        )
+
+    def dump_changes(self) -> Iterator[tuple[int, int, str, str, str | None]]:
+        return self._dump(
+            "SELECT idx, pos, tbl, key, value FROM idx_changes ORDER BY idx, pos",
+            lambda r: (int(r[0]), int(r[1]), _text(r[2]), _text(r[3]), _maybe(r[4])),
+        )
+
+    def dump_entries(self) -> Iterator[IndexedEntry]:
+        return self._dump(
+            f"SELECT {_ENTRY} FROM idx_entries AS e ORDER BY e.idx",  # noqa: S608
+            _entry,
+        )

@@ -1,0 +1,521 @@
+"""The server store: a log and its statements in PostgreSQL (psycopg 3, one connection pool).
+
+Same contract, same layout as the SQLite store (tests/conformance checks both); what differs
+is how the one coordination point is enforced when several processes share the database.
+
+**Compare-and-swap.** The checkpoint is a single row (``log_checkpoint``, ``id = 0``) that
+exists from the first migration on (``note IS NULL``: never committed). ``commit`` runs at
+READ COMMITTED and first takes that row with ``SELECT … FOR UPDATE``: a second committer
+blocks there until the first one ends, and PostgreSQL then hands it the *newest* version of
+the row, so it sees the winner's size and raises :class:`CheckpointConflict` before writing
+anything. The final ``UPDATE … WHERE size = old_size`` repeats the check in the statement that
+publishes the checkpoint. We chose the row lock over SERIALIZABLE because the outcome is
+deterministic and says what happened: the loser always gets a clean ``CheckpointConflict``,
+never a serialization failure (40001) that it would have to retry just to learn that it lost,
+and readers never take predicate locks or abort a writer.
+
+**Durability.** A transaction is durable when ``COMMIT`` returns as long as the server keeps
+``fsync = on`` and the session's ``synchronous_commit`` is not ``off``; every pooled connection
+raises an ``off`` it inherits to ``on`` (a stricter server setting such as ``remote_apply`` is
+kept). ``commit`` and ``put_statements`` return only after ``COMMIT`` has returned.
+
+**Migrations** are one list per store, recorded in ``sealtrail_schema(component, version)``
+(``component = 'log'`` here; another store keeps its own row in the same table) and applied at
+open inside one transaction under an advisory lock, so that processes starting together apply
+each step once. A separate migration tool is not needed yet: every step so far only creates
+tables, which is fast and cannot fail half-way (the transaction is all-or-nothing), and a store
+with a schema newer than the code is refused instead of touched. When a step has to rewrite
+large tables we will want to run it deliberately, ahead of a rollout: that is the time for a
+tool.
+
+Tables live in the first schema of the connection's ``search_path`` (set it in the URL with
+``?options=-csearch_path%3Dname``)::
+
+    sealtrail_schema(component, version)
+    log_checkpoint(id = 0, size, note, indexed)            note NULL: never committed
+    log_tile_parts(level, idx, start, count, data, interior)
+    log_entry_bundles(level = -1, idx, start, count, data, interior)
+    log_leaves(prefix, idx)                                 first 8 bytes of the leaf hash
+    statements(seq, entry_id, body, issuer, subject, content_type, registered_at)
+    statements_sequenced(id = 0, seq)
+
+Batches go in as one ``INSERT … SELECT FROM unnest(array, …)`` per table: one statement and
+one round trip whatever the batch size, and the same text every time, so it is prepared once
+per connection.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, LiteralString
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from sealtrail.errors import CheckpointConflict, ConfigError, Corruption, Error, StorageError
+
+from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
+
+__all__ = ["PostgresStore"]
+
+#: Seconds to wait for a connection to the server (at open and from the pool).
+CONNECT_TIMEOUT = 10
+#: Connections the pool keeps open at most (readers in several threads, one writer).
+POOL_SIZE = 8
+#: Name of this store's row in ``sealtrail_schema``.
+COMPONENT = "log"
+#: Advisory lock key serializing migrations (any fixed 64-bit value; ours spells "sealtrl").
+_MIGRATION_LOCK = 0x7365616C74726C
+
+_STATEMENT_COLUMNS = "entry_id, body, issuer, subject, content_type, registered_at"
+
+
+def _parts_table(name: LiteralString, level_check: LiteralString) -> LiteralString:
+    return f"""CREATE TABLE {name} (
+            level integer NOT NULL CHECK ({level_check}),
+            idx bigint NOT NULL CHECK (idx >= 0),
+            start integer NOT NULL CHECK (start >= 0 AND start < 256),
+            count integer NOT NULL CHECK (count > 0 AND start + count <= 256),
+            data bytea NOT NULL,
+            interior bytea NOT NULL DEFAULT '',
+            PRIMARY KEY (level, idx, start)
+        )"""
+
+
+_MIGRATIONS: list[tuple[LiteralString, ...]] = [
+    (
+        """CREATE TABLE log_checkpoint (
+            id integer PRIMARY KEY CHECK (id = 0),
+            size bigint NOT NULL CHECK (size >= 0),
+            note bytea,
+            indexed bigint NOT NULL CHECK (indexed >= 0 AND indexed <= size)
+        )""",
+        # The CAS row exists from the start, so that the first commit also locks a row.
+        "INSERT INTO log_checkpoint (id, size, note, indexed) VALUES (0, 0, NULL, 0)",
+        _parts_table("log_tile_parts", "level >= 0"),
+        # Entry bundles apart from hash tiles, as in SQLite: their 66 KB values go to TOAST
+        # anyway, but the hash tiles a proof reads stay on few heap pages.
+        _parts_table("log_entry_bundles", "level = -1"),
+        """CREATE TABLE log_leaves (
+            prefix bigint NOT NULL,
+            idx bigint NOT NULL,
+            PRIMARY KEY (prefix, idx)
+        )""",
+    ),
+    (
+        """CREATE TABLE statements (
+            seq bigint PRIMARY KEY,
+            entry_id bytea NOT NULL UNIQUE CHECK (length(entry_id) = 32),
+            body bytea NOT NULL,
+            issuer text NOT NULL,
+            subject text NOT NULL,
+            content_type text NOT NULL,
+            registered_at bigint NOT NULL
+        )""",
+        "CREATE INDEX statements_by_type ON statements (content_type, seq)",
+        """CREATE TABLE statements_sequenced (
+            id integer PRIMARY KEY CHECK (id = 0),
+            seq bigint NOT NULL
+        )""",
+    ),
+]
+
+
+def _table(level: int) -> sql.Identifier:
+    """Where a part of this level lives (a fixed table name, never user input)."""
+    return sql.Identifier("log_entry_bundles" if level == ENTRY_BUNDLES else "log_tile_parts")
+
+
+def _prefixes(leaf_hashes: Sequence[bytes]) -> tuple[int, ...]:
+    """Leaf index keys: each 32-byte hash's first 8 bytes as a signed 64-bit integer."""
+    return struct.unpack(f">{'q24x' * len(leaf_hashes)}", b"".join(leaf_hashes))
+
+
+def _record(row: Sequence[Any]) -> StatementRecord:
+    entry_id, body, issuer, subject, content_type, registered_at = row
+    return StatementRecord(
+        bytes(entry_id),
+        bytes(body),
+        str(issuer),
+        str(subject),
+        str(content_type),
+        int(registered_at),
+    )
+
+
+def describe(url: str) -> str:
+    """``host:port/dbname`` of a connection URL: what messages may show (never a password)."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "an unparsable PostgreSQL URL"
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or '(default)'}"
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """The first line of a driver error, with the URL's password scrubbed just in case."""
+    text = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.Error:
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    return text
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Run on every new pooled connection: make sure a commit is durable when it returns."""
+    row = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+    if row is not None and row[0] == "off":
+        conn.execute("SET synchronous_commit = on")
+
+
+class PostgresStore:
+    """A :class:`~sealtrail.storage.LogStore` and :class:`~sealtrail.storage.StatementStore`
+    in one PostgreSQL schema.
+
+    Safe to share between threads (a connection pool) and between processes and hosts (the
+    checkpoint compare-and-swap is a row lock in the database, see the module docstring).
+    """
+
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
+        self._where = describe(url)
+        self._closed = False
+        try:
+            first = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as exc:
+            raise ConfigError(
+                f"cannot connect to PostgreSQL at {self._where}: {_reason(exc, url)}",
+                hint="Check that the server is running and accepts TCP connections, and the "
+                "user, password and database in the store URL "
+                "(postgresql://user:password@host:5432/dbname).",
+            ) from None
+        try:
+            with first, self._errors("open"):
+                self._migrate(first)
+        except BaseException:
+            self._closed = True
+            raise
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = (
+            psycopg_pool.ConnectionPool(
+                url,
+                min_size=1,
+                max_size=max(1, pool_size),
+                kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+                configure=_configure,
+                timeout=CONNECT_TIMEOUT,
+                name="sealtrail-store",
+                open=False,
+            )
+        )
+        try:
+            with self._errors("open"):
+                self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connections --------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Driver errors as :class:`StorageError`: the error class and the server's primary
+        message only (never the query, its parameters or a DETAIL line with row values)."""
+        try:
+            yield
+        except Error:
+            raise
+        except psycopg_pool.PoolTimeout as exc:
+            raise StorageError(
+                f"PostgreSQL {what} failed: no connection to {self._where} within "
+                f"{CONNECT_TIMEOUT} s",
+                hint="The server may be down or out of connections; retry later.",
+            ) from exc
+        except psycopg.Error as exc:
+            primary = exc.diag.message_primary or exc.__class__.__name__
+            state = f" [{exc.sqlstate}]" if exc.sqlstate else ""
+            raise StorageError(
+                f"PostgreSQL {what} failed: {exc.__class__.__name__}{state}: {primary}"
+            ) from exc
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._closed:
+            raise StorageError("the store is closed")
+        with self._pool.connection() as conn:
+            yield conn
+
+    def _read(
+        self, what: str, query: sql.Composed | LiteralString, params: Sequence[Any]
+    ) -> list[Any]:
+        """One read-only query. Retried once on a dropped connection (a server restart leaves
+        every pooled connection broken; reads are idempotent, writes are never retried)."""
+        for attempt in (1, 2):
+            try:
+                with self._errors(what), self._conn() as conn:
+                    return conn.execute(query, params, prepare=True).fetchall()
+            except StorageError as exc:
+                if attempt == 2 or not isinstance(exc.__cause__, psycopg.OperationalError):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _migrate(conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS sealtrail_schema ("
+                " component text PRIMARY KEY, version integer NOT NULL CHECK (version >= 0))"
+            )
+            row = conn.execute(
+                "SELECT version FROM sealtrail_schema WHERE component = %s", (COMPONENT,)
+            ).fetchone()
+            version = 0 if row is None else int(row[0])
+            if version > len(_MIGRATIONS):
+                raise ConfigError(
+                    f"the store has schema version {version}, newer than this Sealtrail "
+                    f"understands ({len(_MIGRATIONS)}); upgrade Sealtrail"
+                )
+            for statements in _MIGRATIONS[version:]:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT INTO sealtrail_schema (component, version) VALUES (%s, %s)"
+                " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                (COMPONENT, len(_MIGRATIONS)),
+            )
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def read_checkpoint(self) -> StoredCheckpoint | None:
+        rows = self._read("read", "SELECT size, note, indexed FROM log_checkpoint WHERE id = 0", ())
+        if not rows or rows[0][1] is None:
+            return None
+        size, note, indexed = rows[0]
+        return StoredCheckpoint(int(size), bytes(note), int(indexed))
+
+    def read_parts(self, level: int, index: int) -> list[TilePart]:
+        query = sql.SQL(
+            "SELECT start, count, data, interior FROM {} WHERE level = %s AND idx = %s"
+            " ORDER BY start"
+        ).format(_table(level))
+        rows = self._read("read", query, (level, index))
+        return [TilePart(level, index, int(s), int(c), bytes(d), bytes(i)) for s, c, d, i in rows]
+
+    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
+        asked = list(dict.fromkeys(leaf_hashes))
+        if not asked:
+            return {}
+        by_prefix: dict[int, list[bytes]] = {}
+        for prefix, h in zip(_prefixes(asked), asked, strict=True):
+            by_prefix.setdefault(prefix, []).append(h)
+        rows = self._read(
+            "read",
+            "SELECT prefix, idx FROM log_leaves WHERE prefix = ANY(%s::bigint[])",
+            (list(by_prefix),),
+        )
+        found: dict[bytes, list[int]] = {}
+        for prefix, idx in rows:
+            for h in by_prefix[prefix]:
+                found.setdefault(h, []).append(int(idx))
+        return found
+
+    # -- the one write ------------------------------------------------------------------------
+
+    def commit(self, commit: Commit) -> None:
+        with self._errors("commit"), self._conn() as conn, conn.transaction():
+            # The compare-and-swap: the row lock makes a concurrent committer wait here and
+            # then read the size this transaction leaves (see the module docstring).
+            row = conn.execute(
+                "SELECT size FROM log_checkpoint WHERE id = 0 FOR UPDATE", prepare=True
+            ).fetchone()
+            if row is None:
+                raise Corruption("the checkpoint row of the PostgreSQL store is missing")
+            if int(row[0]) != commit.old_size:
+                # Leaving the block by an exception rolls back: nothing of the batch is written.
+                raise CheckpointConflict(f"the log is at size {row[0]}, not {commit.old_size}")
+            parts = commit.stored_parts()
+            first: dict[int, TilePart] = {}
+            for part in parts:
+                low = first.get(part.level)
+                if low is None or (part.index, part.start) < (low.index, low.start):
+                    first[part.level] = part
+            for part in first.values():
+                self._make_room(conn, part)
+            for level in {p.level == ENTRY_BUNDLES for p in parts}:
+                mine = [p for p in parts if (p.level == ENTRY_BUNDLES) == level]
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (level, idx, start, count, data, interior)"
+                        " SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::integer[],"
+                        " %s::integer[], %s::bytea[], %s::bytea[])"
+                    ).format(_table(mine[0].level)),
+                    (
+                        [p.level for p in mine],
+                        [p.index for p in mine],
+                        [p.start for p in mine],
+                        [p.count for p in mine],
+                        [p.data for p in mine],
+                        [p.interior for p in mine],
+                    ),
+                    prepare=True,
+                    binary=True,
+                )
+            if commit.leaves:
+                prefixes = _prefixes([h for h, _ in commit.leaves])
+                order = sorted(range(len(prefixes)), key=prefixes.__getitem__)
+                # Sorted, so the B-tree is walked once left to right; rows left by a failed
+                # batch may already be there (ON CONFLICT: the index is only a hint).
+                conn.execute(
+                    "INSERT INTO log_leaves (prefix, idx)"
+                    " SELECT * FROM unnest(%s::bigint[], %s::bigint[])"
+                    " ON CONFLICT DO NOTHING",
+                    ([prefixes[i] for i in order], [commit.leaves[i][1] for i in order]),
+                    prepare=True,
+                    binary=True,
+                )
+            published = conn.execute(
+                "UPDATE log_checkpoint SET size = %s, note = %s, indexed = %s"
+                " WHERE id = 0 AND size = %s",
+                (commit.new_size, commit.checkpoint, commit.watermark, commit.old_size),
+                prepare=True,
+            )
+            if published.rowcount != 1:  # cannot happen under the row lock; never publish twice
+                raise CheckpointConflict("the checkpoint moved during the commit")
+        # If we crash before COMMIT returned, the transaction is rolled back as a whole (or,
+        # if the COMMIT record reached the WAL, applied as a whole): the caller reloads.
+
+    @staticmethod
+    def _make_room(conn: psycopg.Connection[Any], part: TilePart) -> None:
+        """Clear the positions from ``part`` on (the commit's first part at its level)."""
+        table = _table(part.level)
+        # A part from before this one that reaches into it (a full part left by a failed
+        # write) keeps only its head: those positions are committed ones.
+        row = conn.execute(
+            sql.SQL(
+                "SELECT start, count, data FROM {} WHERE level = %s AND idx = %s"
+                " AND start < %s AND start + count > %s"
+            ).format(table),
+            (part.level, part.index, part.start, part.start),
+        ).fetchone()
+        if row is not None:
+            old = TilePart(part.level, part.index, int(row[0]), int(row[1]), bytes(row[2]))
+            head = old.head(part.start - old.start)
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET count = %s, data = %s, interior = %s"
+                    " WHERE level = %s AND idx = %s AND start = %s"
+                ).format(table),
+                (head.count, head.data, head.interior, part.level, part.index, head.start),
+            )
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {} WHERE level = %s AND (idx > %s OR (idx = %s AND start >= %s))"
+            ).format(table),
+            (part.level, part.index, part.index, part.start),
+        )
+
+    # -- statements ---------------------------------------------------------------------------
+
+    def put_statements(self, records: Sequence[StatementRecord]) -> list[int]:
+        if not records:
+            return []
+        with self._errors("statement write"), self._conn() as conn, conn.transaction():
+            # Sequence numbers MUST follow commit order: recovery reads statements above the
+            # sequenced watermark, and a number taken by a transaction that commits later
+            # would be skipped. So writers take turns (readers are not blocked), and numbers
+            # are assigned under the lock, without gaps, as SQLite assigns them.
+            conn.execute("LOCK TABLE statements IN SHARE ROW EXCLUSIVE MODE")
+            ids = list(dict.fromkeys(r.entry_id for r in records))
+            seqs: dict[bytes, int] = {
+                bytes(e): int(s)
+                for e, s in conn.execute(
+                    "SELECT entry_id, seq FROM statements WHERE entry_id = ANY(%s::bytea[])",
+                    (ids,),
+                    binary=True,
+                ).fetchall()
+            }
+            row = conn.execute("SELECT coalesce(max(seq), 0) FROM statements").fetchone()
+            top = 0 if row is None else int(row[0])
+            new: list[StatementRecord] = []
+            for r in records:
+                if r.entry_id not in seqs:
+                    top += 1
+                    seqs[r.entry_id] = top
+                    new.append(r)
+            if new:
+                conn.execute(
+                    f"INSERT INTO statements (seq, {_STATEMENT_COLUMNS})"  # noqa: S608
+                    " SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[],"
+                    " %s::text[], %s::text[], %s::text[], %s::bigint[])",
+                    (
+                        [seqs[r.entry_id] for r in new],
+                        [r.entry_id for r in new],
+                        [r.body for r in new],
+                        [r.issuer for r in new],
+                        [r.subject for r in new],
+                        [r.content_type for r in new],
+                        [r.registered_at for r in new],
+                    ),
+                    prepare=True,
+                    binary=True,
+                )
+        return [seqs[r.entry_id] for r in records]
+
+    def get_statement(self, entry_id: bytes) -> StatementRecord | None:
+        rows = self._read(
+            "read",
+            f"SELECT {_STATEMENT_COLUMNS} FROM statements WHERE entry_id = %s",  # noqa: S608
+            (entry_id,),
+        )
+        return _record(rows[0]) if rows else None
+
+    def statements_since(self, seq: int, *, limit: int) -> list[tuple[int, StatementRecord]]:
+        rows = self._read(
+            "read",
+            f"SELECT seq, {_STATEMENT_COLUMNS} FROM statements"  # noqa: S608
+            " WHERE seq > %s ORDER BY seq LIMIT %s",
+            (seq, limit),
+        )
+        return [(int(r[0]), _record(r[1:])) for r in rows]
+
+    def statements_of_type(self, content_type: str) -> list[StatementRecord]:
+        rows = self._read(
+            "read",
+            f"SELECT {_STATEMENT_COLUMNS} FROM statements"  # noqa: S608
+            " WHERE content_type = %s ORDER BY seq",
+            (content_type,),
+        )
+        return [_record(r) for r in rows]
+
+    def read_sequenced(self) -> int:
+        rows = self._read("read", "SELECT seq FROM statements_sequenced WHERE id = 0", ())
+        return int(rows[0][0]) if rows else 0
+
+    def write_sequenced(self, seq: int) -> None:
+        with self._errors("statement write"), self._conn() as conn:
+            conn.execute(
+                "INSERT INTO statements_sequenced (id, seq) VALUES (0, %s)"
+                " ON CONFLICT (id) DO UPDATE"
+                " SET seq = greatest(statements_sequenced.seq, excluded.seq)",
+                (seq,),
+            )
+
+    def close(self) -> None:
+        self._closed = True
+        pool = getattr(self, "_pool", None)
+        if pool is not None and not pool.closed:
+            pool.close()
+
+    # -- tampering, for attack tests (a database row edited behind the log's back) ------------
+
+    def execute(self, query: LiteralString, params: tuple[object, ...] = ()) -> None:
+        """Run one raw statement. Only tests and repair tools should ever call this."""
+        with self._errors("statement"), self._conn() as conn:
+            conn.execute(query, params)

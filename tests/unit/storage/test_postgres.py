@@ -1,0 +1,388 @@
+"""What only a server store has to get right: racing processes, dropped connections, schema
+versions shared by several processes, and errors that never show a password.
+
+The LogStore contract itself is checked by tests/conformance (its ``postgresql`` rows).
+Every test gets a fresh schema (``postgres_url``, tests/conftest.py) and skips, with the
+reason, when no server is reachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail.errors import CheckpointConflict, ConfigError, StorageError
+from sealtrail.log import CheckpointSigner, LogReader, Sequencer, SequencerConfig
+from sealtrail.storage import (
+    Commit,
+    LogStore,
+    PostgresStore,
+    StatementRecord,
+    StatementStore,
+    TilePart,
+    open_store,
+)
+from sealtrail.storage.postgres import _MIGRATIONS, COMPONENT
+from tests.conftest import PostgresSchemas
+
+pytestmark = pytest.mark.postgres
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def _leaf(tag: str, i: int) -> bytes:
+    return hashlib.sha256(f"{tag} {i}".encode()).digest()
+
+
+def batch(tag: str, old: int, n: int) -> Commit:
+    """``n`` leaves after ``old`` (within tile 0), one level-0 part, one bundle part."""
+    leaves = [_leaf(tag, i) for i in range(old, old + n)]
+    entries = b"".join(len(tag).to_bytes(2, "big") + tag.encode() for _ in leaves)
+    return Commit(
+        old,
+        old + n,
+        f"{tag} {old + n}".encode(),
+        [TilePart(0, 0, old, n, b"".join(leaves)), TilePart(-1, 0, old, n, entries)],
+        list(zip(leaves, range(old, old + n), strict=True)),
+    )
+
+
+@pytest.fixture
+def stores(postgres_url: str) -> Iterator[Callable[[], PostgresStore]]:
+    """Opens store objects on the test's schema; closes them all afterwards."""
+    opened: list[PostgresStore] = []
+
+    def open_one() -> PostgresStore:
+        store = PostgresStore(postgres_url)
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        store.close()
+
+
+def raw(url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(url, autocommit=True)
+
+
+def assert_holds_only(store: PostgresStore, commit: Commit, lost: Commit | None) -> None:
+    """The store holds ``commit`` as its newest batch, and nothing of ``lost``."""
+    checkpoint = store.read_checkpoint()
+    assert checkpoint is not None
+    assert (checkpoint.size, checkpoint.note) == (commit.new_size, commit.checkpoint)
+    parts = store.read_parts(0, 0)
+    assert parts[-1].data == commit.parts[0].data
+    assert store.read_parts(-1, 0)[-1].data == commit.parts[1].data
+    if lost is not None:
+        assert store.lookup_leaves([h for h, _ in lost.leaves]) == {}
+
+
+# -- the compare-and-swap between processes ---------------------------------------------------
+
+
+def test_both_protocols_are_implemented(stores: Callable[[], PostgresStore]) -> None:
+    store = stores()
+    assert isinstance(store, LogStore)
+    assert isinstance(store, StatementStore)
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_two_stores_racing_for_the_same_size_exactly_one_wins(
+    postgres_url: str, stores: Callable[[], PostgresStore], round_: int
+) -> None:
+    first, second = stores(), stores()
+    first.commit(batch("base", 0, 10))
+    contenders = {"a": (first, batch("a", 10, 20)), "b": (second, batch("b", 10, 30))}
+    outcome: dict[str, BaseException | None] = {}
+    # Hold the checkpoint row so that both commits are in flight at once, then let go.
+    with raw(postgres_url) as holder, holder.transaction():
+        holder.execute("SELECT size FROM log_checkpoint WHERE id = 0 FOR UPDATE")
+
+        def run(name: str) -> None:
+            store, commit = contenders[name]
+            try:
+                store.commit(commit)
+                outcome[name] = None
+            except BaseException as exc:
+                outcome[name] = exc
+
+        threads = [threading.Thread(target=run, args=(name,)) for name in contenders]
+        for t in threads:
+            t.start()
+        _wait_for_lock_waiters(holder, 2)
+    for t in threads:
+        t.join(30)
+    winners = [name for name, exc in outcome.items() if exc is None]
+    assert len(winners) == 1, outcome
+    (loser,) = set(contenders) - set(winners)
+    assert isinstance(outcome[loser], CheckpointConflict)
+    for store in (first, second, stores()):
+        assert_holds_only(store, contenders[winners[0]][1], contenders[loser][1])
+
+
+def _wait_for_lock_waiters(conn: psycopg.Connection[Any], count: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        ).fetchone()
+        if row is not None and row[0] >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{count} commits never queued on the checkpoint row")
+
+
+def test_the_loser_of_a_race_succeeds_after_reloading(stores: Callable[[], PostgresStore]) -> None:
+    first, second = stores(), stores()
+    first.commit(batch("a", 0, 5))
+    with pytest.raises(CheckpointConflict, match="at size 5, not 0"):
+        second.commit(batch("b", 0, 5))
+    checkpoint = second.read_checkpoint()
+    assert checkpoint is not None
+    second.commit(batch("b", checkpoint.size, 5))
+    assert_holds_only(first, batch("b", 5, 5), None)
+
+
+# -- a connection dropped mid-commit ------------------------------------------------------------
+
+
+def test_a_commit_whose_connection_is_killed_midway_leaves_nothing(
+    postgres_url: str, stores: Callable[[], PostgresStore]
+) -> None:
+    store = stores()
+    base = batch("base", 0, 10)
+    store.commit(base)
+    doomed = batch("doomed", 10, 50)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            store.commit(doomed)
+        except BaseException as exc:
+            failure.append(exc)
+
+    # Block the commit after it has written its tile parts (the leaf index is locked), then
+    # end its backend the way a crash or a failover would.
+    with raw(postgres_url) as blocker, blocker.transaction():
+        blocker.execute("LOCK TABLE log_leaves IN ACCESS EXCLUSIVE MODE")
+        thread = threading.Thread(target=run)
+        thread.start()
+        _wait_for_lock_waiters(blocker, 1)
+        with raw(postgres_url) as killer:
+            killed = killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).fetchall()
+        assert killed == [(True,)]
+        thread.join(30)
+    assert len(failure) == 1
+    assert type(failure[0]) is StorageError
+    assert "doomed" not in str(failure[0])
+    for reader in (store, stores()):  # the same pool (it dropped the dead one) and a new one
+        assert_holds_only(reader, base, doomed)
+        assert reader.read_parts(0, 0) == [base.parts[0]]
+    store.commit(doomed)  # the caller reloads and commits again
+    assert_holds_only(stores(), doomed, None)
+
+
+def test_a_commit_on_a_closed_pool_writes_nothing(stores: Callable[[], PostgresStore]) -> None:
+    store = stores()
+    store.commit(batch("base", 0, 3))
+    store.close()
+    with pytest.raises(StorageError, match="closed"):
+        store.commit(batch("late", 3, 3))
+    assert_holds_only(stores(), batch("base", 0, 3), batch("late", 3, 3))
+
+
+def test_reads_survive_every_pooled_connection_being_terminated(
+    postgres_url: str, stores: Callable[[], PostgresStore]
+) -> None:
+    store = stores()
+    store.commit(batch("base", 0, 3))
+    with raw(postgres_url) as killer:
+        killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid() AND datname = current_database()"
+            " AND application_name = current_setting('application_name')"
+        )
+    # A read is retried once on a fresh connection; the dead ones leave the pool.
+    assert_holds_only(store, batch("base", 0, 3), None)
+    store.commit(batch("more", 3, 2))
+
+
+def test_a_sequencer_log_on_postgres_verifies_and_survives_reopening(
+    stores: Callable[[], PostgresStore], signer: CheckpointSigner
+) -> None:
+    entries = [f"entry {i}".encode() for i in range(700)]
+
+    async def add(store: LogStore, items: list[bytes]) -> list[int]:
+        config = SequencerConfig(index_every=1)
+        async with Sequencer(store, signer=signer, config=config) as seq:
+            return await seq.add_many(items)
+
+    first = stores()
+    assert asyncio.run(add(first, entries)) == list(range(700))
+    first.close()
+    again = stores()
+    assert asyncio.run(add(again, [entries[5], b"one more"])) == [5, 700]
+    reader = LogReader(again, origin=signer.origin, verifiers=[signer.verifier])
+    assert reader.audit() is not None
+
+
+# -- statements -----------------------------------------------------------------------------------
+
+
+def _statement(i: int, content_type: str = "application/x") -> StatementRecord:
+    body = f"statement {i}".encode()
+    return StatementRecord(hashlib.sha256(body).digest(), body, "iss", f"sub {i}", content_type, i)
+
+
+def test_statements_round_trip_idempotently(stores: Callable[[], PostgresStore]) -> None:
+    store = stores()
+    a, b, c = _statement(1), _statement(2, "text/plain"), _statement(3)
+    assert store.put_statements([]) == []
+    assert store.put_statements([a, b, a]) == [1, 2, 1]
+    assert store.put_statements([c, b]) == [3, 2]
+    assert store.get_statement(b.entry_id) == b
+    assert store.get_statement(b"\0" * 32) is None
+    assert store.statements_since(1, limit=5) == [(2, b), (3, c)]
+    assert store.statements_since(0, limit=1) == [(1, a)]
+    assert store.statements_of_type("application/x") == [a, c]
+    assert store.read_sequenced() == 0
+    store.write_sequenced(2)
+    store.write_sequenced(1)  # never lowered
+    assert stores().read_sequenced() == 2
+
+
+def test_concurrent_statement_writers_get_sequence_numbers_in_commit_order(
+    stores: Callable[[], PostgresStore],
+) -> None:
+    writers = [stores() for _ in range(4)]
+    results: list[list[int]] = [[] for _ in writers]
+
+    def write(k: int) -> None:
+        for j in range(25):
+            results[k] += writers[k].put_statements([_statement(1000 * k + j)])
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(len(writers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(s for r in results for s in r) == list(range(1, 101)), "no gaps, no repeats"
+    assert all(r == sorted(r) for r in results)
+
+
+# -- schema migrations ---------------------------------------------------------------------------
+
+
+def test_the_schema_version_is_recorded_per_component(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    PostgresStore(postgres_url).close()  # idempotent
+    with raw(postgres_url) as conn:
+        rows = conn.execute("SELECT component, version FROM sealtrail_schema").fetchall()
+    assert rows == [(COMPONENT, SCHEMA_VERSION)]
+
+
+def test_processes_opening_a_new_database_together_migrate_it_once(postgres_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def open_close() -> None:
+        try:
+            PostgresStore(postgres_url, pool_size=1).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_close) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    store = PostgresStore(postgres_url)
+    assert store.read_checkpoint() is None
+    store.close()
+
+
+def test_a_store_with_a_newer_schema_is_refused_and_left_alone(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    with raw(postgres_url) as conn:
+        conn.execute("UPDATE sealtrail_schema SET version = 99 WHERE component = %s", (COMPONENT,))
+    with pytest.raises(ConfigError, match="schema version 99"):
+        PostgresStore(postgres_url)
+    with raw(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM sealtrail_schema").fetchall() == [(99,)]
+
+
+def test_synchronous_commit_off_is_raised_on_pooled_connections(
+    postgres_schemas: PostgresSchemas,
+) -> None:
+    url = postgres_schemas.new_url().replace("options=", "options=-csynchronous_commit%3Doff%20")
+    store = PostgresStore(url)
+    with store._pool.connection() as conn:
+        row = conn.execute("SHOW synchronous_commit").fetchone()
+    assert row == ("on",)
+    store.close()
+
+
+# -- open_store and errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_open_store_opens_postgresql_urls(postgres_url: str, scheme: str) -> None:
+    store = open_store(postgres_url.replace("postgresql", scheme, 1))
+    assert isinstance(store, PostgresStore)
+    store.close()
+
+
+def test_an_unreachable_server_is_a_config_error_without_the_password() -> None:
+    # Port 1 on loopback: refused at once, whatever this machine runs.
+    url = "postgresql://sealtrail:s3cret-pw@127.0.0.1:1/ledger"
+    with pytest.raises(ConfigError) as info:
+        open_store(url)
+    text = info.value.diagnostics()
+    assert "127.0.0.1:1/ledger" in text
+    assert "s3cret-pw" not in text
+    assert "postgresql://user:password@host" in info.value.hint
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_a_wrong_password_is_a_config_error_without_the_password(postgres_url: str) -> None:
+    # Trust authentication ignores passwords; a missing database fails the same way.
+    url = postgres_url.replace("@", ":s3cret-pw@", 1).replace("/test?", "/no_such_db?", 1)
+    with pytest.raises(ConfigError) as info:
+        open_store(url)
+    assert "s3cret-pw" not in info.value.diagnostics()
+    assert "no_such_db" in info.value.message
+
+
+def test_a_bad_raw_statement_is_a_storage_error_without_sql_or_values(
+    stores: Callable[[], PostgresStore],
+) -> None:
+    store = stores()
+    with pytest.raises(StorageError) as info:
+        store.execute(
+            "INSERT INTO log_leaves (prefix, idx) VALUES (%s, %s), (%s, %s)", (7, 1, 7, 1)
+        )
+    assert "[23505]" in info.value.message
+    assert "INSERT" not in info.value.message
+    assert "(7, 1)" not in info.value.message
+
+
+def test_a_closed_store_refuses_to_work(stores: Callable[[], PostgresStore]) -> None:
+    store = stores()
+    store.close()
+    store.close()
+    with pytest.raises(StorageError, match="closed"):
+        store.read_checkpoint()
+    with pytest.raises(StorageError, match="closed"):
+        store.put_statements([_statement(1)])
