@@ -42,13 +42,15 @@ from sealtrail.provenance import (
     Verdict,
 )
 from sealtrail.scitt import TransparencyService, sign_statement
-from sealtrail.storage import IndexStore, MemoryIndex, MemoryStore
+from sealtrail.storage import IndexStore, MemoryIndex, MemoryStore, PostgresStore, SQLiteStore
 from tests.unit.scitt._pki import Issuer, make_issuer
 
 from ._certs import CA_DER
 from ._world import ASSEMBLER, CARRIER, GOOD, MAKER, OPERATOR, World
 
 ORIGIN = "ledger.sealtrail.localhost/test"
+#: What a chain's log and statements may live in.
+ChainStore = MemoryStore | SQLiteStore | PostgresStore
 SERVICE = "https://ledger.sealtrail.localhost"
 ROLES = {
     MAKER: ["device-maker"],
@@ -92,7 +94,7 @@ class SignedChain:
     service: TransparencyService
     sequencer: Sequencer
     ledger: ProvenanceLedger
-    store: MemoryStore
+    store: ChainStore
     index: IndexStore
     issuers: dict[str, Issuer]
     world: World = field(default_factory=World)
@@ -226,7 +228,7 @@ def make_issuers() -> dict[str, Issuer]:
 @asynccontextmanager
 async def signed_chain(
     *,
-    store: MemoryStore | None = None,
+    store: ChainStore | None = None,
     index: IndexStore | None = None,
     issuers: dict[str, Issuer] | None = None,
     checkpoint_key: Ed25519Signer | None = None,

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from sealtrail.errors import Error, InvalidInput, NotFound, StorageError, VerificationError
@@ -27,7 +28,15 @@ from sealtrail.provenance import (
     ProvenanceViews,
     audit_log,
 )
-from sealtrail.storage import IndexStore, MemoryIndex, MemoryStore, SQLiteIndex, StatementRecord
+from sealtrail.storage import (
+    IndexStore,
+    MemoryIndex,
+    MemoryStore,
+    PostgresIndex,
+    PostgresStore,
+    SQLiteIndex,
+    StatementRecord,
+)
 
 from ._certs import new_key
 from ._signed import SERVICE, SignedChain, signed_chain
@@ -284,11 +293,13 @@ async def test_the_audit_catches_a_statement_edited_in_the_store() -> None:
     async with signed_chain() as chain:
         await journey(chain)
         await chain.indexed()
-        record = chain.store.get_statement(next(iter(chain.index.dump_entries())).entry_id)
+        store = chain.store
+        assert isinstance(store, MemoryStore)
+        record = store.get_statement(next(iter(chain.index.dump_entries())).entry_id)
         assert record is not None
-        seq, _ = chain.store._statements[record.entry_id]
+        seq, _ = store._statements[record.entry_id]
         edited = dataclasses.replace(record, body=record.body[:-1] + bytes([record.body[-1] ^ 1]))
-        chain.store._statements[record.entry_id] = (seq, edited)
+        store._statements[record.entry_id] = (seq, edited)
         report = audit(chain)
         assert any("does not hash" in f.what for f in report.findings)
 
@@ -361,3 +372,34 @@ async def test_a_nonce_issued_for_another_server_is_refused_and_stays_open() -> 
             await chain.register(OPERATOR, chain.world.evidence_result("srv-1", nonce=nonce))
         assert caught.value.code == "nonce-other-server"
         await chain.register(OPERATOR, chain.world.evidence_result("srv-2", nonce=nonce))
+
+
+# -- on PostgreSQL -------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_the_journey_and_the_audit_on_postgresql(postgres_url: str) -> None:
+    """The log, the statements and the provenance index all in PostgreSQL: a rack's journey
+    to production, the index caught up, the audit clean; an edit behind the log is named."""
+    store, index = PostgresStore(postgres_url), PostgresIndex(postgres_url)
+    try:
+        async with signed_chain(store=store, index=index) as chain:
+            for serial in ("srv-1", "srv-2"):
+                await chain.journey(serial, f"ship-{serial}", blades=2, per_blade=4)
+            await chain.indexed()
+            assert json.loads(index.row("compliance", "srv-2") or "{}")["state"] == "production"
+            report = audit(chain)
+            assert report.ok, report.findings
+            assert report.applied == len(chain.registered)
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE idx_rows SET value = convert_to(replace(convert_from(value, 'UTF8'),"
+                    " 'production', 'verified'), 'UTF8') WHERE key = convert_to('srv-1', 'UTF8')"
+                )
+            findings = [str(f) for f in audit(chain).findings]
+            assert any(
+                f.startswith("row compliance/srv-1: edited behind the log") for f in findings
+            )
+    finally:
+        index.close()
+        store.close()
