@@ -19,18 +19,21 @@ Figures (name -> number):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import random
+import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from sealtrail.keys import Ed25519Signer
 from sealtrail.log import CheckpointSigner, LogReader, Sequencer, SequencerConfig
-from sealtrail.storage import SQLiteStore
+from sealtrail.storage import PostgresStore, SQLiteStore
 
 ENTRY_SIZE = 256
 BATCH = 16384
@@ -48,15 +51,39 @@ def _entries(count: int, seed: int) -> list[bytes]:
 SIGNER = CheckpointSigner(origin="bench.sealtrail.localhost/log", signer=Ed25519Signer.generate())
 
 
-def _cold_reader(store: SQLiteStore) -> LogReader:
+AnyStore = SQLiteStore | PostgresStore
+
+
+@contextlib.contextmanager
+def _postgres_schema(url: str) -> Iterator[str]:
+    """A fresh, empty schema in the database at ``url`` (a URL whose connections use it),
+    dropped afterwards: every run starts from an empty store, as with SQLite's fresh files."""
+    import psycopg
+
+    name = f"sealtrail_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        joiner = "&" if "?" in url else "?"
+        yield f"{url}{joiner}options={quote(f'-csearch_path={name}')}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def _cold_reader(store: AnyStore) -> LogReader:
     """A reader with an empty tile cache, as a freshly started server has."""
     return LogReader(store, origin=SIGNER.origin, verifiers=[SIGNER.verifier])
 
 
 def _append_sealtrail(
-    path: Path, entries: list[bytes], report: Report, synchronous: str = "FULL"
-) -> tuple[float, SQLiteStore]:
-    store = SQLiteStore(path, synchronous=synchronous)
+    path: Path | str, entries: list[bytes], report: Report, synchronous: str = "FULL"
+) -> tuple[float, AnyStore]:
+    """Append ``entries`` to a fresh store: a SQLite file at ``path``, or the PostgreSQL
+    schema a ``postgresql://`` URL names."""
+    store: AnyStore = (
+        PostgresStore(path) if isinstance(path, str) else SQLiteStore(path, synchronous=synchronous)
+    )
     signer = SIGNER
     config = SequencerConfig(max_batch=BATCH, max_delay=0.005, max_pending=BATCH * (IN_FLIGHT + 1))
 
@@ -110,6 +137,7 @@ def run(
     proofs: int = 20_000,
     seed: int = 1,
     synchronous: str = "FULL",
+    store: str | None = None,
     report: Report,
 ) -> dict[str, Any]:
     figures: dict[str, float] = {}
@@ -168,6 +196,8 @@ def run(
         )
         big.close()
         small_store.close()
+        if store is not None:
+            figures.update(_postgres_figures(store, entries, proofs, seed, report))
     return {
         "benchmark": "log",
         "params": {
@@ -175,6 +205,7 @@ def run(
             "entry_size": ENTRY_SIZE,
             "batch": BATCH,
             "sqlite_synchronous": synchronous,
+            "postgresql": None if store is None else _redacted(store),
             "proofs": proofs,
             "seed": seed,
         },
@@ -186,3 +217,38 @@ def run(
 def _tag(n: int) -> str:
     exp = len(str(n)) - 1
     return f"1e{exp}" if n == 10**exp else str(n)
+
+
+def _postgres_figures(
+    url: str, entries: int, proofs: int, seed: int, report: Report
+) -> dict[str, float]:
+    """The append and proof figures again, on PostgreSQL (``postgresql_`` + their names)."""
+    rng = random.Random(seed)
+    figures: dict[str, float] = {}
+    with _postgres_schema(url) as schema_url:
+        elapsed, big = _append_sealtrail(schema_url, _entries(entries, seed), report)
+        try:
+            figures["postgresql_append_entries_per_s"] = _rate(entries, elapsed)
+            cold = _cold_reader(big)
+            it = iter([rng.randrange(entries) for _ in range(proofs)])
+            report("postgresql inclusion proofs", 0, proofs)
+            figures[f"postgresql_inclusion_proofs_per_s_{_tag(entries)}"] = _rate(
+                proofs, _time(lambda: cold.inclusion_proof(next(it), size=entries), proofs)
+            )
+            sizes = iter(rng.randrange(1, entries) for _ in range(proofs))
+            figures[f"postgresql_consistency_proofs_per_s_{_tag(entries)}"] = _rate(
+                proofs, _time(lambda: cold.consistency_proof(next(sizes), entries), proofs)
+            )
+        finally:
+            big.close()
+    return figures
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password (the JSON report is shareable)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 import sealtrail
-from sealtrail.errors import ConfigError
+from sealtrail.errors import ConfigError, InvalidInput
 
 from ._common import err, out
 
@@ -95,11 +95,24 @@ def log(
             help="SQLite synchronous setting for the append figure (FULL is the default)."
         ),
     ] = "FULL",
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Also measure append and proofs on PostgreSQL (postgresql://…; a fresh schema "
+            "is made and dropped), in the same run as SQLite."
+        ),
+    ] = None,
 ) -> None:
     """The log: append throughput, proof generation and verification, vs pymerkle."""
+    if store is not None and not store.startswith(("postgresql://", "postgres://")):
+        raise InvalidInput("--store takes a postgresql:// URL", code="bench-bad-store")
     module = _bench_module("log", bench_dir)
     result = module.run(
-        entries=entries, proofs=proofs, synchronous=synchronous, report=_reporter(quiet)
+        entries=entries,
+        proofs=proofs,
+        synchronous=synchronous,
+        store=store,
+        report=_reporter(quiet),
     )
     _print(result, as_table=table and not json_out)
 
