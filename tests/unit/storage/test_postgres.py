@@ -131,9 +131,11 @@ def test_two_stores_racing_for_the_same_size_exactly_one_wins(
 def _wait_for_lock_waiters(conn: psycopg.Connection[Any], count: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
+        # Only this test's sessions (its URL names them): other runs may share the database.
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
             " AND datname = current_database()"
+            " AND application_name = current_setting('application_name')"
         ).fetchone()
         if row is not None and row[0] >= count:
             return
@@ -181,6 +183,7 @@ def test_a_commit_whose_connection_is_killed_midway_leaves_nothing(
             killed = killer.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                " AND application_name = current_setting('application_name')"
             ).fetchall()
         assert killed == [(True,)]
         thread.join(30)
