@@ -27,7 +27,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sealtrail.errors import Error, InvalidInput, NotFound, RetryLater, VerificationError
@@ -458,17 +458,3 @@ class ProvenanceLedger:
         if reader is not None:
             with contextlib.suppress(Error):
                 await asyncio.to_thread(self.catch_up, reader)
-
-    def queued(self) -> int:
-        """Accepted statements the index has not reached yet."""
-        return len(self._queue)
-
-    def rows(self) -> Iterator[tuple[str, str, str]]:
-        return self.index.dump_rows()
-
-    def lookup(self, table: str, key: str) -> Value | None:
-        raw = self.index.row(table, key)
-        return None if raw is None else json.loads(raw)
-
-    def table(self, table: str) -> Mapping[str, Value]:
-        return {key: json.loads(value) for key, value in self.index.rows(table)}

@@ -183,7 +183,7 @@ class MemoryRows:
 
 class Refused(VerificationError):
     """A fact the log's history refuses: :meth:`ProvenanceState.apply` reports it as an
-    :class:`Outcome`, :meth:`ProvenanceState.check` raises it."""
+    :class:`Outcome`, registration raises it."""
 
     code = "provenance-refused"
 
@@ -248,12 +248,6 @@ class ProvenanceState:
         }
 
     # -- applying facts -------------------------------------------------------------------
-
-    def check(self, fact: Fact) -> None:
-        """Raise the refusal (an :class:`Error` with a stable code) if ``fact`` would be
-        refused; change nothing."""
-        writer = _Writer(self.rows)
-        self._rules[type(fact.payload)](writer, fact, fact.payload)
 
     def apply(self, fact: Fact) -> Outcome:
         """Apply ``fact`` if the history allows it; a refusal changes nothing."""
