@@ -567,10 +567,7 @@ class Service:
         holder: list[TransparencyService] = []
 
         def org_of(issuer: str) -> str | None:
-            try:
-                return holder[0].registry.for_issuer(issuer).name
-            except Exception:  # an unknown issuer has no organization
-                return None
+            return holder[0].registry.name_of(issuer)
 
         ledger = ProvenanceLedger(
             index, statement=store.get_statement, org_of=org_of, policy=policy

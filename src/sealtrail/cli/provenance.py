@@ -4,13 +4,13 @@ against the log."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Annotated
 
 import typer
 
 from sealtrail.config import Config
-from sealtrail.errors import Error, InvalidInput
+from sealtrail.errors import InvalidInput
 from sealtrail.keys import Verifier
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
@@ -78,16 +78,6 @@ def _reader(config: Config, store: MemoryStore | SQLiteStore | PostgresStore) ->
     )
 
 
-def _org_of(found: Registry) -> Callable[[str], str | None]:
-    def org_of(issuer: str) -> str | None:
-        try:
-            return found.for_issuer(issuer).name
-        except Error:
-            return None
-
-    return org_of
-
-
 KeysOption = Annotated[
     str | None,
     typer.Option(
@@ -113,7 +103,7 @@ def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) 
         ledger = ProvenanceLedger(
             index,
             statement=store.get_statement,
-            org_of=_org_of(found),
+            org_of=found.name_of,
             policy=policy(config),
         )
         index.reset()

@@ -39,7 +39,7 @@ from sealtrail.storage import IndexedEntry, IndexStore, StatementRecord
 
 from ._devicechain import DeviceChainValidator
 from ._kinds import KINDS
-from ._ledger import screen
+from ._ledger import indexed_entry, screen
 from ._state import Fact, MemoryRows, Outcome, ProvenancePolicy, ProvenanceState
 
 __all__ = ["AuditReport", "Finding", "audit_log"]
@@ -110,13 +110,13 @@ class _Replay:
         """Check and apply one entry: its expected index verdict, and a finding if any."""
         if record is None:
             return (
-                self._verdict(index, leaf, "", "", Outcome()),
+                indexed_entry(index, leaf, "", None, Outcome()),
                 Outcome(),
                 Finding(f"entry {index}", "its statement is missing from the statement store"),
             )
         if hashlib.sha256(record.body).digest() != leaf:
             return (
-                self._verdict(index, leaf, "", "", Outcome()),
+                indexed_entry(index, leaf, "", None, Outcome()),
                 Outcome(),
                 Finding(f"entry {index}", "the stored statement does not hash to the log's entry"),
             )
@@ -125,7 +125,7 @@ class _Replay:
             content_type = str(statement.content_type)
             if content_type == ORG_RECORD_TYPE and statement.issuer == self.issuer:
                 self._org_record(statement)
-                return self._verdict(index, leaf, "", "", Outcome()), Outcome(), None
+                return indexed_entry(index, leaf, "", None, Outcome()), Outcome(), None
             org = self.registry.for_issuer(statement.issuer)
             org.policy.check(
                 content_type=content_type,
@@ -137,17 +137,17 @@ class _Replay:
             statement.message.verify(issuer_key(statement, org, self.validator, now=when))
             kind = KINDS.get(content_type)
             if kind is None:
-                return self._verdict(index, leaf, "", "", Outcome()), Outcome(), None
+                return indexed_entry(index, leaf, "", None, Outcome()), Outcome(), None
             payload = screen(statement, org, kind, self.devices)
         except Error as exc:
             finding = Finding(
                 f"entry {index}",
                 f"registration would refuse its statement: {exc} ({exc.code})",
             )
-            return self._verdict(index, leaf, "", "", Outcome()), Outcome(), finding
+            return indexed_entry(index, leaf, "", None, Outcome()), Outcome(), finding
         fact = Fact(leaf, org.name, statement.issued_at or 0, payload)
         outcome = self.state.apply(fact)
-        return self._verdict(index, leaf, kind.name, org.name, outcome), outcome, None
+        return indexed_entry(index, leaf, kind.name, fact, outcome), outcome, None
 
     def _org_record(self, statement: SignedStatement) -> None:
         verifier = self.service_keys.get(statement.kid or b"")
@@ -155,19 +155,6 @@ class _Replay:
             raise Error("signed by a key that is not a service key", code="org-record-untrusted")
         statement.message.verify(verifier)
         self.registry.apply(parse_org_record(statement.payload))
-
-    @staticmethod
-    def _verdict(index: int, leaf: bytes, kind: str, org: str, outcome: Outcome) -> IndexedEntry:
-        verdict = "refused" if outcome.code is not None else "applied" if kind else "skipped"
-        return IndexedEntry(
-            index=index,
-            entry_id=leaf,
-            kind=kind,
-            org=org,
-            outcome=verdict,
-            code=outcome.code,
-            subjects=outcome.subjects,
-        )
 
 
 def audit_log(

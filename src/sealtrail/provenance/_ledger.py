@@ -52,6 +52,7 @@ __all__ = [
     "Issued",
     "ProvenanceLedger",
     "fact_of",
+    "indexed_entry",
     "load_rows",
     "screen",
 ]
@@ -168,10 +169,22 @@ class _IndexRows:
         self.pending[(table, key)] = text
 
 
-def _verdict(fact: Fact | None, outcome: Outcome) -> str:
-    if outcome.code is not None:
-        return "refused"
-    return "skipped" if fact is None else "applied"
+def indexed_entry(
+    index: int, leaf: bytes, kind: str, fact: Fact | None, outcome: Outcome
+) -> IndexedEntry:
+    """The index's record of log entry ``index``: ``skipped`` when it states no provenance
+    fact (with the code of why not, if any), else ``applied`` or ``refused`` with its code.
+    The indexer writes it; the audit expects it."""
+    verdict = "skipped" if fact is None else "refused" if outcome.code is not None else "applied"
+    return IndexedEntry(
+        index=index,
+        entry_id=leaf,
+        kind=kind,
+        org="" if fact is None else fact.org,
+        outcome=verdict,
+        code=outcome.code,
+        subjects=outcome.subjects,
+    )
 
 
 def load_rows(index: IndexStore) -> MemoryRows:
@@ -394,17 +407,7 @@ class ProvenanceLedger:
                 self._diverged = True  # the log's order is the truth; rebuild the tentative
             fact, kind, outcome = self._judge(leaf)
         return (
-            IndexedEntry(
-                index=index,
-                entry_id=leaf,
-                kind=kind,
-                org="" if fact is None else fact.org,
-                outcome="skipped"
-                if fact is None
-                else ("applied" if outcome.applied else "refused"),
-                code=outcome.code,
-                subjects=outcome.subjects,
-            ),
+            indexed_entry(index, leaf, kind, fact, outcome),
             outcome.changes,
         )
 

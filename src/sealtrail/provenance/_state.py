@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from sealtrail.errors import VerificationError
 
-from ._compliance import ComplianceState
+from ._compliance import ComplianceState, stale_reason
 from ._evidence import AliasChains, appraise_devices
 from ._kinds import Payload
 from ._payloads import (
@@ -179,6 +179,17 @@ class MemoryRows:
             values = self.tables[table]
             for key in sorted(values):
                 yield table, key, encode(values[key])
+
+
+def lineage(rows: Rows, serial: str) -> Iterator[str]:
+    """``serial``, then the node it is installed in, and so on up."""
+    seen: set[str] = set()
+    current: str | None = serial
+    while current is not None and current not in seen:
+        yield current
+        seen.add(current)
+        holder = rows.get("parent", f"node:{current}")
+        current = None if holder is None else holder["parent"]
 
 
 class Refused(VerificationError):
@@ -392,23 +403,12 @@ class ProvenanceState:
                 "an assembly record must remove it there first",
             )
 
-    @staticmethod
-    def _lineage(rows: Rows, serial: str) -> Iterator[str]:
-        """``serial``, then the node it is installed in, and so on up."""
-        seen: set[str] = set()
-        current: str | None = serial
-        while current is not None and current not in seen:
-            yield current
-            seen.add(current)
-            holder = rows.get("parent", f"node:{current}")
-            current = None if holder is None else holder["parent"]
-
     def _is_ancestor(self, w: _Writer, ancestor: str, serial: str) -> bool:
-        return ancestor in self._lineage(w, serial)
+        return ancestor in lineage(w, serial)
 
     def _transit(self, rows: Rows, serial: str) -> Value | None:
         """The open shipment carrying ``serial`` or a node it is installed in."""
-        for node in self._lineage(rows, serial):
+        for node in lineage(rows, serial):
             transit = rows.get("transit", node)
             if transit is not None:
                 return transit
@@ -515,7 +515,7 @@ class ProvenanceState:
         shipment = w.get("shipment", arrival.shipment_id)
         if shipment is None or shipment["received"] is None:
             raise _refuse("arrival-not-received", "the shipment has no received record")
-        if not set(self._lineage(w, arrival.server_serial)) & set(shipment["contents"]):
+        if not set(lineage(w, arrival.server_serial)) & set(shipment["contents"]):
             raise _refuse("arrival-not-in-shipment", "the server was not in this shipment")
         for challenge in arrival.devices_challenged:
             self._use_nonce(w, challenge.nonce, fact, "arrival-nonce-replayed")
@@ -701,16 +701,16 @@ class ProvenanceState:
 
     def stale_servers(self, servers: Sequence[str], now: int) -> list[str]:
         """Of ``servers``, those ``compliance sweep`` makes non-compliant: verified or in
-        production, with no passing attestation within the policy's max age at ``now``."""
-        stale = []
-        for serial in servers:
-            if self.compliance_state(serial) not in (_S.VERIFIED, _S.PRODUCTION):
-                continue
-            attestation = self.rows.get("attestation", serial)
-            if (
-                attestation is None
-                or attestation["status"] != EarStatus.AFFIRMING.value
-                or now - attestation["iat"] > self.policy.max_attestation_age
-            ):
-                stale.append(serial)
-        return stale
+        production, with no passing attestation within the policy's max age at ``now``
+        (:func:`stale_reason`, which the sweep itself applies to the service's views)."""
+        return [
+            serial
+            for serial in servers
+            if stale_reason(
+                self.compliance_state(serial),
+                self.rows.get("attestation", serial),
+                now=now,
+                max_age=self.policy.max_attestation_age,
+            )
+            is not None
+        ]

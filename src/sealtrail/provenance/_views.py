@@ -15,7 +15,7 @@ from typing import Any
 from sealtrail.errors import InvalidInput, NotFound
 from sealtrail.storage import IndexedEntry, IndexStore
 
-from ._state import ProvenanceState, Rows, Value
+from ._state import ProvenanceState, Rows, Value, lineage
 
 __all__ = ["MAX_TIMELINE", "MAX_TREE_NODES", "ProvenanceViews"]
 
@@ -78,11 +78,10 @@ class ProvenanceViews:
         if device is None:
             raise NotFound("no registered manifest holds this device", code="device-unknown")
         holder = rows.get("parent", f"device:{device_id}")
-        lineage = [] if holder is None else list(_lineage(rows, holder["parent"]))
         return {
             "device_id": device_id,
             **{k: v for k, v in device.items() if k != "identity"},
-            "installed_in": lineage,
+            "installed_in": [] if holder is None else list(lineage(rows, holder["parent"])),
         }
 
     def find_device(self, maker: str, serial: str) -> str:
@@ -104,7 +103,7 @@ class ProvenanceViews:
             "type": node["type"],
             "assembler": node["assembler"],
             "children": node["children"],
-            "installed_in": [] if holder is None else list(_lineage(rows, holder["parent"])),
+            "installed_in": [] if holder is None else list(lineage(rows, holder["parent"])),
             "devices": self._state.devices_of(serial, rows),
             "in_transit": rows.get("transit", serial),
         }
@@ -188,13 +187,3 @@ class ProvenanceViews:
                 if entry.index < bound and entry.outcome == "applied":
                     seen[entry.index] = entry
         return [seen[i] for i in sorted(seen)][:limit]
-
-
-def _lineage(rows: Rows, serial: str) -> list[str]:
-    found: list[str] = []
-    current: str | None = serial
-    while current is not None and current not in found:
-        found.append(current)
-        holder = rows.get("parent", f"node:{current}")
-        current = None if holder is None else holder["parent"]
-    return found

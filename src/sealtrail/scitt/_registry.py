@@ -263,6 +263,11 @@ class Registry:
             )
         return org
 
+    def name_of(self, issuer: str) -> str | None:
+        """The name of the organization ``issuer`` belongs to, or None."""
+        with self._lock:
+            return self._by_issuer.get(issuer)
+
     def get(self, name: str) -> Organization | None:
         with self._lock:
             return self._orgs.get(name)

@@ -15,7 +15,6 @@ from typing import Protocol
 
 from fastapi import FastAPI
 
-from sealtrail.errors import Error
 from sealtrail.keys import Signer, Verifier
 from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
 from sealtrail.provenance import ProvenanceLedger, ProvenancePolicy
@@ -63,7 +62,7 @@ def service_app(
     ledger = ProvenanceLedger(
         index if index is not None else open_index("memory:"),
         statement=store.get_statement,
-        org_of=lambda issuer: _org_name(service, issuer),
+        org_of=lambda issuer: service.registry.name_of(issuer),  # noqa: PLW0108 (built below)
         policy=provenance_policy,
     )
     service = TransparencyService(
@@ -104,10 +103,3 @@ def service_app(
     app.state.transparency_service = service
     app.state.ledger = ledger
     return app
-
-
-def _org_name(service: TransparencyService, issuer: str) -> str | None:
-    try:
-        return service.registry.for_issuer(issuer).name
-    except Error:
-        return None

@@ -246,10 +246,7 @@ async def signed_chain(
     holder: dict[str, TransparencyService] = {}
 
     def org_of(issuer: str) -> str | None:
-        try:
-            return holder["service"].registry.for_issuer(issuer).name
-        except Exception:
-            return None
+        return holder["service"].registry.name_of(issuer)
 
     ledger = ProvenanceLedger(index, statement=store.get_statement, org_of=org_of, policy=policy)
     service = TransparencyService(
