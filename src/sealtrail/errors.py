@@ -17,7 +17,8 @@ Verification never returns ``False``: it raises a :class:`VerificationError`.
     │   └── MalformedNote         a signed note or checkpoint is not well-formed
     ├── RetryLater                back-pressure: try again after .retry_after  -> 503
     ├── Conflict                  lost a compare-and-swap race
-    │   └── CheckpointConflict    another sequencer moved the log's checkpoint
+    │   ├── CheckpointConflict    another sequencer moved the log's checkpoint
+    │   └── Fenced                this process no longer holds the sequencer role
     ├── StorageError              the store failed; the sequencer stops and reloads
     │   └── Corruption            stored data contradicts the signed checkpoint
     └── ConfigError               bad or missing configuration / data directory
@@ -35,6 +36,7 @@ __all__ = [
     "Conflict",
     "Corruption",
     "Error",
+    "Fenced",
     "InvalidInput",
     "InvalidProof",
     "InvalidSignature",
@@ -147,6 +149,14 @@ class CheckpointConflict(Conflict):
 
     code = "checkpoint-conflict"
     hint = "Another sequencer holds the log; reload and retry."
+
+
+class Fenced(Conflict):
+    """A commit carried the fencing epoch of a sequencer role that has passed to another
+    process. Nothing was written; this process must stop sequencing (it may bid again)."""
+
+    code = "sequencer-fenced"
+    hint = "Another process holds the sequencer role; retry, it will sequence the entry."
 
 
 class StorageError(Error):

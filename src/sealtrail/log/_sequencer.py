@@ -30,6 +30,7 @@ from sealtrail.errors import (
     CheckpointConflict,
     Corruption,
     Error,
+    Fenced,
     InvalidInput,
     RetryLater,
     StorageError,
@@ -87,8 +88,16 @@ class Sequencer:
         *,
         signer: CheckpointSigner,
         config: SequencerConfig | None = None,
+        fence: int | None = None,
     ) -> None:
+        """``fence`` is the epoch of the sequencer role this sequencer runs under (a store
+        shared by several processes): every commit carries it, and once the store refuses
+        it (:class:`~sealtrail.errors.Fenced`), this sequencer fails its waiters and takes
+        no more entries (:attr:`fenced`)."""
         self.store = store
+        self.fence = fence
+        #: Set once the store refused a commit of this sequencer's epoch.
+        self.fenced = False
         self.signer = signer
         self.config = config or SequencerConfig()
         self.reader = LogReader(store, origin=signer.origin, verifiers=[signer.verifier])
@@ -191,6 +200,8 @@ class Sequencer:
         stores a statement before appending its leaf): ask first, so that back-pressure
         refuses a request before anything is written rather than after.
         """
+        if self.fenced:
+            raise Fenced("this sequencer lost its role to another process")
         if self._closing or self._task is None:
             raise RetryLater("the sequencer is not running", retry_after=1.0)
         if self._pending + count > self.config.max_pending:
@@ -338,9 +349,10 @@ class Sequencer:
                 future.set_result(indexes[pos : pos + len(entries)])
             pos += len(entries)
 
-    @staticmethod
-    def _fail(batch: list[_Group], exc: Error) -> None:
+    def _fail(self, batch: list[_Group], exc: Error) -> None:
         # A bad batch fails only its own waiters; they may retry (dedup makes it safe).
+        if isinstance(exc, Fenced):
+            self.fenced = True
         log.warning("batch of %d entries failed: %s", sum(len(e) for e, _ in batch), exc.code)
         for _, future in batch:
             if not future.done():
@@ -466,6 +478,7 @@ class Sequencer:
             parts=parts,
             leaves=leaves,
             indexed=tree.size if flush else indexed,
+            fence=self.fence,
         )
         return _Prepared(
             indexes, tree, signed, commit, assigned, parts, commit.watermark, flush=flush

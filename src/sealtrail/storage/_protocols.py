@@ -17,7 +17,9 @@ from typing import Protocol, runtime_checkable
 __all__ = [
     "ENTRY_BUNDLES",
     "Commit",
+    "Lease",
     "LogStore",
+    "SequencerRoles",
     "StatementRecord",
     "StatementStore",
     "StoredCheckpoint",
@@ -101,6 +103,9 @@ class Commit:
     parts: Sequence[TilePart]
     leaves: Sequence[tuple[bytes, int]]
     indexed: int | None = None
+    #: The epoch of the sequencer role this batch was prepared under (``None``: unfenced,
+    #: for stores without roles and single-writer tools). See :class:`SequencerRoles`.
+    fence: int | None = None
 
     @property
     def watermark(self) -> int:
@@ -163,11 +168,49 @@ class LogStore(Protocol):
         been applied ("failed but persisted"), which the caller learns by reloading.
         A part at positions that already exist (left by a failed step-wise write) MUST be
         replaced, never merged.
+        A store that implements :class:`SequencerRoles` MUST raise
+        :class:`sealtrail.errors.Fenced` and write nothing when ``commit.fence`` is set and
+        is not the epoch of the role's current holder, checked in the same atomic step.
         """
         ...
 
     def close(self) -> None:
         """Release connections. Idempotent."""
+        ...
+
+
+class Lease(Protocol):
+    """The sequencer role, held. ``epoch`` fences the holder's commits."""
+
+    @property
+    def epoch(self) -> int: ...
+
+    def alive(self) -> bool:
+        """Whether the role is still held. MUST return False once another process may have
+        taken it (then every commit fenced with ``epoch`` fails). May block briefly."""
+        ...
+
+    def release(self) -> None:
+        """Give the role up (idempotent); another process may take it at once."""
+        ...
+
+
+@runtime_checkable
+class SequencerRoles(Protocol):
+    """A store shared by several processes, of which one at a time sequences.
+
+    Stores without it (SQLite, memory) are written by the one process that opens them.
+    """
+
+    def acquire_role(self, holder: str) -> Lease | None:
+        """Take the sequencer role for ``holder`` (a name for logs) if nobody holds it.
+
+        Returns ``None`` while another process holds it. MUST give each new holder an epoch
+        greater than every earlier holder's, so that once this returns, commits fenced with
+        an earlier epoch fail with :class:`sealtrail.errors.Fenced`. The role MUST pass on
+        without anyone's help when its holder dies (a lock tied to the holder's connection,
+        say) — how fast is the store's to document.
+        """
         ...
 
 

@@ -12,13 +12,13 @@ import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from sealtrail.errors import CheckpointConflict, StorageError
+from sealtrail.errors import CheckpointConflict, Fenced, StorageError
 
 from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
 
 HASH_SIZE = 32
 
-__all__ = ["FAULT_POINTS", "Faults", "MemoryStore"]
+__all__ = ["FAULT_POINTS", "Faults", "MemoryLease", "MemoryStore"]
 
 #: Where a :class:`MemoryStore` can be told to fail.
 #:
@@ -78,6 +78,32 @@ class MemoryStore:
         self._statements: dict[bytes, tuple[int, StatementRecord]] = {}
         self._order: list[StatementRecord] = []
         self._sequenced = 0
+        self._epoch = 0
+        self._holder: str | None = None
+
+    # -- the sequencer role (several services sharing one store in a test) --------------------
+
+    def acquire_role(self, holder: str) -> MemoryLease | None:
+        with self._lock:
+            if self._holder is not None:
+                return None
+            self._epoch += 1
+            self._holder = holder
+            return MemoryLease(self, self._epoch)
+
+    def revoke_role(self) -> None:
+        """Take the role from its holder, as a dead connection would (for tests)."""
+        with self._lock:
+            self._holder = None
+
+    def _holds(self, epoch: int) -> bool:
+        with self._lock:
+            return self._holder is not None and self._epoch == epoch
+
+    def _release(self, epoch: int) -> None:
+        with self._lock:
+            if self._epoch == epoch:
+                self._holder = None
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -102,6 +128,8 @@ class MemoryStore:
     def commit(self, commit: Commit) -> None:
         with self._lock:
             current = self._checkpoint.size if self._checkpoint else 0
+            if commit.fence is not None and commit.fence != self._epoch:
+                raise Fenced(f"sequencer epoch {commit.fence} was fenced by epoch {self._epoch}")
             if current != commit.old_size:
                 raise CheckpointConflict(f"the log is at size {current}, not {commit.old_size}")
             self.faults.check("before_commit")
@@ -190,6 +218,24 @@ class MemoryStore:
         """Delete a tile's parts behind the log's back."""
         with self._lock:
             self._tiles.pop((level, index), None)
+
+
+class MemoryLease:
+    """The sequencer role in a :class:`MemoryStore`."""
+
+    def __init__(self, store: MemoryStore, epoch: int) -> None:
+        self._store = store
+        self._epoch = epoch
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def alive(self) -> bool:
+        return self._store._holds(self._epoch)
+
+    def release(self) -> None:
+        self._store._release(self._epoch)
 
 
 def _put_part(parts: dict[int, TilePart], part: TilePart) -> None:

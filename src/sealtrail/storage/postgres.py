@@ -32,12 +32,21 @@ Tables live in the first schema of the connection's ``search_path`` (set it in t
 ``?options=-csearch_path%3Dname``)::
 
     sealtrail_schema(component, version)
-    log_checkpoint(id = 0, size, note, indexed)            note NULL: never committed
+    log_checkpoint(id = 0, size, note, indexed, epoch)     note NULL: never committed
     log_tile_parts(level, idx, start, count, data, interior)
     log_entry_bundles(level = -1, idx, start, count, data, interior)
     log_leaves(prefix, idx)                                 first 8 bytes of the leaf hash
     statements(seq, entry_id, body, issuer, subject, content_type, registered_at)
     statements_sequenced(id = 0, seq)
+
+**The sequencer role** (:meth:`PostgresStore.acquire_role`) is a session advisory lock held
+on a connection of its own, plus an *epoch* in the checkpoint row that the new holder raises
+as soon as it has the lock. Every fenced commit compares its epoch with the row's under the
+same row lock as the size, so once a new holder has raised it, nothing its predecessor
+prepared can land — even if the predecessor has not noticed yet that it lost the lock. The
+lock goes with its session: when the holder dies, its connection closes and the server
+releases it at once; when the holder's host or network goes silent, TCP keepalives
+(:data:`ROLE_KEEPALIVE`) end the session within about 11 s.
 
 Batches go in as one ``INSERT … SELECT FROM unnest(array, …)`` per table: one statement and
 one round trip whatever the batch size, and the same text every time, so it is prepared once
@@ -46,7 +55,9 @@ per connection.
 
 from __future__ import annotations
 
+import contextlib
 import struct
+import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, LiteralString
@@ -56,11 +67,18 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from sealtrail.errors import CheckpointConflict, ConfigError, Corruption, Error, StorageError
+from sealtrail.errors import (
+    CheckpointConflict,
+    ConfigError,
+    Corruption,
+    Error,
+    Fenced,
+    StorageError,
+)
 
 from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresLease", "PostgresStore"]
 
 #: Seconds to wait for a connection to the server (at open and from the pool).
 CONNECT_TIMEOUT = 10
@@ -70,6 +88,12 @@ POOL_SIZE = 8
 COMPONENT = "log"
 #: Advisory lock key serializing migrations (any fixed 64-bit value; ours spells "sealtrl").
 _MIGRATION_LOCK = 0x7365616C74726C
+#: First half of the sequencer role's advisory lock key; the second is the schema's hash, so
+#: that logs in different schemas of one database have their own roles.
+_ROLE_LOCK_CLASS = 0x5351
+#: Seconds of silence after which the server drops a sequencer's lock connection
+#: (TCP keepalive: idle, then probes at an interval, a count of them), releasing the role.
+ROLE_KEEPALIVE = (5, 2, 3)
 
 _STATEMENT_COLUMNS = "entry_id, body, issuer, subject, content_type, registered_at"
 
@@ -121,6 +145,10 @@ _MIGRATIONS: list[tuple[LiteralString, ...]] = [
             id integer PRIMARY KEY CHECK (id = 0),
             seq bigint NOT NULL
         )""",
+    ),
+    (
+        # The sequencer role's fencing epoch, beside the size it guards (see acquire_role).
+        "ALTER TABLE log_checkpoint ADD COLUMN epoch bigint NOT NULL DEFAULT 0",
     ),
 ]
 
@@ -185,6 +213,7 @@ class PostgresStore:
     """
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
+        self._url = url
         self._where = describe(url)
         self._closed = False
         try:
@@ -333,10 +362,12 @@ class PostgresStore:
             # The compare-and-swap: the row lock makes a concurrent committer wait here and
             # then read the size this transaction leaves (see the module docstring).
             row = conn.execute(
-                "SELECT size FROM log_checkpoint WHERE id = 0 FOR UPDATE", prepare=True
+                "SELECT size, epoch FROM log_checkpoint WHERE id = 0 FOR UPDATE", prepare=True
             ).fetchone()
             if row is None:
                 raise Corruption("the checkpoint row of the PostgreSQL store is missing")
+            if commit.fence is not None and int(row[1]) != commit.fence:
+                raise Fenced(f"sequencer epoch {commit.fence} was fenced by epoch {row[1]}")
             if int(row[0]) != commit.old_size:
                 # Leaving the block by an exception rolls back: nothing of the batch is written.
                 raise CheckpointConflict(f"the log is at size {row[0]}, not {commit.old_size}")
@@ -507,6 +538,53 @@ class PostgresStore:
                 (seq,),
             )
 
+    # -- the sequencer role -------------------------------------------------------------------
+
+    def acquire_role(self, holder: str) -> PostgresLease | None:
+        """Take the sequencer role (see the module docstring) or return ``None``."""
+        idle, interval, count = ROLE_KEEPALIVE
+        try:
+            conn = psycopg.connect(
+                self._url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT,
+                application_name=f"sealtrail-sequencer {holder}"[:63],
+                keepalives=1,
+                keepalives_idle=idle,
+                keepalives_interval=interval,
+                keepalives_count=count,
+            )
+        except psycopg.Error as exc:
+            raise StorageError(
+                f"PostgreSQL role bid failed: {exc.__class__.__name__}",
+                hint="The server may be down; the bid is retried.",
+            ) from None
+        try:
+            with self._errors("role bid"):
+                for setting, value in zip(
+                    ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count"),
+                    ROLE_KEEPALIVE,
+                    strict=True,
+                ):
+                    conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), value))
+                got = conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
+                    (_ROLE_LOCK_CLASS,),
+                ).fetchone()
+                if got is None or not got[0]:
+                    conn.close()
+                    return None
+                # Raised while we hold the lock: commits fenced with any older epoch fail.
+                row = conn.execute(
+                    "UPDATE log_checkpoint SET epoch = epoch + 1 WHERE id = 0 RETURNING epoch"
+                ).fetchone()
+                if row is None:
+                    raise Corruption("the checkpoint row of the PostgreSQL store is missing")
+                return PostgresLease(conn, int(row[0]))
+        except BaseException:
+            conn.close()
+            raise
+
     def close(self) -> None:
         self._closed = True
         pool = getattr(self, "_pool", None)
@@ -519,3 +597,35 @@ class PostgresStore:
         """Run one raw statement. Only tests and repair tools should ever call this."""
         with self._errors("statement"), self._conn() as conn:
             conn.execute(query, params)
+
+
+class PostgresLease:
+    """The sequencer role: held while its connection (and so its advisory lock) lives."""
+
+    def __init__(self, conn: psycopg.Connection[Any], epoch: int) -> None:
+        self._conn = conn
+        self._epoch = epoch
+        self._lock = threading.Lock()
+        self._lost = False
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def alive(self) -> bool:
+        with self._lock:
+            if self._lost:
+                return False
+            try:
+                self._conn.execute("SELECT 1")
+            except psycopg.Error:
+                self._lost = True
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.close()
+            return not self._lost
+
+    def release(self) -> None:
+        with self._lock:
+            self._lost = True
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()  # the session ends, and the advisory lock with it
