@@ -156,3 +156,20 @@ def pytest_report_header() -> list[str]:
         if hsm_reason is None
         else f"HSM (PKCS#11): SoftHSM2 tests will be skipped: {hsm_reason}",
     ]
+
+
+# -- figures measured by tests (fail-over times, say), printed at the end of the run ----------
+
+_FIGURES: list[tuple[str, str]] = []
+
+
+def report_figure(name: str, text: str) -> None:
+    """Show a measured figure in the run's summary (a test asserts its bound separately)."""
+    _FIGURES.append((name, text))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("measured by tests")
+        for name, text in _FIGURES:
+            terminalreporter.write_line(f"{name}: {text}")

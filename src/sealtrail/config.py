@@ -271,6 +271,7 @@ def init_data_dir(
     *,
     origin: str | None = None,
     store_url: str = DEFAULT_STORE,
+    index_url: str | None = None,
     service_algorithm: str = ES256,
 ) -> Initialized:
     """Create a data directory with fresh keys and an administrator token.
@@ -291,7 +292,11 @@ def init_data_dir(
         origin = f"sealtrail.localhost/{secrets.token_hex(4)}"
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     (data_dir / "keys").mkdir(mode=0o700, exist_ok=True)
-    config = Config(data_dir=data_dir, origin=origin, store_url=store_url)
+    if index_url is None:
+        # A server store keeps the index beside the log (its tables do not collide).
+        shared = store_url.startswith(("postgresql://", "postgres://"))
+        index_url = store_url if shared else DEFAULT_INDEX
+    config = Config(data_dir=data_dir, origin=origin, store_url=store_url, index_url=index_url)
     signer = Ed25519Signer.generate()
     write_private_key(data_dir / config.key_file, signer)
     checkpoint_signer = CheckpointSigner(origin=origin, signer=signer)

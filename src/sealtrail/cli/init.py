@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from sealtrail.config import CONFIG_FILE, init_data_dir
+from sealtrail.config import CONFIG_FILE, DEFAULT_STORE, init_data_dir
 from sealtrail.keys import ES256
+from sealtrail.storage import describe_store, open_store
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, out
 
@@ -24,12 +25,35 @@ def init(
     service_algorithm: Annotated[
         str, typer.Option(help="Receipt key algorithm: ES256, ES384, Ed25519, ML-DSA-65/87.")
     ] = ES256,
+    store: Annotated[
+        str,
+        typer.Option(
+            help="Where the log and statements live: sqlite:///… (default: log.db here) or "
+            "postgresql://user@host/db (several servers; password via PGPASSWORD or ~/.pgpass)."
+        ),
+    ] = DEFAULT_STORE,
+    index: Annotated[
+        str | None,
+        typer.Option(
+            help="The provenance index: default provenance.db here, or the store's database "
+            "when the store is PostgreSQL."
+        ),
+    ] = None,
 ) -> None:
     """Create a data directory: config, checkpoint and receipt keys (mode 0600), admin token."""
-    created = init_data_dir(data_dir, origin=origin, service_algorithm=service_algorithm)
+    if store.startswith(("postgresql://", "postgres://")):
+        open_store(store).close()  # fail now, not at the first serve, on a wrong URL
+    created = init_data_dir(
+        data_dir,
+        origin=origin,
+        store_url=store,
+        index_url=index,
+        service_algorithm=service_algorithm,
+    )
     config = created.config
     out.print(f"Initialized {data_dir} for log [bold]{config.origin}[/bold]")
     out.print(f"  config:        {data_dir / CONFIG_FILE}")
+    out.print(f"  store:         {describe_store(config.store_url)}")
     out.print(f"  log key:       {data_dir / config.key_file}  (secret, mode 0600)")
     out.print(f"  receipt key:   {data_dir / config.service_key_file}  (secret, mode 0600)")
     out.print(f"  verifier key:  {config.verifier_key()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -14,6 +15,7 @@ from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
 from sealtrail.scitt import key_id
 from sealtrail.service import create_app, service_app
+from sealtrail.storage import describe_store
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, load
 from .provenance import policy
@@ -70,6 +72,17 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Port (default from config: 8080; 0 picks one).")
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Store URL instead of the config's (postgresql://… lets several servers share "
+            "one database; password via PGPASSWORD or ~/.pgpass)."
+        ),
+    ] = None,
+    index: Annotated[
+        str | None,
+        typer.Option(help="Provenance index URL instead of the config's."),
+    ] = None,
     read_only: Annotated[
         bool,
         typer.Option(
@@ -80,12 +93,20 @@ def serve(
     """Serve the log and the transparency service (SCRAPI) until interrupted.
 
     The server runs the log's sequencer: registrations are sequenced and checkpointed here.
+    Over PostgreSQL, run several: any of them takes registrations, one at a time sequences.
     With --read-only it only reads the store (run any number of those beside it).
     """
     config = load(data_dir)
+    if store is not None:
+        config = dataclasses.replace(config, store_url=store)
+    if index is not None:
+        config = dataclasses.replace(config, index_url=index)
     app = _read_only_app(config) if read_only else _writing_app(config)
     bind_host = host or config.host
     bind_port = config.port if port is None else port
     mode = "read-only " if read_only else ""
-    err.print(f"Serving {mode}log [bold]{config.origin}[/bold] on http://{bind_host}:{bind_port}/")
+    err.print(
+        f"Serving {mode}log [bold]{config.origin}[/bold] on http://{bind_host}:{bind_port}/ "
+        f"from {describe_store(config.resolved_store_url())}"
+    )
     uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning", access_log=False)

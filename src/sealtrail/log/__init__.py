@@ -8,19 +8,25 @@ The raw Merkle operations live in :mod:`sealtrail.merkle` (hazmat).
 from __future__ import annotations
 
 from ._checkpoints import CheckpointSigner, SignedCheckpoint, verify_checkpoint
+from ._follower import LogFollower
 from ._reader import ConsistencyProof, InclusionProof, LogReader, Progress
 from ._sequencer import Sequencer, SequencerConfig
+from ._shared import Backlog, RoleStore, SharedSequencer
 from ._tiles import MAX_ENTRY_SIZE, bundle_entries, encode_bundle, tile_width
 
 __all__ = [
     "MAX_ENTRY_SIZE",
+    "Backlog",
     "CheckpointSigner",
     "ConsistencyProof",
     "InclusionProof",
+    "LogFollower",
     "LogReader",
     "Progress",
+    "RoleStore",
     "Sequencer",
     "SequencerConfig",
+    "SharedSequencer",
     "SignedCheckpoint",
     "bundle_entries",
     "encode_bundle",

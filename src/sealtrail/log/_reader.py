@@ -242,6 +242,11 @@ class LogReader:
         self._last = signed
         return signed
 
+    @property
+    def latest(self) -> SignedCheckpoint | None:
+        """The newest checkpoint this reader has read and verified (no store read)."""
+        return self._last
+
     def size(self) -> int:
         latest = self.checkpoint()
         return 0 if latest is None else latest.size

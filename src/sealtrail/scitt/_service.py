@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sealtrail.errors import (
+    Conflict,
     Corruption,
     Error,
     InvalidInput,
@@ -42,7 +43,7 @@ from sealtrail.errors import (
     VerificationError,
 )
 from sealtrail.keys import Signer, Verifier
-from sealtrail.log import LogReader, Sequencer, SignedCheckpoint
+from sealtrail.log import LogReader, Sequencer, SharedSequencer, SignedCheckpoint
 from sealtrail.merkle import leaf_hash
 from sealtrail.storage import StatementRecord, StatementStore
 
@@ -77,6 +78,9 @@ RECOVERY_STEP = 4096
 CLOSE_WAIT = 10.0
 #: Seconds between writes of the sequenced watermark while registrations flow.
 WATERMARK_EVERY = 1.0
+#: Seconds between looks for organization records another process registered (a store
+#: shared by several processes).
+REGISTRY_POLL = 1.0
 
 
 def issuer_key(
@@ -165,9 +169,9 @@ class _Registrar:
     def __init__(
         self,
         store: StatementStore,
-        sequencer: Sequencer,
+        sequencer: Sequencer | SharedSequencer,
         on_sequenced: Callable[[Sequence[int]], None],
-        watermark: Callable[[], int],
+        watermark: Callable[[], int] | None,
     ) -> None:
         self.store = store
         self.sequencer = sequencer
@@ -234,6 +238,8 @@ class _Registrar:
         Persisting it bounds the work of recovery after a crash to the statements of the
         last :data:`WATERMARK_EVERY` seconds (and any a failed batch left behind).
         """
+        if self._watermark is None:
+            return None  # a shared sequencer's feeder keeps it
         now = time.monotonic()
         current = self._watermark()
         if current == self._written_watermark or now - self._watermark_at < WATERMARK_EVERY:
@@ -320,7 +326,7 @@ class TransparencyService:
         self,
         *,
         store: StatementStore,
-        sequencer: Sequencer,
+        sequencer: Sequencer | SharedSequencer,
         signer: Signer,
         issuer: str,
         retired: Sequence[Verifier] = (),
@@ -343,9 +349,18 @@ class TransparencyService:
         current = signer.verifier()
         self.keys: dict[bytes, Verifier] = {key_id(v): v for v in retired}
         self.keys[key_id(current)] = current
+        #: Several processes share the store: the sequencer's feeder appends what any of
+        #: them stored, so recovery and the watermark are its business, and organization
+        #: records registered elsewhere are picked up every REGISTRY_POLL seconds.
+        self.shared = isinstance(sequencer, SharedSequencer)
         self._registrar = _Registrar(
-            store, sequencer, self._mark_sequenced, lambda: self._sequenced
+            store,
+            sequencer,
+            self._mark_sequenced,
+            None if self.shared else lambda: self._sequenced,
         )
+        self._orgs_folded = 0
+        self._registry_task: asyncio.Task[None] | None = None
         self._done: set[int] = set()
         self._sequenced = 0
         # Organization changes one at a time: check, log and apply must not interleave, or
@@ -356,21 +371,52 @@ class TransparencyService:
 
     async def start(self) -> None:
         """Rebuild the registry from the stored records and re-append unsequenced statements."""
-        records = await asyncio.to_thread(self.store.statements_of_type, ORG_RECORD_TYPE)
-        for record in records:
-            statement = parse_statement(record.body)
-            if statement.issuer != self.issuer:
-                continue  # only the service's own records count
-            self._verify_service_signature(statement)
-            self.registry.apply(parse_org_record(statement.payload))
+        await self._fold_orgs()
         self._registrar.start()
+        if self.shared:
+            self._registry_task = asyncio.create_task(self._follow_orgs(), name="sealtrail-orgs")
+            return
         self._sequenced = await asyncio.to_thread(self.store.read_sequenced)
         await self._recover()
 
     async def close(self) -> None:
+        if self._registry_task is not None:
+            self._registry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._registry_task
+            self._registry_task = None
         await self._registrar.close()
-        with contextlib.suppress(Error):
-            await asyncio.to_thread(self.store.write_sequenced, self._sequenced)
+        if not self.shared:
+            with contextlib.suppress(Error):
+                await asyncio.to_thread(self.store.write_sequenced, self._sequenced)
+
+    async def _fold_orgs(self) -> None:
+        """Apply the stored organization records not folded yet, in store order.
+
+        A record that does not apply (two processes that each registered the next version of
+        one organization: the later one lost the race) is skipped with a warning, the same
+        way every time the registry is rebuilt.
+        """
+        records = await asyncio.to_thread(self.store.statements_of_type, ORG_RECORD_TYPE)
+        for record in records[self._orgs_folded :]:
+            statement = parse_statement(record.body)
+            self._orgs_folded += 1
+            if statement.issuer != self.issuer:
+                continue  # only the service's own records count
+            self._verify_service_signature(statement)
+            try:
+                self.registry.apply(parse_org_record(statement.payload))
+            except InvalidInput as exc:
+                log.warning("organization record %s not applied: %s", record.entry_id.hex(), exc)
+
+    async def _follow_orgs(self) -> None:
+        while True:
+            await asyncio.sleep(REGISTRY_POLL)
+            try:
+                async with self._org_lock:
+                    await self._fold_orgs()
+            except Error as exc:
+                log.warning("organization records: %s (%s); retrying", exc, exc.code)
 
     async def _recover(self) -> None:
         """Every stored statement's leaf is in the log: append those above the watermark."""
@@ -478,6 +524,8 @@ class TransparencyService:
             return await self._put_organization(org, record_json)
 
     async def _put_organization(self, org: Organization, record_json: bytes) -> Registration:
+        if self.shared:
+            await self._fold_orgs()
         self.registry.check(org)
         data = sign1(
             self.signer,
@@ -494,7 +542,18 @@ class TransparencyService:
         )
         statement = parse_statement(data)
         registration = await self.register_checked(statement)
-        self.registry.apply(org)
+        if self.shared:
+            await self._fold_orgs()  # with any other process's records, in store order
+            if self.registry.get(org.name) != org:
+                raise Conflict(
+                    f"another process registered version {org.version} of {org.name} first; "
+                    "this record is in the log but not in effect",
+                    code="org-version",
+                    hint="Read the organization again and send the next version.",
+                )
+        else:
+            self.registry.apply(org)
+            self._orgs_folded += 1
         return registration
 
     def _verify_service_signature(self, statement: SignedStatement) -> None:

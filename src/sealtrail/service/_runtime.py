@@ -9,6 +9,8 @@ request, and stops them (sequencing everything accepted) after the last one.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -16,7 +18,7 @@ from typing import Protocol
 from fastapi import FastAPI
 
 from sealtrail.keys import Signer, Verifier
-from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
+from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig, SharedSequencer
 from sealtrail.provenance import ProvenanceLedger, ProvenancePolicy
 from sealtrail.scitt import (
     MAX_STATEMENT_SIZE,
@@ -24,7 +26,13 @@ from sealtrail.scitt import (
     PayloadRule,
     TransparencyService,
 )
-from sealtrail.storage import IndexStore, LogStore, StatementStore, open_index
+from sealtrail.storage import (
+    IndexStore,
+    LogStore,
+    SequencerRoles,
+    StatementStore,
+    open_index,
+)
 
 from ._passport import add_passport_routes
 from .app import create_app
@@ -55,10 +63,23 @@ def service_app(
 
     The provenance ledger keeps ``index`` (in memory when not given) up with the log, and
     its rules are the registration's payload rules unless ``payload_rules`` replaces them.
-    The app owns the sequencer: run one such app per store (the store's checkpoint
-    compare-and-swap makes a second writer safe, but it only wastes work).
+
+    Over a store several processes share (:class:`~sealtrail.storage.SequencerRoles`:
+    PostgreSQL), run any number of such apps: they take turns holding the sequencer role
+    (:class:`~sealtrail.log.SharedSequencer`). Over any other store the app owns the
+    sequencer: run one app per store.
     """
-    sequencer = Sequencer(store, signer=checkpoint_signer, config=sequencer_config)
+    sequencer: Sequencer | SharedSequencer
+    if isinstance(store, SequencerRoles):
+        sequencer = SharedSequencer(
+            store,
+            signer=checkpoint_signer,
+            backlog=store,
+            holder=f"{socket.gethostname()}/{os.getpid()}",
+            config=sequencer_config,
+        )
+    else:
+        sequencer = Sequencer(store, signer=checkpoint_signer, config=sequencer_config)
     ledger = ProvenanceLedger(
         index if index is not None else open_index("memory:"),
         statement=store.get_statement,

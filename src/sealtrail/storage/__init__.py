@@ -53,8 +53,8 @@ from ._protocols import (
 from .index_memory import INDEX_FAULT_POINTS, IndexFaults, MemoryIndex
 from .index_postgres import PostgresIndex
 from .index_sqlite import SQLiteIndex
-from .memory import FAULT_POINTS, Faults, MemoryStore
-from .postgres import PostgresStore
+from .memory import FAULT_POINTS, Faults, MemoryStore, SharedMemoryStore
+from .postgres import PostgresStore, describe
 from .sqlite import SQLiteStore
 
 __all__ = [
@@ -82,13 +82,24 @@ __all__ = [
     "SQLiteIndex",
     "SQLiteStore",
     "SequencerRoles",
+    "SharedMemoryStore",
     "StatementRecord",
     "StatementStore",
     "StoredCheckpoint",
     "TilePart",
+    "describe_store",
     "open_index",
     "open_store",
 ]
+
+
+def describe_store(url: str) -> str:
+    """A store or index URL as messages may show it: a PostgreSQL URL as
+    ``postgresql://host:port/dbname`` (never its user or password), any other as it is."""
+    scheme, sep, _ = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep:
+        return f"postgresql://{describe(url)}"
+    return url
 
 
 def open_store(url: str) -> MemoryStore | SQLiteStore | PostgresStore:

@@ -255,6 +255,10 @@ class StatementStore(Protocol):
         """Statements with sequence numbers above ``seq``, in order, at most ``limit``."""
         ...
 
+    def entries_since(self, seq: int, *, limit: int) -> list[tuple[int, bytes]]:
+        """As :meth:`statements_since`, the entry ids only (what a sequencer appends)."""
+        ...
+
     def statements_of_type(self, content_type: str) -> list[StatementRecord]:
         """Every stored statement of this content type, in registration order."""
         ...

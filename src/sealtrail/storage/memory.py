@@ -18,7 +18,7 @@ from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint
 
 HASH_SIZE = 32
 
-__all__ = ["FAULT_POINTS", "Faults", "MemoryLease", "MemoryStore"]
+__all__ = ["FAULT_POINTS", "Faults", "MemoryLease", "MemoryStore", "SharedMemoryStore"]
 
 #: Where a :class:`MemoryStore` can be told to fail.
 #:
@@ -80,30 +80,6 @@ class MemoryStore:
         self._sequenced = 0
         self._epoch = 0
         self._holder: str | None = None
-
-    # -- the sequencer role (several services sharing one store in a test) --------------------
-
-    def acquire_role(self, holder: str) -> MemoryLease | None:
-        with self._lock:
-            if self._holder is not None:
-                return None
-            self._epoch += 1
-            self._holder = holder
-            return MemoryLease(self, self._epoch)
-
-    def revoke_role(self) -> None:
-        """Take the role from its holder, as a dead connection would (for tests)."""
-        with self._lock:
-            self._holder = None
-
-    def _holds(self, epoch: int) -> bool:
-        with self._lock:
-            return self._holder is not None and self._epoch == epoch
-
-    def _release(self, epoch: int) -> None:
-        with self._lock:
-            if self._epoch == epoch:
-                self._holder = None
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -173,6 +149,9 @@ class MemoryStore:
         with self._lock:
             return [(seq + 1 + i, r) for i, r in enumerate(self._order[seq : seq + limit])]
 
+    def entries_since(self, seq: int, *, limit: int) -> list[tuple[int, bytes]]:
+        return [(s, r.entry_id) for s, r in self.statements_since(seq, limit=limit)]
+
     def statements_of_type(self, content_type: str) -> list[StatementRecord]:
         with self._lock:
             return [r for r in self._order if r.content_type == content_type]
@@ -220,10 +199,37 @@ class MemoryStore:
             self._tiles.pop((level, index), None)
 
 
+class SharedMemoryStore(MemoryStore):
+    """A :class:`MemoryStore` with the sequencer role (:class:`SequencerRoles`), for tests of
+    several services sharing one store in one process."""
+
+    def acquire_role(self, holder: str) -> MemoryLease | None:
+        with self._lock:
+            if self._holder is not None:
+                return None
+            self._epoch += 1
+            self._holder = holder
+            return MemoryLease(self, self._epoch)
+
+    def revoke_role(self) -> None:
+        """Take the role from its holder, as a dead connection would (for tests)."""
+        with self._lock:
+            self._holder = None
+
+    def _holds(self, epoch: int) -> bool:
+        with self._lock:
+            return self._holder is not None and self._epoch == epoch
+
+    def _release(self, epoch: int) -> None:
+        with self._lock:
+            if self._epoch == epoch:
+                self._holder = None
+
+
 class MemoryLease:
     """The sequencer role in a :class:`MemoryStore`."""
 
-    def __init__(self, store: MemoryStore, epoch: int) -> None:
+    def __init__(self, store: SharedMemoryStore, epoch: int) -> None:
         self._store = store
         self._epoch = epoch
 

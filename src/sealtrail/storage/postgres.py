@@ -516,6 +516,14 @@ class PostgresStore:
         )
         return [(int(r[0]), _record(r[1:])) for r in rows]
 
+    def entries_since(self, seq: int, *, limit: int) -> list[tuple[int, bytes]]:
+        rows = self._read(
+            "read",
+            "SELECT seq, entry_id FROM statements WHERE seq > %s ORDER BY seq LIMIT %s",
+            (seq, limit),
+        )
+        return [(int(s), bytes(e)) for s, e in rows]
+
     def statements_of_type(self, content_type: str) -> list[StatementRecord]:
         rows = self._read(
             "read",

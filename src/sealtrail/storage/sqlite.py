@@ -434,6 +434,18 @@ class SQLiteStore:
             )
         return [(int(r[0]), _record(r[1:])) for r in rows]
 
+    def entries_since(self, seq: int, *, limit: int) -> list[tuple[int, bytes]]:
+        with self._errors("read"):
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT seq, entry_id FROM statements WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (seq, limit),
+                )
+                .fetchall()
+            )
+        return [(int(s), bytes(e)) for s, e in rows]
+
     def statements_of_type(self, content_type: str) -> list[StatementRecord]:
         with self._errors("read"):
             rows = (

@@ -1,0 +1,312 @@
+"""Sequencing a log that several processes share: one sequencer at a time, fenced.
+
+Every process runs a :class:`SharedSequencer`. Each bids for the store's sequencer role
+(:class:`~sealtrail.storage.SequencerRoles`) every :data:`ROLE_CHECK` seconds; the one that
+holds it runs a :class:`Sequencer` fenced with the role's epoch, so that once the role has
+passed on, nothing it prepared can be committed. Processes hand their entries over through a
+*backlog*, a durable queue in the same database (the transparency service's statement
+store): an entry is stored there first, then
+
+* in the holder, submitted to its sequencer at once (the fast path);
+* in every process, waited for with a :class:`LogFollower`, which resolves the entry's index
+  once a checkpoint covers it — whoever sequenced it;
+
+and the holder's *feeder* appends everything the backlog holds above its sequenced
+watermark, a step at a time (entries appended twice keep their first index). So an entry
+accepted anywhere is appended by whichever process holds the role, now or after a
+fail-over, and its submitter learns its index either way; a holder that dies takes nothing
+with it but time.
+
+How long the log goes without a sequencer after its holder dies: the store's release of
+the role (PostgreSQL: at once for a process that dies, ~11 s for a host that goes silent),
+then up to :data:`ROLE_CHECK` until the next bid, then the load of the tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from sealtrail.errors import Error, Fenced, RetryLater, StorageError
+from sealtrail.storage import Lease, LogStore, SequencerRoles
+
+from ._checkpoints import CheckpointSigner, SignedCheckpoint
+from ._follower import LogFollower
+from ._reader import LogReader
+from ._sequencer import Sequencer, SequencerConfig
+
+__all__ = ["Backlog", "RoleStore", "SharedSequencer"]
+
+log = logging.getLogger("sealtrail.log")
+
+#: Seconds between bids for the role (and between checks that it is still held).
+ROLE_CHECK = 0.25
+#: Seconds between looks at the backlog while it is empty.
+FEED_POLL = 0.01
+#: Backlog entries appended per step, at most.
+FEED_STEP = 4096
+#: Seconds between writes of the sequenced watermark while the backlog moves.
+WATERMARK_EVERY = 1.0
+#: Seconds a sequencer that lost its role may take to fail what it still holds.
+STEP_DOWN_WAIT = 15.0
+
+
+class Backlog(Protocol):
+    """Where entries wait to be sequenced, in a durable order (seq numbers from 1)."""
+
+    def entries_since(self, seq: int, *, limit: int) -> list[tuple[int, bytes]]:
+        """Entries with seq numbers above ``seq``, in order, at most ``limit``."""
+        ...
+
+    def read_sequenced(self) -> int:
+        """The watermark: every entry at or below it is in the log."""
+        ...
+
+    def write_sequenced(self, seq: int) -> None:
+        """Raise the watermark (never lowers it)."""
+        ...
+
+
+class RoleStore(LogStore, SequencerRoles, Protocol):
+    """A log store shared by processes that take turns sequencing it."""
+
+
+class SharedSequencer:
+    """One process's part in sequencing a shared log; see the module docstring.
+
+    Offers what the transparency service uses of a :class:`Sequencer` (``submit_many``,
+    ``check_admission``, ``reader``, ``signer``, ``config``); ``feeds_backlog`` tells it that
+    recovery and the watermark are this object's business.
+    """
+
+    feeds_backlog = True
+
+    def __init__(
+        self,
+        store: RoleStore,
+        *,
+        signer: CheckpointSigner,
+        backlog: Backlog,
+        holder: str,
+        config: SequencerConfig | None = None,
+        role_check: float = ROLE_CHECK,
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.backlog = backlog
+        self.holder = holder
+        self.config = config or SequencerConfig()
+        self.role_check = role_check
+        self.reader = LogReader(store, origin=signer.origin, verifiers=[signer.verifier])
+        self.follower = LogFollower(self.reader)
+        #: The sequencer while this process holds the role, else None.
+        self.sequencer: Sequencer | None = None
+        #: Epochs of the roles this process has held, in order.
+        self.epochs: list[int] = []
+        self._lease: Lease | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._feeder: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.follower.start()
+        with contextlib.suppress(Error):
+            await self._bid()  # a lone process sequences from its first request on
+        self._task = asyncio.create_task(self._roles(), name="sealtrail-sequencer-role")
+
+    async def close(self) -> None:
+        """Stop bidding; hand the role back after sequencing what was accepted here."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._step_down("shutting down")
+        await self.follower.close()
+
+    async def __aenter__(self) -> SharedSequencer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    @property
+    def holds_role(self) -> bool:
+        return self.sequencer is not None and not self.sequencer.fenced
+
+    @property
+    def latest(self) -> SignedCheckpoint | None:
+        """The newest checkpoint this process committed or read."""
+        mine = self.sequencer.latest if self.sequencer is not None else None
+        read = self.reader.latest
+        if mine is None or (read is not None and read.size > mine.size):
+            return read
+        return mine
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def check_admission(self, count: int, size: int) -> None:
+        sequencer = self.sequencer
+        if sequencer is not None and not sequencer.fenced:
+            sequencer.check_admission(count, size)
+        self.follower.check_admission(count)
+
+    def submit_many(self, entries: Sequence[bytes]) -> list[asyncio.Future[list[int]]]:
+        """Futures of the entries' indexes (one per ``max_batch`` group), once durable.
+
+        The entries MUST already be in the backlog: if this process's sequencer cannot
+        append them (it lost the role, or the store failed), they are waited for instead,
+        and the next holder's feeder appends them.
+        """
+        entries = list(entries)
+        step = self.config.max_batch
+        chunks = [entries[i : i + step] for i in range(0, len(entries), step)]
+        sequencer = self.sequencer
+        if sequencer is not None and not sequencer.fenced:
+            try:
+                direct = sequencer.submit_many(entries)
+            except (RetryLater, Fenced):
+                pass
+            else:
+                return [self._or_wait(f, c) for f, c in zip(direct, chunks, strict=True)]
+        return [self.follower.wait_entries(c) for c in chunks]
+
+    async def add_many(self, entries: Sequence[bytes]) -> list[int]:
+        """Append entries already in the backlog; their indexes once durable."""
+        out: list[int] = []
+        for result in await asyncio.gather(*self.submit_many(entries)):
+            out += result
+        return out
+
+    def _or_wait(
+        self, direct: asyncio.Future[list[int]], entries: list[bytes]
+    ) -> asyncio.Future[list[int]]:
+        out: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+
+        def relay(done: asyncio.Future[list[int]]) -> None:
+            if out.done():
+                return
+            if done.cancelled() or done.exception() is not None:
+                # Not appended here: the entries are in the backlog, so whoever holds the
+                # role appends them; learn their indexes from the log.
+                try:
+                    waited = self.follower.wait_entries(entries)
+                except RetryLater as exc:
+                    out.set_exception(exc)
+                    return
+                waited.add_done_callback(lambda w: _copy(w, out))
+                out.add_done_callback(lambda o: waited.cancel() if o.cancelled() else None)
+            else:
+                out.set_result(done.result())
+
+        direct.add_done_callback(relay)
+        return out
+
+    # -- the role -----------------------------------------------------------------------------
+
+    async def _roles(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self.role_check)
+            try:
+                if self._lease is None:
+                    await self._bid()
+                else:
+                    lease, sequencer = self._lease, self.sequencer
+                    alive = await asyncio.to_thread(lease.alive)
+                    if not alive or sequencer is None or sequencer.fenced:
+                        await self._step_down("lost the sequencer role")
+                failing = False
+            except Error as exc:
+                if not failing:
+                    log.warning("sequencer role: %s (%s); retrying", exc, exc.code)
+                failing = True
+
+    async def _bid(self) -> None:
+        lease = await asyncio.to_thread(self.store.acquire_role, self.holder)
+        if lease is None:
+            return
+        sequencer = Sequencer(self.store, signer=self.signer, config=self.config, fence=lease.epoch)
+        try:
+            await sequencer.start()
+        except BaseException:
+            lease.release()
+            raise
+        self._lease, self.sequencer = lease, sequencer
+        self.epochs.append(lease.epoch)
+        self._feeder = asyncio.create_task(self._feed(sequencer), name="sealtrail-feeder")
+        log.info("%s holds the sequencer role (epoch %d)", self.holder, lease.epoch)
+
+    async def _step_down(self, why: str) -> None:
+        lease, sequencer, feeder = self._lease, self.sequencer, self._feeder
+        self._lease, self.sequencer, self._feeder = None, None, None
+        if feeder is not None:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+        if sequencer is not None:
+            # Sequence (or, once fenced, fail over to waiting) what was accepted; bounded,
+            # as a store that went away may take its time to say so.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sequencer.close(), STEP_DOWN_WAIT)
+        if lease is not None:
+            await asyncio.to_thread(lease.release)
+            log.info("%s gave up the sequencer role (epoch %d): %s", self.holder, lease.epoch, why)
+
+    # -- the feeder ---------------------------------------------------------------------------
+
+    async def _feed(self, sequencer: Sequencer) -> None:
+        """Append the backlog above the watermark, for as long as this process sequences."""
+        backlog = self.backlog
+        fed = written = -1
+        written_at = 0.0
+        failing = False
+        while not sequencer.fenced:
+            try:
+                if fed < 0:
+                    fed = written = await asyncio.to_thread(backlog.read_sequenced)
+                rows = await asyncio.to_thread(backlog.entries_since, fed, limit=FEED_STEP)
+                if rows:
+                    await sequencer.add_many([entry for _, entry in rows])
+                    fed = rows[-1][0]
+                now = time.monotonic()
+                if fed != written and (not rows or now - written_at >= WATERMARK_EVERY):
+                    await asyncio.to_thread(backlog.write_sequenced, fed)
+                    written, written_at = fed, now
+                failing = False
+            except Fenced:
+                return  # the role loop notices and steps down
+            except RetryLater as exc:
+                await asyncio.sleep(min(exc.retry_after, 0.1))
+                continue
+            except Error as exc:
+                if not failing:
+                    log.warning("feeder: %s (%s); retrying", exc, exc.code)
+                failing = True
+                await asyncio.sleep(0.5)
+                continue
+            except Exception as exc:  # a driver's own error: as StorageError above
+                if not failing:
+                    log.warning("feeder: %s", StorageError(type(exc).__name__))
+                failing = True
+                await asyncio.sleep(0.5)
+                continue
+            if len(rows) < FEED_STEP:
+                await asyncio.sleep(FEED_POLL)
+
+
+def _copy(source: asyncio.Future[list[int]], target: asyncio.Future[list[int]]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (exc := source.exception()) is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())

@@ -1,0 +1,152 @@
+"""Several processes sequencing one log (SharedSequencer), simulated in one event loop.
+
+Two or three "processes" share a store with a sequencer role. The attacks: the holder
+loses its role mid-load (as a dead connection would) while it still holds a batch; a
+deposed holder keeps taking entries; entries are accepted by a process that never holds
+the role. Every entry must get exactly one index, and the same one whoever reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+from sealtrail.log import CheckpointSigner, SequencerConfig, SharedSequencer
+from sealtrail.storage import SharedMemoryStore, StatementRecord
+from tests.conftest import reader_for
+
+T = TypeVar("T")
+
+FAST = SequencerConfig(max_batch=64, max_delay=0.001)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _record(entry: bytes) -> StatementRecord:
+    return StatementRecord(entry, entry, "iss", "sub", "text/plain", 0)
+
+
+def _entry(tag: str, i: int) -> bytes:
+    return f"{tag}-{i:06d}".ljust(32, "-").encode()
+
+
+async def _submit(
+    node: SharedSequencer, store: SharedMemoryStore, entries: Sequence[bytes]
+) -> list[int]:
+    """What the transparency service does: store in the backlog first, then submit."""
+    await asyncio.to_thread(store.put_statements, [_record(e) for e in entries])
+    out: list[int] = []
+    for result in await asyncio.gather(*node.submit_many(entries)):
+        out += result
+    return out
+
+
+def _node(store: SharedMemoryStore, signer: CheckpointSigner, name: str) -> SharedSequencer:
+    return SharedSequencer(
+        store, signer=signer, backlog=store, holder=name, config=FAST, role_check=0.02
+    )
+
+
+def test_one_process_holds_the_role_and_every_process_gets_indexes(
+    signer: CheckpointSigner,
+) -> None:
+    store = SharedMemoryStore()
+
+    async def go() -> dict[bytes, int]:
+        nodes = [_node(store, signer, f"p{k}") for k in range(3)]
+        for node in nodes:
+            await node.start()
+        assert sum(node.holds_role for node in nodes) == 1
+        got: dict[bytes, int] = {}
+        batches = [[_entry(f"p{k}b{b}", i) for i in range(50)] for k in range(3) for b in range(4)]
+        results = await asyncio.gather(
+            *(_submit(nodes[n % 3], store, batch) for n, batch in enumerate(batches))
+        )
+        for batch, indexes in zip(batches, results, strict=True):
+            got.update(zip(batch, indexes, strict=True))
+        for node in nodes:
+            await node.close()
+        return got
+
+    got = run(go())
+    reader = reader_for(store, signer)
+    assert reader.size() == len(got) == 600
+    assert sorted(got.values()) == list(range(600)), "every entry once, no index twice"
+    entries = reader.entries(0, 600)
+    assert all(entries[index] == entry for entry, index in got.items())
+    assert reader.audit() is not None
+
+
+def test_the_role_passes_on_when_its_holder_loses_it_mid_load(signer: CheckpointSigner) -> None:
+    store = SharedMemoryStore()
+
+    async def go() -> tuple[dict[bytes, int], list[list[int]], float]:
+        nodes = [_node(store, signer, f"p{k}") for k in range(3)]
+        for node in nodes:
+            await node.start()
+        got: dict[bytes, int] = {}
+        takeover = 0.0
+
+        async def load(k: int) -> None:
+            for b in range(30):
+                batch = [_entry(f"p{k}b{b}", i) for i in range(20)]
+                got.update(zip(batch, await _submit(nodes[k], store, batch), strict=True))
+
+        async def depose() -> None:
+            nonlocal takeover
+            for _ in range(3):
+                await asyncio.sleep(0.05)
+                before = [node.holds_role for node in nodes]
+                store.revoke_role()  # the holder's lock connection died
+                lost = time.monotonic()
+                while not any(
+                    node.holds_role and not was for node, was in zip(nodes, before, strict=True)
+                ):
+                    await asyncio.sleep(0.005)
+                    if time.monotonic() - lost > 5:
+                        raise AssertionError("no process took the role within 5 s")
+                takeover = max(takeover, time.monotonic() - lost)
+
+        await asyncio.gather(*(load(k) for k in range(3)), depose())
+        epochs = [node.epochs for node in nodes]
+        for node in nodes:
+            await node.close()
+        return got, epochs, takeover
+
+    got, epochs, takeover = run(go())
+    assert len({e for held in epochs for e in held}) >= 4, "the role changed hands"
+    reader = reader_for(store, signer)
+    assert reader.size() == len(got) == 3 * 30 * 20
+    assert sorted(got.values()) == list(range(len(got)))
+    entries = reader.entries(0, reader.size())
+    assert all(entries[index] == entry for entry, index in got.items())
+    assert reader.audit() is not None
+    assert takeover < 1.0
+
+
+def test_entries_stored_by_a_process_that_never_sequences_are_appended(
+    signer: CheckpointSigner,
+) -> None:
+    store = SharedMemoryStore()
+
+    async def go() -> list[int]:
+        holder = _node(store, signer, "holder")
+        await holder.start()
+        follower = _node(store, signer, "follower")
+        await follower.start()
+        assert holder.holds_role and not follower.holds_role
+        indexes = await _submit(follower, store, [_entry("f", i) for i in range(100)])
+        # A statement stored twice keeps its index, whoever waits for it.
+        again = await _submit(follower, store, [_entry("f", 7)])
+        await follower.close()
+        await holder.close()
+        return indexes + again
+
+    indexes = run(go())
+    assert indexes[:100] == list(range(100))
+    assert indexes[100] == 7
+    assert store.read_sequenced() == 100
