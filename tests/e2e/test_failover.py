@@ -20,6 +20,7 @@ import pytest
 from tests._serve_proc import onboard
 from tests.conftest import report_figure
 from tests.e2e._cluster import Cluster, Load, verify_history
+from tests.e2e._pgcluster import private_postgres
 from tests.integration.test_cli import sealtrail
 from tests.unit.scitt._pki import make_issuer
 
@@ -103,4 +104,43 @@ def test_sigkill_of_the_sequencer_under_load_loses_nothing(
         + f" s; {len(load.acked)} acknowledged, {int(figures['entries'])} entries, "
         f"{int(figures['checkpoints'])} checkpoints checked, {load.retries} client retries "
         f"{load.errors}",
+    )
+
+
+def test_a_postgresql_crash_and_restart_mid_load_loses_nothing(tmp_path: Path) -> None:
+    """The database itself goes away (an immediate stop: no shutdown checkpoint, crash
+    recovery at start) and comes back: the servers recover on their own, clients see only
+    errors they can retry, and nothing acknowledged is lost."""
+    with private_postgres() as pg:
+        token = _init(tmp_path, pg.url)
+        cluster = Cluster(tmp_path, "d", 2)
+        issuer = make_issuer()
+        try:
+            onboard(cluster.servers[0].url, token, issuer)
+            time.sleep(1.2)
+            load = Load(cluster, issuer, clients=8)
+            with load.running():
+                time.sleep(2.0)
+                before = len(load.acked)
+                pg.crash()
+                down = time.monotonic()
+                time.sleep(2.0)
+                pg.start()
+                size = _size(cluster)
+                recovered = _grows(cluster, down, size)
+                time.sleep(2.0)
+            time.sleep(1.0)
+            cluster.stop()
+            assert all(s.proc.returncode == 0 for s in cluster.servers), "a server died"
+            figures = verify_history(cluster, load)
+        finally:
+            cluster.stop()
+    assert before > 50 and len(load.acked) > before, (before, len(load.acked))
+    unexpected = {k: v for k, v in load.errors.items() if not k.startswith("http 503")}
+    assert not unexpected, f"clients saw errors other than 503 (retry later): {load.errors}"
+    report_figure(
+        "postgresql restart",
+        f"crash + restart of PostgreSQL under load: log grew again {recovered:.2f} s after the "
+        f"crash (2 s down); {len(load.acked)} acknowledged, {int(figures['entries'])} entries; "
+        f"client retries {load.errors}",
     )
