@@ -1,8 +1,13 @@
 """Benchmark of SCITT registration: signed statements in, receipts out, on SQLite.
 
-Run with ``sealtrail bench register [--json|--table]``. Every figure comes from this one
-process run, on fresh stores (``SQLiteStore``, ``synchronous=FULL``) in a temporary
-directory. The statements are realistic: ~2 KB ES256 COSE_Sign1 statements with distinct
+Run with ``sealtrail bench register [--json|--table] [--store postgresql://…]``. Every
+figure comes from this one process run, on fresh stores (``SQLiteStore``,
+``synchronous=FULL``) in a temporary directory; with ``--store``, the in-process and HTTP
+figures again on PostgreSQL (a fresh schema, dropped afterwards), the HTTP one with
+``--api-processes`` servers sharing the database (default 2: one of them sequences, see
+``SharedSequencer``), each load connection bound to one of them in turn.
+
+The statements are realistic: ~2 KB ES256 COSE_Sign1 statements with distinct
 JSON payloads, signed by a leaf certificate whose x5chain (leaf + intermediate) leads to the
 organization's root CA, registered as its anchor through the service's own
 ``put_organization``.
@@ -17,6 +22,7 @@ Figures (name -> number):
                                    from concurrent keep-alive connections on 127.0.0.1
   http_p50_ms, http_p99_ms         latency from sending the POST to holding the receipt
                                    (a 303 is followed by polling, and counted in full)
+  postgresql_…                     the in-process and HTTP figures on PostgreSQL
 
 The server is this file run as a script (``python bench/register.py serve ...``), so it
 shares no interpreter, GIL or event loop with the load generator. The load generator is a
@@ -32,6 +38,7 @@ import datetime as dt
 import gc
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import secrets
@@ -52,10 +59,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from sealtrail.keys import EcdsaSigner, Ed25519Signer
+from sealtrail.keys import EcdsaSigner, Ed25519Signer, load_signer, write_private_key
 from sealtrail.log import CheckpointSigner, Sequencer
 from sealtrail.scitt import TransparencyService, sign_statement
-from sealtrail.storage import SQLiteStore
+from sealtrail.storage import PostgresStore, SQLiteStore
 
 Report = Callable[[str, int, int], None]
 
@@ -78,6 +85,8 @@ CEILING_PASSES = 3
 #: Pause between polls of an entry after a 303, seconds.
 POLL_INTERVAL = 0.02
 SERVER_START_TIMEOUT = 60.0
+#: Seconds the other API processes get to read a new organization record (REGISTRY_POLL).
+REGISTRY_WAIT = 1.5
 
 
 # -- certificates and statements ---------------------------------------------------------------
@@ -241,10 +250,17 @@ def _median_ceiling(
 # -- in process ----------------------------------------------------------------------------------
 
 
+def _open(where: str) -> SQLiteStore | PostgresStore:
+    """A store: a PostgreSQL URL, or the path of a new SQLite file (``synchronous=FULL``)."""
+    if where.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(where)
+    return SQLiteStore(Path(where), synchronous="FULL")
+
+
 async def _inprocess(
-    path: Path, pki: Pki, statements: Sequence[bytes], tasks: int, report: Report
+    where: str, pki: Pki, statements: Sequence[bytes], tasks: int, report: Report
 ) -> float:
-    store = SQLiteStore(path, synchronous="FULL")
+    store = _open(where)
     checkpoints = CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate())
     sequencer = Sequencer(store, signer=checkpoints)
     service = TransparencyService(
@@ -382,7 +398,7 @@ async def _register_over_http(conn: _Connection, data: bytes, run: _HttpRun) -> 
 
 
 async def _load(
-    port: int,
+    ports: Sequence[int],
     statements: Sequence[bytes],
     connections: int,
     time_limit: float,
@@ -391,7 +407,7 @@ async def _load(
 ) -> tuple[_HttpRun, float]:
     run = _HttpRun()
     todo = iter(statements)
-    conns = [await _Connection.open("127.0.0.1", port) for _ in range(connections)]
+    conns = [await _Connection.open("127.0.0.1", ports[k % len(ports)]) for k in range(connections)]
     deadline = time.perf_counter() + time_limit
 
     async def client(conn: _Connection) -> None:
@@ -437,11 +453,11 @@ class _Server:
                 continue
 
 
-def _start_server(path: Path, token: str) -> _Server:
+def _start_server(where: str, keys: Path, token: str) -> _Server:
     token_hash = hashlib.sha256(token.encode()).hexdigest()
     process = subprocess.Popen(  # this interpreter, this file
         # -P: bench/ is not put on sys.path, so no file here can shadow a module.
-        [sys.executable, "-P", str(Path(__file__).resolve()), "serve", str(path)],
+        [sys.executable, "-P", str(Path(__file__).resolve()), "serve", where, str(keys)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env={**os.environ, "SEALTRAIL_BENCH_ADMIN_TOKEN_SHA256": token_hash},
@@ -470,42 +486,63 @@ async def _onboard(port: int, token: str, record: bytes) -> None:
         raise HttpError(f"onboarding answered {response.status}: {response.body[:200]!r}")
 
 
+def _write_keys(folder: Path) -> Path:
+    """The keys every server of one run signs with (several servers are one service)."""
+    folder.mkdir(mode=0o700)
+    write_private_key(folder / "log.key", Ed25519Signer.generate())
+    write_private_key(folder / "service.key", EcdsaSigner.generate())
+    return folder
+
+
 def _http(
-    path: Path,
+    where: str,
+    keys: Path,
     pki: Pki,
     warmup: Sequence[bytes],
     statements: Sequence[bytes],
     connections: int,
     time_limit: float,
     report: Report,
+    *,
+    processes: int = 1,
+    label: str = "HTTP registrations",
 ) -> tuple[_HttpRun, float, dict[str, Any]]:
     token = secrets.token_urlsafe(24)
-    server = _start_server(path, token)
+    servers: list[_Server] = []
     try:
+        for _ in range(processes):
+            servers.append(_start_server(where, keys, token))
+        ports = [server.port for server in servers]
 
         async def drive() -> tuple[_HttpRun, float]:
-            await _onboard(server.port, token, pki.org_record())
-            await _load(server.port, warmup, connections, time_limit, _quiet, "warm-up")
-            return await _load(
-                server.port, statements, connections, time_limit, report, "HTTP registrations"
-            )
+            await _onboard(ports[0], token, pki.org_record())
+            if processes > 1:
+                await asyncio.sleep(REGISTRY_WAIT)  # the others pick the organization up
+            await _load(ports, warmup, connections, time_limit, _quiet, "warm-up")
+            return await _load(ports, statements, connections, time_limit, report, label)
 
         with asyncio.Runner(loop_factory=_client_loop()) as runner:
             run, elapsed = runner.run(drive())
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
     return (
         run,
         elapsed,
-        {**server.settings, "client_loop": "asyncio" if _client_loop() is None else "uvloop"},
+        {
+            **servers[0].settings,
+            "client_loop": "asyncio" if _client_loop() is None else "uvloop",
+            "api_processes": processes,
+        },
     )
 
 
 # -- the server (a separate process) -------------------------------------------------------------
 
 
-def serve(path: Path) -> None:
-    """Run the full writing service over a fresh SQLite store on 127.0.0.1, port 0.
+def serve(where: str, keys: Path) -> None:
+    """Run the full writing service over a store (see :func:`_open`) on 127.0.0.1, port 0,
+    with the keys in the folder ``keys``.
 
     Prints one JSON line (the port and server settings) once listening; stops on SIGTERM
     or when its standard input closes.
@@ -515,11 +552,11 @@ def serve(path: Path) -> None:
     from sealtrail.service import service_app
 
     token_hash = bytes.fromhex(os.environ["SEALTRAIL_BENCH_ADMIN_TOKEN_SHA256"])
-    store = SQLiteStore(path, synchronous="FULL")
+    store = _open(where)
     app = service_app(
         store,
-        checkpoint_signer=CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate()),
-        service_signer=EcdsaSigner.generate(),
+        checkpoint_signer=CheckpointSigner(origin=ORIGIN, signer=load_signer(keys / "log.key")),
+        service_signer=load_signer(keys / "service.key"),
         issuer=SERVICE,
         admin_token_hash=token_hash,
     )
@@ -605,6 +642,8 @@ def run(
     connections: int = CONNECTIONS,
     time_limit: float = HTTP_TIME_LIMIT,
     seed: int = 1,
+    store: str | None = None,
+    api_processes: int = 2,
     report: Report,
 ) -> dict[str, Any]:
     figures: dict[str, float] = {}
@@ -618,20 +657,46 @@ def run(
         statements, _median_ceiling(data, leaf_key, report)
     )
 
+    runs: dict[str, _HttpRun] = {}
     with tempfile.TemporaryDirectory(prefix="sealtrail-bench-") as tmp:
         root = Path(tmp)
-        elapsed = asyncio.run(_inprocess(root / "inprocess.db", pki, data, tasks, report))
+        keys = _write_keys(root / "keys")
+        elapsed = asyncio.run(_inprocess(str(root / "inprocess.db"), pki, data, tasks, report))
         figures["registrations_per_s_inprocess"] = _rate(statements, elapsed)
         figures["inprocess_fraction_of_ceiling"] = round(
             figures["registrations_per_s_inprocess"] / figures["ceiling_verifications_per_s"], 3
         )
 
         http_run, elapsed, server = _http(
-            root / "http.db", pki, warmup, data, connections, time_limit, report
+            str(root / "http.db"), keys, pki, warmup, data, connections, time_limit, report
         )
-        figures["registrations_per_s_http"] = _rate(http_run.created, elapsed)
-        figures["http_p50_ms"] = round(_percentile(http_run.latencies, 0.50) * 1000, 2)
-        figures["http_p99_ms"] = round(_percentile(http_run.latencies, 0.99) * 1000, 2)
+        runs["sqlite"] = http_run
+        figures |= _http_figures(http_run, elapsed)
+
+        if store is not None:
+            postgres = _load_sibling("_postgres")
+            with postgres.fresh_schema(store) as url:
+                label = "in-process registrations (postgresql)"
+                elapsed = asyncio.run(_inprocess(url, pki, data, tasks, _relabel(report, label)))
+                figures["postgresql_registrations_per_s_inprocess"] = _rate(statements, elapsed)
+            with postgres.fresh_schema(store) as url:
+                http_run, elapsed, _ = _http(
+                    url,
+                    keys,
+                    pki,
+                    warmup,
+                    data,
+                    connections,
+                    time_limit,
+                    report,
+                    processes=api_processes,
+                    label=f"HTTP registrations (postgresql, {api_processes} API processes)",
+                )
+                runs["postgresql"] = http_run
+                figures |= {
+                    f"postgresql_{name}": value
+                    for name, value in _http_figures(http_run, elapsed).items()
+                }
 
     return {
         "benchmark": "register",
@@ -644,20 +709,51 @@ def run(
             "http_warmup_statements": WARMUP,
             "http_server": {"uvicorn": True, **server},
             "sqlite_synchronous": "FULL",
+            "postgresql": None if store is None else _load_sibling("_postgres").redacted(store),
+            "postgresql_api_processes": None if store is None else api_processes,
             "seed": seed,
         },
         "machine": {"cpus": os.cpu_count()},
         "figures": figures,
         "http": {
-            "created": http_run.created - http_run.see_other,
-            "see_other_then_polled": http_run.see_other,
-            "failed": http_run.errors,
+            backend: {
+                "created": run.created - run.see_other,
+                "see_other_then_polled": run.see_other,
+                "failed": run.errors,
+            }
+            for backend, run in runs.items()
         },
     }
 
 
+def _http_figures(run: _HttpRun, elapsed: float) -> dict[str, float]:
+    return {
+        "registrations_per_s_http": _rate(run.created, elapsed),
+        "http_p50_ms": round(_percentile(run.latencies, 0.50) * 1000, 2),
+        "http_p99_ms": round(_percentile(run.latencies, 0.99) * 1000, 2),
+    }
+
+
+def _relabel(report: Report, label: str) -> Report:
+    return lambda _what, done, total: report(label, done, total)
+
+
+def _load_sibling(name: str) -> Any:  # noqa: ANN401 (a module loaded by path)
+    """A helper module of bench/ (not a package, and not on sys.path: see ``serve``)."""
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"sealtrail_bench_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "serve":
-        serve(Path(sys.argv[2]))
+    if len(sys.argv) == 4 and sys.argv[1] == "serve":
+        serve(sys.argv[2], Path(sys.argv[3]))
     else:
-        sys.exit("usage: register.py serve <store path>  (run by `sealtrail bench register`)")
+        sys.exit(
+            "usage: register.py serve <store path or URL> <keys folder>"
+            "  (run by `sealtrail bench register`)"
+        )

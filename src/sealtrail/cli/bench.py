@@ -131,18 +131,32 @@ def register(
     time_limit: Annotated[
         float, typer.Option(min=1.0, help="Longest the HTTP figure may run, in seconds.")
     ] = 120.0,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Also measure on PostgreSQL (postgresql://…; a fresh schema per figure, "
+            "dropped afterwards).",
+        ),
+    ] = None,
+    api_processes: Annotated[
+        int, typer.Option(min=1, max=8, help="Servers sharing PostgreSQL in its HTTP figure.")
+    ] = 2,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout (the default).")] = False,
     table: Annotated[bool, typer.Option("--table", help="A human table instead of JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     bench_dir: BenchDir = None,
 ) -> None:
     """SCITT registration: the verification ceiling, in-process and HTTP throughput, latency."""
+    if store is not None and not store.startswith(("postgresql://", "postgres://")):
+        raise InvalidInput("--store takes a postgresql:// URL", code="bench-bad-store")
     module = _bench_module("register", bench_dir)
     result = module.run(
         statements=statements,
         tasks=tasks,
         connections=connections,
         time_limit=time_limit,
+        store=store,
+        api_processes=api_processes,
         report=_reporter(quiet),
     )
     _print(result, as_table=table and not json_out)

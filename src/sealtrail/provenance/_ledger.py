@@ -30,7 +30,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sealtrail.errors import Error, InvalidInput, NotFound, RetryLater, VerificationError
+from sealtrail.errors import (
+    Conflict,
+    Error,
+    InvalidInput,
+    NotFound,
+    RetryLater,
+    VerificationError,
+)
 from sealtrail.log import LogReader
 from sealtrail.scitt import (
     Organization,
@@ -210,8 +217,14 @@ class ProvenanceLedger:
         org_of: Callable[[str], str | None],
         policy: ProvenancePolicy | None = None,
         devices: DeviceChainValidator | None = None,
+        shared: bool = False,
     ) -> None:
+        """``shared``: other processes register into the same log and index (a PostgreSQL
+        deployment). Entries they registered reach this process only through the log, so
+        each one makes the tentative state rebuild from the index before the next check,
+        and an index batch another process applied first is simply skipped."""
         self.index = index
+        self.shared = shared
         self.policy = policy or ProvenancePolicy()
         self.devices = devices or DeviceChainValidator()
         self._statement = statement
@@ -363,7 +376,13 @@ class ProvenanceLedger:
                 stop = min(stop, start + limit - done)
             if stop <= start:
                 break
-            self.apply_entries(start, reader.entries(start, stop))
+            try:
+                self.apply_entries(start, reader.entries(start, stop))
+            except Conflict as exc:
+                if not self.shared or exc.code != "index-conflict":
+                    raise
+                self._diverged = True  # another process indexed them first: read on
+                continue
             done += stop - start
         return done
 
@@ -394,7 +413,7 @@ class ProvenanceLedger:
 
     def _index_one(self, index: int, leaf: bytes) -> tuple[IndexedEntry, Sequence[Change]]:
         fact: Fact | None
-        if self._queue and self._queue[0].fact.entry_id == leaf:
+        if self._queue and self._queue[0].fact.entry_id == leaf and not self._diverged:
             accepted = self._queue.popleft()
             outcome, fact, kind = accepted.outcome, accepted.fact, accepted.kind
             # The tentative state applied it on top of the same rows: write what it computed.
@@ -403,9 +422,16 @@ class ProvenanceLedger:
             for table, key, value in outcome.changes:
                 rows.put_text(table, key, value)
         else:
-            if self._queue:
-                self._diverged = True  # the log's order is the truth; rebuild the tentative
+            ours = bool(self._queue) and self._queue[0].fact.entry_id == leaf
+            if ours:
+                # Ours, but the tentative state computed it on rows that are no longer the
+                # log's (a provenance entry before it was missing there): judged again.
+                self._queue.popleft()
             fact, kind, outcome = self._judge(leaf)
+            if fact is not None and not ours and (self._queue or self.shared):
+                # A provenance fact the tentative state has not seen: the log's order is the
+                # truth, so the tentative state is rebuilt from the index.
+                self._diverged = True
         return (
             indexed_entry(index, leaf, kind, fact, outcome),
             outcome.changes,

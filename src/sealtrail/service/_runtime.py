@@ -35,7 +35,7 @@ from sealtrail.storage import (
 )
 
 from ._passport import add_passport_routes
-from .app import create_app
+from .app import RateLimits, create_app
 
 __all__ = ["ServiceStore", "service_app"]
 
@@ -58,6 +58,7 @@ def service_app(
     index: IndexStore | None = None,
     max_statement_size: int = MAX_STATEMENT_SIZE,
     provenance_policy: ProvenancePolicy | None = None,
+    limits: RateLimits | None = None,
 ) -> FastAPI:
     """The full service over ``store``: read API, SCRAPI registration, administration.
 
@@ -85,6 +86,7 @@ def service_app(
         statement=store.get_statement,
         org_of=lambda issuer: service.registry.name_of(issuer),  # noqa: PLW0108 (built below)
         policy=provenance_policy,
+        shared=isinstance(sequencer, SharedSequencer),
     )
     service = TransparencyService(
         store=store,
@@ -118,6 +120,7 @@ def service_app(
         admin_token_hash=admin_token_hash,
         ledger=ledger,
         lifespan=lifespan,
+        limits=limits,
     )
     add_passport_routes(app, ledger=ledger, service=service)
     app.state.sequencer = sequencer
