@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,15 +42,27 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(data: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``sealtrail serve`` in a child process on a free loopback port; stopped with SIGINT."""
-    with serve_process(data, *args, env=env) as (url, _):
+def served(
+    data: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    scheme: str = "http",
+    verify: ssl.SSLContext | bool = True,
+) -> Iterator[str]:
+    """``sealtrail serve`` in a child process on a free loopback port; stopped with SIGINT.
+
+    With TLS configured, ``scheme="https"`` and ``verify`` (trusting the server's CA)."""
+    with serve_process(data, *args, env=env, scheme=scheme, verify=verify) as (url, _):
         yield url
 
 
 @contextlib.contextmanager
 def serve_process(
-    data: Path, *args: str, env: dict[str, str] | None = None
+    data: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    scheme: str = "http",
+    verify: ssl.SSLContext | bool = True,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The server's URL and process (a test may kill it); stopped with SIGINT if alive."""
     port = free_port()
@@ -60,7 +73,7 @@ def serve_process(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -68,7 +81,7 @@ def serve_process(
                 stderr = proc.stderr.read().decode() if proc.stderr else ""
                 raise AssertionError(f"serve exited: {stderr}")
             try:
-                httpx.get(url + "/log/v1/info", timeout=1.0)
+                httpx.get(url + "/log/v1/info", timeout=1.0, verify=verify)
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "serve did not start"

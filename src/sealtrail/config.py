@@ -20,6 +20,7 @@ the configuration itself.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
 import tempfile
@@ -82,6 +83,11 @@ DEFAULT_CHALLENGE_TTL = 300
 DEFAULT_MAX_ATTESTATION_AGE = 24 * 3600
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+#: Requests per second per client that ``sealtrail serve`` allows by default, reads and
+#: writes (bursts of twice that); 0 turns a limit off. Well above what one client of a
+#: 2-core server needs (docs/limits.md, "Request rates").
+DEFAULT_RATE_LIMIT_READS = 1000.0
+DEFAULT_RATE_LIMIT_WRITES = 500.0
 
 
 DEFAULT_SERVICE_KEY = "keys/service.key"
@@ -120,6 +126,14 @@ class Config:
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
     index_url: str = DEFAULT_INDEX
     max_statement_size: int = DEFAULT_MAX_STATEMENT_SIZE
+    #: Requests per second per client (0: unlimited), ``[server] rate_limit_reads/writes``.
+    rate_limit_reads: float = DEFAULT_RATE_LIMIT_READS
+    rate_limit_writes: float = DEFAULT_RATE_LIMIT_WRITES
+    #: TLS for ``sealtrail serve``: PEM files, relative to the data directory; both or
+    #: neither. ``tls_client_ca`` (PEM bundle) makes the server ask for client certificates.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
     max_attestation_age: int = DEFAULT_MAX_ATTESTATION_AGE
     require_challenge: bool = True
     challenge_ttl: int = DEFAULT_CHALLENGE_TTL
@@ -210,6 +224,18 @@ def _toml_value(value: object) -> str:
     return f'"{text}"'
 
 
+def _tls_lines(config: Config) -> list[str]:
+    settings = [
+        ("tls_cert", config.tls_cert, "keys/tls.crt"),
+        ("tls_key", config.tls_key, "keys/tls.key"),
+        ("tls_client_ca", config.tls_client_ca, "keys/clients-ca.pem"),
+    ]
+    return [
+        f"{name} = {_toml_value(value)}" if value is not None else f'# {name} = "{example}"'
+        for name, value, example in settings
+    ]
+
+
 def _render(config: Config) -> str:
     seq = config.sequencer
     lines = [
@@ -235,6 +261,12 @@ def _render(config: Config) -> str:
         f"port = {_toml_value(config.port)}",
         "# Largest signed statement accepted, in bytes (each organization's policy may set less).",
         f"max_statement_size = {config.max_statement_size}",
+        "# Requests per second per client, bursts of twice that; 0 = unlimited (docs/limits.md).",
+        f"rate_limit_reads = {config.rate_limit_reads:g}",
+        f"rate_limit_writes = {config.rate_limit_writes:g}",
+        "# HTTPS: a PEM certificate (chain) and its private key, relative to this directory.",
+        "# tls_client_ca (a PEM bundle) also asks clients for a certificate (optional).",
+        *_tls_lines(config),
         "",
         "[sequencer]",
         f"max_batch = {seq.max_batch}",
@@ -472,6 +504,39 @@ def _statement_limit(server: dict[str, Any]) -> int:
     return value
 
 
+def _rate_limit(server: dict[str, Any], key: str, default: float) -> float:
+    value = _get(server, key, float, default)
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [server] {key} must be a number of requests per second >= 0 "
+            "(0: unlimited)"
+        )
+    return value
+
+
+def _tls(server: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """``tls_cert``, ``tls_key`` and ``tls_client_ca``: the first two both or neither."""
+    cert, key, client_ca = (
+        None if server.get(name) is None else _get(server, name, str, "")
+        for name in ("tls_cert", "tls_key", "tls_client_ca")
+    )
+    for name, value in (("tls_cert", cert), ("tls_key", key), ("tls_client_ca", client_ca)):
+        if value == "":
+            raise ConfigError(f"{CONFIG_FILE}: [server] {name} is empty")
+    if (cert is None) != (key is None):
+        missing = "tls_key" if key is None else "tls_cert"
+        raise ConfigError(
+            f"{CONFIG_FILE}: [server] {missing} is missing: tls_cert and tls_key go together",
+            hint="Set both (a PEM certificate and its private key) or neither.",
+        )
+    if client_ca is not None and cert is None:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [server] tls_client_ca needs tls_cert and tls_key",
+            hint="Client certificates are only asked for over TLS.",
+        )
+    return cert, key, client_ca
+
+
 def load_config(data_dir: Path) -> Config:
     path = data_dir / CONFIG_FILE
     try:
@@ -500,6 +565,7 @@ def load_config(data_dir: Path) -> Config:
     origin = _get(raw, "origin", str, "")
     if not origin:
         raise ConfigError(f"{CONFIG_FILE}: origin is missing")
+    tls_cert, tls_key, tls_client_ca = _tls(server)
     return Config(
         data_dir=data_dir,
         origin=origin,
@@ -521,6 +587,11 @@ def load_config(data_dir: Path) -> Config:
         ),
         index_url=_get(raw, "index", str, DEFAULT_INDEX),
         max_statement_size=_statement_limit(server),
+        rate_limit_reads=_rate_limit(server, "rate_limit_reads", DEFAULT_RATE_LIMIT_READS),
+        rate_limit_writes=_rate_limit(server, "rate_limit_writes", DEFAULT_RATE_LIMIT_WRITES),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
         max_attestation_age=_positive(prov, "max_attestation_age", DEFAULT_MAX_ATTESTATION_AGE),
         min_security_version=dict(minimums),
         require_challenge=_get(prov, "require_challenge", bool, True),

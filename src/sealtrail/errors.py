@@ -16,6 +16,7 @@ Verification never returns ``False``: it raises a :class:`VerificationError`.
     │   ├── InvalidSignature      no trusted signature verifies
     │   └── MalformedNote         a signed note or checkpoint is not well-formed
     ├── RetryLater                back-pressure: try again after .retry_after  -> 503
+    │   └── RateLimited           this client is over its request budget       -> 429
     ├── Conflict                  lost a compare-and-swap race
     │   ├── CheckpointConflict    another sequencer moved the log's checkpoint
     │   └── Fenced                this process no longer holds the sequencer role
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidSignature",
     "MalformedNote",
     "NotFound",
+    "RateLimited",
     "RetryLater",
     "StorageError",
     "TooLarge",
@@ -135,6 +137,16 @@ class RetryLater(Error):
     ) -> None:
         super().__init__(message, hint=hint, code=code)
         self.retry_after = retry_after
+
+
+class RateLimited(RetryLater):
+    """This client sent more requests than its budget allows (``[server] rate_limit_*``).
+
+    Nothing was done; the same request may succeed after ``retry_after`` seconds.
+    """
+
+    code = "rate-limited"
+    hint = "Too many requests from this client; retry after the indicated delay."
 
 
 class Conflict(Error):

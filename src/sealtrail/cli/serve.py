@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+import datetime
+import os
+import ssl
+import stat
+from typing import Annotated, Any
 
 import typer
 import uvicorn
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from fastapi import FastAPI
 
-from sealtrail.config import Config
+from sealtrail.config import CONFIG_FILE, Config
 from sealtrail.errors import ConfigError
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
 from sealtrail.scitt import key_id
 from sealtrail.service import create_app, service_app
+from sealtrail.service.app import RateLimits
 from sealtrail.storage import describe_store
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, load
 from .provenance import policy
 
 __all__ = ["serve"]
+
+#: Largest TLS certificate chain, key or client CA bundle read, in bytes.
+MAX_TLS_FILE = 1024 * 1024
+
+
+def _limits(config: Config) -> RateLimits:
+    return RateLimits(reads=config.rate_limit_reads, writes=config.rate_limit_writes)
 
 
 def _read_only_app(config: Config) -> FastAPI:
@@ -29,7 +45,7 @@ def _read_only_app(config: Config) -> FastAPI:
         config.open_store(), origin=config.origin, verifiers=[NoteVerifier.parse(vkey)]
     )
     reader.checkpoint()  # fail fast on a store that does not match the key
-    return create_app(reader, verifier_key=vkey)
+    return create_app(reader, verifier_key=vkey, limits=_limits(config))
 
 
 def _writing_app(config: Config) -> FastAPI:
@@ -61,7 +77,106 @@ def _writing_app(config: Config) -> FastAPI:
         index=config.open_index(),
         max_statement_size=config.max_statement_size,
         provenance_policy=policy(config),
+        limits=_limits(config),
     )
+
+
+def _read_tls_file(config: Config, setting: str, name: str, *, secret: bool = False) -> bytes:
+    """A TLS file named by ``[server] <setting>``, relative to the data directory."""
+    path = config.data_dir / name
+    where = f"{CONFIG_FILE} [server] {setting} ({name})"
+    try:
+        with path.open("rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(f"{where} is not a regular file")
+            if secret and info.st_mode & 0o007:
+                raise ConfigError(
+                    f"{where} is accessible by others (mode {stat.S_IMODE(info.st_mode):04o})",
+                    hint=f"Restrict the private key to its owner: chmod 600 {path}",
+                )
+            data = handle.read(MAX_TLS_FILE + 1)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{where}: no such file", hint="Paths are relative to the data directory."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it: {exc.strerror}") from None
+    if len(data) > MAX_TLS_FILE:
+        raise ConfigError(f"{where} is larger than {MAX_TLS_FILE} bytes")
+    return data
+
+
+def _spki(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _tls_options(config: Config) -> dict[str, Any]:
+    """uvicorn's TLS arguments, after checking the files they name: both readable, the
+    certificate's key the private key's, the client CA bundle certificates. Empty without
+    TLS. Every failure is a :class:`ConfigError` naming the setting, before the port is bound."""
+    if config.tls_cert is None or config.tls_key is None:
+        return {}
+    try:
+        chain = x509.load_pem_x509_certificates(_read_tls_file(config, "tls_cert", config.tls_cert))
+    except ValueError:
+        raise ConfigError(
+            f"{CONFIG_FILE} [server] tls_cert ({config.tls_cert}) is not a PEM certificate"
+        ) from None
+    key_pem = _read_tls_file(config, "tls_key", config.tls_key, secret=True)
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise ConfigError(
+            f"{CONFIG_FILE} [server] tls_key ({config.tls_key}) is encrypted",
+            hint="Give the server an unencrypted key (PKCS#8 or traditional PEM), mode 0600.",
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(
+            f"{CONFIG_FILE} [server] tls_key ({config.tls_key}) is not a PEM private key"
+        ) from None
+    if _spki(chain[0].public_key()) != _spki(key.public_key()):
+        raise ConfigError(
+            f"{CONFIG_FILE} [server] tls_cert and tls_key do not match: the certificate "
+            f"({config.tls_cert}) is not for the private key ({config.tls_key})",
+            hint="The first certificate of tls_cert must be the one issued for tls_key.",
+        )
+    options: dict[str, Any] = {
+        "ssl_certfile": str(config.data_dir / config.tls_cert),
+        "ssl_keyfile": str(config.data_dir / config.tls_key),
+    }
+    if config.tls_client_ca is not None:
+        bundle = _read_tls_file(config, "tls_client_ca", config.tls_client_ca)
+        try:
+            x509.load_pem_x509_certificates(bundle)
+        except ValueError:
+            raise ConfigError(
+                f"{CONFIG_FILE} [server] tls_client_ca ({config.tls_client_ca}) is not a PEM "
+                "certificate bundle"
+            ) from None
+        options["ssl_ca_certs"] = str(config.data_dir / config.tls_client_ca)
+        # Asked for and verified when sent; anonymous clients still read (docs/limits.md).
+        options["ssl_cert_reqs"] = ssl.CERT_OPTIONAL
+    # What uvicorn will do, done once here so that anything OpenSSL refuses is one line too.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(options["ssl_certfile"], options["ssl_keyfile"])
+        if "ssl_ca_certs" in options:
+            context.load_verify_locations(options["ssl_ca_certs"])
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"{CONFIG_FILE} [server] TLS files refused by OpenSSL: {exc.strerror or exc}"
+        ) from None
+    now = datetime.datetime.now(datetime.UTC)
+    if not chain[0].not_valid_before_utc <= now <= chain[0].not_valid_after_utc:
+        err.print(
+            f"[yellow]warning[/yellow]: the TLS certificate ({config.tls_cert}) is valid from "
+            f"{chain[0].not_valid_before_utc:%Y-%m-%d} to {chain[0].not_valid_after_utc:%Y-%m-%d}"
+            ": clients will refuse it"
+        )
+    return options
 
 
 def serve(
@@ -101,12 +216,15 @@ def serve(
         config = dataclasses.replace(config, store_url=store)
     if index is not None:
         config = dataclasses.replace(config, index_url=index)
+    tls = _tls_options(config)
     app = _read_only_app(config) if read_only else _writing_app(config)
     bind_host = host or config.host
     bind_port = config.port if port is None else port
     mode = "read-only " if read_only else ""
+    scheme = "https" if tls else "http"
     err.print(
-        f"Serving {mode}log [bold]{config.origin}[/bold] on http://{bind_host}:{bind_port}/ "
+        f"Serving {mode}log [bold]{config.origin}[/bold] on {scheme}://{bind_host}:{bind_port}/ "
         f"from {describe_store(config.resolved_store_url())}"
+        + ("; client certificates verified when sent" if "ssl_ca_certs" in tls else "")
     )
-    uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning", access_log=False, **tls)

@@ -35,6 +35,7 @@ from sealtrail.errors import (
     Error,
     InvalidInput,
     NotFound,
+    RateLimited,
     RetryLater,
     TooLarge,
     Unauthorized,
@@ -474,6 +475,10 @@ def _error_for(reply: _Reply, what: str) -> Error:  # noqa: PLR0911 (one return 
         return TooLarge(message, code=code)
     if status == 422:
         return VerificationError(message, code=code)
+    if status == 429:
+        return RateLimited(
+            message, retry_after=_retry_after(reply, default=DEFAULT_POLL_DELAY), code=code
+        )
     if status == 503:
         return RetryLater(
             message, retry_after=_retry_after(reply, default=DEFAULT_POLL_DELAY), code=code

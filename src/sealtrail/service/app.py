@@ -8,6 +8,9 @@ provenance ledger as well, the read-only provenance queries under ``/provenance/
 
 from __future__ import annotations
 
+import hmac
+import math
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -25,6 +28,7 @@ from sealtrail.errors import (
     Error,
     InvalidInput,
     NotFound,
+    RateLimited,
     RetryLater,
     StorageError,
     TooLarge,
@@ -36,11 +40,12 @@ from sealtrail.merkle import HASH_SIZE, MerkleError, parse_tile_path
 from sealtrail.provenance import ProvenanceLedger
 from sealtrail.scitt import TransparencyService
 
+from ._limits import RateLimiter, RateLimitMiddleware, RateLimits
 from ._problems import problem_response
 from ._provenance import add_provenance_routes
 from ._scrapi import add_scrapi_routes
 
-__all__ = ["create_app"]
+__all__ = ["RateLimits", "create_app"]
 
 #: Full and partial tiles never change once served (a partial tile of width W is a fixed
 #: prefix), so they are cached for a year; the checkpoint only for a moment.
@@ -57,6 +62,7 @@ _STATUS: list[tuple[type[Error], int]] = [
     (NotFound, 404),
     # A statement whose signature, chain or policy check fails is a bad request.
     (VerificationError, 400),
+    (RateLimited, 429),
     (RetryLater, 503),
     (Conflict, 409),
     # Stored data contradicting the checkpoint is the server's fault, not a passing outage.
@@ -99,10 +105,12 @@ def create_app(
     admin_token_hash: bytes | None = None,
     ledger: ProvenanceLedger | None = None,
     lifespan: Any = None,  # noqa: ANN401 (FastAPI's own lifespan type)
+    limits: RateLimits | None = None,
 ) -> FastAPI:
     """Build the app over a reader; with ``service``, also the SCRAPI registration routes;
     with ``ledger`` (and ``service``, which issues the timelines' receipts), also the
-    provenance query routes (docs/queries.md).
+    provenance query routes (docs/queries.md); with ``limits``, per-client request budgets
+    (429 over them; docs/limits.md). Without ``limits`` nothing is rate limited.
 
     Without a service the app is read-only and stateless (any number may serve one store).
     """
@@ -115,6 +123,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(GZipMiddleware, minimum_size=1024)
+    if limits is not None:
+        # Added last, so it runs first: a refused request costs no more than this check.
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=RateLimiter(limits),
+            refuse=_refusal,
+            token_known=_token_check(admin_token_hash),
+        )
     _add_problem_handlers(app)
     _add_tlog_tiles_routes(app, reader)
     _add_log_routes(app, reader, verifier_key)
@@ -165,6 +181,20 @@ def _add_problem_handlers(app: FastAPI) -> None:
         )
 
 
+def _refusal(exc: RateLimited) -> Response:
+    """The answer to a request over its budget, in the shape of every other error."""
+    return problem_response(exc, _status_of(exc), headers=_headers_for(exc))
+
+
+def _token_check(admin_token_hash: bytes | None) -> Callable[[bytes], bool]:
+    """Whether a bearer token's SHA-256 is one this app knows (the administrator's)."""
+
+    def known(digest: bytes) -> bool:
+        return admin_token_hash is not None and hmac.compare_digest(digest, admin_token_hash)
+
+    return known
+
+
 def _status_of(exc: Error) -> int:
     """The HTTP status an error is answered with."""
     status = _CODE_STATUS.get(exc.code)
@@ -176,7 +206,8 @@ def _status_of(exc: Error) -> int:
 def _headers_for(exc: Error) -> dict[str, str]:
     headers = dict(_PROBLEM_HEADERS)
     if isinstance(exc, RetryLater):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        # Whole seconds, rounded up: retrying at the stated time must not come too early.
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, Unauthorized):
         # RFC 9110 section 11.6.1: a 401 names the scheme to authenticate with.
         headers["WWW-Authenticate"] = 'Bearer realm="sealtrail-admin"'
