@@ -105,6 +105,7 @@ def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) 
             statement=store.get_statement,
             org_of=found.name_of,
             policy=policy(config),
+            content_types=store.content_types,
         )
         index.reset()
         with progress_bar("Rebuilding the index", size) as bar:

@@ -218,6 +218,7 @@ class ProvenanceLedger:
         policy: ProvenancePolicy | None = None,
         devices: DeviceChainValidator | None = None,
         shared: bool = False,
+        content_types: Callable[[Sequence[bytes]], dict[bytes, str]] | None = None,
     ) -> None:
         """``shared``: other processes register into the same log and index (a PostgreSQL
         deployment). Entries they registered reach this process only through the log, so
@@ -228,6 +229,10 @@ class ProvenanceLedger:
         self.policy = policy or ProvenancePolicy()
         self.devices = devices or DeviceChainValidator()
         self._statement = statement
+        #: entry id -> content type, for many at once (a store's ``content_types``): lets the
+        #: indexer skip the statements that state no provenance fact without reading them.
+        self._content_types = content_types
+        self._types: dict[bytes, str] | None = None
         self._org_of = org_of
         self._indexed = ProvenanceState(_IndexRows(index), policy=self.policy)
         self.tentative = ProvenanceState(MemoryRows(), policy=self.policy)
@@ -394,7 +399,9 @@ class ProvenanceLedger:
         """
         rows = self._indexed.rows
         assert isinstance(rows, _IndexRows)
+        types = None if self._content_types is None else self._content_types(leaves)
         with self._lock:
+            self._types = types
             batch: list[tuple[IndexedEntry, Sequence[Change]]] = []
             changes = 0
             try:
@@ -410,6 +417,7 @@ class ProvenanceLedger:
                     self.index.apply(batch)
             finally:
                 rows.pending.clear()
+                self._types = None
 
     def _index_one(self, index: int, leaf: bytes) -> tuple[IndexedEntry, Sequence[Change]]:
         fact: Fact | None
@@ -439,6 +447,12 @@ class ProvenanceLedger:
 
     def _judge(self, leaf: bytes) -> tuple[Fact | None, str, Outcome]:
         """Apply one log entry the tentative state did not see (after a restart, say)."""
+        if self._types is not None:
+            content_type = self._types.get(leaf)
+            if content_type is None:
+                return None, "", Outcome(code="index-statement-missing", message="not stored")
+            if content_type not in KINDS:
+                return None, "", Outcome()
         record = self._statement(leaf)
         if record is None:
             return None, "", Outcome(code="index-statement-missing", message="not stored")

@@ -87,6 +87,7 @@ def service_app(
         org_of=lambda issuer: service.registry.name_of(issuer),  # noqa: PLW0108 (built below)
         policy=provenance_policy,
         shared=isinstance(sequencer, SharedSequencer),
+        content_types=store.content_types,
     )
     service = TransparencyService(
         store=store,

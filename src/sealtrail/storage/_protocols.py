@@ -251,6 +251,11 @@ class StatementStore(Protocol):
         """The stored statement with this id, or ``None``."""
         ...
 
+    def content_types(self, entry_ids: Collection[bytes]) -> dict[bytes, str]:
+        """``{entry_id: content type}`` of those of ``entry_ids`` that are stored (one read:
+        what an indexer needs to skip the statements that are not its kind)."""
+        ...
+
     def statements_since(self, seq: int, *, limit: int) -> list[tuple[int, StatementRecord]]:
         """Statements with sequence numbers above ``seq``, in order, at most ``limit``."""
         ...

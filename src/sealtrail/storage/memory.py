@@ -145,6 +145,11 @@ class MemoryStore:
             known = self._statements.get(entry_id)
             return None if known is None else known[1]
 
+    def content_types(self, entry_ids: Collection[bytes]) -> dict[bytes, str]:
+        with self._lock:
+            known = self._statements
+            return {e: known[e][1].content_type for e in entry_ids if e in known}
+
     def statements_since(self, seq: int, *, limit: int) -> list[tuple[int, StatementRecord]]:
         with self._lock:
             return [(seq + 1 + i, r) for i, r in enumerate(self._order[seq : seq + limit])]

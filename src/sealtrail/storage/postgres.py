@@ -548,6 +548,17 @@ class PostgresStore:
         )
         return _record(rows[0]) if rows else None
 
+    def content_types(self, entry_ids: Collection[bytes]) -> dict[bytes, str]:
+        ids = list(dict.fromkeys(entry_ids))
+        if not ids:
+            return {}
+        rows = self._read(
+            "read",
+            "SELECT entry_id, content_type FROM statements WHERE entry_id = ANY(%s::bytea[])",
+            (ids,),
+        )
+        return {bytes(e): str(t) for e, t in rows}
+
     def statements_since(self, seq: int, *, limit: int) -> list[tuple[int, StatementRecord]]:
         rows = self._read(
             "read",

@@ -421,6 +421,22 @@ class SQLiteStore:
             )
         return None if row is None else _record(row)
 
+    def content_types(self, entry_ids: Collection[bytes]) -> dict[bytes, str]:
+        ids = list(dict.fromkeys(entry_ids))
+        out: dict[bytes, str] = {}
+        with self._errors("read"):
+            conn = self._conn()
+            for i in range(0, len(ids), LOOKUP_CHUNK):
+                chunk = ids[i : i + LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT entry_id, content_type FROM statements"  # noqa: S608 (marks only)
+                    f" WHERE entry_id IN ({marks})",
+                    chunk,
+                ).fetchall()
+                out.update((bytes(e), str(t)) for e, t in rows)
+        return out
+
     def statements_since(self, seq: int, *, limit: int) -> list[tuple[int, StatementRecord]]:
         with self._errors("read"):
             rows = (
