@@ -74,6 +74,9 @@ CONFIG_FILE = "sealtrail.toml"
 _T = TypeVar("_T")
 
 DEFAULT_STORE = "sqlite:///log.db"
+#: The secret that seals challenge nonces, shared by every server of a deployment.
+CHALLENGE_KEY_FILE = "keys/challenge.key"
+CHALLENGE_KEY_BYTES = 32
 DEFAULT_INDEX = "sqlite:///provenance.db"
 #: Largest statement ``sealtrail serve`` accepts: room for a 10,000-device manifest.
 DEFAULT_MAX_STATEMENT_SIZE = 16 * 1024 * 1024
@@ -164,6 +167,25 @@ class Config:
         if len(files) > MAX_RETIRED_KEYS:
             raise ConfigError(f"more than {MAX_RETIRED_KEYS} retired keys in {folder.name}/")
         return [_read_public_key(path) for path in files]
+
+    def challenge_key(self) -> bytes | None:
+        """The secret that seals challenge nonces (``keys/challenge.key``, 32 bytes as hex),
+        or None for a data directory made before it existed (each server process then
+        seals with a key of its own, and its nonces are valid only there)."""
+        path = self.data_dir / CHALLENGE_KEY_FILE
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the challenge key {path.name}") from exc
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) != CHALLENGE_KEY_BYTES:
+            raise ConfigError(f"{path.name} must hold {CHALLENGE_KEY_BYTES} bytes as hex")
+        return key
 
     def admin_token_hash(self) -> bytes | None:
         """SHA-256 of the administrator token, or None when administration is disabled."""
@@ -334,10 +356,17 @@ def init_data_dir(
     checkpoint_signer = CheckpointSigner(origin=origin, signer=signer)
     (data_dir / "log.vkey").write_text(checkpoint_signer.verifier_key() + "\n", encoding="utf-8")
     write_private_key(data_dir / config.service_key_file, _software_key(service_algorithm))
+    write_challenge_key(config)
     token = issue_admin_token(config)
     # The config is written last: a directory without it is not yet a data directory.
     _write_atomically(data_dir / CONFIG_FILE, _render(config).encode("utf-8"), mode=0o600)
     return Initialized(config=config, admin_token=token)
+
+
+def write_challenge_key(config: Config) -> None:
+    """A fresh challenge key (SECRET, mode 0600): see :meth:`Config.challenge_key`."""
+    key = secrets.token_bytes(CHALLENGE_KEY_BYTES)
+    _write_atomically(config.data_dir / CHALLENGE_KEY_FILE, (key.hex() + "\n").encode(), mode=0o600)
 
 
 def issue_admin_token(config: Config) -> str:

@@ -25,7 +25,7 @@ EXPECTED = {
     "swapped-blade": "attestation-result-mismatch (device-not-in-assembly)",
     "tampered-firmware": "attestation-result-mismatch (measurement-unknown)",
     "evidence-other-key": "attestation-result-mismatch (evidence-bad-signature)",
-    "replayed-nonce": "nonce-not-issued",
+    "replayed-nonce": "attestation-nonce-replayed",
     "stale-attestation": "compliance-stale-attestation",
     "broken-seal": "arrival-contradicts-custody (seal-broken:s1-lab-sealed-seal-b)",
     "changed-contents": "arrival-contradicts-custody "

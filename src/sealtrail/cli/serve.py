@@ -77,6 +77,7 @@ def _writing_app(config: Config) -> FastAPI:
         index=config.open_index(),
         max_statement_size=config.max_statement_size,
         provenance_policy=policy(config),
+        challenge_key=config.challenge_key(),
         limits=_limits(config),
     )
 

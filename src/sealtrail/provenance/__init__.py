@@ -27,11 +27,12 @@ from ._devicechain import MAX_DEVICE_CHAIN, DeviceChainValidator
 from ._kinds import KINDS, Kind, Payload, Role, parse_payload
 from ._ledger import (
     MAX_CHALLENGE_COUNT,
-    MAX_OPEN_CHALLENGES,
     Issued,
     ProvenanceLedger,
     fact_of,
+    open_nonce,
     screen,
+    seal_nonce,
 )
 from ._passport import (
     MAX_PASSPORT_SIZE,
@@ -114,7 +115,6 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_MEASUREMENTS",
     "MAX_NONCE_SIZE",
-    "MAX_OPEN_CHALLENGES",
     "MAX_PASSPORT_SIZE",
     "MAX_PASSPORT_STATEMENTS",
     "MAX_PAYLOAD_SIZE",
@@ -177,6 +177,7 @@ __all__ = [
     "device_id",
     "entry_doc",
     "fact_of",
+    "open_nonce",
     "parse_arrival",
     "parse_assembly",
     "parse_attestation_result",
@@ -186,6 +187,7 @@ __all__ = [
     "parse_firmware_release",
     "parse_payload",
     "screen",
+    "seal_nonce",
     "stale_reason",
     "verify_passport",
 ]

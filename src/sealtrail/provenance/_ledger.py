@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
+import os
 import secrets
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,7 +38,6 @@ from sealtrail.errors import (
     Error,
     InvalidInput,
     NotFound,
-    RetryLater,
     VerificationError,
 )
 from sealtrail.log import LogReader
@@ -55,13 +57,14 @@ from ._state import Fact, MemoryRows, Outcome, ProvenancePolicy, ProvenanceState
 
 __all__ = [
     "MAX_CHALLENGE_COUNT",
-    "MAX_OPEN_CHALLENGES",
     "Issued",
     "ProvenanceLedger",
     "fact_of",
     "indexed_entry",
     "load_rows",
+    "open_nonce",
     "screen",
+    "seal_nonce",
 ]
 
 log = logging.getLogger("sealtrail.provenance")
@@ -70,10 +73,46 @@ log = logging.getLogger("sealtrail.provenance")
 INDEX_STEP = 1024
 #: Row changes per index transaction, about (a 10,000-device manifest gives 20,000).
 INDEX_ROWS = 65_536
-#: Most challenge nonces open at once, and per request; bytes of randomness in each.
-MAX_OPEN_CHALLENGES = 65_536
+#: Most challenge nonces per request.
 MAX_CHALLENGE_COUNT = 1024
+#: A challenge nonce: 12 random bytes, its expiry (uint32 seconds), the first 8 bytes of
+#: SHA-256 of its server's serial, and the first 8 bytes of an HMAC-SHA256 of those under
+#: the challenge key: 32 bytes, 64 hex digits.
 NONCE_BYTES = 32
+_NONCE_RANDOM = 12
+_NONCE_MAC = 8
+_NONCE_CONTEXT = b"sealtrail challenge nonce v1\0"
+
+
+def _serial_tag(server_serial: str) -> bytes:
+    return hashlib.sha256(server_serial.encode()).digest()[:8]
+
+
+def seal_nonce(key: bytes, server_serial: str, expires: int) -> str:
+    """A fresh challenge nonce for ``server_serial``, valid until ``expires`` (see
+    :data:`NONCE_BYTES` for its layout), as 64 hex digits."""
+    body = secrets.token_bytes(_NONCE_RANDOM) + expires.to_bytes(4, "big")
+    body += _serial_tag(server_serial)
+    mac = hmac.new(key, _NONCE_CONTEXT + body, hashlib.sha256).digest()[:_NONCE_MAC]
+    return (body + mac).hex()
+
+
+def open_nonce(key: bytes, nonce: str) -> tuple[bytes, int] | None:
+    """``(serial tag, expiry)`` of a nonce sealed with ``key``, or None for any other."""
+    try:
+        raw = bytes.fromhex(nonce)
+    except ValueError:
+        return None
+    if len(raw) != NONCE_BYTES:
+        return None
+    body, mac = raw[:-_NONCE_MAC], raw[-_NONCE_MAC:]
+    want = hmac.new(key, _NONCE_CONTEXT + body, hashlib.sha256).digest()[:_NONCE_MAC]
+    if not hmac.compare_digest(mac, want):
+        return None
+    expires = int.from_bytes(body[_NONCE_RANDOM : _NONCE_RANDOM + 4], "big")
+    return body[_NONCE_RANDOM + 4 :], expires
+
+
 #: Seconds between looks at the log's size while it is idle.
 INDEX_POLL = 0.2
 
@@ -219,6 +258,7 @@ class ProvenanceLedger:
         devices: DeviceChainValidator | None = None,
         shared: bool = False,
         content_types: Callable[[Sequence[bytes]], dict[bytes, str]] | None = None,
+        challenge_key: bytes | None = None,
     ) -> None:
         """``shared``: other processes register into the same log and index (a PostgreSQL
         deployment). Entries they registered reach this process only through the log, so
@@ -241,8 +281,7 @@ class ProvenanceLedger:
         self._lock = threading.Lock()
         self._diverged = False
         self._task: asyncio.Task[None] | None = None
-        #: nonce -> (server serial, expiry): issued, not yet answered; oldest first.
-        self._challenges: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._challenge_key = challenge_key if challenge_key is not None else os.urandom(32)
         self._wakeup = asyncio.Event()
 
     # -- registration rules ---------------------------------------------------------------
@@ -256,12 +295,12 @@ class ProvenanceLedger:
             payload = screen(statement, org, kind, self.devices)
             if context.is_registered(statement.leaf_entry):
                 return  # registered before: the store keeps its one copy
-            nonces = self._issued_nonces(payload)
+            self._check_nonces(payload)
+            # Each nonce is used once: the model refuses a second use (in the tentative state
+            # now, and in log order in the index, whichever process registered it).
             self.accept(
                 Fact(statement.leaf_entry, org.name, statement.issued_at or 0, payload), context
             )
-            for nonce in nonces:
-                self._challenges.pop(nonce, None)  # answered: never again
 
         return rule
 
@@ -270,9 +309,12 @@ class ProvenanceLedger:
     def challenge(self, server_serial: str, count: int = 1, *, now: float | None = None) -> Issued:
         """Issue ``count`` fresh nonces for a known server's attestation or arrival.
 
-        Raises :class:`NotFound` (``node-unknown``) for a server no assembly built,
-        :class:`InvalidInput` for a count outside 1..:data:`MAX_CHALLENGE_COUNT`, and
-        :class:`RetryLater` when :data:`MAX_OPEN_CHALLENGES` are open.
+        Raises :class:`NotFound` (``node-unknown``) for a server no assembly built and
+        :class:`InvalidInput` for a count outside 1..:data:`MAX_CHALLENGE_COUNT`.
+
+        Nothing is remembered: each nonce carries its expiry and its server and is sealed
+        with the challenge key (:func:`seal_nonce`), so that every process holding the key
+        recognizes it, after a restart too.
         """
         if not 1 <= count <= MAX_CHALLENGE_COUNT:
             raise InvalidInput(
@@ -284,49 +326,33 @@ class ProvenanceLedger:
                 "no assembly record built a server with this serial", code="node-unknown"
             )
         moment = time.time() if now is None else now
-        self._expire(moment)
-        if len(self._challenges) + count > MAX_OPEN_CHALLENGES:
-            raise RetryLater(
-                "too many open challenges; answer or let some expire",
-                retry_after=5.0,
-                code="challenges-full",
-            )
-        expires = moment + self.policy.challenge_ttl
-        nonces = [secrets.token_hex(NONCE_BYTES) for _ in range(count)]
-        for nonce in nonces:
-            self._challenges[nonce] = (server_serial, expires)
-        return Issued(server_serial, tuple(nonces), int(expires))
+        expires = int(moment + self.policy.challenge_ttl)
+        nonces = [seal_nonce(self._challenge_key, server_serial, expires) for _ in range(count)]
+        return Issued(server_serial, tuple(nonces), expires)
 
-    def _expire(self, now: float) -> None:
-        while self._challenges:
-            nonce, (_, expires) = next(iter(self._challenges.items()))
-            if expires > now:
-                return
-            del self._challenges[nonce]
-
-    def _issued_nonces(self, payload: Payload, *, now: float | None = None) -> list[str]:
-        """The nonces of an attestation or arrival, each issued by this service for its
-        server and not expired (with ``require_challenge``); raises naming the first that
-        is not. Nothing is consumed here: only once the statement is accepted."""
+    def _check_nonces(self, payload: Payload, *, now: float | None = None) -> None:
+        """With ``require_challenge``: every nonce of an attestation or arrival was issued by
+        this service (any process holding the challenge key) for its server and has not
+        expired; raises naming the first that was not."""
         if isinstance(payload, AttestationResult):
             nonces = [payload.nonce]
         elif isinstance(payload, Arrival):
             nonces = [c.nonce for c in payload.devices_challenged]
         else:
-            return []
+            return
         if not self.policy.require_challenge:
-            return []
+            return
         moment = time.time() if now is None else now
         for nonce in nonces:
-            issued = self._challenges.get(nonce)
-            if issued is None:
+            opened = open_nonce(self._challenge_key, nonce)
+            if opened is None:
                 raise VerificationError(
-                    "a nonce this service did not issue, or one already answered or expired",
+                    "a nonce this service did not issue",
                     code="nonce-not-issued",
                     hint="Ask POST /provenance/v1/challenges for fresh nonces, then attest.",
                 )
-            serial, expires = issued
-            if serial != payload.server_serial:
+            tag, expires = opened
+            if tag != _serial_tag(payload.server_serial):
                 raise VerificationError(
                     "a nonce issued for another server", code="nonce-other-server"
                 )
@@ -334,7 +360,6 @@ class ProvenanceLedger:
                 raise VerificationError(
                     f"a nonce older than {self.policy.challenge_ttl} s", code="nonce-expired"
                 )
-        return nonces
 
     def accept(self, fact: Fact, context: RuleContext) -> None:
         """Apply ``fact`` to the tentative state and queue it, or raise its refusal."""

@@ -58,6 +58,7 @@ def service_app(
     index: IndexStore | None = None,
     max_statement_size: int = MAX_STATEMENT_SIZE,
     provenance_policy: ProvenancePolicy | None = None,
+    challenge_key: bytes | None = None,
     limits: RateLimits | None = None,
 ) -> FastAPI:
     """The full service over ``store``: read API, SCRAPI registration, administration.
@@ -88,6 +89,7 @@ def service_app(
         policy=provenance_policy,
         shared=isinstance(sequencer, SharedSequencer),
         content_types=store.content_types,
+        challenge_key=challenge_key,
     )
     service = TransparencyService(
         store=store,

@@ -426,19 +426,16 @@ def evidence_other_key(lab: AttackLab) -> AttackResult:
 @_scenario("replayed-nonce")
 def replayed_nonce(lab: AttackLab) -> AttackResult:
     """A captured attestation (the victim's good one) is signed again and registered as a
-    fresh result, to make the server look freshly attested. Sealtrail must refuse it:
-    ``nonce-not-issued`` when the service issues the nonces (``require_challenge``, the
-    default; an answered nonce is never accepted again), else the log's history rule
-    ``attestation-nonce-replayed``."""
+    fresh result, to make the server look freshly attested. Sealtrail must refuse it with
+    the log's history rule ``attestation-nonce-replayed``: a nonce is answered once, whoever
+    issued it."""
     serial = lab.victim_server().serial
     earlier = lab.journeys[serial].registered[f"attestation {serial}"]
     statement = parse_statement(earlier.statement, max_size=len(earlier.statement))
     payload = parse_attestation_result(statement.payload)
     later = (statement.issued_at or int(time.time())) + 1
     code, _ = lab.attempt(lab.fleet.operator, payload, serial, issued_at=later)
-    issued = lab.config.require_challenge if lab.config is not None else True
-    expected = "nonce-not-issued" if issued else "attestation-nonce-replayed"
-    return _result("replayed-nonce", expected, code)
+    return _result("replayed-nonce", "attestation-nonce-replayed", code)
 
 
 @_scenario("stale-attestation")

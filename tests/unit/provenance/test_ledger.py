@@ -27,6 +27,8 @@ from sealtrail.provenance import (
     ProvenancePolicy,
     ProvenanceViews,
     audit_log,
+    open_nonce,
+    seal_nonce,
 )
 from sealtrail.storage import (
     IndexStore,
@@ -341,7 +343,10 @@ async def test_attestations_must_answer_fresh_nonces_the_service_issued() -> Non
         ]
         used = w.evidence_result("srv-1", nonce=issued("srv-1", 1)[0])
         await chain.register(OPERATOR, used)
-        cases.append((used, "nonce-not-issued"))  # answered once: not again
+        cases.append((used, "attestation-nonce-replayed"))  # answered once: not again
+        forged = bytearray(issued("srv-1", 1)[0])
+        forged[0] ^= 1  # any bit of a sealed nonce changed
+        cases.append((w.evidence_result("srv-1", nonce=bytes(forged)), "nonce-not-issued"))
         old = ledger.challenge("srv-1", 1, now=time.time() - 120).nonces[0]
         cases.append((w.evidence_result("srv-1", nonce=bytes.fromhex(old)), "nonce-expired"))
         for payload, code in cases:
@@ -372,6 +377,48 @@ async def test_a_nonce_issued_for_another_server_is_refused_and_stays_open() -> 
             await chain.register(OPERATOR, chain.world.evidence_result("srv-1", nonce=nonce))
         assert caught.value.code == "nonce-other-server"
         await chain.register(OPERATOR, chain.world.evidence_result("srv-2", nonce=nonce))
+
+
+def test_nonces_are_sealed_with_the_challenge_key() -> None:
+    """Every process with the key recognizes a nonce (no state: a restart or another
+    process of the deployment keeps it valid); any other key or any changed bit does not."""
+    key, other = b"k" * 32, b"o" * 32
+    nonce = seal_nonce(key, "srv-1", 2_000_000_000)
+    assert len(bytes.fromhex(nonce)) == 32
+    opened = open_nonce(key, nonce)
+    assert opened is not None
+    assert opened[1] == 2_000_000_000
+    assert open_nonce(other, nonce) is None
+    raw = bytes.fromhex(nonce)
+    for i in range(len(raw)):
+        changed = bytearray(raw)
+        changed[i] ^= 0x80
+        assert open_nonce(key, changed.hex()) is None, f"byte {i}"
+    assert open_nonce(key, "zz") is None
+    assert open_nonce(key, nonce[:-2]) is None
+    assert seal_nonce(key, "srv-1", 1) != seal_nonce(key, "srv-1", 1), "fresh randomness"
+
+
+async def test_a_nonce_issued_by_one_process_is_answered_on_another() -> None:
+    policy = ProvenancePolicy(require_challenge=True)
+    async with signed_chain(policy=policy) as chain:
+        # Another process of the deployment: its own ledger, the same challenge key.
+        elsewhere = ProvenanceLedger(
+            MemoryIndex(),
+            statement=chain.store.get_statement,
+            org_of=lambda _: None,
+            policy=policy,
+            challenge_key=chain.ledger._challenge_key,
+        )
+
+        def issued(serial: str, count: int) -> list[bytes]:
+            elsewhere.tentative = chain.ledger.tentative  # it knows the same servers
+            return [bytes.fromhex(n) for n in elsewhere.challenge(serial, count).nonces]
+
+        for org, payload in facts(chain.world, "srv-1", "ship-1", challenge=issued):
+            await chain.register(org, payload)
+        nonce = issued("srv-1", 1)[0]
+        await chain.register(OPERATOR, chain.world.evidence_result("srv-1", nonce=nonce))
 
 
 # -- on PostgreSQL -------------------------------------------------------------------------------
