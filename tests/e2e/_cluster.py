@@ -161,8 +161,8 @@ class Load:
                         with self._lock:
                             self.acked[entry] = index
                         break
+                    # Counted, for the test to judge: only 5xx (and 429) are retryable.
                     self._count(f"http {r.status_code}")
-                    assert r.status_code >= 500 or r.status_code == 429, r.text
                     time.sleep(0.02)
 
     def _count(self, what: str) -> None:

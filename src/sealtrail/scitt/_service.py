@@ -81,6 +81,8 @@ WATERMARK_EVERY = 1.0
 #: Seconds between looks for organization records another process registered (a store
 #: shared by several processes).
 REGISTRY_POLL = 1.0
+#: Seconds between refreshes of the organizations prompted by an unknown issuer, at least.
+REFRESH_EVERY = 0.1
 
 
 def issuer_key(
@@ -360,6 +362,7 @@ class TransparencyService:
             None if self.shared else lambda: self._sequenced,
         )
         self._orgs_folded = 0
+        self._orgs_refreshed = 0.0
         self._registry_task: asyncio.Task[None] | None = None
         self._done: set[int] = set()
         self._sequenced = 0
@@ -448,6 +451,29 @@ class TransparencyService:
         if rule is not None:
             rule(statement, org, self)
         return statement, org
+
+    async def check_current(
+        self, data: bytes, *, now: float | None = None
+    ) -> tuple[SignedStatement, Organization]:
+        """:meth:`check`, with the organizations brought up to date first when the issuer
+        is unknown and another process may have just onboarded it (a shared store)."""
+        try:
+            return self.check(data, now=now)
+        except VerificationError as exc:
+            if not self.shared or exc.code != "issuer-unknown":
+                raise
+        await self._refresh_orgs()
+        return self.check(data, now=now)
+
+    async def _refresh_orgs(self) -> None:
+        """Fold new organization records now — unless that was done in the last
+        :data:`REFRESH_EVERY` seconds (then the caller waited for it, or it is recent
+        enough): unknown issuers cannot make every request read the store."""
+        async with self._org_lock:
+            if time.monotonic() - self._orgs_refreshed < REFRESH_EVERY:
+                return
+            await self._fold_orgs()
+            self._orgs_refreshed = time.monotonic()
 
     def is_registered(self, leaf_entry: bytes) -> bool:
         """:class:`RuleContext`: stored, or accepted and on its way to the store."""

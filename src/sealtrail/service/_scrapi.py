@@ -84,7 +84,7 @@ def add_scrapi_routes(
         if media != COSE:
             raise InvalidInput(f"send the statement as {COSE}", code="unsupported-media-type")
         data = await read_body(request, service.max_statement_size)
-        statement, _ = service.check(data)
+        statement, _ = await service.check_current(data)
         submission = service.submit_checked(statement)
         location = f"/entries/{statement.entry_id}"
         # Announce the entry (303) only once it is stored: from then on GET of its Location
