@@ -139,6 +139,8 @@ class Config:
     tls_client_ca: str | None = None
     max_attestation_age: int = DEFAULT_MAX_ATTESTATION_AGE
     require_challenge: bool = True
+    #: Every route needs a principal its persona allows ([auth] required; docs/auth.md).
+    auth_required: bool = False
     challenge_ttl: int = DEFAULT_CHALLENGE_TTL
     min_security_version: dict[str, int] = field(default_factory=dict)
 
@@ -296,6 +298,11 @@ def _render(config: Config) -> str:
         f"max_pending = {seq.max_pending}",
         f"max_pending_bytes = {seq.max_pending_bytes}",
         f"index_every = {seq.index_every}",
+        "",
+        "[auth]",
+        "# true: every request needs a token whose persona the route allows; statements'",
+        "# contents only for their organization, auditors and administrators (docs/auth.md).",
+        f"required = {_toml_value(config.auth_required)}",
         "",
         "[provenance]",
         "# Seconds a server's last passing attestation stays fresh (compliance sweep).",
@@ -580,8 +587,11 @@ def load_config(data_dir: Path) -> Config:
     server = raw.get("server", {})
     seq = raw.get("sequencer", {})
     prov = raw.get("provenance", {})
-    if not all(isinstance(t, dict) for t in (server, seq, prov)):
-        raise ConfigError(f"{CONFIG_FILE}: [server], [sequencer] and [provenance] must be tables")
+    auth = raw.get("auth", {})
+    if not all(isinstance(t, dict) for t in (server, seq, prov, auth)):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [server], [sequencer], [auth] and [provenance] must be tables"
+        )
     minimums = prov.get("min_security_version", {})
     if not isinstance(minimums, dict) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in minimums.values()
@@ -624,5 +634,6 @@ def load_config(data_dir: Path) -> Config:
         max_attestation_age=_positive(prov, "max_attestation_age", DEFAULT_MAX_ATTESTATION_AGE),
         min_security_version=dict(minimums),
         require_challenge=_get(prov, "require_challenge", bool, True),
+        auth_required=_get(auth, "required", bool, False),
         challenge_ttl=_positive(prov, "challenge_ttl", DEFAULT_CHALLENGE_TTL),
     )

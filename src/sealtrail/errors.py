@@ -9,7 +9,8 @@ Verification never returns ``False``: it raises a :class:`VerificationError`.
     Error                         base; .code, .hint, .diagnostics()
     ├── InvalidInput              the caller sent something malformed          -> 400
     │   └── TooLarge              over a documented size or count limit        -> 413
-    ├── Unauthorized              a missing or wrong administrator token       -> 401
+    ├── Unauthorized              a missing, unknown, revoked or expired token -> 401
+    ├── Forbidden                 a principal without the right to do this     -> 403
     ├── NotFound                  no such entry, tile or proof (yet)           -> 404
     ├── VerificationError         a proof, signature or note does not verify
     │   ├── InvalidProof          inclusion / consistency proof rejected
@@ -38,6 +39,7 @@ __all__ = [
     "Corruption",
     "Error",
     "Fenced",
+    "Forbidden",
     "InvalidInput",
     "InvalidProof",
     "InvalidSignature",
@@ -95,6 +97,13 @@ class Unauthorized(Error):
         "Send the administrator token as 'Authorization: Bearer <token>'; "
         "the server's operator issues it."
     )
+
+
+class Forbidden(Error):
+    """Authenticated, but this principal may not do this (docs/auth.md)."""
+
+    code = "forbidden"
+    hint = "Ask an administrator for a user with the right persona and organization."
 
 
 class NotFound(Error):

@@ -519,7 +519,7 @@ BAD: list[tuple[str, Callable[[Ctx], list[str | Path]], str]] = [
     (
         "org put: wrong token",
         lambda c: ["org", "put", "org.json", "--url", c.url, "--token-file", "wrong.token"],
-        "unauthorized",
+        "token-unknown",
     ),
     (
         "org put: not a record",

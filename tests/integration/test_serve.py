@@ -51,7 +51,7 @@ def test_serve_registers_and_rotation_keeps_old_receipts_valid(data: tuple[Path,
             headers={"authorization": "Bearer not-the-token"},
         )
         assert bad.status_code == 401
-        assert bad.json()["code"] == "unauthorized"
+        assert bad.json()["code"] == "token-unknown"
         assert httpx.get(url + "/log/v1/info").json()["size"] == size
         onboard(url, token, issuer)
         entry, old_receipt = register(url, first)

@@ -78,6 +78,7 @@ def _writing_app(config: Config) -> FastAPI:
         max_statement_size=config.max_statement_size,
         provenance_policy=policy(config),
         challenge_key=config.challenge_key(),
+        auth_required=config.auth_required,
         limits=_limits(config),
     )
 

@@ -280,6 +280,12 @@ class ProvenanceLedger:
         # Guards the queue and the index's commits against the indexer's worker thread.
         self._lock = threading.Lock()
         self._diverged = False
+        #: The index's applied size that the tentative state reflects (shared stores: an
+        #: index that moved past it holds another process's entries).
+        self._applied_mark = 0
+        self._reader: LogReader | None = None
+        self._refreshing = asyncio.Lock()
+        self._refreshed_size = -1
         self._task: asyncio.Task[None] | None = None
         self._challenge_key = challenge_key if challenge_key is not None else os.urandom(32)
         self._wakeup = asyncio.Event()
@@ -320,6 +326,8 @@ class ProvenanceLedger:
             raise InvalidInput(
                 f"count must be 1..{MAX_CHALLENGE_COUNT}", code="challenge-bad-count"
             )
+        if self._diverged:
+            self._rebuild(None)
         node = self.tentative.rows.get("node", server_serial)
         if node is None or node["type"] != "server":
             raise NotFound(
@@ -383,7 +391,9 @@ class ProvenanceLedger:
     def _rebuild(self, context: RuleContext | None) -> None:
         """The tentative state again: the index's rows, then the queue still to come."""
         with self._lock:
+            mark = self.index.applied_size()
             state = ProvenanceState(load_rows(self.index), policy=self.policy)
+            self._applied_mark = mark
             kept: deque[_Accepted] = deque()
             for accepted in self._queue:
                 if context is not None and not context.is_registered(accepted.fact.entry_id):
@@ -414,7 +424,33 @@ class ProvenanceLedger:
                 self._diverged = True  # another process indexed them first: read on
                 continue
             done += stop - start
+            with self._lock:
+                self._applied_mark = max(self._applied_mark, stop)
+        if self.shared:
+            # Entries another process indexed (this one found nothing left to do, say) are
+            # not in the tentative state: it is rebuilt before the next check.
+            applied = self.index.applied_size()
+            with self._lock:
+                if applied != self._applied_mark:
+                    self._diverged = True
         return done
+
+    async def refresh(self) -> None:
+        """A shared store: bring the index up to the log as it is now, and the tentative
+        state up to the index — what another process registered a moment ago, before a
+        refusal that rests on the state is final. Only when the log grew since the last
+        refresh (one checkpoint read otherwise); callers wait for the one running."""
+        reader = self._reader
+        if reader is None:
+            return
+        async with self._refreshing:
+            size = await asyncio.to_thread(reader.size)
+            if size == self._refreshed_size and not self._diverged:
+                return
+            await asyncio.to_thread(self.catch_up, reader)
+            if self._diverged:
+                self._rebuild(None)
+            self._refreshed_size = size
 
     def apply_entries(self, start: int, leaves: Sequence[bytes]) -> None:
         """Apply log entries ``start, start + 1, …`` (their leaf entries) to the index.
@@ -495,7 +531,9 @@ class ProvenanceLedger:
 
     async def start(self, reader: LogReader) -> None:
         """Bring the index up to the log, seed the tentative state, and follow the log."""
+        self._reader = reader
         await asyncio.to_thread(self.catch_up, reader)
+        self._applied_mark = await asyncio.to_thread(self.index.applied_size)
         self.tentative = ProvenanceState(
             await asyncio.to_thread(load_rows, self.index), policy=self.policy
         )

@@ -196,6 +196,11 @@ class Refused(VerificationError):
     """A fact the log's history refuses: :meth:`ProvenanceState.apply` reports it as an
     :class:`Outcome`, registration raises it."""
 
+    #: The refusal rests on the log's history as this process knows it (see
+    #: ``TransparencyService.check_current``: on a shared store it is asked again once the
+    #: history is brought up to date).
+    depends_on_history = True
+
     code = "provenance-refused"
 
 

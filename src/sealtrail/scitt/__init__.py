@@ -32,6 +32,17 @@ from ._statement import (
     entry_id,
     parse_statement,
 )
+from ._users import (
+    PERSONAS,
+    USER_RECORD_TYPE,
+    Token,
+    User,
+    Users,
+    new_token,
+    parse_user_record,
+    token_hash,
+    user_record,
+)
 from ._verify import VerifiedStatement, verify_transparent_statement
 
 __all__ = [
@@ -41,6 +52,8 @@ __all__ = [
     "MAX_STATEMENT_SIZE_LIMIT",
     "NAME_BY_ALG",
     "ORG_RECORD_TYPE",
+    "PERSONAS",
+    "USER_RECORD_TYPE",
     "ChainValidator",
     "CoseSign1",
     "Header",
@@ -54,7 +67,10 @@ __all__ = [
     "RuleContext",
     "SignedStatement",
     "Submission",
+    "Token",
     "TransparencyService",
+    "User",
+    "Users",
     "VerifiedStatement",
     "add_receipts",
     "cose_key",
@@ -66,11 +82,15 @@ __all__ = [
     "issuer_key",
     "key_id",
     "load_certificates",
+    "new_token",
     "parse_org_record",
     "parse_statement",
+    "parse_user_record",
     "sign1",
     "sign_statement",
     "split_transparent",
+    "token_hash",
+    "user_record",
     "verifier_from_cose_key",
     "verify_receipt",
     "verify_transparent_statement",

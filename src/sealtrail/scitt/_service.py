@@ -28,8 +28,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -58,6 +59,7 @@ from ._statement import (
     SignedStatement,
     parse_statement,
 )
+from ._users import USER_RECORD_TYPE, User, Users, parse_user_record, user_record
 
 __all__ = [
     "PayloadRule",
@@ -81,8 +83,6 @@ WATERMARK_EVERY = 1.0
 #: Seconds between looks for organization records another process registered (a store
 #: shared by several processes).
 REGISTRY_POLL = 1.0
-#: Seconds between refreshes of the organizations prompted by an unknown issuer, at least.
-REFRESH_EVERY = 0.1
 
 
 def issuer_key(
@@ -361,8 +361,14 @@ class TransparencyService:
             self._mark_sequenced,
             None if self.shared else lambda: self._sequenced,
         )
-        self._orgs_folded = 0
-        self._orgs_refreshed = 0.0
+        self.users = Users()
+        #: Records of each administrative content type folded so far (store order).
+        self._folded = {ORG_RECORD_TYPE: 0, USER_RECORD_TYPE: 0}
+        # Folding runs on the loop's worker threads and in an indexer's: one at a time.
+        self._fold_lock = threading.Lock()
+        #: Set by a layer above whose payload rules rest on the log's history (the
+        #: provenance ledger): brings that history up to date on a shared store.
+        self.refresh_history: Callable[[], Awaitable[None]] | None = None
         self._registry_task: asyncio.Task[None] | None = None
         self._done: set[int] = set()
         self._sequenced = 0
@@ -394,23 +400,45 @@ class TransparencyService:
                 await asyncio.to_thread(self.store.write_sequenced, self._sequenced)
 
     async def _fold_orgs(self) -> None:
-        """Apply the stored organization records not folded yet, in store order.
+        await asyncio.to_thread(self.fold_records)
+
+    def org_name(self, issuer: str) -> str | None:
+        """The organization of ``issuer``; on a shared store, the records another process
+        registered are folded in first when it is not known (blocking: an indexer's thread)."""
+        name = self.registry.name_of(issuer)
+        if name is None and self.shared:
+            self.fold_records()
+            name = self.registry.name_of(issuer)
+        return name
+
+    def fold_records(self) -> None:
+        """Apply the stored organization and user records not folded yet, in store order
+        (blocking; any thread).
 
         A record that does not apply (two processes that each registered the next version of
-        one organization: the later one lost the race) is skipped with a warning, the same
-        way every time the registry is rebuilt.
+        one organization or user: the later one lost the race) is skipped with a warning,
+        the same way every time the registry is rebuilt.
         """
-        records = await asyncio.to_thread(self.store.statements_of_type, ORG_RECORD_TYPE)
-        for record in records[self._orgs_folded :]:
+        folds: tuple[tuple[str, Callable[[bytes], None]], ...] = (
+            (ORG_RECORD_TYPE, lambda payload: self.registry.apply(parse_org_record(payload))),
+            (USER_RECORD_TYPE, lambda payload: self.users.apply(parse_user_record(payload))),
+        )
+        with self._fold_lock:
+            for content_type, fold in folds:
+                self._fold_type(content_type, fold)
+
+    def _fold_type(self, content_type: str, fold: Callable[[bytes], None]) -> None:
+        records = self.store.statements_of_type(content_type)
+        for record in records[self._folded[content_type] :]:
             statement = parse_statement(record.body)
-            self._orgs_folded += 1
+            self._folded[content_type] += 1
             if statement.issuer != self.issuer:
                 continue  # only the service's own records count
             self._verify_service_signature(statement)
             try:
-                self.registry.apply(parse_org_record(statement.payload))
+                fold(statement.payload)
             except InvalidInput as exc:
-                log.warning("organization record %s not applied: %s", record.entry_id.hex(), exc)
+                log.warning("record %s not applied: %s", record.entry_id.hex(), exc)
 
     async def _follow_orgs(self) -> None:
         while True:
@@ -460,20 +488,23 @@ class TransparencyService:
         try:
             return self.check(data, now=now)
         except VerificationError as exc:
-            if not self.shared or exc.code != "issuer-unknown":
+            if not self.shared:
                 raise
-        await self._refresh_orgs()
+            if exc.code == "issuer-unknown":
+                await self.refresh_orgs()
+            elif getattr(exc, "depends_on_history", False) and self.refresh_history is not None:
+                # A payload rule refused it on the history this process has seen; another
+                # process may have registered what it rests on a moment ago.
+                await self.refresh_history()
+            else:
+                raise
         return self.check(data, now=now)
 
-    async def _refresh_orgs(self) -> None:
-        """Fold new organization records now — unless that was done in the last
-        :data:`REFRESH_EVERY` seconds (then the caller waited for it, or it is recent
-        enough): unknown issuers cannot make every request read the store."""
+    async def refresh_orgs(self) -> None:
+        """Fold new organization and user records now (one at a time: callers wait for the
+        one running, then read again; a fold applies only what is new)."""
         async with self._org_lock:
-            if time.monotonic() - self._orgs_refreshed < REFRESH_EVERY:
-                return
             await self._fold_orgs()
-            self._orgs_refreshed = time.monotonic()
 
     def is_registered(self, leaf_entry: bytes) -> bool:
         """:class:`RuleContext`: stored, or accepted and on its way to the store."""
@@ -550,17 +581,66 @@ class TransparencyService:
             return await self._put_organization(org, record_json)
 
     async def _put_organization(self, org: Organization, record_json: bytes) -> Registration:
+        return await self._put_record(
+            ORG_RECORD_TYPE,
+            f"org:{org.name}",
+            record_json,
+            check=lambda: self.registry.check(org),
+            in_effect=lambda: self.registry.get(org.name) == org,
+            apply=lambda: self.registry.apply(org),
+            lost=Conflict(
+                f"another process registered version {org.version} of {org.name} first; "
+                "this record is in the log but not in effect",
+                code="org-version",
+                hint="Read the organization again and send the next version.",
+            ),
+        )
+
+    async def put_user(self, user: User) -> Registration:
+        """Register a user record (persona, organization, token hashes), signed by the
+        service, then apply it. Raises ``user-version`` for a version that is not next."""
+        record = user_record(user)
+        parse_user_record(record)  # what the fold will read back
+        async with self._org_lock:
+            return await self._put_record(
+                USER_RECORD_TYPE,
+                f"user:{user.name}",
+                record,
+                check=lambda: self.users.check(user),
+                in_effect=lambda: self.users.get(user.name) == user,
+                apply=lambda: self.users.apply(user),
+                lost=Conflict(
+                    f"another process registered version {user.version} of user {user.name} "
+                    "first; this record is in the log but not in effect",
+                    code="user-version",
+                    hint="Read the user again and retry.",
+                ),
+            )
+
+    async def _put_record(
+        self,
+        content_type: str,
+        subject: str,
+        record_json: bytes,
+        *,
+        check: Callable[[], None],
+        in_effect: Callable[[], bool],
+        apply: Callable[[], None],
+        lost: Error,
+    ) -> Registration:
+        """Sign an administrative record with the service key and register it; then it is
+        in effect (with ``_org_lock`` held: check, log and apply do not interleave)."""
         if self.shared:
             await self._fold_orgs()
-        self.registry.check(org)
+        check()
         data = sign1(
             self.signer,
             protected={
-                Header.CONTENT_TYPE: ORG_RECORD_TYPE,
+                Header.CONTENT_TYPE: content_type,
                 Header.KID: key_id(self.signer.verifier()),
                 Header.CWT_CLAIMS: {
                     Claim.ISS: self.issuer,
-                    Claim.SUB: f"org:{org.name}",
+                    Claim.SUB: subject,
                     Claim.IAT: int(time.time()),
                 },
             },
@@ -570,16 +650,11 @@ class TransparencyService:
         registration = await self.register_checked(statement)
         if self.shared:
             await self._fold_orgs()  # with any other process's records, in store order
-            if self.registry.get(org.name) != org:
-                raise Conflict(
-                    f"another process registered version {org.version} of {org.name} first; "
-                    "this record is in the log but not in effect",
-                    code="org-version",
-                    hint="Read the organization again and send the next version.",
-                )
+            if not in_effect():
+                raise lost
         else:
-            self.registry.apply(org)
-            self._orgs_folded += 1
+            apply()
+            self._folded[content_type] += 1
         return registration
 
     def _verify_service_signature(self, statement: SignedStatement) -> None:
@@ -595,6 +670,10 @@ class TransparencyService:
 
     def statement(self, entry_id: str) -> bytes:
         return self._record(entry_id).body
+
+    def statement_record(self, entry_id: str) -> StatementRecord:
+        """The stored record of a statement by entry id (hex); ``entry-unknown`` if none."""
+        return self._record(entry_id)
 
     def _record(self, entry_id: str) -> StatementRecord:
         try:

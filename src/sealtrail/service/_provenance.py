@@ -18,11 +18,12 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from sealtrail.errors import Corruption, InvalidInput
+from sealtrail.errors import Corruption, InvalidInput, NotFound
 from sealtrail.provenance import (
     MAX_ID_LENGTH,
     MAX_TIMELINE,
     ComplianceState,
+    Issued,
     ProvenanceLedger,
     ProvenanceViews,
     entry_doc,
@@ -225,6 +226,16 @@ def _answer(doc: dict[str, Any]) -> JSONResponse:
     return JSONResponse(doc, headers=NO_STORE)
 
 
+async def _challenge(ledger: ProvenanceLedger, serial: str, count: int) -> Issued:
+    try:
+        return ledger.challenge(serial, count)
+    except NotFound as exc:
+        if not ledger.shared or exc.code != "node-unknown":
+            raise
+    await ledger.refresh()  # assembled through another process a moment ago?
+    return ledger.challenge(serial, count)
+
+
 def add_provenance_routes(
     app: FastAPI, ledger: ProvenanceLedger, service: TransparencyService
 ) -> None:
@@ -254,7 +265,7 @@ def add_provenance_routes(
                 "server_serial must be a string and count an integer",
                 code="challenge-request-invalid",
             )
-        issued = ledger.challenge(_name(serial, "a serial", "serial-invalid"), count)
+        issued = await _challenge(ledger, _name(serial, "a serial", "serial-invalid"), count)
         return JSONResponse(
             {
                 "server_serial": issued.server_serial,

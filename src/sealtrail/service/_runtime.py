@@ -60,6 +60,7 @@ def service_app(
     provenance_policy: ProvenancePolicy | None = None,
     challenge_key: bytes | None = None,
     limits: RateLimits | None = None,
+    auth_required: bool = False,
 ) -> FastAPI:
     """The full service over ``store``: read API, SCRAPI registration, administration.
 
@@ -85,7 +86,7 @@ def service_app(
     ledger = ProvenanceLedger(
         index if index is not None else open_index("memory:"),
         statement=store.get_statement,
-        org_of=lambda issuer: service.registry.name_of(issuer),  # noqa: PLW0108 (built below)
+        org_of=lambda issuer: service.org_name(issuer),  # noqa: PLW0108 (built below)
         policy=provenance_policy,
         shared=isinstance(sequencer, SharedSequencer),
         content_types=store.content_types,
@@ -101,6 +102,8 @@ def service_app(
         payload_rules=ledger.rules() if payload_rules is None else payload_rules,
         max_statement_size=max_statement_size,
     )
+
+    service.refresh_history = ledger.refresh
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -124,6 +127,7 @@ def service_app(
         ledger=ledger,
         lifespan=lifespan,
         limits=limits,
+        auth_required=auth_required,
     )
     add_passport_routes(app, ledger=ledger, service=service)
     app.state.sequencer = sequencer

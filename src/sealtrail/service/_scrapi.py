@@ -10,8 +10,6 @@ checkpoint, then 200 with a receipt against the latest checkpoint.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 from typing import Any
 
 import cbor2
@@ -19,8 +17,10 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from sealtrail.errors import InvalidInput, NotFound, TooLarge, Unauthorized
-from sealtrail.scitt import Registration, TransparencyService
+from sealtrail.errors import InvalidInput, NotFound, TooLarge
+from sealtrail.scitt import Registration, TransparencyService, parse_statement
+
+from ._auth import Auth, Principal
 
 __all__ = ["REGISTER_WAIT", "add_scrapi_routes", "read_body"]
 
@@ -74,9 +74,7 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def add_scrapi_routes(
-    app: FastAPI, service: TransparencyService, *, admin_token_hash: bytes | None = None
-) -> None:
+def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> None:
     @app.post("/entries", tags=["scrapi"], status_code=201, response_class=Response)
     async def register(request: Request) -> Response:
         """Register a signed statement (``application/cose``)."""
@@ -84,6 +82,8 @@ def add_scrapi_routes(
         if media != COSE:
             raise InvalidInput(f"send the statement as {COSE}", code="unsupported-media-type")
         data = await read_body(request, service.max_statement_size)
+        if auth.required:
+            await _authorize_write(service, auth, request.state.principal, data)
         statement, _ = await service.check_current(data)
         submission = service.submit_checked(statement)
         location = f"/entries/{statement.entry_id}"
@@ -119,16 +119,22 @@ def add_scrapi_routes(
         return Response(data, media_type=COSE, headers=NO_STORE)
 
     @app.get("/entries/{entry_id}/statement", tags=["scrapi"], response_class=Response)
-    async def statement(entry_id: str) -> Response:
-        """The signed statement as registered."""
-        data = await run_in_threadpool(service.statement, entry_id)
+    async def statement(entry_id: str, request: Request) -> Response:
+        """The signed statement as registered (its organization, auditors, administrators)."""
+        record = await run_in_threadpool(service.statement_record, entry_id)
+        auth.may_read(request.state.principal, service.registry.name_of(record.issuer))
+        cache = "private" if auth.required else "public"
         return Response(
-            data, media_type=COSE, headers={"Cache-Control": "public, max-age=31536000, immutable"}
+            record.body,
+            media_type=COSE,
+            headers={"Cache-Control": f"{cache}, max-age=31536000, immutable"},
         )
 
     @app.get("/entries/{entry_id}/transparent-statement", tags=["scrapi"], response_class=Response)
-    async def transparent(entry_id: str) -> Response:
+    async def transparent(entry_id: str, request: Request) -> Response:
         """The statement with a fresh receipt in its unprotected header (label 394)."""
+        record = await run_in_threadpool(service.statement_record, entry_id)
+        auth.may_read(request.state.principal, service.registry.name_of(record.issuer))
         data = await run_in_threadpool(service.transparent_statement, entry_id)
         return Response(data, media_type=COSE, headers=NO_STORE)
 
@@ -149,21 +155,16 @@ def add_scrapi_routes(
             headers={"Cache-Control": "public, max-age=300"},
         )
 
-    @app.put("/admin/organizations/{name}", tags=["admin"])
-    async def put_organization(name: str, request: Request) -> JSONResponse:
-        """Onboard or change an organization (its record becomes a log entry)."""
-        _check_admin(request, admin_token_hash)
-        data = await read_body(request, 256 * 1024)
-        registration = await service.put_organization(data, expected_name=name)
-        return JSONResponse(
-            {"entry_id": registration.entry_id, "index": registration.index}, status_code=201
-        )
 
-
-def _check_admin(request: Request, token_hash: bytes | None) -> None:
-    if token_hash is None:
-        raise Unauthorized("administration is disabled on this server")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    given = hashlib.sha256(token.strip().encode()).digest()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given, token_hash):
-        raise Unauthorized("a valid administrator token is required")
+async def _authorize_write(
+    service: TransparencyService, auth: Auth, principal: Principal, data: bytes
+) -> None:
+    """May ``principal`` register this statement? Asked before any check that may remember
+    the statement (a payload rule), so that a write it may not make changes nothing."""
+    statement = parse_statement(data, max_size=service.max_statement_size)
+    org = service.registry.name_of(statement.issuer)
+    if org is None and service.shared:
+        await service.refresh_orgs()
+        org = service.registry.name_of(statement.issuer)
+    if org is not None:  # else the check refuses it: issuer-unknown
+        auth.may_register(principal, statement, org)

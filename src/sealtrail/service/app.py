@@ -8,12 +8,10 @@ provenance ledger as well, the read-only provenance queries under ``/provenance/
 
 from __future__ import annotations
 
-import hmac
 import math
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
@@ -26,6 +24,7 @@ from sealtrail.errors import (
     Conflict,
     Corruption,
     Error,
+    Forbidden,
     InvalidInput,
     NotFound,
     RateLimited,
@@ -40,6 +39,8 @@ from sealtrail.merkle import HASH_SIZE, MerkleError, parse_tile_path
 from sealtrail.provenance import ProvenanceLedger
 from sealtrail.scitt import TransparencyService
 
+from ._admin import add_admin_routes
+from ._auth import Auth
 from ._limits import RateLimiter, RateLimitMiddleware, RateLimits
 from ._problems import problem_response
 from ._provenance import add_provenance_routes
@@ -59,6 +60,7 @@ _STATUS: list[tuple[type[Error], int]] = [
     (TooLarge, 413),
     (InvalidInput, 400),
     (Unauthorized, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     # A statement whose signature, chain or policy check fails is a bad request.
     (VerificationError, 400),
@@ -106,22 +108,28 @@ def create_app(
     ledger: ProvenanceLedger | None = None,
     lifespan: Any = None,  # noqa: ANN401 (FastAPI's own lifespan type)
     limits: RateLimits | None = None,
+    auth_required: bool = False,
 ) -> FastAPI:
     """Build the app over a reader; with ``service``, also the SCRAPI registration routes;
     with ``ledger`` (and ``service``, which issues the timelines' receipts), also the
     provenance query routes (docs/queries.md); with ``limits``, per-client request budgets
-    (429 over them; docs/limits.md). Without ``limits`` nothing is rate limited.
+    (429 over them; docs/limits.md). Without ``limits`` nothing is rate limited. With
+    ``auth_required`` every route needs a principal its persona allows (docs/auth.md).
 
     Without a service the app is read-only and stateless (any number may serve one store).
     """
     if ledger is not None and service is None:
         raise TypeError("the provenance routes need the transparency service (receipts)")
+    auth = Auth(service, admin_token_hash, required=auth_required)
     app = FastAPI(
         title="Sealtrail",
         version=sealtrail.__version__,
         summary="A tamper-evident provenance ledger built on a verifiable log.",
         lifespan=lifespan,
+        # Every route, those added later included, resolves its principal first.
+        dependencies=[Depends(auth.authorize)],
     )
+    app.state.auth = auth
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     if limits is not None:
         # Added last, so it runs first: a refused request costs no more than this check.
@@ -129,13 +137,14 @@ def create_app(
             RateLimitMiddleware,
             limiter=RateLimiter(limits),
             refuse=_refusal,
-            token_known=_token_check(admin_token_hash),
+            token_known=auth.token_known,
         )
     _add_problem_handlers(app)
     _add_tlog_tiles_routes(app, reader)
     _add_log_routes(app, reader, verifier_key)
     if service is not None:
-        add_scrapi_routes(app, service, admin_token_hash=admin_token_hash)
+        add_scrapi_routes(app, service, auth)
+        add_admin_routes(app, service, auth)
         if ledger is not None:
             add_provenance_routes(app, ledger, service)
     return app
@@ -184,15 +193,6 @@ def _add_problem_handlers(app: FastAPI) -> None:
 def _refusal(exc: RateLimited) -> Response:
     """The answer to a request over its budget, in the shape of every other error."""
     return problem_response(exc, _status_of(exc), headers=_headers_for(exc))
-
-
-def _token_check(admin_token_hash: bytes | None) -> Callable[[bytes], bool]:
-    """Whether a bearer token's SHA-256 is one this app knows (the administrator's)."""
-
-    def known(digest: bytes) -> bool:
-        return admin_token_hash is not None and hmac.compare_digest(digest, admin_token_hash)
-
-    return known
 
 
 def _status_of(exc: Error) -> int:

@@ -1,0 +1,203 @@
+"""Users, their persona and their API tokens — as log entries, like organizations.
+
+A user record is a JSON document the service signs and registers (content type
+:data:`USER_RECORD_TYPE`); the users the service authenticates are the fold of those
+records in registration order, and every change (a user added, a token issued or revoked,
+a user disabled) is in the log with a receipt. A record's ``version`` must be exactly one
+more than the user's current one.
+
+A token is ``stk_<id>_<secret>`` (the id names it in records and in the revocation route;
+the secret is 32 random bytes, url-safe base64). Only its SHA-256 is in the record: the
+token itself is shown once, to the administrator who issued it, and kept nowhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sealtrail.errors import InvalidInput
+
+__all__ = [
+    "PERSONAS",
+    "USER_RECORD_TYPE",
+    "Token",
+    "User",
+    "Users",
+    "new_token",
+    "parse_user_record",
+    "token_hash",
+    "user_record",
+]
+
+USER_RECORD_TYPE = "application/vnd.sealtrail.user+json"
+#: The personas a user may have (docs/auth.md says what each may do). ``public`` is
+#: nobody's: it is what a request without a token is.
+PERSONAS = ("admin", "supplier", "carrier", "operator", "auditor")
+#: Personas that act for one organization (their records name it).
+ORG_PERSONAS = frozenset({"supplier", "carrier", "operator"})
+#: Most tokens a user holds at once (issued, not revoked; expired ones count until revoked).
+MAX_TOKENS = 16
+RECORD_FIELDS = frozenset({"user", "version", "org", "persona", "tokens", "disabled"})
+TOKEN_FIELDS = frozenset({"id", "sha256", "expires"})
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_TOKEN_ID = re.compile(r"[0-9a-f]{16}")
+TOKEN_PREFIX = "stk_"  # noqa: S105 (a prefix, not a secret)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One API token of a user: its id, the SHA-256 of the whole token, its expiry."""
+
+    id: str
+    sha256: bytes
+    expires: int
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    version: int
+    persona: str
+    org: str | None = None
+    tokens: tuple[Token, ...] = field(default=())
+    disabled: bool = False
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def new_token(expires: int) -> tuple[str, Token]:
+    """A fresh token (SECRET: show it once) and its record entry."""
+    token_id = secrets.token_hex(8)
+    token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+    return token, Token(token_id, token_hash(token), expires)
+
+
+def _invalid(message: str) -> InvalidInput:
+    return InvalidInput(f"user record: {message}", code="user-record-invalid")
+
+
+def _known(doc: Mapping[str, Any], fields: frozenset[str], what: str) -> None:
+    if not set(doc) <= fields:
+        raise _invalid(f"{what} has a field this version does not know (docs/auth.md)")
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_user_record(payload: bytes) -> User:
+    """Read a user record (JSON); :class:`InvalidInput` (``user-record-invalid``) naming
+    what is wrong."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise _invalid("not JSON") from None
+    if not isinstance(doc, dict):
+        raise _invalid("must be an object")
+    _known(doc, RECORD_FIELDS, "the record")
+    name, version, persona = doc.get("user"), _int(doc.get("version")), doc.get("persona")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise _invalid("user must be 1..64 of a-z 0-9 . _ - (starting with a letter or digit)")
+    if version is None or version < 1:
+        raise _invalid("version must be an integer >= 1")
+    if persona not in PERSONAS:
+        raise _invalid(f"persona must be one of {', '.join(PERSONAS)}")
+    org = doc.get("org")
+    if persona in ORG_PERSONAS:
+        if not isinstance(org, str) or not 0 < len(org) <= 128:
+            raise _invalid(f"a {persona} acts for an organization: org is required")
+    elif org is not None:
+        raise _invalid(f"a {persona} acts for no organization: leave org out")
+    tokens = _tokens(doc.get("tokens", []))
+    disabled = doc.get("disabled", False)
+    if not isinstance(disabled, bool):
+        raise _invalid("disabled must be true or false")
+    return User(name, version, persona, org, tokens, disabled)
+
+
+def _tokens(raw_tokens: object) -> tuple[Token, ...]:
+    if not isinstance(raw_tokens, list) or len(raw_tokens) > MAX_TOKENS:
+        raise _invalid(f"tokens must be a list of at most {MAX_TOKENS}")
+    tokens: list[Token] = []
+    for raw in raw_tokens:
+        if not isinstance(raw, dict):
+            raise _invalid("tokens hold objects")
+        _known(raw, TOKEN_FIELDS, "a token")
+        token_id, digest, expires = raw.get("id"), raw.get("sha256"), _int(raw.get("expires"))
+        if not isinstance(token_id, str) or not _TOKEN_ID.fullmatch(token_id):
+            raise _invalid("a token id is 16 hex digits")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise _invalid("a token's sha256 is 64 hex digits")
+        if expires is None or expires <= 0:
+            raise _invalid("a token's expires is a positive integer (seconds since the epoch)")
+        tokens.append(Token(token_id, bytes.fromhex(digest), expires))
+    if len({t.id for t in tokens}) != len(tokens):
+        raise _invalid("two tokens with one id")
+    return tuple(tokens)
+
+
+def user_record(user: User) -> bytes:
+    """The record of ``user``, as :func:`parse_user_record` reads it (canonical JSON)."""
+    doc: dict[str, Any] = {"user": user.name, "version": user.version, "persona": user.persona}
+    if user.org is not None:
+        doc["org"] = user.org
+    doc["tokens"] = [
+        {"id": t.id, "sha256": t.sha256.hex(), "expires": t.expires} for t in user.tokens
+    ]
+    if user.disabled:
+        doc["disabled"] = True
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+class Users:
+    """The current users, folded from their records; token lookup by hash. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, User] = {}
+        self._by_token: dict[bytes, tuple[str, Token]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, user: User) -> None:
+        """Raise unless ``user`` may be applied as its next record."""
+        with self._lock:
+            current = self._users.get(user.name)
+        want = 1 if current is None else current.version + 1
+        if user.version != want:
+            raise InvalidInput(
+                f"user {user.name} is at version {want - 1}; the next record is {want}",
+                code="user-version",
+            )
+
+    def apply(self, user: User) -> None:
+        self.check(user)
+        with self._lock:
+            old = self._users.get(user.name)
+            if old is not None:
+                for token in old.tokens:
+                    self._by_token.pop(token.sha256, None)
+            self._users[user.name] = user
+            for token in user.tokens:
+                self._by_token[token.sha256] = (user.name, token)
+
+    def get(self, name: str) -> User | None:
+        with self._lock:
+            return self._users.get(name)
+
+    def all(self) -> list[User]:
+        with self._lock:
+            return sorted(self._users.values(), key=lambda u: u.name)
+
+    def by_token(self, digest: bytes) -> tuple[User, Token] | None:
+        """The user and token whose SHA-256 is ``digest``, if any (expiry not checked)."""
+        with self._lock:
+            found = self._by_token.get(digest)
+            return None if found is None else (self._users[found[0]], found[1])

@@ -1,0 +1,147 @@
+"""Administration: organizations and users, each change a service-signed log entry.
+
+``PUT /admin/organizations/{name}`` takes an organization record (docs/scitt.md). The user
+routes (docs/auth.md) keep the user records: ``PUT /admin/users/{name}`` sets a user's
+persona and organization (or disables it), ``POST /admin/users/{name}/tokens`` issues a
+token — returned in that one answer, never again — and ``DELETE
+/admin/users/{name}/tokens/{id}`` revokes one. Every route needs the administrator token or
+an admin user; none of them can remove or change an entry already in the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from sealtrail.errors import InvalidInput, NotFound, TooLarge
+from sealtrail.scitt import PERSONAS, Registration, TransparencyService, User, new_token
+
+from ._auth import Auth
+from ._scrapi import NO_STORE, read_body
+
+__all__ = ["DEFAULT_TOKEN_DAYS", "MAX_TOKEN_DAYS", "add_admin_routes"]
+
+#: A token's lifetime when the request names none, and the longest it may ask for.
+DEFAULT_TOKEN_DAYS = 90
+MAX_TOKEN_DAYS = 366
+#: Largest body of an administrative request (an organization record holds certificates).
+MAX_ADMIN_BODY = 256 * 1024
+_USER_FIELDS = frozenset({"persona", "org", "disabled"})
+
+
+def _json_object(data: bytes, fields: frozenset[str], what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput(f"{what} is not JSON", code="admin-request-invalid") from None
+    if not isinstance(doc, dict) or not set(doc) <= fields:
+        raise InvalidInput(
+            f"{what} is an object with at most: {', '.join(sorted(fields))}",
+            code="admin-request-invalid",
+        )
+    return doc
+
+
+def _registered(registration: Registration, **extra: object) -> dict[str, object]:
+    return {"entry_id": registration.entry_id, "index": registration.index, **extra}
+
+
+def _public(user: User) -> dict[str, object]:
+    """A user as the administrator sees it: never a token hash."""
+    return {
+        "user": user.name,
+        "version": user.version,
+        "persona": user.persona,
+        "org": user.org,
+        "disabled": user.disabled,
+        "tokens": [{"id": t.id, "expires": t.expires} for t in user.tokens],
+    }
+
+
+def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> None:
+    @app.put("/admin/organizations/{name}", tags=["admin"])
+    async def put_organization(name: str, request: Request) -> JSONResponse:
+        """Onboard or change an organization (its record becomes a log entry)."""
+        auth.check_admin(request)
+        data = await read_body(request, MAX_ADMIN_BODY)
+        registration = await service.put_organization(data, expected_name=name)
+        return JSONResponse(_registered(registration), status_code=201)
+
+    @app.get("/admin/users", tags=["admin"])
+    async def list_users(request: Request) -> JSONResponse:
+        """Every user: persona, organization, token ids and expiries (no secrets)."""
+        auth.check_admin(request)
+        return JSONResponse({"users": [_public(u) for u in service.users.all()]}, headers=NO_STORE)
+
+    @app.put("/admin/users/{name}", tags=["admin"])
+    async def put_user(name: str, request: Request) -> JSONResponse:
+        """Create a user, or change its persona, organization or ``disabled``."""
+        auth.check_admin(request)
+        doc = _json_object(await read_body(request, 4096), _USER_FIELDS, "a user")
+        persona, org = doc.get("persona"), doc.get("org")
+        if persona not in PERSONAS:
+            raise InvalidInput(
+                f"persona must be one of {', '.join(PERSONAS)}", code="admin-request-invalid"
+            )
+        if org is not None and (not isinstance(org, str) or service.registry.get(org) is None):
+            raise NotFound(f"no organization {org!r}", code="org-unknown")
+        current = service.users.get(name)
+        user = User(
+            name=name,
+            version=1 if current is None else current.version + 1,
+            persona=str(persona),
+            org=org,
+            tokens=() if current is None else current.tokens,
+            disabled=bool(doc.get("disabled", False)),
+        )
+        registration = await service.put_user(user)
+        return JSONResponse(
+            _registered(registration, **_public(user)),
+            status_code=201 if current is None else 200,
+        )
+
+    @app.post("/admin/users/{name}/tokens", tags=["admin"])
+    async def issue_token(name: str, request: Request) -> JSONResponse:
+        """A new token for the user: SECRET, in this answer only."""
+        auth.check_admin(request)
+        doc = _json_object(await read_body(request, 4096), frozenset({"days"}), "a token request")
+        days = doc.get("days", DEFAULT_TOKEN_DAYS)
+        if not isinstance(days, int) or isinstance(days, bool) or not 0 < days <= MAX_TOKEN_DAYS:
+            raise InvalidInput(f"days must be 1..{MAX_TOKEN_DAYS}", code="admin-request-invalid")
+        current = _user(service, name)
+        token, entry = new_token(int(time.time()) + days * 86400)
+        if len(current.tokens) >= 16:
+            raise TooLarge("a user holds at most 16 tokens: revoke one", code="too-many-tokens")
+        user = dataclasses.replace(
+            current, version=current.version + 1, tokens=(*current.tokens, entry)
+        )
+        registration = await service.put_user(user)
+        return JSONResponse(
+            _registered(registration, user=name, id=entry.id, expires=entry.expires, token=token),
+            status_code=201,
+            headers=NO_STORE,
+        )
+
+    @app.delete("/admin/users/{name}/tokens/{token_id}", tags=["admin"])
+    async def revoke_token(name: str, token_id: str, request: Request) -> JSONResponse:
+        """Revoke a token at once (its hash leaves the user's record)."""
+        auth.check_admin(request)
+        current = _user(service, name)
+        kept = tuple(t for t in current.tokens if t.id != token_id)
+        if len(kept) == len(current.tokens):
+            raise NotFound(f"user {name} has no token {token_id}", code="token-unknown")
+        user = dataclasses.replace(current, version=current.version + 1, tokens=kept)
+        registration = await service.put_user(user)
+        return JSONResponse(_registered(registration, **_public(user)))
+
+
+def _user(service: TransparencyService, name: str) -> User:
+    user = service.users.get(name)
+    if user is None:
+        raise NotFound(f"no user {name!r}", code="user-unknown")
+    return user

@@ -1,0 +1,209 @@
+"""Who is asking, and may they: tokens to principals, one table of routes to personas.
+
+Every request resolves to a :class:`Principal` before its route runs: no ``Authorization``
+header is the public; ``Bearer <administrator token>`` (the data directory's, issued by
+``sealtrail init``) is the bootstrap administrator; ``Bearer stk_…`` is a user of the log's
+user records (:mod:`sealtrail.scitt` ``Users``), refused when unknown or revoked
+(``token-unknown``), expired (``token-expired``) or disabled (``user-disabled``).
+
+With ``[auth] required`` (docs/auth.md), :data:`ROUTES` says which personas may call each
+route, and a route it does not name is refused to everyone (fail closed; a test checks that
+every route is named). Routes then check what the table cannot see: a statement is
+registered only by a user of the issuer's organization whose persona issues its kind, and a
+statement's contents are returned only to its organization, auditors and administrators.
+Without ``required`` the service is open as SCRAPI allows (statements authenticate
+themselves by their signatures) and only administration needs a token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from sealtrail.errors import Forbidden, Unauthorized
+from sealtrail.provenance import KINDS
+from sealtrail.scitt import SignedStatement, TransparencyService, token_hash
+
+__all__ = ["PUBLIC", "ROUTES", "Auth", "Principal"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The requester: a user (``None`` for the public), their persona and organization."""
+
+    user: str | None
+    persona: str
+    org: str | None = None
+
+
+PUBLIC = Principal(None, "public")
+ADMIN = Principal("admin", "admin")
+
+_ANY = frozenset({"public", "admin", "supplier", "carrier", "operator", "auditor"})
+_WRITERS = frozenset({"supplier", "carrier", "operator"})
+_READERS = frozenset({"admin", "supplier", "carrier", "operator", "auditor"})
+_VIEWERS = frozenset({"admin", "operator", "auditor"})
+_ADMIN = frozenset({"admin"})
+
+#: (method, route path) -> the personas that may call it. HEAD is checked as GET.
+ROUTES: Mapping[tuple[str, str], frozenset[str]] = {
+    # The verifiable log: public, as a transparency log must be (hashes only).
+    ("GET", "/checkpoint"): _ANY,
+    ("GET", "/tile/{path:path}"): _ANY,
+    ("GET", "/log/v1/info"): _ANY,
+    ("GET", "/log/v1/entries/{index}"): _ANY,
+    ("GET", "/log/v1/proof/inclusion"): _ANY,
+    ("GET", "/log/v1/proof/consistency"): _ANY,
+    ("GET", "/.well-known/transparency-configuration"): _ANY,
+    ("GET", "/.well-known/scitt-keys"): _ANY,
+    ("GET", "/openapi.json"): _ANY,
+    ("GET", "/docs"): _ANY,
+    ("GET", "/docs/oauth2-redirect"): _ANY,
+    ("GET", "/redoc"): _ANY,
+    # A receipt proves inclusion of a hash and reveals nothing else: public.
+    ("GET", "/entries/{entry_id}"): _ANY,
+    # Writes: the personas that issue statements (route checks org and kind).
+    ("POST", "/entries"): _WRITERS,
+    # Contents: the statement's organization, auditors and administrators (route checks).
+    ("GET", "/entries/{entry_id}/statement"): _READERS,
+    ("GET", "/entries/{entry_id}/transparent-statement"): _READERS,
+    # Administration.
+    ("PUT", "/admin/organizations/{name}"): _ADMIN,
+    ("GET", "/admin/users"): _ADMIN,
+    ("PUT", "/admin/users/{name}"): _ADMIN,
+    ("POST", "/admin/users/{name}/tokens"): _ADMIN,
+    ("DELETE", "/admin/users/{name}/tokens/{token_id}"): _ADMIN,
+    # Provenance: operators run the fleet, auditors check it.
+    ("POST", "/provenance/v1/challenges"): frozenset({"operator"}),
+    ("GET", "/provenance/v1/devices"): _VIEWERS,
+    ("GET", "/provenance/v1/devices/{device_id}"): _VIEWERS,
+    ("GET", "/provenance/v1/devices/{device_id}/timeline"): _VIEWERS,
+    ("GET", "/provenance/v1/nodes/{serial}"): _VIEWERS,
+    ("GET", "/provenance/v1/nodes/{serial}/tree"): _VIEWERS,
+    ("GET", "/provenance/v1/nodes/{serial}/timeline"): _VIEWERS,
+    ("GET", "/provenance/v1/shipments/{shipment_id}"): _VIEWERS | {"carrier"},
+    ("GET", "/provenance/v1/compliance"): _VIEWERS,
+    ("GET", "/provenance/v1/passports/{serial}"): _VIEWERS,
+    ("GET", "/provenance/v1/device-passports/{device_id}"): _VIEWERS,
+    ("GET", "/provenance/v1/device-passports"): _VIEWERS,
+}
+
+#: Persona -> the organization roles (of docs/provenance.md's kinds) whose statements it may
+#: register; statements of other content types (not provenance kinds) only suppliers.
+_ISSUES: Mapping[str, frozenset[str]] = {
+    "supplier": frozenset({"device-maker", "assembler"}),
+    "carrier": frozenset({"carrier"}),
+    "operator": frozenset({"operator"}),
+}
+
+
+class Auth:
+    """Resolves principals and applies :data:`ROUTES` (see the module docstring)."""
+
+    def __init__(
+        self,
+        service: TransparencyService | None,
+        admin_token_hash: bytes | None,
+        *,
+        required: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.admin_token_hash = admin_token_hash
+        self.required = required
+        self.clock = clock
+
+    def token_known(self, digest: bytes) -> bool:
+        """For the rate limiter: a token worth a budget of its own."""
+        if self.admin_token_hash is not None and hmac.compare_digest(digest, self.admin_token_hash):
+            return True
+        return self.service is not None and self.service.users.by_token(digest) is not None
+
+    def principal(self, request: Request) -> Principal:
+        header = request.headers.get("authorization")
+        if header is None:
+            return PUBLIC
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized(
+                "send a token as 'Authorization: Bearer <token>'", code="auth-malformed"
+            )
+        digest = token_hash(token)
+        if self.admin_token_hash is not None and hmac.compare_digest(digest, self.admin_token_hash):
+            return ADMIN
+        found = None if self.service is None else self.service.users.by_token(digest)
+        if found is None:
+            raise Unauthorized(
+                "an unknown or revoked token",
+                code="token-unknown",
+                hint="Ask an administrator for a token (sealtrail users token).",
+            )
+        user, issued = found
+        if user.disabled:
+            raise Unauthorized("this user is disabled", code="user-disabled")
+        if issued.expires <= self.clock():
+            raise Unauthorized("this token has expired", code="token-expired")
+        return Principal(user.name, user.persona, user.org)
+
+    async def authorize(self, request: Request) -> None:
+        """The dependency every route runs first: resolve, then check :data:`ROUTES`."""
+        principal = self.principal(request)
+        request.state.principal = principal
+        if not self.required:
+            return
+        route = request.scope.get("route")
+        method = "GET" if request.method == "HEAD" else request.method
+        allowed = ROUTES.get((method, getattr(route, "path", "")))
+        if allowed is None:
+            raise Forbidden("this route is not open to anyone here", code="route-forbidden")
+        if principal.persona not in allowed:
+            if principal is PUBLIC:
+                raise Unauthorized("this route needs a token", code="token-required")
+            raise Forbidden(
+                f"a {principal.persona} may not call this route", code="persona-forbidden"
+            )
+
+    def may_register(self, principal: Principal, statement: SignedStatement, org: str) -> None:
+        """A write by ``principal`` of ``statement`` issued for organization ``org``."""
+        if not self.required:
+            return
+        if principal.org != org:
+            raise Forbidden(
+                "a user registers statements of their own organization only",
+                code="org-forbidden",
+            )
+        kind = KINDS.get(str(statement.content_type))
+        issues = _ISSUES.get(principal.persona, frozenset())
+        allowed = (
+            (kind.role.value in issues) if kind is not None else principal.persona == "supplier"
+        )
+        if not allowed:
+            raise Forbidden(
+                f"a {principal.persona} does not issue {statement.content_type} statements",
+                code="persona-forbidden",
+            )
+
+    def may_read(self, principal: Principal, org: str | None) -> None:
+        """The contents of a statement issued for organization ``org``."""
+        if not self.required or principal.persona in ("admin", "auditor"):
+            return
+        if org is None or principal.org != org:
+            raise Forbidden(
+                "a statement's contents are for its organization, auditors and administrators",
+                code="contents-forbidden",
+            )
+
+    def check_admin(self, request: Request) -> None:
+        """Administration, with or without ``required``: the administrator token or a user
+        with the admin persona."""
+        principal: Principal = getattr(request.state, "principal", None) or self.principal(request)
+        if principal.persona == "admin":
+            return
+        if self.admin_token_hash is None and not (self.service and self.service.users.all()):
+            raise Unauthorized("administration is disabled on this server")
+        raise Unauthorized("a valid administrator token is required")
