@@ -9,6 +9,7 @@ every earlier entry, its index and its receipt as they were.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from sealtrail.log import ConsistencyProof, SignedCheckpoint, verify_checkpoint
 from sealtrail.note import NoteVerifier
@@ -22,10 +23,10 @@ def _entries(w: World) -> list[bytes]:
     return [w.client.get(f"/log/v1/entries/{i}").content for i in range(size)]
 
 
-def _maker_record(w: World) -> dict[str, object]:
+def _maker_record(w: World) -> dict[str, Any]:
     records = w.store.statements_of_type(ORG_RECORD_TYPE)
     payloads = [json.loads(parse_statement(r.body).payload) for r in records]
-    doc: dict[str, object] = next(d for d in reversed(payloads) if d["org"] == "maker")
+    doc: dict[str, Any] = next(d for d in reversed(payloads) if d["org"] == "maker")
     return doc
 
 
@@ -73,8 +74,8 @@ def test_an_administrator_cannot_rewrite_history_through_the_api() -> None:
 
         # Narrow the policy: a new entry after the others; the old ones, their indexes and
         # their receipts are untouched.
-        narrowed = dict(current, version=int(str(current["version"])) + 1)
-        narrowed["policy"] = dict(narrowed["policy"], content_types=["text/plain"])  # type: ignore[arg-type]
+        narrowed = dict(current, version=current["version"] + 1)
+        narrowed["policy"] = dict(narrowed["policy"], content_types=["text/plain"])
         r = w.client.put("/admin/organizations/maker", content=json.dumps(narrowed), headers=ADMIN)
         assert r.status_code == 201, r.text
         after = _entries(w)
