@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from sealtrail.keys import ED25519, ES256, generate_signer
+from sealtrail.keys import ED25519, ES256, Signer, generate_signer
 from sealtrail.scitt import sign_statement
 
 ISSUER = "https://maker.example/signing"
