@@ -24,7 +24,14 @@ from fastapi.testclient import TestClient
 
 from sealtrail.keys import ES256, Ed25519Signer, generate_signer
 from sealtrail.log import CheckpointSigner, SequencerConfig
-from sealtrail.scitt import Token, TransparencyService, User, parse_statement
+from sealtrail.scitt import (
+    GRANT_RECORD_TYPE,
+    Token,
+    TransparencyService,
+    User,
+    parse_grant_record,
+    parse_statement,
+)
 from sealtrail.service import service_app
 from sealtrail.service._auth import ROUTES
 from sealtrail.storage import MemoryStore
@@ -44,6 +51,8 @@ class World:
     tokens: dict[str, str]
     entry: str
     maker_statement: Callable[[], bytes]
+    #: A second statement of the maker's, the one the matrix shares (grants) around.
+    shared_entry: str
 
     def headers(self, who: str) -> dict[str, str]:
         if who == "public":
@@ -142,14 +151,16 @@ def built_world() -> Iterator[World]:
         def maker_statement() -> bytes:
             return statement(maker.issuer, payload=b'{"n": %d}' % next(counter))
 
-        r = client.post(
-            "/entries",
-            content=maker_statement(),
-            headers={"Content-Type": COSE, "Authorization": f"Bearer {tokens['supplier']}"},
-        )
-        assert r.status_code == 201, r.text
-        entry = r.headers["location"].rsplit("/", 1)[1]
-        yield World(client, store, service, tokens, entry, maker_statement)
+        entries = []
+        for _ in range(2):
+            r = client.post(
+                "/entries",
+                content=maker_statement(),
+                headers={"Content-Type": COSE, "Authorization": f"Bearer {tokens['supplier']}"},
+            )
+            assert r.status_code == 201, r.text
+            entries.append(r.headers["location"].rsplit("/", 1)[1])
+        yield World(client, store, service, tokens, entries[0], maker_statement, entries[1])
 
 
 PRINCIPALS = [
@@ -249,6 +260,15 @@ CALLS = [
         "/entries/{entry_id}/transparent-statement",
         lambda w: f"/entries/{w.entry}/transparent-statement",
         inside=lambda who: 403 if who == "other-supplier" else 200,
+    ),
+    Call(
+        "POST",
+        "/entries/{entry_id}/grants",
+        lambda w: f"/entries/{w.shared_entry}/grants",
+        lambda w: b'{"org": "other"}',
+        "application/json",
+        inside=lambda who: 403 if who == "other-supplier" else 201,
+        write=True,
     ),
     Call(
         "PUT",
@@ -389,3 +409,30 @@ def test_no_token_key_or_statement_content_reaches_the_logs(
     assert caplog.records, "nothing was logged at all: the check would prove nothing"
     for secret in secrets:
         assert secret not in text, f"{secret[:12]}... in the logs"
+
+
+def test_a_statement_shared_with_another_organization_is_readable_there() -> None:
+    with built_world() as w:
+        sam = w.headers("other-supplier")
+        path = f"/entries/{w.shared_entry}/statement"
+        assert w.client.get(path, headers=sam).status_code == 403
+        # Only the statement's organization (or an administrator) shares it.
+        grant = f"/entries/{w.shared_entry}/grants"
+        r = w.client.post(grant, content=b'{"org": "other"}', headers=sam)
+        assert r.status_code == 403
+        assert r.json()["code"] == "grant-forbidden"
+        before = len(w.store.statements_of_type(GRANT_RECORD_TYPE))
+        r = w.client.post(grant, content=b'{"org": "other"}', headers=w.headers("supplier"))
+        assert r.status_code == 201, r.text
+        assert w.client.get(path, headers=sam).status_code == 200
+        # The grant is in the log, signed by the service, naming who shared with whom.
+        records = w.store.statements_of_type(GRANT_RECORD_TYPE)
+        assert len(records) == before + 1
+        recorded = parse_grant_record(parse_statement(records[-1].body).payload)
+        assert (recorded.entry.hex(), recorded.to, recorded.by) == (
+            w.shared_entry,
+            "other",
+            "alice",
+        )
+        # The other statement stays the maker's own.
+        assert w.client.get(f"/entries/{w.entry}/statement", headers=sam).status_code == 403

@@ -59,7 +59,18 @@ from ._statement import (
     SignedStatement,
     parse_statement,
 )
-from ._users import USER_RECORD_TYPE, User, Users, parse_user_record, user_record
+from ._users import (
+    GRANT_RECORD_TYPE,
+    USER_RECORD_TYPE,
+    Grant,
+    Grants,
+    User,
+    Users,
+    grant_record,
+    parse_grant_record,
+    parse_user_record,
+    user_record,
+)
 
 __all__ = [
     "PayloadRule",
@@ -363,7 +374,8 @@ class TransparencyService:
         )
         self.users = Users()
         #: Records of each administrative content type folded so far (store order).
-        self._folded = {ORG_RECORD_TYPE: 0, USER_RECORD_TYPE: 0}
+        self.grants = Grants()
+        self._folded = {ORG_RECORD_TYPE: 0, USER_RECORD_TYPE: 0, GRANT_RECORD_TYPE: 0}
         # Folding runs on the loop's worker threads and in an indexer's: one at a time.
         self._fold_lock = threading.Lock()
         #: Set by a layer above whose payload rules rest on the log's history (the
@@ -422,6 +434,7 @@ class TransparencyService:
         folds: tuple[tuple[str, Callable[[bytes], None]], ...] = (
             (ORG_RECORD_TYPE, lambda payload: self.registry.apply(parse_org_record(payload))),
             (USER_RECORD_TYPE, lambda payload: self.users.apply(parse_user_record(payload))),
+            (GRANT_RECORD_TYPE, lambda payload: self.grants.apply(parse_grant_record(payload))),
         )
         with self._fold_lock:
             for content_type, fold in folds:
@@ -615,6 +628,20 @@ class TransparencyService:
                     code="user-version",
                     hint="Read the user again and retry.",
                 ),
+            )
+
+    async def put_grant(self, grant: Grant) -> Registration:
+        """Record that ``grant.to`` may read the statement ``grant.entry`` (a log entry,
+        signed by the service). Granting twice records twice and changes nothing."""
+        async with self._org_lock:
+            return await self._put_record(
+                GRANT_RECORD_TYPE,
+                f"grant:{grant.entry.hex()}",
+                grant_record(grant),
+                check=lambda: None,
+                in_effect=lambda: self.grants.allows(grant.entry, grant.to),
+                apply=lambda: self.grants.apply(grant),
+                lost=Conflict("the grant did not take effect", code="grant-lost"),
             )
 
     async def _put_record(

@@ -25,12 +25,17 @@ from typing import Any
 from sealtrail.errors import InvalidInput
 
 __all__ = [
+    "GRANT_RECORD_TYPE",
     "PERSONAS",
     "USER_RECORD_TYPE",
+    "Grant",
+    "Grants",
     "Token",
     "User",
     "Users",
+    "grant_record",
     "new_token",
+    "parse_grant_record",
     "parse_user_record",
     "token_hash",
     "user_record",
@@ -201,3 +206,55 @@ class Users:
         with self._lock:
             found = self._by_token.get(digest)
             return None if found is None else (self._users[found[0]], found[1])
+
+
+GRANT_RECORD_TYPE = "application/vnd.sealtrail.grant+json"
+GRANT_FIELDS = frozenset({"entry", "to", "by"})
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A statement's contents shared with another organization, by a user of its own."""
+
+    entry: bytes
+    to: str
+    by: str
+
+
+def parse_grant_record(payload: bytes) -> Grant:
+    """Read a grant record (JSON); ``grant-record-invalid`` naming what is wrong."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    if not isinstance(doc, dict) or not set(doc) <= GRANT_FIELDS:
+        raise InvalidInput(
+            "grant record: an object with entry, to and by", code="grant-record-invalid"
+        )
+    entry, to, by = doc.get("entry"), doc.get("to"), doc.get("by")
+    if not isinstance(entry, str) or not re.fullmatch(r"[0-9a-f]{64}", entry):
+        raise InvalidInput("grant record: entry is 64 hex digits", code="grant-record-invalid")
+    if not isinstance(to, str) or not 0 < len(to) <= 128 or not isinstance(by, str) or not by:
+        raise InvalidInput("grant record: to and by are names", code="grant-record-invalid")
+    return Grant(bytes.fromhex(entry), to, by)
+
+
+def grant_record(grant: Grant) -> bytes:
+    doc = {"entry": grant.entry.hex(), "to": grant.to, "by": grant.by}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+class Grants:
+    """Which organizations may read which statements besides their own. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._granted: set[tuple[bytes, str]] = set()
+        self._lock = threading.Lock()
+
+    def apply(self, grant: Grant) -> None:
+        with self._lock:
+            self._granted.add((grant.entry, grant.to))
+
+    def allows(self, entry: bytes, org: str) -> bool:
+        with self._lock:
+            return (entry, org) in self._granted

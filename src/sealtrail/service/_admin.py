@@ -1,4 +1,5 @@
-"""Administration: organizations and users, each change a service-signed log entry.
+"""Administration — organizations and users — and sharing a statement with another
+organization: each change a service-signed log entry.
 
 ``PUT /admin/organizations/{name}`` takes an organization record (docs/scitt.md). The user
 routes (docs/auth.md) keep the user records: ``PUT /admin/users/{name}`` sets a user's
@@ -16,15 +17,16 @@ import time
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from sealtrail.errors import InvalidInput, NotFound, TooLarge
-from sealtrail.scitt import PERSONAS, Registration, TransparencyService, User, new_token
+from sealtrail.errors import Forbidden, InvalidInput, NotFound, TooLarge
+from sealtrail.scitt import PERSONAS, Grant, Registration, TransparencyService, User, new_token
 
-from ._auth import Auth
+from ._auth import Auth, Principal
 from ._scrapi import NO_STORE, read_body
 
-__all__ = ["DEFAULT_TOKEN_DAYS", "MAX_TOKEN_DAYS", "add_admin_routes"]
+__all__ = ["DEFAULT_TOKEN_DAYS", "MAX_TOKEN_DAYS", "add_admin_routes", "add_grant_route"]
 
 #: A token's lifetime when the request names none, and the longest it may ask for.
 DEFAULT_TOKEN_DAYS = 90
@@ -138,6 +140,32 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
         user = dataclasses.replace(current, version=current.version + 1, tokens=kept)
         registration = await service.put_user(user)
         return JSONResponse(_registered(registration, **_public(user)))
+
+
+def add_grant_route(app: FastAPI, service: TransparencyService) -> None:
+    @app.post("/entries/{entry_id}/grants", tags=["scrapi"], status_code=201)
+    async def grant(entry_id: str, request: Request) -> JSONResponse:
+        """Share a statement's contents with another organization (a log entry)."""
+        principal: Principal = request.state.principal
+        record = await run_in_threadpool(service.statement_record, entry_id)
+        owner = service.registry.name_of(record.issuer)
+        if principal.persona != "admin" and (principal.org is None or principal.org != owner):
+            raise Forbidden(
+                "only the statement's organization, or an administrator, shares it",
+                code="grant-forbidden",
+            )
+        doc = _json_object(await read_body(request, 4096), frozenset({"org"}), "a grant")
+        org = doc.get("org")
+        if not isinstance(org, str) or service.registry.get(org) is None:
+            raise NotFound(f"no organization {org!r}", code="org-unknown")
+        if org == owner:
+            raise InvalidInput("a statement's own organization reads it already", code="grant-self")
+        registration = await service.put_grant(
+            Grant(record.entry_id, org, principal.user or "admin")
+        )
+        return JSONResponse(
+            _registered(registration, statement=record.entry_id.hex(), org=org), status_code=201
+        )
 
 
 def _user(service: TransparencyService, name: str) -> User:

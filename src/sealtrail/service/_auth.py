@@ -71,6 +71,8 @@ ROUTES: Mapping[tuple[str, str], frozenset[str]] = {
     # Contents: the statement's organization, auditors and administrators (route checks).
     ("GET", "/entries/{entry_id}/statement"): _READERS,
     ("GET", "/entries/{entry_id}/transparent-statement"): _READERS,
+    # Sharing a statement's contents with another organization (route checks the owner).
+    ("POST", "/entries/{entry_id}/grants"): _WRITERS | _ADMIN,
     # Administration.
     ("PUT", "/admin/organizations/{name}"): _ADMIN,
     ("GET", "/admin/users"): _ADMIN,
@@ -188,9 +190,14 @@ class Auth:
                 code="persona-forbidden",
             )
 
-    def may_read(self, principal: Principal, org: str | None) -> None:
-        """The contents of a statement issued for organization ``org``."""
+    def may_read(self, principal: Principal, org: str | None, entry: bytes) -> None:
+        """The contents of statement ``entry``, issued for organization ``org``: its own
+        organization's users, those of an organization it was shared with, auditors and
+        administrators."""
         if not self.required or principal.persona in ("admin", "auditor"):
+            return
+        service, mine = self.service, principal.org
+        if service is not None and mine is not None and service.grants.allows(entry, mine):
             return
         if org is None or principal.org != org:
             raise Forbidden(

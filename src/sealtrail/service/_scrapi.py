@@ -122,7 +122,9 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
     async def statement(entry_id: str, request: Request) -> Response:
         """The signed statement as registered (its organization, auditors, administrators)."""
         record = await run_in_threadpool(service.statement_record, entry_id)
-        auth.may_read(request.state.principal, service.registry.name_of(record.issuer))
+        auth.may_read(
+            request.state.principal, service.registry.name_of(record.issuer), record.entry_id
+        )
         cache = "private" if auth.required else "public"
         return Response(
             record.body,
@@ -134,7 +136,9 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
     async def transparent(entry_id: str, request: Request) -> Response:
         """The statement with a fresh receipt in its unprotected header (label 394)."""
         record = await run_in_threadpool(service.statement_record, entry_id)
-        auth.may_read(request.state.principal, service.registry.name_of(record.issuer))
+        auth.may_read(
+            request.state.principal, service.registry.name_of(record.issuer), record.entry_id
+        )
         data = await run_in_threadpool(service.transparent_statement, entry_id)
         return Response(data, media_type=COSE, headers=NO_STORE)
 

@@ -39,7 +39,7 @@ from sealtrail.merkle import HASH_SIZE, MerkleError, parse_tile_path
 from sealtrail.provenance import ProvenanceLedger
 from sealtrail.scitt import TransparencyService
 
-from ._admin import add_admin_routes
+from ._admin import add_admin_routes, add_grant_route
 from ._auth import Auth
 from ._limits import RateLimiter, RateLimitMiddleware, RateLimits
 from ._problems import problem_response
@@ -145,6 +145,7 @@ def create_app(
     if service is not None:
         add_scrapi_routes(app, service, auth)
         add_admin_routes(app, service, auth)
+        add_grant_route(app, service)
         if ledger is not None:
             add_provenance_routes(app, ledger, service)
     return app
