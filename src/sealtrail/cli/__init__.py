@@ -25,6 +25,7 @@ from . import (
     scitt,
     serve,
     sim,
+    users,
 )
 from ._common import err
 
@@ -49,6 +50,7 @@ COMMANDS: list[tuple[str, Callable[..., Any] | typer.Typer]] = [
     ("fetch-keys", scitt.fetch_keys),
     ("verify", scitt.verify),
     ("org", scitt.org_app),
+    ("users", users.users_app),
     ("record", record.record),
     ("challenge", record.challenge),
     ("compliance", compliance.compliance_app),

@@ -1,7 +1,10 @@
-"""What every command shares: the data-dir option, consoles and progress bars."""
+"""What every command shares: the data-dir option, consoles, progress bars, and the user's
+token for the commands that talk to a service (``--token-file`` or ``$SEALTRAIL_TOKEN``)."""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,9 +21,23 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from sealtrail.client import DEFAULT_TIMEOUT, Client
 from sealtrail.config import Config, load_config
+from sealtrail.errors import ConfigError, InvalidInput
 
-__all__ = ["DataDir", "err", "load", "out", "progress_bar"]
+__all__ = [
+    "USER_TOKEN_ENV",
+    "DataDir",
+    "TokenFile",
+    "connect",
+    "err",
+    "load",
+    "out",
+    "progress_bar",
+    "read_secret",
+    "read_token",
+    "user_token",
+]
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -39,8 +56,85 @@ DataDir = Annotated[
 ]
 
 
+#: Where a user's token is read from when no ``--token-file`` is given.
+USER_TOKEN_ENV = "SEALTRAIL_TOKEN"  # noqa: S105 (the variable's name, not a token)
+#: Largest token file read: a token is a few dozen characters.
+MAX_TOKEN_FILE = 4096
+
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        help=f"File holding your token (mode 0600); else ${USER_TOKEN_ENV}; else none "
+        "(enough where the service does not require one).",
+        dir_okay=False,
+    ),
+]
+
+
 def load(data_dir: Path) -> Config:
     return load_config(data_dir)
+
+
+def connect(url: str, token_file: Path | None, *, timeout: float = DEFAULT_TIMEOUT) -> Client:
+    """A client for the service at ``url`` holding the user's token (:func:`user_token`)."""
+    return Client(url, token=user_token(token_file), timeout=timeout)
+
+
+def user_token(path: Path | None) -> str | None:
+    """SECRET: the user's token from ``path`` or ``$SEALTRAIL_TOKEN``; ``None`` without both."""
+    return read_token(path, USER_TOKEN_ENV)
+
+
+def read_token(path: Path | None, env: str) -> str | None:
+    """SECRET: a bearer token from the file ``path`` or, without one, the variable ``env``
+    (``None`` when unset or empty). Errors name the file or variable, never the token."""
+    if path is None:
+        value = os.environ.get(env, "").strip()
+        where = f"${env}"
+    else:
+        data = read_secret(path, "token file", limit=MAX_TOKEN_FILE)
+        try:
+            value = data.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise ConfigError(f"token file {path} is not ASCII text") from None
+        if not value:
+            raise ConfigError(f"token file {path} is empty")
+        where = f"token file {path}"
+    if not value:
+        return None
+    if not value.isprintable() or any(c.isspace() for c in value):
+        # Never echo it: say what is wrong, and where, not what it is.
+        raise InvalidInput(
+            f"{where} holds more than one token, or stray characters",
+            code="token-malformed",
+            hint="A token is one line of printable ASCII without spaces.",
+        )
+    return value
+
+
+def read_secret(path: Path, what: str, *, limit: int) -> bytes:
+    """A secret file: a regular file only its owner can read (POSIX). Errors never show it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} not found") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot open {what} {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{what} {path} is not a regular file")
+        if os.name == "posix" and info.st_mode & 0o077:
+            raise ConfigError(
+                f"{what} {path} is readable or writable by others "
+                f"(mode {stat.S_IMODE(info.st_mode):04o})",
+                hint=f"Restrict it to its owner: chmod 600 {path}",
+            )
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(f"{what} {path} is larger than {limit} bytes")
+    return data
 
 
 @contextmanager

@@ -15,12 +15,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sealtrail.client import Client
 from sealtrail.errors import Error
 from sealtrail.provenance import ATTESTED_STATES, Compliance, ComplianceState, stale_reason
 from sealtrail.scitt import sign_statement
 
-from ._common import out
+from ._common import TokenFile, connect, out
 from .scitt import DEFAULT_URL, AsJson, Url, _emit, _load_chain, _load_key
 
 __all__ = ["compliance_app"]
@@ -53,6 +52,7 @@ def sweep(
         bool, typer.Option("--dry-run", help="List the stale servers; register nothing.")
     ] = False,
     url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
     as_json: AsJson = False,
 ) -> None:
     """Make every server without a fresh affirming attestation non-compliant.
@@ -65,7 +65,7 @@ def sweep(
     now = int(time.time())
     found: list[dict[str, Any]] = []
     failed = False
-    with Client(url) as service:
+    with connect(url, token_file) as service:
         for state in sorted(ATTESTED_STATES):
             for server in service.compliance(state.value)["servers"]:
                 serial = server["server_serial"]

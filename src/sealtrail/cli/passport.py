@@ -48,7 +48,7 @@ from sealtrail.provenance import (
 )
 from sealtrail.scitt import ORG_RECORD_TYPE, ReceiptSigner, encode_key_set, key_id
 
-from ._common import load, out
+from ._common import TokenFile, load, out, user_token
 from .scitt import (
     URL_ENV,
     AsJson,
@@ -110,6 +110,7 @@ def export(
             help="Build it here, from this data directory (store, index and service key).",
         ),
     ] = None,
+    token_file: TokenFile = None,
     device: Annotated[bool, typer.Option("--device", help="SUBJECT is a device.")] = False,
     maker: Annotated[
         str | None,
@@ -154,7 +155,8 @@ def export(
         report = verify_passport(data, log_key=config.verifier_key(), service_keys=keys)
     else:
         assert url is not None
-        data = _fetch(url, target, maker=maker, serial=subject, timeout=timeout)
+        token = user_token(token_file)
+        data = _fetch(url, target, maker=maker, serial=subject, token=token, timeout=timeout)
         report = _checked(data)
     _save(path, data, force=force)
     _say(str(path))
@@ -259,8 +261,11 @@ def _fetch(
     maker: str | None,
     serial: str,
     timeout: float,
+    token: str | None = None,
 ) -> bytes:
-    """The passport from a service's route; 503 answers are waited out up to ``timeout``."""
+    """The passport from a service's route; 503 answers are waited out up to ``timeout``.
+
+    ``token`` (SECRET, already checked for shape by ``user_token``) goes in every request."""
     try:
         base = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
@@ -277,7 +282,10 @@ def _fetch(
     else:
         where, params = root + _ROUTES[subject.kind] + quote(subject.name, safe=""), {}
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=timeout, headers={"Accept": PASSPORT_TYPE}) as http:
+    headers = {"Accept": PASSPORT_TYPE}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    with httpx.Client(timeout=timeout, headers=headers) as http:
         while True:
             status, body, retry_after, media = _get(http, where, params, timeout)
             if status == 200:

@@ -1,6 +1,7 @@
 """``sealtrail query``: the provenance views of a running service, read over HTTP.
 
-Every command takes ``--url`` (or ``$SEALTRAIL_URL``), ``--size N`` (the view as of the
+Every command takes ``--url`` (or ``$SEALTRAIL_URL``), ``--token-file`` (or
+``$SEALTRAIL_TOKEN``, for a service with ``[auth] required``), ``--size N`` (the view as of the
 first N log entries) and ``--json`` (the service's JSON as is). Without ``--json`` the
 answer is printed for people: fields, a tree, or a table. Routes and fields:
 docs/queries.md.
@@ -17,10 +18,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from sealtrail.client import Client
 from sealtrail.errors import InvalidInput
 
-from ._common import out
+from ._common import TokenFile, connect, out
 from .scitt import DEFAULT_URL, AsJson, Url
 
 __all__ = ["query_app"]
@@ -65,6 +65,7 @@ def device(
     maker: Annotated[str | None, typer.Option(help="Look up by maker (organization).")] = None,
     serial: Annotated[str | None, typer.Option(help="…and the maker's serial.")] = None,
     url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
     size: Size = None,
     as_json: AsJson = False,
 ) -> None:
@@ -74,7 +75,7 @@ def device(
         raise InvalidInput(
             "give a device ID, or --maker and --serial", code="device-lookup-invalid"
         )
-    with Client(url) as service:
+    with connect(url, token_file) as service:
         if maker is not None and serial is not None:
             doc = service.device_by_serial(maker, serial, size=size)
         else:
@@ -102,11 +103,12 @@ def device(
 def node(
     serial: Annotated[str, typer.Argument(help="The node's serial.")],
     url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
     size: Size = None,
     as_json: AsJson = False,
 ) -> None:
     """A node (server, blade, rack …); a server with compliance, arrival and attestation."""
-    with Client(url) as service:
+    with connect(url, token_file) as service:
         doc = service.node(serial, size=size)
     if as_json:
         _emit(doc)
@@ -142,11 +144,12 @@ def _branch(parent: Tree, node: dict[str, Any]) -> None:
 def tree(
     serial: Annotated[str, typer.Argument(help="The node's serial.")],
     url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
     size: Size = None,
     as_json: AsJson = False,
 ) -> None:
     """A node's assembly tree: everything installed in it, nested."""
-    with Client(url) as service:
+    with connect(url, token_file) as service:
         doc = service.tree(serial, size=size)
     if as_json:
         _emit(doc)
@@ -165,6 +168,7 @@ def timeline(
         str | None, typer.Option("--device", help="A device's timeline instead (its id).")
     ] = None,
     url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
     size: Size = None,
     as_json: AsJson = False,
 ) -> None:
@@ -174,7 +178,7 @@ def timeline(
     """
     if (serial is None) == (device_id is None):
         raise InvalidInput("give a node SERIAL, or --device ID", code="timeline-subject-invalid")
-    with Client(url) as service:
+    with connect(url, token_file) as service:
         if serial is not None:
             doc = service.timeline(serial, size=size)
         else:
@@ -209,11 +213,12 @@ def timeline(
 def shipment(
     shipment_id: Annotated[str, typer.Argument(help="The shipment id.")],
     url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
     size: Size = None,
     as_json: AsJson = False,
 ) -> None:
     """A shipment: carrier, parties, contents, seals and its custody records."""
-    with Client(url) as service:
+    with connect(url, token_file) as service:
         doc = service.shipment(shipment_id, size=size)
     if as_json:
         _emit(doc)
@@ -240,11 +245,12 @@ def compliance(
         str | None, typer.Option(help="Only servers in this state (e.g. verified).")
     ] = None,
     url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
     size: Size = None,
     as_json: AsJson = False,
 ) -> None:
     """Servers with a compliance record and their state (registered servers have none)."""
-    with Client(url) as service:
+    with connect(url, token_file) as service:
         doc = service.compliance(state, size=size)
     if as_json:
         _emit(doc)

@@ -11,11 +11,12 @@ from typing import Annotated
 
 import typer
 
-from sealtrail.client import DEFAULT_TIMEOUT, Client
+from sealtrail.client import DEFAULT_TIMEOUT
 from sealtrail.errors import Error, InvalidInput
 from sealtrail.provenance import KINDS, MAX_PAYLOAD_SIZE
 from sealtrail.scitt import parse_statement, sign_statement
 
+from ._common import TokenFile, connect
 from .scitt import (
     DEFAULT_URL,
     TRANSPARENT_SUFFIX,
@@ -53,6 +54,7 @@ def record(
         typer.Option(help="The sub claim (default: urn:sealtrail:<kind>:<its main id>)."),
     ] = None,
     url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -99,7 +101,7 @@ def record(
         issued_at=int(time.time()),
     )
     statement = parse_statement(data)
-    with Client(url) as service:
+    with connect(url, token_file) as service:
         registered = service.register(data, timeout=timeout)
     _save(target, registered.transparent_statement(), force=force)
     if as_json:
@@ -135,6 +137,7 @@ def challenge(
         int, typer.Option(min=1, max=1024, help="How many nonces (one per device to challenge).")
     ] = 1,
     url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
     as_json: AsJson = False,
 ) -> None:
     """Ask the service for fresh nonces for a server's attestation or arrival.
@@ -142,7 +145,7 @@ def challenge(
     Prints one hex nonce per line. Each is accepted once, for this server, until it
     expires (`challenge_ttl`, 300 s by default).
     """
-    with Client(url) as service:
+    with connect(url, token_file) as service:
         nonces = service.challenge(server, count)
     if as_json:
         _emit({"server_serial": server, "nonces": [n.hex() for n in nonces]})

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import stat
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -37,7 +36,7 @@ from sealtrail.scitt import (
     verify_transparent_statement,
 )
 
-from ._common import err, out
+from ._common import TokenFile, connect, err, out, read_token
 
 __all__ = ["fetch_keys", "org_app", "statement_app", "submit", "verify"]
 
@@ -53,8 +52,6 @@ TOKEN_ENV = "SEALTRAIL_ADMIN_TOKEN"  # noqa: S105 (the variable's name, not a to
 MAX_COSE_FILE = MAX_RESPONSE_SIZE
 #: Largest certificate, public key, organization record or key set file read.
 MAX_SMALL_FILE = 1024 * 1024
-#: Largest administrator token file: a token is a few dozen characters.
-MAX_TOKEN_FILE = 4096
 TRANSPARENT_SUFFIX = ".transparent.cose"
 
 Url = Annotated[
@@ -172,6 +169,7 @@ def submit(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the registration.")
     ] = DEFAULT_TIMEOUT,
+    token_file: TokenFile = None,
     as_json: AsJson = False,
     force: Force = False,
 ) -> None:
@@ -194,7 +192,7 @@ def submit(
         raise InvalidInput(f"{target} is the statement itself; choose another --output")
     if not force and (target.exists() or target.is_symlink()):
         raise _exists(target)
-    with Client(url) as service:
+    with connect(url, token_file) as service:
         registered = service.register(data, timeout=timeout)
     try:
         _save(target, registered.transparent_statement(), force=force)
@@ -222,6 +220,7 @@ def submit(
 def fetch_keys(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to save the key set.")],
     url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
     force: Force = False,
 ) -> None:
     """Save the service's receipt keys (a COSE_KeySet) for offline `sealtrail verify`.
@@ -231,7 +230,7 @@ def fetch_keys(
     """
     if not force and (output.exists() or output.is_symlink()):
         raise _exists(output)
-    with Client(url) as service:
+    with connect(url, token_file) as service:
         data = service.service_keys()
     keys = decode_key_set(data)
     _save(output, data, force=force)
@@ -270,22 +269,13 @@ def org_put(
 
 def _admin_token(path: Path | None) -> str:
     """SECRET: the administrator token, from ``path`` or ``$SEALTRAIL_ADMIN_TOKEN``."""
-    if path is None:
-        value = os.environ.get(TOKEN_ENV, "").strip()
-        if not value:
-            raise ConfigError(
-                f"no administrator token: give --token-file FILE or set {TOKEN_ENV}",
-                hint="`sealtrail init` (or `sealtrail keys admin-token`) shows it once; "
-                "keep it in a mode-0600 file.",
-            )
-        return value
-    data = _read_secret(path, "token file", limit=MAX_TOKEN_FILE)
-    try:
-        value = data.decode("ascii").strip()
-    except UnicodeDecodeError:
-        raise ConfigError(f"token file {path} is not ASCII text") from None
-    if not value:
-        raise ConfigError(f"token file {path} is empty")
+    value = read_token(path, TOKEN_ENV)
+    if value is None:
+        raise ConfigError(
+            f"no administrator token: give --token-file FILE or set {TOKEN_ENV}",
+            hint="`sealtrail init` (or `sealtrail keys admin-token`) shows it once; "
+            "keep it in a mode-0600 file.",
+        )
     return value
 
 
@@ -447,30 +437,6 @@ def _read_stdin() -> bytes:
         return sys.stdin.buffer.read()
     except (OSError, AttributeError, ValueError) as exc:
         raise InvalidInput(f"cannot read the payload from stdin: {exc}") from None
-
-
-def _read_secret(path: Path, what: str, *, limit: int) -> bytes:
-    """A secret file: a regular file only its owner can read (POSIX). Errors never show it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} not found") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot open {what} {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{what} {path} is not a regular file")
-        if os.name == "posix" and info.st_mode & 0o077:
-            raise ConfigError(
-                f"{what} {path} is readable or writable by others "
-                f"(mode {stat.S_IMODE(info.st_mode):04o})",
-                hint=f"Restrict it to its owner: chmod 600 {path}",
-            )
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise ConfigError(f"{what} {path} is larger than {limit} bytes")
-    return data
 
 
 def _certificates(path: Path, option: str, *, data: bytes | None = None) -> list[x509.Certificate]:

@@ -18,6 +18,11 @@ The provenance views (docs/queries.md) come back as parsed JSON: ``device``,
 ``device_timeline``, ``shipment`` and ``compliance``, each optionally ``size=N`` (the view
 as of the first N log entries).
 
+Users and tokens (docs/auth.md): ``Client(url, token=...)`` sends a bearer token with every
+request — a user's, on a service with ``[auth] required``. With the administrator token,
+``users``, ``put_user``, ``issue_token`` (the secret comes back once, in
+:class:`IssuedToken`) and ``revoke_token`` keep the service's user records.
+
 :class:`Client` blocks; :class:`AsyncClient` has the same methods as coroutines. Both
 raise :class:`sealtrail.errors.Error` subclasses only: the service's problem details come
 back as the error class it raised, with its stable ``code``; :class:`ServiceUnreachable`
@@ -33,24 +38,36 @@ from __future__ import annotations
 
 from ._client import (
     DEFAULT_TIMEOUT,
+    DEFAULT_TOKEN_DAYS,
     MAX_RESPONSE_SIZE,
     AsyncClient,
     Client,
+    Forbidden,
+    IssuedToken,
     RegisteredStatement,
     RegistrationTimeout,
     ServiceError,
     ServiceUnreachable,
+    TokenInfo,
     Unauthorized,
+    UserChange,
+    UserInfo,
 )
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "DEFAULT_TOKEN_DAYS",
     "MAX_RESPONSE_SIZE",
     "AsyncClient",
     "Client",
+    "Forbidden",
+    "IssuedToken",
     "RegisteredStatement",
     "RegistrationTimeout",
     "ServiceError",
     "ServiceUnreachable",
+    "TokenInfo",
     "Unauthorized",
+    "UserChange",
+    "UserInfo",
 ]

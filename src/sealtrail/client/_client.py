@@ -10,6 +10,11 @@ Everything that can go wrong is a :class:`sealtrail.errors.Error`: problem detai
 service map back to the error classes it raised (the service's stable ``code`` is kept), a
 connection failure is :class:`ServiceUnreachable`, an unexpected answer is
 :class:`ServiceError`. Messages name URLs and entry ids, never tokens or statement contents.
+
+A client may hold a bearer token (a user's ``stk_…`` or the administrator token,
+docs/auth.md) sent with every request; an administrative method's own ``token=`` takes
+priority over it. Tokens are SECRET: checked for shape without being echoed, never logged,
+kept out of every ``repr``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import sealtrail
 from sealtrail.errors import (
     Conflict,
     Error,
+    Forbidden,
     InvalidInput,
     NotFound,
     RateLimited,
@@ -53,14 +59,20 @@ from sealtrail.scitt import (
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "DEFAULT_TOKEN_DAYS",
     "MAX_RESPONSE_SIZE",
     "AsyncClient",
     "Client",
+    "Forbidden",
+    "IssuedToken",
     "RegisteredStatement",
     "RegistrationTimeout",
     "ServiceError",
     "ServiceUnreachable",
+    "TokenInfo",
     "Unauthorized",
+    "UserChange",
+    "UserInfo",
 ]
 
 #: Seconds for one HTTP exchange, and the default for a whole registration.
@@ -85,9 +97,11 @@ _DEVICE_ID = _ENTRY_ID
 _PROVENANCE = "/provenance/v1"
 #: Longest serial, shipment id or organization name (``sealtrail.provenance.MAX_ID_LENGTH``).
 MAX_NAME_LENGTH: Final = 128
-#: What an administrator token may look like (printable ASCII, no spaces): anything else
-#: could never match, and would end up in an HTTP library's error message.
+#: What a bearer token may look like (printable ASCII, no spaces): anything else could
+#: never match, and would end up in an HTTP library's error message.
 _TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
+#: A token's lifetime when :meth:`Client.issue_token` names none (the service's default).
+DEFAULT_TOKEN_DAYS: Final = 90
 
 # Codes the service sends with HTTP 400 for a statement that failed a signature, chain,
 # issuer or policy check (a VerificationError there). Every other 400 is InvalidInput.
@@ -104,6 +118,17 @@ _VERIFICATION_CODES = frozenset(
     }
 )
 _VERIFICATION_PREFIXES = ("chain-", "issuer-", "policy-", "receipt-")
+#: Hints for the service's 401 codes about a user's token (docs/auth.md); problem details
+#: carry no hint, and the class's own is about the administrator token.
+_TOKEN_HINTS = {
+    "token-required": "This service requires a token (docs/auth.md): a user's, sent as "
+    "'Authorization: Bearer <token>' (the command line: --token-file or $SEALTRAIL_TOKEN).",
+    "token-unknown": "The token is unknown or was revoked: ask an administrator for a new "
+    "one (sealtrail users token).",
+    "token-expired": "The token has expired: ask an administrator for a new one "
+    "(sealtrail users token).",
+    "user-disabled": "This user is disabled: ask an administrator.",
+}
 
 
 class ServiceUnreachable(Error):
@@ -182,6 +207,47 @@ def _receipt_position(receipt: bytes) -> tuple[int, int] | None:
     if isinstance(proof, list) and len(proof) == 3 and all(isinstance(v, int) for v in proof[:2]):
         return proof[0], proof[1]
     return None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A user's token as the administrator sees it: its id and expiry, never its secret."""
+
+    id: str
+    #: Unix time after which the service refuses it.
+    expires: int
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A user record (docs/auth.md), without token hashes."""
+
+    name: str
+    version: int
+    persona: str
+    org: str | None
+    disabled: bool
+    tokens: tuple[TokenInfo, ...]
+
+
+@dataclass(frozen=True)
+class UserChange:
+    """A user's new record and the log entry that holds it."""
+
+    user: UserInfo
+    registration: Registration
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A newly issued token. ``token`` is SECRET: the service returns it once and keeps only
+    its hash; it is left out of ``repr``."""
+
+    user: str
+    id: str
+    expires: int
+    token: str = field(repr=False)
+    registration: Registration
 
 
 # -- the protocol, once: flows yield steps and receive replies ------------------------------
@@ -314,31 +380,129 @@ def _checkpoint() -> _Flow[bytes]:
     return (yield from _fetch("/checkpoint", accept="text/plain", what="checkpoint"))
 
 
-def _put_organization(name: str, record_json: bytes, token: str) -> _Flow[Registration]:
+def _check_token(token: str, what: str = "a token") -> str:
+    """``token`` if it has a bearer token's shape. SECRET: never echoed, not even in part."""
     if not _TOKEN.fullmatch(token):
-        # Never echo the token: say what is wrong with it, not what it is.
         raise InvalidInput(
-            "the administrator token must be 1..4096 printable ASCII characters, no spaces",
+            f"{what} must be 1..4096 printable ASCII characters, no spaces",
             code="token-malformed",
             hint="Check the token file or variable for stray characters.",
         )
+    return token
+
+
+def _admin(
+    method: str, path: str, token: str | None, body: dict[str, Any] | bytes | None = None
+) -> _Call:
+    """An administrative request; ``token`` (when given) overrides the client's own."""
+    headers = {"Accept": JSON}
+    if body is not None:
+        headers["Content-Type"] = JSON
+    if token is not None:
+        headers["Authorization"] = f"Bearer {_check_token(token, 'the administrator token')}"
+    content = json.dumps(body).encode() if isinstance(body, dict) else body
+    return _Call(method, path, headers, content)
+
+
+def _registration(doc: dict[str, Any], what: str) -> Registration:
+    entry, index = doc.get("entry_id"), doc.get("index")
+    if not isinstance(entry, str) or not isinstance(index, int) or isinstance(index, bool):
+        raise ServiceError(f"{what} lacks entry_id or index")
+    return Registration(entry, index)
+
+
+def _put_organization(name: str, record_json: bytes, token: str | None) -> _Flow[Registration]:
     if not name:
         raise InvalidInput("an organization needs a name", code="org-record-invalid")
-    reply = yield from _exchange(
-        _Call(
-            "PUT",
-            f"/admin/organizations/{quote(name, safe='')}",
-            {"Content-Type": JSON, "Accept": JSON, "Authorization": f"Bearer {token}"},
-            record_json,
-        )
-    )
+    path = f"/admin/organizations/{quote(name, safe='')}"
+    reply = yield from _exchange(_admin("PUT", path, token, record_json))
     if reply.status not in (200, 201):
         raise _error_for(reply, f"organization {name!r}")
     doc = _json_object(reply.content, "the organization registration")
-    entry, index = doc.get("entry_id"), doc.get("index")
-    if not isinstance(entry, str) or not isinstance(index, int) or isinstance(index, bool):
-        raise ServiceError("the organization registration lacks entry_id or index")
-    return Registration(entry, index)
+    return _registration(doc, "the organization registration")
+
+
+def _user_name(name: str) -> str:
+    return _segment(name, "a user name", "user-name-invalid")
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _user_info(doc: object) -> UserInfo:
+    """A user as the service lists it (``tokens`` with ids and expiries only)."""
+    if not isinstance(doc, dict):
+        raise ServiceError("a user in the answer is not a JSON object")
+    name, version, persona = doc.get("user"), doc.get("version"), doc.get("persona")
+    org, disabled, tokens = doc.get("org"), doc.get("disabled", False), doc.get("tokens")
+    if (
+        not isinstance(name, str)
+        or not _int(version)
+        or not isinstance(persona, str)
+        or not (org is None or isinstance(org, str))
+        or not isinstance(disabled, bool)
+        or not isinstance(tokens, list)
+    ):
+        raise ServiceError("a user in the answer lacks user, version, persona or tokens")
+    infos = []
+    for t in tokens:
+        if not isinstance(t, dict) or not isinstance(t.get("id"), str):
+            raise ServiceError(f"user {name!r} has a token without an id")
+        if not _int(t.get("expires")):
+            raise ServiceError(f"user {name!r} has a token without an expiry")
+        infos.append(TokenInfo(t["id"], t["expires"]))
+    assert isinstance(version, int)
+    return UserInfo(name, version, persona, org, disabled, tuple(infos))
+
+
+def _users(token: str | None) -> _Flow[list[UserInfo]]:
+    reply = yield from _exchange(_admin("GET", "/admin/users", token))
+    if reply.status != 200:
+        raise _error_for(reply, "users")
+    users = _json_object(reply.content, "the user list").get("users")
+    if not isinstance(users, list):
+        raise ServiceError("the user list lacks users")
+    return [_user_info(u) for u in users]
+
+
+def _user_change(reply: _Reply, name: str, ok: tuple[int, ...]) -> UserChange:
+    if reply.status not in ok:
+        raise _error_for(reply, f"user {name!r}")
+    doc = _json_object(reply.content, "the user registration")
+    return UserChange(_user_info(doc), _registration(doc, "the user registration"))
+
+
+def _put_user(
+    name: str, persona: str, org: str | None, disabled: bool, token: str | None
+) -> _Flow[UserChange]:
+    body: dict[str, Any] = {"persona": persona, "disabled": disabled}
+    if org is not None:
+        body["org"] = org
+    reply = yield from _exchange(_admin("PUT", f"/admin/users/{_user_name(name)}", token, body))
+    return _user_change(reply, name, (200, 201))
+
+
+def _issue_token(name: str, days: int, token: str | None) -> _Flow[IssuedToken]:
+    if not _int(days):
+        raise InvalidInput("days is a whole number of days", code="admin-request-invalid")
+    path = f"/admin/users/{_user_name(name)}/tokens"
+    reply = yield from _exchange(_admin("POST", path, token, {"days": days}))
+    if reply.status != 201:
+        raise _error_for(reply, f"a token for user {name!r}")
+    doc = _json_object(reply.content, "the issued token")
+    token_id, expires, secret = doc.get("id"), doc.get("expires"), doc.get("token")
+    if not isinstance(token_id, str) or not _int(expires) or not isinstance(secret, str):
+        raise ServiceError("the issued token lacks id, expires or token")
+    assert isinstance(expires, int)
+    return IssuedToken(name, token_id, expires, secret, _registration(doc, "the issued token"))
+
+
+def _revoke_token(name: str, token_id: str, token: str | None) -> _Flow[UserChange]:
+    segment = _segment(token_id, "a token id", "token-id-invalid")
+    path = f"/admin/users/{_user_name(name)}/tokens/{segment}"
+    reply = yield from _exchange(_admin("DELETE", path, token))
+    return _user_change(reply, name, (200,))
 
 
 def _challenge(serial: str, count: int) -> _Flow[dict[str, Any]]:
@@ -465,8 +629,10 @@ def _error_for(reply: _Reply, what: str) -> Error:  # noqa: PLR0911 (one return 
         if _is_verification(code):
             return VerificationError(message, code=code)
         return InvalidInput(message, code=code)
-    if status in (401, 403):
-        return Unauthorized(message, code=code)
+    if status == 401:
+        return Unauthorized(message, code=code, hint=_TOKEN_HINTS.get(code or ""))
+    if status == 403:
+        return Forbidden(message, code=code)
     if status == 404:
         return NotFound(message, code=code)
     if status == 409:
@@ -539,6 +705,14 @@ def _transport_error(url: httpx.URL, exc: httpx.HTTPError, timeout: float) -> Er
     if isinstance(exc, httpx.TransportError):
         return ServiceUnreachable(f"the connection to {where} failed: {type(exc).__name__}")
     return ServiceError(f"a broken answer from {where}: {type(exc).__name__}")
+
+
+def _headers(call: _Call, token: str | None) -> dict[str, str]:
+    """The call's headers, with the client's token unless the call brings its own."""
+    headers = dict(call.headers)
+    if token is not None:
+        headers.setdefault("Authorization", f"Bearer {token}")
+    return headers
 
 
 def _base_url(base_url: str | httpx.URL) -> httpx.URL:
@@ -627,7 +801,9 @@ class Client:
     """A blocking client for a Sealtrail transparency service.
 
     Use as a context manager (``with Client("http://127.0.0.1:8080") as c: ...``), or call
-    :meth:`close`. ``timeout`` bounds each HTTP exchange and is the default wait for
+    :meth:`close`. ``token`` (SECRET) is sent with every request as ``Authorization: Bearer
+    …``: a user's token on a service with ``[auth] required`` (docs/auth.md), or the
+    administrator token. ``timeout`` bounds each HTTP exchange and is the default wait for
     :meth:`register`; ``transport`` replaces httpx's (for tests and proxies).
     """
 
@@ -635,10 +811,12 @@ class Client:
         self,
         base_url: str,
         *,
+        token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = _base_url(base_url)
+        self._token = None if token is None else _check_token(token)
         self.timeout = timeout
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -659,7 +837,7 @@ class Client:
 
     def _send(self, call: _Call) -> _Reply:
         request = self._http.build_request(
-            call.method, call.url, headers=dict(call.headers), content=call.content
+            call.method, call.url, headers=_headers(call, self._token), content=call.content
         )
         try:
             response = self._http.send(request, stream=True)
@@ -708,12 +886,57 @@ class Client:
         """``/.well-known/transparency-configuration`` as a dict."""
         return self._run(_configuration())
 
-    def put_organization(self, name: str, record_json: bytes, *, token: str) -> Registration:
-        """Onboard or change organization ``name`` with the administrator ``token``.
+    def put_organization(
+        self, name: str, record_json: bytes, *, token: str | None = None
+    ) -> Registration:
+        """Onboard or change organization ``name`` with the administrator ``token`` (default:
+        the client's).
 
         ``token`` is sent as a Bearer token and never appears in an error message.
         """
         return self._run(_put_organization(name, record_json, token))
+
+    # -- users and tokens (docs/auth.md): the administrator token or an admin user's --------
+    #
+    # ``token`` (SECRET) overrides the client's own for this call. Each change is a new
+    # version of the user's record, registered in the log; the answer names its entry.
+
+    def users(self, *, token: str | None = None) -> list[UserInfo]:
+        """Every user: persona, organization, token ids and expiries (never a secret)."""
+        return self._run(_users(token))
+
+    def put_user(
+        self,
+        name: str,
+        persona: str,
+        org: str | None = None,
+        disabled: bool = False,
+        *,
+        token: str | None = None,
+    ) -> UserChange:
+        """Create user ``name``, or change its persona, organization or ``disabled``.
+
+        Every field is set as given: keep a user's ``org`` by passing it again. Raises
+        ``NotFound`` (``org-unknown``) for an organization not onboarded, ``InvalidInput``
+        (``admin-request-invalid``) for an unknown persona.
+        """
+        return self._run(_put_user(name, persona, org, disabled, token))
+
+    def issue_token(
+        self, name: str, days: int = DEFAULT_TOKEN_DAYS, *, token: str | None = None
+    ) -> IssuedToken:
+        """A new token for user ``name``, valid ``days`` (1 to 366).
+
+        SECRET: ``IssuedToken.token`` is in this answer only; the service keeps its hash.
+        ``NotFound`` (``user-unknown``) for no such user, ``TooLarge`` (``too-many-tokens``)
+        when the user already holds 16.
+        """
+        return self._run(_issue_token(name, days, token))
+
+    def revoke_token(self, name: str, token_id: str, *, token: str | None = None) -> UserChange:
+        """Revoke user ``name``'s token ``token_id`` at once (``NotFound``, ``token-unknown``,
+        when it holds no such token)."""
+        return self._run(_revoke_token(name, token_id, token))
 
     def checkpoint(self) -> bytes:
         """The log's latest signed checkpoint (verify it with ``sealtrail.log``)."""
@@ -779,10 +1002,12 @@ class AsyncClient:
         self,
         base_url: str,
         *,
+        token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = _base_url(base_url)
+        self._token = None if token is None else _check_token(token)
         self.timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -803,7 +1028,7 @@ class AsyncClient:
 
     async def _send(self, call: _Call) -> _Reply:
         request = self._http.build_request(
-            call.method, call.url, headers=dict(call.headers), content=call.content
+            call.method, call.url, headers=_headers(call, self._token), content=call.content
         )
         try:
             response = await self._http.send(request, stream=True)
@@ -847,9 +1072,39 @@ class AsyncClient:
         """See :meth:`Client.configuration`."""
         return await self._run(_configuration())
 
-    async def put_organization(self, name: str, record_json: bytes, *, token: str) -> Registration:
+    async def put_organization(
+        self, name: str, record_json: bytes, *, token: str | None = None
+    ) -> Registration:
         """See :meth:`Client.put_organization`."""
         return await self._run(_put_organization(name, record_json, token))
+
+    async def users(self, *, token: str | None = None) -> list[UserInfo]:
+        """See :meth:`Client.users`."""
+        return await self._run(_users(token))
+
+    async def put_user(
+        self,
+        name: str,
+        persona: str,
+        org: str | None = None,
+        disabled: bool = False,
+        *,
+        token: str | None = None,
+    ) -> UserChange:
+        """See :meth:`Client.put_user`."""
+        return await self._run(_put_user(name, persona, org, disabled, token))
+
+    async def issue_token(
+        self, name: str, days: int = DEFAULT_TOKEN_DAYS, *, token: str | None = None
+    ) -> IssuedToken:
+        """See :meth:`Client.issue_token`."""
+        return await self._run(_issue_token(name, days, token))
+
+    async def revoke_token(
+        self, name: str, token_id: str, *, token: str | None = None
+    ) -> UserChange:
+        """See :meth:`Client.revoke_token`."""
+        return await self._run(_revoke_token(name, token_id, token))
 
     async def checkpoint(self) -> bytes:
         """See :meth:`Client.checkpoint`."""
