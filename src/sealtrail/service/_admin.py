@@ -66,7 +66,12 @@ def _public(user: User) -> dict[str, object]:
 
 
 def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> None:
-    @app.put("/admin/organizations/{name}", tags=["admin"])
+    @app.put(
+        "/admin/organizations/{name}",
+        tags=["admin"],
+        status_code=201,
+        responses={201: {"description": "Registered: the record is a new log entry"}},
+    )
     async def put_organization(name: str, request: Request) -> JSONResponse:
         """Onboard or change an organization (its record becomes a log entry)."""
         auth.check_admin(request)
@@ -80,7 +85,11 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
         auth.check_admin(request)
         return JSONResponse({"users": [_public(u) for u in service.users.all()]}, headers=NO_STORE)
 
-    @app.put("/admin/users/{name}", tags=["admin"])
+    @app.put(
+        "/admin/users/{name}",
+        tags=["admin"],
+        responses={201: {"description": "Created: the user's first record"}},
+    )
     async def put_user(name: str, request: Request) -> JSONResponse:
         """Create a user, or change its persona, organization or ``disabled``."""
         auth.check_admin(request)
@@ -107,7 +116,12 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
             status_code=201 if current is None else 200,
         )
 
-    @app.post("/admin/users/{name}/tokens", tags=["admin"])
+    @app.post(
+        "/admin/users/{name}/tokens",
+        tags=["admin"],
+        status_code=201,
+        responses={201: {"description": "The new token, in this answer only"}},
+    )
     async def issue_token(name: str, request: Request) -> JSONResponse:
         """A new token for the user: SECRET, in this answer only."""
         auth.check_admin(request)

@@ -242,7 +242,13 @@ def add_provenance_routes(
     """The read-only query routes under :data:`PREFIX` (docs/queries.md)."""
     queries = ProvenanceQueries(ledger, service)
 
-    @app.post(PREFIX + "/challenges", tags=["provenance"], response_class=JSONResponse)
+    @app.post(
+        PREFIX + "/challenges",
+        tags=["provenance"],
+        status_code=201,
+        response_class=JSONResponse,
+        responses={201: {"description": "The nonces, and when they expire"}},
+    )
     async def challenges(request: Request) -> JSONResponse:
         """Fresh nonces for a server's attestation or arrival (one per device to challenge).
 

@@ -75,7 +75,13 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 
 def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> None:
-    @app.post("/entries", tags=["scrapi"], status_code=201, response_class=Response)
+    @app.post(
+        "/entries",
+        tags=["scrapi"],
+        status_code=201,
+        response_class=Response,
+        responses={303: {"description": "Stored, not yet in the log: poll the Location"}},
+    )
     async def register(request: Request) -> Response:
         """Register a signed statement (``application/cose``)."""
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -104,7 +110,12 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
             receipt, status_code=201, media_type=COSE, headers={"Location": location, **NO_STORE}
         )
 
-    @app.get("/entries/{entry_id}", tags=["scrapi"], response_class=Response)
+    @app.get(
+        "/entries/{entry_id}",
+        tags=["scrapi"],
+        response_class=Response,
+        responses={302: {"description": "Pending: not yet in the log, poll again"}},
+    )
     async def receipt(entry_id: str) -> Response:
         """The entry's receipt against the latest checkpoint (302 while pending)."""
         try:

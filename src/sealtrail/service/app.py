@@ -77,6 +77,23 @@ _CODE_STATUS = {"unsupported-media-type": 415}
 _HTTP_CODES = {404: "not-found", 405: "method-not-allowed"}
 #: Problem details are answers about one request: never cached.
 _PROBLEM_HEADERS = {"Cache-Control": "no-store"}
+#: How the OpenAPI document describes every error answer (``_document_problems``).
+_PROBLEM_ANSWER = {
+    "description": "Problem details (RFC 9457) with a stable code",
+    "content": {
+        "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+    },
+}
+
+
+class ProblemDetails(BaseModel):
+    """The body of every error answer (``_problems.problem_response``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
 
 
 class LogInfo(BaseModel):
@@ -140,6 +157,7 @@ def create_app(
             token_known=auth.token_known,
         )
     _add_problem_handlers(app)
+    _document_problems(app)
     _add_tlog_tiles_routes(app, reader)
     _add_log_routes(app, reader, verifier_key)
     if service is not None:
@@ -189,6 +207,30 @@ def _add_problem_handlers(app: FastAPI) -> None:
             500,
             headers=_PROBLEM_HEADERS,
         )
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Declare in the OpenAPI document what every route may answer besides success: problem
+    details, for any 4xx or 5xx status. FastAPI's own 422 goes: a request that fails
+    validation is answered 400 (``_add_problem_handlers``)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = build()  # kept by FastAPI as app.openapi_schema: this runs once
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["ProblemDetails"] = ProblemDetails.model_json_schema()
+        for operations in doc["paths"].values():
+            for operation in operations.values():
+                responses = operation["responses"]
+                responses.pop("422", None)
+                responses["4XX"] = responses["5XX"] = _PROBLEM_ANSWER
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _refusal(exc: RateLimited) -> Response:
