@@ -332,6 +332,15 @@ def _fail(futures: Sequence[asyncio.Future[Any]], error: Error, *, logged: bool 
             future.set_exception(error)
 
 
+def _lost(code: str, what: str) -> Conflict:
+    """A record another process registered the same version of first (a shared store)."""
+    return Conflict(
+        f"another process registered {what} first; this record is in the log but not in effect",
+        code=code,
+        hint="Read it again and send the next version.",
+    )
+
+
 class TransparencyService:
     """Registers signed statements into a log and issues receipts for them."""
 
@@ -601,12 +610,7 @@ class TransparencyService:
             check=lambda: self.registry.check(org),
             in_effect=lambda: self.registry.get(org.name) == org,
             apply=lambda: self.registry.apply(org),
-            lost=Conflict(
-                f"another process registered version {org.version} of {org.name} first; "
-                "this record is in the log but not in effect",
-                code="org-version",
-                hint="Read the organization again and send the next version.",
-            ),
+            lost=_lost("org-version", f"version {org.version} of {org.name}"),
         )
 
     async def put_user(self, user: User) -> Registration:
@@ -622,12 +626,7 @@ class TransparencyService:
                 check=lambda: self.users.check(user),
                 in_effect=lambda: self.users.get(user.name) == user,
                 apply=lambda: self.users.apply(user),
-                lost=Conflict(
-                    f"another process registered version {user.version} of user {user.name} "
-                    "first; this record is in the log but not in effect",
-                    code="user-version",
-                    hint="Read the user again and retry.",
-                ),
+                lost=_lost("user-version", f"version {user.version} of user {user.name}"),
             )
 
     async def put_grant(self, grant: Grant) -> Registration:
