@@ -436,3 +436,31 @@ def test_a_statement_shared_with_another_organization_is_readable_there() -> Non
         )
         # The other statement stays the maker's own.
         assert w.client.get(f"/entries/{w.entry}/statement", headers=sam).status_code == 403
+
+
+def test_disabling_a_user_changes_only_that_and_shuts_every_token_out() -> None:
+    with built_world() as w:
+        alice = w.headers("supplier")
+        path = f"/entries/{w.entry}/statement"
+        assert w.client.get(path, headers=alice).status_code == 200
+        r = w.client.put("/admin/users/alice", content=b'{"disabled": true}', headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert (r.json()["persona"], r.json()["org"], r.json()["disabled"]) == (
+            "supplier",
+            "maker",
+            True,
+        )
+        r = w.client.get(path, headers=alice)
+        assert r.status_code == 401
+        assert r.json()["code"] == "user-disabled"
+        r = w.client.put("/admin/users/alice", content=b'{"disabled": false}', headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert w.client.get(path, headers=alice).status_code == 200
+        # A new persona without an organization drops it; one that needs it is refused
+        # by the record's own rules.
+        r = w.client.put("/admin/users/alice", content=b'{"persona": "auditor"}', headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert r.json()["org"] is None
+        r = w.client.put("/admin/users/alice", content=b'{"persona": "carrier"}', headers=ADMIN)
+        assert r.status_code == 400
+        assert r.json()["code"] == "user-record-invalid"

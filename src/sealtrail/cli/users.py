@@ -132,10 +132,11 @@ def disable(
     `sealtrail users add NAME --persona P` enables it again.
     """
     with _client(url, token_file) as service:
-        current = next((u for u in service.users() if u.name == name), None)
-        if current is None:
+        if not any(u.name == name for u in service.users()):
             raise NotFound(f"no user {name!r}", code="user-unknown")
-        change = service.put_user(name, current.persona, current.org, disabled=True)
+        # Only ``disabled`` is sent: the service keeps the persona and organization as
+        # they are then, so nothing read here can be written back stale.
+        change = service.put_user(name, None, disabled=True)
     _changed(change, "disabled", as_json)
 
 

@@ -474,11 +474,13 @@ def _user_change(reply: _Reply, name: str, ok: tuple[int, ...]) -> UserChange:
 
 
 def _put_user(
-    name: str, persona: str, org: str | None, disabled: bool, token: str | None
+    name: str, persona: str | None, org: str | None, disabled: bool, token: str | None
 ) -> _Flow[UserChange]:
-    body: dict[str, Any] = {"persona": persona, "disabled": disabled}
-    if org is not None:
-        body["org"] = org
+    body: dict[str, Any] = {"disabled": disabled}
+    if persona is not None:  # None: only ``disabled`` changes (the service keeps the rest)
+        body["persona"] = persona
+        if org is not None:
+            body["org"] = org
     reply = yield from _exchange(_admin("PUT", f"/admin/users/{_user_name(name)}", token, body))
     return _user_change(reply, name, (200, 201))
 
@@ -908,7 +910,7 @@ class Client:
     def put_user(
         self,
         name: str,
-        persona: str,
+        persona: str | None,
         org: str | None = None,
         disabled: bool = False,
         *,
@@ -916,7 +918,8 @@ class Client:
     ) -> UserChange:
         """Create user ``name``, or change its persona, organization or ``disabled``.
 
-        Every field is set as given: keep a user's ``org`` by passing it again. Raises
+        With a ``persona``, every field is set as given (keep a user's ``org`` by passing it
+        again); with ``persona=None``, only ``disabled`` changes on an existing user. Raises
         ``NotFound`` (``org-unknown``) for an organization not onboarded, ``InvalidInput``
         (``admin-request-invalid``) for an unknown persona.
         """
@@ -1085,7 +1088,7 @@ class AsyncClient:
     async def put_user(
         self,
         name: str,
-        persona: str,
+        persona: str | None,
         org: str | None = None,
         disabled: bool = False,
         *,

@@ -91,24 +91,32 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
         responses={201: {"description": "Created: the user's first record"}},
     )
     async def put_user(name: str, request: Request) -> JSONResponse:
-        """Create a user, or change its persona, organization or ``disabled``."""
+        """Create a user (``persona`` required), or change what the request names of an
+        existing one: a field left out keeps its value, so ``{"disabled": true}`` alone
+        shuts a user out without rewriting the rest. A new persona without ``org`` drops
+        the organization (auditors and admins act for none)."""
         auth.check_admin(request)
         doc = _json_object(await read_body(request, 4096), _USER_FIELDS, "a user")
-        persona, org = doc.get("persona"), doc.get("org")
+        current = service.users.get(name)
+        persona = doc.get("persona", None if current is None else current.persona)
+        keep_org = current is not None and not ({"org", "persona"} & doc.keys())
+        org = current.org if keep_org and current is not None else doc.get("org")
         if persona not in PERSONAS:
             raise InvalidInput(
                 f"persona must be one of {', '.join(PERSONAS)}", code="admin-request-invalid"
             )
         if org is not None and (not isinstance(org, str) or service.registry.get(org) is None):
             raise NotFound(f"no organization {org!r}", code="org-unknown")
-        current = service.users.get(name)
+        disabled = doc.get("disabled", False if current is None else current.disabled)
+        if not isinstance(disabled, bool):
+            raise InvalidInput("disabled is true or false", code="admin-request-invalid")
         user = User(
             name=name,
             version=1 if current is None else current.version + 1,
             persona=str(persona),
             org=org,
             tokens=() if current is None else current.tokens,
-            disabled=bool(doc.get("disabled", False)),
+            disabled=disabled,
         )
         registration = await service.put_user(user)
         return JSONResponse(
