@@ -212,6 +212,17 @@ def _next_version(w: World) -> bytes:
     return json.dumps(doc).encode()
 
 
+def _shared_with(w: World) -> str:
+    """An organization the shared statement is shared with (shared first if need be)."""
+    entry = bytes.fromhex(w.shared_entry)
+    if not w.service.grants.allows(entry, "other"):
+        r = w.client.post(
+            f"/entries/{w.shared_entry}/grants", content=b'{"org": "other"}', headers=ADMIN
+        )
+        assert r.status_code == 201, r.text
+    return "other"
+
+
 def _token_id(w: World) -> str:
     """A token of a throwaway user, made for a revocation attempt."""
     if w.service.users.get("tmp") is None:
@@ -268,6 +279,13 @@ CALLS = [
         lambda w: b'{"org": "other"}',
         "application/json",
         inside=lambda who: 403 if who == "other-supplier" else 201,
+        write=True,
+    ),
+    Call(
+        "DELETE",
+        "/entries/{entry_id}/grants/{org}",
+        lambda w: f"/entries/{w.shared_entry}/grants/{_shared_with(w)}",
+        inside=lambda who: 403 if who == "other-supplier" else 200,
         write=True,
     ),
     Call(
@@ -436,6 +454,14 @@ def test_a_statement_shared_with_another_organization_is_readable_there() -> Non
         )
         # The other statement stays the maker's own.
         assert w.client.get(f"/entries/{w.entry}/statement", headers=sam).status_code == 403
+        # Taken back: recorded too, and the other organization reads it no more.
+        r = w.client.delete(f"{grant}/other", headers=w.headers("supplier"))
+        assert r.status_code == 200, r.text
+        assert w.client.get(path, headers=sam).status_code == 403
+        records = w.store.statements_of_type(GRANT_RECORD_TYPE)
+        assert parse_grant_record(parse_statement(records[-1].body).payload).revoked
+        r = w.client.delete(f"{grant}/other", headers=w.headers("supplier"))
+        assert r.status_code == 404
 
 
 def test_disabling_a_user_changes_only_that_and_shuts_every_token_out() -> None:

@@ -630,15 +630,16 @@ class TransparencyService:
             )
 
     async def put_grant(self, grant: Grant) -> Registration:
-        """Record that ``grant.to`` may read the statement ``grant.entry`` (a log entry,
-        signed by the service). Granting twice records twice and changes nothing."""
+        """Record that ``grant.to`` may (or, revoked, may no longer) read the statement
+        ``grant.entry``: a log entry signed by the service. Granting twice records twice
+        and changes nothing."""
         async with self._org_lock:
             return await self._put_record(
                 GRANT_RECORD_TYPE,
                 f"grant:{grant.entry.hex()}",
                 grant_record(grant),
                 check=lambda: None,
-                in_effect=lambda: self.grants.allows(grant.entry, grant.to),
+                in_effect=lambda: self.grants.allows(grant.entry, grant.to) != grant.revoked,
                 apply=lambda: self.grants.apply(grant),
                 lost=Conflict("the grant did not take effect", code="grant-lost"),
             )

@@ -209,7 +209,7 @@ class Users:
 
 
 GRANT_RECORD_TYPE = "application/vnd.sealtrail.grant+json"
-GRANT_FIELDS = frozenset({"entry", "to", "by"})
+GRANT_FIELDS = frozenset({"entry", "to", "by", "revoked"})
 
 
 @dataclass(frozen=True)
@@ -219,6 +219,8 @@ class Grant:
     entry: bytes
     to: str
     by: str
+    #: A later record taking the share back.
+    revoked: bool = False
 
 
 def parse_grant_record(payload: bytes) -> Grant:
@@ -236,11 +238,16 @@ def parse_grant_record(payload: bytes) -> Grant:
         raise InvalidInput("grant record: entry is 64 hex digits", code="grant-record-invalid")
     if not isinstance(to, str) or not 0 < len(to) <= 128 or not isinstance(by, str) or not by:
         raise InvalidInput("grant record: to and by are names", code="grant-record-invalid")
-    return Grant(bytes.fromhex(entry), to, by)
+    revoked = doc.get("revoked", False)
+    if not isinstance(revoked, bool):
+        raise InvalidInput("grant record: revoked is true or false", code="grant-record-invalid")
+    return Grant(bytes.fromhex(entry), to, by, revoked)
 
 
 def grant_record(grant: Grant) -> bytes:
-    doc = {"entry": grant.entry.hex(), "to": grant.to, "by": grant.by}
+    doc: dict[str, Any] = {"entry": grant.entry.hex(), "to": grant.to, "by": grant.by}
+    if grant.revoked:
+        doc["revoked"] = True
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -253,7 +260,10 @@ class Grants:
 
     def apply(self, grant: Grant) -> None:
         with self._lock:
-            self._granted.add((grant.entry, grant.to))
+            if grant.revoked:
+                self._granted.discard((grant.entry, grant.to))
+            else:
+                self._granted.add((grant.entry, grant.to))
 
     def allows(self, entry: bytes, org: str) -> bool:
         with self._lock:

@@ -165,10 +165,8 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
 
 
 def add_grant_route(app: FastAPI, service: TransparencyService) -> None:
-    @app.post("/entries/{entry_id}/grants", tags=["scrapi"], status_code=201)
-    async def grant(entry_id: str, request: Request) -> JSONResponse:
-        """Share a statement's contents with another organization (a log entry)."""
-        principal: Principal = request.state.principal
+    async def owned(entry_id: str, principal: Principal) -> tuple[bytes, str | None]:
+        """The statement's entry and organization, if ``principal`` may share it."""
         record = await run_in_threadpool(service.statement_record, entry_id)
         owner = service.registry.name_of(record.issuer)
         if principal.persona != "admin" and (principal.org is None or principal.org != owner):
@@ -176,18 +174,35 @@ def add_grant_route(app: FastAPI, service: TransparencyService) -> None:
                 "only the statement's organization, or an administrator, shares it",
                 code="grant-forbidden",
             )
+        return record.entry_id, owner
+
+    @app.post("/entries/{entry_id}/grants", tags=["scrapi"], status_code=201)
+    async def grant(entry_id: str, request: Request) -> JSONResponse:
+        """Share a statement's contents with another organization (a log entry)."""
+        principal: Principal = request.state.principal
+        entry, owner = await owned(entry_id, principal)
         doc = _json_object(await read_body(request, 4096), frozenset({"org"}), "a grant")
         org = doc.get("org")
         if not isinstance(org, str) or service.registry.get(org) is None:
             raise NotFound(f"no organization {org!r}", code="org-unknown")
         if org == owner:
             raise InvalidInput("a statement's own organization reads it already", code="grant-self")
-        registration = await service.put_grant(
-            Grant(record.entry_id, org, principal.user or "admin")
-        )
+        registration = await service.put_grant(Grant(entry, org, principal.user or "admin"))
         return JSONResponse(
-            _registered(registration, statement=record.entry_id.hex(), org=org), status_code=201
+            _registered(registration, statement=entry.hex(), org=org), status_code=201
         )
+
+    @app.delete("/entries/{entry_id}/grants/{org}", tags=["scrapi"])
+    async def revoke_grant(entry_id: str, org: str, request: Request) -> JSONResponse:
+        """Take a share back (a log entry; what was read meanwhile stays read)."""
+        principal: Principal = request.state.principal
+        entry, _ = await owned(entry_id, principal)
+        if not service.grants.allows(entry, org):
+            raise NotFound(f"the statement is not shared with {org!r}", code="grant-unknown")
+        registration = await service.put_grant(
+            Grant(entry, org, principal.user or "admin", revoked=True)
+        )
+        return JSONResponse(_registered(registration, statement=entry.hex(), org=org))
 
 
 def _user(service: TransparencyService, name: str) -> User:

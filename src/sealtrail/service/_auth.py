@@ -73,6 +73,7 @@ ROUTES: Mapping[tuple[str, str], frozenset[str]] = {
     ("GET", "/entries/{entry_id}/transparent-statement"): _READERS,
     # Sharing a statement's contents with another organization (route checks the owner).
     ("POST", "/entries/{entry_id}/grants"): _WRITERS | _ADMIN,
+    ("DELETE", "/entries/{entry_id}/grants/{org}"): _WRITERS | _ADMIN,
     # Administration.
     ("PUT", "/admin/organizations/{name}"): _ADMIN,
     ("GET", "/admin/users"): _ADMIN,
