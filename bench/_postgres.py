@@ -1,14 +1,13 @@
 """What the benchmarks need of a PostgreSQL server: a fresh schema per run, and its URL as a
-report may show it. Loaded by path (bench/ is not a package): see ``load`` in the callers."""
+report may show it. Loaded by path, as bench/ is not a package
+(``sealtrail.cli.bench.bench_module``)."""
 
 from __future__ import annotations
 
 import contextlib
 import secrets
 from collections.abc import Iterator
-from urllib.parse import quote
-
-from sealtrail.storage import describe_store
+from urllib.parse import quote, urlsplit, urlunsplit
 
 
 @contextlib.contextmanager
@@ -29,5 +28,10 @@ def fresh_schema(url: str) -> Iterator[str]:
 
 
 def redacted(url: str) -> str:
-    """The server's address and database, never a user or password."""
-    return describe_store(url)
+    """``url`` without its password (the JSON report is shareable)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -19,18 +19,16 @@ Figures (name -> number):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import random
-import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
+from sealtrail.cli.bench import bench_module
 from sealtrail.keys import Ed25519Signer
 from sealtrail.log import CheckpointSigner, LogReader, Sequencer, SequencerConfig
 from sealtrail.storage import PostgresStore, SQLiteStore
@@ -54,21 +52,9 @@ SIGNER = CheckpointSigner(origin="bench.sealtrail.localhost/log", signer=Ed25519
 AnyStore = SQLiteStore | PostgresStore
 
 
-@contextlib.contextmanager
-def _postgres_schema(url: str) -> Iterator[str]:
-    """A fresh, empty schema in the database at ``url`` (a URL whose connections use it),
-    dropped afterwards: every run starts from an empty store, as with SQLite's fresh files."""
-    import psycopg
-
-    name = f"sealtrail_bench_{secrets.token_hex(6)}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {name}")
-    try:
-        joiner = "&" if "?" in url else "?"
-        yield f"{url}{joiner}options={quote(f'-csearch_path={name}')}"
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {name} CASCADE")
+#: Fresh schemas and redacted URLs, shared with bench/register.py.
+_POSTGRES = bench_module(Path(__file__).with_name("_postgres.py"))
+_redacted = _POSTGRES.redacted
 
 
 def _cold_reader(store: AnyStore) -> LogReader:
@@ -225,7 +211,7 @@ def _postgres_figures(
     """The append and proof figures again, on PostgreSQL (``postgresql_`` + their names)."""
     rng = random.Random(seed)
     figures: dict[str, float] = {}
-    with _postgres_schema(url) as schema_url:
+    with _POSTGRES.fresh_schema(url) as schema_url:
         elapsed, big = _append_sealtrail(schema_url, _entries(entries, seed), report)
         try:
             figures["postgresql_append_entries_per_s"] = _rate(entries, elapsed)
@@ -242,13 +228,3 @@ def _postgres_figures(
         finally:
             big.close()
     return figures
-
-
-def _redacted(url: str) -> str:
-    """``url`` without its password (the JSON report is shareable)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -38,7 +38,6 @@ import datetime as dt
 import gc
 import hashlib
 import importlib
-import importlib.util
 import json
 import os
 import secrets
@@ -674,7 +673,7 @@ def run(
         figures |= _http_figures(http_run, elapsed)
 
         if store is not None:
-            postgres = _load_sibling("_postgres")
+            postgres = _postgres()
             with postgres.fresh_schema(store) as url:
                 label = "in-process registrations (postgresql)"
                 elapsed = asyncio.run(_inprocess(url, pki, data, tasks, _relabel(report, label)))
@@ -709,7 +708,7 @@ def run(
             "http_warmup_statements": WARMUP,
             "http_server": {"uvicorn": True, **server},
             "sqlite_synchronous": "FULL",
-            "postgresql": None if store is None else _load_sibling("_postgres").redacted(store),
+            "postgresql": None if store is None else _postgres().redacted(store),
             "postgresql_api_processes": None if store is None else api_processes,
             "seed": seed,
         },
@@ -738,15 +737,11 @@ def _relabel(report: Report, label: str) -> Report:
     return lambda _what, done, total: report(label, done, total)
 
 
-def _load_sibling(name: str) -> Any:  # noqa: ANN401 (a module loaded by path)
-    """A helper module of bench/ (not a package, and not on sys.path: see ``serve``)."""
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"sealtrail_bench_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _postgres() -> Any:  # noqa: ANN401 (a module loaded by path)
+    """bench/_postgres.py, loaded when a PostgreSQL figure is asked for (not by ``serve``)."""
+    from sealtrail.cli.bench import bench_module
+
+    return bench_module(Path(__file__).with_name("_postgres.py"))
 
 
 if __name__ == "__main__":

@@ -32,21 +32,31 @@ BenchDir = Annotated[
 ]
 
 
+def bench_module(path: Path) -> ModuleType:
+    """The module of a bench/ file (bench/ is not a package and not on ``sys.path``): loaded
+    once, as ``sealtrail_bench_<name>``; benchmarks load their helper files with it too."""
+    name = f"sealtrail_bench_{path.stem}"
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load the benchmark file {path.name}")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as importlib's recipe says: dataclasses and pickling look a
+    # module up by name while it is being executed.
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def _bench_module(name: str, bench_dir: Path | None) -> ModuleType:
     candidates = [bench_dir] if bench_dir else []
     candidates += [Path.cwd() / "bench", Path(sealtrail.__file__).resolve().parents[2] / "bench"]
     for folder in candidates:
         path = folder / f"{name}.py"
         if path.is_file():
-            spec = importlib.util.spec_from_file_location(f"sealtrail_bench_{name}", path)
-            if spec is None or spec.loader is None:
-                break
-            module = importlib.util.module_from_spec(spec)
-            # Registered before it runs, as importlib's recipe says: dataclasses and pickling
-            # look a module up by name while it is being executed.
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-            return module
+            return bench_module(path)
     raise ConfigError(
         f"benchmark {name!r} not found",
         hint="Benchmarks live in bench/ of a source checkout: run from there or pass --bench-dir.",
