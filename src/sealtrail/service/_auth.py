@@ -49,7 +49,9 @@ _READERS = frozenset({"admin", "supplier", "carrier", "operator", "auditor"})
 _VIEWERS = frozenset({"admin", "operator", "auditor"})
 _ADMIN = frozenset({"admin"})
 
-#: (method, route path) -> the personas that may call it. HEAD is checked as GET.
+#: (method, route path) -> the personas that may call it. HEAD is checked as GET. The API's
+#: description (``/openapi.json``, ``/docs``, ``/redoc``) is served by plain routes outside
+#: this table and is public.
 ROUTES: Mapping[tuple[str, str], frozenset[str]] = {
     # The verifiable log: public, as a transparency log must be (hashes only).
     ("GET", "/checkpoint"): _ANY,
@@ -60,10 +62,6 @@ ROUTES: Mapping[tuple[str, str], frozenset[str]] = {
     ("GET", "/log/v1/proof/consistency"): _ANY,
     ("GET", "/.well-known/transparency-configuration"): _ANY,
     ("GET", "/.well-known/scitt-keys"): _ANY,
-    ("GET", "/openapi.json"): _ANY,
-    ("GET", "/docs"): _ANY,
-    ("GET", "/docs/oauth2-redirect"): _ANY,
-    ("GET", "/redoc"): _ANY,
     # A receipt proves inclusion of a hash and reveals nothing else: public.
     ("GET", "/entries/{entry_id}"): _ANY,
     # Writes: the personas that issue statements (route checks org and kind).
