@@ -65,7 +65,8 @@ class LogFollower:
         self.poll = poll
         self._known = 0
         self._by_leaf: dict[bytes, list[_Waiter]] = {}
-        self._waiters: set[_Waiter] = set()
+        #: Oldest first (insertion order): the ones due a lookup or a time-out are a prefix.
+        self._waiters: dict[_Waiter, None] = {}
         self._waiting = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -119,7 +120,7 @@ class LogFollower:
             future.set_result([])
             return future
         waiter = _Waiter(list(leaves), future, time.monotonic())
-        self._waiters.add(waiter)
+        self._waiters[waiter] = None
         self._waiting += len(leaves)
         for leaf in dict.fromkeys(leaves):
             self._by_leaf.setdefault(leaf, []).append(waiter)
@@ -128,9 +129,8 @@ class LogFollower:
         return future
 
     def _drop(self, waiter: _Waiter) -> None:
-        if waiter not in self._waiters:
+        if self._waiters.pop(waiter, False) is False:
             return
-        self._waiters.discard(waiter)
         self._waiting -= len(waiter.leaves)
         for leaf in dict.fromkeys(waiter.leaves):
             waiting = self._by_leaf.get(leaf)
@@ -179,12 +179,19 @@ class LogFollower:
                     self._found(leaf, start + offset)
             self._known = size
         now = time.monotonic()
-        for waiter in [w for w in self._waiters if now - w.since >= MAX_WAIT]:
-            if not waiter.future.done():
-                waiter.future.set_exception(
-                    RetryLater(f"not sequenced within {MAX_WAIT:.0f} s; ask again later")
-                )
-        late = [w for w in self._waiters if not w.looked_up and now - w.since >= LOOKUP_AFTER]
+        late: list[_Waiter] = []
+        # Iterated in place: a future's done callbacks (which drop its waiter) run later.
+        for waiter in self._waiters:
+            age = now - waiter.since
+            if age < LOOKUP_AFTER:
+                break  # the rest are younger still
+            if age >= MAX_WAIT:
+                if not waiter.future.done():
+                    waiter.future.set_exception(
+                        RetryLater(f"not sequenced within {MAX_WAIT:.0f} s; ask again later")
+                    )
+            elif not waiter.looked_up:
+                late.append(waiter)
         for waiter in late:
             waiter.looked_up = True
             for position, leaf in enumerate(waiter.leaves):
