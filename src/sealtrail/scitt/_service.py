@@ -487,10 +487,12 @@ class TransparencyService:
     # -- registration -------------------------------------------------------------------------
 
     def check(
-        self, data: bytes, *, now: float | None = None
+        self, data: bytes | SignedStatement, *, now: float | None = None
     ) -> tuple[SignedStatement, Organization]:
         """Every registration check. Raises an :class:`Error` with a code.
 
+        ``data`` is the statement's bytes, or the statement already parsed (with this
+        service's ``max_statement_size``) by a caller that needed to read it first.
         Nothing is written; a payload rule may remember what it accepted (see
         :data:`PayloadRule`), which is harmless if the statement is then not registered.
         """
@@ -503,7 +505,7 @@ class TransparencyService:
         return statement, org
 
     async def check_current(
-        self, data: bytes, *, now: float | None = None
+        self, data: bytes | SignedStatement, *, now: float | None = None
     ) -> tuple[SignedStatement, Organization]:
         """:meth:`check`, with the organizations brought up to date first when the issuer
         is unknown and another process may have just onboarded it (a shared store)."""
@@ -535,17 +537,20 @@ class TransparencyService:
         )
 
     def _screen(
-        self, data: bytes, *, now: float | None
+        self, data: bytes | SignedStatement, *, now: float | None
     ) -> tuple[SignedStatement, Organization, Verifier]:
         """Every check but the signature's: profile, issuer, policy, and the key to use."""
-        statement = parse_statement(data, max_size=self.max_statement_size)
+        if isinstance(data, SignedStatement):
+            statement = data
+        else:
+            statement = parse_statement(data, max_size=self.max_statement_size)
         org = self.registry.for_issuer(statement.issuer)
         content_type = str(statement.content_type)
         org.policy.check(
             content_type=content_type,
             subject=statement.subject,
             alg=statement.alg,
-            size=len(data),
+            size=len(statement.encoded),
         )
         return statement, org, self._issuer_key(statement, org, now=now)
 

@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from sealtrail.errors import InvalidInput, NotFound, TooLarge
-from sealtrail.scitt import Registration, TransparencyService, parse_statement
+from sealtrail.scitt import Registration, SignedStatement, TransparencyService, parse_statement
 
 from ._auth import Auth, Principal
 
@@ -88,9 +88,10 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
         if media != COSE:
             raise InvalidInput(f"send the statement as {COSE}", code="unsupported-media-type")
         data = await read_body(request, service.max_statement_size)
+        parsed: bytes | SignedStatement = data
         if auth.required:
-            await _authorize_write(service, auth, request.state.principal, data)
-        statement, _ = await service.check_current(data)
+            parsed = await _authorize_write(service, auth, request.state.principal, data)
+        statement, _ = await service.check_current(parsed)
         submission = service.submit_checked(statement)
         location = f"/entries/{statement.entry_id}"
         # Announce the entry (303) only once it is stored: from then on GET of its Location
@@ -173,9 +174,10 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
 
 async def _authorize_write(
     service: TransparencyService, auth: Auth, principal: Principal, data: bytes
-) -> None:
+) -> SignedStatement:
     """May ``principal`` register this statement? Asked before any check that may remember
-    the statement (a payload rule), so that a write it may not make changes nothing."""
+    the statement (a payload rule), so that a write it may not make changes nothing.
+    Returns the statement parsed, for the checks to go on with."""
     statement = parse_statement(data, max_size=service.max_statement_size)
     org = service.registry.name_of(statement.issuer)
     if org is None and service.shared:
@@ -183,3 +185,4 @@ async def _authorize_write(
         org = service.registry.name_of(statement.issuer)
     if org is not None:  # else the check refuses it: issuer-unknown
         auth.may_register(principal, statement, org)
+    return statement
