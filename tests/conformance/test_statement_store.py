@@ -56,3 +56,14 @@ def test_the_sequenced_watermark_only_rises(store_factory: StoreFactory) -> None
     store.write_sequenced(5)
     store.write_sequenced(3)
     assert store.read_sequenced() == 5
+
+
+def test_statements_of_a_type_in_order_and_after_a_skip(store_factory: StoreFactory) -> None:
+    store = _store(store_factory)
+    records = [_record(n, f"type/{n % 2}") for n in range(10)]
+    store.put_statements(records)
+    evens = [r for r in records if r.content_type == "type/0"]
+    assert store.statements_of_type("type/0") == evens
+    assert store.statements_of_type("type/0", skip=3) == evens[3:]
+    assert store.statements_of_type("type/0", skip=99) == []
+    assert store.statements_of_type("type/none") == []

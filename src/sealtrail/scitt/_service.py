@@ -450,8 +450,9 @@ class TransparencyService:
                 self._fold_type(content_type, fold)
 
     def _fold_type(self, content_type: str, fold: Callable[[bytes], None]) -> None:
-        records = self.store.statements_of_type(content_type)
-        for record in records[self._folded[content_type] :]:
+        # Only the records not folded yet: the service polls this every second.
+        records = self.store.statements_of_type(content_type, skip=self._folded[content_type])
+        for record in records:
             statement = parse_statement(record.body)
             self._folded[content_type] += 1
             if statement.issuer != self.issuer:

@@ -264,8 +264,9 @@ class StatementStore(Protocol):
         """As :meth:`statements_since`, the entry ids only (what a sequencer appends)."""
         ...
 
-    def statements_of_type(self, content_type: str) -> list[StatementRecord]:
-        """Every stored statement of this content type, in registration order."""
+    def statements_of_type(self, content_type: str, *, skip: int = 0) -> list[StatementRecord]:
+        """Every stored statement of this content type, in registration order, but the
+        first ``skip`` of them (a reader that folded those already fetches only the rest)."""
         ...
 
     def read_sequenced(self) -> int:

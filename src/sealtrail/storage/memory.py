@@ -157,9 +157,9 @@ class MemoryStore:
     def entries_since(self, seq: int, *, limit: int) -> list[tuple[int, bytes]]:
         return [(s, r.entry_id) for s, r in self.statements_since(seq, limit=limit)]
 
-    def statements_of_type(self, content_type: str) -> list[StatementRecord]:
+    def statements_of_type(self, content_type: str, *, skip: int = 0) -> list[StatementRecord]:
         with self._lock:
-            return [r for r in self._order if r.content_type == content_type]
+            return [r for r in self._order if r.content_type == content_type][skip:]
 
     def read_sequenced(self) -> int:
         with self._lock:

@@ -576,12 +576,12 @@ class PostgresStore:
         )
         return [(int(s), bytes(e)) for s, e in rows]
 
-    def statements_of_type(self, content_type: str) -> list[StatementRecord]:
+    def statements_of_type(self, content_type: str, *, skip: int = 0) -> list[StatementRecord]:
         rows = self._read(
             "read",
             f"SELECT {_STATEMENT_COLUMNS} FROM statements"  # noqa: S608
-            " WHERE content_type = %s ORDER BY seq",
-            (content_type,),
+            " WHERE content_type = %s ORDER BY seq OFFSET %s",
+            (content_type, skip),
         )
         return [_record(r) for r in rows]
 

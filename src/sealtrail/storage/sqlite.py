@@ -462,14 +462,14 @@ class SQLiteStore:
             )
         return [(int(s), bytes(e)) for s, e in rows]
 
-    def statements_of_type(self, content_type: str) -> list[StatementRecord]:
+    def statements_of_type(self, content_type: str, *, skip: int = 0) -> list[StatementRecord]:
         with self._errors("read"):
             rows = (
                 self._conn()
                 .execute(
                     "SELECT entry_id, body, issuer, subject, content_type, registered_at"
-                    " FROM statements WHERE content_type = ? ORDER BY seq",
-                    (content_type,),
+                    " FROM statements WHERE content_type = ? ORDER BY seq LIMIT -1 OFFSET ?",
+                    (content_type, skip),
                 )
                 .fetchall()
             )
