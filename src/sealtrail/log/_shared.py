@@ -223,9 +223,10 @@ class SharedSequencer:
                     if not alive or sequencer is None or sequencer.fenced:
                         await self._step_down("lost the sequencer role")
                 failing = False
-            except Error as exc:
+            except Exception as exc:  # the loop must outlive any failure: it is the fail-over
                 if not failing:
-                    log.warning("sequencer role: %s (%s); retrying", exc, exc.code)
+                    error = _as_error(exc)
+                    log.warning("sequencer role: %s (%s); retrying", error, error.code)
                 failing = True
 
     async def _bid(self) -> None:
@@ -285,15 +286,10 @@ class SharedSequencer:
             except RetryLater as exc:
                 await asyncio.sleep(min(exc.retry_after, 0.1))
                 continue
-            except Error as exc:
+            except Exception as exc:
                 if not failing:
-                    log.warning("feeder: %s (%s); retrying", exc, exc.code)
-                failing = True
-                await asyncio.sleep(0.5)
-                continue
-            except Exception as exc:  # a driver's own error: as StorageError above
-                if not failing:
-                    log.warning("feeder: %s", StorageError(type(exc).__name__))
+                    error = _as_error(exc)
+                    log.warning("feeder: %s (%s); retrying", error, error.code)
                 failing = True
                 await asyncio.sleep(0.5)
                 continue
@@ -310,3 +306,8 @@ def _copy(source: asyncio.Future[list[int]], target: asyncio.Future[list[int]]) 
         target.set_exception(exc)
     else:
         target.set_result(source.result())
+
+
+def _as_error(exc: Exception) -> Error:
+    """Ours as is; a driver's own exception as a :class:`StorageError` (its type only)."""
+    return exc if isinstance(exc, Error) else StorageError(type(exc).__name__)

@@ -197,6 +197,10 @@ class Users:
         with self._lock:
             return self._users.get(name)
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._users)
+
     def all(self) -> list[User]:
         with self._lock:
             return sorted(self._users.values(), key=lambda u: u.name)

@@ -210,6 +210,6 @@ class Auth:
         principal: Principal = getattr(request.state, "principal", None) or self.principal(request)
         if principal.persona == "admin":
             return
-        if self.admin_token_hash is None and not (self.service and self.service.users.all()):
+        if self.admin_token_hash is None and not (self.service and len(self.service.users)):
             raise Unauthorized("administration is disabled on this server")
         raise Unauthorized("a valid administrator token is required")
