@@ -26,6 +26,7 @@ from ._device import MAX_CERTIFICATE_SIZE, Algorithm, device_id
 from ._devicechain import MAX_DEVICE_CHAIN, DeviceChainValidator
 from ._kinds import KINDS, Kind, Payload, Role, parse_payload
 from ._ledger import (
+    INDEX_WAIT,
     MAX_CHALLENGE_COUNT,
     Issued,
     ProvenanceLedger,
@@ -102,6 +103,7 @@ from ._views import MAX_TIMELINE, MAX_TREE_NODES, ProvenanceViews, entry_doc
 
 __all__ = [
     "ATTESTED_STATES",
+    "INDEX_WAIT",
     "KINDS",
     "MAX_CERTIFICATE_SIZE",
     "MAX_CHAIN_LENGTH",

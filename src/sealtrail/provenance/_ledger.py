@@ -116,6 +116,9 @@ def open_nonce(key: bytes, nonce: str) -> tuple[bytes, int] | None:
 #: Seconds between looks at the log's size while it is idle.
 INDEX_POLL = 0.2
 
+#: Longest a query waits for the index to reach the log's size (:meth:`ProvenanceLedger.synced`).
+INDEX_WAIT = 5.0
+
 
 def fact_of(statement: SignedStatement, org: str) -> Fact | None:
     """The provenance fact a registered statement states, or None for another content type.
@@ -289,6 +292,8 @@ class ProvenanceLedger:
         self._task: asyncio.Task[None] | None = None
         self._challenge_key = challenge_key if challenge_key is not None else os.urandom(32)
         self._wakeup = asyncio.Event()
+        #: Set, and replaced, after each round of the indexer.
+        self._progress = asyncio.Event()
 
     # -- registration rules ---------------------------------------------------------------
 
@@ -543,6 +548,29 @@ class ProvenanceLedger:
         """The log grew: index it soon."""
         self._wakeup.set()
 
+    async def synced(self, size: int | None = None, *, timeout: float | None = None) -> bool:
+        """Wait until the index holds the log's first ``size`` entries (all the log's
+        signed checkpoint covers, when None), at most ``timeout`` seconds (:data:`INDEX_WAIT`
+        when None): a client holding a receipt sees its entry in the views. Whether it
+        does; the views say the size they reflect either way.
+        """
+        reader = self._reader
+        if reader is None:  # not following a log (not started)
+            return size is None or await asyncio.to_thread(self.index.applied_size) >= size
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (INDEX_WAIT if timeout is None else timeout)
+        covered = await asyncio.to_thread(reader.size)
+        target = covered if size is None else min(size, covered)
+        while await asyncio.to_thread(self.index.applied_size) < target:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._task is None:
+                return False
+            progress = self._progress
+            self.poke()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), remaining)
+        return True
+
     async def _follow(self, reader: LogReader) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -553,6 +581,9 @@ class ProvenanceLedger:
             except Error as exc:
                 log.warning("provenance index: %s (%s); retrying", exc, exc.code)
                 await asyncio.sleep(1.0)
+            finally:
+                progress, self._progress = self._progress, asyncio.Event()
+                progress.set()
 
     async def close(self, reader: LogReader | None = None) -> None:
         """Stop following; with ``reader``, index what the log holds first."""

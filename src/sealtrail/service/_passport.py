@@ -11,9 +11,7 @@ answers 503 with ``Retry-After`` (``passport-index-behind``). Read-only: nothing
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import Iterable
 
 from fastapi import FastAPI
@@ -23,6 +21,7 @@ from fastapi.responses import Response
 from sealtrail.errors import InvalidInput, NotFound, RetryLater
 from sealtrail.log import SignedCheckpoint
 from sealtrail.provenance import (
+    INDEX_WAIT,
     MAX_ID_LENGTH,
     PASSPORT_TYPE,
     PassportSubject,
@@ -36,10 +35,6 @@ __all__ = ["DEVICE_PASSPORTS", "INDEX_WAIT", "PASSPORTS", "add_passport_routes"]
 
 PASSPORTS = "/provenance/v1/passports"
 DEVICE_PASSPORTS = "/provenance/v1/device-passports"
-#: Seconds a request waits for the provenance index to reach the latest checkpoint.
-INDEX_WAIT = 5.0
-#: How often the wait looks at the index, in seconds.
-INDEX_POLL = 0.02
 #: A passport is a snapshot of a moving log: never cached.
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -102,16 +97,12 @@ class PassportExporter:
                 f"the log is empty: no {subject.kind} has provenance yet",
                 code=f"{subject.kind}-unknown",
             )
-        deadline = time.monotonic() + wait
-        while await run_in_threadpool(self.ledger.index.applied_size) < checkpoint.size:
-            if time.monotonic() >= deadline:
-                raise RetryLater(
-                    "the provenance index has not reached the log's checkpoint yet",
-                    retry_after=1.0,
-                    code="passport-index-behind",
-                )
-            self.ledger.poke()
-            await asyncio.sleep(INDEX_POLL)
+        if not await self.ledger.synced(checkpoint.size, timeout=wait):
+            raise RetryLater(
+                "the provenance index has not reached the log's checkpoint yet",
+                retry_after=1.0,
+                code="passport-index-behind",
+            )
         return await run_in_threadpool(self.build, subject, checkpoint)
 
 

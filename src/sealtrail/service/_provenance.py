@@ -242,6 +242,13 @@ def add_provenance_routes(
     """The read-only query routes under :data:`PREFIX` (docs/queries.md)."""
     queries = ProvenanceQueries(ledger, service)
 
+    async def answer(
+        view: Callable[..., dict[str, Any]], *args: str | None, size: int | None
+    ) -> JSONResponse:
+        """``view(*args, size)`` once the index has caught up with the log (or ``size``)."""
+        await ledger.synced(size)
+        return _answer(await run_in_threadpool(view, *args, size))
+
     @app.post(
         PREFIX + "/challenges",
         tags=["provenance"],
@@ -295,13 +302,13 @@ def add_provenance_routes(
         at = _size(size)
         maker = _name(maker, "a maker", "maker-invalid")
         serial = _name(serial, "a serial", "serial-invalid")
-        return _answer(await run_in_threadpool(queries.device_by_serial, maker, serial, at))
+        return await answer(queries.device_by_serial, maker, serial, size=at)
 
     @app.get(PREFIX + "/devices/{device_id}", tags=["provenance"], response_class=JSONResponse)
     async def device(device_id: str, size: str | None = None) -> JSONResponse:
         """A device: its manifest, maker and where it is installed."""
         at, checked = _size(size), _device_id(device_id)
-        return _answer(await run_in_threadpool(queries.device, checked, at))
+        return await answer(queries.device, checked, size=at)
 
     @app.get(
         PREFIX + "/devices/{device_id}/timeline", tags=["provenance"], response_class=JSONResponse
@@ -309,35 +316,35 @@ def add_provenance_routes(
     async def device_timeline(device_id: str, size: str | None = None) -> JSONResponse:
         """The applied log entries about a device, each with a receipt."""
         at, checked = _size(size), _device_id(device_id)
-        return _answer(await run_in_threadpool(queries.device_timeline, checked, at))
+        return await answer(queries.device_timeline, checked, size=at)
 
     @app.get(PREFIX + "/nodes/{serial}", tags=["provenance"], response_class=JSONResponse)
     async def node(serial: str, size: str | None = None) -> JSONResponse:
         """A node (server, blade, rack …); a server with compliance, arrival, attestation."""
         at, checked = _size(size), _name(serial, "a serial", "serial-invalid")
-        return _answer(await run_in_threadpool(queries.node, checked, at))
+        return await answer(queries.node, checked, size=at)
 
     @app.get(PREFIX + "/nodes/{serial}/tree", tags=["provenance"], response_class=JSONResponse)
     async def tree(serial: str, size: str | None = None) -> JSONResponse:
         """A node and everything installed in it, nested."""
         at, checked = _size(size), _name(serial, "a serial", "serial-invalid")
-        return _answer(await run_in_threadpool(queries.tree, checked, at))
+        return await answer(queries.tree, checked, size=at)
 
     @app.get(PREFIX + "/nodes/{serial}/timeline", tags=["provenance"], response_class=JSONResponse)
     async def node_timeline(serial: str, size: str | None = None) -> JSONResponse:
         """The applied entries about a node, everything in it and its shipment, with receipts."""
         at, checked = _size(size), _name(serial, "a serial", "serial-invalid")
-        return _answer(await run_in_threadpool(queries.node_timeline, checked, at))
+        return await answer(queries.node_timeline, checked, size=at)
 
     @app.get(PREFIX + "/shipments/{shipment_id}", tags=["provenance"], response_class=JSONResponse)
     async def shipment(shipment_id: str, size: str | None = None) -> JSONResponse:
         """A shipment: carrier, parties, contents, seals, and its custody records."""
         at = _size(size)
         checked = _name(shipment_id, "a shipment id", "shipment-id-invalid")
-        return _answer(await run_in_threadpool(queries.shipment, checked, at))
+        return await answer(queries.shipment, checked, size=at)
 
     @app.get(PREFIX + "/compliance", tags=["provenance"], response_class=JSONResponse)
     async def compliance(state: str | None = None, size: str | None = None) -> JSONResponse:
         """Servers with a compliance record (``registered`` ones have none), by serial."""
         at, checked = _size(size), _state(state)
-        return _answer(await run_in_threadpool(queries.compliance, checked, at))
+        return await answer(queries.compliance, checked, size=at)
