@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from sealtrail.keys import ES256
 from tests._serve_proc import init_data, onboard, served, statement_for
@@ -51,9 +53,9 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
         monkeypatch.delenv(name, raising=False)
     root, admin_token = init_data(tmp_path)
     config = root / "d" / "sealtrail.toml"
-    text = config.read_text()
-    assert "\nrequired = false\n" in text
-    config.write_text(text.replace("\nrequired = false\n", "\nrequired = true\n"))
+    text, n = re.subn(r"(?m)^required = (true|false)$", "required = true", config.read_text())
+    assert n == 1
+    config.write_text(text)
     secret_file(root / "admin.token", admin_token)
     issuer = make_issuer(ES256, cn="Maker")
     with served(root) as url:
@@ -207,3 +209,38 @@ def test_bad_input_is_one_line_and_never_shows_a_token(
     result = server.run("query", "compliance", *url)
     one_error_line(result, "token-unknown")
     never_shown(result, "made-up")
+
+
+def test_a_user_is_known_by_the_certificates_the_administrator_sets(
+    server: Server, tmp_path: Path
+) -> None:
+    assert server.admin("add", "olivia", "--persona", "auditor").returncode == 0
+    certificate = make_issuer(ES256, cn="Olivia").leaf
+    pem = tmp_path / "olivia.pem"
+    pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    der = tmp_path / "olivia.der"
+    der.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
+    sha256 = hashlib.sha256(der.read_bytes()).hexdigest()
+
+    added = server.admin("cert", "olivia", "--add", str(pem), "--json")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["certificates"] == [sha256]
+    again = server.admin("cert", "olivia", "--add", str(der))  # the same one, as DER
+    assert again.returncode == 0, again.stderr
+    listed = server.admin("cert", "olivia")
+    assert listed.stdout.split() == [sha256]
+    users = json.loads(server.admin("list", "--json").stdout)["users"]
+    assert next(u for u in users if u["user"] == "olivia")["certificates"] == [sha256]
+
+    taken = server.admin("add", "mallory", "--persona", "auditor")
+    assert taken.returncode == 0
+    assert_clean_error(server.admin("cert", "mallory", "--add", str(pem)), "certificate-taken")
+    assert_clean_error(server.admin("cert", "olivia", "--remove", "ab" * 32), "certificate-unknown")
+    assert_clean_error(server.admin("cert", "nobody", "--add", str(pem)), "user-unknown")
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    assert_clean_error(server.admin("cert", "olivia", "--add", str(bad)), "certificate-invalid")
+
+    removed = server.admin("cert", "olivia", "--remove", sha256, "--json")
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(removed.stdout)["certificates"] == []

@@ -4,7 +4,9 @@ checked before the port is bound, and a real HTTPS server verified against its C
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
+import re
 import signal
 import ssl
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sealtrail.client import Client
 from sealtrail.keys import ES256
 from sealtrail.log import verify_checkpoint
 from sealtrail.note import NoteVerifier
@@ -193,13 +196,91 @@ def test_client_certificates_are_verified_when_sent(data: tuple[Path, str]) -> N
         return ctx
 
     with served(root, scheme="https", verify=pki.trust()) as url:
-        # Anonymous reads keep working (CERT_OPTIONAL); a client the CA issued is let in.
+        # Anonymous reads keep working (CERT_OPTIONAL); a client the CA issued gets through
+        # the handshake, and is told its certificate is no user's (as a bad token would be).
         assert httpx.get(url + "/log/v1/info", verify=pki.trust()).status_code == 200
-        assert httpx.get(url + "/log/v1/info", verify=context(clients)).status_code == 200
+        r = httpx.get(url + "/log/v1/info", verify=context(clients))
+        assert r.status_code == 401 and r.json()["code"] == "certificate-unknown"
         # A certificate from another CA is refused during the handshake.
         with pytest.raises(httpx.TransportError):
             httpx.get(url + "/log/v1/info", verify=context(stranger))
         assert httpx.get(url + "/log/v1/info", verify=pki.trust()).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_client_certificate_is_the_user_whose_record_lists_it(data: tuple[Path, str]) -> None:
+    """Mutual TLS as an alternative to tokens: a verified client certificate is the user
+    whose record holds its SHA-256; one no user holds, or a disabled user's, is refused."""
+    root, token = data
+    pki = make_pki("Sealtrail test server")
+    operator, nobody = make_pki("Operator", server=False), make_pki("Nobody", server=False)
+    keys = root / "d" / "keys"
+    (keys / "clients-ca.pem").write_bytes(operator.ca_pem() + nobody.ca_pem())
+    configure(
+        root,
+        pki,
+        settings='tls_cert = "keys/tls.crt"\ntls_key = "keys/tls.key"\n'
+        'tls_client_ca = "keys/clients-ca.pem"',
+    )
+    config = root / "d" / "sealtrail.toml"
+    text = re.sub(r"(?m)^required = (true|false)$", "required = true", config.read_text())
+    config.write_text(text)
+    fingerprint = hashlib.sha256(operator.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    admin = {"authorization": f"Bearer {token}"}
+
+    def context(who: Pki) -> ssl.SSLContext:
+        ctx = pki.trust()
+        (root / "client.crt").write_bytes(who.cert_pem())
+        (root / "client.key").write_bytes(who.key_pem())
+        ctx.load_cert_chain(root / "client.crt", root / "client.key")
+        return ctx
+
+    with served(root, scheme="https", verify=pki.trust()) as url:
+        with httpx.Client(base_url=url, verify=pki.trust(), headers=admin) as http:
+            r = http.put(
+                "/admin/organizations/maker", content=org_record(make_issuer(ES256, cn="Maker"))
+            )
+            assert r.status_code == 201, r.text
+            body = {"persona": "operator", "org": "maker", "certificates": [fingerprint]}
+            r = http.put("/admin/users/olivia", json=body)
+            assert r.status_code == 201, r.text
+            assert r.json()["certificates"] == [fingerprint]
+            # A certificate names one user.
+            r = http.put("/admin/users/mallory", json={**body, "persona": "auditor", "org": None})
+            assert r.status_code == 400 and r.json()["code"] == "certificate-taken", r.text
+            for bad in (["ab"], [fingerprint.upper()], [fingerprint, fingerprint], "x"):
+                r = http.put("/admin/users/olivia", json={"certificates": bad})
+                assert r.status_code == 400 and r.json()["code"] == "admin-request-invalid"
+
+        compliance = url + "/provenance/v1/compliance"
+        r = httpx.get(compliance, verify=context(operator))
+        assert r.status_code == 200, r.text
+        # The Python client, as docs/auth.md shows it.
+        with Client(url, transport=httpx.HTTPTransport(verify=context(operator))) as client:
+            assert client.compliance()["servers"] == []
+        # An operator may ask for challenges; an administrator's route stays closed.
+        r = httpx.post(
+            url + "/provenance/v1/challenges",
+            json={"server_serial": "none"},
+            verify=context(operator),
+        )
+        assert r.status_code == 404 and r.json()["code"] == "node-unknown", r.text
+        r = httpx.get(url + "/admin/users", verify=context(operator))
+        assert r.status_code in (401, 403)
+        # No certificate: the public; a certificate of the trusted CA that no user holds.
+        r = httpx.get(compliance, verify=pki.trust())
+        assert r.status_code == 401 and r.json()["code"] == "token-required"
+        r = httpx.get(compliance, verify=context(nobody))
+        assert r.status_code == 401 and r.json()["code"] == "certificate-unknown"
+        # Disabled, then known by no certificate at all.
+        with httpx.Client(base_url=url, verify=pki.trust(), headers=admin) as http:
+            assert http.put("/admin/users/olivia", json={"disabled": True}).status_code == 200
+            r = httpx.get(compliance, verify=context(operator))
+            assert r.status_code == 401 and r.json()["code"] == "user-disabled"
+            r = http.put("/admin/users/olivia", json={"disabled": False, "certificates": []})
+            assert r.status_code == 200 and r.json()["certificates"] == []
+            r = httpx.get(compliance, verify=context(operator))
+            assert r.status_code == 401 and r.json()["code"] == "certificate-unknown"
 
 
 def test_a_missing_key_file_is_named(data: tuple[Path, str]) -> None:

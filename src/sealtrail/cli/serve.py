@@ -16,13 +16,14 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from fastapi import FastAPI
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from sealtrail.config import CONFIG_FILE, Config
 from sealtrail.errors import ConfigError
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
 from sealtrail.scitt import key_id
-from sealtrail.service import create_app, service_app
+from sealtrail.service import client_certificate_protocol, create_app, service_app
 from sealtrail.service.app import RateLimits
 from sealtrail.storage import describe_store
 
@@ -229,4 +230,6 @@ def serve(
         f"from {describe_store(config.resolved_store_url())}"
         + ("; client certificates verified when sent" if "ssl_ca_certs" in tls else "")
     )
+    if "ssl_ca_certs" in tls:  # a verified client certificate names a user (docs/auth.md)
+        tls["http"] = client_certificate_protocol(AutoHTTPProtocol)
     uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning", access_log=False, **tls)

@@ -7,26 +7,33 @@ version of the user's record, registered in the log.
 
 A user's token is printed once, by ``users token``, on stdout — the line a script captures
 — and nowhere else: ``users list`` shows token ids and expiries, never a secret or a hash.
+``users cert`` sets the TLS client certificates a user is known by (their SHA-256 only).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from rich.table import Table
 from rich.text import Text
 
 from sealtrail.client import DEFAULT_TOKEN_DAYS, Client, UserChange, UserInfo
-from sealtrail.errors import NotFound
+from sealtrail.errors import InvalidInput, NotFound
 
 from ._common import out
 from .scitt import DEFAULT_URL, TOKEN_ENV, AsJson, Url, _admin_token, _emit, _note, _say
 
-__all__ = ["users_app"]
+__all__ = ["certificate_sha256", "users_app"]
+
+#: Largest certificate file ``users cert --add`` reads.
+MAX_CERTIFICATE_FILE = 64 * 1024
 
 users_app = typer.Typer(
     help="Users, their personas and tokens on a transparency service (administrator token).",
@@ -55,6 +62,7 @@ def _doc(user: UserInfo) -> dict[str, Any]:
         "org": user.org,
         "disabled": user.disabled,
         "tokens": [{"id": t.id, "expires": t.expires} for t in user.tokens],
+        "certificates": list(user.certificates),
     }
 
 
@@ -86,7 +94,7 @@ def list_users(
     if not users:
         _say("No users yet: add one with `sealtrail users add NAME --persona P`.")
         return
-    table = Table("user", "persona", "org", "state", "tokens (id, expires)")
+    table = Table("user", "persona", "org", "state", "tokens (id, expires)", "certificates")
     for user in users:
         tokens = "\n".join(f"{t.id}  {_when(t.expires)}" for t in user.tokens) or "-"
         table.add_row(
@@ -95,6 +103,7 @@ def list_users(
             Text(user.org or "-"),
             Text("disabled" if user.disabled else "active"),
             Text(tokens),
+            Text("\n".join(f"{c[:16]}…" for c in user.certificates) or "-"),
         )
     out.print(table)
 
@@ -192,3 +201,70 @@ def revoke(
     with _client(url, token_file) as service:
         change = service.revoke_token(name, token_id)
     _changed(change, f"token {token_id} revoked", as_json)
+
+
+def certificate_sha256(path: Path) -> str:
+    """The SHA-256 (hex) of the DER of the certificate in ``path`` (PEM or DER)."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CERTIFICATE_FILE + 1)
+    except OSError as exc:
+        raise InvalidInput(
+            f"{path}: cannot read it: {exc.strerror}", code="certificate-invalid"
+        ) from None
+    if len(data) > MAX_CERTIFICATE_FILE:
+        raise InvalidInput(f"{path} is larger than a certificate", code="certificate-invalid")
+    try:
+        if b"-----BEGIN" in data:
+            certificate = x509.load_pem_x509_certificate(data)
+        else:
+            certificate = x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise InvalidInput(
+            f"{path} is not an X.509 certificate (PEM or DER)", code="certificate-invalid"
+        ) from None
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+@users_app.command("cert")
+def cert(
+    name: Annotated[str, typer.Argument(help="The user's name.")],
+    add: Annotated[
+        list[Path] | None,
+        typer.Option("--add", help="A TLS client certificate (PEM or DER file) to know them by."),
+    ] = None,
+    remove: Annotated[
+        list[str] | None,
+        typer.Option("--remove", help="A certificate's SHA-256 (from `users list --json`)."),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    token_file: AdminTokenFile = None,
+    as_json: AsJson = False,
+) -> None:
+    """Set the TLS client certificates a user is known by (mutual TLS, docs/auth.md).
+
+    Only each certificate's SHA-256 goes to the service; with neither option, the user's
+    current ones are listed.
+    """
+    added = [certificate_sha256(path) for path in add or ()]
+    with _client(url, token_file) as service:
+        user = next((u for u in service.users() if u.name == name), None)
+        if user is None:
+            raise NotFound(f"no user {name!r}", code="user-unknown")
+        if not added and not remove:
+            if as_json:
+                _emit(_doc(user))
+            else:
+                for sha256 in user.certificates:
+                    sys.stdout.write(sha256 + "\n")
+            return
+        gone = [r.strip().lower() for r in remove or ()]
+        unknown = [g for g in gone if g not in user.certificates]
+        if unknown:
+            raise NotFound(
+                f"user {name} is known by no certificate {unknown[0]}",
+                code="certificate-unknown",
+            )
+        kept = [c for c in user.certificates if c not in gone]
+        change = service.put_certificates(name, kept + [a for a in added if a not in kept])
+    _changed(change, f"now known by {len(change.user.certificates)} certificate(s)", as_json)

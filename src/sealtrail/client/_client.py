@@ -26,7 +26,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Self, TypeVar
 from urllib.parse import quote, urlencode
@@ -228,6 +228,8 @@ class UserInfo:
     org: str | None
     disabled: bool
     tokens: tuple[TokenInfo, ...]
+    #: The SHA-256 (hex) of each TLS client certificate the user is known by.
+    certificates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -452,8 +454,11 @@ def _user_info(doc: object) -> UserInfo:
         if not _int(t.get("expires")):
             raise ServiceError(f"user {name!r} has a token without an expiry")
         infos.append(TokenInfo(t["id"], t["expires"]))
+    certificates = doc.get("certificates", [])
+    if not isinstance(certificates, list) or not all(isinstance(c, str) for c in certificates):
+        raise ServiceError(f"user {name!r} has certificates that are not a list of hashes")
     assert isinstance(version, int)
-    return UserInfo(name, version, persona, org, disabled, tuple(infos))
+    return UserInfo(name, version, persona, org, disabled, tuple(infos), tuple(certificates))
 
 
 def _users(token: str | None) -> _Flow[list[UserInfo]]:
@@ -483,6 +488,14 @@ def _put_user(
             body["org"] = org
     reply = yield from _exchange(_admin("PUT", f"/admin/users/{_user_name(name)}", token, body))
     return _user_change(reply, name, (200, 201))
+
+
+def _put_certificates(
+    name: str, certificates: Sequence[str], token: str | None
+) -> _Flow[UserChange]:
+    body = {"certificates": list(certificates)}
+    reply = yield from _exchange(_admin("PUT", f"/admin/users/{_user_name(name)}", token, body))
+    return _user_change(reply, name, (200,))
 
 
 def _issue_token(name: str, days: int, token: str | None) -> _Flow[IssuedToken]:
@@ -925,6 +938,14 @@ class Client:
         """
         return self._run(_put_user(name, persona, org, disabled, token))
 
+    def put_certificates(
+        self, name: str, certificates: Sequence[str], *, token: str | None = None
+    ) -> UserChange:
+        """Set the TLS client certificates user ``name`` is known by: the SHA-256 (hex) of
+        each one's DER, replacing the ones it had (``[]`` removes them all). ``InvalidInput``
+        (``certificate-taken``) for one another user is known by."""
+        return self._run(_put_certificates(name, certificates, token))
+
     def issue_token(
         self, name: str, days: int = DEFAULT_TOKEN_DAYS, *, token: str | None = None
     ) -> IssuedToken:
@@ -1096,6 +1117,12 @@ class AsyncClient:
     ) -> UserChange:
         """See :meth:`Client.put_user`."""
         return await self._run(_put_user(name, persona, org, disabled, token))
+
+    async def put_certificates(
+        self, name: str, certificates: Sequence[str], *, token: str | None = None
+    ) -> UserChange:
+        """See :meth:`Client.put_certificates`."""
+        return await self._run(_put_certificates(name, certificates, token))
 
     async def issue_token(
         self, name: str, days: int = DEFAULT_TOKEN_DAYS, *, token: str | None = None

@@ -9,6 +9,10 @@ more than the user's current one.
 A token is ``stk_<id>_<secret>`` (the id names it in records and in the revocation route;
 the secret is 32 random bytes, url-safe base64). Only its SHA-256 is in the record: the
 token itself is shown once, to the administrator who issued it, and kept nowhere.
+
+A user may also be known by TLS client certificates (mutual TLS, ``[server]
+tls_client_ca``): the record lists the SHA-256 of each certificate's DER encoding, and a
+certificate names at most one user.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import re
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +30,7 @@ from sealtrail.errors import InvalidInput
 
 __all__ = [
     "GRANT_RECORD_TYPE",
+    "MAX_CERTIFICATES",
     "PERSONAS",
     "USER_RECORD_TYPE",
     "Grant",
@@ -33,8 +38,10 @@ __all__ = [
     "Token",
     "User",
     "Users",
+    "certificate_hash",
     "grant_record",
     "new_token",
+    "parse_certificates",
     "parse_grant_record",
     "parse_user_record",
     "token_hash",
@@ -49,7 +56,11 @@ PERSONAS = ("admin", "supplier", "carrier", "operator", "auditor")
 ORG_PERSONAS = frozenset({"supplier", "carrier", "operator"})
 #: Most tokens a user holds at once (issued, not revoked; expired ones count until revoked).
 MAX_TOKENS = 16
-RECORD_FIELDS = frozenset({"user", "version", "org", "persona", "tokens", "disabled"})
+#: Most TLS client certificates a user is known by at once.
+MAX_CERTIFICATES = 8
+RECORD_FIELDS = frozenset(
+    {"user", "version", "org", "persona", "tokens", "disabled", "certificates"}
+)
 TOKEN_FIELDS = frozenset({"id", "sha256", "expires"})
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _TOKEN_ID = re.compile(r"[0-9a-f]{16}")
@@ -73,10 +84,17 @@ class User:
     org: str | None = None
     tokens: tuple[Token, ...] = field(default=())
     disabled: bool = False
+    #: SHA-256 of the DER encoding of each TLS client certificate the user is known by.
+    certificates: tuple[bytes, ...] = field(default=())
 
 
 def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def certificate_hash(der: bytes) -> bytes:
+    """What a user record holds for a TLS client certificate: SHA-256 of its DER."""
+    return hashlib.sha256(der).digest()
 
 
 def new_token(expires: int) -> tuple[str, Token]:
@@ -126,7 +144,21 @@ def parse_user_record(payload: bytes) -> User:
     disabled = doc.get("disabled", False)
     if not isinstance(disabled, bool):
         raise _invalid("disabled must be true or false")
-    return User(name, version, persona, org, tokens, disabled)
+    certificates = parse_certificates(doc.get("certificates", []), _invalid)
+    return User(name, version, persona, org, tokens, disabled, certificates)
+
+
+def parse_certificates(
+    raw: object, invalid: Callable[[str], Exception] = _invalid
+) -> tuple[bytes, ...]:
+    """A list of certificate SHA-256 values (64 hex digits each, no repeats)."""
+    if not isinstance(raw, list) or len(raw) > MAX_CERTIFICATES:
+        raise invalid(f"certificates must be a list of at most {MAX_CERTIFICATES}")
+    if not all(isinstance(c, str) and re.fullmatch(r"[0-9a-f]{64}", c) for c in raw):
+        raise invalid("a certificate is its SHA-256: 64 lowercase hex digits")
+    if len(set(raw)) != len(raw):
+        raise invalid("a certificate is listed twice")
+    return tuple(bytes.fromhex(c) for c in raw)
 
 
 def _tokens(raw_tokens: object) -> tuple[Token, ...]:
@@ -160,6 +192,8 @@ def user_record(user: User) -> bytes:
     ]
     if user.disabled:
         doc["disabled"] = True
+    if user.certificates:
+        doc["certificates"] = [c.hex() for c in user.certificates]
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -169,17 +203,26 @@ class Users:
     def __init__(self) -> None:
         self._users: dict[str, User] = {}
         self._by_token: dict[bytes, tuple[str, Token]] = {}
+        self._by_certificate: dict[bytes, str] = {}
         self._lock = threading.Lock()
 
     def check(self, user: User) -> None:
         """Raise unless ``user`` may be applied as its next record."""
         with self._lock:
             current = self._users.get(user.name)
+            taken = [self._by_certificate.get(c) for c in user.certificates]
         want = 1 if current is None else current.version + 1
         if user.version != want:
             raise InvalidInput(
                 f"user {user.name} is at version {want - 1}; the next record is {want}",
                 code="user-version",
+            )
+        other = next((name for name in taken if name not in (None, user.name)), None)
+        if other is not None:
+            raise InvalidInput(
+                f"a certificate of user {user.name} is user {other}'s: a certificate names "
+                "one user",
+                code="certificate-taken",
             )
 
     def apply(self, user: User) -> None:
@@ -189,9 +232,13 @@ class Users:
             if old is not None:
                 for token in old.tokens:
                     self._by_token.pop(token.sha256, None)
+                for certificate in old.certificates:
+                    self._by_certificate.pop(certificate, None)
             self._users[user.name] = user
             for token in user.tokens:
                 self._by_token[token.sha256] = (user.name, token)
+            for certificate in user.certificates:
+                self._by_certificate[certificate] = user.name
 
     def get(self, name: str) -> User | None:
         with self._lock:
@@ -210,6 +257,12 @@ class Users:
         with self._lock:
             found = self._by_token.get(digest)
             return None if found is None else (self._users[found[0]], found[1])
+
+    def by_certificate(self, digest: bytes) -> User | None:
+        """The user known by the TLS client certificate whose SHA-256 is ``digest``."""
+        with self._lock:
+            name = self._by_certificate.get(digest)
+            return None if name is None else self._users[name]
 
 
 GRANT_RECORD_TYPE = "application/vnd.sealtrail.grant+json"

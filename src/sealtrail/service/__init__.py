@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from ._peer import client_certificate_protocol
 from ._runtime import ServiceStore, service_app
 from .app import create_app
 
-__all__ = ["ServiceStore", "create_app", "service_app"]
+__all__ = ["ServiceStore", "client_certificate_protocol", "create_app", "service_app"]

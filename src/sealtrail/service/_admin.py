@@ -21,7 +21,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from sealtrail.errors import Forbidden, InvalidInput, NotFound, TooLarge
-from sealtrail.scitt import PERSONAS, Grant, Registration, TransparencyService, User, new_token
+from sealtrail.scitt import (
+    PERSONAS,
+    Grant,
+    Registration,
+    TransparencyService,
+    User,
+    new_token,
+    parse_certificates,
+)
 
 from ._auth import Auth, Principal
 from ._scrapi import NO_STORE, read_body
@@ -33,7 +41,7 @@ DEFAULT_TOKEN_DAYS = 90
 MAX_TOKEN_DAYS = 366
 #: Largest body of an administrative request (an organization record holds certificates).
 MAX_ADMIN_BODY = 256 * 1024
-_USER_FIELDS = frozenset({"persona", "org", "disabled"})
+_USER_FIELDS = frozenset({"persona", "org", "disabled", "certificates"})
 
 
 def _json_object(data: bytes, fields: frozenset[str], what: str) -> dict[str, Any]:
@@ -49,6 +57,10 @@ def _json_object(data: bytes, fields: frozenset[str], what: str) -> dict[str, An
     return doc
 
 
+def _request_invalid(message: str) -> InvalidInput:
+    return InvalidInput(message, code="admin-request-invalid")
+
+
 def _registered(registration: Registration, **extra: object) -> dict[str, object]:
     return {"entry_id": registration.entry_id, "index": registration.index, **extra}
 
@@ -62,6 +74,7 @@ def _public(user: User) -> dict[str, object]:
         "org": user.org,
         "disabled": user.disabled,
         "tokens": [{"id": t.id, "expires": t.expires} for t in user.tokens],
+        "certificates": [c.hex() for c in user.certificates],
     }
 
 
@@ -94,7 +107,8 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
         """Create a user (``persona`` required), or change what the request names of an
         existing one: a field left out keeps its value, so ``{"disabled": true}`` alone
         shuts a user out without rewriting the rest. A new persona without ``org`` drops
-        the organization (auditors and admins act for none)."""
+        the organization (auditors and admins act for none). ``certificates`` (the SHA-256
+        of each TLS client certificate's DER, hex) replaces the ones the user is known by."""
         auth.check_admin(request)
         doc = _json_object(await read_body(request, 4096), _USER_FIELDS, "a user")
         current = service.users.get(name)
@@ -110,6 +124,9 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
         disabled = doc.get("disabled", False if current is None else current.disabled)
         if not isinstance(disabled, bool):
             raise InvalidInput("disabled is true or false", code="admin-request-invalid")
+        certificates = () if current is None else current.certificates
+        if "certificates" in doc:
+            certificates = parse_certificates(doc["certificates"], _request_invalid)
         user = User(
             name=name,
             version=1 if current is None else current.version + 1,
@@ -117,6 +134,7 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
             org=org,
             tokens=() if current is None else current.tokens,
             disabled=disabled,
+            certificates=certificates,
         )
         registration = await service.put_user(user)
         return JSONResponse(

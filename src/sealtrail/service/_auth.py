@@ -4,7 +4,9 @@ Every request resolves to a :class:`Principal` before its route runs: no ``Autho
 header is the public; ``Bearer <administrator token>`` (the data directory's, issued by
 ``sealtrail init``) is the bootstrap administrator; ``Bearer stk_…`` is a user of the log's
 user records (:mod:`sealtrail.scitt` ``Users``), refused when unknown or revoked
-(``token-unknown``), expired (``token-expired``) or disabled (``user-disabled``).
+(``token-unknown``), expired (``token-expired``) or disabled (``user-disabled``). Without a
+header, a TLS client certificate (mutual TLS) is the user whose record lists it, refused
+when no user does (``certificate-unknown``).
 
 With ``[auth] required`` (docs/auth.md), :data:`ROUTES` says which personas may call each
 route, and a route it does not name is refused to everyone (fail closed; a test checks that
@@ -26,7 +28,9 @@ from fastapi import Request
 
 from sealtrail.errors import Forbidden, Unauthorized
 from sealtrail.provenance import KINDS
-from sealtrail.scitt import SignedStatement, TransparencyService, token_hash
+from sealtrail.scitt import SignedStatement, TransparencyService, certificate_hash, token_hash
+
+from ._peer import client_certificate
 
 __all__ = ["PUBLIC", "ROUTES", "Auth", "Principal"]
 
@@ -127,7 +131,8 @@ class Auth:
     def principal(self, request: Request) -> Principal:
         header = request.headers.get("authorization")
         if header is None:
-            return PUBLIC
+            certificate = client_certificate(request.scope)
+            return PUBLIC if certificate is None else self._by_certificate(certificate)
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -149,6 +154,24 @@ class Auth:
             raise Unauthorized("this user is disabled", code="user-disabled")
         if issued.expires <= self.clock():
             raise Unauthorized("this token has expired", code="token-expired")
+        return Principal(user.name, user.persona, user.org)
+
+    def _by_certificate(self, der: bytes) -> Principal:
+        """The user a TLS client certificate names (the handshake verified it against
+        ``[server] tls_client_ca``); a certificate no user holds is refused, not public."""
+        user = (
+            None
+            if self.service is None
+            else self.service.users.by_certificate(certificate_hash(der))
+        )
+        if user is None:
+            raise Unauthorized(
+                "this TLS client certificate is no user's",
+                code="certificate-unknown",
+                hint="Ask an administrator to add its SHA-256 to your user (sealtrail users cert).",
+            )
+        if user.disabled:
+            raise Unauthorized("this user is disabled", code="user-disabled")
         return Principal(user.name, user.persona, user.org)
 
     async def authorize(self, request: Request) -> None:
