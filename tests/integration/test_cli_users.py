@@ -95,7 +95,7 @@ def test_a_supplier_submits_with_its_token_until_it_is_revoked(
     assert token not in issued.stderr
     token_id = token.split("_")[1]
     digest = hashlib.sha256(token.encode()).hexdigest()
-    secrets = (token, token.rsplit("_", 1)[1], digest, server.admin_token)
+    secrets = (token, token.split("_", 2)[2], digest, server.admin_token)
 
     listed = server.admin("list")
     assert listed.returncode == 0, listed.stderr
