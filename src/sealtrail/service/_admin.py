@@ -95,7 +95,7 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
     @app.get("/admin/users", tags=["admin"])
     async def list_users(request: Request) -> JSONResponse:
         """Every user: persona, organization, token ids and expiries (no secrets)."""
-        auth.check_admin(request)
+        await _admin_users(auth, service, request)
         return JSONResponse({"users": [_public(u) for u in service.users.all()]}, headers=NO_STORE)
 
     @app.put(
@@ -109,7 +109,7 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
         shuts a user out without rewriting the rest. A new persona without ``org`` drops
         the organization (auditors and admins act for none). ``certificates`` (the SHA-256
         of each TLS client certificate's DER, hex) replaces the ones the user is known by."""
-        auth.check_admin(request)
+        await _admin_users(auth, service, request)
         doc = _json_object(await read_body(request, 4096), _USER_FIELDS, "a user")
         current = service.users.get(name)
         persona = doc.get("persona", None if current is None else current.persona)
@@ -150,7 +150,7 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
     )
     async def issue_token(name: str, request: Request) -> JSONResponse:
         """A new token for the user: SECRET, in this answer only."""
-        auth.check_admin(request)
+        await _admin_users(auth, service, request)
         doc = _json_object(await read_body(request, 4096), frozenset({"days"}), "a token request")
         days = doc.get("days", DEFAULT_TOKEN_DAYS)
         if not isinstance(days, int) or isinstance(days, bool) or not 0 < days <= MAX_TOKEN_DAYS:
@@ -172,7 +172,7 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
     @app.delete("/admin/users/{name}/tokens/{token_id}", tags=["admin"])
     async def revoke_token(name: str, token_id: str, request: Request) -> JSONResponse:
         """Revoke a token at once (its hash leaves the user's record)."""
-        auth.check_admin(request)
+        await _admin_users(auth, service, request)
         current = _user(service, name)
         kept = tuple(t for t in current.tokens if t.id != token_id)
         if len(kept) == len(current.tokens):
@@ -221,6 +221,14 @@ def add_grant_route(app: FastAPI, service: TransparencyService) -> None:
             Grant(entry, org, principal.user or "admin", revoked=True)
         )
         return JSONResponse(_registered(registration, statement=entry.hex(), org=org))
+
+
+async def _admin_users(auth: Auth, service: TransparencyService, request: Request) -> None:
+    """An administrator's request about users. On a shared store, the user records other
+    processes registered are read first: a change builds on the latest version."""
+    auth.check_admin(request)
+    if service.shared:
+        await service.refresh_orgs()
 
 
 def _user(service: TransparencyService, name: str) -> User:

@@ -97,6 +97,9 @@ ROUTES: Mapping[tuple[str, str], frozenset[str]] = {
     ("GET", "/provenance/v1/device-passports"): _VIEWERS,
 }
 
+#: Refusals that a user record another process registered a moment ago may lift.
+_NEW_USER_CODES = frozenset({"token-unknown", "certificate-unknown"})
+
 #: Persona -> the organization roles (of docs/provenance.md's kinds) whose statements it may
 #: register; statements of other content types (not provenance kinds) only suppliers.
 _ISSUES: Mapping[str, frozenset[str]] = {
@@ -176,7 +179,16 @@ class Auth:
 
     async def authorize(self, request: Request) -> None:
         """The dependency every route runs first: resolve, then check :data:`ROUTES`."""
-        principal = self.principal(request)
+        try:
+            principal = self.principal(request)
+        except Unauthorized as exc:
+            service = self.service
+            if service is None or not service.shared or exc.code not in _NEW_USER_CODES:
+                raise
+            # A shared store: the user or token may be a moment old, recorded through
+            # another process; read the records that process wrote, then look again.
+            await service.refresh_orgs()
+            principal = self.principal(request)
         request.state.principal = principal
         if not self.required:
             return
