@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from sealtrail.client import Client
 from sealtrail.scitt import sign_statement
 from tests.integration.test_cli import sealtrail
 from tests.unit.scitt._pki import Issuer
@@ -22,6 +23,8 @@ from tests.unit.scitt.conftest import ISSUER, org_record
 
 __all__ = [
     "COSE",
+    "allow_anonymous",
+    "bearer",
     "free_port",
     "init_data",
     "onboard",
@@ -29,6 +32,8 @@ __all__ = [
     "serve_process",
     "served",
     "statement_for",
+    "token_file",
+    "user_token",
 ]
 
 COSE = {"content-type": "application/cose"}
@@ -109,6 +114,36 @@ def init_data(tmp_path: Path) -> tuple[Path, str]:
     return tmp_path, token
 
 
+def allow_anonymous(data_dir: Path) -> None:
+    """``[auth] required = false`` in the data directory's ``sealtrail.toml`` (``sealtrail
+    init`` writes ``true``): the service open the way SCITT allows, for a test about
+    something other than access control."""
+    config = data_dir / "sealtrail.toml"
+    text = config.read_text()
+    assert "\nrequired = true\n" in text, "init no longer writes [auth] required = true"
+    config.write_text(text.replace("\nrequired = true\n", "\nrequired = false\n"))
+
+
+def user_token(url: str, admin_token: str, name: str, persona: str, org: str | None = None) -> str:
+    """Make user ``name`` (``org``'s ``persona``) with the administrator token, and return
+    a new token of theirs, valid a day."""
+    with Client(url) as client:
+        client.put_user(name, persona, org, token=admin_token)
+        return client.issue_token(name, 1, token=admin_token).token
+
+
+def token_file(path: Path, token: str) -> Path:
+    """``token`` in a file only its owner reads (what ``--token-file`` wants)."""
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    """The ``Authorization`` header for ``token`` (none for ``None``)."""
+    return {} if token is None else {"authorization": f"Bearer {token}"}
+
+
 def statement_for(issuer: Issuer, n: int) -> bytes:
     return sign_statement(
         issuer.leaf_key,
@@ -129,7 +164,10 @@ def onboard(url: str, token: str, issuer: Issuer) -> None:
     assert r.status_code == 201, r.text
 
 
-def register(url: str, statement: bytes) -> tuple[str, bytes]:
-    r = httpx.post(url + "/entries", content=statement, headers=COSE, timeout=30)
+def register(url: str, statement: bytes, token: str | None = None) -> tuple[str, bytes]:
+    """``statement`` registered (with a user's ``token``): its entry id and receipt."""
+    r = httpx.post(
+        url + "/entries", content=statement, headers={**COSE, **bearer(token)}, timeout=30
+    )
     assert r.status_code == 201, r.text
     return r.headers["location"].rsplit("/", 1)[1], r.content

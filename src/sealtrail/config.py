@@ -3,7 +3,7 @@
 Layout created by ``sealtrail init`` (directory mode 0700, keys 0600)::
 
     <data-dir>/
-      sealtrail.toml            origin, issuer, store URL, key files, server, sequencer
+      sealtrail.toml            origin, issuer, store URL, key files, server, sequencer, auth
       keys/log.key              the checkpoint signing key (Ed25519, PKCS#8 PEM) - secret
       keys/service.key          the receipt signing key (ES256 by default) - secret
       keys/retired/<kid>.pem    public keys of retired receipt keys (old receipts verify)
@@ -140,7 +140,8 @@ class Config:
     max_attestation_age: int = DEFAULT_MAX_ATTESTATION_AGE
     require_challenge: bool = True
     #: Every route needs a principal its persona allows ([auth] required; docs/auth.md).
-    auth_required: bool = False
+    #: The default; ``required = false`` opens the service the way SCITT allows.
+    auth_required: bool = True
     challenge_ttl: int = DEFAULT_CHALLENGE_TTL
     min_security_version: dict[str, int] = field(default_factory=dict)
 
@@ -302,6 +303,8 @@ def _render(config: Config) -> str:
         "[auth]",
         "# true: every request needs a token whose persona the route allows; statements'",
         "# contents only for their organization, auditors and administrators (docs/auth.md).",
+        "# false: open the way SCITT allows (anyone may register a statement its issuer's",
+        "# policy accepts); only administration needs a token.",
         f"required = {_toml_value(config.auth_required)}",
         "",
         "[provenance]",
@@ -634,6 +637,6 @@ def load_config(data_dir: Path) -> Config:
         max_attestation_age=_positive(prov, "max_attestation_age", DEFAULT_MAX_ATTESTATION_AGE),
         min_security_version=dict(minimums),
         require_challenge=_get(prov, "require_challenge", bool, True),
-        auth_required=_get(auth, "required", bool, False),
+        auth_required=_get(auth, "required", bool, True),
         challenge_ttl=_positive(prov, "challenge_ttl", DEFAULT_CHALLENGE_TTL),
     )

@@ -7,6 +7,8 @@ import contextlib
 import http.server
 import json
 import os
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 #: What Sealtrail must report for each attack on the demo's fleet (seed 1), exactly.
@@ -92,7 +95,7 @@ def test_the_demo_runs_the_journey_and_catches_every_attack(tmp_path: Path) -> N
     assert float(summary["seconds"]) < 120  # type: ignore[arg-type]
     # The server was stopped and its state file removed; the secrets are private.
     assert not (data / "demo-server.json").exists()
-    for secret in ("admin.token", "keys/log.key", "keys/service.key"):
+    for secret in ("admin.token", "auditor.token", "keys/log.key", "keys/service.key"):
         assert (data / secret).stat().st_mode & 0o077 == 0, secret
 
     # A second run starts clean: a new ledger, the same findings.
@@ -102,6 +105,89 @@ def test_the_demo_runs_the_journey_and_catches_every_attack(tmp_path: Path) -> N
     scenarios, summary = _lines(again.stdout)
     assert {str(d["name"]): d["reported"] for d in scenarios} == EXPECTED
     assert summary["ok"] is True
+
+
+def _try_lines(proc: subprocess.Popen[str]) -> list[str]:
+    """The commands the demo prints under "Try:", read until it waits for Ctrl-C."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    seen: list[str] = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "Press Ctrl-C" in line:
+            return lines
+        if line.rstrip().endswith("Try:"):
+            lines = []
+        elif line.startswith("  "):
+            lines.append(line.strip())
+    raise AssertionError("the demo ended without waiting: " + "".join(seen)[-4000:])
+
+
+@pytest.mark.slow
+def test_the_commands_the_demo_prints_work_as_printed(tmp_path: Path) -> None:
+    """The demo's server requires tokens (as `sealtrail init` writes it): the queries it
+    suggests carry the auditor's token file, and answer."""
+    data = tmp_path / "demo"
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
+    for name in ("SEALTRAIL_URL", "SEALTRAIL_TOKEN", "SEALTRAIL_ADMIN_TOKEN"):
+        env.pop(name, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sealtrail", "demo", "--data-dir", str(data), "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        commands = _try_lines(proc)
+        assert commands[0].startswith("export SEALTRAIL_URL=http://127.0.0.1:")
+        url = commands[0].split("=", 1)[1]
+        ran = 0
+        for command in commands[1:]:
+            args = shlex.split(command)
+            if args[0] == "curl":
+                assert httpx.get(args[-1]).status_code == 200, command
+                continue
+            assert args[0] == "sealtrail", command
+            if args[1] == "sim":
+                continue  # a fleet of 3,200 devices: minutes, and tested in test_sim_fleet
+            result = subprocess.run(
+                [sys.executable, "-m", *args],
+                cwd=tmp_path,
+                env={**env, "SEALTRAIL_URL": url},
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert result.returncode == 0, (command, result.stderr)
+            ran += 1
+        assert ran == 5, commands  # three queries, passport verify, audit
+        queries = [c for c in commands if " query " in c]
+        assert queries and all(f"--token-file {data / 'auditor.token'}" in c for c in queries)
+        # Without the auditor's token, the same query is refused: tokens are required.
+        args = shlex.split(queries[0])
+        anonymous = subprocess.run(
+            [sys.executable, "-m", *args[: args.index("--token-file")]],
+            cwd=tmp_path,
+            env={**env, "SEALTRAIL_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert anonymous.returncode == 1 and "(token-required)" in anonymous.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == 0
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._serve_proc import onboard
+from tests._serve_proc import allow_anonymous, onboard
 from tests.conftest import report_figure
 from tests.e2e._cluster import Cluster, Load, verify_history
 from tests.e2e._pgcluster import private_postgres
@@ -33,11 +33,21 @@ TAKEOVER_LIMIT = 5.0
 
 
 def _init(tmp_path: Path, url: str) -> str:
+    """``sealtrail init -d d`` on the store ``url``: the administrator token."""
     result = sealtrail(
         "init", "-d", "d", "--origin", "failover.test/log", "--store", url, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     return result.stderr.strip().splitlines()[-1].strip()
+
+
+def _init_open(tmp_path: Path, url: str) -> str:
+    """:func:`_init`, the service open to anonymous writers: these tests are about
+    fail-over and crash recovery, not access control, and their load registers without a
+    token."""
+    token = _init(tmp_path, url)
+    allow_anonymous(tmp_path / "d")
+    return token
 
 
 def _grows(cluster: Cluster, since: float, size: int) -> float:
@@ -69,7 +79,7 @@ def _size(cluster: Cluster) -> int:
 def test_sigkill_of_the_sequencer_under_load_loses_nothing(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    token = _init(tmp_path, postgres_url)
+    token = _init_open(tmp_path, postgres_url)
     cluster = Cluster(tmp_path, "d", 3)
     issuer = make_issuer()
     try:
@@ -113,7 +123,7 @@ def test_a_postgresql_crash_and_restart_mid_load_loses_nothing(tmp_path: Path) -
     recovery at start) and comes back: the servers recover on their own, clients see only
     errors they can retry, and nothing acknowledged is lost."""
     with private_postgres() as pg:
-        token = _init(tmp_path, pg.url)
+        token = _init_open(tmp_path, pg.url)
         cluster = Cluster(tmp_path, "d", 2)
         issuer = make_issuer()
         try:

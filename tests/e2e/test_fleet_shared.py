@@ -4,8 +4,10 @@ processes on one PostgreSQL database.
 The balancer hands each new TCP connection to the next server in turn, so a statement is
 often registered on a process other than the one that issued its challenge nonces (sealed
 with the shared ``keys/challenge.key``), and on a process that does not hold the sequencer
-role. Every statement must still be accepted, every server of the fleet must reach
-production, and afterwards ``sealtrail audit`` must find the index exactly what the log gives.
+role. The data directory requires tokens (as ``sealtrail init`` writes it): a user's token
+issued through one server must work on the others. Every statement must still be accepted,
+every server of the fleet must reach production, and afterwards ``sealtrail audit`` must
+find the index exactly what the log gives.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 
 from sealtrail.client import Client
 from sealtrail.sim import FleetSpec, generate_fleet, run_journey
+from tests._serve_proc import user_token
 from tests.conftest import report_figure
 from tests.e2e._cluster import Cluster
 from tests.e2e.test_failover import _init
@@ -174,11 +177,12 @@ def balancing(cluster: Cluster) -> Iterator[Balancer]:
         balancer.stop()
 
 
-def _compliance_at_least(url: str, state: str, size: int) -> dict[str, Any]:
-    """The compliance view once the index has applied ``size`` log entries: a query answers
-    from the index, which follows the log (every INDEX_POLL seconds)."""
+def _compliance_at_least(url: str, token: str, state: str, size: int) -> dict[str, Any]:
+    """The compliance view (read with an auditor's ``token``) once the index has applied
+    ``size`` log entries: a query answers from the index, which follows the log (every
+    INDEX_POLL seconds)."""
     deadline = time.monotonic() + INDEX_WAIT
-    with Client(url) as client:
+    with Client(url, token=token) as client:
         while True:
             doc = client.compliance(state)
             if doc["size"] >= size:
@@ -197,9 +201,11 @@ def test_a_fleet_reaches_production_through_a_balancer_over_shared_servers(
     try:
         assert cluster.holder() is not None, "nobody holds the sequencer role"
         with balancing(cluster) as balancer:
+            # Made first: by the end of the journey every server has read the user.
+            auditor = user_token(balancer.url, token, "auditor", "auditor")
             report = asyncio.run(run_journey(fleet, balancer.url, admin_token=token))
-            entries = report.organizations + report.statements
-            production = _compliance_at_least(balancer.url, "production", entries)
+            entries = 2 + report.entries  # the auditor and its token, then the journey's
+            production = _compliance_at_least(balancer.url, auditor, "production", entries)
             counts = list(balancer.counts)
             failed = balancer.failed
         cluster.stop()
@@ -209,8 +215,8 @@ def test_a_fleet_reaches_production_through_a_balancer_over_shared_servers(
 
     # Every statement of every phase was accepted (a refusal raises StepRefused).
     phases = {p.name: p.statements for p in report.phases}
-    assert report.organizations == len(fleet.actors)
-    assert report.statements == sum(phases.values()) - phases["organizations"]
+    assert report.organizations == report.users == len(fleet.actors)
+    assert report.statements == sum(phases.values()) - phases["organizations"] - phases["users"]
     assert len(report.registered) == report.statements
     for phase in ("arrival", "attestation", "production"):
         assert phases[phase] == SPEC.servers, (phase, phases)

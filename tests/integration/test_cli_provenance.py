@@ -1,6 +1,7 @@
 """``sealtrail audit`` and ``sealtrail index`` on a real data directory, after a real server
 registered a supply chain's statements: an edit to provenance.db is named, a rebuild
-restores the truth."""
+restores the truth. The data directories are as ``sealtrail init`` makes them (tokens
+required): each organization registers with its own user's token."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 
 from sealtrail.client import Client
 from sealtrail.keys import write_private_key
-from tests._serve_proc import COSE, init_data, served
+from tests._serve_proc import COSE, bearer, init_data, served, token_file, user_token
 from tests.integration.test_cli import sealtrail
 from tests.unit.provenance._signed import (
     issuer_name,
@@ -27,7 +28,25 @@ from tests.unit.provenance._signed import (
     org_record,
     sign_fact,
 )
-from tests.unit.provenance._world import MAKER, OPERATOR, World
+from tests.unit.provenance._world import ASSEMBLER, CARRIER, MAKER, OPERATOR, World
+from tests.unit.scitt._pki import Issuer
+
+#: The persona of each organization's user (docs/auth.md).
+PERSONAS = {MAKER: "supplier", ASSEMBLER: "supplier", CARRIER: "carrier", OPERATOR: "operator"}
+
+
+def onboard_all(url: str, admin_token: str, issuers: dict[str, Issuer]) -> dict[str, str]:
+    """Onboard every organization and make a user of each: their tokens, by organization."""
+    tokens = {}
+    for org, issuer in issuers.items():
+        r = httpx.put(
+            f"{url}/admin/organizations/{org}",
+            content=org_record(org, issuer),
+            headers=bearer(admin_token),
+        )
+        assert r.status_code == 201, r.text
+        tokens[org] = user_token(url, admin_token, f"{org}-user", PERSONAS[org], org)
+    return tokens
 
 
 @pytest.fixture(scope="module")
@@ -36,37 +55,39 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root, token = init_data(tmp_path_factory.mktemp("prov"))
     issuers, world = make_issuers(), World()
     with served(root) as url:
-        for org, issuer in issuers.items():
-            r = httpx.put(
-                f"{url}/admin/organizations/{org}",
-                content=org_record(org, issuer),
-                headers={"authorization": f"Bearer {token}"},
-            )
-            assert r.status_code == 201, r.text
+        tokens = onboard_all(url, token, issuers)
         for serial in ("srv-1", "srv-2"):
-            for org, payload in journey(world, serial, f"ship-{serial}", challenge=issuer_of(url)):
+            nonces = issuer_of(url, tokens[OPERATOR])
+            for org, payload in journey(world, serial, f"ship-{serial}", challenge=nonces):
                 r = httpx.post(
-                    url + "/entries", content=sign_fact(issuers, org, payload), headers=COSE
+                    url + "/entries",
+                    content=sign_fact(issuers, org, payload),
+                    headers={**COSE, **bearer(tokens[org])},
                 )
                 assert r.status_code == 201, r.text
     return root
 
 
-def issuer_of(url: str) -> Callable[[str, int], list[bytes]]:
-    """Nonces from the service's challenge route (``sealtrail serve`` requires them)."""
+def issuer_of(url: str, token: str) -> Callable[[str, int], list[bytes]]:
+    """Nonces from the service's challenge route (``sealtrail serve`` requires them), asked
+    for with an operator's ``token``."""
 
     def challenge(serial: str, count: int) -> list[bytes]:
-        with Client(url) as client:
+        with Client(url, token=token) as client:
             return client.challenge(serial, count)
 
     return challenge
 
 
-def cli_nonces(root: Path, url: str) -> Callable[[str, int], list[bytes]]:
-    """Nonces from `sealtrail challenge`, as an operator's verifier script would get them."""
+def cli_nonces(root: Path, url: str, tokens: Path) -> Callable[[str, int], list[bytes]]:
+    """Nonces from `sealtrail challenge`, as an operator's verifier script would get them
+    (with the operator's token file ``tokens``)."""
 
     def challenge(serial: str, count: int) -> list[bytes]:
-        result = sealtrail("challenge", serial, "--count", str(count), "--url", url, cwd=root)
+        result = sealtrail(
+            "challenge", serial, "--count", str(count), "--url", url,
+            "--token-file", str(tokens), cwd=root,
+        )  # fmt: skip
         assert result.returncode == 0, result.stderr
         return [bytes.fromhex(line) for line in result.stdout.split()]
 
@@ -88,7 +109,8 @@ def test_status_and_a_clean_audit(data: Path) -> None:
     report = json.loads(sealtrail("audit", "-d", "d", "--json", cwd=data).stdout)
     assert report["ok"] is True
     assert report["refused"] == 0
-    assert report["applied"] == report["statements_verified"] - 4  # 4 organization records
+    # 4 organization records, 4 user records and their 4 tokens: verified, no fact applied.
+    assert report["applied"] == report["statements_verified"] - 12
 
 
 def test_an_edited_row_is_named_and_a_rebuild_restores_the_truth(data: Path) -> None:
@@ -116,6 +138,7 @@ def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None
     root, token = init_data(tmp_path)
     issuers, world = make_issuers(), World()
     files: dict[str, tuple[Path, Path]] = {}
+    tokens: dict[str, Path] = {}
     for org, issuer in issuers.items():
         key = root / f"{org}.key"
         write_private_key(key, issuer.leaf_key)  # type: ignore[arg-type]
@@ -123,27 +146,30 @@ def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None
         chain.write_bytes(issuer.leaf.public_bytes(serialization.Encoding.PEM))
         files[org] = (key, chain)
 
-    def record(url: str, org: str, kind: str, payload: bytes, name: str) -> CompletedProcess[str]:
+    def record(
+        url: str, org: str, kind: str, payload: bytes, name: str, *, anonymous: bool = False
+    ) -> CompletedProcess[str]:
         (root / name).write_bytes(payload)
         key, chain = files[org]
+        token = [] if anonymous else ["--token-file", str(tokens[org])]
         return sealtrail(
             "record", kind, name, "--key", str(key), "--x5chain", str(chain),
             "--issuer", issuer_name(org), "--subject", f"urn:{org}:{name}", "--url", url,
-            cwd=root,
+            *token, cwd=root,
         )  # fmt: skip
 
     with served(root) as url:
-        for org, issuer in issuers.items():
-            r = httpx.put(
-                f"{url}/admin/organizations/{org}",
-                content=org_record(org, issuer),
-                headers={"authorization": f"Bearer {token}"},
-            )
-            assert r.status_code == 201, r.text
+        for org, secret in onboard_all(url, token, issuers).items():
+            tokens[org] = token_file(root / f"{org}.token", secret)
         facts = []
-        for n, (org, payload) in enumerate(
-            journey(world, "srv-9", "ship-9", challenge=cli_nonces(root, url))
-        ):
+        nonces = cli_nonces(root, url, tokens[OPERATOR])
+        for n, (org, payload) in enumerate(journey(world, "srv-9", "ship-9", challenge=nonces)):
+            if n == 0:  # without its user's token, the service takes nothing
+                refused = record(
+                    url, org, payload.KIND, payload.to_json(), "0.json", anonymous=True
+                )
+                assert refused.returncode == 1
+                assert "(token-required)" in refused.stderr, refused.stderr
             facts.append((org, payload))
             result = record(url, org, payload.KIND, payload.to_json(), f"fact-{n}.json")
             assert result.returncode == 0, result.stderr
@@ -167,19 +193,19 @@ def test_the_compliance_sweep_makes_stale_servers_non_compliant(tmp_path: Path) 
     write_private_key(key, issuers[OPERATOR].leaf_key)  # type: ignore[arg-type]
     chain.write_bytes(issuers[OPERATOR].leaf.public_bytes(serialization.Encoding.PEM))
     with served(root) as url:
-        for org, issuer in issuers.items():
-            r = httpx.put(
-                f"{url}/admin/organizations/{org}",
-                content=org_record(org, issuer),
-                headers={"authorization": f"Bearer {token}"},
+        tokens = onboard_all(url, token, issuers)
+        operator = token_file(root / "operator.token", tokens[OPERATOR])
+        nonces = issuer_of(url, tokens[OPERATOR])
+        for org, payload in journey(world, "srv-s", "ship-s", challenge=nonces):
+            r = httpx.post(
+                url + "/entries",
+                content=sign_fact(issuers, org, payload),
+                headers={**COSE, **bearer(tokens[org])},
             )
-            assert r.status_code == 201, r.text
-        for org, payload in journey(world, "srv-s", "ship-s", challenge=issuer_of(url)):
-            r = httpx.post(url + "/entries", content=sign_fact(issuers, org, payload), headers=COSE)
             assert r.status_code == 201, r.text
         args = ["compliance", "sweep", "--key", str(key), "--x5chain", str(chain)]
         args += ["--issuer", issuer_name(OPERATOR), "--subject-prefix", "urn:operator:"]
-        args += ["--url", url, "--json"]
+        args += ["--url", url, "--token-file", str(operator), "--json"]
         fresh = json.loads(sealtrail(*args, "--max-age", "3600", cwd=root).stdout)
         assert fresh["stale"] == []
         time.sleep(2.1)
@@ -191,7 +217,9 @@ def test_the_compliance_sweep_makes_stale_servers_non_compliant(tmp_path: Path) 
         assert len(row["entry_id"]) == 64
         deadline = time.monotonic() + 10
         while True:
-            node = httpx.get(f"{url}/provenance/v1/nodes/srv-s").json()
+            node = httpx.get(
+                f"{url}/provenance/v1/nodes/srv-s", headers=bearer(tokens[OPERATOR])
+            ).json()
             if node["compliance"]["state"] == "non-compliant" or time.monotonic() > deadline:
                 break
             time.sleep(0.1)

@@ -27,7 +27,7 @@ from sealtrail.provenance._strict import canonical
 from sealtrail.scitt import decode_key_set, verify_receipt
 from sealtrail.service._passport import add_passport_routes
 from sealtrail.storage import MemoryIndex, MemoryStore, SQLiteStore
-from tests._serve_proc import init_data, served
+from tests._serve_proc import allow_anonymous, init_data, served
 from tests._server import serve_in_thread
 from tests.integration.test_cli import assert_clean_error, sealtrail
 
@@ -277,6 +277,9 @@ def test_export_from_the_data_directory_of_a_running_server(tmp_path: Path) -> N
     ``sealtrail serve`` keeps running on the same files; verified with the data
     directory's published keys."""
     root, token = init_data(tmp_path)
+    # About building the passport from the data directory, not access control: the journey
+    # registers without users' tokens.
+    allow_anonymous(root / "d")
     with served(root) as url:
         journey = _register_journey(url, token)
         keys = sealtrail("fetch-keys", "-o", "keys.cbor", "--url", url, cwd=root)

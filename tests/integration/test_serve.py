@@ -1,7 +1,8 @@
 """``sealtrail init`` + ``sealtrail serve`` as a user runs them: a real server process.
 
-Registration over HTTP, the administrator token, receipt key rotation across a restart
-(old receipts keep verifying), read-only mode, and the data directory's key handling.
+Registration over HTTP, the administrator token, tokens required by default, receipt key
+rotation across a restart (old receipts keep verifying), read-only mode, and the data
+directory's key handling.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from sealtrail.scitt import (
     decode_sign1,
     verify_transparent_statement,
 )
-from tests._serve_proc import COSE, init_data, onboard, register, served, statement_for
+from tests._serve_proc import (
+    COSE,
+    bearer,
+    init_data,
+    onboard,
+    register,
+    served,
+    statement_for,
+    user_token,
+)
 from tests.integration.test_cli import assert_clean_error, sealtrail
 from tests.unit.keys._softhsm import PIN, SoftHsm, hsm_skip_reason
 from tests.unit.scitt._pki import make_issuer
@@ -35,6 +45,46 @@ KID = 4
 @pytest.fixture
 def data(tmp_path: Path) -> tuple[Path, str]:
     return init_data(tmp_path)
+
+
+def test_a_fresh_data_directory_requires_a_token(data: tuple[Path, str]) -> None:
+    """``sealtrail init`` writes ``[auth] required = true``: an anonymous registration is
+    refused (401 ``token-required``) and changes nothing; the organization's supplier gets
+    in; the log itself stays public."""
+    root, token = data
+    assert "\n[auth]\n" in (root / "d" / "sealtrail.toml").read_text()
+    assert load_config(root / "d").auth_required is True
+    issuer = make_issuer(ES256, cn="Maker")
+    with served(root) as url:
+        onboard(url, token, issuer)
+        size = httpx.get(url + "/log/v1/info").json()["size"]
+        r = httpx.post(url + "/entries", content=statement_for(issuer, 1), headers=COSE)
+        assert r.status_code == 401, r.text
+        assert r.json()["code"] == "token-required"
+        assert httpx.get(url + "/log/v1/info").json()["size"] == size
+        r = httpx.get(url + "/provenance/v1/compliance")
+        assert r.status_code == 401 and r.json()["code"] == "token-required"
+        supplier = user_token(url, token, "maker-supplier", "supplier", "maker")
+        entry, _ = register(url, statement_for(issuer, 1), supplier)
+        assert httpx.get(f"{url}/entries/{entry}").status_code == 200  # receipts are public
+        assert httpx.get(url + "/checkpoint").status_code == 200
+        # The administrator administers; registering is for the organization's users.
+        r = httpx.post(
+            url + "/entries", content=statement_for(issuer, 2), headers={**COSE, **bearer(token)}
+        )
+        assert r.status_code == 403, r.text
+
+
+def test_required_false_is_the_explicit_opt_out(data: tuple[Path, str]) -> None:
+    root, _ = data
+    config = root / "d" / "sealtrail.toml"
+    text = config.read_text()
+    assert "\nrequired = true\n" in text
+    config.write_text(text.replace("\nrequired = true\n", "\nrequired = false\n"))
+    assert load_config(root / "d").auth_required is False
+    # Without the key (a data directory written before it existed), tokens are required.
+    config.write_text(text.replace("\nrequired = true\n", "\n"))
+    assert load_config(root / "d").auth_required is True
 
 
 @pytest.mark.slow
@@ -54,7 +104,8 @@ def test_serve_registers_and_rotation_keeps_old_receipts_valid(data: tuple[Path,
         assert bad.json()["code"] == "token-unknown"
         assert httpx.get(url + "/log/v1/info").json()["size"] == size
         onboard(url, token, issuer)
-        entry, old_receipt = register(url, first)
+        supplier = user_token(url, token, "maker-supplier", "supplier", "maker")
+        entry, old_receipt = register(url, first, supplier)
         old_keys = httpx.get(url + "/.well-known/scitt-keys").content
     old_transparent = add_receipts(first, [old_receipt])
     verify_transparent_statement(old_transparent, service_keys=old_keys)
@@ -73,10 +124,12 @@ def test_serve_registers_and_rotation_keeps_old_receipts_valid(data: tuple[Path,
         fresh = httpx.get(f"{url}/entries/{entry}").content
         assert decode_sign1(fresh).protected[KID] != old_kid
         verify_transparent_statement(add_receipts(first, [fresh]), service_keys=keys)
-        _, new_receipt = register(url, statement_for(issuer, 2))
+        # The supplier's token outlives the restart: users are log entries too.
+        _, new_receipt = register(url, statement_for(issuer, 2), supplier)
         assert decode_sign1(new_receipt).protected[KID] != old_kid
-        # The registry (organization and policy) was rebuilt from the log at start.
-        assert httpx.get(url + "/log/v1/info").json()["size"] == 3
+        # The registry (organization, user and policy) was rebuilt from the log at start:
+        # the organization, the user and its token, and two statements.
+        assert httpx.get(url + "/log/v1/info").json()["size"] == 5
 
     exported = root / "keys.cbor"
     r = sealtrail("keys", "export", "-d", "d", "-o", str(exported), cwd=root)
@@ -199,8 +252,9 @@ def test_serve_signs_receipts_with_an_hsm_key(
     issuer = make_issuer(ES256, cn="Maker")
     with served(root, env=env) as url:
         onboard(url, token, issuer)
+        supplier = user_token(url, token, "maker-supplier", "supplier", "maker")
         statement = statement_for(issuer, 1)
-        _, receipt = register(url, statement)
+        _, receipt = register(url, statement, supplier)
         keys = httpx.get(url + "/.well-known/scitt-keys").content
     verify_transparent_statement(add_receipts(statement, [receipt]), service_keys=keys)
     rotate = subprocess.run(

@@ -5,12 +5,17 @@ machine (what ``make demo`` runs; docs/demo.md).
    but the demo's ledger — unless its server is still running, which is said and left
    alone), ``sealtrail serve`` on 127.0.0.1 with the embedded SQLite store.
 2. Makes a small fleet with the simulator and runs its journey through the HTTP API:
-   organizations onboarded with the administrator token, every fact a signed statement.
-3. Runs every attack scenario and prints what Sealtrail reported for each.
+   organizations onboarded and a user made for each with the administrator token, every
+   fact a signed statement sent with its organization's user's token (the data directory
+   requires tokens, as ``sealtrail init`` writes it).
+3. Makes an auditor user, whose token it keeps next to the administrator's (mode 0600),
+   runs every attack scenario (each statement with its organization's token, reads as the
+   auditor) and prints what Sealtrail reported for each.
 4. Exports a server's passport and verifies it offline, with the log's and the service's
    keys pinned; checks the log's checkpoint and that the log only grew meanwhile.
-5. Leaves the server running (until Ctrl-C) and prints commands to try next; ``--exit``
-   stops it. ``--json`` prints one JSON object per attack scenario, then a summary.
+5. Leaves the server running (until Ctrl-C) and prints commands to try next (the queries
+   with the auditor's token); ``--exit`` stops it. ``--json`` prints one JSON object per
+   attack scenario, then a summary.
 
 Exit status 0 only if the journey succeeded, every attack was caught and the passport
 verified.
@@ -42,7 +47,18 @@ from sealtrail.log import ConsistencyProof, verify_checkpoint
 from sealtrail.note import NoteVerifier
 from sealtrail.provenance import PassportSubject, verify_passport
 from sealtrail.sim import PHASES as JOURNEY_PHASES
-from sealtrail.sim import AttackResult, Fleet, FleetSpec, JourneyReport, run_attacks, run_journey
+from sealtrail.sim import (
+    TOKEN_DAYS,
+    AttackResult,
+    Fleet,
+    FleetSpec,
+    FleetTokens,
+    JourneyReport,
+    auditor_name,
+    issue_tokens,
+    run_attacks,
+    run_journey,
+)
 
 from ._common import err, out
 from .passport import _fetch
@@ -58,6 +74,7 @@ MARKER = "demo-run.json"
 SERVER_STATE = "demo-server.json"
 OLD_MARKER = "demo-pinned.checkpoint"
 TOKEN_FILE = "admin.token"  # noqa: S105 (a file name)
+AUDITOR_FILE = "auditor.token"
 KEYS_FILE = "service-keys.cbor"
 SERVER_LOG = "server.log"
 #: Seconds the server has to start.
@@ -241,16 +258,35 @@ def _journey(fleet: Fleet, url: str, token: str, run: _Run, *, quiet: bool) -> N
         run.journey = asyncio.run(run_journey(fleet, url, admin_token=token, progress=progress))
     report = run.journey
     _step(
-        f"{report.organizations} organizations onboarded, {report.statements} signed statements "
-        f"registered over HTTP in {report.seconds:.1f} s ({report.statements_per_s:.0f}/s): "
+        f"{report.organizations} organizations onboarded with a user each, "
+        f"{report.statements} signed statements registered over HTTP with their users' "
+        f"tokens in {report.seconds:.1f} s ({report.statements_per_s:.0f}/s): "
         f"{spec.servers} servers from the makers' manifests to production "
         f"({' → '.join(JOURNEY_PHASES[1:])})"
     )
 
 
-def _passport(config: Config, url: str, fleet: Fleet, keys: bytes, run: _Run) -> Path:
+def _tokens(config: Config, url: str, fleet: Fleet, admin_token: str) -> FleetTokens:
+    """New tokens for the organizations' users, and an auditor's, kept next to the
+    administrator token (mode 0600) for the commands the demo prints."""
+    tokens = asyncio.run(issue_tokens(fleet, url, admin_token=admin_token, auditor=True))
+    assert tokens.auditor is not None
+    path = config.data_dir / AUDITOR_FILE
+    _write_secret(path, (tokens.auditor + "\n").encode())
+    _step(
+        f"auditor {auditor_name(fleet)} made to read the views and passports; its token "
+        f"(valid {TOKEN_DAYS * 24} h) is in {path}"
+    )
+    return tokens
+
+
+def _passport(
+    config: Config, url: str, fleet: Fleet, keys: bytes, run: _Run, token: str | None
+) -> Path:
     serial = fleet.servers[0].serial
-    data = _fetch(url, PassportSubject.node(serial), maker=None, serial=serial, timeout=30.0)
+    data = _fetch(
+        url, PassportSubject.node(serial), maker=None, serial=serial, timeout=30.0, token=token
+    )
     path = config.data_dir / f"{serial}.passport.json"
     path.write_bytes(data)
     try:
@@ -296,12 +332,13 @@ def _try_next(config: Config, url: str, fleet: Fleet, passport: Path) -> None:
     exe = ".venv/bin/sealtrail" if Path(".venv/bin/sealtrail").exists() else "sealtrail"
     d = config.data_dir
     serial = fleet.servers[0].serial
+    auditor = f"--token-file {d / AUDITOR_FILE}"
     _say(f"\nThe ledger is served at [bold]{url}[/bold] (API docs: {url}/docs). Try:")
     for line in (
         f"export SEALTRAIL_URL={url}",
-        f"{exe} query compliance",
-        f"{exe} query tree {serial}",
-        f"{exe} query timeline {serial}",
+        f"{exe} query compliance {auditor}",
+        f"{exe} query tree {serial} {auditor}",
+        f"{exe} query timeline {serial} {auditor}",
         f"{exe} passport verify {passport} --log-key {d / 'log.vkey'} "
         f"--service-keys {d / KEYS_FILE}",
         f"{exe} audit -d {d}",
@@ -311,8 +348,9 @@ def _try_next(config: Config, url: str, fleet: Fleet, passport: Path) -> None:
     ):
         _say(f"  {line}")
     _say(
-        f"The administrator token is in {d / TOKEN_FILE} (mode 0600; the demo keeps it, a real "
-        f"deployment never does). Server output: {d / SERVER_LOG}."
+        f"The administrator token is in {d / TOKEN_FILE} and the auditor's in "
+        f"{d / AUDITOR_FILE} (mode 0600; the demo keeps them, a real deployment never keeps "
+        f"the administrator's). Server output: {d / SERVER_LOG}."
     )
 
 
@@ -388,16 +426,19 @@ def _run_all(
         "chains in P-384 and ML-DSA-87, TPM-like, Cerberus-like), six organizations"
     )
     _journey(fleet, url, token, run, quiet=quiet)
+    tokens = _tokens(config, url, fleet, token)
     with Client(url) as client:
         keys = client.service_keys()
         (config.data_dir / KEYS_FILE).write_bytes(keys)
         before = client.checkpoint()
         with tracked("attacks", 1, quiet=quiet) as progress:
-            run.attacks = run_attacks(fleet, url, data_dir=config.data_dir, progress=progress)
+            run.attacks = run_attacks(
+                fleet, url, data_dir=config.data_dir, tokens=tokens, progress=progress
+            )
         caught = sum(a.caught for a in run.attacks)
         show(_ui[0], attack_table(run.attacks))
         _step(f"{caught} of {len(run.attacks)} attacks caught", ok=caught == len(run.attacks))
-        passport = _passport(config, url, fleet, keys, run)
+        passport = _passport(config, url, fleet, keys, run, tokens.auditor)
         _log(config, client, before, run)
     return fleet, passport
 

@@ -1,4 +1,9 @@
-"""``sealtrail init``: create a data directory with fresh keys and an administrator token."""
+"""``sealtrail init``: create a data directory with fresh keys and an administrator token.
+
+The configuration it writes requires tokens (``[auth] required = true``, docs/auth.md):
+registering a statement and reading provenance need a user's; ``required = false`` in
+``sealtrail.toml`` opens the service the way SCITT allows.
+"""
 
 from __future__ import annotations
 
@@ -59,6 +64,11 @@ def init(
     out.print(f"  verifier key:  {config.verifier_key()}")
     out.print(f"  issuer:        {config.service_issuer}")
     out.print("Publish the verifier key; clients pin it to verify checkpoints.")
+    if config.auth_required:
+        out.print(
+            "Registering and reading provenance need a user's token ([auth] required = "
+            "true): add users and issue their tokens with 'sealtrail users' (docs/auth.md)."
+        )
     # The token goes to stderr so that scripts capturing stdout do not file it by accident.
     err.print(
         "Administrator token (shown once, only its hash is kept; "

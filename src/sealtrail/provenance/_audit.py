@@ -7,8 +7,11 @@ service's public keys:
    checkpoint (:meth:`~sealtrail.log.LogReader.audit`);
 2. every entry's statement: present in the statement store, hashing to the entry, and
    passing registration's checks again — organization records signed by a service key
-   and applied in log order, then each statement's issuer, policy, key (its chain
-   validated at the statement's ``iat``) and signature, and the provenance rules;
+   and applied in log order (user and grant records, which say who may call what and
+   state no provenance fact: signed by a service key, well-formed, user versions in
+   sequence), then each
+   statement's issuer, policy, key (its chain validated at the statement's ``iat``) and
+   signature, and the provenance rules;
 3. the provenance state, rebuilt in memory by applying the entries in order;
 4. the index database, compared row by row, change by change and entry by entry with the
    rebuilt state: every row edited, deleted or inserted behind the log's back is named.
@@ -27,13 +30,18 @@ from sealtrail.errors import Error
 from sealtrail.keys import Verifier
 from sealtrail.log import LogReader, SignedCheckpoint
 from sealtrail.scitt import (
+    GRANT_RECORD_TYPE,
     ORG_RECORD_TYPE,
+    USER_RECORD_TYPE,
     ChainValidator,
     Registry,
     SignedStatement,
+    Users,
     issuer_key,
+    parse_grant_record,
     parse_org_record,
     parse_statement,
+    parse_user_record,
 )
 from sealtrail.storage import IndexedEntry, IndexStore, StatementRecord
 
@@ -50,6 +58,11 @@ AUDIT_STEP = 1024
 QUOTE = 120
 
 Progress = Callable[[str, int, int], None]
+
+#: The service's own records (signed by a service key), none a provenance fact:
+#: organizations, then who may call what (docs/auth.md: users and their tokens, shared
+#: statements).
+_SERVICE_RECORDS = frozenset({ORG_RECORD_TYPE, USER_RECORD_TYPE, GRANT_RECORD_TYPE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +112,7 @@ class _Replay:
         self.issuer = issuer
         self.service_keys = service_keys
         self.registry = Registry()
+        self.users = Users()
         self.validator = ChainValidator()
         self.devices = DeviceChainValidator()
         self.rows = MemoryRows()
@@ -123,8 +137,8 @@ class _Replay:
         try:
             statement = parse_statement(record.body, max_size=len(record.body))
             content_type = str(statement.content_type)
-            if content_type == ORG_RECORD_TYPE and statement.issuer == self.issuer:
-                self._org_record(statement)
+            if content_type in _SERVICE_RECORDS and statement.issuer == self.issuer:
+                self._service_record(content_type, statement)
                 return indexed_entry(index, leaf, "", None, Outcome()), Outcome(), None
             org = self.registry.for_issuer(statement.issuer)
             org.policy.check(
@@ -149,12 +163,20 @@ class _Replay:
         outcome = self.state.apply(fact)
         return indexed_entry(index, leaf, kind.name, fact, outcome), outcome, None
 
-    def _org_record(self, statement: SignedStatement) -> None:
+    def _service_record(self, content_type: str, statement: SignedStatement) -> None:
+        """A record the service signed: organizations are applied to the registry the
+        statements after them are checked against; users are folded too (each version
+        one more than the last, a certificate one user's); grants are only read."""
         verifier = self.service_keys.get(statement.kid or b"")
         if verifier is None:
             raise Error("signed by a key that is not a service key", code="org-record-untrusted")
         statement.message.verify(verifier)
-        self.registry.apply(parse_org_record(statement.payload))
+        if content_type == ORG_RECORD_TYPE:
+            self.registry.apply(parse_org_record(statement.payload))
+        elif content_type == USER_RECORD_TYPE:
+            self.users.apply(parse_user_record(statement.payload))
+        else:
+            parse_grant_record(statement.payload)
 
 
 def audit_log(

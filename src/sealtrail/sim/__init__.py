@@ -1,8 +1,10 @@
 """The simulator: a supply chain's organizations and devices, its journey and its attacks.
 
 It acts as real users would, through the public API only: devices and organizations make
-their own keys and certificates, organizations are onboarded with the administrator token
-and register every fact as a signed statement over HTTP (:mod:`sealtrail.client`).
+their own keys and certificates, organizations are onboarded with the administrator token,
+each gets a user with the persona its role needs and a token of its own
+(:func:`issue_tokens`, docs/auth.md), and registers every fact as a signed statement over
+HTTP with it (:mod:`sealtrail.client`).
 
 * Devices (:class:`RotDevice`): Caliptra-like (a DICE chain IDevID → LDevID → FMC alias →
   runtime alias, ECC P-384 and ML-DSA-87, TCG ``DiceTcbInfo`` with the firmware
@@ -46,11 +48,17 @@ from ._evidence import Evidence, ReportedMeasurement, evidence_message
 from ._fleet import Fleet, FleetSpec, Progress, RackPlan, ServerPlan, generate_fleet
 from ._journey import (
     DEFAULT_CONCURRENCY,
+    PERSONAS,
     PHASES,
+    TOKEN_DAYS,
+    FleetTokens,
     JourneyReport,
     PhaseTiming,
     StepRefused,
+    auditor_name,
+    issue_tokens,
     run_journey,
+    user_name,
 )
 from ._verifier import check_evidence
 from ._x509 import ML_DSA_SUPPORTED
@@ -59,8 +67,10 @@ __all__ = [
     "ATTACKS",
     "DEFAULT_CONCURRENCY",
     "ML_DSA_SUPPORTED",
+    "PERSONAS",
     "PHASES",
     "TCB_INFO_OID",
+    "TOKEN_DAYS",
     "UEID_OID",
     "Actor",
     "Answer",
@@ -75,6 +85,7 @@ __all__ = [
     "FirmwareImage",
     "Fleet",
     "FleetSpec",
+    "FleetTokens",
     "Fwid",
     "IdentityProfile",
     "JourneyReport",
@@ -88,6 +99,7 @@ __all__ = [
     "StepRefused",
     "TcbInfo",
     "TpmDevice",
+    "auditor_name",
     "check_evidence",
     "decode_tcb_info",
     "decode_ueid",
@@ -95,7 +107,9 @@ __all__ = [
     "encode_ueid",
     "evidence_message",
     "generate_fleet",
+    "issue_tokens",
     "run_attacks",
     "run_journey",
     "tcb_info_of",
+    "user_name",
 ]

@@ -1,6 +1,6 @@
 """Attacks on a supply chain, each run against a live service, and what Sealtrail reports.
 
-Every scenario is a function of an :class:`AttackLab` (the fleet's organizations, a client
+Every scenario is a function of an :class:`AttackLab` (the fleet's organizations, clients
 of the running service, the lab's own servers) that plays the attacker, then returns an
 :class:`AttackResult`: its name, the finding Sealtrail **must** report (a stable error
 code, with the details that name what was found), what it reported, and whether the two
@@ -14,6 +14,12 @@ through the same HTTP API, a *victim* server taken all the way to production (a 
 like RoT and a TPM-like device on its motherboard, a blade with two Cerberus-like ones),
 a spare blade, a server left at ``arrived`` (for the stale attestation) and two servers
 assembled but not yet shipped (for the custody attacks).
+
+On a service with ``[auth] required``, the attacker sends each statement with the token of
+the user of the organization it is issued for (a stolen token, or an insider's), so that
+what refuses it is the ledger's provenance checks, never a missing token; challenges are
+asked for with the operator's token, and views and passports are read with an auditor's
+(:class:`FleetTokens`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import re
 import sqlite3
@@ -66,7 +73,7 @@ from sealtrail.storage import open_index, open_store
 from ._actors import Actor, Answer, DeviceMaker
 from ._devices import RotDevice
 from ._fleet import Fleet, Progress, RackPlan, ServerPlan, build_server
-from ._journey import JourneyReport, run_journey
+from ._journey import FleetTokens, JourneyReport, issue_tokens, run_journey
 
 __all__ = [
     "ATTACKS",
@@ -117,16 +124,28 @@ class AttackLab:
     """The attacker's workbench: the fleet's organizations, the live service, lab servers.
 
     ``data_dir`` is the service's data directory, for the one insider scenario that edits
-    its database (on a copy; without it that scenario is left out). Blocking: use it
+    its database (on a copy; without it that scenario is left out). ``tokens`` are the
+    fleet's users' (each organization's and an auditor's); without them the lab sends no
+    token, which only a service with ``[auth] required = false`` takes. Blocking: use it
     outside a running event loop (:meth:`prepare` runs its own).
     """
 
-    def __init__(self, fleet: Fleet, url: str, *, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        url: str,
+        *,
+        data_dir: Path | None = None,
+        tokens: FleetTokens | None = None,
+    ) -> None:
         self.fleet = fleet
         self.url = url
         self.data_dir = data_dir
         self.config: Config | None = load_config(data_dir) if data_dir is not None else None
-        self.client = Client(url, timeout=WAIT)
+        self.tokens = tokens if tokens is not None else FleetTokens()
+        #: The auditor's client: views, passports, the checkpoint and the service's keys.
+        self.client = Client(url, token=self.tokens.auditor, timeout=WAIT)
+        self._clients: dict[str, Client] = {}
         try:
             self.service_keys = self.client.service_keys()
         except BaseException:
@@ -147,7 +166,19 @@ class AttackLab:
         return self.config.max_attestation_age if self.config is not None else DEFAULT_MAX_AGE
 
     def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
         self.client.close()
+
+    def client_of(self, actor: Actor) -> Client:
+        """A client holding the token of ``actor``'s organization's user (none without one).
+        An impostor in a genuine organization's name gets that organization's token."""
+        client = self._clients.get(actor.name)
+        if client is None:
+            client = Client(self.url, token=self.tokens.of(actor), timeout=WAIT)
+            self._clients[actor.name] = client
+        return client
 
     def __enter__(self) -> AttackLab:
         return self
@@ -175,24 +206,15 @@ class AttackLab:
         """Register the lab's servers (through the same HTTP API as the fleet)."""
 
         async def build() -> list[JourneyReport]:
+            journey = functools.partial(
+                run_journey, url=self.url, tokens=self.tokens, onboard=False, releases=False
+            )
             return list(
                 await asyncio.gather(
-                    run_journey(self._fleet(self.victim), self.url, onboard=False, releases=False),
-                    run_journey(
-                        self._fleet(self.stale),
-                        self.url,
-                        onboard=False,
-                        releases=False,
-                        until="arrived",
-                    ),
+                    journey(self._fleet(self.victim)),
+                    journey(self._fleet(self.stale), until="arrived"),
                     *(
-                        run_journey(
-                            self._fleet(rack),
-                            self.url,
-                            onboard=False,
-                            releases=False,
-                            until="racks",
-                        )
+                        journey(self._fleet(rack), until="racks")
                         for rack in (self.sealed, self.boxed)
                     ),
                 )
@@ -217,12 +239,13 @@ class AttackLab:
         self, actor: Actor, payload: Payload, about: str, *, issued_at: int | None = None
     ) -> RegisteredStatement:
         data = actor.sign(payload, about=about, issued_at=issued_at)
+        client = self.client_of(actor)
         for _ in range(20):
             try:
-                return self.client.register(data)
+                return client.register(data)
             except RetryLater as exc:
                 time.sleep(min(max(exc.retry_after or 0.1, 0.05), 2.0))
-        return self.client.register(data)
+        return client.register(data)
 
     def attempt(
         self, actor: Actor, payload: Payload, about: str, *, issued_at: int | None = None
@@ -257,8 +280,11 @@ class AttackLab:
         self.wait_for_index()
         deadline = time.monotonic() + WAIT
         url = f"{self.url.rstrip('/')}/provenance/v1/passports/{serial}"
+        headers = {"Accept": PASSPORT_TYPE}
+        if self.tokens.auditor is not None:
+            headers["Authorization"] = f"Bearer {self.tokens.auditor}"
         while True:
-            reply = httpx.get(url, headers={"Accept": PASSPORT_TYPE}, timeout=WAIT)
+            reply = httpx.get(url, headers=headers, timeout=WAIT)
             if reply.status_code == 200:
                 return reply.content
             if reply.status_code != 503 or time.monotonic() > deadline:
@@ -338,8 +364,9 @@ def unregistered_device_ca(lab: AttackLab) -> AttackResult:
 @_scenario("forged-manifest")
 def forged_manifest(lab: AttackLab) -> AttackResult:
     """An impostor signs a manifest in the maker's name (its organization, issuer and
-    subject) with a key and certificate of its own. Sealtrail must refuse the statement:
-    ``chain-untrusted`` (the signing certificate does not chain to the maker's anchors)."""
+    subject) with a key and certificate of its own, and sends it with the maker's token
+    (stolen). Sealtrail must refuse the statement: ``chain-untrusted`` (the signing
+    certificate does not chain to the maker's anchors)."""
     genuine = lab.fleet.makers[DeviceKind.CALIPTRA]
     impostor = _grey_maker(lab, genuine.name, DeviceKind.CALIPTRA, issuer=genuine.issuer)
     device = impostor.manufacture(f"{lab.prefix}-forged-1")
@@ -359,8 +386,8 @@ def _claimed_attestation(lab: AttackLab, answers: list[Answer], nonce: bytes) ->
 
 
 def _nonce(lab: AttackLab, serial: str) -> bytes:
-    """A fresh nonce for the server, from the service's challenge route."""
-    (nonce,) = lab.client.challenge(serial)
+    """A fresh nonce for the server, from the service's challenge route (as the operator)."""
+    (nonce,) = lab.client_of(lab.fleet.operator).challenge(serial)
     return nonce
 
 
@@ -482,7 +509,7 @@ def _ship(
         shipment_id=rack.shipment_id,
         server_serial=server.serial,
         devices=server.devices,
-        nonces=lab.client.challenge(server.serial, len(server.devices)),
+        nonces=lab.client_of(op).challenge(server.serial, len(server.devices)),
         claim_pass=True,
     )
     code, _ = lab.attempt(op, arrival, server.serial)
@@ -645,20 +672,29 @@ def run_attacks(
     url: str,
     *,
     data_dir: Path | None = None,
+    tokens: FleetTokens | None = None,
+    admin_token: str | None = None,
     progress: Progress | None = None,
     only: Sequence[str] | None = None,
 ) -> list[AttackResult]:
     """Prepare the lab and run every scenario (or ``only`` those named) against the
     service at ``url``, in order. The fleet's organizations must be onboarded and its
     firmware released (its journey run). Without ``data_dir`` the database scenario is
-    left out."""
+    left out.
+
+    The lab acts with ``tokens`` (each organization's user's and an auditor's); without
+    them, ``admin_token`` makes (or updates) those users and issues each a new token
+    (:func:`issue_tokens`); with neither it sends no token, which only a service with
+    ``[auth] required = false`` takes. Blocking: call it outside a running event loop."""
     chosen = [
         (name, fn)
         for name, fn in ATTACKS
         if (only is None or name in only)
         and (data_dir is not None or name != "database-row-edited")
     ]
-    with AttackLab(fleet, url, data_dir=data_dir) as lab:
+    if tokens is None and admin_token is not None:
+        tokens = asyncio.run(issue_tokens(fleet, url, admin_token=admin_token, auditor=True))
+    with AttackLab(fleet, url, data_dir=data_dir, tokens=tokens) as lab:
         if progress is not None:
             progress("lab", 0, len(chosen))
         lab.prepare()

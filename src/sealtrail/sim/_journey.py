@@ -1,8 +1,12 @@
 """The journey of a fleet, through a running service's HTTP API, as its users would make it.
 
 The administrator onboards every organization (``PUT /admin/organizations/{name}``, as
-``sealtrail org put``); then each organization registers its signed statements
-(``POST /entries``, with :class:`sealtrail.client.AsyncClient`), phase after phase:
+``sealtrail org put``), then makes one user per organization with the persona its role
+needs (``PUT /admin/users/{name}``: makers and the assembler suppliers, the carrier a
+carrier, the operator an operator) and issues each a token valid :data:`TOKEN_DAYS`
+(``POST /admin/users/{name}/tokens``, as ``sealtrail users``). Then each organization's
+user registers its signed statements (``POST /entries``, with an
+:class:`sealtrail.client.AsyncClient` holding its token), phase after phase:
 
 ======================  ===========  =========================================================
 phase                   who          what, per
@@ -25,17 +29,24 @@ production              operator     each server verified -> production
 Within a phase the statements are independent and go out concurrently (at most
 ``concurrency`` at a time); a phase starts when the one before has every receipt. The
 nonces of an arrival's challenges and of an attestation are the service's own: asked for
-(``POST /provenance/v1/challenges``) just before the devices answer them. Back-pressure
-(HTTP 503) is waited out and the same statement sent again (registration is idempotent).
+(``POST /provenance/v1/challenges``, by the operator's user) just before the devices answer
+them. Back-pressure (HTTP 503) is waited out and the same statement sent again
+(registration is idempotent).
+
+Users are named ``<organization>-<persona>`` (organization names carry the seed's
+namespace, so fleets of different seeds never share a user) and made with a request that
+creates or updates, so a journey over users an earlier run made works; every run issues
+each user a new token (a user holds at most 16: :func:`issue_tokens`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -48,14 +59,20 @@ from ._fleet import Fleet, Progress, RackPlan, ServerPlan
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "PERSONAS",
     "PHASES",
+    "TOKEN_DAYS",
+    "FleetTokens",
     "JourneyReport",
     "PhaseTiming",
     "Step",
     "StepRefused",
+    "auditor_name",
+    "issue_tokens",
     "journey_steps",
     "register_steps",
     "run_journey",
+    "user_name",
 ]
 
 PHASES = (
@@ -81,6 +98,15 @@ DEFAULT_TIMEOUT = 60.0
 #: Times a statement is sent again after back-pressure (503), and the longest wait.
 MAX_RETRIES = 20
 MAX_RETRY_WAIT = 5.0
+#: The persona of each organization role's user (docs/auth.md: who may register what).
+PERSONAS: Mapping[str, str] = {
+    "device-maker": "supplier",
+    "assembler": "supplier",
+    "carrier": "carrier",
+    "operator": "operator",
+}
+#: Days a token the simulator issues stays valid: a run takes minutes.
+TOKEN_DAYS = 1
 S = ComplianceState
 
 
@@ -109,6 +135,80 @@ class Step:
     issued_at: int | None = None
 
 
+def user_name(actor: Actor) -> str:
+    """The user who acts for ``actor``'s organization: ``<organization>-<persona>``."""
+    return f"{actor.name}-{PERSONAS[actor.ROLE]}"
+
+
+def auditor_name(fleet: Fleet) -> str:
+    """The fleet's auditor (who reads the views and passports): ``<namespace>-auditor``."""
+    return f"{fleet.namespace}-auditor"
+
+
+@dataclass(frozen=True)
+class FleetTokens:
+    """The bearer tokens of a fleet's users (SECRET: kept out of ``repr``; never print or
+    log them): ``actors`` by organization name, and an auditor's if one was made."""
+
+    actors: Mapping[str, str] = field(default_factory=dict, repr=False)
+    auditor: str | None = field(default=None, repr=False)
+
+    def of(self, actor: Actor) -> str | None:
+        """The token of ``actor``'s organization's user, if any."""
+        return self.actors.get(actor.name)
+
+
+async def _make_users(
+    client: AsyncClient,
+    fleet: Fleet,
+    *,
+    admin_token: str,
+    auditor: bool,
+    days: int,
+) -> tuple[FleetTokens, int]:
+    """Make (or update) the fleet's users and issue each a token: the tokens, and the
+    records registered. One request at a time: each builds on the user's record before it."""
+    actors: dict[str, str] = {}
+    records = 0
+
+    async def user(name: str, persona: str, org: str | None) -> str:
+        nonlocal records
+        try:
+            await client.put_user(name, persona, org, token=admin_token)
+            issued = await client.issue_token(name, days, token=admin_token)
+        except Error as exc:
+            raise StepRefused(f"user {name}: {exc.message}", code=exc.code) from None
+        records += 2
+        return issued.token
+
+    for actor in fleet.actors:
+        actors[actor.name] = await user(user_name(actor), PERSONAS[actor.ROLE], actor.name)
+    found = await user(auditor_name(fleet), "auditor", None) if auditor else None
+    return FleetTokens(actors, found), records
+
+
+async def issue_tokens(
+    fleet: Fleet,
+    url: str,
+    *,
+    admin_token: str,
+    auditor: bool = False,
+    days: int = TOKEN_DAYS,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> FleetTokens:
+    """Make (or update) a user per organization of the fleet, its persona the one its role
+    needs (:data:`PERSONAS`, named by :func:`user_name`), and with ``auditor`` an auditor
+    (:func:`auditor_name`); issue each a new token valid ``days``, with the administrator
+    token. The organizations must be onboarded. Every call issues new tokens: a user holds
+    at most 16 (``too-many-tokens``), so revoke old ones (``sealtrail users revoke``) on a
+    ledger used that often. Raises :class:`StepRefused` with the service's code."""
+    async with AsyncClient(url, timeout=timeout) as client:
+        tokens, _ = await _make_users(
+            client, fleet, admin_token=admin_token, auditor=auditor, days=days
+        )
+    return tokens
+
+
 @dataclass(frozen=True, slots=True)
 class PhaseTiming:
     name: str
@@ -118,9 +218,12 @@ class PhaseTiming:
 
 @dataclass
 class JourneyReport:
-    """What a journey registered, and how long each phase took."""
+    """What a journey registered, and how long each phase took (a phase's ``statements``
+    are the log entries it added: for ``users``, a user record per user and one per token
+    issued)."""
 
     organizations: int = 0
+    users: int = 0
     statements: int = 0
     seconds: float = 0.0
     phases: list[PhaseTiming] = field(default_factory=list)
@@ -131,10 +234,17 @@ class JourneyReport:
     def statements_per_s(self) -> float:
         return self.statements / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def entries(self) -> int:
+        """Log entries the journey added: organization and user records, statements."""
+        return sum(p.statements for p in self.phases)
+
     def to_json(self) -> dict[str, object]:
         return {
             "organizations": self.organizations,
+            "users": self.users,
             "statements": self.statements,
+            "entries": self.entries,
             "seconds": round(self.seconds, 3),
             "statements_per_s": round(self.statements_per_s, 1),
             "phases": [
@@ -256,17 +366,20 @@ def journey_steps(fleet: Fleet, *, releases: bool = True) -> dict[str, list[Step
 
 
 async def register_steps(
-    client: AsyncClient,
+    clients: Mapping[str, AsyncClient],
     steps: Sequence[Step],
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     done: Callable[[], None] | None = None,
 ) -> dict[str, RegisteredStatement]:
-    """Register every step's statement, at most ``concurrency`` at a time."""
+    """Register every step's statement, at most ``concurrency`` at a time, each (and the
+    challenges its payload asks for) through ``clients[step.actor.name]``: a client holding
+    the token of that organization's user."""
     gate = asyncio.Semaphore(concurrency)
     found: dict[str, RegisteredStatement] = {}
 
     async def one(step: Step) -> None:
+        client = clients[step.actor.name]
         async with gate:
             payload = await _retrying(lambda: step.build(client), step.label)
             data = step.actor.sign(payload, about=step.about, issued_at=step.issued_at)
@@ -293,19 +406,20 @@ async def _register(client: AsyncClient, data: bytes, label: str) -> RegisteredS
 
 async def _retrying(call: Callable[[], Awaitable[_T]], label: str) -> _T:
     """``call()``, again after back-pressure (HTTP 503); any other error names the step."""
-    for attempt in range(MAX_RETRIES + 1):
+    retries = 0
+    while True:
         try:
             return await call()
         except RetryLater as exc:
-            if attempt == MAX_RETRIES:
+            if retries == MAX_RETRIES:
                 raise StepRefused(
-                    f"{label}: still refused after {attempt} retries", code=exc.code
+                    f"{label}: still refused after {retries} retries", code=exc.code
                 ) from None
+            retries += 1
             wait = min(max(exc.retry_after or 0.1, 0.05), MAX_RETRY_WAIT)
             await asyncio.sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
         except Error as exc:
             raise StepRefused(f"{label}: {exc.message}", code=exc.code) from None
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def run_journey(
@@ -313,6 +427,7 @@ async def run_journey(
     url: str,
     *,
     admin_token: str | None = None,
+    tokens: FleetTokens | None = None,
     progress: Progress | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout: float = DEFAULT_TIMEOUT,
@@ -323,15 +438,27 @@ async def run_journey(
     """Run the fleet's journey against the service at ``url`` (see the module docs).
 
     ``admin_token`` onboards the organizations (skipped with ``onboard=False``, for
-    organizations already onboarded); ``releases=False`` leaves out the firmware
-    releases (already registered); ``until`` stops after that phase. ``progress`` is
-    called as ``(phase, statements done, statements in all)``.
+    organizations already onboarded). Each organization's statements go out with its
+    user's token: ``tokens`` when given (:func:`issue_tokens`); else, with
+    ``admin_token``, the journey makes (or updates) the users and issues each a new token
+    (the ``users`` phase of the report), with ``onboard=False`` too; with neither, the
+    statements go out without a token, which only a service with ``[auth] required =
+    false`` takes. ``releases=False`` leaves out the firmware releases (already
+    registered); ``until`` stops after that phase. ``progress`` is called as ``(phase,
+    statements done, statements in all)``.
     """
     if until is not None and until not in PHASES:
         raise ValueError(f"no phase {until!r}")
+    if onboard and admin_token is None:
+        raise ValueError("onboarding the organizations needs the administrator token")
     phases = journey_steps(fleet, releases=releases)
     names = list(PHASES[1:] if until is None else PHASES[1 : PHASES.index(until) + 1])
-    total = sum(len(phases[n]) for n in names) + (len(fleet.actors) if onboard else 0)
+    make_users = tokens is None and admin_token is not None and bool(names)
+    total = (
+        sum(len(phases[n]) for n in names)
+        + (len(fleet.actors) if onboard else 0)
+        + (len(fleet.actors) if make_users else 0)
+    )
     report = JourneyReport()
     counter = [0]
 
@@ -341,14 +468,16 @@ async def run_journey(
             progress(phase, counter[0], total)
 
     started = time.perf_counter()
-    async with AsyncClient(url, timeout=timeout) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        # No token of its own: administration sends the administrator token per request,
+        # and organizations without a token of their own register through it.
+        plain = await stack.enter_async_context(AsyncClient(url, timeout=timeout))
         if onboard:
-            if admin_token is None:
-                raise ValueError("onboarding the organizations needs the administrator token")
+            assert admin_token is not None
             begun = time.perf_counter()
             for actor in fleet.actors:
                 try:
-                    await client.put_organization(actor.name, actor.record(), token=admin_token)
+                    await plain.put_organization(actor.name, actor.record(), token=admin_token)
                 except Error as exc:
                     raise StepRefused(
                         f"organization {actor.name}: {exc.message}", code=exc.code
@@ -358,10 +487,28 @@ async def run_journey(
             report.phases.append(
                 PhaseTiming("organizations", len(fleet.actors), time.perf_counter() - begun)
             )
+        if make_users:
+            assert admin_token is not None
+            begun = time.perf_counter()
+            tokens, records = await _make_users(
+                plain, fleet, admin_token=admin_token, auditor=False, days=TOKEN_DAYS
+            )
+            for _ in fleet.actors:
+                tick("users")
+            report.users = len(fleet.actors)
+            report.phases.append(PhaseTiming("users", records, time.perf_counter() - begun))
+        clients: dict[str, AsyncClient] = {}
+        for actor in fleet.actors:
+            token = None if tokens is None else tokens.of(actor)
+            clients[actor.name] = (
+                plain
+                if token is None
+                else await stack.enter_async_context(AsyncClient(url, token=token, timeout=timeout))
+            )
         for name in names:
             begun = time.perf_counter()
             report.registered |= await register_steps(
-                client, phases[name], concurrency=concurrency, done=functools.partial(tick, name)
+                clients, phases[name], concurrency=concurrency, done=functools.partial(tick, name)
             )
             report.phases.append(PhaseTiming(name, len(phases[name]), time.perf_counter() - begun))
             report.statements += len(phases[name])

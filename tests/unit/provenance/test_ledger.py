@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,7 @@ from sealtrail.provenance import (
     open_nonce,
     seal_nonce,
 )
+from sealtrail.scitt import Grant, User, new_token
 from sealtrail.storage import (
     IndexStore,
     MemoryIndex,
@@ -82,6 +84,25 @@ async def test_the_index_follows_the_log_and_the_audit_agrees() -> None:
         assert report.ok, report.findings
         assert report.applied == len(chain.registered)
         assert report.refused == 0
+
+
+async def test_the_audit_checks_user_and_grant_records_and_expects_them_skipped() -> None:
+    """Users, their tokens and shared statements (docs/auth.md) are the service's own
+    records, in the log like organizations: the audit checks their signature and shape,
+    and expects the index to skip them (they state no provenance fact)."""
+    async with signed_chain() as chain:
+        await chain.service.put_user(User("ana", 1, "supplier", MAKER))
+        _, token = new_token(int(time.time()) + 3600)
+        await chain.service.put_user(User("ana", 2, "supplier", MAKER, tokens=(token,)))
+        await journey(chain)
+        entry = hashlib.sha256(chain.registered[0]).digest()
+        await chain.service.put_grant(Grant(entry, OPERATOR, "ana"))
+        await chain.indexed()
+        report = audit(chain)
+        assert report.ok, report.findings
+        assert report.applied == len(chain.registered)
+        assert report.refused == 0
+        assert report.entries == len(chain.registered) + 4 + 3  # 4 organizations
 
 
 def _shape(rows: Iterable[tuple[str, str, str]], strip: set[str]) -> list[tuple[str, str, object]]:
