@@ -19,9 +19,13 @@ from sealtrail.config import load_config, rotate_service_key
 from sealtrail.errors import ConfigError
 from sealtrail.keys import ES256
 from sealtrail.scitt import (
+    KEYS_RECORD_TYPE,
+    ServiceKeys,
     add_receipts,
     decode_key_set,
     decode_sign1,
+    parse_keys_record,
+    parse_statement,
     verify_transparent_statement,
 )
 from tests._serve_proc import (
@@ -128,8 +132,21 @@ def test_serve_registers_and_rotation_keeps_old_receipts_valid(data: tuple[Path,
         _, new_receipt = register(url, statement_for(issuer, 2), supplier)
         assert decode_sign1(new_receipt).protected[KID] != old_kid
         # The registry (organization, user and policy) was rebuilt from the log at start:
-        # the organization, the user and its token, and two statements.
-        assert httpx.get(url + "/log/v1/info").json()["size"] == 5
+        # the organization, the user and its token, two statements, and the rotation.
+        assert httpx.get(url + "/log/v1/info").json()["size"] == 6
+        new_kid = decode_sign1(new_receipt).protected[KID]
+    with served(root) as url:  # the same keys again: nothing more to record
+        assert httpx.get(url + "/log/v1/info").json()["size"] == 6
+
+    # The rotation is on the record: signed by the new key, naming the old one retired.
+    store = load_config(root / "d").open_store()
+    try:
+        (record,) = store.statements_of_type(KEYS_RECORD_TYPE)
+    finally:
+        store.close()
+    statement = parse_statement(record.body)
+    assert statement.kid == new_kid
+    assert parse_keys_record(statement.payload) == ServiceKeys(new_kid, "ES256", (old_kid,))
 
     exported = root / "keys.cbor"
     r = sealtrail("keys", "export", "-d", "d", "-o", str(exported), cwd=root)

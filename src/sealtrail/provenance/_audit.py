@@ -8,8 +8,8 @@ service's public keys:
 2. every entry's statement: present in the statement store, hashing to the entry, and
    passing registration's checks again — organization records signed by a service key
    and applied in log order (user and grant records, which say who may call what and
-   state no provenance fact: signed by a service key, well-formed, user versions in
-   sequence), then each
+   state no provenance fact, and receipt key sets: signed by a service key, well-formed,
+   user versions in sequence, a key set signed by its current key), then each
    statement's issuer, policy, key (its chain validated at the statement's ``iat``) and
    signature, and the provenance rules;
 3. the provenance state, rebuilt in memory by applying the entries in order;
@@ -31,6 +31,7 @@ from sealtrail.keys import Verifier
 from sealtrail.log import LogReader, SignedCheckpoint
 from sealtrail.scitt import (
     GRANT_RECORD_TYPE,
+    KEYS_RECORD_TYPE,
     ORG_RECORD_TYPE,
     USER_RECORD_TYPE,
     ChainValidator,
@@ -39,6 +40,7 @@ from sealtrail.scitt import (
     Users,
     issuer_key,
     parse_grant_record,
+    parse_keys_record,
     parse_org_record,
     parse_statement,
     parse_user_record,
@@ -62,7 +64,9 @@ Progress = Callable[[str, int, int], None]
 #: The service's own records (signed by a service key), none a provenance fact:
 #: organizations, then who may call what (docs/auth.md: users and their tokens, shared
 #: statements).
-_SERVICE_RECORDS = frozenset({ORG_RECORD_TYPE, USER_RECORD_TYPE, GRANT_RECORD_TYPE})
+_SERVICE_RECORDS = frozenset(
+    {ORG_RECORD_TYPE, USER_RECORD_TYPE, GRANT_RECORD_TYPE, KEYS_RECORD_TYPE}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +170,8 @@ class _Replay:
     def _service_record(self, content_type: str, statement: SignedStatement) -> None:
         """A record the service signed: organizations are applied to the registry the
         statements after them are checked against; users are folded too (each version
-        one more than the last, a certificate one user's); grants are only read."""
+        one more than the last, a certificate one user's); a receipt key set must be signed
+        by the key it names as current; grants are only read."""
         verifier = self.service_keys.get(statement.kid or b"")
         if verifier is None:
             raise Error("signed by a key that is not a service key", code="org-record-untrusted")
@@ -175,6 +180,12 @@ class _Replay:
             self.registry.apply(parse_org_record(statement.payload))
         elif content_type == USER_RECORD_TYPE:
             self.users.apply(parse_user_record(statement.payload))
+        elif content_type == KEYS_RECORD_TYPE:
+            if parse_keys_record(statement.payload).current != statement.kid:
+                raise Error(
+                    "a receipt key set record not signed by the key it names as current",
+                    code="keys-record-untrusted",
+                )
         else:
             parse_grant_record(statement.payload)
 

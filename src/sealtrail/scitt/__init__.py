@@ -14,6 +14,13 @@ from __future__ import annotations
 from ._chain import ChainValidator, fingerprint, load_certificates
 from ._cose import ALG_BY_NAME, COSE_SIGN1_TAG, NAME_BY_ALG, CoseSign1, Header, decode_sign1, sign1
 from ._cosekey import cose_key, decode_key_set, encode_key_set, key_id, verifier_from_cose_key
+from ._keyrecords import (
+    KEYS_RECORD_TYPE,
+    MAX_RETIRED_KEYS,
+    ServiceKeys,
+    keys_record,
+    parse_keys_record,
+)
 from ._receipt import ReceiptInfo, ReceiptSigner, add_receipts, split_transparent, verify_receipt
 from ._registry import ORG_RECORD_TYPE, Organization, Policy, Registry, parse_org_record
 from ._service import (
@@ -57,7 +64,9 @@ __all__ = [
     "ALG_BY_NAME",
     "COSE_SIGN1_TAG",
     "GRANT_RECORD_TYPE",
+    "KEYS_RECORD_TYPE",
     "MAX_CERTIFICATES",
+    "MAX_RETIRED_KEYS",
     "MAX_STATEMENT_SIZE",
     "MAX_STATEMENT_SIZE_LIMIT",
     "NAME_BY_ALG",
@@ -77,6 +86,7 @@ __all__ = [
     "Registration",
     "Registry",
     "RuleContext",
+    "ServiceKeys",
     "SignedStatement",
     "Submission",
     "Token",
@@ -95,10 +105,12 @@ __all__ = [
     "grant_record",
     "issuer_key",
     "key_id",
+    "keys_record",
     "load_certificates",
     "new_token",
     "parse_certificates",
     "parse_grant_record",
+    "parse_keys_record",
     "parse_org_record",
     "parse_statement",
     "parse_user_record",

@@ -51,6 +51,7 @@ from sealtrail.storage import StatementRecord, StatementStore
 from ._chain import ChainValidator
 from ._cose import Claim, Header, sign1
 from ._cosekey import encode_key_set, key_id
+from ._keyrecords import KEYS_RECORD_TYPE, ServiceKeys, keys_record, parse_keys_record
 from ._receipt import ReceiptSigner, add_receipts
 from ._registry import ORG_RECORD_TYPE, Organization, Registry, parse_org_record
 from ._statement import (
@@ -384,7 +385,21 @@ class TransparencyService:
         self.users = Users()
         #: Records of each administrative content type folded so far (store order).
         self.grants = Grants()
-        self._folded = {ORG_RECORD_TYPE: 0, USER_RECORD_TYPE: 0, GRANT_RECORD_TYPE: 0}
+        self._folded = {
+            ORG_RECORD_TYPE: 0,
+            USER_RECORD_TYPE: 0,
+            GRANT_RECORD_TYPE: 0,
+            KEYS_RECORD_TYPE: 0,
+        }
+        #: The receipt keys this process signs and verifies with, and the last key set the
+        #: log records (None: no rotation recorded yet).
+        self.receipt_keys = ServiceKeys(
+            key_id(current),
+            current.algorithm,
+            tuple(sorted(k for k in self.keys if k != key_id(current))),
+        )
+        self.recorded_keys: ServiceKeys | None = None
+        self._keys_task: asyncio.Task[None] | None = None
         # Folding runs on the loop's worker threads and in an indexer's: one at a time.
         self._fold_lock = threading.Lock()
         #: Set by a layer above whose payload rules rest on the log's history (the
@@ -405,11 +420,19 @@ class TransparencyService:
         self._registrar.start()
         if self.shared:
             self._registry_task = asyncio.create_task(self._follow_orgs(), name="sealtrail-orgs")
+            # In the background: the role may have no holder yet to sequence it.
+            self._keys_task = asyncio.create_task(self._record_keys(), name="sealtrail-keys")
             return
         self._sequenced = await asyncio.to_thread(self.store.read_sequenced)
         await self._recover()
+        await self._record_keys()
 
     async def close(self) -> None:
+        if self._keys_task is not None:
+            self._keys_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keys_task
+            self._keys_task = None
         if self._registry_task is not None:
             self._registry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -444,6 +467,7 @@ class TransparencyService:
             (ORG_RECORD_TYPE, lambda payload: self.registry.apply(parse_org_record(payload))),
             (USER_RECORD_TYPE, lambda payload: self.users.apply(parse_user_record(payload))),
             (GRANT_RECORD_TYPE, lambda payload: self.grants.apply(parse_grant_record(payload))),
+            (KEYS_RECORD_TYPE, self._fold_keys),
         )
         with self._fold_lock:
             for content_type, fold in folds:
@@ -462,6 +486,39 @@ class TransparencyService:
                 fold(statement.payload)
             except InvalidInput as exc:
                 log.warning("record %s not applied: %s", record.entry_id.hex(), exc)
+
+    def _fold_keys(self, payload: bytes) -> None:
+        self.recorded_keys = parse_keys_record(payload)
+
+    async def _record_keys(self) -> None:
+        """Register the receipt key set when it is not the one the log last recorded (after
+        a rotation; a log's first key set goes unrecorded). A failure is logged: the keys
+        are in use either way, and the next start records them."""
+        mine = self.receipt_keys
+        if self.recorded_keys == mine or (self.recorded_keys is None and not mine.retired):
+            return
+        record = keys_record(mine)
+        try:
+            async with self._org_lock:
+                await self._put_record(
+                    KEYS_RECORD_TYPE,
+                    "service-keys",
+                    record,
+                    check=lambda: None,
+                    in_effect=lambda: self.recorded_keys == mine,
+                    apply=lambda: self._fold_keys(record),
+                    lost=Conflict(
+                        "another process recorded another key set", code="keys-record-lost"
+                    ),
+                )
+        except Error as exc:
+            log.warning("receipt key set not recorded: %s (%s)", exc, exc.code)
+            return
+        log.info(
+            "receipt key set recorded: kid %s, %d retired",
+            mine.current.hex()[:16],
+            len(mine.retired),
+        )
 
     async def _follow_orgs(self) -> None:
         while True:

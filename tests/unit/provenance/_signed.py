@@ -13,7 +13,7 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from sealtrail.keys import ES256, Ed25519Signer, generate_signer
+from sealtrail.keys import ES256, Ed25519Signer, Verifier, generate_signer
 from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
 from sealtrail.provenance import (
     KINDS,
@@ -233,6 +233,7 @@ async def signed_chain(
     issuers: dict[str, Issuer] | None = None,
     checkpoint_key: Ed25519Signer | None = None,
     service_key: Any = None,
+    retired: Sequence[Verifier] = (),
     policy: ProvenancePolicy | None = None,
     onboard: bool = True,
     before_start: Callable[[TransparencyService], None] | None = None,
@@ -254,6 +255,7 @@ async def signed_chain(
         sequencer=sequencer,
         signer=service_key or generate_signer(ES256),
         issuer=SERVICE,
+        retired=retired,
         payload_rules=ledger.rules(),
     )
     holder["service"] = service

@@ -31,7 +31,17 @@ from sealtrail.provenance import (
     open_nonce,
     seal_nonce,
 )
-from sealtrail.scitt import Grant, User, new_token
+from sealtrail.scitt import (
+    KEYS_RECORD_TYPE,
+    Grant,
+    ServiceKeys,
+    User,
+    key_id,
+    keys_record,
+    new_token,
+    parse_statement,
+)
+from sealtrail.scitt._cose import Claim, Header, sign1
 from sealtrail.storage import (
     IndexStore,
     MemoryIndex,
@@ -103,6 +113,38 @@ async def test_the_audit_checks_user_and_grant_records_and_expects_them_skipped(
         assert report.applied == len(chain.registered)
         assert report.refused == 0
         assert report.entries == len(chain.registered) + 4 + 3  # 4 organizations
+
+
+async def test_a_rotation_is_recorded_and_the_audit_checks_who_signed_it() -> None:
+    """A service started with a retired receipt key records its key set (signed by the
+    current key); a key set record signed by a key it does not name current is caught."""
+    old = generate_signer(ES256)
+    async with signed_chain(retired=[old.verifier()]) as chain:
+        keys = chain.service.receipt_keys
+        assert chain.service.recorded_keys == keys
+        assert keys.retired == (key_id(old.verifier()),)
+        await journey(chain)
+        await chain.indexed()
+        report = audit(chain)
+        assert report.ok, report.findings
+        assert report.entries == len(chain.registered) + 4 + 1
+
+        # The current key signs a record naming the retired one as current.
+        forged = ServiceKeys(key_id(old.verifier()), "ES256", (keys.current,))
+        data = sign1(
+            chain.service.signer,
+            protected={
+                Header.CONTENT_TYPE: KEYS_RECORD_TYPE,
+                Header.KID: keys.current,
+                Header.CWT_CLAIMS: {Claim.ISS: SERVICE, Claim.SUB: "service-keys", Claim.IAT: 1},
+            },
+            payload=keys_record(forged),
+        )
+        await chain.service.register_checked(parse_statement(data))
+        await chain.indexed()
+        report = audit(chain)
+        (finding,) = report.findings
+        assert "keys-record-untrusted" in str(finding), finding
 
 
 def _shape(rows: Iterable[tuple[str, str, str]], strip: set[str]) -> list[tuple[str, str, object]]:
