@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import functools
 import json
+import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +67,13 @@ class Policy:
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     max_size: int = 64 * 1024
 
+    @functools.cached_property
+    def _subject_allowed(self) -> Callable[[str], re.Match[str] | None]:
+        """The subject patterns as one compiled expression (``fnmatchcase`` semantics)."""
+        if not self.subjects:
+            return lambda _: None
+        return re.compile("|".join(fnmatch.translate(p) for p in self.subjects)).match
+
     def check(self, *, content_type: str, subject: str, alg: str, size: int) -> None:
         if size > self.max_size:
             raise _policy("policy-too-large", f"statement of {size} bytes exceeds {self.max_size}")
@@ -75,7 +84,7 @@ class Policy:
                 "policy-content-type",
                 "the content type is not allowed for this issuer",
             )
-        if not any(fnmatch.fnmatchcase(subject, p) for p in self.subjects):
+        if self._subject_allowed(subject) is None:
             raise _policy("policy-subject", "the subject is not allowed for this issuer")
 
 
