@@ -10,6 +10,7 @@ statement (returning its log index).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi.testclient import TestClient
 
 from sealtrail.keys import ES256
 from sealtrail.provenance import (
@@ -46,7 +48,7 @@ from sealtrail.provenance import (
 )
 from sealtrail.provenance._evidence import sign_evidence
 from sealtrail.provenance._payloads import parse_time
-from sealtrail.scitt import sign_statement
+from sealtrail.scitt import decode_key_set, sign_statement, verify_receipt
 from tests.unit.provenance._certs import CA_DER, identity, new_key
 from tests.unit.provenance._world import FIRMWARE, GOOD
 from tests.unit.scitt._pki import Issuer, make_issuer
@@ -259,3 +261,30 @@ class Journey:
             data = self.orgs[org].sign(payload, f"urn:sealtrail:{step}")
             self.statements[step] = data
             self.indexes[step] = register(data)
+
+
+def run_over_http(client: TestClient, journey: Journey, admin_token: str) -> None:
+    """Onboard the journey's organizations with ``admin_token`` and register its statements
+    through ``client`` (``POST /entries``), each answered at once with a receipt that
+    verifies against the service's keys."""
+
+    def put_org(name: str, record: bytes) -> None:
+        r = client.put(
+            f"/admin/organizations/{name}",
+            content=record,
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )
+        assert r.status_code == 201, r.text
+
+    def register(data: bytes) -> int:
+        r = client.post("/entries", content=data, headers={"Content-Type": "application/cose"})
+        assert r.status_code == 201, r.text
+        info = verify_receipt(
+            r.content,
+            leaf_entry=hashlib.sha256(data).digest(),
+            keys=decode_key_set(client.get("/.well-known/scitt-keys").content),
+        )
+        return info.leaf_index
+
+    journey.onboard(put_org)
+    journey.run(register)

@@ -47,6 +47,7 @@ from ._journey import (
     SHIPMENT,
     STEPS,
     Journey,
+    run_over_http,
 )
 from .conftest import ADMIN_TOKEN, ORIGIN, assert_problem, snapshot, sqlite_rows
 
@@ -131,27 +132,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     )
     journey = Journey.new()
     with TestClient(app, follow_redirects=False) as client:
-
-        def put_org(name: str, record: bytes) -> None:
-            r = client.put(
-                f"/admin/organizations/{name}",
-                content=record,
-                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-            )
-            assert r.status_code == 201, r.text
-
-        def register(data: bytes) -> int:
-            r = client.post("/entries", content=data, headers={"Content-Type": "application/cose"})
-            assert r.status_code == 201, r.text
-            info = verify_receipt(
-                r.content,
-                leaf_entry=hashlib.sha256(data).digest(),
-                keys=decode_key_set(client.get("/.well-known/scitt-keys").content),
-            )
-            return info.leaf_index
-
-        journey.onboard(put_org)
-        journey.run(register)
+        run_over_http(client, journey, ADMIN_TOKEN)
         ledger = app.state.ledger
         _wait_for_index(client, ledger)
         yield World(app, client, journey, store, index, tmp / "provenance.db", ledger, signer)

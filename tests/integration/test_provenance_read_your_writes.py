@@ -17,13 +17,12 @@ from fastapi.testclient import TestClient
 from sealtrail.keys import ES256, Ed25519Signer, generate_signer
 from sealtrail.log import CheckpointSigner, SequencerConfig
 from sealtrail.provenance import _ledger
-from sealtrail.scitt import decode_key_set, verify_receipt
 from sealtrail.service import service_app
 from sealtrail.storage import open_index
 from sealtrail.storage.memory import MemoryStore
 from tests.unit.scitt.conftest import SERVICE
 
-from ._journey import SERVER, Journey
+from ._journey import SERVER, Journey, run_over_http
 from .conftest import ADMIN_TOKEN, ORIGIN
 
 P = "/provenance/v1"
@@ -48,27 +47,7 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
 def _journey(client: TestClient) -> int:
     """Onboard the organizations and register the journey; the last receipt's index."""
     journey = Journey.new()
-
-    def put_org(name: str, record: bytes) -> None:
-        r = client.put(
-            f"/admin/organizations/{name}",
-            content=record,
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        )
-        assert r.status_code == 201, r.text
-
-    def register(data: bytes) -> int:
-        r = client.post("/entries", content=data, headers={"Content-Type": "application/cose"})
-        assert r.status_code == 201, r.text
-        info = verify_receipt(
-            r.content,
-            leaf_entry=hashlib.sha256(data).digest(),
-            keys=decode_key_set(client.get("/.well-known/scitt-keys").content),
-        )
-        return info.leaf_index
-
-    journey.onboard(put_org)
-    journey.run(register)
+    run_over_http(client, journey, ADMIN_TOKEN)
     return max(journey.indexes.values())
 
 

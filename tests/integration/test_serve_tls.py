@@ -136,6 +136,15 @@ def configure(root: Path, pki: Pki, *, settings: str | None = None) -> None:
     config.write_text(text.replace("[server]\n", f"[server]\n{settings}\n"))
 
 
+def client_context(root: Path, server: Pki, who: Pki) -> ssl.SSLContext:
+    """A client context trusting ``server``'s CA and presenting ``who``'s certificate."""
+    ctx = server.trust()
+    (root / "client.crt").write_bytes(who.cert_pem())
+    (root / "client.key").write_bytes(who.key_pem())
+    ctx.load_cert_chain(root / "client.crt", root / "client.key")
+    return ctx
+
+
 @pytest.fixture
 def data(tmp_path: Path) -> tuple[Path, str]:
     return init_data(tmp_path)
@@ -189,11 +198,7 @@ def test_client_certificates_are_verified_when_sent(data: tuple[Path, str]) -> N
     )
 
     def context(who: Pki) -> ssl.SSLContext:
-        ctx = pki.trust()
-        (root / "client.crt").write_bytes(who.cert_pem())
-        (root / "client.key").write_bytes(who.key_pem())
-        ctx.load_cert_chain(root / "client.crt", root / "client.key")
-        return ctx
+        return client_context(root, pki, who)
 
     with served(root, scheme="https", verify=pki.trust()) as url:
         # Anonymous reads keep working (CERT_OPTIONAL); a client the CA issued gets through
@@ -229,11 +234,7 @@ def test_a_client_certificate_is_the_user_whose_record_lists_it(data: tuple[Path
     admin = {"authorization": f"Bearer {token}"}
 
     def context(who: Pki) -> ssl.SSLContext:
-        ctx = pki.trust()
-        (root / "client.crt").write_bytes(who.cert_pem())
-        (root / "client.key").write_bytes(who.key_pem())
-        ctx.load_cert_chain(root / "client.crt", root / "client.key")
-        return ctx
+        return client_context(root, pki, who)
 
     with served(root, scheme="https", verify=pki.trust()) as url:
         with httpx.Client(base_url=url, verify=pki.trust(), headers=admin) as http:
