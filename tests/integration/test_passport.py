@@ -27,9 +27,17 @@ from sealtrail.provenance._strict import canonical
 from sealtrail.scitt import decode_key_set, verify_receipt
 from sealtrail.service._passport import add_passport_routes
 from sealtrail.storage import MemoryIndex, MemoryStore, SQLiteStore
-from tests._serve_proc import allow_anonymous, init_data, served
+from tests._serve_proc import (
+    allow_anonymous,
+    init_data,
+    onboard,
+    served,
+    token_file,
+    user_token,
+)
 from tests._server import serve_in_thread
 from tests.integration.test_cli import assert_clean_error, sealtrail
+from tests.unit.scitt._pki import make_issuer
 
 from ._journey import MAKER, SERVER, STEPS, Journey
 from .conftest import ADMIN_TOKEN, ORIGIN, assert_problem, service_application
@@ -270,6 +278,29 @@ def test_export_names_what_it_cannot_do(live: Live, tmp_path: Path) -> None:
     r = sealtrail("passport", "verify", "missing.json", cwd=tmp_path)
     assert_clean_error(r, "file-not-found")
     assert not list(tmp_path.glob("*.passport.json"))
+
+
+def test_export_names_a_missing_or_refused_token(tmp_path: Path) -> None:
+    """On a service that requires tokens (the default), export says which credential is
+    wrong, in one line with the hint a user acts on; a supplier's token is refused too."""
+    root, admin = init_data(tmp_path)
+    with served(root) as url:
+        r = sealtrail("passport", "export", SERVER, "--url", url, cwd=root)
+        assert_clean_error(r, "token-required")
+        assert "--token-file" in r.stderr
+        token_file(root / "bad.token", "stk_0000000000000000_not-a-token")
+        r = sealtrail(
+            "passport", "export", SERVER, "--url", url, "--token-file", "bad.token", cwd=root
+        )
+        assert_clean_error(r, "token-unknown")
+        assert "sealtrail users token" in r.stderr
+        onboard(url, admin, make_issuer(ES256, cn="Maker"))
+        token_file(root / "ana.token", user_token(url, admin, "ana", "supplier", "maker"))
+        r = sealtrail(
+            "passport", "export", SERVER, "--url", url, "--token-file", "ana.token", cwd=root
+        )
+        assert_clean_error(r, "persona-forbidden")
+    assert not list(root.glob("*.passport.json"))
 
 
 def test_export_from_the_data_directory_of_a_running_server(tmp_path: Path) -> None:

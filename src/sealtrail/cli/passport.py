@@ -24,14 +24,17 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from sealtrail.client import ServiceError, ServiceUnreachable
+from sealtrail.client import TOKEN_HINTS, ServiceError, ServiceUnreachable
 from sealtrail.config import Config
 from sealtrail.errors import (
     Error,
+    Forbidden,
     InvalidInput,
     NotFound,
+    RateLimited,
     RetryLater,
     TooLarge,
+    Unauthorized,
     VerificationError,
 )
 from sealtrail.keys import Verifier
@@ -292,7 +295,7 @@ def _fetch(
                 if media != PASSPORT_TYPE:
                     raise ServiceError(f"the service answered {media or 'no media type'}")
                 return body
-            error = _error(status, body, where)
+            error = _error(status, body, where, retry_after)
             if isinstance(error, RetryLater) and time.monotonic() + retry_after < deadline:
                 time.sleep(retry_after)
                 continue
@@ -322,7 +325,9 @@ def _get(
         raise ServiceUnreachable(f"cannot reach {where}: {type(exc).__name__}") from None
 
 
-def _error(status: int, body: bytes, where: str) -> Error:
+def _error(  # noqa: PLR0911 (one return per status)
+    status: int, body: bytes, where: str, retry_after: float = 1.0
+) -> Error:
     """The error a problem-details answer stands for; the service's code is kept."""
     code, detail = None, None
     try:
@@ -333,8 +338,14 @@ def _error(status: int, body: bytes, where: str) -> Error:
     except (ValueError, UnicodeDecodeError):
         pass
     message = detail or f"HTTP {status} from {where}"
+    if status == 401:
+        return Unauthorized(message, code=code, hint=TOKEN_HINTS.get(code or ""))
+    if status == 403:
+        return Forbidden(message, code=code)
     if status == 404:
         return NotFound(message, code=code)
+    if status == 429:
+        return RateLimited(message, retry_after=retry_after, code=code)
     if status == 503:
         return RetryLater(message, code=code)
     if status == 413:

@@ -120,7 +120,7 @@ _VERIFICATION_CODES = frozenset(
 _VERIFICATION_PREFIXES = ("chain-", "issuer-", "policy-", "receipt-")
 #: Hints for the service's 401 codes about a user's token (docs/auth.md); problem details
 #: carry no hint, and the class's own is about the administrator token.
-_TOKEN_HINTS = {
+TOKEN_HINTS = {
     "token-required": "This service requires a token (docs/auth.md): a user's, sent as "
     "'Authorization: Bearer <token>' (the command line: --token-file or $SEALTRAIL_TOKEN).",
     "token-unknown": "The token is unknown or was revoked: ask an administrator for a new "
@@ -645,7 +645,7 @@ def _error_for(reply: _Reply, what: str) -> Error:  # noqa: PLR0911 (one return 
             return VerificationError(message, code=code)
         return InvalidInput(message, code=code)
     if status == 401:
-        return Unauthorized(message, code=code, hint=_TOKEN_HINTS.get(code or ""))
+        return Unauthorized(message, code=code, hint=TOKEN_HINTS.get(code or ""))
     if status == 403:
         return Forbidden(message, code=code)
     if status == 404:
