@@ -783,7 +783,9 @@ class TransparencyService:
         :class:`NotFound` (code ``entry-pending``) while the statement is stored but not yet
         covered by a checkpoint.
         """
-        record = self._record(entry_id)
+        return self._receipt_of(self._record(entry_id))
+
+    def _receipt_of(self, record: StatementRecord) -> bytes:
         checkpoint = self.reader.checkpoint()
         if checkpoint is None:
             raise NotFound("the entry is not in the log yet", code="entry-pending")
@@ -823,8 +825,10 @@ class TransparencyService:
             tree_size=checkpoint.size, leaf_index=index, path=proof.hashes, root=checkpoint.root
         )
 
-    def transparent_statement(self, entry_id: str) -> bytes:
-        return add_receipts(self.statement(entry_id), [self.receipt(entry_id)])
+    def transparent_statement(self, entry_id: str, record: StatementRecord | None = None) -> bytes:
+        """The statement with a fresh receipt; ``record``: its stored record, already read."""
+        record = self._record(entry_id) if record is None else record
+        return add_receipts(record.body, [self._receipt_of(record)])
 
     def key_set(self) -> bytes:
         """The service keys as a COSE_KeySet: the current key first, then retired ones."""

@@ -151,7 +151,7 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
         auth.may_read(
             request.state.principal, service.registry.name_of(record.issuer), record.entry_id
         )
-        data = await run_in_threadpool(service.transparent_statement, entry_id)
+        data = await run_in_threadpool(service.transparent_statement, entry_id, record)
         return Response(data, media_type=COSE, headers=NO_STORE)
 
     @app.get("/.well-known/transparency-configuration", tags=["scrapi"])
