@@ -131,6 +131,10 @@ class Auth:
             return True
         return self.service is not None and self.service.users.by_token(digest) is not None
 
+    def certificate_known(self, digest: bytes) -> bool:
+        """For the rate limiter: a TLS client certificate that names a user."""
+        return self.service is not None and self.service.users.by_certificate(digest) is not None
+
     def principal(self, request: Request) -> Principal:
         header = request.headers.get("authorization")
         if header is None:

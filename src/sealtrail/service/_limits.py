@@ -11,6 +11,9 @@ Who a client is:
 * a request whose ``Authorization: Bearer`` token the service knows (``token_known`` says
   so, given the token's SHA-256) is charged to that token: ``token:<hex SHA-256>``. The
   token itself is never kept;
+* a request without one, over a connection whose TLS client certificate names a user
+  (``certificate_known`` says so, given the certificate's SHA-256), is charged to that
+  certificate: ``cert:<hex SHA-256>``;
 * any other request is charged to the peer address the server sees (``addr:<host>``).
   An unknown token counts against the address, so sending a new made-up token with every
   request does not buy a new budget. Forwarding headers (``X-Forwarded-For``) are not
@@ -33,6 +36,8 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sealtrail.errors import InvalidInput, RateLimited
+
+from ._peer import client_certificate
 
 __all__ = [
     "BURST",
@@ -161,8 +166,13 @@ class RateLimiter:
         return 0 if budget is None else len(budget.buckets)
 
 
-def client_key(scope: Scope, token_known: Callable[[bytes], bool]) -> str:
-    """Whom a request is charged to: a known bearer token's SHA-256, else the peer address."""
+def client_key(
+    scope: Scope,
+    token_known: Callable[[bytes], bool],
+    certificate_known: Callable[[bytes], bool] | None = None,
+) -> str:
+    """Whom a request is charged to: a known bearer token's SHA-256, else a known TLS
+    client certificate's, else the peer address."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             scheme, _, token = value.partition(b" ")
@@ -171,6 +181,12 @@ def client_key(scope: Scope, token_known: Callable[[bytes], bool]) -> str:
                 if token_known(digest):
                     return "token:" + digest.hex()
             break
+    else:
+        der = client_certificate(scope) if certificate_known is not None else None
+        if der is not None and certificate_known is not None:
+            digest = hashlib.sha256(der).digest()
+            if certificate_known(digest):
+                return "cert:" + digest.hex()
     peer = scope.get("client")
     return "addr:" + (str(peer[0]) if peer else "unknown")
 
@@ -185,17 +201,20 @@ class RateLimitMiddleware:
         limiter: RateLimiter,
         refuse: Callable[[RateLimited], ASGIApp],
         token_known: Callable[[bytes], bool],
+        certificate_known: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
         self.refuse = refuse
         self.token_known = token_known
+        self.certificate_known = certificate_known
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             try:
                 self.limiter.check(
-                    client_key(scope, self.token_known), write=scope["method"] in WRITE_METHODS
+                    client_key(scope, self.token_known, self.certificate_known),
+                    write=scope["method"] in WRITE_METHODS,
                 )
             except RateLimited as exc:
                 # Refused before the app runs: nothing was read, stored or queued.

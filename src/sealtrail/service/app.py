@@ -155,6 +155,7 @@ def create_app(
             limiter=RateLimiter(limits),
             refuse=_refusal,
             token_known=auth.token_known,
+            certificate_known=auth.certificate_known,
         )
     _add_problem_handlers(app)
     _document_problems(app)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import ssl
 
 import pytest
 
@@ -171,3 +172,25 @@ def test_anyone_else_is_charged_to_the_address(headers: tuple[tuple[bytes, bytes
 
 def test_a_request_without_a_peer_address_shares_one_budget() -> None:
     assert client_key(_scope(client=None), _known) == "addr:unknown"
+
+
+CERT_DER = b"a client certificate, as DER"
+CERT_DIGEST = hashlib.sha256(CERT_DER).digest()
+
+
+def _with_certificate(scope: dict[str, object]) -> dict[str, object]:
+    pem = ssl.DER_cert_to_PEM_cert(CERT_DER)
+    return {**scope, "extensions": {"tls": {"client_cert_chain": [pem]}}}
+
+
+def test_a_known_client_certificate_is_its_own_client() -> None:
+    def cert_known(digest: bytes) -> bool:
+        return digest == CERT_DIGEST
+
+    scope = _with_certificate(_scope())
+    assert client_key(scope, _known, cert_known) == "cert:" + CERT_DIGEST.hex()
+    # A known token goes first; an unknown certificate is the address.
+    with_token = _with_certificate(_scope((b"authorization", b"Bearer " + TOKEN)))
+    assert client_key(with_token, _known, cert_known) == "token:" + DIGEST.hex()
+    assert client_key(scope, _known, lambda _: False) == "addr:192.0.2.1"
+    assert client_key(scope, _known) == "addr:192.0.2.1"
