@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import json
 import re
 import signal
 import ssl
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sealtrail.client import Client
+from sealtrail.client import Client, client_tls
 from sealtrail.keys import ES256
 from sealtrail.log import verify_checkpoint
 from sealtrail.note import NoteVerifier
@@ -213,7 +214,9 @@ def test_client_certificates_are_verified_when_sent(data: tuple[Path, str]) -> N
 
 
 @pytest.mark.slow
-def test_a_client_certificate_is_the_user_whose_record_lists_it(data: tuple[Path, str]) -> None:
+def test_a_client_certificate_is_the_user_whose_record_lists_it(
+    data: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Mutual TLS as an alternative to tokens: a verified client certificate is the user
     whose record holds its SHA-256; one no user holds, or a disabled user's, is refused."""
     root, token = data
@@ -259,6 +262,30 @@ def test_a_client_certificate_is_the_user_whose_record_lists_it(data: tuple[Path
         # The Python client, as docs/auth.md shows it.
         with Client(url, transport=httpx.HTTPTransport(verify=context(operator))) as client:
             assert client.compliance()["servers"] == []
+        (root / "server-ca.pem").write_bytes(pki.ca_pem())
+        with Client(
+            url, tls=client_tls(root / "client.crt", root / "client.key", ca=root / "server-ca.pem")
+        ) as client:
+            assert client.compliance()["servers"] == []
+        # The command line: the CA from $SSL_CERT_FILE, the certificate from the environment.
+        monkeypatch.setenv("SSL_CERT_FILE", str(root / "server-ca.pem"))
+        for name in ("SEALTRAIL_TOKEN", "SEALTRAIL_CLIENT_CERT", "SEALTRAIL_CLIENT_KEY"):
+            monkeypatch.delenv(name, raising=False)
+        query = ("query", "compliance", "--url", url)
+        assert_clean_error(sealtrail(*query, cwd=root), "token-required")
+        monkeypatch.setenv("SEALTRAIL_CLIENT_CERT", str(root / "client.crt"))
+        assert_clean_error(sealtrail(*query, cwd=root), "config-error")  # the key, too
+        monkeypatch.setenv("SEALTRAIL_CLIENT_KEY", str(root / "client.key"))
+        (root / "client.key").chmod(0o644)
+        refused = sealtrail(*query, cwd=root)
+        assert_clean_error(refused, "config-error")
+        assert "client key" in refused.stderr
+        (root / "client.key").chmod(0o600)
+        answered = sealtrail(*query, "--json", cwd=root)
+        assert answered.returncode == 0, answered.stderr
+        assert json.loads(answered.stdout)["servers"] == []
+        monkeypatch.delenv("SEALTRAIL_CLIENT_CERT")
+        monkeypatch.delenv("SEALTRAIL_CLIENT_KEY")
         # An operator may ask for challenges; an administrator's route stays closed.
         r = httpx.post(
             url + "/provenance/v1/challenges",

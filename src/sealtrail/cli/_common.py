@@ -4,6 +4,7 @@ token for the commands that talk to a service (``--token-file`` or ``$SEALTRAIL_
 from __future__ import annotations
 
 import os
+import ssl
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from sealtrail.client import DEFAULT_TIMEOUT, Client
+from sealtrail.client import DEFAULT_TIMEOUT, Client, client_tls
 from sealtrail.config import Config, load_config
 from sealtrail.errors import ConfigError, InvalidInput
 
@@ -60,6 +61,8 @@ DataDir = Annotated[
 USER_TOKEN_ENV = "SEALTRAIL_TOKEN"  # noqa: S105 (the variable's name, not a token)
 #: Largest token file read: a token is a few dozen characters.
 MAX_TOKEN_FILE = 4096
+#: Largest client key file read (an ML-DSA-87 private key in PEM is under 7 KiB).
+MAX_KEY_FILE = 64 * 1024
 
 TokenFile = Annotated[
     Path | None,
@@ -77,8 +80,32 @@ def load(data_dir: Path) -> Config:
 
 
 def connect(url: str, token_file: Path | None, *, timeout: float = DEFAULT_TIMEOUT) -> Client:
-    """A client for the service at ``url`` holding the user's token (:func:`user_token`)."""
-    return Client(url, token=user_token(token_file), timeout=timeout)
+    """A client for the service at ``url`` holding the user's token (:func:`user_token`)
+    and, when the environment names one, their TLS client certificate (:func:`tls`)."""
+    return Client(url, token=user_token(token_file), timeout=timeout, tls=tls())
+
+
+#: A TLS client certificate (PEM) and its key (PEM, mode 0600) for a service that knows its
+#: users by certificate (docs/auth.md); the CAs to trust come from ``$SSL_CERT_FILE``.
+CLIENT_CERT_ENV = "SEALTRAIL_CLIENT_CERT"
+CLIENT_KEY_ENV = "SEALTRAIL_CLIENT_KEY"
+
+
+def tls() -> ssl.SSLContext | None:
+    """The TLS context the environment asks for: with ``$SEALTRAIL_CLIENT_CERT`` and
+    ``$SEALTRAIL_CLIENT_KEY``, one that presents that certificate; else None (httpx's own
+    defaults, which read ``$SSL_CERT_FILE``)."""
+    certificate = os.environ.get(CLIENT_CERT_ENV, "").strip()
+    key = os.environ.get(CLIENT_KEY_ENV, "").strip()
+    if not certificate and not key:
+        return None
+    if not certificate or not key:
+        raise ConfigError(
+            f"${CLIENT_CERT_ENV} and ${CLIENT_KEY_ENV} go together: set both or neither",
+            hint="Each names a PEM file: the client certificate, and its key (mode 0600).",
+        )
+    read_secret(Path(key), "client key", limit=MAX_KEY_FILE)  # owner-only, like a token
+    return client_tls(certificate, key)
 
 
 def user_token(path: Path | None) -> str | None:

@@ -51,7 +51,7 @@ from sealtrail.provenance import (
 )
 from sealtrail.scitt import ORG_RECORD_TYPE, ReceiptSigner, encode_key_set, key_id
 
-from ._common import TokenFile, load, out, user_token
+from ._common import TokenFile, load, out, tls, user_token
 from .scitt import (
     URL_ENV,
     AsJson,
@@ -288,7 +288,10 @@ def _fetch(
     headers = {"Accept": PASSPORT_TYPE}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    with httpx.Client(timeout=timeout, headers=headers) as http:
+    context = tls()
+    with httpx.Client(
+        timeout=timeout, headers=headers, verify=True if context is None else context
+    ) as http:
         while True:
             status, body, retry_after, media = _get(http, where, params, timeout)
             if status == 200:

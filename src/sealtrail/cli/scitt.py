@@ -36,7 +36,7 @@ from sealtrail.scitt import (
     verify_transparent_statement,
 )
 
-from ._common import TokenFile, connect, err, out, read_token
+from ._common import TokenFile, connect, err, out, read_token, tls
 
 __all__ = ["fetch_keys", "org_app", "statement_app", "submit", "verify"]
 
@@ -259,7 +259,7 @@ def org_put(
         org = parse_org_record(data)
     except Error as exc:
         raise InvalidInput(f"{record}: {exc.message}", code=exc.code) from None
-    with Client(url) as service:
+    with Client(url, tls=tls()) as service:
         registration = service.put_organization(org.name, data, token=token)
     if as_json:
         _emit({"org": org.name, "entry_id": registration.entry_id, "index": registration.index})

@@ -27,7 +27,7 @@ from rich.text import Text
 from sealtrail.client import DEFAULT_TOKEN_DAYS, Client, UserChange, UserInfo
 from sealtrail.errors import InvalidInput, NotFound
 
-from ._common import out
+from ._common import out, tls
 from .scitt import DEFAULT_URL, TOKEN_ENV, AsJson, Url, _admin_token, _emit, _note, _say
 
 __all__ = ["certificate_sha256", "users_app"]
@@ -47,7 +47,7 @@ AdminTokenFile = Annotated[
 
 
 def _client(url: str, token_file: Path | None) -> Client:
-    return Client(url, token=_admin_token(token_file))
+    return Client(url, token=_admin_token(token_file), tls=tls())
 
 
 def _when(seconds: int) -> str:

@@ -53,6 +53,7 @@ from ._client import (
     Unauthorized,
     UserChange,
     UserInfo,
+    client_tls,
 )
 
 __all__ = [
@@ -72,4 +73,5 @@ __all__ = [
     "Unauthorized",
     "UserChange",
     "UserInfo",
+    "client_tls",
 ]

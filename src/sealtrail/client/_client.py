@@ -24,7 +24,9 @@ import datetime as dt
 import email.utils
 import json
 import math
+import os
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -129,6 +131,30 @@ TOKEN_HINTS = {
     "(sealtrail users token).",
     "user-disabled": "This user is disabled: ask an administrator.",
 }
+
+
+def client_tls(
+    certificate: str | os.PathLike[str] | None = None,
+    key: str | os.PathLike[str] | None = None,
+    *,
+    ca: str | os.PathLike[str] | None = None,
+) -> ssl.SSLContext:
+    """A TLS context for :class:`Client`: it trusts the CAs in ``ca`` (a PEM bundle) or,
+    without one, ``$SSL_CERT_FILE``'s or the system's; with ``certificate`` (PEM, with any
+    intermediates after it) and its ``key`` (PEM, not encrypted), it presents them, for a
+    service that knows its users by client certificates. ``InvalidInput``
+    (``tls-files-invalid``) names a file that cannot be used, never its contents."""
+    try:
+        context = ssl.create_default_context(cafile=ca or os.environ.get("SSL_CERT_FILE") or None)
+        if certificate is not None:
+            context.load_cert_chain(certificate, key)
+    except (OSError, ssl.SSLError) as exc:
+        what = "the client certificate or its key" if certificate is not None else "the CA file"
+        raise InvalidInput(
+            f"{what} cannot be used: {getattr(exc, 'strerror', None) or exc.__class__.__name__}",
+            code="tls-files-invalid",
+        ) from None
+    return context
 
 
 class ServiceUnreachable(Error):
@@ -819,7 +845,9 @@ class Client:
     :meth:`close`. ``token`` (SECRET) is sent with every request as ``Authorization: Bearer
     …``: a user's token on a service with ``[auth] required`` (docs/auth.md), or the
     administrator token. ``timeout`` bounds each HTTP exchange and is the default wait for
-    :meth:`register`; ``transport`` replaces httpx's (for tests and proxies).
+    :meth:`register`; ``transport`` replaces httpx's (for tests and proxies); ``tls`` is the
+    TLS context for an ``https`` service (:func:`client_tls`: the CAs to trust and a client
+    certificate, for a user known by one; docs/auth.md).
     """
 
     def __init__(
@@ -829,6 +857,7 @@ class Client:
         token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.base_url = _base_url(base_url)
         self._token = None if token is None else _check_token(token)
@@ -837,6 +866,7 @@ class Client:
             base_url=self.base_url,
             timeout=timeout,
             transport=transport,
+            verify=True if tls is None else tls,
             follow_redirects=False,
             headers={"User-Agent": _USER_AGENT},
         )
@@ -1029,6 +1059,7 @@ class AsyncClient:
         token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.base_url = _base_url(base_url)
         self._token = None if token is None else _check_token(token)
@@ -1037,6 +1068,7 @@ class AsyncClient:
             base_url=self.base_url,
             timeout=timeout,
             transport=transport,
+            verify=True if tls is None else tls,
             follow_redirects=False,
             headers={"User-Agent": _USER_AGENT},
         )
