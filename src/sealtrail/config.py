@@ -112,6 +112,21 @@ class Pkcs11KeyConfig:
     pin_env: str | None = None
 
 
+def _hex_file(path: Path, what: str) -> bytes | None:
+    """The bytes written as hex in ``path`` (None when it does not exist; b"" when it does
+    not hold hex: the caller's length check names the file)."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path.name}") from exc
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path
@@ -175,36 +190,16 @@ class Config:
         """The secret that seals challenge nonces (``keys/challenge.key``, 32 bytes as hex),
         or None for a data directory made before it existed (each server process then
         seals with a key of its own, and its nonces are valid only there)."""
-        path = self.data_dir / CHALLENGE_KEY_FILE
-        try:
-            text = path.read_text(encoding="ascii").strip()
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the challenge key {path.name}") from exc
-        try:
-            key = bytes.fromhex(text)
-        except ValueError:
-            key = b""
-        if len(key) != CHALLENGE_KEY_BYTES:
-            raise ConfigError(f"{path.name} must hold {CHALLENGE_KEY_BYTES} bytes as hex")
+        key = _hex_file(self.data_dir / CHALLENGE_KEY_FILE, "the challenge key")
+        if key is not None and len(key) != CHALLENGE_KEY_BYTES:
+            raise ConfigError(f"{CHALLENGE_KEY_FILE} must hold {CHALLENGE_KEY_BYTES} bytes as hex")
         return key
 
     def admin_token_hash(self) -> bytes | None:
         """SHA-256 of the administrator token, or None when administration is disabled."""
-        path = self.data_dir / self.admin_token_file
-        try:
-            text = path.read_text(encoding="ascii").strip()
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the administrator token hash {path.name}") from exc
-        try:
-            digest = bytes.fromhex(text)
-        except ValueError:
-            digest = b""
-        if len(digest) != hashlib.sha256().digest_size:
-            raise ConfigError(f"{path.name} must hold one hex SHA-256 digest")
+        digest = _hex_file(self.data_dir / self.admin_token_file, "the administrator token hash")
+        if digest is not None and len(digest) != hashlib.sha256().digest_size:
+            raise ConfigError(f"{self.admin_token_file} must hold one hex SHA-256 digest")
         return digest
 
     def resolved_store_url(self) -> str:
