@@ -13,7 +13,6 @@ A user's token is printed once, by ``users token``, on stdout — the line a scr
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +25,7 @@ from rich.text import Text
 
 from sealtrail.client import DEFAULT_TOKEN_DAYS, Client, UserChange, UserInfo
 from sealtrail.errors import InvalidInput, NotFound
+from sealtrail.scitt import certificate_hash
 
 from ._common import out, tls
 from .scitt import DEFAULT_URL, TOKEN_ENV, AsJson, Url, _admin_token, _emit, _note, _say
@@ -223,7 +223,7 @@ def certificate_sha256(path: Path) -> str:
         raise InvalidInput(
             f"{path} is not an X.509 certificate (PEM or DER)", code="certificate-invalid"
         ) from None
-    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return certificate_hash(certificate.public_bytes(serialization.Encoding.DER)).hex()
 
 
 @users_app.command("cert")

@@ -42,6 +42,7 @@ from ._statement import (
 from ._users import (
     GRANT_RECORD_TYPE,
     MAX_CERTIFICATES,
+    MAX_TOKENS,
     PERSONAS,
     USER_RECORD_TYPE,
     Grant,
@@ -69,6 +70,7 @@ __all__ = [
     "MAX_RETIRED_KEYS",
     "MAX_STATEMENT_SIZE",
     "MAX_STATEMENT_SIZE_LIMIT",
+    "MAX_TOKENS",
     "NAME_BY_ALG",
     "ORG_RECORD_TYPE",
     "PERSONAS",

@@ -31,6 +31,7 @@ from sealtrail.errors import InvalidInput
 __all__ = [
     "GRANT_RECORD_TYPE",
     "MAX_CERTIFICATES",
+    "MAX_TOKENS",
     "PERSONAS",
     "USER_RECORD_TYPE",
     "Grant",

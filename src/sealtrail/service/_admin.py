@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from sealtrail.errors import Forbidden, InvalidInput, NotFound, TooLarge
 from sealtrail.scitt import (
+    MAX_TOKENS,
     PERSONAS,
     Grant,
     Registration,
@@ -157,8 +158,10 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
             raise InvalidInput(f"days must be 1..{MAX_TOKEN_DAYS}", code="admin-request-invalid")
         current = _user(service, name)
         token, entry = new_token(int(time.time()) + days * 86400)
-        if len(current.tokens) >= 16:
-            raise TooLarge("a user holds at most 16 tokens: revoke one", code="too-many-tokens")
+        if len(current.tokens) >= MAX_TOKENS:
+            raise TooLarge(
+                f"a user holds at most {MAX_TOKENS} tokens: revoke one", code="too-many-tokens"
+            )
         user = dataclasses.replace(
             current, version=current.version + 1, tokens=(*current.tokens, entry)
         )

@@ -28,7 +28,13 @@ from fastapi import Request
 
 from sealtrail.errors import Forbidden, Unauthorized
 from sealtrail.provenance import KINDS
-from sealtrail.scitt import SignedStatement, TransparencyService, certificate_hash, token_hash
+from sealtrail.scitt import (
+    SignedStatement,
+    TransparencyService,
+    User,
+    certificate_hash,
+    token_hash,
+)
 
 from ._peer import client_certificate
 
@@ -97,6 +103,15 @@ ROUTES: Mapping[tuple[str, str], frozenset[str]] = {
     ("GET", "/provenance/v1/device-passports"): _VIEWERS,
 }
 
+
+def _principal_of(user: User) -> Principal:
+    """The principal a user's credential stands for; a disabled user is refused whatever
+    the credential."""
+    if user.disabled:
+        raise Unauthorized("this user is disabled", code="user-disabled")
+    return Principal(user.name, user.persona, user.org)
+
+
 #: Refusals that a user record another process registered a moment ago may lift.
 _NEW_USER_CODES = frozenset({"token-unknown", "certificate-unknown"})
 
@@ -157,11 +172,9 @@ class Auth:
                 hint="Ask an administrator for a token (sealtrail users token).",
             )
         user, issued = found
-        if user.disabled:
-            raise Unauthorized("this user is disabled", code="user-disabled")
-        if issued.expires <= self.clock():
+        if not user.disabled and issued.expires <= self.clock():
             raise Unauthorized("this token has expired", code="token-expired")
-        return Principal(user.name, user.persona, user.org)
+        return _principal_of(user)
 
     def _by_certificate(self, der: bytes) -> Principal:
         """The user a TLS client certificate names (the handshake verified it against
@@ -177,9 +190,7 @@ class Auth:
                 code="certificate-unknown",
                 hint="Ask an administrator to add its SHA-256 to your user (sealtrail users cert).",
             )
-        if user.disabled:
-            raise Unauthorized("this user is disabled", code="user-disabled")
-        return Principal(user.name, user.persona, user.org)
+        return _principal_of(user)
 
     async def authorize(self, request: Request) -> None:
         """The dependency every route runs first: resolve, then check :data:`ROUTES`."""

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sealtrail.errors import InvalidInput, RateLimited
+from sealtrail.scitt import certificate_hash
 
 from ._peer import client_certificate
 
@@ -182,9 +183,9 @@ def client_key(
                     return "token:" + digest.hex()
             break
     else:
-        der = client_certificate(scope) if certificate_known is not None else None
+        der = None if certificate_known is None else client_certificate(scope)
         if der is not None and certificate_known is not None:
-            digest = hashlib.sha256(der).digest()
+            digest = certificate_hash(der)
             if certificate_known(digest):
                 return "cert:" + digest.hex()
     peer = scope.get("client")
