@@ -84,19 +84,25 @@ def statement(signer: Issuer, **changes: object) -> bytes:
 def service_application(
     store: ServiceStore,
     *,
-    checkpoint_signer: CheckpointSigner,
-    service_signer: Signer,
+    checkpoint_signer: CheckpointSigner | None = None,
+    service_signer: Signer | None = None,
     retired: Sequence[Verifier] = (),
     max_delay: float = 0.001,
+    **options: Any,
 ) -> FastAPI:
+    """``service_app`` over ``store`` as the integration tests run it: the test issuer and
+    administrator token, fresh keys unless given, a 1 ms batch delay; ``options`` go to
+    ``service_app`` as they are (``auth_required``, ``index``, ``limits`` …)."""
     return service_app(
         store,
-        checkpoint_signer=checkpoint_signer,
-        service_signer=service_signer,
+        checkpoint_signer=checkpoint_signer
+        or CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate()),
+        service_signer=service_signer or generate_signer(ES256),
         issuer=SERVICE,
         retired=retired,
         admin_token_hash=hashlib.sha256(ADMIN_TOKEN.encode()).digest(),
         sequencer_config=SequencerConfig(max_delay=max_delay),
+        **options,
     )
 
 

@@ -22,8 +22,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from sealtrail.keys import ES256, Ed25519Signer, generate_signer
-from sealtrail.log import CheckpointSigner, SequencerConfig
+from sealtrail.keys import ES256
 from sealtrail.scitt import (
     GRANT_RECORD_TYPE,
     Token,
@@ -32,12 +31,17 @@ from sealtrail.scitt import (
     parse_grant_record,
     parse_statement,
 )
-from sealtrail.service import service_app
 from sealtrail.service._auth import ROUTES
 from sealtrail.storage import MemoryStore
-from tests.integration.conftest import ADMIN_TOKEN, COSE, ORIGIN, make_maker, statement
+from tests.integration.conftest import (
+    ADMIN_TOKEN,
+    COSE,
+    make_maker,
+    service_application,
+    statement,
+)
 from tests.unit.scitt._pki import make_issuer
-from tests.unit.scitt.conftest import SERVICE, org_record
+from tests.unit.scitt.conftest import org_record
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 OTHER_ISSUER = "https://other.example/signing"
@@ -91,15 +95,7 @@ def built_world() -> Iterator[World]:
     """The service with ``[auth] required``, two organizations, a user per principal, and
     one statement the maker's supplier registered."""
     store = MemoryStore()
-    app = service_app(
-        store,
-        checkpoint_signer=CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate()),
-        service_signer=generate_signer(ES256),
-        issuer=SERVICE,
-        admin_token_hash=hashlib.sha256(ADMIN_TOKEN.encode()).digest(),
-        sequencer_config=SequencerConfig(max_delay=0.001),
-        auth_required=True,
-    )
+    app = service_application(store, auth_required=True)
     maker = make_maker()
     other = make_issuer(ES256, cn="Other")
     with TestClient(app) as client:

@@ -5,7 +5,6 @@ Unauthorized and Forbidden with the service's code, and no secret in any repr or
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -21,14 +20,10 @@ from sealtrail.client import (
     UserChange,
 )
 from sealtrail.errors import Error, InvalidInput, NotFound
-from sealtrail.keys import ES256, Ed25519Signer, generate_signer
-from sealtrail.log import CheckpointSigner, SequencerConfig
-from sealtrail.service import service_app
 from sealtrail.storage import MemoryStore
 from tests._server import serve_in_thread
-from tests.unit.scitt.conftest import SERVICE
 
-from .conftest import ADMIN_TOKEN, ORG, ORIGIN, Maker, make_maker, statement
+from .conftest import ADMIN_TOKEN, ORG, Maker, make_maker, service_application, statement
 
 
 @dataclass
@@ -40,15 +35,7 @@ class Live:
 @pytest.fixture(scope="module")
 def live() -> Iterator[Live]:
     """A service with ``[auth] required`` on 127.0.0.1, the maker onboarded."""
-    app = service_app(
-        MemoryStore(),
-        checkpoint_signer=CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate()),
-        service_signer=generate_signer(ES256),
-        issuer=SERVICE,
-        admin_token_hash=hashlib.sha256(ADMIN_TOKEN.encode()).digest(),
-        sequencer_config=SequencerConfig(max_delay=0.001),
-        auth_required=True,
-    )
+    app = service_application(MemoryStore(), auth_required=True)
     maker = make_maker()
     with serve_in_thread(app) as url:
         with Client(url, token=ADMIN_TOKEN) as admin:

@@ -21,8 +21,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from sealtrail.errors import VerificationError
-from sealtrail.keys import ES256, Ed25519Signer, generate_signer
-from sealtrail.log import CheckpointSigner, SequencerConfig, verify_checkpoint
+from sealtrail.keys import Ed25519Signer
+from sealtrail.log import CheckpointSigner, verify_checkpoint
 from sealtrail.merkle import MerkleError, verify_consistency
 from sealtrail.provenance import ProvenanceLedger
 from sealtrail.scitt import (
@@ -31,11 +31,10 @@ from sealtrail.scitt import (
     verify_receipt,
     verify_transparent_statement,
 )
-from sealtrail.service import create_app, service_app
+from sealtrail.service import create_app
 from sealtrail.service._provenance import ProvenanceQueries
 from sealtrail.storage import SQLiteIndex, SQLiteStore, open_index
 from tests.conftest import reader_for
-from tests.unit.scitt.conftest import SERVICE
 
 from ._journey import (
     ASSEMBLER,
@@ -49,7 +48,14 @@ from ._journey import (
     Journey,
     run_over_http,
 )
-from .conftest import ADMIN_TOKEN, ORIGIN, assert_problem, snapshot, sqlite_rows
+from .conftest import (
+    ADMIN_TOKEN,
+    ORIGIN,
+    assert_problem,
+    service_application,
+    snapshot,
+    sqlite_rows,
+)
 
 P = "/provenance/v1"
 #: Longest wait for the index to catch up with the log.
@@ -121,15 +127,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     index = open_index(f"sqlite:///{tmp / 'provenance.db'}")
     assert isinstance(index, SQLiteIndex)
     signer = CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate())
-    app = service_app(
-        store,
-        checkpoint_signer=signer,
-        service_signer=generate_signer(ES256),
-        issuer=SERVICE,
-        admin_token_hash=hashlib.sha256(ADMIN_TOKEN.encode()).digest(),
-        sequencer_config=SequencerConfig(max_delay=0.001),
-        index=index,
-    )
+    app = service_application(store, checkpoint_signer=signer, index=index)
     journey = Journey.new()
     with TestClient(app, follow_redirects=False) as client:
         run_over_http(client, journey, ADMIN_TOKEN)

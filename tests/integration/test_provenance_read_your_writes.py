@@ -8,22 +8,17 @@ date only because the query waited for it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from sealtrail.keys import ES256, Ed25519Signer, generate_signer
-from sealtrail.log import CheckpointSigner, SequencerConfig
 from sealtrail.provenance import _ledger
-from sealtrail.service import service_app
 from sealtrail.storage import open_index
 from sealtrail.storage.memory import MemoryStore
-from tests.unit.scitt.conftest import SERVICE
 
 from ._journey import SERVER, Journey, run_over_http
-from .conftest import ADMIN_TOKEN, ORIGIN
+from .conftest import ADMIN_TOKEN, service_application
 
 P = "/provenance/v1"
 
@@ -31,15 +26,7 @@ P = "/provenance/v1"
 @pytest.fixture
 def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setattr(_ledger, "INDEX_POLL", 3600.0)
-    app = service_app(
-        MemoryStore(),
-        checkpoint_signer=CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate()),
-        service_signer=generate_signer(ES256),
-        issuer=SERVICE,
-        admin_token_hash=hashlib.sha256(ADMIN_TOKEN.encode()).digest(),
-        sequencer_config=SequencerConfig(max_delay=0.001),
-        index=open_index("memory:"),
-    )
+    app = service_application(MemoryStore(), index=open_index("memory:"))
     with TestClient(app, follow_redirects=False) as client:
         yield client
 

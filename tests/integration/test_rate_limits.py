@@ -4,29 +4,26 @@ changed by a refused write, and separate budgets per client and per known token.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Iterator
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from sealtrail.keys import ES256, Ed25519Signer, generate_signer
-from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
-from sealtrail.service import create_app, service_app
+from sealtrail.log import CheckpointSigner, Sequencer
+from sealtrail.service import create_app
 from sealtrail.service.app import RateLimits
 from sealtrail.storage import MemoryStore
 from tests.conftest import reader_for
 from tests.integration.conftest import (
     ADMIN_TOKEN,
-    ORIGIN,
     AnyResponse,
     Maker,
     assert_problem,
+    service_application,
     snapshot,
     statement,
 )
-from tests.unit.scitt.conftest import SERVICE
 
 #: One request, then one more every 100 s: a second request in a test is always refused.
 SLOW = 0.01
@@ -83,15 +80,7 @@ async def _append(store: MemoryStore, signer: CheckpointSigner) -> None:
 
 def test_a_refused_write_changes_nothing(maker: Maker) -> None:
     store = MemoryStore()
-    app = service_app(
-        store,
-        checkpoint_signer=CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate()),
-        service_signer=generate_signer(ES256),
-        issuer=SERVICE,
-        admin_token_hash=hashlib.sha256(ADMIN_TOKEN.encode()).digest(),
-        sequencer_config=SequencerConfig(max_delay=0.001),
-        limits=RateLimits(reads=1000, writes=SLOW, burst=1),
-    )
+    app = service_application(store, limits=RateLimits(reads=1000, writes=SLOW, burst=1))
     with TestClient(app, follow_redirects=False) as client:
         # The administrator's token is a client of its own: onboarding spends its budget.
         put = client.put("/admin/organizations/maker", content=maker.record(), headers=ADMIN)

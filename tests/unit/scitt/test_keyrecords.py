@@ -34,7 +34,11 @@ def test_records_round_trip(current: bytes, retired: set[bytes], algorithm: str)
         {"current": KID, "algorithm": "ES256", "retired": ["cd" * 32, "01" * 32]},
         {"current": KID, "algorithm": "ES256", "retired": ["01" * 32, "01" * 32]},
         {"current": KID, "algorithm": "ES256", "retired": [KID]},
-        {"current": KID, "algorithm": "ES256", "retired": [f"{i:064x}" for i in range(257)]},
+        {
+            "current": KID,
+            "algorithm": "ES256",
+            "retired": [f"{i:064x}" for i in range(MAX_RETIRED_KEYS + 1)],
+        },
         {"current": KID, "algorithm": "ES256", "extra": 1},
     ],
 )
@@ -42,7 +46,6 @@ def test_a_malformed_record_is_named(doc: object) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_keys_record(json.dumps(doc).encode())
     assert caught.value.code == "keys-record-invalid"
-    assert MAX_RETIRED_KEYS == 256
 
 
 def test_not_json_is_named() -> None:
