@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -61,6 +62,21 @@ def served(
         yield url
 
 
+def interrupt(proc: subprocess.Popen[Any]) -> None:
+    """Stop ``proc`` with SIGINT (as Ctrl-C would), killing it after 30 s, and close its
+    pipes."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
 @contextlib.contextmanager
 def serve_process(
     data: Path,
@@ -93,15 +109,7 @@ def serve_process(
                 time.sleep(0.05)
         yield url, proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        interrupt(proc)
 
 
 def init_data(tmp_path: Path) -> tuple[Path, str]:

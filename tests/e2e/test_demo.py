@@ -8,7 +8,6 @@ import http.server
 import json
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests._serve_proc import interrupt
 
 #: What Sealtrail must report for each attack on the demo's fleet (seed 1), exactly.
 EXPECTED = {
@@ -139,6 +140,19 @@ def test_the_commands_the_demo_prints_work_as_printed(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
         text=True,
     )
+
+    def run(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
+        """A printed ``sealtrail`` command, as a user would run it against ``url``."""
+        return subprocess.run(
+            [sys.executable, "-m", *args],
+            cwd=tmp_path,
+            env={**env, "SEALTRAIL_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
     try:
         commands = _try_lines(proc)
         assert commands[0].startswith("export SEALTRAIL_URL=http://127.0.0.1:")
@@ -152,15 +166,7 @@ def test_the_commands_the_demo_prints_work_as_printed(tmp_path: Path) -> None:
             assert args[0] == "sealtrail", command
             if args[1] == "sim":
                 continue  # a fleet of 3,200 devices: minutes, and tested in test_sim_fleet
-            result = subprocess.run(
-                [sys.executable, "-m", *args],
-                cwd=tmp_path,
-                env={**env, "SEALTRAIL_URL": url},
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+            result = run(args, url)
             assert result.returncode == 0, (command, result.stderr)
             ran += 1
         assert ran == 5, commands  # three queries, passport verify, audit
@@ -168,25 +174,10 @@ def test_the_commands_the_demo_prints_work_as_printed(tmp_path: Path) -> None:
         assert queries and all(f"--token-file {data / 'auditor.token'}" in c for c in queries)
         # Without the auditor's token, the same query is refused: tokens are required.
         args = shlex.split(queries[0])
-        anonymous = subprocess.run(
-            [sys.executable, "-m", *args[: args.index("--token-file")]],
-            cwd=tmp_path,
-            env={**env, "SEALTRAIL_URL": url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        anonymous = run(args[: args.index("--token-file")], url)
         assert anonymous.returncode == 1 and "(token-required)" in anonymous.stderr
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        interrupt(proc)
     assert proc.returncode == 0
 
 
