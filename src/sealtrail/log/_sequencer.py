@@ -224,7 +224,7 @@ class Sequencer:
         if not checked:
             self._admit(entries)
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._queue.append(([bytes(e) for e in entries], future))
+        self._queue.append((list(map(bytes, entries)), future))
         self._pending += len(entries)
         self._pending_bytes += sum(map(len, entries))
         self._wakeup.set()

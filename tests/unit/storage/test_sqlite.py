@@ -94,6 +94,48 @@ def test_schema_version_is_recorded_in_user_version(db: Path) -> None:
     conn.close()
 
 
+def _downgrade_to_schema_2(db: Path) -> None:
+    """Put the hash tiles back in the WITHOUT ROWID table schema 2 had."""
+    conn = raw(db)
+    conn.execute("BEGIN")
+    conn.execute("ALTER TABLE tile_parts RENAME TO tile_parts_new")
+    conn.execute(_MIGRATIONS[0][1])  # schema 1's tile_parts
+    conn.execute("INSERT INTO tile_parts SELECT * FROM tile_parts_new")
+    conn.execute("DROP TABLE tile_parts_new")
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def _tiles_are_without_rowid(db: Path) -> bool:
+    conn = raw(db)
+    (ddl,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'tile_parts'").fetchone()
+    conn.close()
+    return "WITHOUT ROWID" in ddl
+
+
+def test_schema_3_moves_the_hash_tiles_to_a_rowid_table_keeping_every_tile(
+    logged: SQLiteStore, db: Path, signer: CheckpointSigner
+) -> None:
+    before = [logged.read_parts(level, i) for level in (0, 1) for i in range(3)]
+    logged.close()
+    _downgrade_to_schema_2(db)
+    assert _tiles_are_without_rowid(db)
+    store = SQLiteStore(db)  # migrates
+    try:
+        assert not _tiles_are_without_rowid(db)
+        conn = raw(db)
+        assert pragma(conn, "user_version") == SCHEMA_VERSION
+        conn.close()
+        assert [store.read_parts(level, i) for level in (0, 1) for i in range(3)] == before
+        checkpoint = reader(store, signer).audit()  # the tree verifies from scratch
+        assert checkpoint is not None
+        assert checkpoint.size == len(ENTRIES)
+        assert add(store, signer, [b"after the migration"]) == [len(ENTRIES)]
+    finally:
+        store.close()
+
+
 def test_a_store_with_a_newer_schema_is_refused_and_left_alone(db: Path) -> None:
     SQLiteStore(db).close()
     conn = raw(db)
