@@ -65,6 +65,7 @@ from cryptography.x509.oid import NameOID
 
 from sealtrail.config import DEFAULT_MAX_STATEMENT_SIZE
 from sealtrail.keys import EcdsaSigner, Ed25519Signer, Verifier
+from sealtrail.keys.parallel import workers as verification_workers
 from sealtrail.log import CheckpointSigner, LogReader, Sequencer, SequencerConfig
 from sealtrail.provenance import (
     KINDS,
@@ -83,7 +84,6 @@ from sealtrail.provenance import (
     audit_log,
 )
 from sealtrail.provenance._evidence import SigningKey, evidence_message, sign_evidence
-from sealtrail.provenance._parallel import workers as verification_workers
 from sealtrail.provenance._payloads import ComponentMeasurement, DeviceEvidence
 from sealtrail.scitt import (
     ChainValidator,

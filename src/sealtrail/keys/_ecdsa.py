@@ -14,6 +14,7 @@ from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
+    Prehashed,
     decode_dss_signature,
     encode_dss_signature,
 )
@@ -162,6 +163,21 @@ class EcdsaVerifier:
         return self._key
 
     def verify(self, *, signature: bytes, message: bytes) -> None:
+        self._verify(signature, message, ec.ECDSA(self._curve.hash))
+
+    @property
+    def hash_name(self) -> str:
+        """The hashlib name of the hash the signature is over (``sha256``, ``sha384``)."""
+        return self._curve.hash.name
+
+    def verify_digest(self, *, signature: bytes, digest: bytes) -> None:
+        """:meth:`verify` given the message's hash (:attr:`hash_name`) rather than the
+        message: what a worker process is sent instead of the whole message."""
+        if len(digest) != self._curve.hash.digest_size:
+            raise InvalidSignature(f"{self._curve.algorithm} digest of the wrong length")
+        self._verify(signature, digest, ec.ECDSA(Prehashed(self._curve.hash)))
+
+    def _verify(self, signature: bytes, data: bytes, algorithm: ec.ECDSA) -> None:
         size = self._curve.size
         if len(signature) != 2 * size:
             raise InvalidSignature(
@@ -171,7 +187,7 @@ class EcdsaVerifier:
         s = int.from_bytes(signature[size:], "big")
         # r or s of zero or beyond the group order is rejected by the verification itself.
         try:
-            self._key.verify(encode_dss_signature(r, s), message, ec.ECDSA(self._curve.hash))
+            self._key.verify(encode_dss_signature(r, s), data, algorithm)
         except _CryptoInvalidSignature:
             raise InvalidSignature(f"{self._curve.algorithm} signature does not verify") from None
 

@@ -14,7 +14,7 @@ Verified links are cached by the SHA-256 of both certificates' DER: devices of o
 share their intermediates, so a manifest costs about one signature check per device.
 A manifest's chains are checked together (:meth:`DeviceChainValidator.validate_many`):
 from :data:`PARALLEL_FROM` chains on, by worker processes on every core
-(:mod:`._parallel`), since one P-384 check (~0.7 ms) is most of a device's cost.
+(:mod:`sealtrail.keys.parallel`), since one P-384 check (~0.7 ms) is most of a device's cost.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from sealtrail.errors import InvalidInput, VerificationError
+from sealtrail.keys import parallel as _parallel
 
-from . import _parallel
 from ._device import _element
 
 __all__ = ["MAX_DEVICE_CHAIN", "PARALLEL_FROM", "DeviceChainValidator"]

@@ -39,7 +39,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from . import _parallel
+from sealtrail.keys import parallel as _parallel
+
 from ._device import MAX_CERTIFICATE_SIZE
 from ._payloads import (
     MAX_CHAIN_LENGTH,
@@ -320,7 +321,8 @@ def appraise_devices(
     order, with the same results.
 
     The alias chains and signatures (a P-384 check is ~0.7 ms, most of a device's cost) are
-    checked on this thread and the helper threads of :func:`._parallel.in_threads` at once;
+    checked on this thread and the helper threads of
+    :func:`sealtrail.keys.parallel.in_threads` at once;
     ``release_of`` and ``min_security_version`` are only called from this thread, after.
     """
     if not items:

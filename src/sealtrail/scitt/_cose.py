@@ -36,6 +36,7 @@ __all__ = [
     "NAME_BY_ALG",
     "CoseSign1",
     "Header",
+    "bad_signature",
     "decode_sign1",
     "sig_structure",
     "sign1",
@@ -140,6 +141,16 @@ class CoseSign1:
 
         Raises :class:`~sealtrail.errors.InvalidSignature` (code ``cose-bad-signature``).
         """
+        message = self.to_be_signed(verifier, payload=payload)
+        try:
+            verifier.verify(signature=self.signature, message=message)
+        except InvalidSignature as exc:
+            raise bad_signature(exc.message) from None
+
+    def to_be_signed(self, verifier: Verifier, *, payload: bytes | None = None) -> bytes:
+        """The ``Sig_structure`` the signature must verify over, once ``verifier`` is known
+        to be of the message's algorithm (for a check made elsewhere: :meth:`verify` is the
+        whole of it, with :func:`bad_signature` for a signature that does not verify)."""
         content = self.payload if self.payload is not None else payload
         if content is None:
             raise _bad("cose-detached-payload", "the payload is detached and was not supplied")
@@ -148,14 +159,14 @@ class CoseSign1:
                 f"the message is signed with {self.alg}, the key is {verifier.algorithm}",
                 code="cose-wrong-key-type",
             )
-        try:
-            verifier.verify(
-                signature=self.signature, message=sig_structure(self.protected_bytes, content)
-            )
-        except InvalidSignature as exc:
-            raise InvalidSignature(
-                f"the COSE signature does not verify: {exc.message}", code="cose-bad-signature"
-            ) from None
+        return sig_structure(self.protected_bytes, content)
+
+
+def bad_signature(reason: str) -> InvalidSignature:
+    """The error of a COSE signature that does not verify, ``reason`` saying why."""
+    return InvalidSignature(
+        f"the COSE signature does not verify: {reason}", code="cose-bad-signature"
+    )
 
 
 def encode_sign1(

@@ -39,21 +39,23 @@ from sealtrail.errors import (
     Corruption,
     Error,
     InvalidInput,
+    InvalidSignature,
     NotFound,
     StorageError,
     VerificationError,
 )
-from sealtrail.keys import Signer, Verifier
+from sealtrail.keys import Signer, Verifier, parallel
 from sealtrail.log import LogReader, Sequencer, SharedSequencer, SignedCheckpoint
 from sealtrail.merkle import leaf_hash
 from sealtrail.storage import StatementRecord, StatementStore
 
 from ._chain import ChainValidator
-from ._cose import Claim, Header, sign1
+from ._cose import Claim, Header, bad_signature, sign1
 from ._cosekey import encode_key_set, key_id
 from ._keyrecords import KEYS_RECORD_TYPE, ServiceKeys, keys_record, parse_keys_record
 from ._receipt import ReceiptSigner, add_receipts
 from ._registry import ORG_RECORD_TYPE, Organization, Registry, parse_org_record
+from ._signatures import SignatureChecks
 from ._statement import (
     MAX_STATEMENT_SIZE,
     MAX_STATEMENT_SIZE_LIMIT,
@@ -88,6 +90,8 @@ log = logging.getLogger("sealtrail.scitt")
 STORE_BATCH = 4096
 #: Statements re-appended per step during recovery.
 RECOVERY_STEP = 4096
+#: Seconds :meth:`TransparencyService.start` waits for the signature workers to start.
+WARM_WAIT = 5.0
 #: Seconds :meth:`TransparencyService.close` waits for stored statements' leaves.
 CLOSE_WAIT = 10.0
 #: Seconds between writes of the sequenced watermark while registrations flow.
@@ -411,21 +415,25 @@ class TransparencyService:
         # Organization changes one at a time: check, log and apply must not interleave, or
         # two records of the same version could both reach the log.
         self._org_lock = asyncio.Lock()
+        self._signatures = SignatureChecks()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Rebuild the registry from the stored records and re-append unsequenced statements."""
+        warming = parallel.warm()  # the signature workers start while the registry folds
         await self._fold_orgs()
         self._registrar.start()
         if self.shared:
             self._registry_task = asyncio.create_task(self._follow_orgs(), name="sealtrail-orgs")
             # In the background: the role may have no holder yet to sequence it.
             self._keys_task = asyncio.create_task(self._record_keys(), name="sealtrail-keys")
-            return
-        self._sequenced = await asyncio.to_thread(self.store.read_sequenced)
-        await self._recover()
-        await self._record_keys()
+        else:
+            self._sequenced = await asyncio.to_thread(self.store.read_sequenced)
+            await self._recover()
+            await self._record_keys()
+        if warming is not None:  # bounded: a pool that cannot start is found out on use
+            await asyncio.wait([asyncio.wrap_future(warming)], timeout=WARM_WAIT)
 
     async def close(self) -> None:
         if self._keys_task is not None:
@@ -556,6 +564,26 @@ class TransparencyService:
         """
         statement, org, verifier = self._screen(data, now=now)
         statement.message.verify(verifier)
+        return self._payload_rule(statement, org)
+
+    async def check_async(
+        self, data: bytes | SignedStatement, *, now: float | None = None
+    ) -> tuple[SignedStatement, Organization]:
+        """:meth:`check`, with the signature checked off the event loop (in a worker
+        process, together with the other checks of the loop's turn: see
+        :class:`SignatureChecks`), so that the loop serves other requests meanwhile."""
+        statement, org, verifier = self._screen(data, now=now)
+        message = statement.message
+        signed = message.to_be_signed(verifier)
+        try:
+            await self._signatures.verify(verifier, signature=message.signature, message=signed)
+        except InvalidSignature as exc:
+            raise bad_signature(exc.message) from None
+        return self._payload_rule(statement, org)
+
+    def _payload_rule(
+        self, statement: SignedStatement, org: Organization
+    ) -> tuple[SignedStatement, Organization]:
         # Domain rules last: a payload is read only once its signature is known good.
         rule = self.payload_rules.get(str(statement.content_type))
         if rule is not None:
@@ -568,7 +596,7 @@ class TransparencyService:
         """:meth:`check`, with the organizations brought up to date first when the issuer
         is unknown and another process may have just onboarded it (a shared store)."""
         try:
-            return self.check(data, now=now)
+            return await self.check_async(data, now=now)
         except VerificationError as exc:
             if not self.shared:
                 raise
@@ -580,7 +608,7 @@ class TransparencyService:
                 await self.refresh_history()
             else:
                 raise
-        return self.check(data, now=now)
+        return await self.check_async(data, now=now)
 
     async def refresh_orgs(self) -> None:
         """Fold new organization and user records now (one at a time: callers wait for the
@@ -620,7 +648,7 @@ class TransparencyService:
 
     async def register(self, data: bytes) -> Registration:
         """Check, store and append one statement; returns once its checkpoint is durable."""
-        statement, _ = self.check(data)
+        statement, _ = await self.check_async(data)
         return await self.register_checked(statement)
 
     async def register_checked(self, statement: SignedStatement) -> Registration:

@@ -28,6 +28,7 @@ from functools import cached_property
 from typing import Any
 
 from sealtrail.errors import InvalidInput, TooLarge
+from sealtrail.keys.parallel import hash_holding_gil
 
 from ._cose import CoseSign1, Header, decode_sign1
 
@@ -87,7 +88,7 @@ class SignedStatement:
     @cached_property
     def leaf_entry(self) -> bytes:
         """What the log holds for this statement: SHA-256 of its bytes (hashed once)."""
-        return hashlib.sha256(self.message.encoded).digest()
+        return hash_holding_gil("sha256", self.message.encoded)
 
     @property
     def alg(self) -> str:

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sealtrail.errors import VerificationError
-from sealtrail.provenance import DeviceChainValidator, _devicechain, _parallel
+from sealtrail.keys import parallel as _parallel
+from sealtrail.provenance import DeviceChainValidator, _devicechain
 from sealtrail.provenance._evidence import (
     AliasChains,
     appraise_device,
