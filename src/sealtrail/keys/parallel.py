@@ -35,6 +35,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -124,7 +125,10 @@ class _Pool:
                 self.executor = None
             if self.executor is None and count > 0:
                 self.executor = ProcessPoolExecutor(
-                    max_workers=count, mp_context=multiprocessing.get_context("spawn")
+                    max_workers=count,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_follow_parent,
+                    initargs=(os.getpid(),),
                 )
                 self._workers, self.proven = count, False
             return self.executor
@@ -133,6 +137,25 @@ class _Pool:
         with _lock:
             executor, self.executor = self.executor, None
         return executor
+
+
+#: Seconds between a worker's looks at whether the process that started it still runs.
+PARENT_CHECK = 1.0
+
+
+def _follow_parent(parent: int) -> None:
+    """A worker's initializer: exit once the process that started it is gone.
+
+    A worker holds both ends of its task queue's pipe, so a parent that dies without
+    shutting the pool down (SIGKILL, a crash) would leave it waiting forever.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="sealtrail-parent-watch", daemon=True).start()
 
 
 #: For :func:`run` (callers that wait: every core) and :func:`submit` (an event loop).

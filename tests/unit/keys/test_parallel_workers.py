@@ -1,0 +1,57 @@
+"""The verification pool's workers do not outlive the process that started them."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CHILD = """
+import sys, time
+from sealtrail.keys import parallel
+
+if __name__ == "__main__":
+    parallel.warm().result(timeout=30)
+    pids = [p for pool in (parallel._signatures.executor,) for p in pool._processes]
+    print(" ".join(map(str, pids)), flush=True)
+    time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, waiting for an init that may not reap it, is not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    child = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"SEALTRAIL_VERIFY_WORKERS": "2", "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        assert child.stdout is not None
+        pids = [int(p) for p in child.stdout.readline().split()]
+        assert pids, "the child started no worker"
+        assert all(_alive(pid) for pid in pids)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids), "a worker outlived its parent"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
