@@ -58,10 +58,11 @@ def test_a_deposed_sequencer_cannot_commit(store_factory: StoreFactory) -> None:
     new = b.acquire_role("new")
     assert new is not None
     stale = model.fork("deposed").batch(50)
-    with pytest.raises(Fenced):
-        a.commit(replace(stale, fence=old.epoch))
-    with pytest.raises(Fenced):
-        b.commit(replace(stale, fence=new.epoch + 1))  # an epoch nobody was given
+    for batch in (stale, replace(stale, leaves=[])):  # with and without leaf hints
+        with pytest.raises(Fenced):
+            a.commit(replace(batch, fence=old.epoch))
+        with pytest.raises(Fenced):
+            b.commit(replace(batch, fence=new.epoch + 1))  # an epoch nobody was given
     # Nothing of the refused batches landed: the log is still the first 100 entries.
     first = LogModel()
     first.batch(100)

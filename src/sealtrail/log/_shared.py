@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -49,6 +50,8 @@ ROLE_CHECK = 0.25
 FEED_POLL = 0.01
 #: Backlog entries appended per step, at most.
 FEED_STEP = 4096
+#: Feeder steps queued in the sequencer and not yet durable, at most.
+FEED_IN_FLIGHT = 4
 #: Seconds between writes of the sequenced watermark while the backlog moves.
 WATERMARK_EVERY = 1.0
 #: Seconds a sequencer that lost its role may take to fail what it still holds.
@@ -263,38 +266,90 @@ class SharedSequencer:
     # -- the feeder ---------------------------------------------------------------------------
 
     async def _feed(self, sequencer: Sequencer) -> None:
-        """Append the backlog above the watermark, for as long as this process sequences."""
+        """Append the backlog above the watermark, for as long as this process sequences.
+
+        Steps overlap: the next rows are read and queued while earlier ones are being
+        sequenced (at most :data:`FEED_IN_FLIGHT` steps out), so an entry another process
+        stored waits for one read, not for the previous step's commit as well. The
+        watermark only ever covers steps that are durable, in order.
+        """
         backlog = self.backlog
-        fed = written = -1
+        fed = durable = written = -1
         written_at = 0.0
         failing = False
-        while not sequencer.fenced:
-            try:
-                if fed < 0:
-                    fed = written = await asyncio.to_thread(backlog.read_sequenced)
-                rows = await asyncio.to_thread(backlog.entries_since, fed, limit=FEED_STEP)
-                if rows:
-                    await sequencer.add_many([entry for _, entry in rows])
-                    fed = rows[-1][0]
-                now = time.monotonic()
-                if fed != written and (not rows or now - written_at >= WATERMARK_EVERY):
-                    await asyncio.to_thread(backlog.write_sequenced, fed)
-                    written, written_at = fed, now
-                failing = False
-            except Fenced:
-                return  # the role loop notices and steps down
-            except RetryLater as exc:
-                await asyncio.sleep(min(exc.retry_after, 0.1))
-                continue
-            except Exception as exc:
-                if not failing:
-                    error = _as_error(exc)
-                    log.warning("feeder: %s (%s); retrying", error, error.code)
-                failing = True
-                await asyncio.sleep(0.5)
-                continue
-            if len(rows) < FEED_STEP:
-                await asyncio.sleep(FEED_POLL)
+        #: Steps queued and not known durable yet: (last seq of the step, its indexes).
+        steps: _Steps = deque()
+        try:
+            while not sequencer.fenced:
+                rows: list[tuple[int, bytes]] = []
+                try:
+                    if fed < 0:
+                        fed = durable = written = await asyncio.to_thread(backlog.read_sequenced)
+                    durable = _settle(steps, durable)
+                    if len(steps) < FEED_IN_FLIGHT:
+                        rows = await asyncio.to_thread(backlog.entries_since, fed, limit=FEED_STEP)
+                    if rows:
+                        futures = sequencer.submit_many([entry for _, entry in rows])
+                        steps.append((rows[-1][0], asyncio.gather(*futures)))
+                        fed = rows[-1][0]
+                    now = time.monotonic()
+                    if durable != written and (not steps or now - written_at >= WATERMARK_EVERY):
+                        await asyncio.to_thread(backlog.write_sequenced, durable)
+                        written, written_at = durable, now
+                    failing = False
+                except Fenced:
+                    return  # the role loop notices and steps down
+                except RetryLater as exc:
+                    await asyncio.sleep(min(exc.retry_after, 0.1))
+                    continue
+                except Exception as exc:
+                    if not failing:
+                        error = _as_error(exc)
+                        log.warning("feeder: %s (%s); retrying", error, error.code)
+                    failing = True
+                    # Start again from what is known durable (entries appended twice keep
+                    # their first index).
+                    _drop(steps)
+                    fed = durable
+                    await asyncio.sleep(0.5)
+                    continue
+                if len(rows) < FEED_STEP:
+                    # Caught up: look again after a poll, or as soon as a step is durable.
+                    await _poll(steps)
+        finally:
+            _drop(steps)
+
+
+_Steps = deque[tuple[int, "asyncio.Future[list[list[int]]]"]]
+
+
+async def _poll(steps: _Steps) -> None:
+    """Wait :data:`FEED_POLL`, or less if the oldest step becomes durable meanwhile."""
+    if steps:
+        await asyncio.wait([steps[0][1]], timeout=FEED_POLL)
+    else:
+        await asyncio.sleep(FEED_POLL)
+
+
+def _settle(steps: _Steps, durable: int) -> int:
+    """The watermark once the steps that finished are taken off, in order; a step that
+    failed raises its error."""
+    while steps and steps[0][1].done():
+        last, step = steps.popleft()
+        step.result()
+        durable = last
+    return durable
+
+
+def _drop(steps: _Steps) -> None:
+    """Forget queued steps: their outcome is no longer awaited (a failure is marked seen)."""
+    while steps:
+        steps.popleft()[1].add_done_callback(_seen)
+
+
+def _seen(future: asyncio.Future[list[list[int]]]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _copy(source: asyncio.Future[list[int]], target: asyncio.Future[list[int]]) -> None:

@@ -101,6 +101,67 @@ ROLE_KEEPALIVE = (5, 2, 3)
 
 _STATEMENT_COLUMNS = "entry_id, body, issuer, subject, content_type, registered_at"
 
+#: Bytes of tile parts and bundles up to which a commit goes as INSERT … unnest in one
+#: pipeline (two round trips in all); above it, binary COPY (a multi-megabyte bytea[]
+#: parameter is slow for the server to unpack).
+SMALL_COMMIT = 256 * 1024
+
+#: Publish the new checkpoint: the compare-and-swap's write.
+_PUBLISH: LiteralString = (
+    "UPDATE log_checkpoint SET size = %s, note = %s, indexed = %s WHERE id = 0 AND size = %s"
+)
+
+
+def _publish_params(commit: Commit) -> tuple[object, ...]:
+    return (commit.new_size, commit.checkpoint, commit.watermark, commit.old_size)
+
+
+def _check_base(row: Sequence[Any] | None, commit: Commit) -> None:
+    """The compare-and-swap's check, on the checkpoint row read under its lock."""
+    if row is None:
+        raise Corruption("the checkpoint row of the PostgreSQL store is missing")
+    if commit.fence is not None and int(row[1]) != commit.fence:
+        raise Fenced(f"sequencer epoch {commit.fence} was fenced by epoch {row[1]}")
+    if int(row[0]) != commit.old_size:
+        # Leaving the block by an exception rolls back: nothing of the batch is written.
+        raise CheckpointConflict(f"the log is at size {row[0]}, not {commit.old_size}")
+
+
+def _firsts(parts: Sequence[TilePart]) -> list[TilePart]:
+    """Each level's first part in the commit: everything from it on is restated."""
+    first: dict[int, TilePart] = {}
+    for part in parts:
+        low = first.get(part.level)
+        if low is None or (part.index, part.start) < (low.index, low.start):
+            first[part.level] = part
+    return list(first.values())
+
+
+#: Store statements not stored yet, numbered on from the highest number in order, and
+#: answer every given entry id with its number (new or already stored). Run under the
+#: table lock (see ``put_statements``); the entry ids are distinct.
+_PUT_STATEMENTS: LiteralString = """
+    WITH given AS (
+        SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::text[], %s::text[], %s::text[],
+                             %s::bigint[])
+            WITH ORDINALITY AS g(entry_id, body, issuer, subject, content_type,
+                                 registered_at, position)
+    ), stored AS (
+        SELECT s.entry_id, s.seq FROM statements s JOIN given USING (entry_id)
+    ), fresh AS (
+        SELECT given.*, row_number() OVER (ORDER BY position) AS rank FROM given
+        WHERE entry_id NOT IN (SELECT entry_id FROM stored)
+    ), inserted AS (
+        INSERT INTO statements (seq, entry_id, body, issuer, subject, content_type,
+                                registered_at)
+        SELECT (SELECT coalesce(max(seq), 0) FROM statements) + rank, entry_id, body,
+               issuer, subject, content_type, registered_at
+        FROM fresh
+        RETURNING entry_id, seq
+    )
+    SELECT entry_id, seq FROM stored UNION ALL SELECT entry_id, seq FROM inserted
+"""
+
 
 def _parts_table(name: LiteralString, level_check: LiteralString) -> LiteralString:
     return f"""CREATE TABLE {name} (
@@ -362,26 +423,20 @@ class PostgresStore:
     # -- the one write ------------------------------------------------------------------------
 
     def commit(self, commit: Commit) -> None:
+        parts = commit.stored_parts()
+        if not commit.leaves and sum(len(p.data) + len(p.interior) for p in parts) <= SMALL_COMMIT:
+            self._commit_small(commit, parts)
+            return
         with self._errors("commit"), self._conn() as conn, conn.transaction():
             # The compare-and-swap: the row lock makes a concurrent committer wait here and
             # then read the size this transaction leaves (see the module docstring).
             row = conn.execute(
                 "SELECT size, epoch FROM log_checkpoint WHERE id = 0 FOR UPDATE", prepare=True
             ).fetchone()
-            if row is None:
-                raise Corruption("the checkpoint row of the PostgreSQL store is missing")
-            if commit.fence is not None and int(row[1]) != commit.fence:
-                raise Fenced(f"sequencer epoch {commit.fence} was fenced by epoch {row[1]}")
-            if int(row[0]) != commit.old_size:
-                # Leaving the block by an exception rolls back: nothing of the batch is written.
-                raise CheckpointConflict(f"the log is at size {row[0]}, not {commit.old_size}")
-            parts = commit.stored_parts()
-            first: dict[int, TilePart] = {}
-            for part in parts:
-                low = first.get(part.level)
-                if low is None or (part.index, part.start) < (low.index, low.start):
-                    first[part.level] = part
-            self._make_room(conn, list(first.values()))
+            _check_base(row, commit)
+            with conn.pipeline():
+                reaching = self._make_room(conn, _firsts(parts))
+            self._cut_reaching(conn, reaching)
             for level in {p.level == ENTRY_BUNDLES for p in parts}:
                 mine = [p for p in parts if (p.level == ENTRY_BUNDLES) == level]
                 # Binary COPY, not INSERT … unnest: unnest of a multi-megabyte bytea[]
@@ -421,51 +476,93 @@ class PostgresStore:
                         prepare=True,
                         binary=True,
                     )
-            published = conn.execute(
-                "UPDATE log_checkpoint SET size = %s, note = %s, indexed = %s"
-                " WHERE id = 0 AND size = %s",
-                (commit.new_size, commit.checkpoint, commit.watermark, commit.old_size),
-                prepare=True,
-            )
+            published = conn.execute(_PUBLISH, _publish_params(commit), prepare=True)
             if published.rowcount != 1:  # cannot happen under the row lock; never publish twice
                 raise CheckpointConflict("the checkpoint moved during the commit")
         # If we crash before COMMIT returned, the transaction is rolled back as a whole (or,
         # if the COMMIT record reached the WAL, applied as a whole): the caller reloads.
 
-    @staticmethod
-    def _make_room(conn: psycopg.Connection[Any], firsts: Sequence[TilePart]) -> None:
-        """Clear the positions from each of ``firsts`` on (the commit's first part at each
-        of its levels)."""
-        # All levels' queries go in one pipeline, one round trip instead of two per level:
-        # each wait for the server also means winning the GIL back from the thread that
-        # prepares the next batch. The deletes leave the parts found here alone (they start
-        # before the position), so these can be cut down afterwards.
-        with conn.pipeline():
-            reaching = [
-                (
-                    part,
-                    # A part from before this one that reaches into it (a full part left by
-                    # a failed write) keeps only its head: those positions are committed.
+    def _commit_small(self, commit: Commit, parts: Sequence[TilePart]) -> None:
+        """:meth:`commit` of a batch of a few entries (a service's usual batch) in two round
+        trips: every statement in one pipeline, then the COMMIT. Every wait for the server
+        is also a wait to win the GIL back from the event loop, so each one saved counts.
+
+        The writes go ahead of the compare-and-swap's answer: the row lock still orders
+        committers, and a transaction whose check fails is rolled back, writes and all.
+        """
+        with self._errors("commit"), self._conn() as conn, conn.transaction():
+            with conn.pipeline():
+                base = conn.execute(
+                    "SELECT size, epoch FROM log_checkpoint WHERE id = 0 FOR UPDATE", prepare=True
+                )
+                reaching = self._make_room(conn, _firsts(parts))
+                for bundles in {p.level == ENTRY_BUNDLES for p in parts}:
+                    mine = [p for p in parts if (p.level == ENTRY_BUNDLES) == bundles]
                     conn.execute(
                         sql.SQL(
-                            "SELECT start, count, data FROM {} WHERE level = %s AND idx = %s"
-                            " AND start < %s AND start + count > %s"
-                        ).format(_table(part.level)),
-                        (part.level, part.index, part.start, part.start),
+                            "INSERT INTO {} (level, idx, start, count, data, interior)"
+                            " SELECT * FROM unnest(%s::int4[], %s::int8[], %s::int4[],"
+                            " %s::int4[], %s::bytea[], %s::bytea[])"
+                        ).format(_table(mine[0].level)),
+                        (
+                            [p.level for p in mine],
+                            [p.index for p in mine],
+                            [p.start for p in mine],
+                            [p.count for p in mine],
+                            [p.data for p in mine],
+                            [p.interior for p in mine],
+                        ),
                         prepare=True,
-                    ),
-                )
-                for part in firsts
-            ]
-            for part in firsts:
+                        binary=True,
+                    )
+                published = conn.execute(_PUBLISH, _publish_params(commit), prepare=True)
+            _check_base(base.fetchone(), commit)
+            if published.rowcount != 1:  # cannot happen under the row lock; never publish twice
+                raise CheckpointConflict("the checkpoint moved during the commit")
+            self._cut_reaching(conn, reaching)
+
+    @staticmethod
+    def _make_room(
+        conn: psycopg.Connection[Any], firsts: Sequence[TilePart]
+    ) -> list[tuple[TilePart, psycopg.Cursor[Any]]]:
+        """Queue, in the caller's pipeline, the clearing of the positions from each of
+        ``firsts`` on (the commit's first part at each of its levels); the parts found
+        reaching into them are cut afterwards by :meth:`_cut_reaching`.
+
+        All levels' queries go in one round trip: each wait for the server also means
+        winning the GIL back from the thread that prepares the next batch. The deletes
+        leave the parts found here alone (they start before the position).
+        """
+        reaching = [
+            (
+                part,
+                # A part from before this one that reaches into it (a full part left by a
+                # failed write) keeps only its head: those positions are committed.
                 conn.execute(
                     sql.SQL(
-                        "DELETE FROM {} WHERE level = %s"
-                        " AND (idx > %s OR (idx = %s AND start >= %s))"
+                        "SELECT start, count, data FROM {} WHERE level = %s AND idx = %s"
+                        " AND start < %s AND start + count > %s"
                     ).format(_table(part.level)),
-                    (part.level, part.index, part.index, part.start),
+                    (part.level, part.index, part.start, part.start),
                     prepare=True,
-                )
+                ),
+            )
+            for part in firsts
+        ]
+        for part in firsts:
+            conn.execute(
+                sql.SQL(
+                    "DELETE FROM {} WHERE level = %s AND (idx > %s OR (idx = %s AND start >= %s))"
+                ).format(_table(part.level)),
+                (part.level, part.index, part.index, part.start),
+                prepare=True,
+            )
+        return reaching
+
+    @staticmethod
+    def _cut_reaching(
+        conn: psycopg.Connection[Any], reaching: Sequence[tuple[TilePart, psycopg.Cursor[Any]]]
+    ) -> None:
         for part, cursor in reaching:
             row = cursor.fetchone()
             if row is None:
@@ -498,46 +595,32 @@ class PostgresStore:
     def put_statements(self, records: Sequence[StatementRecord]) -> list[int]:
         if not records:
             return []
+        given: dict[bytes, StatementRecord] = {}
+        for r in records:
+            given.setdefault(r.entry_id, r)  # the first of each entry id, in order
+        first = list(given.values())
         with self._errors("statement write"), self._conn() as conn, conn.transaction():
             # Sequence numbers MUST follow commit order: recovery reads statements above the
             # sequenced watermark, and a number taken by a transaction that commits later
             # would be skipped. So writers take turns (readers are not blocked), and numbers
-            # are assigned under the lock, without gaps, as SQLite assigns them.
-            conn.execute("LOCK TABLE statements IN SHARE ROW EXCLUSIVE MODE")
-            ids = list(dict.fromkeys(r.entry_id for r in records))
-            seqs: dict[bytes, int] = {
-                bytes(e): int(s)
-                for e, s in conn.execute(
-                    "SELECT entry_id, seq FROM statements WHERE entry_id = ANY(%s::bytea[])",
-                    (ids,),
-                    binary=True,
-                ).fetchall()
-            }
-            row = conn.execute("SELECT coalesce(max(seq), 0) FROM statements").fetchone()
-            top = 0 if row is None else int(row[0])
-            new: list[StatementRecord] = []
-            for r in records:
-                if r.entry_id not in seqs:
-                    top += 1
-                    seqs[r.entry_id] = top
-                    new.append(r)
-            if new:
-                conn.execute(
-                    f"INSERT INTO statements (seq, {_STATEMENT_COLUMNS})"  # noqa: S608
-                    " SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[],"
-                    " %s::text[], %s::text[], %s::text[], %s::bigint[])",
+            # are assigned under the lock, without gaps, as SQLite assigns them. The lock
+            # and the write go in one round trip; the lock is held until the commit.
+            with conn.pipeline():
+                conn.execute("LOCK TABLE statements IN SHARE ROW EXCLUSIVE MODE")
+                cursor = conn.execute(
+                    _PUT_STATEMENTS,
                     (
-                        [seqs[r.entry_id] for r in new],
-                        [r.entry_id for r in new],
-                        [r.body for r in new],
-                        [r.issuer for r in new],
-                        [r.subject for r in new],
-                        [r.content_type for r in new],
-                        [r.registered_at for r in new],
+                        [r.entry_id for r in first],
+                        [r.body for r in first],
+                        [r.issuer for r in first],
+                        [r.subject for r in first],
+                        [r.content_type for r in first],
+                        [r.registered_at for r in first],
                     ),
                     prepare=True,
                     binary=True,
                 )
+            seqs = {bytes(e): int(s) for e, s in cursor.fetchall()}
         return [seqs[r.entry_id] for r in records]
 
     def get_statement(self, entry_id: bytes) -> StatementRecord | None:

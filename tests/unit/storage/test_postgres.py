@@ -389,3 +389,37 @@ def test_a_closed_store_refuses_to_work(stores: Callable[[], PostgresStore]) -> 
         store.read_checkpoint()
     with pytest.raises(StorageError, match="closed"):
         store.put_statements([_statement(1)])
+
+
+def test_small_and_large_batches_take_their_own_write_paths_and_verify(
+    stores: Callable[[], PostgresStore], signer: CheckpointSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of a few entries goes in one pipeline, a large one by COPY (above
+    SMALL_COMMIT bytes): both leave a tree that verifies from scratch."""
+    from sealtrail.storage import postgres
+
+    store = stores()
+    paths: list[str] = []
+    small = postgres.PostgresStore._commit_small
+
+    def counted(self: PostgresStore, commit: Commit, parts: Any) -> None:
+        paths.append("small")
+        small(self, commit, parts)
+
+    monkeypatch.setattr(postgres.PostgresStore, "_commit_small", counted)
+    large = [hashlib.sha512(b"%d" % i).digest() * 8 for i in range(2000)]  # 512 B each
+
+    async def append() -> None:
+        config = SequencerConfig(max_batch=4096, index_every=1 << 20)
+        async with Sequencer(store, signer=signer, config=config) as seq:
+            await seq.add_many([b"a few", b"entries"])
+            assert paths == ["small"]
+            await seq.add_many(large)  # ~1.1 MB of bundles: COPY
+            assert paths == ["small"]
+            await seq.add_many([b"and", b"a few more"])
+            assert paths == ["small", "small"]
+
+    asyncio.run(append())
+    checkpoint = LogReader(store, origin=signer.origin, verifiers=[signer.verifier]).audit()
+    assert checkpoint is not None
+    assert checkpoint.size == 2004
