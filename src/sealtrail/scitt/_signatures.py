@@ -54,9 +54,6 @@ class SignatureChecks:
     async def verify(self, verifier: Verifier, *, signature: bytes, message: bytes) -> None:
         """Raise :class:`~sealtrail.errors.InvalidSignature` unless ``signature`` over
         ``message`` verifies with ``verifier``."""
-        if parallel.workers() == 0:
-            verifier.verify(signature=signature, message=message)
-            return
         loop = asyncio.get_running_loop()
         verdict: asyncio.Future[str | None] = loop.create_future()
         self._queue.append((verifier, signature, message, verdict))
@@ -71,13 +68,16 @@ class SignatureChecks:
         """The end of a loop turn: a lone check with no worker busy is made in place (the
         trip costs more than the check); anything more goes to the workers."""
         self._scheduled = False
-        if len(self._queue) == 1 and not self._in_flight:
-            _in_place([self._queue.popleft()])
+        workers = parallel.signature_workers()
+        if not workers or (len(self._queue) == 1 and not self._in_flight):
+            checks = list(self._queue)
+            self._queue.clear()
+            _in_place(checks)
             return
-        self._send()
+        self._send(workers)
 
-    def _send(self) -> None:
-        limit = IN_FLIGHT_PER_WORKER * max(1, parallel.signature_workers())
+    def _send(self, workers: int) -> None:
+        limit = IN_FLIGHT_PER_WORKER * workers
         while self._queue and self._in_flight < limit:
             chunk = [self._queue.popleft() for _ in range(min(self._chunk, len(self._queue)))]
             jobs: list[parallel.SignatureJob] = []
@@ -118,7 +118,8 @@ class SignatureChecks:
             for (_, _, _, verdict), reason in zip(checks, done.result(), strict=True):
                 if not verdict.done():
                     verdict.set_result(reason)
-        self._send()
+        if self._queue:
+            self._send(max(1, parallel.signature_workers()))
 
 
 def _in_place(checks: Sequence[_Pending]) -> None:
