@@ -127,6 +127,11 @@ def _check_base(row: Sequence[Any] | None, commit: Commit) -> None:
         raise CheckpointConflict(f"the log is at size {row[0]}, not {commit.old_size}")
 
 
+def _arrays(items: Sequence[object], *fields: str) -> list[list[Any]]:
+    """One array parameter per field of ``items``, for ``INSERT … SELECT FROM unnest(…)``."""
+    return [[getattr(item, name) for item in items] for name in fields]
+
+
 def _firsts(parts: Sequence[TilePart]) -> list[TilePart]:
     """Each level's first part in the commit: everything from it on is restated."""
     first: dict[int, TilePart] = {}
@@ -504,14 +509,7 @@ class PostgresStore:
                             " SELECT * FROM unnest(%s::int4[], %s::int8[], %s::int4[],"
                             " %s::int4[], %s::bytea[], %s::bytea[])"
                         ).format(_table(mine[0].level)),
-                        (
-                            [p.level for p in mine],
-                            [p.index for p in mine],
-                            [p.start for p in mine],
-                            [p.count for p in mine],
-                            [p.data for p in mine],
-                            [p.interior for p in mine],
-                        ),
+                        _arrays(mine, "level", "index", "start", "count", "data", "interior"),
                         prepare=True,
                         binary=True,
                     )
@@ -609,13 +607,14 @@ class PostgresStore:
                 conn.execute("LOCK TABLE statements IN SHARE ROW EXCLUSIVE MODE")
                 cursor = conn.execute(
                     _PUT_STATEMENTS,
-                    (
-                        [r.entry_id for r in first],
-                        [r.body for r in first],
-                        [r.issuer for r in first],
-                        [r.subject for r in first],
-                        [r.content_type for r in first],
-                        [r.registered_at for r in first],
+                    _arrays(
+                        first,
+                        "entry_id",
+                        "body",
+                        "issuer",
+                        "subject",
+                        "content_type",
+                        "registered_at",
                     ),
                     prepare=True,
                     binary=True,
