@@ -17,9 +17,9 @@ two worker processes, 510 µs beside that busy thread. Hence three mechanisms:
   that a helper stuck waiting for the GIL delays the caller by one check at most.
 
 The pool is shared by the process, started on first use with the ``spawn`` method (forking a
-process that runs threads is unsafe; a program that checks in parallel from a script must
-guard the script's top level with ``if __name__ == "__main__":``, as with any use of
-``spawn``) and stopped at exit; starting it takes about 0.7 s. It has one worker per core,
+process that runs threads is unsafe; a ``spawn`` worker imports the program's main module
+again, so a script whose top level has no ``if __name__ == "__main__":`` guard gets no
+workers at all: see :func:`main_is_guarded`) and stopped at exit; starting it takes about 0.7 s. It has one worker per core,
 none on a one-core machine; ``SEALTRAIL_VERIFY_WORKERS`` sets another number (``0``: always
 check in place, on this thread). A pool that breaks (a worker killed) is dropped, the caller
 checks in place, and the next batch starts a new pool.
@@ -34,11 +34,14 @@ import itertools
 import logging
 import multiprocessing
 import os
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import TypeVar
 
 from sealtrail.errors import InvalidSignature
@@ -56,6 +59,7 @@ __all__ = [
     "hash_holding_gil",
     "in_threads",
     "job",
+    "main_is_guarded",
     "run",
     "shutdown",
     "submit",
@@ -85,8 +89,44 @@ _lock = threading.Lock()
 _CORES = os.cpu_count() or 1
 
 
+#: ``if __name__ == "__main__":``, as a program guards its top level.
+_MAIN_GUARD = re.compile(r"""^if\s+__name__\s*==\s*(['"])__main__\1\s*:""", re.MULTILINE)
+_main_guarded: bool | None = None
+
+
+def main_is_guarded() -> bool:
+    """Whether the program's main module may be imported again by a worker process.
+
+    A ``spawn`` worker imports the main module of the program that started it (as
+    ``__mp_main__``): a script without an ``if __name__ == "__main__":`` guard would run its
+    top level again in every worker — register its statements twice, say. Such a program
+    gets no workers: every check is made in place. An interactive session or ``python -c``
+    has no main module file to import. Read once.
+    """
+    global _main_guarded  # noqa: PLW0603
+    if _main_guarded is None:
+        main = sys.modules.get("__main__")
+        path = getattr(main, "__file__", None)
+        if path is None:
+            _main_guarded = True
+        else:
+            try:
+                source = Path(path).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                source = ""
+            _main_guarded = _MAIN_GUARD.search(source) is not None
+            if not _main_guarded:
+                log.info(
+                    "signature checks stay in this process: the program's main module has no "
+                    'if __name__ == "__main__": guard, and worker processes would run it again'
+                )
+    return _main_guarded
+
+
 def workers() -> int:
     """How many worker processes the pool has (0: none, check in place)."""
+    if not main_is_guarded():
+        return 0
     configured = os.environ.get("SEALTRAIL_VERIFY_WORKERS")
     if configured is not None and configured.strip():
         try:

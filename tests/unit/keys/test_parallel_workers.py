@@ -1,4 +1,5 @@
-"""The verification pool's workers do not outlive the process that started them."""
+"""The verification pool's workers do not outlive the process that started them, and a
+script that does not guard its top level gets none (they would run it again)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,28 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
             child.wait(timeout=10)
         if child.stdout is not None:
             child.stdout.close()
+
+
+UNGUARDED = """
+from pathlib import Path
+from sealtrail.keys import parallel
+
+with Path(__file__).with_name("ran").open("a") as out:
+    out.write("top level ran\\n")
+print(parallel.warm(), parallel.workers(), parallel.main_is_guarded(), flush=True)
+"""
+
+
+def test_a_script_without_a_main_guard_gets_no_workers_and_runs_once(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"SEALTRAIL_VERIFY_WORKERS": "2", "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
+    assert done.stdout.split() == ["None", "0", "False"]
+    assert (tmp_path / "ran").read_text() == "top level ran\n"  # once: no worker re-ran it
