@@ -20,10 +20,9 @@ The pool is shared by the process, started on first use with the ``spawn`` metho
 process that runs threads is unsafe; a ``spawn`` worker imports the program's main module
 again, so a script whose top level has no ``if __name__ == "__main__":`` guard gets no
 workers at all: see :func:`main_is_guarded`) and stopped at exit; starting it takes about
-0.7 s. It has one worker per core,
-none on a one-core machine; ``SEALTRAIL_VERIFY_WORKERS`` sets another number (``0``: always
-check in place, on this thread). A pool that breaks (a worker killed) is dropped, the caller
-checks in place, and the next batch starts a new pool.
+0.7 s. It has one worker per core, none on a one-core machine; ``SEALTRAIL_VERIFY_WORKERS``
+sets another number (``0``: always check in place, on this thread). A pool that breaks (a
+worker killed) is dropped, the caller checks in place, and the next batch starts a new pool.
 """
 
 from __future__ import annotations
