@@ -60,7 +60,7 @@ class SequencerConfig:
     #: Most entries integrated and committed as one batch.
     max_batch: int = 16384
     #: Longest an entry waits for others to join its batch, in seconds.
-    max_delay: float = 0.005
+    max_delay: float = 0.001
     #: Most entries waiting to be sequenced; beyond it submitters get RetryLater.
     max_pending: int = 65536
     #: Most bytes of entries waiting to be sequenced; beyond it submitters get RetryLater.
