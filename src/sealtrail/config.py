@@ -47,7 +47,7 @@ from sealtrail.keys import (
     verifier_for,
     write_private_key,
 )
-from sealtrail.log import CheckpointSigner, SequencerConfig
+from sealtrail.log import SHARED_MAX_DELAY, CheckpointSigner, SequencerConfig
 from sealtrail.scitt import MAX_STATEMENT_SIZE_LIMIT, key_id
 from sealtrail.storage import (
     IndexStore,
@@ -68,6 +68,7 @@ __all__ = [
     "issue_admin_token",
     "load_config",
     "rotate_service_key",
+    "sequencer_defaults",
 ]
 
 CONFIG_FILE = "sealtrail.toml"
@@ -355,7 +356,13 @@ def init_data_dir(
         # A server store keeps the index beside the log (its tables do not collide).
         shared = store_url.startswith(("postgresql://", "postgres://"))
         index_url = store_url if shared else DEFAULT_INDEX
-    config = Config(data_dir=data_dir, origin=origin, store_url=store_url, index_url=index_url)
+    config = Config(
+        data_dir=data_dir,
+        origin=origin,
+        store_url=store_url,
+        index_url=index_url,
+        sequencer=sequencer_defaults(store_url),
+    )
     signer = Ed25519Signer.generate()
     write_private_key(data_dir / config.key_file, signer)
     checkpoint_signer = CheckpointSigner(origin=origin, signer=signer)
@@ -571,6 +578,14 @@ def _tls(server: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     return cert, key, client_ca
 
 
+def sequencer_defaults(store_url: str) -> SequencerConfig:
+    """The sequencer settings a store gets unless ``[sequencer]`` says otherwise: a batch
+    waits about one commit's time for more entries (PostgreSQL's commits take longer)."""
+    if store_url.startswith(("postgresql://", "postgres://")):
+        return SequencerConfig(max_delay=SHARED_MAX_DELAY)
+    return SequencerConfig()
+
+
 def load_config(data_dir: Path) -> Config:
     path = data_dir / CONFIG_FILE
     try:
@@ -598,7 +613,8 @@ def load_config(data_dir: Path) -> Config:
             f"{CONFIG_FILE}: [provenance.min_security_version] maps components to "
             "non-negative integers"
         )
-    defaults = SequencerConfig()
+    store_url = _get(raw, "store", str, DEFAULT_STORE)
+    defaults = sequencer_defaults(store_url)
     origin = _get(raw, "origin", str, "")
     if not origin:
         raise ConfigError(f"{CONFIG_FILE}: origin is missing")
@@ -607,7 +623,7 @@ def load_config(data_dir: Path) -> Config:
         data_dir=data_dir,
         origin=origin,
         issuer=_get(raw, "issuer", str, ""),
-        store_url=_get(raw, "store", str, DEFAULT_STORE),
+        store_url=store_url,
         key_file=_get(raw, "key_file", str, "keys/log.key"),
         service_key_file=_get(raw, "service_key_file", str, DEFAULT_SERVICE_KEY),
         service_pkcs11=_pkcs11(raw),

@@ -11,11 +11,12 @@ from ._checkpoints import CheckpointSigner, SignedCheckpoint, verify_checkpoint
 from ._follower import LogFollower
 from ._reader import ConsistencyProof, InclusionProof, LogReader, Progress
 from ._sequencer import Sequencer, SequencerConfig
-from ._shared import Backlog, RoleStore, SharedSequencer
+from ._shared import SHARED_MAX_DELAY, Backlog, RoleStore, SharedSequencer
 from ._tiles import MAX_ENTRY_SIZE, bundle_entries, encode_bundle, tile_width
 
 __all__ = [
     "MAX_ENTRY_SIZE",
+    "SHARED_MAX_DELAY",
     "Backlog",
     "CheckpointSigner",
     "ConsistencyProof",

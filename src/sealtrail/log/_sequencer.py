@@ -59,7 +59,8 @@ class SequencerConfig:
 
     #: Most entries integrated and committed as one batch.
     max_batch: int = 16384
-    #: Longest an entry waits for others to join its batch, in seconds.
+    #: Longest an entry waits for others to join its batch, in seconds: about one commit's
+    #: time (a SQLite commit ~1 ms; the shared sequencer's default is SHARED_MAX_DELAY).
     max_delay: float = 0.001
     #: Most entries waiting to be sequenced; beyond it submitters get RetryLater.
     max_pending: int = 65536

@@ -1,0 +1,42 @@
+"""A batch waits about one commit's time for more entries: 1 ms on SQLite, 5 ms on
+PostgreSQL, whichever way the settings are arrived at; an explicit setting wins."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sealtrail.config import CONFIG_FILE, init_data_dir, load_config, sequencer_defaults
+from sealtrail.log import SHARED_MAX_DELAY, CheckpointSigner, SequencerConfig, SharedSequencer
+from sealtrail.storage import MemoryStore
+
+POSTGRES = "postgresql://db.example/ledger"
+
+
+def test_the_default_batch_delay_follows_the_store() -> None:
+    assert sequencer_defaults("sqlite:///log.db").max_delay == SequencerConfig().max_delay == 0.001
+    assert sequencer_defaults(POSTGRES).max_delay == SHARED_MAX_DELAY == 0.005
+    assert sequencer_defaults("postgres://db.example/ledger").max_delay == SHARED_MAX_DELAY
+
+
+def test_init_writes_the_stores_default_and_a_config_without_one_gets_it(tmp_path: Path) -> None:
+    sqlite_dir = init_data_dir(tmp_path / "a", origin="delay.test/log").config.data_dir
+    assert load_config(sqlite_dir).sequencer.max_delay == 0.001
+    pg = init_data_dir(tmp_path / "b", origin="delay.test/log", store_url=POSTGRES).config
+    assert "max_delay = 0.005" in (pg.data_dir / CONFIG_FILE).read_text()
+    assert load_config(pg.data_dir).sequencer.max_delay == SHARED_MAX_DELAY
+    # An older file with no max_delay line: the store's default.
+    path = pg.data_dir / CONFIG_FILE
+    path.write_text(re.sub(r"(?m)^max_delay = .*\n", "", path.read_text()))
+    assert load_config(pg.data_dir).sequencer.max_delay == SHARED_MAX_DELAY
+    # An explicit setting wins.
+    path.write_text(path.read_text().replace("[sequencer]\n", "[sequencer]\nmax_delay = 0.002\n"))
+    assert load_config(pg.data_dir).sequencer.max_delay == 0.002
+
+
+def test_a_shared_sequencer_without_settings_waits_the_shared_default(
+    signer: CheckpointSigner,
+) -> None:
+    store = MemoryStore()
+    shared = SharedSequencer(store, signer=signer, backlog=store, holder="test")  # type: ignore[arg-type]
+    assert shared.config.max_delay == SHARED_MAX_DELAY
