@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -263,10 +264,17 @@ class Journey:
             self.indexes[step] = register(data)
 
 
-def run_over_http(client: TestClient, journey: Journey, admin_token: str) -> None:
+def run_over_http(
+    client: httpx.Client | TestClient,
+    journey: Journey,
+    admin_token: str,
+    challenge: Challenger | None = None,
+) -> None:
     """Onboard the journey's organizations with ``admin_token`` and register its statements
-    through ``client`` (``POST /entries``), each answered at once with a receipt that
-    verifies against the service's keys."""
+    through ``client`` (``POST /entries``; a TestClient or an ``httpx.Client`` with the
+    server's ``base_url``), each answered at once with a receipt that verifies against the
+    service's keys; ``challenge`` as for :meth:`Journey.run`."""
+    keys = decode_key_set(client.get("/.well-known/scitt-keys").content)
 
     def put_org(name: str, record: bytes) -> None:
         r = client.put(
@@ -279,12 +287,8 @@ def run_over_http(client: TestClient, journey: Journey, admin_token: str) -> Non
     def register(data: bytes) -> int:
         r = client.post("/entries", content=data, headers={"Content-Type": "application/cose"})
         assert r.status_code == 201, r.text
-        info = verify_receipt(
-            r.content,
-            leaf_entry=hashlib.sha256(data).digest(),
-            keys=decode_key_set(client.get("/.well-known/scitt-keys").content),
-        )
-        return info.leaf_index
+        leaf = hashlib.sha256(data).digest()
+        return verify_receipt(r.content, leaf_entry=leaf, keys=keys).leaf_index
 
     journey.onboard(put_org)
-    journey.run(register)
+    journey.run(register, challenge)

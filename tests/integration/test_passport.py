@@ -8,7 +8,6 @@ builds it from the data directory of a running ``sealtrail serve`` (``--data-dir
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from sealtrail.log import CheckpointSigner
 from sealtrail.provenance import ProvenanceLedger
 from sealtrail.provenance._passport import PASSPORT_TYPE, verify_passport
 from sealtrail.provenance._strict import canonical
-from sealtrail.scitt import decode_key_set, verify_receipt
 from sealtrail.service._passport import add_passport_routes
 from sealtrail.storage import MemoryIndex, MemoryStore, SQLiteStore
 from tests._serve_proc import (
@@ -39,7 +37,7 @@ from tests._server import serve_in_thread
 from tests.integration.test_cli import assert_clean_error, sealtrail
 from tests.unit.scitt._pki import make_issuer
 
-from ._journey import MAKER, SERVER, STEPS, Journey
+from ._journey import MAKER, SERVER, STEPS, Journey, run_over_http
 from .conftest import ADMIN_TOKEN, ORIGIN, assert_problem, service_application
 
 COSE = {"Content-Type": "application/cose"}
@@ -71,28 +69,13 @@ class Live:
 
 def _register_journey(url: str, token: str) -> Journey:
     journey = Journey.new()
-    keys = decode_key_set(httpx.get(url + "/.well-known/scitt-keys").content)
-
-    def put_org(name: str, record: bytes) -> None:
-        r = httpx.put(
-            f"{url}/admin/organizations/{name}",
-            content=record,
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        assert r.status_code == 201, r.text
-
-    def register(data: bytes) -> int:
-        r = httpx.post(url + "/entries", content=data, headers=COSE, timeout=30)
-        assert r.status_code == 201, r.text
-        leaf = hashlib.sha256(data).digest()
-        return verify_receipt(r.content, leaf_entry=leaf, keys=keys).leaf_index
 
     def challenge(serial: str, count: int) -> list[bytes]:
         with Client(url) as client:
             return client.challenge(serial, count)
 
-    journey.onboard(put_org)
-    journey.run(register, challenge)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        run_over_http(http, journey, token, challenge)
     return journey
 
 
