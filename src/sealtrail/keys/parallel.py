@@ -221,7 +221,7 @@ def run(fn: Callable[[_A], _R], chunks: Sequence[_A]) -> list[_R] | None:
     except BrokenProcessPool:
         broke(pool)
         return None
-    _checks.proven = True
+    proven(pool)
     return results
 
 

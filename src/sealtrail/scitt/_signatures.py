@@ -30,7 +30,7 @@ __all__ = ["SignatureChecks"]
 #: Most checks sent to a worker at once: enough to pay the trip (~0.3 ms), few enough
 #: that their registrations are not held up long (64 ES256 checks: ~4 ms).
 CHUNK = 64
-#: Chunks out per worker process at a time.
+#: Chunks out per worker process at a time (16 x 64: more than a loop turn's checks).
 IN_FLIGHT_PER_WORKER = 16
 
 _Pending = tuple[Verifier, bytes, bytes, "asyncio.Future[str | None]"]
@@ -40,9 +40,10 @@ class SignatureChecks:
     """Check signatures for one event loop; ``await verify(...)`` raises as
     :meth:`Verifier.verify` would.
 
-    At most :data:`IN_FLIGHT_PER_WORKER` chunks per worker are out at a time (one being
-    checked, one queued behind it, so a worker never waits for the loop); checks asked for
-    meanwhile wait, and go out together as the next chunk.
+    At most :data:`IN_FLIGHT_PER_WORKER` chunks per worker are out at a time (queued behind
+    the one being checked, so a worker never waits for the loop); checks asked for beyond
+    that wait, and go out together as the next chunk. A chunk holding a key a worker
+    cannot rebuild is checked in place as a whole.
     """
 
     def __init__(self, *, chunk: int = CHUNK) -> None:
