@@ -12,6 +12,7 @@ from ._follower import LogFollower
 from ._reader import ConsistencyProof, InclusionProof, LogReader, Progress
 from ._sequencer import Sequencer, SequencerConfig
 from ._shared import SHARED_MAX_DELAY, Backlog, RoleStore, SharedSequencer
+from ._tasks import cancel_and_wait
 from ._tiles import MAX_ENTRY_SIZE, bundle_entries, encode_bundle, tile_width
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "SharedSequencer",
     "SignedCheckpoint",
     "bundle_entries",
+    "cancel_and_wait",
     "encode_bundle",
     "tile_width",
     "verify_checkpoint",

@@ -26,6 +26,7 @@ from sealtrail.errors import Error, NotFound, RetryLater
 from sealtrail.merkle import leaf_hash
 
 from ._reader import LogReader
+from ._tasks import cancel_and_wait
 
 __all__ = ["LogFollower"]
 
@@ -76,11 +77,8 @@ class LogFollower:
         self._task = asyncio.create_task(self._run(), name="sealtrail-log-follower")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         for waiter in list(self._waiters):
             self._drop(waiter)
             if not waiter.future.done():

@@ -203,7 +203,7 @@ class Sequencer:
         """
         if self.fenced:
             raise Fenced("this sequencer lost its role to another process")
-        if self._closing or self._task is None:
+        if self._closing or self._task is None or self._task.done():
             raise RetryLater("the sequencer is not running", retry_after=1.0)
         if self._pending + count > self.config.max_pending:
             raise RetryLater(
@@ -251,50 +251,66 @@ class Sequencer:
         """Cut batches and sequence them, two at a time: while one batch is being written
         to the store (a worker thread, mostly outside the GIL), the next one is prepared
         on top of it. A batch's waiters are answered only once its own commit returned.
+
+        Should this loop end before it has drained its queue (a close bounded in time
+        cancelled it, or it broke), every waiter it still holds gets :class:`RetryLater`:
+        a waiter is answered, one way or the other, whatever becomes of the loop.
         """
         cfg = self.config
         inflight: _InFlight | None = None
-        while True:
-            if inflight is not None and not self._queue:
-                # Wait for the write in flight, or for entries to prepare meanwhile.
-                self._wakeup.clear()
-                arrival = asyncio.ensure_future(self._wakeup.wait())
-                await asyncio.wait({inflight.task, arrival}, return_when=asyncio.FIRST_COMPLETED)
-                arrival.cancel()
-                if inflight.task.done() or self._closing:
-                    await self._finish(inflight)
-                    inflight = None
-                continue
-            if inflight is None:
-                work = await self._next_work()
-                if work is None:
-                    return
-                if not work:
+        batch: list[_Group] = []
+        try:
+            while True:
+                if inflight is not None and not self._queue:
+                    inflight = await self._wait_in_flight(inflight)
                     continue
-            batch = self._cut()
-            if self._pending < cfg.max_batch and not self._closing:
-                self._full.clear()
-            flat = [entry for entries, _ in batch for entry in entries]
-            base = inflight.prepared if inflight is not None else None
-            prepared: _Prepared | None = None
-            try:
-                prepared = await asyncio.to_thread(self._prepare, flat, base)
-            except Exception as exc:
                 if inflight is None:
-                    self._stale = True
-                    self._fail(batch, _as_error(exc))
-                    continue
-            if inflight is not None:
-                base_ok = await self._finish(inflight)
-                inflight = None
-                if not base_ok or prepared is None:
-                    # Built on a batch that failed (or failed itself): redo it the plain way,
-                    # which reloads from the store first.
-                    await self._plain(batch, flat)
-                    continue
-            assert prepared is not None
-            task = asyncio.create_task(asyncio.to_thread(self._commit, prepared))
-            inflight = _InFlight(batch, flat, prepared, task)
+                    work = await self._next_work()
+                    if work is None:
+                        return
+                    if not work:
+                        continue
+                batch = self._cut()
+                if self._pending < cfg.max_batch and not self._closing:
+                    self._full.clear()
+                flat = [entry for entries, _ in batch for entry in entries]
+                base = inflight.prepared if inflight is not None else None
+                prepared: _Prepared | None = None
+                try:
+                    prepared = await asyncio.to_thread(self._prepare, flat, base)
+                except Exception as exc:
+                    if inflight is None:
+                        self._stale = True
+                        self._fail(batch, _as_error(exc))
+                        continue
+                if inflight is not None:
+                    base_ok = await self._finish(inflight)
+                    inflight = None
+                    if not base_ok or prepared is None:
+                        # Built on a batch that failed (or failed itself): redo it the plain way,
+                        # which reloads from the store first.
+                        await self._plain(batch, flat)
+                        continue
+                assert prepared is not None
+                task = asyncio.create_task(asyncio.to_thread(self._commit, prepared))
+                inflight = _InFlight(batch, flat, prepared, task)
+        finally:
+            held = [*(inflight.batch if inflight is not None else ()), *batch, *self._queue]
+            self._abandon(held)
+
+    async def _wait_in_flight(self, inflight: _InFlight) -> _InFlight | None:
+        """Wait for the write in flight, or for entries to prepare meanwhile; the write
+        still in flight afterwards (None once it is finished)."""
+        self._wakeup.clear()
+        arrival = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({inflight.task, arrival}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            arrival.cancel()
+        if inflight.task.done() or self._closing:
+            await self._finish(inflight)
+            return None
+        return inflight
 
     async def _next_work(self) -> bool | None:
         """Idle until entries arrive, then let a batch fill for up to ``max_delay``.
@@ -313,7 +329,8 @@ class Sequencer:
         cfg = self.config
         if self._pending < cfg.max_batch and not self._closing and cfg.max_delay > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), cfg.max_delay)
+                async with asyncio.timeout(cfg.max_delay):
+                    await self._full.wait()
         return True
 
     async def _finish(self, inflight: _InFlight) -> bool:
@@ -349,6 +366,14 @@ class Sequencer:
             if not future.done():
                 future.set_result(indexes[pos : pos + len(entries)])
             pos += len(entries)
+
+    def _abandon(self, groups: list[_Group]) -> None:
+        # The batch in flight may also be the one last cut: each future once.
+        left = list(dict.fromkeys(f for _, f in groups if not f.done()))
+        if left:
+            log.warning("sequencer stopped with %d waiters unanswered; they retry", len(left))
+        for future in left:
+            future.set_exception(RetryLater("the sequencer stopped; submit again", retry_after=1.0))
 
     def _fail(self, batch: list[_Group], exc: Error) -> None:
         # A bad batch fails only its own waiters; they may retry (dedup makes it safe).

@@ -39,6 +39,7 @@ from ._checkpoints import CheckpointSigner, SignedCheckpoint
 from ._follower import LogFollower
 from ._reader import LogReader
 from ._sequencer import Sequencer, SequencerConfig
+from ._tasks import cancel_and_wait
 
 __all__ = ["SHARED_MAX_DELAY", "Backlog", "RoleStore", "SharedSequencer"]
 
@@ -129,11 +130,8 @@ class SharedSequencer:
 
     async def close(self) -> None:
         """Stop bidding; hand the role back after sequencing what was accepted here."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         await self._step_down("shutting down")
         await self.follower.close()
 
@@ -255,15 +253,13 @@ class SharedSequencer:
     async def _step_down(self, why: str) -> None:
         lease, sequencer, feeder = self._lease, self.sequencer, self._feeder
         self._lease, self.sequencer, self._feeder = None, None, None
-        if feeder is not None:
-            feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeder
+        await cancel_and_wait(feeder)
         if sequencer is not None:
             # Sequence (or, once fenced, fail over to waiting) what was accepted; bounded,
             # as a store that went away may take its time to say so.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sequencer.close(), STEP_DOWN_WAIT)
+                async with asyncio.timeout(STEP_DOWN_WAIT):
+                    await sequencer.close()
         if lease is not None:
             await asyncio.to_thread(lease.release)
             log.info("%s gave up the sequencer role (epoch %d): %s", self.holder, lease.epoch, why)

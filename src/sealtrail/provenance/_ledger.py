@@ -40,7 +40,7 @@ from sealtrail.errors import (
     NotFound,
     VerificationError,
 )
-from sealtrail.log import LogReader
+from sealtrail.log import LogReader, cancel_and_wait
 from sealtrail.scitt import (
     Organization,
     PayloadRule,
@@ -568,13 +568,15 @@ class ProvenanceLedger:
             progress = self._progress
             self.poke()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await progress.wait()
         return True
 
     async def _follow(self, reader: LogReader) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), INDEX_POLL)
+                async with asyncio.timeout(INDEX_POLL):
+                    await self._wakeup.wait()
             self._wakeup.clear()
             try:
                 await asyncio.to_thread(self.catch_up, reader)
@@ -587,11 +589,8 @@ class ProvenanceLedger:
 
     async def close(self, reader: LogReader | None = None) -> None:
         """Stop following; with ``reader``, index what the log holds first."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         if reader is not None:
             with contextlib.suppress(Error):
                 await asyncio.to_thread(self.catch_up, reader)

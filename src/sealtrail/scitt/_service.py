@@ -45,7 +45,13 @@ from sealtrail.errors import (
     VerificationError,
 )
 from sealtrail.keys import Signer, Verifier, parallel
-from sealtrail.log import LogReader, Sequencer, SharedSequencer, SignedCheckpoint
+from sealtrail.log import (
+    LogReader,
+    Sequencer,
+    SharedSequencer,
+    SignedCheckpoint,
+    cancel_and_wait,
+)
 from sealtrail.merkle import leaf_hash
 from sealtrail.storage import StatementRecord, StatementStore
 
@@ -210,11 +216,8 @@ class _Registrar:
 
     async def close(self) -> None:
         """Stop taking groups; wait (bounded) for the leaves of stored groups."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         for _, submission in self._queue:
             submission.cancel()
         self._queue = []
@@ -436,16 +439,10 @@ class TransparencyService:
             await asyncio.wait([asyncio.wrap_future(warming)], timeout=WARM_WAIT)
 
     async def close(self) -> None:
-        if self._keys_task is not None:
-            self._keys_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keys_task
-            self._keys_task = None
-        if self._registry_task is not None:
-            self._registry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._registry_task
-            self._registry_task = None
+        tasks = (self._keys_task, self._registry_task)
+        self._keys_task = self._registry_task = None
+        for task in tasks:
+            await cancel_and_wait(task)
         await self._registrar.close()
         if not self.shared:
             with contextlib.suppress(Error):

@@ -139,6 +139,44 @@ def test_no_answer_before_the_commit_is_durable(signer: CheckpointSigner) -> Non
     run(go())
 
 
+def test_a_close_cut_short_answers_every_waiter(signer: CheckpointSigner) -> None:
+    """A close bounded in time cancels the loop while a commit hangs: the waiters of that
+    batch and of the queue behind it get RetryLater (they may submit again), none waits on
+    forever, and the stopped sequencer takes nothing more."""
+    entered, release = threading.Event(), threading.Event()
+
+    class HangingStore(MemoryStore):
+        def commit(self, commit: Commit) -> None:
+            entered.set()
+            release.wait(5)
+            super().commit(commit)
+
+    store = HangingStore()
+
+    async def go() -> list[BaseException | list[int]]:
+        seq = Sequencer(store, signer=signer, config=SequencerConfig(max_batch=4))
+        await seq.start()
+        first = seq.submit_many(entries(4))
+        await asyncio.to_thread(entered.wait, 5)
+        queued = seq.submit_many(entries(8, "later"))
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await seq.close()
+        with pytest.raises(RetryLater):
+            seq.submit_many(entries(1, "after"))
+        async with asyncio.timeout(1):
+            results = await asyncio.gather(*first, *queued, return_exceptions=True)
+        release.set()
+        return results
+
+    try:
+        results = run(go())
+    finally:
+        release.set()
+    assert len(results) == 3
+    assert all(isinstance(result, RetryLater) for result in results)
+
+
 def test_two_sequencers_on_one_store_never_share_an_index(signer: CheckpointSigner) -> None:
     store = MemoryStore()
     config = SequencerConfig(max_batch=16, max_delay=0)

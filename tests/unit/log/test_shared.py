@@ -13,6 +13,8 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
+import pytest
+
 from sealtrail.log import CheckpointSigner, SequencerConfig, SharedSequencer
 from sealtrail.storage import SharedMemoryStore, StatementRecord
 from tests.conftest import reader_for
@@ -150,3 +152,35 @@ def test_entries_stored_by_a_process_that_never_sequences_are_appended(
     assert indexes[:100] == list(range(100))
     assert indexes[100] == 7
     assert store.read_sequenced() == 100
+
+
+def test_closing_while_the_role_is_being_given_up_stops(
+    signer: CheckpointSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() cancels the role loop; if that loop is stepping down at the time (waiting
+    for its feeder to stop), the cancellation must still end it, not be taken for the
+    feeder's own and swallowed (close() would wait forever)."""
+    store = SharedMemoryStore()
+
+    async def slow_feeder(self: SharedSequencer, sequencer: object) -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.2)  # stopping takes a while
+
+    monkeypatch.setattr(SharedSequencer, "_feed", slow_feeder)
+
+    async def go() -> float:
+        node = _node(store, signer, "p0")
+        await node.start()
+        assert node.holds_role
+        store.revoke_role()
+        deadline = time.monotonic() + 5
+        while node._lease is not None:  # the role loop noticed and is stepping down
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.005)
+        began = time.monotonic()
+        await asyncio.wait_for(node.close(), 5)
+        return time.monotonic() - began
+
+    assert run(go()) < 2.0
