@@ -38,6 +38,26 @@ def test_statements_are_numbered_once_in_order(store_factory: StoreFactory) -> N
     assert store.entries_since(7, limit=10) == []
 
 
+def test_a_large_group_with_repeats_is_numbered_in_order(store_factory: StoreFactory) -> None:
+    """A group larger than one SQL statement takes (PostgreSQL: 256 rows), with statements
+    already stored and repeats inside it: each new one numbered once, in the given order."""
+    store = _store(store_factory)
+    old = [_record(n) for n in range(3)]
+    assert store.put_statements(old) == [1, 2, 3]
+    new = [_record(n) for n in range(3, 603)]
+    group = [*new[:300], old[1], new[0], *new[300:], old[2], new[599]]
+    assert store.put_statements(group) == [
+        *range(4, 304),
+        2,
+        4,
+        *range(304, 604),
+        3,
+        603,
+    ]
+    assert [e for _, e in store.entries_since(0, limit=1000)] == [r.entry_id for r in [*old, *new]]
+    assert store.put_statements([_record(603)]) == [604]
+
+
 def test_content_types_of_many_statements_at_once(store_factory: StoreFactory) -> None:
     store = _store(store_factory)
     records = [_record(n, f"type/{n % 3}") for n in range(9000)]  # more than one SQL chunk
