@@ -516,7 +516,9 @@ class Sequencer:
         """Indexes of the batch's hashes already in the log (or in the in-flight ``base``).
 
         Checked against the entries above the leaf-index watermark (in memory), then the
-        index itself, whose hits are confirmed on the committed level-0 tiles.
+        index itself, whose hits are confirmed on the committed level-0 tiles. While the
+        watermark is 0 every entry of the log is in memory, and the store is not asked (a
+        log's first :attr:`SequencerConfig.index_every` entries cost no lookups).
         """
         recent = self._recent
         pending = base.assigned if base is not None else {}
@@ -526,7 +528,7 @@ class Sequencer:
                 for h in distinct.keys() & source.keys():
                     known.setdefault(h, source[h])
         unknown = [h for h in distinct if h not in known] if known else list(distinct)
-        if unknown:
+        if unknown and self._indexed > 0:
             known |= self._confirmed(self.store.lookup_leaves(unknown), committed)
         return known
 

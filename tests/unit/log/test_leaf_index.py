@@ -8,6 +8,7 @@ both sides of the watermark, across restarts and store failures.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,25 @@ def test_a_failed_flush_loses_no_deduplication(signer: CheckpointSigner, fault: 
     assert reader.size() == 130
     assert reader.audit() is not None
     assert add(store, signer, [b"e-1", b"flush-1"]) == [1, 101]
+
+
+def test_the_index_is_asked_only_once_it_holds_entries(signer: CheckpointSigner) -> None:
+    """Below the first run every entry is in memory: no lookups. Once runs are written, an
+    entry from below the watermark is still found (through the index) and keeps its index."""
+
+    class CountingStore(MemoryStore):
+        lookups = 0
+
+        def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
+            self.lookups += 1
+            return super().lookup_leaves(leaf_hashes)
+
+    store = CountingStore()
+    assert add(store, signer, items(100)) == list(range(100))
+    assert store.lookups == 0
+    assert add(store, signer, items(200)) == list(range(200))  # the first run is written
+    stored = store.read_checkpoint()
+    assert stored is not None and stored.indexed >= 120
+    before = store.lookups
+    assert add(store, signer, [b"e-3", b"new"]) == [3, 200]
+    assert store.lookups > before

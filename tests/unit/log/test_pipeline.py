@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Collection
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -32,12 +33,6 @@ class GatedStore(MemoryStore):
         self.entered = threading.Event()
         self.release = threading.Event()
         self.gated = True
-        self.lookups_while_gated = 0
-
-    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
-        if self.entered.is_set() and not self.release.is_set():
-            self.lookups_while_gated += 1
-        return super().lookup_leaves(leaf_hashes)
 
     def commit(self, commit: Commit) -> None:
         if self.gated:
@@ -47,17 +42,28 @@ class GatedStore(MemoryStore):
         super().commit(commit)
 
 
+class CountingSequencer(Sequencer):
+    """Counts the batches prepared on top of one in flight."""
+
+    on_top = 0
+
+    def _prepare(self, entries: Sequence[bytes], base: Any) -> Any:
+        self.on_top += base is not None
+        return super()._prepare(entries, base)
+
+
 async def _two_batches(
     store: GatedStore, signer: CheckpointSigner, first: list[bytes], second: list[bytes]
 ) -> tuple[list[int] | BaseException, list[int] | BaseException]:
-    async with Sequencer(store, signer=signer, config=CONFIG) as seq:
+    seq = CountingSequencer(store, signer=signer, config=CONFIG)
+    async with seq:
         one = asyncio.ensure_future(seq.add_many(first))
         await asyncio.to_thread(store.entered.wait, 5)
         two = asyncio.ensure_future(seq.add_many(second))
         await asyncio.sleep(0.05)  # the second batch is now prepared on top of the first
         assert not one.done()
         assert not two.done()
-        assert store.lookups_while_gated == 1, "the next batch was not prepared meanwhile"
+        assert seq.on_top == 1, "the next batch was not prepared meanwhile"
         store.release.set()
         results = await asyncio.gather(one, two, return_exceptions=True)
         return results[0], results[1]
@@ -107,19 +113,19 @@ def test_partial_tiles_continue_across_the_pipeline(signer: CheckpointSigner) ->
     assert reader_for(store, signer).audit() is not None
 
 
-class SlowLookupStore(MemoryStore):
+class SlowSequencer(Sequencer):
     """Preparing a batch takes a while, so that close() arrives in the middle of it."""
 
-    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
+    def _prepare(self, entries: Sequence[bytes], base: Any) -> Any:
         threading.Event().wait(0.3)
-        return super().lookup_leaves(leaf_hashes)
+        return super()._prepare(entries, base)
 
 
 def test_close_during_a_batch_returns_once_it_is_sequenced(signer: CheckpointSigner) -> None:
     """close() wakes the loop while a batch is prepared; that wakeup must not be lost."""
 
     async def run() -> int:
-        seq = Sequencer(SlowLookupStore(), signer=signer, config=SequencerConfig(max_delay=0))
+        seq = SlowSequencer(MemoryStore(), signer=signer, config=SequencerConfig(max_delay=0))
         await seq.start()
         added = asyncio.ensure_future(seq.add(b"entry"))
         await asyncio.sleep(0.1)  # the batch is being prepared now
