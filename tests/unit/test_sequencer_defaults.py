@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sealtrail.config import CONFIG_FILE, init_data_dir, load_config, sequencer_defaults
 from sealtrail.log import SHARED_MAX_DELAY, CheckpointSigner, SequencerConfig, SharedSequencer
-from sealtrail.storage import MemoryStore
+from sealtrail.storage import SharedMemoryStore
 
 POSTGRES = "postgresql://db.example/ledger"
 
@@ -37,6 +37,6 @@ def test_init_writes_the_stores_default_and_a_config_without_one_gets_it(tmp_pat
 def test_a_shared_sequencer_without_settings_waits_the_shared_default(
     signer: CheckpointSigner,
 ) -> None:
-    store = MemoryStore()
-    shared = SharedSequencer(store, signer=signer, backlog=store, holder="test")  # type: ignore[arg-type]
+    store = SharedMemoryStore()
+    shared = SharedSequencer(store, signer=signer, backlog=store, holder="test")
     assert shared.config.max_delay == SHARED_MAX_DELAY

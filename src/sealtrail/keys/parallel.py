@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import itertools
 import logging
@@ -91,9 +92,9 @@ _CORES = os.cpu_count() or 1
 
 #: ``if __name__ == "__main__":``, as a program guards its top level.
 _MAIN_GUARD = re.compile(r"""^if\s+__name__\s*==\s*(['"])__main__\1\s*:""", re.MULTILINE)
-_main_guarded: bool | None = None
 
 
+@functools.cache
 def main_is_guarded() -> bool:
     """Whether the program's main module may be imported again by a worker process.
 
@@ -103,24 +104,20 @@ def main_is_guarded() -> bool:
     gets no workers: every check is made in place. An interactive session or ``python -c``
     has no main module file to import. Read once.
     """
-    global _main_guarded  # noqa: PLW0603
-    if _main_guarded is None:
-        main = sys.modules.get("__main__")
-        path = getattr(main, "__file__", None)
-        if path is None:
-            _main_guarded = True
-        else:
-            try:
-                source = Path(path).read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                source = ""
-            _main_guarded = _MAIN_GUARD.search(source) is not None
-            if not _main_guarded:
-                log.info(
-                    "signature checks stay in this process: the program's main module has no "
-                    'if __name__ == "__main__": guard, and worker processes would run it again'
-                )
-    return _main_guarded
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if path is None:
+        return True
+    try:
+        source = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        source = ""
+    if _MAIN_GUARD.search(source) is None:
+        log.info(
+            "signature checks stay in this process: the program's main module has no "
+            'if __name__ == "__main__": guard, and worker processes would run it again'
+        )
+        return False
+    return True
 
 
 def workers() -> int:
@@ -303,7 +300,7 @@ def in_threads(fn: Callable[[_A], _R], items: Sequence[_A]) -> list[_R]:
                 max_workers=max(1, workers() - 1), thread_name_prefix="sealtrail-verify"
             )
         threads = _threads
-    results: list[_R] = [None] * len(items)  # type: ignore[list-item]
+    results: dict[int, _R] = {}
     positions = itertools.count()  # next() on a count is atomic under the GIL
 
     def drain() -> None:
@@ -316,7 +313,7 @@ def in_threads(fn: Callable[[_A], _R], items: Sequence[_A]) -> list[_R]:
     drain()
     for future in futures:
         future.result()
-    return results
+    return [results[position] for position in range(len(items))]
 
 
 def shutdown() -> None:

@@ -82,13 +82,16 @@ def test_oversized_entry_is_refused_and_nothing_changes(
 
 
 class SlowStore(MemoryStore):
-    """Every commit waits for ``gate``: batches pile up behind the first one."""
+    """Every commit waits for ``gate``: batches pile up behind the first one. ``entered``
+    is set once a commit is under way."""
 
     def __init__(self) -> None:
         super().__init__()
         self.gate = threading.Event()
+        self.entered = threading.Event()
 
     def commit(self, commit: Commit) -> None:
+        self.entered.set()
         self.gate.wait(5)
         super().commit(commit)
 
@@ -115,15 +118,8 @@ def test_full_queue_pushes_back_instead_of_growing(
 
 
 def test_no_answer_before_the_commit_is_durable(signer: CheckpointSigner) -> None:
-    entered, release = threading.Event(), threading.Event()
-
-    class GatedStore(MemoryStore):
-        def commit(self, commit: Commit) -> None:
-            entered.set()
-            release.wait(5)
-            super().commit(commit)
-
-    store = GatedStore()
+    store = SlowStore()
+    entered, release = store.entered, store.gate
 
     async def go() -> None:
         async with Sequencer(store, signer=signer) as seq:
@@ -143,15 +139,8 @@ def test_a_close_cut_short_answers_every_waiter(signer: CheckpointSigner) -> Non
     """A close bounded in time cancels the loop while a commit hangs: the waiters of that
     batch and of the queue behind it get RetryLater (they may submit again), none waits on
     forever, and the stopped sequencer takes nothing more."""
-    entered, release = threading.Event(), threading.Event()
-
-    class HangingStore(MemoryStore):
-        def commit(self, commit: Commit) -> None:
-            entered.set()
-            release.wait(5)
-            super().commit(commit)
-
-    store = HangingStore()
+    store = SlowStore()
+    entered, release = store.entered, store.gate
 
     async def go() -> list[BaseException | list[int]]:
         seq = Sequencer(store, signer=signer, config=SequencerConfig(max_batch=4))
