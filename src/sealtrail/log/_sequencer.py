@@ -24,7 +24,9 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from sealtrail.errors import (
     CheckpointConflict,
@@ -51,6 +53,10 @@ log = logging.getLogger("sealtrail.log")
 #: retry first waits a random, growing pause so that two contending sequencers drift apart.
 CONFLICT_RETRIES = 12
 CONFLICT_BACKOFF = 0.002
+#: Most batches in the pipeline: the one being written, those prepared and waiting for
+#: their turn, and the one being prepared on top of them all. Preparing (Python, under the
+#: GIL) and writing (the store, mostly outside it) can so each run back to back.
+PIPELINE_DEPTH = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +121,17 @@ class Sequencer:
         self._indexed = 0
         self._latest: SignedCheckpoint | None = None
         self._stale = True
+        #: Batches whose commit failed so far: a batch prepared across a change of it was
+        #: built on one that failed.
+        self._failures = 0
+        #: Runs leaf-index lookups beside the preparation that needs them (while running).
+        self._lookups: ThreadPoolExecutor | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load)
+        self._lookups = ThreadPoolExecutor(1, thread_name_prefix="sealtrail-leaf-lookup")
         self._task = asyncio.create_task(self._run(), name="sealtrail-sequencer")
 
     async def close(self) -> None:
@@ -127,9 +139,14 @@ class Sequencer:
         self._closing = True
         self._wakeup.set()
         self._full.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        try:
+            if self._task is not None:
+                await self._task
+                self._task = None
+        finally:
+            if self._lookups is not None:
+                self._lookups.shutdown(wait=False)
+                self._lookups = None
 
     async def __aenter__(self) -> Sequencer:
         await self.start()
@@ -248,69 +265,111 @@ class Sequencer:
         return batch
 
     async def _run(self) -> None:
-        """Cut batches and sequence them, two at a time: while one batch is being written
-        to the store (a worker thread, mostly outside the GIL), the next one is prepared
-        on top of it. A batch's waiters are answered only once its own commit returned.
+        """Cut batches and sequence them as a pipeline: batches are prepared one after the
+        other, each on top of those before it that are not yet committed (up to
+        :data:`PIPELINE_DEPTH` batches in all), while the oldest is being written to the
+        store (a worker thread, mostly outside the GIL). Commits run one at a time, in log
+        order, and a batch's waiters are answered only once its own commit returned. A batch
+        built on one that failed is redone the plain way, which reloads from the store first.
 
         Should this loop end before it has drained its queue (a close bounded in time
         cancelled it, or it broke), every waiter it still holds gets :class:`RetryLater`:
         a waiter is answered, one way or the other, whatever becomes of the loop.
         """
-        cfg = self.config
-        inflight: _InFlight | None = None
-        batch: list[_Group] = []
+        chain: deque[_Stage] = deque()
+        preparing: _Stage | None = None
         try:
             while True:
-                if inflight is not None and not self._queue:
-                    inflight = await self._wait_in_flight(inflight)
-                    continue
-                if inflight is None:
+                if chain and chain[0].task is None:
+                    head = chain[0]
+                    if head.prepared is None:
+                        chain.popleft()
+                        await self._plain(head.batch, head.flat)
+                        continue
+                    head.task = asyncio.create_task(asyncio.to_thread(self._commit, head.prepared))
+                if preparing is None and not chain:
+                    # Idle: wait for entries, and let a batch fill for up to max_delay.
                     work = await self._next_work()
                     if work is None:
                         return
                     if not work:
                         continue
-                batch = self._cut()
-                if self._pending < cfg.max_batch and not self._closing:
-                    self._full.clear()
-                flat = [entry for entries, _ in batch for entry in entries]
-                base = inflight.prepared if inflight is not None else None
-                prepared: _Prepared | None = None
-                try:
-                    prepared = await asyncio.to_thread(self._prepare, flat, base)
-                except Exception as exc:
-                    if inflight is None:
-                        self._stale = True
-                        self._fail(batch, _as_error(exc))
-                        continue
-                if inflight is not None:
-                    base_ok = await self._finish(inflight)
-                    inflight = None
-                    if not base_ok or prepared is None:
-                        # Built on a batch that failed (or failed itself): redo it the plain way,
-                        # which reloads from the store first.
-                        await self._plain(batch, flat)
-                        continue
-                assert prepared is not None
-                task = asyncio.create_task(asyncio.to_thread(self._commit, prepared))
-                inflight = _InFlight(batch, flat, prepared, task)
+                if preparing is None and self._queue and self._may_prepare(chain):
+                    preparing = self._start_preparing(chain)
+                await self._wait_stages(chain, preparing)
+                if preparing is not None and preparing.task is not None and preparing.task.done():
+                    self._prepared(chain, preparing)
+                    preparing = None
+                head_done = chain and chain[0].task is not None and chain[0].task.done()
+                if head_done and not await self._finish(chain.popleft()):
+                    # Built on a batch that failed: each is redone the plain way.
+                    for stage in chain:
+                        stage.prepared = None
         finally:
-            held = [*(inflight.batch if inflight is not None else ()), *batch, *self._queue]
+            held = [
+                *(g for stage in chain for g in stage.batch),
+                *(preparing.batch if preparing is not None else ()),
+                *self._queue,
+            ]
             self._abandon(held)
 
-    async def _wait_in_flight(self, inflight: _InFlight) -> _InFlight | None:
-        """Wait for the write in flight, or for entries to prepare meanwhile; the write
-        still in flight afterwards (None once it is finished)."""
-        self._wakeup.clear()
-        arrival = asyncio.ensure_future(self._wakeup.wait())
+    def _start_preparing(self, chain: deque[_Stage]) -> _Stage:
+        """Cut the next batch and prepare it (a worker thread) on top of the ``chain``."""
+        batch = self._cut()
+        if self._pending < self.config.max_batch and not self._closing:
+            self._full.clear()
+        flat = [entry for entries, _ in batch for entry in entries]
+        bases = tuple(s.prepared for s in chain if s.prepared is not None)
+        stage = _Stage(batch, flat, None, self._failures, on_top=bool(bases))
+        stage.task = asyncio.create_task(asyncio.to_thread(self._prepare, flat, bases))
+        return stage
+
+    def _may_prepare(self, chain: deque[_Stage]) -> bool:
+        """Whether the next batch may be prepared now: the pipeline has room for it, and
+        none of the uncommitted batches it would be built on is to be redone."""
+        return len(chain) < PIPELINE_DEPTH and all(s.prepared is not None for s in chain)
+
+    async def _wait_stages(self, chain: deque[_Stage], preparing: _Stage | None) -> None:
+        """Wait until the commit in flight or the batch being prepared is done, or entries
+        arrive that could be prepared meanwhile."""
+        waits: set[asyncio.Future[Any]] = set()
+        if chain and chain[0].task is not None:
+            waits.add(chain[0].task)
+        if preparing is not None and preparing.task is not None:
+            waits.add(preparing.task)
+        arrival: asyncio.Future[Any] | None = None
+        if preparing is None and not self._closing and self._may_prepare(chain):
+            # close() may have set the wakeup already; a cleared one cannot lose entries
+            # queued before it (they are in the queue, and the loop looks there first).
+            self._wakeup.clear()
+            arrival = asyncio.ensure_future(self._wakeup.wait())
+            waits.add(arrival)
         try:
-            await asyncio.wait({inflight.task, arrival}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            arrival.cancel()
-        if inflight.task.done() or self._closing:
-            await self._finish(inflight)
-            return None
-        return inflight
+            if arrival is not None:
+                arrival.cancel()
+
+    def _prepared(self, chain: deque[_Stage], stage: _Stage) -> None:
+        """Queue a prepared batch for its commit, or for a plain redo: when it was built on
+        a batch that failed since, or its preparation on top of uncommitted batches failed
+        (the redo reloads first, and reports the batch's own fault if it has one). A batch
+        prepared on the committed state alone whose preparation failed is failed."""
+        task, stage.task = stage.task, None
+        assert task is not None
+        rebased = stage.failures != self._failures
+        try:
+            stage.prepared = task.result()
+        except Exception as exc:
+            if not (stage.on_top or rebased):
+                # Prepared on the committed state alone: the failure is the batch's own.
+                self._stale = True
+                self._fail(stage.batch, _as_error(exc))
+                return
+            stage.prepared = None
+        if rebased:
+            stage.prepared = None
+        chain.append(stage)
 
     async def _next_work(self) -> bool | None:
         """Idle until entries arrive, then let a batch fill for up to ``max_delay``.
@@ -333,21 +392,25 @@ class Sequencer:
                     await self._full.wait()
         return True
 
-    async def _finish(self, inflight: _InFlight) -> bool:
-        """Wait for an in-flight commit; answer its waiters. False if it failed."""
+    async def _finish(self, stage: _Stage) -> bool:
+        """Wait for a stage's commit; answer its waiters. False if it failed."""
+        assert stage.task is not None
+        assert stage.prepared is not None
         try:
-            await inflight.task
+            await stage.task
         except CheckpointConflict:
             # Nothing of it was written: redo it the plain way (reload, bounded retries).
+            self._failures += 1
             self._stale = True
-            await self._plain(inflight.batch, inflight.flat)
+            await self._plain(stage.batch, stage.flat)
             return False
         except Exception as exc:
+            self._failures += 1
             self._stale = True
-            self._fail(inflight.batch, _as_error(exc))
+            self._fail(stage.batch, _as_error(exc))
             return False
-        self._apply(inflight.prepared)
-        self._answer(inflight.batch, inflight.prepared.indexes)
+        self._apply(stage.prepared)
+        self._answer(stage.batch, stage.prepared.indexes)
         return True
 
     async def _plain(self, batch: list[_Group], flat: list[bytes]) -> None:
@@ -434,29 +497,64 @@ class Sequencer:
 
     def _integrate(self, entries: Sequence[bytes]) -> list[int]:
         """Prepare, commit and apply one batch on top of the committed state."""
-        prepared = self._prepare(entries, None)
+        prepared = self._prepare(entries, ())
         self._commit(prepared)
         self._apply(prepared)
         return prepared.indexes
 
-    def _prepare(self, entries: Sequence[bytes], base: _Prepared | None) -> _Prepared:
+    def _prepare(self, entries: Sequence[bytes], bases: tuple[_Prepared, ...]) -> _Prepared:
         """Everything up to the store write: dedup, integrate, tile parts, signed checkpoint.
 
-        ``base`` is a batch prepared but not yet committed: this one is built on top of it
-        (the pipeline), and is thrown away if ``base`` fails. Reads only the store's committed
-        state and ``base``; changes nothing.
+        ``bases`` are the batches prepared but not yet committed, in log order: this one is
+        built on top of them (the pipeline), and is thrown away if one of them fails. Reads
+        only the store's committed state and ``bases``; changes nothing.
+
+        Runs in a worker thread while the event loop may apply the commit of a base: the
+        sequencer's own state is read once, up front, and any base it may already include
+        is still taken from ``bases`` (the same indexes, the same positions).
         """
-        if base is None and self._stale:
+        if not bases and self._stale:
             self._load()
         committed = self._range.size
+        recent = self._recent
+        watermark = self._indexed  # read after ``recent``: see _known
+        hashes = leaf_hashes(entries)
+        distinct = dict.fromkeys(hashes)
+        unique = len(distinct) == len(hashes)
+        known, unknown = self._known(distinct, bases, recent)
+        if not unknown or watermark == 0:
+            return self._build(entries, hashes, known, bases, recent, unique=unique)
+        # Ask the leaf index for the rest, and meanwhile build the batch as if it knew none
+        # of them (it almost never does): the lookup runs in the store, mostly outside the
+        # GIL, while the tree is hashed. A batch with stored duplicates is built again.
+        pool = self._lookups
+        if pool is None:
+            hits = self.store.lookup_leaves(unknown)
+        else:
+            lookup = pool.submit(self.store.lookup_leaves, unknown)
+            prepared = self._build(entries, hashes, known, bases, recent, unique=unique)
+            hits = lookup.result()
+        stored = self._confirmed(hits, committed)
+        if pool is not None and not stored:
+            return prepared
+        return self._build(entries, hashes, known | stored, bases, recent, unique=unique)
+
+    def _build(
+        self,
+        entries: Sequence[bytes],
+        hashes: list[bytes],
+        known: dict[bytes, int],
+        bases: tuple[_Prepared, ...],
+        recent: dict[bytes, int],
+        *,
+        unique: bool,
+    ) -> _Prepared:
+        """The batch built on top of ``bases`` (or the committed tree), given the indexes
+        ``known`` of those of its leaves already in the log (``unique``: no hash repeats)."""
+        base = bases[-1] if bases else None
         old = base.tree if base is not None else self._range
         size = old.size
-        hashes = leaf_hashes(entries)
-
-        distinct = dict.fromkeys(hashes)
-        known = self._known(distinct, base, committed)
-        recent = self._recent
-        if not known and len(distinct) == len(hashes):
+        if not known and unique:
             # The common case: every entry is new and distinct.
             indexes = list(range(size, size + len(hashes)))
             new_entries, new_hashes = list(entries), hashes
@@ -484,7 +582,7 @@ class Sequencer:
                 parts += split_run(run.level // TILE_HEIGHT, run.start, run.hashes)
         parts += split_run(0, size, new_entries, bundle=True)
         by_level = {run.level: run for run in runs}
-        parts = [self._completed(p, by_level, base) for p in parts]
+        parts = [self._completed(p, by_level, bases) for p in parts]
         signed = self.signer.sign(size=tree.size, root=tree.root())
 
         # The leaf index is written in large sorted runs: the entries since the watermark
@@ -492,10 +590,14 @@ class Sequencer:
         flush = tree.size - indexed >= self.config.index_every
         leaves: list[tuple[bytes, int]] = []
         if flush:
-            if base is None:
+            # Every entry from the watermark on: those of the bases since the last one that
+            # flushed, and, if none did, the committed ones above the watermark (``recent``
+            # may hold some of the bases' too by now: the same pairs, written once).
+            last = max((k for k, b in enumerate(bases) if b.flush), default=-1)
+            if last < 0:
                 leaves += recent.items()
-            elif not base.flush:
-                leaves += [*recent.items(), *base.assigned.items()]
+            for b in bases[last + 1 :]:
+                leaves += b.assigned.items()
             leaves += assigned.items()
         commit = Commit(
             old_size=size,
@@ -510,27 +612,28 @@ class Sequencer:
             indexes, tree, signed, commit, assigned, parts, commit.watermark, flush=flush
         )
 
+    @staticmethod
     def _known(
-        self, distinct: dict[bytes, None], base: _Prepared | None, committed: int
-    ) -> dict[bytes, int]:
-        """Indexes of the batch's hashes already in the log (or in the in-flight ``base``).
+        distinct: dict[bytes, None], bases: tuple[_Prepared, ...], recent: dict[bytes, int]
+    ) -> tuple[dict[bytes, int], list[bytes]]:
+        """Indexes of the batch's hashes known in memory (the uncommitted ``bases``, then the
+        committed entries above the leaf-index watermark), and the hashes left to ask the
+        index for. Hits of the index are confirmed on the committed level-0 tiles
+        (:meth:`_confirmed`). While the watermark is 0 every entry of the log is in memory,
+        and the index is not asked (a log's first :attr:`SequencerConfig.index_every`
+        entries cost no lookups).
 
-        Checked against the entries above the leaf-index watermark (in memory), then the
-        index itself, whose hits are confirmed on the committed level-0 tiles. While the
-        watermark is 0 every entry of the log is in memory, and the store is not asked (a
-        log's first :attr:`SequencerConfig.index_every` entries cost no lookups).
+        ``recent`` is read before the watermark: should a base that flushes be applied in
+        between, ``recent`` still holds everything below the new watermark, and the index
+        is asked as well; either way no entry of the log is missed.
         """
-        recent = self._recent
-        pending = base.assigned if base is not None else {}
         known: dict[bytes, int] = {}
-        for source in (pending, recent):
+        for source in (*(b.assigned for b in reversed(bases)), recent):
             if source:  # set intersection runs in C, over the smaller side
                 for h in distinct.keys() & source.keys():
                     known.setdefault(h, source[h])
         unknown = [h for h in distinct if h not in known] if known else list(distinct)
-        if unknown and self._indexed > 0:
-            known |= self._confirmed(self.store.lookup_leaves(unknown), committed)
-        return known
+        return known, unknown
 
     def _commit(self, prepared: _Prepared) -> None:
         """The store write (a worker thread). Nothing to write for an all-duplicates batch."""
@@ -560,7 +663,7 @@ class Sequencer:
         return ok
 
     def _completed(
-        self, part: TilePart, runs: dict[int, NodeRun], base: _Prepared | None
+        self, part: TilePart, runs: dict[int, NodeRun], bases: tuple[_Prepared, ...]
     ) -> TilePart:
         """Restate a tile this batch completes as one full part (a full tile reads as one row).
 
@@ -576,17 +679,18 @@ class Sequencer:
             if interior is None:
                 interior = tile_interior(part.data)
             return TilePart(part.level, part.index, 0, TILE_WIDTH, part.data, interior)
-        data = self._prefix(part.level, part.index, part.start, base) + part.data
+        data = self._prefix(part.level, part.index, part.start, bases) + part.data
         interior = tile_interior(data) if part.level != ENTRY_BUNDLES else b""
         return TilePart(part.level, part.index, 0, TILE_WIDTH, data, interior)
 
-    def _prefix(self, level: int, index: int, upto: int, base: _Prepared | None) -> bytes:
-        """Positions ``0 .. upto-1`` of a tile: committed, or written by the in-flight ``base``."""
-        if base is not None:
-            for part in base.parts:
+    def _prefix(self, level: int, index: int, upto: int, bases: tuple[_Prepared, ...]) -> bytes:
+        """Positions ``0 .. upto-1`` of a tile: written by the uncommitted ``bases`` (the
+        newest that wrote into the tile ends at ``upto``), and below them, committed."""
+        for k in range(len(bases) - 1, -1, -1):
+            for part in bases[k].parts:
                 if (part.level, part.index) == (level, index) and part.start + part.count == upto:
-                    committed = assemble(self.store.read_parts(level, index), part.start)
-                    return committed + part.data if part.start else part.data
+                    head = self._prefix(level, index, part.start, bases[:k]) if part.start else b""
+                    return head + part.data
         return assemble(self.store.read_parts(level, index), upto)
 
 
@@ -609,13 +713,20 @@ class _Prepared:
 
 
 @dataclass(slots=True)
-class _InFlight:
-    """A prepared batch whose store write is running."""
+class _Stage:
+    """A batch in the pipeline: being prepared, prepared, or being committed."""
 
     batch: list[_Group]
     flat: list[bytes]
-    prepared: _Prepared
-    task: asyncio.Task[None]
+    #: None while it is being prepared, and for a batch to be redone the plain way.
+    prepared: _Prepared | None
+    #: The sequencer's failure count when its preparation began: if that changed by the
+    #: time it is prepared, it was built on a batch that failed.
+    failures: int
+    #: Whether it was prepared on top of uncommitted batches.
+    on_top: bool = False
+    #: Its preparation, then its commit.
+    task: asyncio.Task[Any] | None = None
 
 
 def _as_error(exc: Exception) -> Error:

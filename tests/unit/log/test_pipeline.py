@@ -1,7 +1,7 @@
-"""Two batches at a time: one being written, the next prepared on top of it.
+"""Batches in a pipeline: one being written, the next ones prepared on top of it.
 
-The second batch must deduplicate against the first while it is still in flight, must not
-be answered before its own commit, and must be redone from the store if the first fails.
+A batch must deduplicate against those still in flight, must not be answered before its
+own commit, and must be redone from the store if one it was built on fails.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 
 from sealtrail.errors import StorageError
 from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
+from sealtrail.merkle import leaf_hash
 from sealtrail.storage import Commit, MemoryStore
 from tests.conftest import reader_for
 
@@ -48,7 +49,7 @@ class CountingSequencer(Sequencer):
     on_top = 0
 
     def _prepare(self, entries: Sequence[bytes], base: Any) -> Any:
-        self.on_top += base is not None
+        self.on_top += bool(base)
         return super()._prepare(entries, base)
 
 
@@ -63,7 +64,8 @@ async def _two_batches(
         await asyncio.sleep(0.05)  # the second batch is now prepared on top of the first
         assert not one.done()
         assert not two.done()
-        assert seq.on_top == 1, "the next batch was not prepared meanwhile"
+        batches = -(-len(second) // CONFIG.max_batch)
+        assert seq.on_top == batches, "the next batches were not prepared meanwhile"
         store.release.set()
         results = await asyncio.gather(one, two, return_exceptions=True)
         return results[0], results[1]
@@ -133,3 +135,107 @@ def test_close_during_a_batch_returns_once_it_is_sequenced(signer: CheckpointSig
         return await added
 
     assert asyncio.run(run()) == 0
+
+
+class DepthSequencer(Sequencer):
+    """Records how many uncommitted batches each batch was prepared on top of."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.depths: list[int] = []
+
+    def _prepare(self, entries: Sequence[bytes], base: Any) -> Any:
+        prepared = super()._prepare(entries, base)
+        self.depths.append(len(base))
+        return prepared
+
+
+async def _pipelined(
+    store: GatedStore, signer: CheckpointSigner, groups: list[list[bytes]], config: SequencerConfig
+) -> tuple[DepthSequencer, list[list[int] | BaseException]]:
+    """Submit ``groups`` while the first one's commit is held: each later one is prepared
+    on top of all before it, up to the pipeline's depth."""
+    seq = DepthSequencer(store, signer=signer, config=config)
+    async with seq:
+        futures = [asyncio.ensure_future(seq.add_many(groups[0]))]
+        await asyncio.to_thread(store.entered.wait, 5)
+        for n, group in enumerate(groups[1:], start=2):
+            futures.append(asyncio.ensure_future(seq.add_many(group)))
+            async with asyncio.timeout(5):
+                while len(seq.depths) < n:
+                    await asyncio.sleep(0.005)
+        assert not any(f.done() for f in futures), "answered before the first commit"
+        store.release.set()
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    return seq, list(results)
+
+
+def test_a_batch_is_prepared_on_top_of_two_uncommitted_ones(signer: CheckpointSigner) -> None:
+    # Tile 0 is completed by the third batch: positions 0-99 come from the first batch and
+    # 100-199 from the second, neither of them committed yet. The third flushes the leaf
+    # index for all three, and repeats entries of both.
+    store = GatedStore()
+    config = SequencerConfig(max_batch=100, max_delay=0, index_every=250)
+    third = [*items(200, 298), b"e-10", b"e-150"]
+    seq, results = asyncio.run(
+        _pipelined(store, signer, [items(0, 100), items(100, 200), third], config)
+    )
+    assert seq.depths == [0, 1, 2]
+    assert results == [list(range(100)), list(range(100, 200)), [*range(200, 298), 10, 150]]
+    (full,) = store.read_parts(0, 0)
+    assert (full.start, full.count, len(full.interior)) == (0, 256, 254 * 32)
+    stored = store.read_checkpoint()
+    assert stored is not None
+    assert stored.size == 298
+    assert stored.indexed == 298
+    found = store.lookup_leaves([leaf_hash(b"e-10"), leaf_hash(b"e-150"), leaf_hash(b"e-297")])
+    assert found == {
+        leaf_hash(b"e-10"): [10],
+        leaf_hash(b"e-150"): [150],
+        leaf_hash(b"e-297"): [297],
+    }
+    assert reader_for(store, signer).audit() is not None
+
+
+@pytest.mark.parametrize(
+    ("fault", "persisted"), [("before_commit", False), ("after_checkpoint", True)]
+)
+def test_a_failed_commit_makes_every_batch_built_on_it_start_over(
+    signer: CheckpointSigner, fault: str, persisted: bool
+) -> None:
+    store = GatedStore()
+    store.faults.arm(fault)
+    config = SequencerConfig(max_batch=100, max_delay=0, index_every=1000)
+    groups = [items(0, 100), items(100, 200), [*items(200, 250), b"e-120"]]
+    seq, results = asyncio.run(_pipelined(store, signer, groups, config))
+    assert seq.depths[:3] == [0, 1, 2]
+    assert isinstance(results[0], StorageError)
+    shift = 0 if persisted else 100  # the first batch is not in the log: the rest move down
+    assert results[1] == [i - shift for i in range(100, 200)]
+    assert results[2] == [*(i - shift for i in range(200, 250)), 120 - shift]
+    reader = reader_for(store, signer)
+    assert reader.size() == 250 - shift
+    assert reader.audit() is not None
+
+
+def test_a_duplicate_found_in_the_leaf_index_is_answered_with_its_index(
+    signer: CheckpointSigner,
+) -> None:
+    # Past the watermark the index is asked beside the preparation, which assumed every
+    # entry new: a batch with an indexed entry in it is built again.
+    store = MemoryStore()
+    config = SequencerConfig(max_batch=100, max_delay=0, index_every=100)
+
+    async def run() -> tuple[list[int], list[int]]:
+        async with Sequencer(store, signer=signer, config=config) as seq:
+            await seq.add_many(items(0, 100))
+            await seq.add_many(items(100, 200))
+            again = await seq.add_many([b"new-0", b"e-5", b"new-1", b"e-150"])
+            return again, await seq.add_many([b"new-2"])
+
+    again, after = asyncio.run(run())
+    assert again == [200, 5, 201, 150]
+    assert after == [202]
+    reader = reader_for(store, signer)
+    assert reader.size() == 203
+    assert reader.audit() is not None
