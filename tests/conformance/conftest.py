@@ -64,6 +64,20 @@ def _sqlite_database(directory: Path) -> Opener:
     return lambda: SQLiteStore(path)
 
 
+def _old_sqlite_database(directory: Path) -> Opener:
+    """The SQLite store as it runs on an SQLite older than 3.35: no ``DELETE ... RETURNING``
+    and no JSON functions (both taken as missing here, whatever this SQLite has)."""
+    path = directory / "log.db"
+
+    def opener() -> SQLiteStore:
+        store = SQLiteStore(path)
+        store._returning = False
+        store._json = False
+        return store
+
+    return opener
+
+
 def _sqlite_leftover(store: LogStore, commit: Commit) -> None:
     assert isinstance(store, SQLiteStore)
     for p in commit.stored_parts():
@@ -136,6 +150,12 @@ BACKENDS = [
     pytest.param(
         Backend("sqlite", _sqlite_database, persistent=True, plant_leftover=_sqlite_leftover),
         id="sqlite",
+    ),
+    pytest.param(
+        Backend(
+            "old-sqlite", _old_sqlite_database, persistent=True, plant_leftover=_sqlite_leftover
+        ),
+        id="old-sqlite",
     ),
     pytest.param(
         Backend(

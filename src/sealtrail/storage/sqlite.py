@@ -217,6 +217,7 @@ class SQLiteStore:
             with self._errors("open"):
                 self._migrate(self._conn())
             self._json = _has_json(self._conn())
+            self._returning = sqlite3.sqlite_version_info >= (3, 35, 0)
         except BaseException:
             self.close()
             raise
@@ -346,8 +347,7 @@ class SQLiteStore:
                     low = first.get(part.level)
                     if low is None or (part.index, part.start) < (low.index, low.start):
                         first[part.level] = part
-                for part in first.values():
-                    self._make_room(conn, part)
+                self._make_room(conn, list(first.values()))
                 for table in {_table(p.level) for p in parts}:
                     _insert(
                         conn,
@@ -379,33 +379,53 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise
 
-    @staticmethod
-    def _make_room(conn: sqlite3.Connection, part: TilePart) -> None:
-        """Clear the positions from ``part`` on (the commit's first part at its level)."""
-        key = (part.level, part.index)
-        table = _table(part.level)
-        # A part from before this one that reaches into it (a full part left by a failed
-        # write) keeps only its head: those positions are committed ones.
-        row = conn.execute(
-            f"SELECT start, count, data FROM {table}"  # noqa: S608
-            " WHERE level = ? AND idx = ? AND start < ? AND start + count > ?",
-            (*key, part.start, part.start),
-        ).fetchone()
-        if row is not None:
-            old = TilePart(part.level, part.index, int(row[0]), int(row[1]), bytes(row[2]))
-            head = old.head(part.start - old.start)
-            conn.execute(
-                f"UPDATE {table} SET count = ?, data = ?, interior = ?"  # noqa: S608
-                " WHERE level = ? AND idx = ? AND start = ?",
-                (head.count, head.data, head.interior, *key, head.start),
-            )
-        # Anything at or after this part's start is a leftover or being restated, and so
-        # is everything in later tiles of its level.
-        conn.execute(
-            f"DELETE FROM {table} WHERE level = ? AND idx = ? AND start >= ?",  # noqa: S608
-            (*key, part.start),
-        )
-        conn.execute(f"DELETE FROM {table} WHERE level = ? AND idx > ?", key)  # noqa: S608
+    def _make_room(self, conn: sqlite3.Connection, firsts: Sequence[TilePart]) -> None:
+        """Clear the positions from each of ``firsts`` on (a commit's first part per level).
+
+        Anything at or after a part's start is a leftover or being restated, and so is
+        everything in later tiles of its level. A part from before it that reaches into it
+        (a full part left by a failed write) keeps only its head: those positions are
+        committed ones. One statement per table where SQLite has ``DELETE ... RETURNING``
+        (3.35): a commit runs few statements, as each one's return to Python may wait for
+        the GIL while the sequencer prepares the next batch.
+        """
+        for table in {_table(p.level) for p in firsts}:
+            at = [p for p in firsts if _table(p.level) == table]
+            if self._returning:
+                terms = " OR ".join(
+                    ["(level = ? AND idx >= ? AND (idx > ? OR start + count > ?))"] * len(at)
+                )
+                removed = conn.execute(
+                    f"DELETE FROM {table} WHERE {terms}"  # noqa: S608 (placeholders)
+                    " RETURNING level, idx, start, count, data",
+                    [v for p in at for v in (p.level, p.index, p.index, p.start)],
+                ).fetchall()
+            else:
+                removed = []
+                for p in at:
+                    key = (p.level, p.index)
+                    removed += conn.execute(
+                        f"SELECT level, idx, start, count, data FROM {table}"  # noqa: S608
+                        " WHERE level = ? AND idx = ? AND start < ? AND start + count > ?",
+                        (*key, p.start, p.start),
+                    ).fetchall()
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE level = ? AND idx = ?"  # noqa: S608
+                        " AND start + count > ?",
+                        (*key, p.start),
+                    )
+                    conn.execute(f"DELETE FROM {table} WHERE level = ? AND idx > ?", key)  # noqa: S608
+            starts = {(p.level, p.index): p.start for p in at}
+            for level, index, start, count, data in removed:
+                cut = starts.get((level, index))
+                if cut is not None and start < cut:
+                    old = TilePart(level, index, int(start), int(count), bytes(data))
+                    head = old.head(cut - old.start)
+                    conn.execute(
+                        f"INSERT INTO {table} (level, idx, start, count, data, interior)"  # noqa: S608
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (level, index, head.start, head.count, head.data, head.interior),
+                    )
 
     # -- statements ---------------------------------------------------------------------------
 
