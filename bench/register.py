@@ -548,8 +548,10 @@ def serve(where: str, keys: Path) -> None:
     """
     import uvicorn
 
+    from sealtrail.log import SWITCH_INTERVAL
     from sealtrail.service import service_app
 
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as `sealtrail serve` runs
     token_hash = bytes.fromhex(os.environ["SEALTRAIL_BENCH_ADMIN_TOKEN_SHA256"])
     store = _open(where)
     app = service_app(

@@ -1,13 +1,24 @@
 """A batch waits about one commit's time for more entries: 1 ms on SQLite, 5 ms on
-PostgreSQL, whichever way the settings are arrived at; an explicit setting wins."""
+PostgreSQL, whichever way the settings are arrived at; an explicit setting wins. The
+command's process switches threads at the sequencer's interval."""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
+import pytest
+
+from sealtrail.cli import main
 from sealtrail.config import CONFIG_FILE, init_data_dir, load_config, sequencer_defaults
-from sealtrail.log import SHARED_MAX_DELAY, CheckpointSigner, SequencerConfig, SharedSequencer
+from sealtrail.log import (
+    SHARED_MAX_DELAY,
+    SWITCH_INTERVAL,
+    CheckpointSigner,
+    SequencerConfig,
+    SharedSequencer,
+)
 from sealtrail.storage import SharedMemoryStore
 
 POSTGRES = "postgresql://db.example/ledger"
@@ -40,3 +51,16 @@ def test_a_shared_sequencer_without_settings_waits_the_shared_default(
     store = SharedMemoryStore()
     shared = SharedSequencer(store, signer=signer, backlog=store, holder="test")
     assert shared.config.max_delay == SHARED_MAX_DELAY
+
+
+def test_the_command_runs_with_the_sequencers_switch_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer thread takes the GIL back after each SQLite call: the ``sealtrail``
+    process bounds that wait by a short switch interval (``SWITCH_INTERVAL``)."""
+    asked: list[float] = []
+    monkeypatch.setattr(sys, "setswitchinterval", asked.append)
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    assert asked == [SWITCH_INTERVAL] == [0.001]

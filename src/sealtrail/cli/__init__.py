@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from sealtrail.errors import Error
+from sealtrail.log import SWITCH_INTERVAL
 
 from . import (
     bench,
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
 
     Usage errors are click's own (exit status 2); Sealtrail errors exit with status 1.
     """
+    sys.setswitchinterval(SWITCH_INTERVAL)  # see SWITCH_INTERVAL: a sequencer's threads
     try:
         app(args=argv, prog_name="sealtrail")
     except Error as exc:
