@@ -291,8 +291,10 @@ class Sequencer:
                 if chain and chain[0].task is None:
                     head = chain[0]
                     if head.prepared is None:
-                        chain.popleft()
+                        # Off the chain only once answered: a loop cancelled meanwhile
+                        # still answers its waiters (finally, below).
                         await self._plain(head.batch, head.flat)
+                        chain.popleft()
                         continue
                     head.task = asyncio.create_task(asyncio.to_thread(self._commit, head.prepared))
                 if preparing is None and not chain:
@@ -308,11 +310,13 @@ class Sequencer:
                 if preparing is not None and preparing.task is not None and preparing.task.done():
                     self._prepared(chain, preparing)
                     preparing = None
-                head_done = chain and chain[0].task is not None and chain[0].task.done()
-                if head_done and not await self._finish(chain.popleft()):
-                    # Built on a batch that failed: each is redone the plain way.
-                    for stage in chain:
-                        stage.prepared = None
+                if chain and chain[0].task is not None and chain[0].task.done():
+                    committed = await self._finish(chain[0])
+                    chain.popleft()
+                    if not committed:
+                        # Built on a batch that failed: each is redone the plain way.
+                        for stage in chain:
+                            stage.prepared = None
         finally:
             held = [
                 *(g for stage in chain for g in stage.batch),

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sealtrail.errors import Corruption, RetryLater, TooLarge
+from sealtrail.errors import CheckpointConflict, Corruption, RetryLater, TooLarge
 from sealtrail.log import MAX_ENTRY_SIZE, CheckpointSigner, Sequencer, SequencerConfig
 from sealtrail.merkle import leaf_hash
 from sealtrail.storage import Commit, MemoryStore
@@ -164,6 +164,45 @@ def test_a_close_cut_short_answers_every_waiter(signer: CheckpointSigner) -> Non
         release.set()
     assert len(results) == 3
     assert all(isinstance(result, RetryLater) for result in results)
+
+
+class ConflictThenSlowStore(SlowStore):
+    """The first commit loses the compare-and-swap (another writer, as far as the
+    sequencer can tell); the redo that follows hangs in its commit until ``gate``."""
+
+    conflicted = False
+
+    def commit(self, commit: Commit) -> None:
+        if not self.conflicted:
+            self.conflicted = True
+            raise CheckpointConflict("the log moved on")
+        super().commit(commit)
+
+
+def test_a_close_cut_short_during_a_redo_answers_its_waiters(signer: CheckpointSigner) -> None:
+    """A batch being redone after a lost compare-and-swap is still the loop's to answer:
+    a close bounded in time that cancels the redo gives its waiters RetryLater."""
+    store = ConflictThenSlowStore()
+
+    async def go() -> list[BaseException | list[int]]:
+        seq = Sequencer(store, signer=signer, config=SequencerConfig(max_batch=4))
+        await seq.start()
+        first = seq.submit_many(entries(4))
+        await asyncio.to_thread(store.entered.wait, 5)  # the redo's commit is under way
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await seq.close()
+        async with asyncio.timeout(1):
+            results = await asyncio.gather(*first, return_exceptions=True)
+        store.gate.set()
+        return results
+
+    try:
+        results = run(go())
+    finally:
+        store.gate.set()
+    assert len(results) == 1
+    assert isinstance(results[0], RetryLater)
 
 
 def test_two_sequencers_on_one_store_never_share_an_index(signer: CheckpointSigner) -> None:
