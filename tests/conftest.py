@@ -149,9 +149,10 @@ def pytest_report_header() -> list[str]:
     hsm_reason = hsm_skip_reason()
     return [
         f"PostgreSQL: tests will run against the {why}, each in a schema of its own "
-        "(storage backends covered: memory, sqlite, postgresql)"
+        "(storage backends covered: memory, sqlite, old-sqlite, postgresql)"
         if url is not None
-        else f"PostgreSQL: tests will be SKIPPED: {why} (storage backends covered: memory, sqlite)",
+        else f"PostgreSQL: tests will be SKIPPED: {why} "
+        "(storage backends covered: memory, sqlite, old-sqlite)",
         "HSM (PKCS#11): SoftHSM2 tests will run"
         if hsm_reason is None
         else f"HSM (PKCS#11): SoftHSM2 tests will be skipped: {hsm_reason}",
