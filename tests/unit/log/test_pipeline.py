@@ -20,6 +20,10 @@ from sealtrail.storage import Commit, MemoryStore
 from tests.conftest import reader_for
 
 CONFIG = SequencerConfig(max_batch=100, max_delay=0, index_every=150)
+#: A commit that fails with nothing written, and one that fails after it was written.
+COMMIT_FAULTS = pytest.mark.parametrize(
+    ("fault", "persisted"), [("before_commit", False), ("after_checkpoint", True)]
+)
 
 
 def items(start: int, end: int) -> list[bytes]:
@@ -85,9 +89,7 @@ def test_the_next_batch_deduplicates_against_the_one_in_flight(signer: Checkpoin
     assert store.lookup_leaves([b"x"]) == {}
 
 
-@pytest.mark.parametrize(
-    ("fault", "persisted"), [("before_commit", False), ("after_checkpoint", True)]
-)
+@COMMIT_FAULTS
 def test_a_failed_batch_in_flight_makes_the_next_one_start_over(
     signer: CheckpointSigner, fault: str, persisted: bool
 ) -> None:
@@ -197,9 +199,7 @@ def test_a_batch_is_prepared_on_top_of_two_uncommitted_ones(signer: CheckpointSi
     assert reader_for(store, signer).audit() is not None
 
 
-@pytest.mark.parametrize(
-    ("fault", "persisted"), [("before_commit", False), ("after_checkpoint", True)]
-)
+@COMMIT_FAULTS
 def test_a_failed_commit_makes_every_batch_built_on_it_start_over(
     signer: CheckpointSigner, fault: str, persisted: bool
 ) -> None:
