@@ -1,4 +1,4 @@
-"""`sealtrail bench log --store`: PostgreSQL figures beside SQLite's, in one run."""
+"""`sealtrail bench log`: PostgreSQL figures beside SQLite's in one run; the append rounds."""
 
 from __future__ import annotations
 
@@ -30,3 +30,14 @@ def test_postgresql_figures_come_in_the_same_run(postgres_url: str) -> None:
     assert figures["postgresql_append_entries_per_s"] > 0
     assert figures["append_entries_per_s"] > 0
     assert result["params"]["postgresql"] == server
+
+
+def test_the_append_figures_are_medians_of_alternating_rounds() -> None:
+    module = _bench_module("log", None)
+    result = module.run(entries=2000, proofs=200, append_rounds=3, report=lambda *_: None)
+    rounds = result["append_rounds"]
+    assert len(rounds["sealtrail"]) == len(rounds["pymerkle"]) == 3
+    figures = result["figures"]
+    assert figures["append_entries_per_s"] == sorted(rounds["sealtrail"])[1]
+    assert figures["peer_pymerkle_append_entries_per_s"] == sorted(rounds["pymerkle"])[1]
+    assert result["params"]["append_rounds"] == 3

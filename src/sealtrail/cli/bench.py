@@ -95,6 +95,12 @@ def log(
         int, typer.Option(min=1000, help="Entries appended (default 10^6).")
     ] = 1_000_000,
     proofs: Annotated[int, typer.Option(min=100, help="Proofs generated per figure.")] = 20_000,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1, max=9, help="Append rounds, ours and pymerkle's in turn; figures are medians."
+        ),
+    ] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout (the default).")] = False,
     table: Annotated[bool, typer.Option("--table", help="A human table instead of JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
@@ -120,6 +126,7 @@ def log(
     result = module.run(
         entries=entries,
         proofs=proofs,
+        append_rounds=rounds,
         synchronous=synchronous,
         store=store,
         report=_reporter(quiet),
