@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import struct
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -82,6 +81,7 @@ from sealtrail.errors import (
     StorageError,
 )
 
+from ._leafkeys import leaf_keys
 from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
 
 __all__ = ["PostgresLease", "PostgresStore"]
@@ -266,11 +266,6 @@ def _table(level: int) -> sql.Identifier:
     return sql.Identifier("log_entry_bundles" if level == ENTRY_BUNDLES else "log_tile_parts")
 
 
-def _prefixes(leaf_hashes: Sequence[bytes]) -> tuple[int, ...]:
-    """Leaf index keys: each 32-byte hash's first 8 bytes as a signed 64-bit integer."""
-    return struct.unpack(f">{'q24x' * len(leaf_hashes)}", b"".join(leaf_hashes))
-
-
 def _record(row: Sequence[Any]) -> StatementRecord:
     entry_id, body, issuer, subject, content_type, registered_at = row
     return StatementRecord(
@@ -450,7 +445,7 @@ class PostgresStore:
         if not asked:
             return {}
         by_prefix: dict[int, list[bytes]] = {}
-        for prefix, h in zip(_prefixes(asked), asked, strict=True):
+        for prefix, h in zip(leaf_keys(asked), asked, strict=True):
             by_prefix.setdefault(prefix, []).append(h)
         rows = self._read(
             "read",
@@ -494,7 +489,7 @@ class PostgresStore:
                     [(p.level, p.index, p.start, p.count, p.data, p.interior) for p in mine],
                 )
             if commit.leaves:
-                prefixes = _prefixes([h for h, _ in commit.leaves])
+                prefixes = leaf_keys([h for h, _ in commit.leaves])
                 order = sorted(range(len(prefixes)), key=prefixes.__getitem__)
                 # Sorted, so the B-tree is walked once left to right.
                 rows = [(prefixes[i], commit.leaves[i][1]) for i in order]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import struct
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from typing import Any
 
 from sealtrail.errors import CheckpointConflict, ConfigError, Error, StorageError
 
+from ._leafkeys import leaf_keys
 from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
 
 __all__ = ["SQLiteStore"]
@@ -121,14 +121,6 @@ def _table(level: int) -> str:
     return "entry_bundles" if level == ENTRY_BUNDLES else "tile_parts"
 
 
-def _prefixes(leaf_hashes: Sequence[bytes]) -> tuple[int, ...]:
-    """The leaf index keys: each 32-byte hash's first 8 bytes as a signed 64-bit integer.
-
-    One C call for the whole batch, not one per hash.
-    """
-    return struct.unpack(f">{'q24x' * len(leaf_hashes)}", b"".join(leaf_hashes))
-
-
 def _has_json(conn: sqlite3.Connection) -> bool:
     """Whether this SQLite has the JSON functions (built in from 3.38, an option before)."""
     try:
@@ -172,14 +164,14 @@ def _insert(
 def _leaf_rows(leaves: Sequence[tuple[bytes, int]]) -> list[int]:
     """Leaf-index rows ``prefix, idx, prefix, idx, ...``, in the order given."""
     flat: list[int] = [0] * (2 * len(leaves))
-    flat[0::2] = _prefixes([h for h, _ in leaves])
+    flat[0::2] = leaf_keys([h for h, _ in leaves])
     flat[1::2] = [i for _, i in leaves]
     return flat
 
 
 def _prefix(leaf_hash: bytes) -> int:
     """The leaf index key of one hash."""
-    return _prefixes([leaf_hash])[0]
+    return leaf_keys([leaf_hash])[0]
 
 
 def _record(row: Sequence[Any]) -> StatementRecord:
@@ -304,7 +296,7 @@ class SQLiteStore:
 
     def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
         asked = list(dict.fromkeys(leaf_hashes))  # each asked-for hash once
-        keys = _prefixes(asked)
+        keys = leaf_keys(asked)
         by_prefix = dict(zip(keys, asked, strict=True))  # one pass in C
         shared: dict[int, list[bytes]] = {}
         if len(by_prefix) < len(asked):  # asked-for hashes sharing a prefix (rare)
