@@ -11,6 +11,7 @@ import copy
 import hashlib
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Literal
@@ -503,7 +504,13 @@ def test_concurrent_readers_only_see_whole_commits(store_factory: StoreFactory) 
     for t in threads:
         t.start()
     try:
-        for commit in commits:
+        # Every reader has a checkpoint in hand before the rest is written: a fast store
+        # could otherwise finish all commits before a reader thread first runs.
+        writer.commit(commits[0])
+        deadline = time.monotonic() + 10
+        while not all(seen) and not errors and time.monotonic() < deadline:
+            time.sleep(0.001)
+        for commit in commits[1:]:
             writer.commit(commit)
     finally:
         done.set()
