@@ -58,8 +58,9 @@ CONFLICT_BACKOFF = 0.002
 #: threads take the GIL back after every SQLite call while the preparing thread hashes, and
 #: each such return waits for up to one interval: 5 ms by default, against a commit of
 #: about 8 statements. Measured on 10^6 appends: 221,000/s at 5 ms, 239,000/s at 1 ms
-#: (three runs each). Registration over HTTP, two runs each: 1,503 and 1,613/s at 1 ms,
-#: 1,640 and 1,321/s at 5 ms, within the machine's run-to-run spread.
+#: (three runs each). Registration, four runs each, alternated: over HTTP 1,503-1,773/s at
+#: 1 ms and 1,321-1,640/s at 5 ms; in process 0.60-0.70 of the ceiling at 1 ms, 0.50-0.63
+#: at 5 ms.
 SWITCH_INTERVAL = 0.001
 #: Most batches in the pipeline: the one being written, those prepared and waiting for
 #: their turn, and the one being prepared on top of them all. Preparing (Python, under the
