@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -15,6 +16,15 @@ from sealtrail.log import CheckpointSigner, LogReader
 from sealtrail.storage import MemoryStore
 
 ORIGIN = "test.sealtrail.localhost/log"
+
+
+@pytest.fixture(autouse=True)
+def _switch_interval() -> Iterator[None]:
+    """A test that runs the ``sealtrail`` command in this process (``cli.main``) sets the
+    interpreter's switch interval; the next test gets the one it had before."""
+    before = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(before)
 
 
 @pytest.fixture
