@@ -13,6 +13,7 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Collection
 
 import pytest
 
@@ -49,10 +50,10 @@ class ChaosStore(MemoryStore):
             self.faults.arm(COMMIT_FAULTS[int(self._roll() * len(COMMIT_FAULTS))])
         super().commit(commit)
 
-    def lookup_leaves(self, leaf_hashes: object) -> dict[bytes, list[int]]:
+    def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
         if self._roll() < self.rate / 2:
             self.faults.arm("lookup_leaves")
-        return super().lookup_leaves(leaf_hashes)  # type: ignore[arg-type]
+        return super().lookup_leaves(leaf_hashes)
 
 
 async def _chaos(store: ChaosStore, signer: CheckpointSigner, seed: int) -> dict[bytes, int]:
