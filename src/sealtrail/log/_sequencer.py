@@ -541,14 +541,13 @@ class Sequencer:
         # of them (it almost never does): the lookup runs in the store, mostly outside the
         # GIL, while the tree is hashed. A batch with stored duplicates is built again.
         pool = self._lookups
-        if pool is None:
-            hits = self.store.lookup_leaves(unknown)
-        else:
-            lookup = pool.submit(self.store.lookup_leaves, unknown)
-            prepared = self._build(entries, hashes, known, bases, recent, unique=unique)
-            hits = lookup.result()
-        stored = self._confirmed(hits, committed)
-        if pool is not None and not stored:
+        if pool is None:  # not running (called directly): ask first, then build once
+            stored = self._confirmed(self.store.lookup_leaves(unknown), committed)
+            return self._build(entries, hashes, known | stored, bases, recent, unique=unique)
+        lookup = pool.submit(self.store.lookup_leaves, unknown)
+        prepared = self._build(entries, hashes, known, bases, recent, unique=unique)
+        stored = self._confirmed(lookup.result(), committed)
+        if not stored:
             return prepared
         return self._build(entries, hashes, known | stored, bases, recent, unique=unique)
 
