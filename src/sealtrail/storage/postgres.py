@@ -266,6 +266,20 @@ def _table(level: int) -> sql.Identifier:
     return sql.Identifier("log_entry_bundles" if level == ENTRY_BUNDLES else "log_tile_parts")
 
 
+@contextmanager
+def _rolled_back_on_error(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """For a transaction begun and committed by hand (``BEGIN`` queued in a pipeline with the
+    statements after it, rather than a round trip of its own as ``conn.transaction()``
+    sends it): should anything fail before the ``COMMIT`` went through, roll it back."""
+    try:
+        yield
+    except BaseException:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
 def _record(row: Sequence[Any]) -> StatementRecord:
     entry_id, body, issuer, subject, content_type, registered_at = row
     return StatementRecord(
@@ -522,16 +536,19 @@ class PostgresStore:
 
     def _commit_small(self, commit: Commit, parts: Sequence[TilePart]) -> None:
         """:meth:`commit` of a batch of a few entries (a service's usual batch) in two round
-        trips: every statement in one pipeline, then the COMMIT. Every wait for the server
-        is also a wait to win the GIL back from the event loop, so each one saved counts.
+        trips: ``BEGIN`` and every statement in one pipeline, then the ``COMMIT``. Every
+        wait for the server is also a wait to win the GIL back from the event loop, so each
+        one saved counts.
 
         The writes go ahead of the compare-and-swap's answer: the row lock still orders
         committers, and a transaction whose check fails is rolled back, writes and all.
         """
-        with self._errors("commit"), self._conn() as conn, conn.transaction():
+        with self._errors("commit"), self._conn() as conn, _rolled_back_on_error(conn):
             with conn.pipeline():
+                conn.execute("BEGIN")
                 base = conn.execute(
-                    "SELECT size, epoch FROM log_checkpoint WHERE id = 0 FOR UPDATE", prepare=True
+                    "SELECT size, epoch FROM log_checkpoint WHERE id = 0 FOR UPDATE",
+                    prepare=True,
                 )
                 reaching = self._make_room(conn, _firsts(parts))
                 for bundles in {p.level == ENTRY_BUNDLES for p in parts}:
@@ -551,6 +568,7 @@ class PostgresStore:
             if published.rowcount != 1:  # cannot happen under the row lock; never publish twice
                 raise CheckpointConflict("the checkpoint moved during the commit")
             self._cut_reaching(conn, reaching)
+            conn.execute("COMMIT")
 
     @staticmethod
     def _make_room(
@@ -630,21 +648,21 @@ class PostgresStore:
         for r in records:
             given.setdefault(r.entry_id, r)  # the first of each entry id, in order
         first = list(given.values())
-        with self._errors("statement write"), self._conn() as conn, conn.transaction():
+        with self._errors("statement write"), self._conn() as conn:
             # Sequence numbers MUST follow commit order: recovery reads statements above the
             # sequenced watermark, and a number taken by a transaction that commits later
             # would be skipped. So writers take turns (readers are not blocked), and numbers
-            # are assigned under the lock, without gaps, as SQLite assigns them. The lock
-            # and the writes go in one round trip (opening the pipeline inside the
-            # transaction measured faster than the other way round); the lock is held
-            # until the commit.
-            with conn.pipeline():
+            # are assigned under the lock, without gaps, as SQLite assigns them. The lock is
+            # held until the commit; the whole transaction goes in one round trip.
+            with _rolled_back_on_error(conn), conn.pipeline():
+                conn.execute("BEGIN")
                 conn.execute("LOCK TABLE statements IN SHARE ROW EXCLUSIVE MODE")
                 cursors = []
                 for at in range(0, len(first), PUT_ROWS):
                     rows, params = _put_statements_params(first[at : at + PUT_ROWS])
                     sql_text = _put_statements_sql(rows)
                     cursors.append(conn.execute(sql_text, params, prepare=True, binary=True))
+                conn.execute("COMMIT")
             seqs = {bytes(e): int(s) for cursor in cursors for e, s in cursor.fetchall()}
         return [seqs[r.entry_id] for r in records]
 

@@ -423,3 +423,47 @@ def test_small_and_large_batches_take_their_own_write_paths_and_verify(
     checkpoint = LogReader(store, origin=signer.origin, verifiers=[signer.verifier]).audit()
     assert checkpoint is not None
     assert checkpoint.size == 2004
+
+
+# -- transactions begun and committed by hand (one pipeline) -------------------------------------
+
+
+def _leafless(tag: str, old: int, n: int) -> Commit:
+    """``batch`` without leaf index rows: what takes the small commit's pipeline."""
+    full = batch(tag, old, n)
+    return Commit(full.old_size, full.new_size, full.checkpoint, full.parts, [])
+
+
+def test_a_small_commit_that_loses_the_race_leaves_nothing_and_its_connection_usable(
+    postgres_url: str,
+) -> None:
+    """The small commit writes ahead of its compare-and-swap's answer, in a transaction it
+    begins and ends itself: a lost race must roll all of it back, and leave the pool's one
+    connection usable."""
+    store = PostgresStore(postgres_url, pool_size=1)
+    try:
+        base, stale = _leafless("base", 0, 10), _leafless("stale", 0, 12)
+        store.commit(base)
+        with pytest.raises(CheckpointConflict):
+            store.commit(stale)
+        assert_holds_only(store, base, None)
+        assert store.read_parts(0, 0) == [base.parts[0]]
+        store.commit(_leafless("next", 10, 5))  # the same connection, idle again
+        assert_holds_only(store, _leafless("next", 10, 5), None)
+    finally:
+        store.close()
+
+
+def test_a_statement_write_that_fails_midway_stores_none_of_it(postgres_url: str) -> None:
+    """The whole write goes in one round trip, in a transaction begun by hand; a statement
+    that cannot be stored (text with a NUL byte) fails the lot, leaves no gap in the
+    sequence numbers, and the pool's one connection works on."""
+    store = PostgresStore(postgres_url, pool_size=1)
+    try:
+        good, bad = _statement(1), _statement(2, "text/\0plain")
+        with pytest.raises(StorageError):
+            store.put_statements([good, bad])
+        assert store.get_statement(good.entry_id) is None
+        assert store.put_statements([good, _statement(3)]) == [1, 2]
+    finally:
+        store.close()
