@@ -35,7 +35,7 @@ from sealtrail.merkle import (
     verify_inclusion,
 )
 from sealtrail.note import NoteVerifier
-from sealtrail.storage import ENTRY_BUNDLES, LogStore
+from sealtrail.storage import ENTRY_BUNDLES, LogStore, TilePart
 
 from ._checkpoints import SignedCheckpoint, verify_checkpoint
 from ._tiles import (
@@ -200,6 +200,11 @@ class _Expanded:
         start = self._offsets[k] + j * HASH_SIZE
         return self._levels[k][start : start + HASH_SIZE]
 
+    @property
+    def hashes(self) -> bytes:
+        """The tile's own hashes (its first level)."""
+        return self._levels[0]
+
 
 class LogReader:
     """Serve one log from its store, verifying every checkpoint it reads."""
@@ -318,6 +323,32 @@ class LogReader:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return expanded
+
+    def absorb(self, parts: Sequence[TilePart]) -> None:
+        """Extend the cached tiles with the hash-tile parts of a commit that is durable, so
+        that the proofs of its entries read nothing from the store.
+
+        The sequencer that committed them calls this (the service's receipts are built on
+        the event loop, where a read of a server store would hold everything else up). A
+        part extends the cached tile it continues, or starts a tile; any other is left to
+        be read when asked for. MUST be given committed parts only: the cache is trusted as
+        the store is.
+        """
+        with self._lock:
+            for part in parts:
+                if part.level < 0 or len(part.data) != part.count * HASH_SIZE:
+                    continue
+                if part.start == 0:
+                    full = part.count == TILE_WIDTH and len(part.interior) == INTERIOR_SIZE
+                    expanded = _Expanded(part.data, part.interior if full else b"")
+                else:
+                    before = self._cache.get((part.level, part.index, part.start))
+                    if before is None:
+                        continue
+                    expanded = _Expanded(before.hashes + part.data)
+                self._cache[(part.level, part.index, part.start + part.count)] = expanded
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
 
     def read_nodes(self, ids: Sequence[NodeID], *, size: int) -> list[bytes]:
         """Hashes of perfect subtrees of a tree of ``size`` leaves (a merkle ``NodeReader``)."""

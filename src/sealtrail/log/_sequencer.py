@@ -105,18 +105,21 @@ class Sequencer:
         signer: CheckpointSigner,
         config: SequencerConfig | None = None,
         fence: int | None = None,
+        reader: LogReader | None = None,
     ) -> None:
         """``fence`` is the epoch of the sequencer role this sequencer runs under (a store
         shared by several processes): every commit carries it, and once the store refuses
         it (:class:`~sealtrail.errors.Fenced`), this sequencer fails its waiters and takes
-        no more entries (:attr:`fenced`)."""
+        no more entries (:attr:`fenced`). ``reader``: the reader of ``store`` to use (and
+        to hand each commit's tiles, see :meth:`LogReader.absorb`), when the caller has
+        one."""
         self.store = store
         self.fence = fence
         #: Set once the store refused a commit of this sequencer's epoch.
         self.fenced = False
         self.signer = signer
         self.config = config or SequencerConfig()
-        self.reader = LogReader(store, origin=signer.origin, verifiers=[signer.verifier])
+        self.reader = reader or LogReader(store, origin=signer.origin, verifiers=[signer.verifier])
         self._queue: deque[tuple[list[bytes], asyncio.Future[list[int]]]] = deque()
         self._pending = 0
         self._pending_bytes = 0
@@ -659,6 +662,8 @@ class Sequencer:
         # Durable from here: if we crash now, recovery finds this batch and its checkpoint
         # (and rebuilds the unindexed tail from the level-0 tiles).
         self._range, self._latest = prepared.tree, prepared.signed
+        # The receipts of the batch, built right after on the event loop, read no tile.
+        self.reader.absorb(prepared.commit.stored_parts())
         if prepared.flush:
             self._recent, self._indexed = {}, prepared.indexed
         else:

@@ -239,7 +239,13 @@ class SharedSequencer:
         lease = await asyncio.to_thread(self.store.acquire_role, self.holder)
         if lease is None:
             return
-        sequencer = Sequencer(self.store, signer=self.signer, config=self.config, fence=lease.epoch)
+        sequencer = Sequencer(
+            self.store,
+            signer=self.signer,
+            config=self.config,
+            fence=lease.epoch,
+            reader=self.reader,
+        )
         try:
             await sequencer.start()
         except BaseException:
