@@ -28,6 +28,7 @@ from sealtrail.scitt import (
     MAX_STATEMENT_SIZE,
     ORG_RECORD_TYPE,
     ReceiptInfo,
+    TransparencyService,
     add_receipts,
     decode_key_set,
     fingerprint,
@@ -992,3 +993,70 @@ def test_a_store_failure_is_503_and_the_next_request_succeeds(maker: Maker) -> N
         assert snapshot(store) == before
         assert svc.log_size() == size
         assert svc.post(statement(maker.issuer)).status_code == 201
+
+
+# -- POST /entries served past the framework's router (service.app.DirectRoute) -------------
+
+
+@pytest.fixture
+def routed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the routes the framework's router hands requests to, in order."""
+    from fastapi.routing import APIRoute
+
+    handled: list[str] = []
+    handle = APIRoute.handle
+
+    async def counted(self: APIRoute, *args: object) -> None:
+        handled.append(self.path)
+        await handle(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(APIRoute, "handle", counted)
+    return handled
+
+
+def test_registrations_skip_the_router_and_every_other_request_takes_it(
+    service: Service, routed: list[str]
+) -> None:
+    handled = routed
+    r = service.post(statement(service.maker.issuer))
+    assert r.status_code == 201
+    assert handled == []
+    assert service.client.get(r.headers["location"]).status_code == 200
+    assert handled == ["/entries/{entry_id}"]
+    assert_problem(service.client.request("PUT", "/entries"), 405, "method-not-allowed")
+    # Anything else the route does not match is the router's, as before: its redirect.
+    assert service.client.post("/entries/", follow_redirects=False).status_code == 307
+
+
+def test_a_registration_behind_a_root_path_is_served_the_same(
+    maker: Maker, routed: list[str]
+) -> None:
+    """Behind a proxy that strips a prefix (``root_path``), the registration route is still
+    matched by its own rules, as the router matches every other route."""
+    app = service_application(MemoryStore())
+    with TestClient(app, follow_redirects=False, root_path="/ledger") as client:
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        r = client.put(f"/ledger/admin/organizations/{ORG}", content=maker.record(), headers=admin)
+        assert r.status_code == 201, r.text
+        data = statement(maker.issuer)
+        r = client.post("/ledger/entries", content=data, headers={"Content-Type": COSE})
+        assert r.status_code == 201, r.text
+        assert r.headers["location"] == "/entries/" + hashlib.sha256(data).hexdigest()
+        assert "/entries" not in routed
+        _verify(r.content, data, client.get("/ledger/.well-known/scitt-keys").content)
+
+
+def test_an_unexpected_failure_of_a_registration_is_a_500_problem(
+    maker: Maker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the router, a bug still ends as the app's own 500 problem details, with nothing
+    of the exception in it."""
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("secret detail of a bug")
+
+    with running(MemoryStore(), maker, raise_server_exceptions=False) as svc:
+        monkeypatch.setattr(TransparencyService, "check_current", broken)
+        r = svc.post(statement(maker.issuer))
+        assert_problem(r, 500, "internal-error")
+        assert "secret" not in r.text

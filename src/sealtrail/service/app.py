@@ -11,13 +11,16 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import sealtrail
 from sealtrail.errors import (
@@ -46,7 +49,7 @@ from ._problems import problem_response
 from ._provenance import add_provenance_routes
 from ._scrapi import add_scrapi_routes
 
-__all__ = ["RateLimits", "create_app"]
+__all__ = ["DirectRoute", "RateLimits", "create_app"]
 
 #: Full and partial tiles never change once served (a partial tile of width W is a fixed
 #: prefix), so they are cached for a year; the checkpoint only for a moment.
@@ -147,6 +150,11 @@ def create_app(
         dependencies=[Depends(auth.authorize)],
     )
     app.state.auth = auth
+    if service is not None:
+        # Innermost: under the rate limits and compression, as every route is.
+        app.add_middleware(
+            DirectRoute, routes=app.router, auth=auth, method="POST", path="/entries"
+        )
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     if limits is not None:
         # Added last, so it runs first: a refused request costs no more than this check.
@@ -168,6 +176,60 @@ def create_app(
         if ledger is not None:
             add_provenance_routes(app, ledger, service)
     return app
+
+
+class DirectRoute:
+    """Serves one route's requests straight from its handler, past the framework's router,
+    dependency injection and exception middleware: ``POST /entries``, every registration.
+
+    Measured over HTTP in one process on SQLite: those layers cost more per registration
+    than the handler itself (1,300 registrations/s through them, 1,800 to 2,300/s past them).
+    What they do for this route is done here, the same way: the route is matched by its
+    own ``matches`` (root path and method included), the request's principal is resolved
+    and checked by :meth:`Auth.authorize` as the app-wide dependency does, and our errors
+    become the same problem details; any other exception goes on to the server-error
+    handler, as from any route. The route stays declared in the app (OpenAPI, and any
+    request this does not take). Its handler must take the request as its only argument.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, routes: APIRouter, auth: Auth, method: str, path: str
+    ) -> None:
+        self.app = app
+        self._routes = routes
+        self._auth = auth
+        self._method = method
+        self._path = path
+        self._route: APIRoute | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != self._method:
+            await self.app(scope, receive, send)
+            return
+        route = self._route or self._find()
+        match, child = route.matches(scope)
+        if match is not Match.FULL:
+            await self.app(scope, receive, send)
+            return
+        scope.update(child)
+        request = Request(scope, receive)
+        try:
+            await self._auth.authorize(request)
+            response = await route.endpoint(request)
+        except Error as exc:
+            response = problem_response(exc, _status_of(exc), headers=_headers_for(exc))
+        await response(scope, receive, send)
+
+    def _find(self) -> APIRoute:
+        for route in self._routes.routes:
+            if (
+                isinstance(route, APIRoute)
+                and route.path == self._path
+                and self._method in (route.methods or ())
+            ):
+                self._route = route
+                return route
+        raise LookupError(f"no route {self._method} {self._path}")
 
 
 def _add_problem_handlers(app: FastAPI) -> None:
