@@ -55,7 +55,8 @@ queries that clear the positions a commit overwrites go in one pipelined round t
 Statements go in as ``INSERT … SELECT FROM (VALUES …)``, each statement's columns
 parameters of their own (bound in a third of the time the same bytes take as ``bytea[]``
 arrays), up to :data:`PUT_ROWS` rows per statement padded to a power of two, so that a
-connection prepares a handful of texts; the table lock and the writes go in one round trip.
+connection prepares a handful of texts; the whole transaction (``BEGIN``, the table lock,
+the writes, ``COMMIT``) goes in one round trip.
 """
 
 from __future__ import annotations
