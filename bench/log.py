@@ -2,8 +2,8 @@
 
 Run with ``sealtrail bench log [--json|--table]``. Every figure comes from this one process
 run, on fresh stores in a temporary directory; every round's append rates are listed
-under ``append_rounds``. pymerkle (GPL) is imported here only: the
-``sealtrail`` package never imports it.
+under ``append_rounds``, every round's inclusion-proof rates under ``proof_rounds``.
+pymerkle (GPL) is imported here only: the ``sealtrail`` package never imports it.
 
 Figures (name -> number):
   append_entries_per_s                    256-byte entries, batches of 16384, each batch durable
@@ -12,7 +12,8 @@ Figures (name -> number):
   peer_pymerkle_append_entries_per_s      the same entries, pymerkle SqliteTree.append_entries
                                           in batches of 16384 (one transaction each); its rounds
                                           alternate with ours, each on fresh stores
-  inclusion_proofs_per_s_1e3              random-index proofs from a cold reader, 10^3 entries
+  inclusion_proofs_per_s_1e3              random-index proofs from a cold reader, 10^3 entries;
+                                          the median of --rounds rounds, alternating with 10^6
   inclusion_proofs_per_s_1e6              the same at 10^6 entries (default --entries)
   peer_pymerkle_inclusion_proofs_per_s_1e6  pymerkle prove_inclusion on its 10^6 tree
   consistency_proofs_per_s_1e6            random older size -> latest, 10^6 entries
@@ -28,7 +29,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,20 +168,12 @@ def run(
         del data
 
         _, small_store = _append_sealtrail(root / "small.db", _entries(1000, seed + 1), _quiet)
-        small = _cold_reader(small_store)
-        idx = [rng.randrange(1000) for _ in range(proofs)]
-        it = iter(idx)
-        figures["inclusion_proofs_per_s_1e3"] = _rate(
-            proofs, _time(lambda: small.inclusion_proof(next(it), size=1000), proofs)
-        )
-
-        cold = _cold_reader(big)
-        idx = [rng.randrange(entries) for _ in range(proofs)]
-        it = iter(idx)
         report("inclusion proofs", 0, proofs)
-        figures[f"inclusion_proofs_per_s_{_tag(entries)}"] = _rate(
-            proofs, _time(lambda: cold.inclusion_proof(next(it), size=entries), proofs)
+        proof_rounds, cold = _proof_rounds(
+            {1000: small_store, entries: big}, proofs, append_rounds, rng
         )
+        for size, rates in proof_rounds.items():
+            figures[f"inclusion_proofs_per_s_{_tag(size)}"] = statistics.median(rates)
 
         peer_count = max(1, proofs // 10)
         it = iter(rng.randrange(entries) for _ in range(peer_count))
@@ -227,7 +220,31 @@ def run(
         "machine": {"cpus": os.cpu_count()},
         "figures": figures,
         "append_rounds": {"sealtrail": ours, "pymerkle": peers},
+        "proof_rounds": {_tag(size): rates for size, rates in proof_rounds.items()},
     }
+
+
+def _proof_rounds(
+    stores: dict[int, AnyStore], proofs: int, rounds: int, rng: random.Random
+) -> tuple[dict[int, list[float]], LogReader]:
+    """Inclusion proofs at each size (its store), ``rounds`` times in turn, each round from
+    a cold reader and at fresh random indexes: the rates by size, and the last round's
+    reader of the largest store."""
+    rates: dict[int, list[float]] = {size: [] for size in stores}
+    cold = None
+    for _ in range(rounds):
+        for size, store in stores.items():
+            cold = _cold_reader(store)
+            indexes = iter([rng.randrange(size) for _ in range(proofs)])
+
+            def prove(
+                reader: LogReader = cold, n: int = size, at: Iterator[int] = indexes
+            ) -> object:
+                return reader.inclusion_proof(next(at), size=n)
+
+            rates[size].append(_rate(proofs, _time(prove, proofs)))
+    assert cold is not None
+    return rates, cold
 
 
 def _tag(n: int) -> str:

@@ -41,3 +41,14 @@ def test_the_append_figures_are_medians_of_alternating_rounds() -> None:
     assert figures["append_entries_per_s"] == sorted(rounds["sealtrail"])[1]
     assert figures["peer_pymerkle_append_entries_per_s"] == sorted(rounds["pymerkle"])[1]
     assert result["params"]["append_rounds"] == 3
+
+
+def test_the_inclusion_proof_figures_are_medians_of_alternating_rounds() -> None:
+    module = _bench_module("log", None)
+    result = module.run(entries=2000, proofs=200, append_rounds=3, report=lambda *_: None)
+    rounds = result["proof_rounds"]
+    assert sorted(rounds) == ["1e3", "2000"]
+    figures = result["figures"]
+    for tag, rates in rounds.items():
+        assert len(rates) == 3
+        assert figures[f"inclusion_proofs_per_s_{tag}"] == sorted(rates)[1]

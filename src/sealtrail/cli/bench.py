@@ -98,7 +98,10 @@ def log(
     rounds: Annotated[
         int,
         typer.Option(
-            min=1, max=9, help="Append rounds, ours and pymerkle's in turn; figures are medians."
+            min=1,
+            max=9,
+            help="Rounds of the append comparison (ours and pymerkle's in turn) and of the "
+            "inclusion proofs; figures are medians.",
         ),
     ] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout (the default).")] = False,
