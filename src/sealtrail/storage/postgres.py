@@ -46,7 +46,9 @@ same row lock as the size, so once a new holder has raised it, nothing its prede
 prepared can land — even if the predecessor has not noticed yet that it lost the lock. The
 lock goes with its session: when the holder dies, its connection closes and the server
 releases it at once; when the holder's host or network goes silent, TCP keepalives
-(:data:`ROLE_KEEPALIVE`) end the session within about 11 s.
+(:data:`ROLE_KEEPALIVE`) end the session within about 11 s. A holder that steps down
+unlocks before it closes the session, so the role is free when ``release`` returns. A
+process waiting for the role bids on one session it keeps, not on a new backend per bid.
 
 A commit's tile parts and leaf index rows go in by binary ``COPY``, one per table: the server
 takes streamed rows far faster than it unpacks large array parameters (an ``INSERT … SELECT
@@ -334,6 +336,9 @@ class PostgresStore:
         self._url = url
         self._where = describe(url)
         self._closed = False
+        #: The connection of the last bid for the role that failed, kept for the next bid.
+        self._bidder: tuple[str, psycopg.Connection[Any]] | None = None
+        self._bid_lock = threading.Lock()
         try:
             first = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.Error as exc:
@@ -728,7 +733,49 @@ class PostgresStore:
     # -- the sequencer role -------------------------------------------------------------------
 
     def acquire_role(self, holder: str) -> PostgresLease | None:
-        """Take the sequencer role (see the module docstring) or return ``None``."""
+        """Take the sequencer role (see the module docstring) or return ``None``.
+
+        A bid that fails keeps its connection for the next bid of the same holder: a
+        process waiting for the role asks every ``ROLE_CHECK`` on one session, rather than
+        having the server start a new backend for each ask.
+        """
+        with self._bid_lock:
+            spare, self._bidder = self._bidder, None
+        conn = None
+        if spare is not None:
+            if spare[0] == holder and not spare[1].closed:
+                conn = spare[1]
+            else:
+                spare[1].close()
+        if conn is None:
+            conn = self._bid_connection(holder)
+        try:
+            with self._errors("role bid"):
+                got = conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
+                    (_ROLE_LOCK_CLASS,),
+                ).fetchone()
+                if got is None or not got[0]:
+                    with self._bid_lock:
+                        if self._closed:
+                            conn.close()
+                        else:
+                            self._bidder = (holder, conn)
+                    return None
+                # Raised while we hold the lock: commits fenced with any older epoch fail.
+                row = conn.execute(
+                    "UPDATE log_checkpoint SET epoch = epoch + 1 WHERE id = 0 RETURNING epoch"
+                ).fetchone()
+                if row is None:
+                    raise Corruption("the checkpoint row of the PostgreSQL store is missing")
+                return PostgresLease(conn, int(row[0]))
+        except BaseException:
+            conn.close()
+            raise
+
+    def _bid_connection(self, holder: str) -> psycopg.Connection[Any]:
+        """A session of its own for the role: the advisory lock lives and dies with it, and
+        TCP keepalives end it when its host goes silent (:data:`ROLE_KEEPALIVE`)."""
         idle, interval, count = ROLE_KEEPALIVE
         try:
             conn = psycopg.connect(
@@ -754,26 +801,19 @@ class PostgresStore:
                     strict=True,
                 ):
                     conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), value))
-                got = conn.execute(
-                    "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
-                    (_ROLE_LOCK_CLASS,),
-                ).fetchone()
-                if got is None or not got[0]:
-                    conn.close()
-                    return None
-                # Raised while we hold the lock: commits fenced with any older epoch fail.
-                row = conn.execute(
-                    "UPDATE log_checkpoint SET epoch = epoch + 1 WHERE id = 0 RETURNING epoch"
-                ).fetchone()
-                if row is None:
-                    raise Corruption("the checkpoint row of the PostgreSQL store is missing")
-                return PostgresLease(conn, int(row[0]))
         except BaseException:
             conn.close()
             raise
+        return conn
 
     def close(self) -> None:
         self._closed = True
+        lock = getattr(self, "_bid_lock", None)
+        if lock is not None:
+            with lock:
+                spare, self._bidder = self._bidder, None
+            if spare is not None:
+                spare[1].close()
         pool = getattr(self, "_pool", None)
         if pool is not None and not pool.closed:
             pool.close()
@@ -813,6 +853,12 @@ class PostgresLease:
 
     def release(self) -> None:
         with self._lock:
+            if not self._lost and not self._conn.closed:
+                # Let go of the lock before ending the session: a closed session's backend
+                # ends a moment after the client has moved on, and a bid made meanwhile
+                # would find the role still taken.
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.execute("SELECT pg_advisory_unlock_all()")
             self._lost = True
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()  # the session ends, and the advisory lock with it

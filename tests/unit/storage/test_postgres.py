@@ -467,3 +467,75 @@ def test_a_statement_write_that_fails_midway_stores_none_of_it(postgres_url: str
         assert store.put_statements([good, _statement(3)]) == [1, 2]
     finally:
         store.close()
+
+
+# -- bidding for the sequencer role ----------------------------------------------------------
+
+
+def _bidders(url: str, holder: str) -> list[int]:
+    """Backend pids of the sessions bidding for (or holding) the role as ``holder``."""
+    with raw(url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+            (f"sealtrail-sequencer {holder}",),
+        ).fetchall()
+    return sorted(int(r[0]) for r in rows)
+
+
+def test_failed_bids_ask_again_on_one_session_and_close_lets_it_go(
+    postgres_url: str, stores: Callable[[], PostgresStore]
+) -> None:
+    """A process waiting for the role bids every quarter second: on one session kept for the
+    purpose, not on a new backend each time; once the role is free, that session takes it."""
+    holder, waiter = stores(), stores()
+    lease = holder.acquire_role("holder")
+    assert lease is not None
+    assert waiter.acquire_role("waiter") is None
+    first = _bidders(postgres_url, "waiter")
+    assert len(first) == 1
+    for _ in range(3):
+        assert waiter.acquire_role("waiter") is None
+    assert _bidders(postgres_url, "waiter") == first
+    lease.release()
+    taken = waiter.acquire_role("waiter")
+    assert taken is not None and taken.epoch > lease.epoch
+    assert _bidders(postgres_url, "waiter") == first  # the kept session holds the role now
+    taken.release()
+    other = waiter.acquire_role("other name")  # a new session for a new name
+    assert other is not None
+    other.release()
+
+
+def test_a_closed_store_keeps_no_bid_session(
+    postgres_url: str, stores: Callable[[], PostgresStore]
+) -> None:
+    holder, waiter = stores(), stores()
+    lease = holder.acquire_role("holder")
+    assert lease is not None
+    assert waiter.acquire_role("closing") is None
+    assert len(_bidders(postgres_url, "closing")) == 1
+    waiter.close()
+    deadline = time.monotonic() + 5
+    while _bidders(postgres_url, "closing") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _bidders(postgres_url, "closing") == []
+    lease.release()
+
+
+def test_a_bid_session_the_server_ended_is_replaced(
+    postgres_url: str, stores: Callable[[], PostgresStore]
+) -> None:
+    """A restart of the server ends the kept session: that bid fails as a storage error (the
+    role loop retries), and the next one opens a new session."""
+    holder, waiter = stores(), stores()
+    lease = holder.acquire_role("holder")
+    assert lease is not None
+    assert waiter.acquire_role("ended") is None
+    (pid,) = _bidders(postgres_url, "ended")
+    with raw(postgres_url) as killer:
+        killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(StorageError):
+        waiter.acquire_role("ended")
+    assert waiter.acquire_role("ended") is None
+    assert len(_bidders(postgres_url, "ended")) == 1
+    lease.release()
