@@ -856,7 +856,8 @@ class PostgresLease:
             if not self._lost and not self._conn.closed:
                 # Let go of the lock before ending the session: a closed session's backend
                 # ends a moment after the client has moved on, and a bid made meanwhile
-                # would find the role still taken.
+                # would find the role still taken. Against a server gone silent this waits
+                # at most as long as the session's keepalives (ROLE_KEEPALIVE, ~11 s).
                 with contextlib.suppress(psycopg.Error):
                     self._conn.execute("SELECT pg_advisory_unlock_all()")
             self._lost = True
