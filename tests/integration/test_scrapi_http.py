@@ -1002,13 +1002,14 @@ def test_a_store_failure_is_503_and_the_next_request_succeeds(maker: Maker) -> N
 def routed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The paths of the routes the framework's router hands requests to, in order."""
     from fastapi.routing import APIRoute
+    from starlette.types import Receive, Scope, Send
 
     handled: list[str] = []
     handle = APIRoute.handle
 
-    async def counted(self: APIRoute, *args: object) -> None:
+    async def counted(self: APIRoute, scope: Scope, receive: Receive, send: Send) -> None:
         handled.append(self.path)
-        await handle(self, *args)  # type: ignore[arg-type]
+        await handle(self, scope, receive, send)
 
     monkeypatch.setattr(APIRoute, "handle", counted)
     return handled

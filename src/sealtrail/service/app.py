@@ -161,7 +161,7 @@ def create_app(
         app.add_middleware(
             RateLimitMiddleware,
             limiter=RateLimiter(limits),
-            refuse=_refusal,
+            refuse=_problem,
             token_known=auth.token_known,
             certificate_known=auth.certificate_known,
         )
@@ -195,18 +195,17 @@ class DirectRoute:
     def __init__(
         self, app: ASGIApp, *, routes: APIRouter, auth: Auth, method: str, path: str
     ) -> None:
+        # Built with the middleware stack, at the app's first request: every route exists.
         self.app = app
-        self._routes = routes
         self._auth = auth
         self._method = method
-        self._path = path
-        self._route: APIRoute | None = None
+        self._route = _route(routes, method, path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != self._method:
             await self.app(scope, receive, send)
             return
-        route = self._route or self._find()
+        route = self._route
         match, child = route.matches(scope)
         if match is not Match.FULL:
             await self.app(scope, receive, send)
@@ -217,19 +216,15 @@ class DirectRoute:
             await self._auth.authorize(request)
             response = await route.endpoint(request)
         except Error as exc:
-            response = problem_response(exc, _status_of(exc), headers=_headers_for(exc))
+            response = _problem(exc)
         await response(scope, receive, send)
 
-    def _find(self) -> APIRoute:
-        for route in self._routes.routes:
-            if (
-                isinstance(route, APIRoute)
-                and route.path == self._path
-                and self._method in (route.methods or ())
-            ):
-                self._route = route
-                return route
-        raise LookupError(f"no route {self._method} {self._path}")
+
+def _route(routes: APIRouter, method: str, path: str) -> APIRoute:
+    for route in routes.routes:
+        if isinstance(route, APIRoute) and route.path == path and method in (route.methods or ()):
+            return route
+    raise LookupError(f"no route {method} {path}")
 
 
 def _add_problem_handlers(app: FastAPI) -> None:
@@ -237,7 +232,7 @@ def _add_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Error)
     async def _error(_: Request, exc: Error) -> Response:
-        return problem_response(exc, _status_of(exc), headers=_headers_for(exc))
+        return _problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
@@ -296,8 +291,9 @@ def _document_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _refusal(exc: RateLimited) -> Response:
-    """The answer to a request over its budget, in the shape of every other error."""
+def _problem(exc: Error) -> Response:
+    """The answer to a request refused with ``exc``: by a route, by the registration route
+    past the router (:class:`DirectRoute`), or by the rate limits before any route."""
     return problem_response(exc, _status_of(exc), headers=_headers_for(exc))
 
 

@@ -808,12 +808,10 @@ class PostgresStore:
 
     def close(self) -> None:
         self._closed = True
-        lock = getattr(self, "_bid_lock", None)
-        if lock is not None:
-            with lock:
-                spare, self._bidder = self._bidder, None
-            if spare is not None:
-                spare[1].close()
+        with self._bid_lock:  # set before anything in __init__ can fail
+            spare, self._bidder = self._bidder, None
+        if spare is not None:
+            spare[1].close()
         pool = getattr(self, "_pool", None)
         if pool is not None and not pool.closed:
             pool.close()
