@@ -29,7 +29,7 @@ from sealtrail.storage import (
     TilePart,
     open_store,
 )
-from sealtrail.storage.postgres import _MIGRATIONS, COMPONENT
+from sealtrail.storage.postgres import _MIGRATIONS, COMPONENT, PUT_ROWS
 from tests.conftest import PostgresSchemas
 
 pytestmark = pytest.mark.postgres
@@ -264,6 +264,19 @@ def test_statements_round_trip_idempotently(stores: Callable[[], PostgresStore])
     store.write_sequenced(2)
     store.write_sequenced(1)  # never lowered
     assert stores().read_sequenced() == 2
+
+
+def test_groups_of_every_shape_keep_each_statement_s_columns_in_place(
+    stores: Callable[[], PostgresStore],
+) -> None:
+    """Groups padded to a power of two, and a group larger than one INSERT (PUT_ROWS),
+    bind every column of every statement to its own row ($n placeholders, RawCursor)."""
+    store = stores()
+    made = [_statement(k, f"application/x-{k % 3}") for k in range(PUT_ROWS + 45)]
+    assert store.put_statements(made[:3]) == [1, 2, 3]
+    assert store.put_statements(made[2:7]) == [3, 4, 5, 6, 7]
+    assert store.put_statements(made) == list(range(1, len(made) + 1))
+    assert store.statements_since(0, limit=len(made) + 1) == list(enumerate(made, start=1))
 
 
 def test_concurrent_statement_writers_get_sequence_numbers_in_commit_order(
