@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
 from typer.testing import CliRunner
 
 from sealtrail.cli.bench import _bench_module, app
@@ -52,3 +57,31 @@ def test_the_inclusion_proof_figures_are_medians_of_alternating_rounds() -> None
     for tag, rates in rounds.items():
         assert len(rates) == 3
         assert figures[f"inclusion_proofs_per_s_{tag}"] == sorted(rates)[1]
+
+
+def test_append_rounds_alternate_sides_each_on_a_settled_disk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = _bench_module("log", None)
+    calls: list[str] = []
+    ours, peer, settle = module._append_sealtrail, module._append_pymerkle, module._settle_disk
+
+    def traced(name: str, fn: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(module, "_append_sealtrail", traced("ours", ours))
+    monkeypatch.setattr(module, "_append_pymerkle", traced("peer", peer))
+    monkeypatch.setattr(module, "_settle_disk", traced("settle", settle))
+    with tempfile.TemporaryDirectory() as tmp:
+        rates = module._append_rounds(Path(tmp), module._entries(300, 1), 3, "FULL", module._quiet)
+        rates[2].close()
+        rates[3].close()
+        left = sorted(p.name for p in Path(tmp).iterdir())
+        assert left == ["log-2.db", "pymerkle-2.db"], "the last round's stores, nothing else"
+    timed = [c for c in calls if c != "settle"]
+    assert timed == ["ours", "peer", "peer", "ours", "ours", "peer"]
+    assert calls == [x for c in timed for x in ("settle", c)]
