@@ -133,10 +133,10 @@ def _settle_disk(root: Path, size: int) -> None:
     """Write ``size`` bytes to a scratch file, make them durable, and delete it.
 
     Run before every timed append, ours and the peer's alike, so that each writes onto
-    blocks the file system has just freed. On a thin-provisioned virtual disk, writing
-    blocks never written before costs far more, and without this step whichever side ran
-    second wrote onto the blocks the first had freed: with ours always first, pymerkle's
-    rate measured ~240,000/s where on settled disk it made ~300,000/s.
+    blocks the file system has just freed. On the development machine's virtual disk, writes
+    onto blocks just freed went markedly faster than writes onto others, and without this
+    step the two sides did not write alike: with ours always first, pymerkle's rate
+    measured ~240,000/s where on a settled disk it made ~300,000/s.
     """
     scratch = root / "settle.tmp"
     block = os.urandom(1 << 20)
