@@ -267,6 +267,13 @@ _MIGRATIONS: list[tuple[LiteralString, ...]] = [
         # The sequencer role's fencing epoch, beside the size it guards (see acquire_role).
         "ALTER TABLE log_checkpoint ADD COLUMN epoch bigint NOT NULL DEFAULT 0",
     ),
+    (
+        # Statements of up to ~8 KB stay in their row. By default a row past ~2 KB (a
+        # signed statement with its certificate chain is about that) has its body moved
+        # to the TOAST table in chunks, each with a row and an index entry of its own:
+        # 30 such statements took 1.3 ms to commit instead of 1.0 ms.
+        "ALTER TABLE statements SET (toast_tuple_target = 8160)",
+    ),
 ]
 
 

@@ -279,6 +279,25 @@ def test_groups_of_every_shape_keep_each_statement_s_columns_in_place(
     assert store.statements_since(0, limit=len(made) + 1) == list(enumerate(made, start=1))
 
 
+def test_statements_of_a_few_kilobytes_stay_in_their_row(
+    stores: Callable[[], PostgresStore],
+) -> None:
+    store = stores()
+    body = b"".join(hashlib.sha256(bytes([i])).digest() for i in range(96))  # 3 KB, random
+    record = StatementRecord(hashlib.sha256(body).digest(), body, "iss", "sub", "a/b", 1)
+    assert store.put_statements([record]) == [1]
+    with store._pool.connection() as conn:
+        row = conn.execute(
+            "SELECT pg_relation_size(reltoastrelid), reloptions FROM pg_class"
+            " WHERE oid = 'statements'::regclass"
+        ).fetchone()
+    assert row is not None
+    toast, options = row
+    assert toast == 0
+    assert "toast_tuple_target=8160" in options
+    assert store.get_statement(record.entry_id) == record
+
+
 def test_concurrent_statement_writers_get_sequence_numbers_in_commit_order(
     stores: Callable[[], PostgresStore],
 ) -> None:
