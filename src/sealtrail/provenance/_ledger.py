@@ -6,15 +6,18 @@ Two states, one model (:class:`~sealtrail.provenance.ProvenanceState`):
   rows the log's entries give when applied in log order, and is only ever written by
   applying the next log entry;
 * the **tentative** state, in memory, is the index plus the statements accepted since, in
-  acceptance order. Registration rules check a statement against it and, if it passes,
-  apply it there and queue it.
+  acceptance order: the writes of those statements over a copy of the index's rows.
+  Registration rules check a statement against it and, if it passes, apply it there and
+  queue it.
 
 Acceptance order is the log's order (the registrar stores and appends in the order
 statements pass their checks), so when the indexer meets the log's next entry at the head
 of the queue, applying it to the index gives exactly the changes the tentative state
 computed: the indexer reuses them rather than verifying twice. When the two orders part
 (a statement accepted but never stored, say), the indexer computes the entry itself —
-the log's order is the truth — and the tentative state is rebuilt from the index.
+the log's order is the truth — and the tentative state is rebuilt from the index: the
+copy takes in the index's changes since it was last brought up (never a read of every
+row), and the statements still queued are applied again on top.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from sealtrail.scitt import (
     SignedStatement,
     parse_statement,
 )
-from sealtrail.storage import Change, IndexedEntry, IndexStore, StatementRecord
+from sealtrail.storage import MAX_READ_ENTRIES, Change, IndexedEntry, IndexStore, StatementRecord
 
 from ._devicechain import DeviceChainValidator
 from ._kinds import KINDS, Kind, Payload
@@ -118,6 +121,10 @@ INDEX_POLL = 0.2
 
 #: Longest a query waits for the index to reach the log's size (:meth:`ProvenanceLedger.synced`).
 INDEX_WAIT = 5.0
+
+#: Writes the tentative state holds over its copy of the index at most; past that, the copy
+#: is brought up to the index and the writes of statements already indexed are dropped.
+OVERLAY_MAX = 65_536
 
 
 def fact_of(statement: SignedStatement, org: str) -> Fact | None:
@@ -218,6 +225,25 @@ class _IndexRows:
         self.pending[(table, key)] = text
 
 
+class _Overlay:
+    """The tentative state's rows: the ledger's copy of the index's rows, under the writes
+    of the statements accepted since. The copy itself is only changed by
+    :meth:`ProvenanceLedger._rebuild`, which then starts a new overlay."""
+
+    def __init__(self, base: MemoryRows) -> None:
+        self.base = base
+        self.writes: dict[tuple[str, str], Value | None] = {}
+
+    def get(self, table: str, key: str) -> Value | None:
+        try:
+            return self.writes[(table, key)]
+        except KeyError:
+            return self.base.get(table, key)
+
+    def put(self, table: str, key: str, value: Value | None) -> None:
+        self.writes[(table, key)] = value
+
+
 def indexed_entry(
     index: int, leaf: bytes, kind: str, fact: Fact | None, outcome: Outcome
 ) -> IndexedEntry:
@@ -278,7 +304,12 @@ class ProvenanceLedger:
         self._types: dict[bytes, str] | None = None
         self._org_of = org_of
         self._indexed = ProvenanceState(_IndexRows(index), policy=self.policy)
-        self.tentative = ProvenanceState(MemoryRows(), policy=self.policy)
+        #: A copy of the index's rows as of ``_base_size`` entries, and the tentative state
+        #: over it (see _rebuild).
+        self._base = MemoryRows()
+        self._base_size = 0
+        self._overlay = _Overlay(self._base)
+        self.tentative = ProvenanceState(self._overlay, policy=self.policy)
         self._queue: deque[_Accepted] = deque()
         # Guards the queue and the index's commits against the indexer's worker thread.
         self._lock = threading.Lock()
@@ -376,7 +407,7 @@ class ProvenanceLedger:
 
     def accept(self, fact: Fact, context: RuleContext) -> None:
         """Apply ``fact`` to the tentative state and queue it, or raise its refusal."""
-        if self._diverged:
+        if self._diverged or len(self._overlay.writes) > OVERLAY_MAX:
             self._rebuild(context)
         outcome = self.tentative.apply(fact)
         if not outcome.applied and self._queue and self._dropped(context):
@@ -394,10 +425,17 @@ class ProvenanceLedger:
         return not all(context.is_registered(e) for e in queued)
 
     def _rebuild(self, context: RuleContext | None) -> None:
-        """The tentative state again: the index's rows, then the queue still to come."""
+        """The tentative state again: the index's rows, then the queue still to come.
+
+        The ledger's copy of the index's rows is brought up to date with the changes of
+        the entries applied since it was last (:meth:`IndexStore.changes`), so that the
+        cost is that of what changed, not of the whole index: on a shared store every
+        entry another process registered leads here before the next check.
+        """
         with self._lock:
-            mark = self.index.applied_size()
-            state = ProvenanceState(load_rows(self.index), policy=self.policy)
+            mark = self._sync_base()
+            overlay = _Overlay(self._base)
+            state = ProvenanceState(overlay, policy=self.policy)
             self._applied_mark = mark
             kept: deque[_Accepted] = deque()
             for accepted in self._queue:
@@ -405,9 +443,23 @@ class ProvenanceLedger:
                     continue
                 kept.append(_Accepted(accepted.fact, accepted.kind, state.apply(accepted.fact)))
             self._queue = kept
-            self.tentative = state
+            self._overlay, self.tentative = overlay, state
             self._diverged = False
-        log.info("provenance: tentative state rebuilt from the index")
+        log.debug("provenance: tentative state rebuilt from the index (%d entries)", mark)
+
+    def _sync_base(self) -> int:
+        """Bring the copy of the index's rows up to the index; its applied size. Holds
+        ``_lock`` (the caller does)."""
+        size = self.index.applied_size()
+        if size < self._base_size:  # the index was reset (and is being rebuilt)
+            self._base.tables.clear()
+            self._base_size = 0
+        while self._base_size < size:
+            stop = min(size, self._base_size + MAX_READ_ENTRIES)
+            for _, _, table, key, value in self.index.changes(self._base_size, stop):
+                self._base.put(table, key, None if value is None else json.loads(value))
+            self._base_size = stop
+        return size
 
     # -- the indexer ----------------------------------------------------------------------
 
@@ -538,10 +590,12 @@ class ProvenanceLedger:
         """Bring the index up to the log, seed the tentative state, and follow the log."""
         self._reader = reader
         await asyncio.to_thread(self.catch_up, reader)
-        self._applied_mark = await asyncio.to_thread(self.index.applied_size)
-        self.tentative = ProvenanceState(
-            await asyncio.to_thread(load_rows, self.index), policy=self.policy
-        )
+        # The size first: the rows may be read a few entries later, and replaying changes
+        # the copy already holds leaves it as it is (each row ends at its last change).
+        self._applied_mark = self._base_size = await asyncio.to_thread(self.index.applied_size)
+        self._base = await asyncio.to_thread(load_rows, self.index)
+        self._overlay = _Overlay(self._base)
+        self.tentative = ProvenanceState(self._overlay, policy=self.policy)
         self._task = asyncio.create_task(self._follow(reader), name="sealtrail-indexer")
 
     def poke(self) -> None:

@@ -164,6 +164,15 @@ class IndexStore(Protocol):
         """
         ...
 
+    def changes(self, start: int, stop: int) -> list[tuple[int, int, str, str, str | None]]:
+        """The row changes of the applied entries with ``start <= index < stop``, as
+        ``(entry index, position in its entry, table, key, value)``, ordered by index, then
+        position: what brings a copy of the rows from ``start`` entries to ``stop``.
+
+        Bounds as :meth:`entries` (``stop`` beyond ``applied_size()`` is cut short).
+        """
+        ...
+
     def entries_about(
         self, subject: str, *, start: int = 0, limit: int = 1000
     ) -> list[IndexedEntry]:

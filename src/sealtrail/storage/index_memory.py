@@ -136,6 +136,14 @@ class MemoryIndex:
             self.faults.check("read")
             return self._entries[start:stop]
 
+    def changes(self, start: int, stop: int) -> list[tuple[int, int, str, str, str | None]]:
+        check_read(start, stop - start)
+        with self._lock:
+            self.faults.check("read")
+            low = bisect.bisect_left(self._changes, (start,))
+            high = bisect.bisect_left(self._changes, (stop,))
+            return self._changes[low:high]
+
     def entries_about(
         self, subject: str, *, start: int = 0, limit: int = 1000
     ) -> list[IndexedEntry]:

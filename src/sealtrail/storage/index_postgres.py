@@ -507,6 +507,16 @@ class PostgresIndex:
             ).fetchall()
         return [_entry(row) for row in found]
 
+    def changes(self, start: int, stop: int) -> list[tuple[int, int, str, str, str | None]]:
+        check_read(start, stop - start)
+        with self._conn("read") as conn:
+            found = conn.execute(
+                "SELECT idx, pos, tbl, key, value FROM idx_changes"
+                " WHERE idx >= %b AND idx < %b ORDER BY idx, pos",
+                (start, stop),
+            ).fetchall()
+        return [(int(i), int(p), _text(t), _text(k), _maybe(v)) for i, p, t, k, v in found]
+
     def entries_about(
         self, subject: str, *, start: int = 0, limit: int = 1000
     ) -> list[IndexedEntry]:

@@ -418,6 +418,19 @@ class SQLiteIndex:
             ).fetchall()
         return _with_subjects(found, subjects)
 
+    def changes(self, start: int, stop: int) -> list[tuple[int, int, str, str, str | None]]:
+        check_read(start, stop - start)
+        with self._snapshot() as conn:
+            found = conn.execute(
+                "SELECT idx, pos, tbl, key, value FROM idx_changes"
+                " WHERE idx >= ? AND idx < ? ORDER BY idx, pos",
+                (start, stop),
+            ).fetchall()
+        return [
+            (int(i), int(p), str(t), str(k), None if v is None else str(v))
+            for i, p, t, k, v in found
+        ]
+
     def entries_about(
         self, subject: str, *, start: int = 0, limit: int = 1000
     ) -> list[IndexedEntry]:

@@ -484,6 +484,61 @@ async def test_a_nonce_issued_by_one_process_is_answered_on_another() -> None:
         await chain.register(OPERATOR, chain.world.evidence_result("srv-1", nonce=nonce))
 
 
+async def test_a_shared_ledger_takes_in_what_another_process_registered_by_its_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every entry another process registers makes a shared ledger rebuild its tentative
+    state; the rebuild reads the index's changes since its copy, never the whole index."""
+    async with signed_chain() as chain:
+        await journey(chain, "srv-1", "ship-1")
+        await chain.indexed()
+        other = ProvenanceLedger(
+            chain.index,
+            statement=chain.store.get_statement,
+            org_of=chain.service.registry.name_of,
+            shared=True,
+        )
+        await other.start(chain.sequencer.reader)
+        try:
+            assert list(other._base.dump()) == list(chain.index.dump_rows())
+            before = chain.index.applied_size()
+            await journey(chain, "srv-2", "ship-2")  # registered by the first process
+            await chain.indexed()
+            with monkeypatch.context() as patched:
+                patched.setattr(chain.index, "dump_rows", _never)
+                with pytest.raises(NotFound):
+                    other.challenge("srv-3")
+                other.challenge("srv-2")  # the other process's server is known here now
+            assert other._base_size == chain.index.applied_size() > before
+            assert list(other._base.dump()) == list(chain.index.dump_rows())
+            assert not other._overlay.writes
+        finally:
+            await other.close()
+
+
+async def test_the_tentative_state_folds_its_writes_into_its_copy_of_the_index(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sealtrail.provenance._ledger.OVERLAY_MAX", 8)
+    async with signed_chain() as chain:
+        for k in range(4):
+            await journey(chain, f"srv-{k}", f"ship-{k}")
+            await chain.indexed()
+            assert len(chain.ledger._overlay.writes) <= 8 + 64, "bounded by the fold"
+        assert chain.ledger._base_size > 0
+        # srv-0's first blade, installed long ago: known from the copy, not the writes.
+        taken = Assembly(Node(NodeType.SERVER, "srv-9"), (Node(NodeType.BLADE, "srv-0-blade-0"),))
+        with pytest.raises(VerificationError) as refused:
+            await chain.register(ASSEMBLER, taken)
+        assert refused.value.code == "assembly-child-elsewhere"
+        await chain.indexed()
+        assert audit(chain).ok
+
+
+def _never() -> Iterable[tuple[str, str, str]]:
+    raise AssertionError("the whole index was read")
+
+
 # -- on PostgreSQL -------------------------------------------------------------------------------
 
 

@@ -202,6 +202,16 @@ def test_round_trip(index: IndexStore) -> None:
     assert index.entries(2, 100) == [HISTORY[2][0]]  # cut short at the applied size
     assert index.entries(3, 3) == []
     assert index.history("devices", "aa") == [(0, '{"state":"made"}'), (2, '{"state":"arrived"}')]
+    assert index.changes(0, 3) == list(index.dump_changes())
+    assert index.changes(1, 2) == []  # a refused entry changes nothing
+    assert index.changes(2, 100) == [  # cut short at the applied size
+        (2, 0, "devices", "aa", '{"state":"arrived"}'),
+        (2, 1, "nodes", "srv-1", '{"ok":true}'),
+    ]
+    assert index.changes(0, 1) == [
+        (0, 0, "devices", "aa", '{"state":"made"}'),
+        (0, 1, "devices", "bb", '{"state":"made"}'),
+    ]
     assert dumps(index) == (
         [e for e, _ in HISTORY],
         [
@@ -305,17 +315,21 @@ def test_row_at_refuses_sizes_the_index_has_not_reached(index: IndexStore) -> No
         index.row_at("devices", "aa", -1)
 
 
+@pytest.mark.parametrize("read", ["entries", "changes"])
 @pytest.mark.parametrize(("start", "stop"), [(-1, 2), (3, 2)])
-def test_entries_refuses_bad_ranges(index: IndexStore, start: int, stop: int) -> None:
+def test_ranged_reads_refuse_bad_ranges(
+    index: IndexStore, read: str, start: int, stop: int
+) -> None:
     with pytest.raises(InvalidInput) as info:
-        index.entries(start, stop)
+        getattr(index, read)(start, stop)
     assert info.value.code == "index-bad-read"
 
 
-def test_entries_refuses_reads_over_the_limit(index: IndexStore) -> None:
-    assert index.entries(0, MAX_READ_ENTRIES) == []
+@pytest.mark.parametrize("read", ["entries", "changes"])
+def test_ranged_reads_refuse_reads_over_the_limit(index: IndexStore, read: str) -> None:
+    assert getattr(index, read)(0, MAX_READ_ENTRIES) == []
     with pytest.raises(TooLarge) as info:
-        index.entries(0, MAX_READ_ENTRIES + 1)
+        getattr(index, read)(0, MAX_READ_ENTRIES + 1)
     assert info.value.code == "index-read-too-large"
 
 
