@@ -407,8 +407,10 @@ class ProvenanceLedger:
 
     def accept(self, fact: Fact, context: RuleContext) -> None:
         """Apply ``fact`` to the tentative state and queue it, or raise its refusal."""
-        if self._diverged or len(self._overlay.writes) > OVERLAY_MAX:
+        if self._diverged:
             self._rebuild(context)
+        elif len(self._overlay.writes) > OVERLAY_MAX:
+            self._fold(context)
         outcome = self.tentative.apply(fact)
         if not outcome.applied and self._queue and self._dropped(context):
             # An earlier acceptance never reached the store: judge again without it.
@@ -446,6 +448,25 @@ class ProvenanceLedger:
             self._overlay, self.tentative = overlay, state
             self._diverged = False
         log.debug("provenance: tentative state rebuilt from the index (%d entries)", mark)
+
+    def _fold(self, context: RuleContext) -> None:
+        """Take the tentative state's writes into the copy of the index's rows, so that
+        they do not pile up. Once every accepted statement is indexed (nothing queued, no
+        other process writing), the copy and the writes over it are the index: they are
+        merged in memory. Otherwise this waits for such a moment, up to 8 times
+        :data:`OVERLAY_MAX` writes, and then rebuilds from the index's changes."""
+        with self._lock:
+            if self._queue or self.shared:
+                if len(self._overlay.writes) <= 8 * OVERLAY_MAX:
+                    return
+            else:
+                for (table, key), value in self._overlay.writes.items():
+                    self._base.put(table, key, value)
+                self._base_size = self._applied_mark = self.index.applied_size()
+                self._overlay = _Overlay(self._base)
+                self.tentative = ProvenanceState(self._overlay, policy=self.policy)
+                return
+        self._rebuild(context)
 
     def _sync_base(self) -> int:
         """Bring the copy of the index's rows up to the index; its applied size. Holds
