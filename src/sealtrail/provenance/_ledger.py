@@ -122,8 +122,8 @@ INDEX_POLL = 0.2
 #: Longest a query waits for the index to reach the log's size (:meth:`ProvenanceLedger.synced`).
 INDEX_WAIT = 5.0
 
-#: Writes the tentative state holds over its copy of the index at most; past that, the copy
-#: is brought up to the index and the writes of statements already indexed are dropped.
+#: Writes the tentative state holds over its copy of the index before they are taken into
+#: the copy (see ProvenanceLedger._fold).
 OVERLAY_MAX = 65_536
 
 
@@ -228,7 +228,8 @@ class _IndexRows:
 class _Overlay:
     """The tentative state's rows: the ledger's copy of the index's rows, under the writes
     of the statements accepted since. The copy itself is only changed by
-    :meth:`ProvenanceLedger._rebuild`, which then starts a new overlay."""
+    :meth:`ProvenanceLedger._rebuild` and :meth:`ProvenanceLedger._fold`, which then start
+    a new overlay."""
 
     def __init__(self, base: MemoryRows) -> None:
         self.base = base
