@@ -129,8 +129,9 @@ def _time(fn: Callable[[], object], count: int) -> float:
     return time.perf_counter() - start
 
 
-def _settle_disk(root: Path, size: int) -> None:
-    """Write ``size`` bytes to a scratch file, make them durable, and delete it.
+def _settle_disk(root: Path, size: int) -> bool:
+    """Write ``size`` bytes to a scratch file, make them durable, and delete it; False if
+    the disk had no room for them.
 
     Run before every timed append, ours and the peer's alike, so that each writes onto
     blocks the file system has just freed. On the development machine's virtual disk, writes
@@ -140,29 +141,36 @@ def _settle_disk(root: Path, size: int) -> None:
     """
     scratch = root / "settle.tmp"
     block = os.urandom(1 << 20)
-    with scratch.open("wb") as f:
-        for _ in range(max(1, size >> 20)):
-            f.write(block)
-        f.flush()
-        os.fsync(f.fileno())
-    scratch.unlink()
+    try:
+        with scratch.open("wb") as f:
+            for _ in range(max(1, size >> 20)):
+                f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:  # a disk without room for it (ENOSPC): measure unsettled, and say so
+        return False
+    finally:
+        scratch.unlink(missing_ok=True)
+    return True
 
 
 def _append_rounds(
     root: Path, data: list[bytes], rounds: int, synchronous: str, report: Report
-) -> tuple[list[float], list[float], SQLiteStore, Any]:
+) -> tuple[list[float], list[float], SQLiteStore, Any, bool]:
     """Append ``data`` to fresh stores, ours and pymerkle's, ``rounds`` times: the rates of
     each round, and the last round's two stores (the proofs are taken from them).
 
     Which side goes first alternates from round to round, and before each timed append the
-    disk is settled (:func:`_settle_disk`): neither side writes in the other's wake.
+    disk is settled (:func:`_settle_disk`): neither side writes in the other's wake. The
+    last item says whether every settling went through.
     """
     ours: list[float] = []
     peers: list[float] = []
     settle = len(data) * SETTLE_PER_ENTRY
+    settled = True
     for r in range(rounds):
         for side in ("ours", "peer") if r % 2 == 0 else ("peer", "ours"):
-            _settle_disk(root, settle)
+            settled = _settle_disk(root, settle) and settled
             if side == "ours":
                 elapsed, big = _append_sealtrail(root / f"log-{r}.db", data, report, synchronous)
                 ours.append(_rate(len(data), elapsed))
@@ -175,7 +183,7 @@ def _append_rounds(
             for path in root.glob(f"*-{r}.db*"):
                 path.unlink()
     assert isinstance(big, SQLiteStore)
-    return ours, peers, big, peer_tree
+    return ours, peers, big, peer_tree, settled
 
 
 def run(
@@ -194,7 +202,9 @@ def run(
         root = Path(tmp)
         data = _entries(entries, seed)
 
-        ours, peers, big, peer_tree = _append_rounds(root, data, append_rounds, synchronous, report)
+        ours, peers, big, peer_tree, settled = _append_rounds(
+            root, data, append_rounds, synchronous, report
+        )
         figures["append_entries_per_s"] = statistics.median(ours)
         figures["peer_pymerkle_append_entries_per_s"] = statistics.median(peers)
         del data
@@ -249,6 +259,7 @@ def run(
             "append_rounds": append_rounds,
             "append_order": "alternating; disk settled before each timed append",
             "settle_bytes_per_entry": SETTLE_PER_ENTRY,
+            "disk_settled": settled,
             "seed": seed,
         },
         "machine": {"cpus": os.cpu_count()},

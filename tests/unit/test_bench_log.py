@@ -80,8 +80,26 @@ def test_append_rounds_alternate_sides_each_on_a_settled_disk(
         rates = module._append_rounds(Path(tmp), module._entries(300, 1), 3, "FULL", module._quiet)
         rates[2].close()
         rates[3].close()
+        assert rates[4] is True
         left = sorted(p.name for p in Path(tmp).iterdir())
         assert left == ["log-2.db", "pymerkle-2.db"], "the last round's stores, nothing else"
     timed = [c for c in calls if c != "settle"]
     assert timed == ["ours", "peer", "peer", "ours", "ours", "peer"]
     assert calls == [x for c in timed for x in ("settle", c)]
+
+
+def test_a_disk_without_room_to_settle_is_measured_anyway_and_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = _bench_module("log", None)
+    real_open = Path.open
+
+    def full(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "settle.tmp":
+            raise OSError(28, "No space left on device")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", full)
+    result = module.run(entries=500, proofs=50, append_rounds=1, report=lambda *_: None)
+    assert result["params"]["disk_settled"] is False
+    assert result["figures"]["append_entries_per_s"] > 0
