@@ -309,8 +309,7 @@ class ProvenanceLedger:
         #: over it (see _rebuild).
         self._base = MemoryRows()
         self._base_size = 0
-        self._overlay = _Overlay(self._base)
-        self.tentative = ProvenanceState(self._overlay, policy=self.policy)
+        self._overlay, self.tentative = self._over_base()
         self._queue: deque[_Accepted] = deque()
         # Guards the queue and the index's commits against the indexer's worker thread.
         self._lock = threading.Lock()
@@ -437,8 +436,7 @@ class ProvenanceLedger:
         """
         with self._lock:
             mark = self._sync_base()
-            overlay = _Overlay(self._base)
-            state = ProvenanceState(overlay, policy=self.policy)
+            overlay, state = self._over_base()
             self._applied_mark = mark
             kept: deque[_Accepted] = deque()
             for accepted in self._queue:
@@ -457,17 +455,20 @@ class ProvenanceLedger:
         merged in memory. Otherwise this waits for such a moment, up to 8 times
         :data:`OVERLAY_MAX` writes, and then rebuilds from the index's changes."""
         with self._lock:
-            if self._queue or self.shared:
-                if len(self._overlay.writes) <= 8 * OVERLAY_MAX:
-                    return
-            else:
+            if not self._queue and not self.shared:
                 for (table, key), value in self._overlay.writes.items():
                     self._base.put(table, key, value)
                 self._base_size = self._applied_mark = self.index.applied_size()
-                self._overlay = _Overlay(self._base)
-                self.tentative = ProvenanceState(self._overlay, policy=self.policy)
+                self._overlay, self.tentative = self._over_base()
+                return
+            if len(self._overlay.writes) <= 8 * OVERLAY_MAX:
                 return
         self._rebuild(context)
+
+    def _over_base(self) -> tuple[_Overlay, ProvenanceState]:
+        """A tentative state with no writes yet over the copy of the index's rows."""
+        overlay = _Overlay(self._base)
+        return overlay, ProvenanceState(overlay, policy=self.policy)
 
     def _sync_base(self) -> int:
         """Bring the copy of the index's rows up to the index; its applied size. Holds
@@ -616,8 +617,7 @@ class ProvenanceLedger:
         # the copy already holds leaves it as it is (each row ends at its last change).
         self._applied_mark = self._base_size = await asyncio.to_thread(self.index.applied_size)
         self._base = await asyncio.to_thread(load_rows, self.index)
-        self._overlay = _Overlay(self._base)
-        self.tentative = ProvenanceState(self._overlay, policy=self.policy)
+        self._overlay, self.tentative = self._over_base()
         self._task = asyncio.create_task(self._follow(reader), name="sealtrail-indexer")
 
     def poke(self) -> None:

@@ -303,7 +303,7 @@ def _parts_queries(table: LiteralString) -> dict[str, LiteralString]:
     return {name: text.replace("{table}", table) for name, text in texts.items()}
 
 
-_PARTS_SQL = {table: _parts_queries(table) for table in ("log_tile_parts", "log_entry_bundles")}
+_PARTS_SQL = {table: _parts_queries(table) for table in (_table(0), _table(ENTRY_BUNDLES))}
 
 
 def _parts_sql(level: int, query: str) -> LiteralString:
