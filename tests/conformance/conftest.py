@@ -24,7 +24,9 @@ import pytest
 
 from sealtrail.errors import StorageError
 from sealtrail.storage import Commit, LogStore, MemoryStore, PostgresStore, SQLiteStore
-from sealtrail.storage.sqlite import _prefix as leaf_key
+from sealtrail.storage._leafkeys import leaf_keys
+from sealtrail.storage._leafruns import build_run
+from sealtrail.storage.sqlite import _insert_run as insert_run
 from sealtrail.storage.sqlite import _table as parts_table
 from tests.conftest import PostgresSchemas, postgres_server
 
@@ -66,13 +68,12 @@ def _sqlite_database(directory: Path) -> Opener:
 
 def _old_sqlite_database(directory: Path) -> Opener:
     """The SQLite store as it runs on an SQLite older than 3.35: no ``DELETE ... RETURNING``
-    and no JSON functions (both taken as missing here, whatever this SQLite has)."""
+    (taken as missing here, whatever this SQLite has)."""
     path = directory / "log.db"
 
     def opener() -> SQLiteStore:
         store = SQLiteStore(path)
         store._returning = False
-        store._json = False
         return store
 
     return opener
@@ -91,10 +92,8 @@ def _sqlite_leftover(store: LogStore, commit: Commit) -> None:
             " VALUES (?, ?, ?, ?, ?, ?)",
             (p.level, p.index, p.start, p.count, p.data, p.interior),
         )
-    for leaf, index in commit.leaves:
-        store.execute(
-            "INSERT OR IGNORE INTO leaves (prefix, idx) VALUES (?, ?)", (leaf_key(leaf), index)
-        )
+    if commit.leaves:
+        insert_run(store._conn(), build_run(commit.leaves))
 
 
 # -- postgresql ---------------------------------------------------------------------------------
@@ -138,7 +137,7 @@ def _postgres_leftover(store: LogStore, commit: Commit) -> None:
     for leaf, index in commit.leaves:
         store.execute(
             "INSERT INTO log_leaves (prefix, idx) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (leaf_key(leaf), index),
+            (leaf_keys([leaf])[0], index),
         )
 
 

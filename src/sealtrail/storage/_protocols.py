@@ -93,8 +93,8 @@ class Commit:
     ``leaves`` pairs leaf hashes with their indexes for the leaf index, and ``indexed`` is
     the new leaf-index watermark (``None``: ``new_size``, i.e. ``leaves`` lists every new
     leaf). A sequencer may leave recent leaves out of the index and add them later in one
-    large sorted run: the index is a B-tree with random keys, and writing it a batch at a
-    time costs more than everything else in the batch.
+    large run: a store's leaf index (sorted runs in SQLite, a B-tree keyed by hash in
+    PostgreSQL) costs less per entry written in large runs than a batch at a time.
     """
 
     old_size: int

@@ -11,24 +11,28 @@ Schema (``PRAGMA user_version`` tracks migrations)::
                                                      the leaf-index watermark
     tile_parts(level, idx, start, count, data, interior)   hash tiles, part by part
     entry_bundles(level = -1, idx, start, count, data)     entry bundles, part by part
-    leaves(prefix, idx)                              first 8 bytes of the leaf hash -> index
-                                                     (a hint: candidates are confirmed on the
-                                                     level-0 tile, so prefix collisions are safe)
+    leaf_runs(run, count, keys, first_page)          the leaf index: sorted runs of the
+    leaf_pages(page, indexes)                        leaf hashes' first 4 bytes, and their
+                                                     indexes in pages of 256 (a hint:
+                                                     candidates are confirmed on the level-0
+                                                     tile, so shared keys are safe); see
+                                                     ``_leafruns``
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sealtrail.errors import CheckpointConflict, ConfigError, Error, StorageError
 
-from ._leafkeys import leaf_keys
+from . import _leafruns as runs
 from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
 
 __all__ = ["SQLiteStore"]
@@ -42,16 +46,13 @@ CACHE_KIB = 65536
 MMAP_BYTES = 1 << 30
 #: Most values bound to one statement: SQLite's default limit (``SQLITE_MAX_VARIABLE_NUMBER``).
 MAX_VARIABLES = 32766
-#: Most keys in one ``IN`` list (of entry ids; of leaf hashes where SQLite has no JSON).
+#: Most keys in one ``IN`` list (of entry ids).
 LOOKUP_CHUNK = 8192
-#: Most leaf hashes looked up per query as a JSON array.
-LEAF_LOOKUP_CHUNK = 65536
-#: The leaf lookup: the asked-for keys go in as one JSON array, so the statement is short,
-#: prepared once and bound with one value (16,384 keys: 7 ms, against 20 ms as an ``IN``
-#: list of that many parameters to parse and bind).
-_LOOKUP_JSON = (
-    "SELECT l.prefix, l.idx FROM json_each(?) AS asked JOIN leaves AS l ON l.prefix = asked.value"
-)
+#: Rows of the old leaf-index table read at a time when converting it into a run.
+CONVERT_CHUNK = 1 << 16
+#: Indexes per page of a leaf-index run (2 KiB: a page's row fits on one database page, so
+#: the index of a key found in memory costs one short read).
+PAGE_ENTRIES = 256
 
 
 def _parts_table(name: str, level_check: str | None, *, without_rowid: bool) -> str:
@@ -68,7 +69,41 @@ def _parts_table(name: str, level_check: str | None, *, without_rowid: bool) -> 
         ){" WITHOUT ROWID" if without_rowid else ""}"""
 
 
-_MIGRATIONS: list[tuple[str, ...]] = [
+def _leaves_to_runs(conn: sqlite3.Connection) -> None:
+    """Schema 4: the leaf-index table of schema 1 (8-byte signed prefix -> index) as one run."""
+    keys: list[runs.Keys] = []
+    indexes: list[runs.Indexes] = []
+    cursor = conn.execute("SELECT prefix, idx FROM leaves")
+    while rows := cursor.fetchmany(CONVERT_CHUNK):
+        pairs = np.array(rows, dtype=np.int64)
+        keys.append((pairs[:, 0].view(np.uint64) >> np.uint64(32)).astype(np.uint32))
+        indexes.append(pairs[:, 1].astype(np.uint64))
+    if keys:
+        run = runs.merge_runs([runs.Run(k, i) for k, i in zip(keys, indexes, strict=True)])
+        _insert_run(conn, run)
+
+
+def _insert_run(conn: sqlite3.Connection, run: runs.Run) -> None:
+    """Store a run: its keys in one row, its indexes in pages numbered after every other."""
+    (first,) = conn.execute("SELECT coalesce(max(page) + 1, 0) FROM leaf_pages").fetchone()
+    conn.execute(
+        "INSERT INTO leaf_runs (count, keys, first_page) VALUES (?, ?, ?)",
+        (run.count, run.key_bytes(), first),
+    )
+    data = run.index_bytes()
+    step = PAGE_ENTRIES * runs.INDEX.itemsize
+    pages = [data[at : at + step] for at in range(0, len(data), step)]
+    rows: list[object] = [v for k, page in enumerate(pages) for v in (first + k, page)]
+    _insert(conn, "INSERT INTO leaf_pages (page, indexes)", 2, rows)
+
+
+def _pages(count: int) -> int:
+    """Pages of indexes a run of ``count`` entries has."""
+    return -(-count // PAGE_ENTRIES)
+
+
+#: Schema steps: SQL statements, or Python for what SQL cannot do, all in one transaction.
+_MIGRATIONS: list[tuple[str | Callable[[sqlite3.Connection], None], ...]] = [
     (
         """CREATE TABLE checkpoint (
             id INTEGER PRIMARY KEY CHECK (id = 0),
@@ -113,6 +148,24 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "DROP TABLE tile_parts",
         "ALTER TABLE tile_parts_v3 RENAME TO tile_parts",
     ),
+    (
+        # The leaf index as sorted runs (``_leafruns``): a flush writes one row in time that
+        # does not grow with the log, where the B-tree keyed by hash took longer the larger
+        # it was. AUTOINCREMENT: a run's number is never reused, so cached runs stay valid.
+        """CREATE TABLE leaf_runs (
+            run INTEGER PRIMARY KEY AUTOINCREMENT,
+            count INTEGER NOT NULL CHECK (count > 0),
+            keys BLOB NOT NULL CHECK (length(keys) = 4 * count),
+            first_page INTEGER NOT NULL CHECK (first_page >= 0)
+        )""",
+        f"""CREATE TABLE leaf_pages (
+            page INTEGER PRIMARY KEY,
+            indexes BLOB NOT NULL CHECK (length(indexes) > 0
+                AND length(indexes) <= {8 * PAGE_ENTRIES} AND length(indexes) % 8 = 0)
+        )""",
+        _leaves_to_runs,
+        "DROP TABLE leaves",
+    ),
 ]
 
 
@@ -121,22 +174,11 @@ def _table(level: int) -> str:
     return "entry_bundles" if level == ENTRY_BUNDLES else "tile_parts"
 
 
-def _has_json(conn: sqlite3.Connection) -> bool:
-    """Whether this SQLite has the JSON functions (built in from 3.38, an option before)."""
-    try:
-        conn.execute("SELECT value FROM json_each('[1]')").fetchall()
-    except sqlite3.OperationalError:
-        return False
-    return True
-
-
 def _insert(
     conn: sqlite3.Connection,
     insert: str,
     width: int,
     values: Sequence[object],
-    *,
-    sort: bool = False,
 ) -> None:
     """Insert rows of ``width`` columns, given flat, with as few statements as allowed.
 
@@ -145,33 +187,13 @@ def _insert(
     (the sequencer preparing the next batch) each time it takes it back can cost a whole
     switch interval. Measured on 10^6 leaf-index rows beside a hashing thread: over 120 s
     row by row, 2.9 s in chunks.
-
-    ``sort`` has SQLite order each chunk by its first column before inserting, so that a
-    large B-tree with random keys is walked left to right; SQLite sorts without holding
-    the GIL, where a sort in Python would hold it.
     """
     per = MAX_VARIABLES // width * width
     one = "(" + ",".join("?" * width) + ")"
     for i in range(0, len(values), per):
         chunk = values[i : i + per]
         marks = ",".join([one] * (len(chunk) // width))
-        if sort:
-            conn.execute(f"{insert} SELECT * FROM (VALUES {marks}) ORDER BY 1", chunk)  # noqa: S608 (placeholders)
-        else:
-            conn.execute(f"{insert} VALUES {marks}", chunk)
-
-
-def _leaf_rows(leaves: Sequence[tuple[bytes, int]]) -> list[int]:
-    """Leaf-index rows ``prefix, idx, prefix, idx, ...``, in the order given."""
-    flat: list[int] = [0] * (2 * len(leaves))
-    flat[0::2] = leaf_keys([h for h, _ in leaves])
-    flat[1::2] = [i for _, i in leaves]
-    return flat
-
-
-def _prefix(leaf_hash: bytes) -> int:
-    """The leaf index key of one hash."""
-    return leaf_keys([leaf_hash])[0]
+        conn.execute(f"{insert} VALUES {marks}", chunk)
 
 
 def _record(row: Sequence[Any]) -> StatementRecord:
@@ -205,10 +227,12 @@ class SQLiteStore:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
+        #: Keys of the leaf-index runs, by run number (see ``_runs``).
+        self._run_keys: dict[int, runs.Keys] = {}
+        self._run_keys_lock = threading.Lock()
         try:
             with self._errors("open"):
                 self._migrate(self._conn())
-            self._json = _has_json(self._conn())
             self._returning = sqlite3.sqlite_version_info >= (3, 35, 0)
         except BaseException:
             self.close()
@@ -262,7 +286,10 @@ class SQLiteStore:
                 )
             for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
                 for statement in statements:
-                    conn.execute(statement)
+                    if callable(statement):
+                        statement(conn)
+                    else:
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
             conn.execute("COMMIT")
         except BaseException:
@@ -296,29 +323,51 @@ class SQLiteStore:
 
     def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
         asked = list(dict.fromkeys(leaf_hashes))  # each asked-for hash once
-        keys = leaf_keys(asked)
-        by_prefix = dict(zip(keys, asked, strict=True))  # one pass in C
-        shared: dict[int, list[bytes]] = {}
-        if len(by_prefix) < len(asked):  # asked-for hashes sharing a prefix (rare)
-            for prefix, h in zip(keys, asked, strict=True):
-                shared.setdefault(prefix, []).append(h)
-        prefixes = list(by_prefix)
+        if not asked:
+            return {}
+        keys = runs.leaf_keys32(asked)
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
         found: dict[bytes, list[int]] = {}
-        step = LEAF_LOOKUP_CHUNK if self._json else LOOKUP_CHUNK
         with self._errors("read"):
             conn = self._conn()
-            for i in range(0, len(prefixes), step):
-                chunk = prefixes[i : i + step]
-                if self._json:
-                    rows = conn.execute(_LOOKUP_JSON, (json.dumps(chunk),)).fetchall()
-                else:
-                    marks = ",".join("?" * len(chunk))
-                    query = f"SELECT prefix, idx FROM leaves WHERE prefix IN ({marks})"  # noqa: S608
-                    rows = conn.execute(query, chunk).fetchall()
-                for prefix, idx in rows:
-                    for h in shared.get(prefix) or (by_prefix[prefix],):
-                        found.setdefault(h, []).append(int(idx))
+            conn.execute("BEGIN")  # one snapshot: the runs listed are the runs read
+            try:
+                for first_page, run_keys in self._runs(conn):
+                    which, where = runs.search(run_keys, ordered)
+                    for a, w in zip(order[which].tolist(), where.tolist(), strict=True):
+                        page, at = divmod(w, PAGE_ENTRIES)
+                        row = conn.execute(
+                            "SELECT indexes FROM leaf_pages WHERE page = ?", (first_page + page,)
+                        ).fetchone()
+                        if row is None:  # a page deleted behind the store's back: a lost hint
+                            continue
+                        data, size = row[0], runs.INDEX.itemsize
+                        index = int.from_bytes(data[at * size : (at + 1) * size], "little")
+                        candidates = found.setdefault(asked[a], [])
+                        if index not in candidates:
+                            candidates.append(index)
+            finally:
+                conn.execute("COMMIT")
         return found
+
+    def _runs(self, conn: sqlite3.Connection) -> list[tuple[int, runs.Keys]]:
+        """Every leaf-index run of the connection's snapshot: its first page and its keys
+        (kept in memory: a run never changes, and its number is never reused)."""
+        listed = {
+            int(r): int(p)
+            for r, p in conn.execute("SELECT run, first_page FROM leaf_runs ORDER BY run")
+        }
+        with self._run_keys_lock:
+            known = {r: self._run_keys[r] for r in listed if r in self._run_keys}
+        for run in listed:
+            if run not in known:
+                query = "SELECT keys FROM leaf_runs WHERE run = ?"
+                (data,) = conn.execute(query, (run,)).fetchone()
+                known[run] = runs.keys_from_bytes(bytes(data))
+        with self._run_keys_lock:
+            self._run_keys = known  # runs merged away are dropped
+        return [(page, known[r]) for r, page in listed.items()]
 
     # -- the one write ------------------------------------------------------------------------
 
@@ -352,13 +401,8 @@ class SQLiteStore:
                             for value in (p.level, p.index, p.start, p.count, p.data, p.interior)
                         ],
                     )
-                _insert(
-                    conn,
-                    "INSERT OR IGNORE INTO leaves (prefix, idx)",
-                    2,
-                    _leaf_rows(commit.leaves),
-                    sort=True,  # a large index does not fit in the page cache
-                )
+                if commit.leaves:
+                    self._add_run(conn, runs.build_run(commit.leaves))
                 conn.execute(
                     "INSERT INTO checkpoint (id, size, note, indexed) VALUES (0, ?, ?, ?)"
                     " ON CONFLICT (id) DO UPDATE SET size = excluded.size,"
@@ -370,6 +414,31 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _add_run(conn: sqlite3.Connection, run: runs.Run) -> None:
+        """Add a leaf-index run, then merge the newest runs while a tier of them is full."""
+        _insert_run(conn, run)
+        while True:
+            listed = conn.execute(
+                "SELECT run, count, keys, first_page FROM leaf_runs ORDER BY run"
+            ).fetchall()
+            merge = runs.merge_plan([int(row[1]) for row in listed])
+            if not merge:
+                return
+            chosen = listed[-merge:]
+            merged: list[runs.Run] = []
+            for number, count, keys, first in chosen:
+                last = first + _pages(count) - 1
+                pages = conn.execute(
+                    "SELECT indexes FROM leaf_pages WHERE page BETWEEN ? AND ? ORDER BY page",
+                    (first, last),
+                ).fetchall()
+                indexes = runs.indexes_from_bytes(b"".join(p for (p,) in pages))
+                merged.append(runs.Run(runs.keys_from_bytes(keys), indexes))
+                conn.execute("DELETE FROM leaf_runs WHERE run = ?", (number,))
+                conn.execute("DELETE FROM leaf_pages WHERE page BETWEEN ? AND ?", (first, last))
+            _insert_run(conn, runs.merge_runs(merged))
 
     def _make_room(self, conn: sqlite3.Connection, firsts: Sequence[TilePart]) -> None:
         """Clear the positions from each of ``firsts`` on (a commit's first part per level).

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sealtrail.errors import ConfigError, Corruption, StorageError, VerificationError
@@ -19,9 +21,10 @@ from sealtrail.storage import (
     MemoryStore,
     SQLiteStore,
     open_store,
-    sqlite,
 )
-from sealtrail.storage.sqlite import _MIGRATIONS, LOOKUP_CHUNK, MAX_VARIABLES
+from sealtrail.storage._leafruns import FANOUT, Run, indexes_from_bytes, keys_from_bytes
+from sealtrail.storage.sqlite import _MIGRATIONS, MAX_VARIABLES, PAGE_ENTRIES
+from sealtrail.storage.sqlite import _insert_run as insert_run
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 ENTRIES = [f"part {i}".encode() for i in range(300)]
@@ -98,16 +101,91 @@ def test_schema_version_is_recorded_in_user_version(db: Path) -> None:
     conn = raw(db)
     assert pragma(conn, "user_version") == SCHEMA_VERSION
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"checkpoint", "tile_parts", "entry_bundles", "leaves"} <= tables
+    assert {"checkpoint", "tile_parts", "entry_bundles", "leaf_runs"} <= tables
+    assert "leaves" not in tables
     conn.close()
+
+
+def _leaf_pairs(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+    """Every ``(key, index)`` pair of the leaf-index runs, sorted."""
+    pairs: list[tuple[int, int]] = []
+    for keys, first, count in conn.execute("SELECT keys, first_page, count FROM leaf_runs"):
+        pages = conn.execute(
+            "SELECT indexes FROM leaf_pages WHERE page >= ? ORDER BY page LIMIT ?",
+            (first, -(-count // PAGE_ENTRIES)),
+        )
+        indexes = indexes_from_bytes(b"".join(p for (p,) in pages))
+        pairs += zip(keys_from_bytes(keys).tolist(), indexes.tolist(), strict=True)
+    return sorted(pairs)
+
+
+def _rewrite_leaf_index(
+    db: Path, edit: Callable[[list[tuple[int, int]]], list[tuple[int, int]]]
+) -> None:
+    """Replace the leaf index by one run of ``edit(pairs)`` (an edit behind the log's back)."""
+    conn = raw(db)
+    pairs = edit(_leaf_pairs(conn))
+    keys = np.array([k for k, _ in pairs], dtype=np.uint32)
+    order = np.argsort(keys, kind="stable")
+    run = Run(keys[order], np.array([i for _, i in pairs], dtype=np.uint64)[order])
+    conn.execute("BEGIN")
+    conn.execute("DELETE FROM leaf_runs")
+    conn.execute("DELETE FROM leaf_pages")
+    insert_run(conn, run)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def _downgrade_to_schema_3(db: Path) -> None:
+    """Put the leaf index back in the B-tree keyed by 8-byte prefix that schema 3 had."""
+    hashes = {leaf_hash(e): i for i, e in enumerate(ENTRIES)}
+    conn = raw(db)
+    indexed = {i for _, i in _leaf_pairs(conn)}
+    conn.execute("BEGIN")
+    conn.execute(str(_MIGRATIONS[0][3]))  # schema 1's leaves
+    conn.executemany(
+        "INSERT INTO leaves (prefix, idx) VALUES (?, ?)",
+        [(int.from_bytes(h[:8], "big", signed=True), i) for h, i in hashes.items() if i in indexed],
+    )
+    conn.execute("DROP TABLE leaf_runs")
+    conn.execute("DROP TABLE leaf_pages")
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_schema_4_turns_the_leaf_index_into_one_run_keeping_every_entry(
+    logged: SQLiteStore, db: Path, signer: CheckpointSigner
+) -> None:
+    logged.close()
+    _downgrade_to_schema_3(db)
+    conn = raw(db)
+    assert conn.execute("SELECT count(*) FROM leaves").fetchone() == (len(ENTRIES),)
+    conn.close()
+    store = SQLiteStore(db)  # migrates
+    try:
+        conn = raw(db)
+        assert pragma(conn, "user_version") == SCHEMA_VERSION
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "leaves" not in tables
+        assert conn.execute("SELECT count(*) FROM leaf_runs").fetchone() == (1,)
+        conn.close()
+        found = store.lookup_leaves([leaf_hash(e) for e in ENTRIES])
+        assert all(i in found[leaf_hash(e)] for i, e in enumerate(ENTRIES))
+        # Duplicates are still found in the index: the same indexes come back.
+        assert add(store, signer, [ENTRIES[5], ENTRIES[250], b"new"]) == [5, 250, len(ENTRIES)]
+        assert reader(store, signer).audit() is not None
+    finally:
+        store.close()
 
 
 def _downgrade_to_schema_2(db: Path) -> None:
     """Put the hash tiles back in the WITHOUT ROWID table schema 2 had."""
+    _downgrade_to_schema_3(db)
     conn = raw(db)
     conn.execute("BEGIN")
     conn.execute("ALTER TABLE tile_parts RENAME TO tile_parts_new")
-    conn.execute(_MIGRATIONS[0][1])  # schema 1's tile_parts
+    conn.execute(str(_MIGRATIONS[0][1]))  # schema 1's tile_parts
     conn.execute("INSERT INTO tile_parts SELECT * FROM tile_parts_new")
     conn.execute("DROP TABLE tile_parts_new")
     conn.execute("PRAGMA user_version = 2")
@@ -249,7 +327,7 @@ def test_an_edited_checkpoint_row_is_caught(logged: SQLiteStore, signer: Checkpo
 def test_a_deleted_leaf_row_only_loses_the_hint(
     logged: SQLiteStore, signer: CheckpointSigner
 ) -> None:
-    logged.execute("DELETE FROM leaves WHERE idx = 7")
+    _rewrite_leaf_index(logged.path, lambda pairs: [(k, i) for k, i in pairs if i != 7])
     # Deduplication against the log no longer finds entry 7: it is appended again.
     assert add(logged, signer, [ENTRIES[6], ENTRIES[7]]) == [6, 300]
     log = reader(logged, signer)
@@ -263,10 +341,11 @@ def test_an_edited_leaf_row_never_aliases_another_entry(
     logged: SQLiteStore, signer: CheckpointSigner
 ) -> None:
     # Point entry 7's hint at entry 9, and plant a hint past the checkpoint for a new entry.
-    logged.execute("UPDATE leaves SET idx = 9 WHERE idx = 7")
     new = b"not yet in the log"
-    store_key = int.from_bytes(leaf_hash(new)[:8], "big", signed=True)
-    logged.execute("INSERT INTO leaves (prefix, idx) VALUES (?, 305)", (store_key,))
+    planted = (int.from_bytes(leaf_hash(new)[:4], "big"), 305)
+    _rewrite_leaf_index(
+        logged.path, lambda pairs: [(k, 9 if i == 7 else i) for k, i in pairs] + [planted]
+    )
     assert add(logged, signer, [ENTRIES[7], new]) == [300, 301]
     log = reader(logged, signer)
     assert log.audit() is not None
@@ -323,22 +402,77 @@ def test_open_store_sqlite_url_in_a_missing_directory(tmp_path: Path) -> None:
         open_store(f"sqlite:///{tmp_path}/missing/log.db")
 
 
-@pytest.mark.parametrize("json", [True, False], ids=["json-array", "in-list"])
-def test_large_leaf_runs_and_lookups_span_several_statements(
-    db: Path, json: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """More leaf-index rows than one statement may bind, and more lookups than one query
-    takes, as a JSON array and (an SQLite without JSON functions) as ``IN`` lists."""
-    count = MAX_VARIABLES  # two statements' worth of (prefix, idx) rows
+def test_large_leaf_runs_and_lookups(db: Path) -> None:
+    """More leaf-index pairs than one statement may bind, looked up all at once."""
+    count = MAX_VARIABLES + 7
     hashes = [leaf_hash(i.to_bytes(4, "big")) for i in range(count)]
     store = SQLiteStore(db)
-    monkeypatch.setattr(store, "_json", json)
-    monkeypatch.setattr(sqlite, "LEAF_LOOKUP_CHUNK", 5000)
     store.commit(
         Commit(0, count, b"note", parts=[], leaves=list(zip(hashes, range(count), strict=True)))
     )
-    asked = [*hashes[: LOOKUP_CHUNK + 7], leaf_hash(b"never added")]
+    asked = [*hashes, leaf_hash(b"never added")]
     found = store.lookup_leaves(asked)
-    assert len(found) == LOOKUP_CHUNK + 7
-    assert all(found[h] == [i] for i, h in enumerate(asked[:-1]))
+    assert all(i in found[h] for i, h in enumerate(hashes))
+    assert sum(map(len, found.values())) < count + 5, "4-byte keys rarely collide"
+    store.close()
+
+
+def _run_counts(db: Path) -> list[int]:
+    conn = raw(db)
+    counts = [int(c) for (c,) in conn.execute("SELECT count FROM leaf_runs ORDER BY run")]
+    conn.close()
+    return counts
+
+
+def _commit_leaves(store: SQLiteStore, start: int, count: int) -> list[bytes]:
+    hashes = [leaf_hash(i.to_bytes(8, "big")) for i in range(start, start + count)]
+    pairs = list(zip(hashes, range(start, start + count), strict=True))
+    store.commit(Commit(start, start + count, b"note", parts=[], leaves=pairs))
+    return hashes
+
+
+def test_leaf_runs_merge_by_tiers_and_every_entry_stays_found(db: Path) -> None:
+    store = SQLiteStore(db)
+    other = SQLiteStore(db)  # another process's view: it must follow the merges
+    hashes: list[bytes] = []
+    seen: list[list[int]] = []
+    for _ in range(FANOUT * FANOUT + 1):
+        hashes += _commit_leaves(store, len(hashes), 100)
+        seen.append(_run_counts(db))
+        for view in (store, other):
+            found = view.lookup_leaves(hashes)
+            assert all(i in found[h] for i, h in enumerate(hashes))
+    assert seen[FANOUT - 2] == [100] * (FANOUT - 1)
+    assert seen[FANOUT - 1] == [100 * FANOUT]  # a full tier became one run
+    assert seen[FANOUT * FANOUT - 1] == [100 * FANOUT * FANOUT]  # and so on up
+    assert seen[-1] == [100 * FANOUT * FANOUT, 100]
+    # A run's number is never reused, so a cached run can never stand for another.
+    conn = raw(db)
+    (numbers,) = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'leaf_runs'").fetchone()
+    conn.close()
+    assert numbers > FANOUT * FANOUT
+    store.close()
+    other.close()
+
+
+def test_hashes_sharing_a_leaf_key_are_both_candidates(db: Path) -> None:
+    first = b"\x01\x02\x03\x04" + bytes(28)
+    second = b"\x01\x02\x03\x04" + b"\xff" * 28
+    store = SQLiteStore(db)
+    store.commit(Commit(0, 2, b"note", parts=[], leaves=[(first, 0), (second, 1)]))
+    found = store.lookup_leaves([first, second, bytes(32)])
+    assert sorted(found[first]) == sorted(found[second]) == [0, 1]  # hints, to be confirmed
+    assert bytes(32) not in found
+    store.close()
+
+
+def test_a_tampered_leaf_run_is_refused_by_the_schema(db: Path) -> None:
+    store = SQLiteStore(db)
+    _commit_leaves(store, 0, 10)
+    with pytest.raises(StorageError):
+        store.execute("UPDATE leaf_runs SET keys = substr(keys, 1, 8)")
+    with pytest.raises(StorageError):
+        store.execute("UPDATE leaf_runs SET count = count + 1")
+    with pytest.raises(StorageError):
+        store.execute("UPDATE leaf_pages SET indexes = x'0102'")
     store.close()
