@@ -24,9 +24,9 @@ import pytest
 
 from sealtrail.errors import StorageError
 from sealtrail.storage import Commit, LogStore, MemoryStore, PostgresStore, SQLiteStore
-from sealtrail.storage._leafkeys import leaf_keys
 from sealtrail.storage._leafruns import build_run
-from sealtrail.storage.sqlite import _insert_run as insert_run
+from sealtrail.storage.postgres import _Runs as PostgresRuns
+from sealtrail.storage.sqlite import _Runs
 from sealtrail.storage.sqlite import _table as parts_table
 from tests.conftest import PostgresSchemas, postgres_server
 
@@ -93,7 +93,7 @@ def _sqlite_leftover(store: LogStore, commit: Commit) -> None:
             (p.level, p.index, p.start, p.count, p.data, p.interior),
         )
     if commit.leaves:
-        insert_run(store._conn(), build_run(commit.leaves))
+        _Runs(store._conn()).insert(build_run(commit.leaves))
 
 
 # -- postgresql ---------------------------------------------------------------------------------
@@ -134,11 +134,9 @@ def _postgres_leftover(store: LogStore, commit: Commit) -> None:
             " VALUES (%s, %s, %s, %s, %s, %s)",
             (p.level, p.index, p.start, p.count, p.data, p.interior),
         )
-    for leaf, index in commit.leaves:
-        store.execute(
-            "INSERT INTO log_leaves (prefix, idx) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (leaf_keys([leaf])[0], index),
-        )
+    if commit.leaves:
+        with store._conn() as conn, conn.transaction():
+            PostgresRuns(conn, PostgresStore._copy).insert(build_run(commit.leaves))
 
 
 BACKENDS = [

@@ -1,11 +1,16 @@
-"""The embedded store's leaf index: sorted runs, merged by size (a small log-structured index).
+"""The SQL stores' leaf index: sorted runs, merged by size (a small log-structured index).
 
 A run is what one commit adds to the leaf index: its leaves' *keys* (the first four bytes
 of each leaf hash as an unsigned integer), sorted, and beside them the leaves' indexes in
-the same order. Runs are written whole and never changed; when the newest
-:data:`FANOUT` runs are of about one size they are merged into one (so a log of ``n``
-entries keeps a few runs per power of :data:`FANOUT`, and each entry is rewritten about
-``log4(n / run size)`` times over the log's life).
+the same order, stored in pages of :data:`PAGE_ENTRIES`. Runs are written whole and never
+changed; when the newest :data:`FANOUT` runs are of about one size they are merged into
+one (so a log of ``n`` entries keeps a few runs per power of :data:`FANOUT`, and each entry
+is rewritten about ``log4(n / run size)`` times over the log's life). Stored values are
+big-endian (as SQL's own integer encodings are), whatever the machine.
+
+Each store keeps two tables — runs ``(run, count, keys, first_page)`` and pages ``(page,
+indexes)`` — and supplies a :class:`RunTable` over them for one transaction; the merging,
+searching and caching are here, once.
 
 Why runs rather than one B-tree keyed by hash: each of the B-tree's rows goes to a random
 page, so once the index outgrows the page cache a flush of 262,144 rows touches nearly
@@ -21,9 +26,11 @@ confirm candidates against the level-0 tiles.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -32,14 +39,22 @@ from sealtrail.errors import Corruption, InvalidInput
 
 __all__ = [
     "FANOUT",
+    "PAGE_ENTRIES",
+    "KeyCache",
     "Run",
+    "RunRow",
+    "RunTable",
+    "add_run",
     "build_run",
+    "candidates",
+    "index_at",
     "indexes_from_bytes",
     "keys_from_bytes",
     "leaf_keys32",
     "merge_plan",
     "merge_runs",
     "search",
+    "wanted",
 ]
 
 #: Runs merged at once, and the size ratio between one tier of runs and the next.
@@ -51,9 +66,12 @@ TIER_SPREAD = 2
 MAX_RUN = 1 << 24
 #: Bytes in a leaf hash (SHA-256).
 HASH_SIZE = 32
-#: On-disk layouts (fixed byte order, whatever the machine's).
-KEY = np.dtype("<u4")
-INDEX = np.dtype("<u8")
+#: Indexes per stored page of a run (2 KiB: a page's row fits on one database page, so
+#: the index of a key found in memory costs one short read).
+PAGE_ENTRIES = 256
+#: Stored layouts (big-endian, whatever the machine's).
+KEY = np.dtype(">u4")
+INDEX = np.dtype(">u8")
 
 Keys = npt.NDArray[np.uint32]
 Indexes = npt.NDArray[np.uint64]
@@ -80,16 +98,70 @@ class Run:
     def index_bytes(self) -> bytes:
         return self.indexes.astype(INDEX, copy=False).tobytes()
 
+    def pages(self) -> list[bytes]:
+        """The run's indexes as stored, page by page."""
+        data = self.index_bytes()
+        step = PAGE_ENTRIES * INDEX.itemsize
+        return [data[at : at + step] for at in range(0, len(data), step)]
+
+
+class RunRow(NamedTuple):
+    """A stored run's row without its keys: its number, size and first page."""
+
+    run: int
+    entries: int
+    first_page: int
+
+    @property
+    def last_page(self) -> int:
+        return self.first_page + -(-self.entries // PAGE_ENTRIES) - 1
+
+
+class RunTable(Protocol):
+    """A store's runs and pages, inside one of its write transactions."""
+
+    def rows(self) -> list[RunRow]:
+        """Every run, oldest first."""
+        ...
+
+    def read(self, row: RunRow) -> Run:
+        """One run's keys and indexes."""
+        ...
+
+    def delete(self, row: RunRow) -> None:
+        """One run and its pages."""
+        ...
+
+    def insert(self, run: Run) -> None:
+        """A new run (numbered after every run there ever was) and its pages (numbered
+        after every page there is)."""
+        ...
+
+
+def add_run(table: RunTable, run: Run) -> None:
+    """Add ``run``, then merge the newest runs while a tier of them is full."""
+    table.insert(run)
+    while True:
+        listed = table.rows()
+        merge = merge_plan([r.entries for r in listed])
+        if not merge:
+            return
+        merged = []
+        for row in listed[-merge:]:
+            merged.append(table.read(row))
+            table.delete(row)
+        table.insert(merge_runs(merged))
+
 
 def keys_from_bytes(data: bytes) -> Keys:
-    """A run's stored keys (read-only, no copy)."""
+    """A run's stored keys, in the machine's order."""
     if len(data) % KEY.itemsize:
         raise Corruption("a leaf-index run's keys are not whole")
     return np.frombuffer(data, dtype=KEY).astype(np.uint32, copy=False)
 
 
 def indexes_from_bytes(data: bytes) -> Indexes:
-    """A run's stored indexes (read-only, no copy)."""
+    """A run's stored indexes, in the machine's order."""
     if len(data) % INDEX.itemsize:
         raise Corruption("a leaf-index run's indexes are not whole")
     return np.frombuffer(data, dtype=INDEX).astype(np.uint64, copy=False)
@@ -153,3 +225,71 @@ def search(keys: Keys, asked: Keys) -> tuple[npt.NDArray[np.intp], npt.NDArray[n
     firsts = np.repeat(low[hit] - (np.cumsum(spans) - spans), spans)
     where = firsts + np.arange(which.shape[0], dtype=np.intp)
     return which.astype(np.intp), where.astype(np.intp)
+
+
+def wanted(
+    asked: Sequence[bytes], runs: Sequence[tuple[RunRow, Keys]]
+) -> list[tuple[int, int, int]]:
+    """Where the indexes of ``asked`` hashes' key matches are: ``(position in asked, page,
+    entry within the page)``, for every match in every run (most lookups match none)."""
+    if not asked or not runs:
+        return []
+    keys = leaf_keys32(asked)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    out: list[tuple[int, int, int]] = []
+    for row, run_keys in runs:
+        which, where = search(run_keys, ordered)
+        for a, w in zip(order[which].tolist(), where.tolist(), strict=True):
+            page, at = divmod(w, PAGE_ENTRIES)
+            out.append((a, row.first_page + page, at))
+    return out
+
+
+def index_at(page: bytes, entry: int) -> int | None:
+    """The index stored at ``entry`` of a page (``None``: the page is shorter)."""
+    data = page[entry * INDEX.itemsize : (entry + 1) * INDEX.itemsize]
+    return int.from_bytes(data, "big") if len(data) == INDEX.itemsize else None
+
+
+def candidates(
+    asked: Sequence[bytes], spots: Sequence[tuple[int, int, int]], pages: dict[int, bytes]
+) -> dict[bytes, list[int]]:
+    """``lookup_leaves``'s answer from :func:`wanted`'s spots and the pages read for them (a
+    page missing or cut short, edited behind the store's back, only loses its hints)."""
+    found: dict[bytes, list[int]] = {}
+    for a, page, entry in spots:
+        data = pages.get(page)
+        index = None if data is None else index_at(data, entry)
+        if index is not None:
+            listed = found.setdefault(asked[a], [])
+            if index not in listed:
+                listed.append(index)
+    return found
+
+
+class KeyCache:
+    """Runs' keys by run number, shared by a store's threads. A run never changes and its
+    number is never reused, so a cached run stays right for as long as it exists."""
+
+    def __init__(self) -> None:
+        self._keys: dict[int, Keys] = {}
+        self._lock = threading.Lock()
+
+    def runs(
+        self, rows: Sequence[RunRow], load: Callable[[Collection[int]], dict[int, bytes]]
+    ) -> list[tuple[RunRow, Keys]]:
+        """Each of ``rows`` (one snapshot's runs) with its keys; ``load`` reads the stored
+        keys of the runs not cached yet, in the same snapshot. Runs gone are forgotten."""
+        with self._lock:
+            known = {r.run: self._keys[r.run] for r in rows if r.run in self._keys}
+        missing = [r.run for r in rows if r.run not in known]
+        if missing:
+            loaded = load(missing)
+            for run in missing:
+                if run not in loaded:
+                    raise Corruption(f"leaf-index run {run} vanished within one snapshot")
+                known[run] = keys_from_bytes(loaded[run])
+        with self._lock:
+            self._keys = known
+        return [(r, known[r.run]) for r in rows]

@@ -35,7 +35,9 @@ Tables live in the first schema of the connection's ``search_path`` (set it in t
     log_checkpoint(id = 0, size, note, indexed, epoch)     note NULL: never committed
     log_tile_parts(level, idx, start, count, data, interior)
     log_entry_bundles(level = -1, idx, start, count, data, interior)
-    log_leaves(prefix, idx)                                 first 8 bytes of the leaf hash
+    log_leaf_runs(run, count, keys, first_page)             the leaf index: sorted runs of
+    log_leaf_pages(page, indexes)                           the hashes' first 4 bytes, and
+                                                            their indexes (see _leafruns)
     statements(seq, entry_id, body, issuer, subject, content_type, registered_at)
     statements_sequenced(id = 0, seq)
 
@@ -50,7 +52,7 @@ releases it at once; when the holder's host or network goes silent, TCP keepaliv
 unlocks before it closes the session, so the role is free when ``release`` returns. A
 process waiting for the role bids on one session it keeps, not on a new backend per bid.
 
-A commit's tile parts and leaf index rows go in by binary ``COPY``, one per table: the server
+A commit's tile parts and leaf-index pages go in by binary ``COPY``, one per table: the server
 takes streamed rows far faster than it unpacks large array parameters (an ``INSERT … SELECT
 FROM unnest(bytea[])`` of a batch's 4 MB of entry bundles took about ten times as long). The
 queries that clear the positions a commit overwrites go in one pipelined round trip.
@@ -67,7 +69,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, LiteralString
 
@@ -85,7 +87,7 @@ from sealtrail.errors import (
     StorageError,
 )
 
-from ._leafkeys import leaf_keys
+from . import _leafruns as runs
 from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
 
 __all__ = ["PostgresLease", "PostgresStore"]
@@ -274,6 +276,33 @@ _MIGRATIONS: list[tuple[LiteralString, ...]] = [
         # 30 such statements took 1.3 ms to commit instead of 1.0 ms.
         "ALTER TABLE statements SET (toast_tuple_target = 8160)",
     ),
+    (
+        # The leaf index as sorted runs merged by size (``_leafruns``), as in SQLite: a
+        # flush into the B-tree keyed by hash touched more of it the larger the log.
+        """CREATE TABLE log_leaf_runs (
+            run bigserial PRIMARY KEY,
+            count integer NOT NULL CHECK (count > 0),
+            keys bytea NOT NULL CHECK (length(keys) = 4 * count),
+            first_page bigint NOT NULL CHECK (first_page >= 0)
+        )""",
+        """CREATE TABLE log_leaf_pages (
+            page bigint PRIMARY KEY,
+            indexes bytea NOT NULL CHECK (length(indexes) > 0
+                AND length(indexes) <= 2048 AND length(indexes) % 8 = 0)
+        )""",
+        # The old index becomes one run: keys (the prefix's high 4 bytes, big-endian) in
+        # unsigned order, and the indexes in the same order, 256 to a page.
+        """INSERT INTO log_leaf_runs (count, keys, first_page)
+            SELECT count(*), string_agg(substring(int8send(prefix) FROM 1 FOR 4), ''::bytea
+                ORDER BY (prefix >> 32) & 4294967295, idx), 0
+            FROM log_leaves HAVING count(*) > 0""",
+        """INSERT INTO log_leaf_pages (page, indexes)
+            SELECT pos / 256, string_agg(int8send(idx), ''::bytea ORDER BY pos)
+            FROM (SELECT idx, row_number() OVER (
+                ORDER BY (prefix >> 32) & 4294967295, idx) - 1 AS pos FROM log_leaves) AS o
+            GROUP BY pos / 256""",
+        "DROP TABLE log_leaves",
+    ),
 ]
 
 
@@ -323,6 +352,60 @@ def _rolled_back_on_error(conn: psycopg.Connection[Any]) -> Iterator[None]:
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
         raise
+
+
+class _Runs:
+    """The leaf-index runs and pages (a :class:`~._leafruns.RunTable`) in a commit, which
+    holds the checkpoint row's lock: one writer at a time numbers the new pages."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        copy: Callable[
+            [psycopg.Connection[Any], LiteralString, Sequence[str], Sequence[Sequence[Any]]],
+            None,
+        ],
+    ) -> None:
+        self.conn = conn
+        self.copy = copy
+
+    def rows(self) -> list[runs.RunRow]:
+        listed = self.conn.execute(
+            "SELECT run, count, first_page FROM log_leaf_runs ORDER BY run", prepare=True
+        )
+        return [runs.RunRow(int(r), int(c), int(p)) for r, c, p in listed]
+
+    def read(self, row: runs.RunRow) -> runs.Run:
+        (keys,) = self.conn.execute(
+            "SELECT keys FROM log_leaf_runs WHERE run = %s", (row.run,)
+        ).fetchone() or (b"",)
+        pages = self.conn.execute(
+            "SELECT indexes FROM log_leaf_pages WHERE page BETWEEN %s AND %s ORDER BY page",
+            (row.first_page, row.last_page),
+        )
+        indexes = runs.indexes_from_bytes(b"".join(bytes(p) for (p,) in pages))
+        return runs.Run(runs.keys_from_bytes(bytes(keys)), indexes)
+
+    def delete(self, row: runs.RunRow) -> None:
+        self.conn.execute("DELETE FROM log_leaf_runs WHERE run = %s", (row.run,))
+        self.conn.execute(
+            "DELETE FROM log_leaf_pages WHERE page BETWEEN %s AND %s",
+            (row.first_page, row.last_page),
+        )
+
+    def insert(self, run: runs.Run) -> None:
+        query = "SELECT coalesce(max(page) + 1, 0) FROM log_leaf_pages"
+        (first,) = self.conn.execute(query).fetchone() or (0,)
+        self.conn.execute(
+            "INSERT INTO log_leaf_runs (count, keys, first_page) VALUES (%s, %s, %s)",
+            (run.count, run.key_bytes(), first),
+        )
+        self.copy(
+            self.conn,
+            "COPY log_leaf_pages (page, indexes) FROM STDIN (FORMAT BINARY)",
+            ("int8", "bytea"),
+            [(first + k, page) for k, page in enumerate(run.pages())],
+        )
 
 
 def _record(row: Sequence[Any]) -> StatementRecord:
@@ -378,6 +461,7 @@ class PostgresStore:
         self._url = url
         self._where = describe(url)
         self._closed = False
+        self._run_keys = runs.KeyCache()
         #: The connection of the last bid for the role that failed, kept for the next bid.
         self._bidder: tuple[str, psycopg.Connection[Any]] | None = None
         self._bid_lock = threading.Lock()
@@ -502,19 +586,37 @@ class PostgresStore:
         asked = list(dict.fromkeys(leaf_hashes))
         if not asked:
             return {}
-        by_prefix: dict[int, list[bytes]] = {}
-        for prefix, h in zip(leaf_keys(asked), asked, strict=True):
-            by_prefix.setdefault(prefix, []).append(h)
-        rows = self._read(
-            "read",
-            "SELECT prefix, idx FROM log_leaves WHERE prefix = ANY(%s::bigint[])",
-            (list(by_prefix),),
-        )
-        found: dict[bytes, list[int]] = {}
-        for prefix, idx in rows:
-            for h in by_prefix[prefix]:
-                found.setdefault(h, []).append(int(idx))
-        return found
+        for attempt in (1, 2):  # as _read: retried once on a dropped connection
+            try:
+                with self._errors("read"), self._conn() as conn, _rolled_back_on_error(conn):
+                    return self._lookup(conn, asked)
+            except StorageError as exc:
+                if attempt == 2 or not isinstance(exc.__cause__, psycopg.OperationalError):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lookup(self, conn: psycopg.Connection[Any], asked: list[bytes]) -> dict[bytes, list[int]]:
+        """One lookup in one snapshot (the runs listed are the runs and pages read): the
+        list of runs in the round trip that begins it; pages only for keys that match."""
+        with conn.pipeline():
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            listed = conn.execute(
+                "SELECT run, count, first_page FROM log_leaf_runs ORDER BY run", prepare=True
+            )
+        rows = [runs.RunRow(int(r), int(c), int(p)) for r, c, p in listed.fetchall()]
+
+        def load(numbers: Collection[int]) -> dict[int, bytes]:
+            query = "SELECT run, keys FROM log_leaf_runs WHERE run = ANY(%s)"
+            return {int(r): bytes(k) for r, k in conn.execute(query, (list(numbers),))}
+
+        spots = runs.wanted(asked, self._run_keys.runs(rows, load))
+        pages: dict[int, bytes] = {}
+        if spots:
+            query = "SELECT page, indexes FROM log_leaf_pages WHERE page = ANY(%s)"
+            wanted = sorted({page for _, page, _ in spots})
+            pages = {int(p): bytes(d) for p, d in conn.execute(query, (wanted,), prepare=True)}
+        conn.execute("COMMIT")
+        return runs.candidates(asked, spots, pages)
 
     # -- the one write ------------------------------------------------------------------------
 
@@ -544,31 +646,7 @@ class PostgresStore:
                     [(p.level, p.index, p.start, p.count, p.data, p.interior) for p in mine],
                 )
             if commit.leaves:
-                prefixes = leaf_keys([h for h, _ in commit.leaves])
-                order = sorted(range(len(prefixes)), key=prefixes.__getitem__)
-                # Sorted, so the B-tree is walked once left to right.
-                rows = [(prefixes[i], commit.leaves[i][1]) for i in order]
-                try:
-                    # Binary COPY (several times faster than INSERT … ON CONFLICT) under a
-                    # savepoint: should a row left by a failed batch already be there, the
-                    # savepoint is rolled back and the rows go in again skipping existing
-                    # ones (the index is only a hint).
-                    with conn.transaction():
-                        self._copy(
-                            conn,
-                            "COPY log_leaves (prefix, idx) FROM STDIN (FORMAT BINARY)",
-                            ("int8", "int8"),
-                            rows,
-                        )
-                except psycopg.errors.UniqueViolation:
-                    conn.execute(
-                        "INSERT INTO log_leaves (prefix, idx)"
-                        " SELECT * FROM unnest(%s::bigint[], %s::bigint[])"
-                        " ON CONFLICT DO NOTHING",
-                        ([p for p, _ in rows], [i for _, i in rows]),
-                        prepare=True,
-                        binary=True,
-                    )
+                runs.add_run(_Runs(conn, self._copy), runs.build_run(commit.leaves))
             published = conn.execute(_PUBLISH, _publish_params(commit), prepare=True)
             if published.rowcount != 1:  # cannot happen under the row lock; never publish twice
                 raise CheckpointConflict("the checkpoint moved during the commit")

@@ -50,9 +50,6 @@ MAX_VARIABLES = 32766
 LOOKUP_CHUNK = 8192
 #: Rows of the old leaf-index table read at a time when converting it into a run.
 CONVERT_CHUNK = 1 << 16
-#: Indexes per page of a leaf-index run (2 KiB: a page's row fits on one database page, so
-#: the index of a key found in memory costs one short read).
-PAGE_ENTRIES = 256
 
 
 def _parts_table(name: str, level_check: str | None, *, without_rowid: bool) -> str:
@@ -80,26 +77,46 @@ def _leaves_to_runs(conn: sqlite3.Connection) -> None:
         indexes.append(pairs[:, 1].astype(np.uint64))
     if keys:
         run = runs.merge_runs([runs.Run(k, i) for k, i in zip(keys, indexes, strict=True)])
-        _insert_run(conn, run)
+        _Runs(conn).insert(run)
 
 
-def _insert_run(conn: sqlite3.Connection, run: runs.Run) -> None:
-    """Store a run: its keys in one row, its indexes in pages numbered after every other."""
-    (first,) = conn.execute("SELECT coalesce(max(page) + 1, 0) FROM leaf_pages").fetchone()
-    conn.execute(
-        "INSERT INTO leaf_runs (count, keys, first_page) VALUES (?, ?, ?)",
-        (run.count, run.key_bytes(), first),
-    )
-    data = run.index_bytes()
-    step = PAGE_ENTRIES * runs.INDEX.itemsize
-    pages = [data[at : at + step] for at in range(0, len(data), step)]
-    rows: list[object] = [v for k, page in enumerate(pages) for v in (first + k, page)]
-    _insert(conn, "INSERT INTO leaf_pages (page, indexes)", 2, rows)
+class _Runs:
+    """The leaf-index runs and pages (a :class:`~._leafruns.RunTable`) in a write transaction."""
 
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
 
-def _pages(count: int) -> int:
-    """Pages of indexes a run of ``count`` entries has."""
-    return -(-count // PAGE_ENTRIES)
+    def rows(self) -> list[runs.RunRow]:
+        query = "SELECT run, count, first_page FROM leaf_runs ORDER BY run"
+        return [runs.RunRow(int(r), int(c), int(p)) for r, c, p in self.conn.execute(query)]
+
+    def read(self, row: runs.RunRow) -> runs.Run:
+        (keys,) = self.conn.execute(
+            "SELECT keys FROM leaf_runs WHERE run = ?", (row.run,)
+        ).fetchone()
+        pages = self.conn.execute(
+            "SELECT indexes FROM leaf_pages WHERE page BETWEEN ? AND ? ORDER BY page",
+            (row.first_page, row.last_page),
+        ).fetchall()
+        indexes = runs.indexes_from_bytes(b"".join(p for (p,) in pages))
+        return runs.Run(runs.keys_from_bytes(keys), indexes)
+
+    def delete(self, row: runs.RunRow) -> None:
+        self.conn.execute("DELETE FROM leaf_runs WHERE run = ?", (row.run,))
+        self.conn.execute(
+            "DELETE FROM leaf_pages WHERE page BETWEEN ? AND ?", (row.first_page, row.last_page)
+        )
+
+    def insert(self, run: runs.Run) -> None:
+        query = "SELECT coalesce(max(page) + 1, 0) FROM leaf_pages"
+        (first,) = self.conn.execute(query).fetchone()
+        self.conn.execute(
+            "INSERT INTO leaf_runs (count, keys, first_page) VALUES (?, ?, ?)",
+            (run.count, run.key_bytes(), first),
+        )
+        pages = run.pages()
+        rows: list[object] = [v for k, page in enumerate(pages) for v in (first + k, page)]
+        _insert(self.conn, "INSERT INTO leaf_pages (page, indexes)", 2, rows)
 
 
 #: Schema steps: SQL statements, or Python for what SQL cannot do, all in one transaction.
@@ -161,7 +178,7 @@ _MIGRATIONS: list[tuple[str | Callable[[sqlite3.Connection], None], ...]] = [
         f"""CREATE TABLE leaf_pages (
             page INTEGER PRIMARY KEY,
             indexes BLOB NOT NULL CHECK (length(indexes) > 0
-                AND length(indexes) <= {8 * PAGE_ENTRIES} AND length(indexes) % 8 = 0)
+                AND length(indexes) <= {8 * runs.PAGE_ENTRIES} AND length(indexes) % 8 = 0)
         )""",
         _leaves_to_runs,
         "DROP TABLE leaves",
@@ -227,9 +244,7 @@ class SQLiteStore:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
-        #: Keys of the leaf-index runs, by run number (see ``_runs``).
-        self._run_keys: dict[int, runs.Keys] = {}
-        self._run_keys_lock = threading.Lock()
+        self._run_keys = runs.KeyCache()
         try:
             with self._errors("open"):
                 self._migrate(self._conn())
@@ -325,49 +340,27 @@ class SQLiteStore:
         asked = list(dict.fromkeys(leaf_hashes))  # each asked-for hash once
         if not asked:
             return {}
-        keys = runs.leaf_keys32(asked)
-        order = np.argsort(keys, kind="stable")
-        ordered = keys[order]
-        found: dict[bytes, list[int]] = {}
+        pages: dict[int, bytes] = {}
         with self._errors("read"):
             conn = self._conn()
             conn.execute("BEGIN")  # one snapshot: the runs listed are the runs read
             try:
-                for first_page, run_keys in self._runs(conn):
-                    which, where = runs.search(run_keys, ordered)
-                    for a, w in zip(order[which].tolist(), where.tolist(), strict=True):
-                        page, at = divmod(w, PAGE_ENTRIES)
-                        row = conn.execute(
-                            "SELECT indexes FROM leaf_pages WHERE page = ?", (first_page + page,)
-                        ).fetchone()
-                        if row is None:  # a page deleted behind the store's back: a lost hint
-                            continue
-                        data, size = row[0], runs.INDEX.itemsize
-                        index = int.from_bytes(data[at * size : (at + 1) * size], "little")
-                        candidates = found.setdefault(asked[a], [])
-                        if index not in candidates:
-                            candidates.append(index)
+                spots = runs.wanted(asked, self._run_keys.runs(_Runs(conn).rows(), self._keys))
+                for page in {page for _, page, _ in spots}:
+                    query = "SELECT indexes FROM leaf_pages WHERE page = ?"
+                    row = conn.execute(query, (page,)).fetchone()
+                    if row is not None:
+                        pages[page] = bytes(row[0])
             finally:
                 conn.execute("COMMIT")
-        return found
+        return runs.candidates(asked, spots, pages)
 
-    def _runs(self, conn: sqlite3.Connection) -> list[tuple[int, runs.Keys]]:
-        """Every leaf-index run of the connection's snapshot: its first page and its keys
-        (kept in memory: a run never changes, and its number is never reused)."""
-        listed = {
-            int(r): int(p)
-            for r, p in conn.execute("SELECT run, first_page FROM leaf_runs ORDER BY run")
-        }
-        with self._run_keys_lock:
-            known = {r: self._run_keys[r] for r in listed if r in self._run_keys}
-        for run in listed:
-            if run not in known:
-                query = "SELECT keys FROM leaf_runs WHERE run = ?"
-                (data,) = conn.execute(query, (run,)).fetchone()
-                known[run] = runs.keys_from_bytes(bytes(data))
-        with self._run_keys_lock:
-            self._run_keys = known  # runs merged away are dropped
-        return [(page, known[r]) for r, page in listed.items()]
+    def _keys(self, numbers: Collection[int]) -> dict[int, bytes]:
+        """The stored keys of these runs (on this thread's connection, in its snapshot)."""
+        conn = self._conn()
+        query = "SELECT run, keys FROM leaf_runs WHERE run = ?"
+        rows = [conn.execute(query, (n,)).fetchone() for n in numbers]
+        return {int(r[0]): bytes(r[1]) for r in rows if r is not None}
 
     # -- the one write ------------------------------------------------------------------------
 
@@ -402,7 +395,7 @@ class SQLiteStore:
                         ],
                     )
                 if commit.leaves:
-                    self._add_run(conn, runs.build_run(commit.leaves))
+                    runs.add_run(_Runs(conn), runs.build_run(commit.leaves))
                 conn.execute(
                     "INSERT INTO checkpoint (id, size, note, indexed) VALUES (0, ?, ?, ?)"
                     " ON CONFLICT (id) DO UPDATE SET size = excluded.size,"
@@ -414,31 +407,6 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-
-    @staticmethod
-    def _add_run(conn: sqlite3.Connection, run: runs.Run) -> None:
-        """Add a leaf-index run, then merge the newest runs while a tier of them is full."""
-        _insert_run(conn, run)
-        while True:
-            listed = conn.execute(
-                "SELECT run, count, keys, first_page FROM leaf_runs ORDER BY run"
-            ).fetchall()
-            merge = runs.merge_plan([int(row[1]) for row in listed])
-            if not merge:
-                return
-            chosen = listed[-merge:]
-            merged: list[runs.Run] = []
-            for number, count, keys, first in chosen:
-                last = first + _pages(count) - 1
-                pages = conn.execute(
-                    "SELECT indexes FROM leaf_pages WHERE page BETWEEN ? AND ? ORDER BY page",
-                    (first, last),
-                ).fetchall()
-                indexes = runs.indexes_from_bytes(b"".join(p for (p,) in pages))
-                merged.append(runs.Run(runs.keys_from_bytes(keys), indexes))
-                conn.execute("DELETE FROM leaf_runs WHERE run = ?", (number,))
-                conn.execute("DELETE FROM leaf_pages WHERE page BETWEEN ? AND ?", (first, last))
-            _insert_run(conn, runs.merge_runs(merged))
 
     def _make_room(self, conn: sqlite3.Connection, firsts: Sequence[TilePart]) -> None:
         """Clear the positions from each of ``firsts`` on (a commit's first part per level).

@@ -29,7 +29,9 @@ from sealtrail.storage import (
     TilePart,
     open_store,
 )
+from sealtrail.storage._leafruns import FANOUT
 from sealtrail.storage.postgres import _MIGRATIONS, COMPONENT, PUT_ROWS
+from sealtrail.storage.postgres import _Runs as PostgresRuns
 from tests.conftest import PostgresSchemas
 
 pytestmark = pytest.mark.postgres
@@ -175,7 +177,7 @@ def test_a_commit_whose_connection_is_killed_midway_leaves_nothing(
     # Block the commit after it has written its tile parts (the leaf index is locked), then
     # end its backend the way a crash or a failover would.
     with raw(postgres_url) as blocker, blocker.transaction():
-        blocker.execute("LOCK TABLE log_leaves IN ACCESS EXCLUSIVE MODE")
+        blocker.execute("LOCK TABLE log_leaf_runs IN ACCESS EXCLUSIVE MODE")
         thread = threading.Thread(target=run)
         thread.start()
         _wait_for_lock_waiters(blocker, 1)
@@ -406,11 +408,13 @@ def test_a_bad_raw_statement_is_a_storage_error_without_sql_or_values(
     store = stores()
     with pytest.raises(StorageError) as info:
         store.execute(
-            "INSERT INTO log_leaves (prefix, idx) VALUES (%s, %s), (%s, %s)", (7, 1, 7, 1)
+            "INSERT INTO log_leaf_pages (page, indexes) VALUES (%s, %s), (%s, %s)",
+            (7, b"secret-1", 7, b"secret-1"),
         )
     assert "[23505]" in info.value.message
     assert "INSERT" not in info.value.message
-    assert "(7, 1)" not in info.value.message
+    assert "secret" not in info.value.message
+    assert "(7)" not in info.value.message
 
 
 def test_a_closed_store_refuses_to_work(stores: Callable[[], PostgresStore]) -> None:
@@ -571,3 +575,104 @@ def test_a_bid_session_the_server_ended_is_replaced(
     assert waiter.acquire_role("ended") is None
     assert len(_bidders(postgres_url, "ended")) == 1
     lease.release()
+
+
+# -- the leaf index: sorted runs -----------------------------------------------------------------
+
+
+def _pairs(start: int, count: int) -> list[tuple[bytes, int]]:
+    return [(_leaf("run", i), i) for i in range(start, start + count)]
+
+
+def _stored_pairs(store: PostgresStore) -> list[tuple[int, int]]:
+    """Every ``(key, index)`` pair of the store's runs, each run's keys checked sorted."""
+    pairs: list[tuple[int, int]] = []
+    with store._conn() as conn, conn.transaction():
+        table = PostgresRuns(conn, PostgresStore._copy)
+        for row in table.rows():
+            run = table.read(row)
+            assert run.keys.tolist() == sorted(run.keys.tolist())
+            pairs += zip(run.keys.tolist(), run.indexes.tolist(), strict=True)
+    return sorted(pairs)
+
+
+def test_schema_5_turns_the_leaf_index_into_one_run_keeping_every_entry(
+    postgres_url: str,
+) -> None:
+    pairs = _pairs(0, 1000)
+    store = PostgresStore(postgres_url)
+    store.commit(Commit(0, 1000, b"note", parts=[], leaves=pairs))
+    store.close()
+    with raw(postgres_url) as conn, conn.transaction():  # back to schema 4's B-tree
+        conn.execute(_MIGRATIONS[0][4])
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO log_leaves (prefix, idx) VALUES (%s, %s)",
+                [(int.from_bytes(h[:8], "big", signed=True), i) for h, i in pairs],
+            )
+        conn.execute("DROP TABLE log_leaf_runs, log_leaf_pages")
+        conn.execute("UPDATE sealtrail_schema SET version = 4 WHERE component = %s", (COMPONENT,))
+    store = PostgresStore(postgres_url)  # migrates
+    try:
+        with raw(postgres_url) as conn:
+            assert conn.execute("SELECT to_regclass('log_leaves')").fetchone() == (None,)
+            assert conn.execute("SELECT count FROM log_leaf_runs").fetchall() == [(1000,)]
+        expected = sorted((int.from_bytes(h[:4], "big"), i) for h, i in pairs)
+        assert _stored_pairs(store) == expected  # the SQL wrote what build_run would
+        found = store.lookup_leaves([h for h, _ in pairs])
+        assert all(i in found[h] for h, i in pairs)
+    finally:
+        store.close()
+
+
+def test_leaf_runs_merge_by_tiers_and_every_process_keeps_finding_every_entry(
+    stores: Callable[[], PostgresStore],
+) -> None:
+    store, other = stores(), stores()
+    pairs: list[tuple[bytes, int]] = []
+    counts: list[list[int]] = []
+    for _ in range(FANOUT * FANOUT + 1):
+        new = _pairs(len(pairs), 50)
+        store.commit(Commit(len(pairs), len(pairs) + 50, b"note", parts=[], leaves=new))
+        pairs += new
+        with store._conn() as conn:
+            counts.append([c for (c,) in conn.execute("SELECT count FROM log_leaf_runs")])
+        for view in (store, other):  # the other one caches runs that merges replace
+            found = view.lookup_leaves([h for h, _ in pairs])
+            assert all(i in found[h] for h, i in pairs)
+    assert counts[FANOUT - 1] == [50 * FANOUT]
+    assert counts[-1] == [50 * FANOUT * FANOUT, 50]
+    assert _stored_pairs(store) == sorted((int.from_bytes(h[:4], "big"), i) for h, i in pairs)
+
+
+def test_a_lookup_during_a_merge_sees_one_whole_snapshot(
+    stores: Callable[[], PostgresStore],
+) -> None:
+    """Lookups race commits that merge runs away: none may miss an entry committed before
+    it began (the runs listed and the pages read come from one snapshot)."""
+    writer, reader = stores(), stores()
+    pairs = _pairs(0, 40)
+    writer.commit(Commit(0, 40, b"note", parts=[], leaves=pairs))
+    done = threading.Event()
+    misses: list[bytes] = []
+    committed = [pairs]
+
+    def look() -> None:
+        while not done.is_set():
+            known = [p for batch in committed for p in batch]
+            found = reader.lookup_leaves([h for h, _ in known])
+            misses.extend(h for h, i in known if i not in found.get(h, []))
+
+    thread = threading.Thread(target=look)
+    thread.start()
+    try:
+        size = 40
+        for _ in range(3 * FANOUT * FANOUT):
+            new = _pairs(size, 10)
+            writer.commit(Commit(size, size + 10, b"note", parts=[], leaves=new))
+            committed.append(new)
+            size += 10
+    finally:
+        done.set()
+        thread.join(30)
+    assert misses == []

@@ -22,9 +22,8 @@ from sealtrail.storage import (
     SQLiteStore,
     open_store,
 )
-from sealtrail.storage._leafruns import FANOUT, Run, indexes_from_bytes, keys_from_bytes
-from sealtrail.storage.sqlite import _MIGRATIONS, MAX_VARIABLES, PAGE_ENTRIES
-from sealtrail.storage.sqlite import _insert_run as insert_run
+from sealtrail.storage._leafruns import FANOUT, Run
+from sealtrail.storage.sqlite import _MIGRATIONS, MAX_VARIABLES, _Runs
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 ENTRIES = [f"part {i}".encode() for i in range(300)]
@@ -109,13 +108,10 @@ def test_schema_version_is_recorded_in_user_version(db: Path) -> None:
 def _leaf_pairs(conn: sqlite3.Connection) -> list[tuple[int, int]]:
     """Every ``(key, index)`` pair of the leaf-index runs, sorted."""
     pairs: list[tuple[int, int]] = []
-    for keys, first, count in conn.execute("SELECT keys, first_page, count FROM leaf_runs"):
-        pages = conn.execute(
-            "SELECT indexes FROM leaf_pages WHERE page >= ? ORDER BY page LIMIT ?",
-            (first, -(-count // PAGE_ENTRIES)),
-        )
-        indexes = indexes_from_bytes(b"".join(p for (p,) in pages))
-        pairs += zip(keys_from_bytes(keys).tolist(), indexes.tolist(), strict=True)
+    table = _Runs(conn)
+    for row in table.rows():
+        run = table.read(row)
+        pairs += zip(run.keys.tolist(), run.indexes.tolist(), strict=True)
     return sorted(pairs)
 
 
@@ -131,7 +127,7 @@ def _rewrite_leaf_index(
     conn.execute("BEGIN")
     conn.execute("DELETE FROM leaf_runs")
     conn.execute("DELETE FROM leaf_pages")
-    insert_run(conn, run)
+    _Runs(conn).insert(run)
     conn.execute("COMMIT")
     conn.close()
 
@@ -476,3 +472,32 @@ def test_a_tampered_leaf_run_is_refused_by_the_schema(db: Path) -> None:
     with pytest.raises(StorageError):
         store.execute("UPDATE leaf_pages SET indexes = x'0102'")
     store.close()
+
+
+def test_a_lookup_during_a_merge_sees_one_whole_snapshot(db: Path) -> None:
+    """Lookups race commits that merge runs away: none may miss an entry committed before
+    it began (the runs listed and the pages read come from one snapshot)."""
+    writer, reader = SQLiteStore(db), SQLiteStore(db)
+    committed = [_commit_leaves(writer, 0, 40)]
+    done = threading.Event()
+    misses: list[bytes] = []
+
+    def look() -> None:
+        while not done.is_set():
+            known = [h for batch in committed for h in batch]
+            found = reader.lookup_leaves(known)
+            misses.extend(h for i, h in enumerate(known) if i not in found.get(h, []))
+
+    thread = threading.Thread(target=look)
+    thread.start()
+    try:
+        size = 40
+        for _ in range(3 * FANOUT * FANOUT):
+            committed.append(_commit_leaves(writer, size, 10))
+            size += 10
+    finally:
+        done.set()
+        thread.join(30)
+    assert misses == []
+    writer.close()
+    reader.close()
