@@ -288,19 +288,19 @@ _MIGRATIONS: list[tuple[LiteralString, ...]] = [
         """CREATE TABLE log_leaf_pages (
             page bigint PRIMARY KEY,
             indexes bytea NOT NULL CHECK (length(indexes) > 0
-                AND length(indexes) <= 2048 AND length(indexes) % 8 = 0)
+                AND length(indexes) <= 32768 AND length(indexes) % 8 = 0)
         )""",
         # The old index becomes one run: keys (the prefix's high 4 bytes, big-endian) in
-        # unsigned order, and the indexes in the same order, 256 to a page.
+        # unsigned order, and the indexes in the same order, 4,096 to a page (PAGE_ENTRIES).
         """INSERT INTO log_leaf_runs (count, keys, first_page)
             SELECT count(*), string_agg(substring(int8send(prefix) FROM 1 FOR 4), ''::bytea
                 ORDER BY (prefix >> 32) & 4294967295, idx), 0
             FROM log_leaves HAVING count(*) > 0""",
         """INSERT INTO log_leaf_pages (page, indexes)
-            SELECT pos / 256, string_agg(int8send(idx), ''::bytea ORDER BY pos)
+            SELECT pos / 4096, string_agg(int8send(idx), ''::bytea ORDER BY pos)
             FROM (SELECT idx, row_number() OVER (
                 ORDER BY (prefix >> 32) & 4294967295, idx) - 1 AS pos FROM log_leaves) AS o
-            GROUP BY pos / 256""",
+            GROUP BY pos / 4096""",
         "DROP TABLE log_leaves",
     ),
 ]

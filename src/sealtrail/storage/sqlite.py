@@ -13,7 +13,7 @@ Schema (``PRAGMA user_version`` tracks migrations)::
     entry_bundles(level = -1, idx, start, count, data)     entry bundles, part by part
     leaf_runs(run, count, keys, first_page)          the leaf index: sorted runs of the
     leaf_pages(page, indexes)                        leaf hashes' first 4 bytes, and their
-                                                     indexes in pages of 256 (a hint:
+                                                     indexes in pages of 4,096 (a hint:
                                                      candidates are confirmed on the level-0
                                                      tile, so shared keys are safe); see
                                                      ``_leafruns``

@@ -29,7 +29,7 @@ from sealtrail.storage import (
     TilePart,
     open_store,
 )
-from sealtrail.storage._leafruns import FANOUT
+from sealtrail.storage._leafruns import FANOUT, PAGE_ENTRIES
 from sealtrail.storage.postgres import _MIGRATIONS, COMPONENT, PUT_ROWS
 from sealtrail.storage.postgres import _Runs as PostgresRuns
 from tests.conftest import PostgresSchemas
@@ -599,9 +599,10 @@ def _stored_pairs(store: PostgresStore) -> list[tuple[int, int]]:
 def test_schema_5_turns_the_leaf_index_into_one_run_keeping_every_entry(
     postgres_url: str,
 ) -> None:
-    pairs = _pairs(0, 1000)
+    count = 2 * PAGE_ENTRIES + 7  # three pages, the last one short
+    pairs = _pairs(0, count)
     store = PostgresStore(postgres_url)
-    store.commit(Commit(0, 1000, b"note", parts=[], leaves=pairs))
+    store.commit(Commit(0, count, b"note", parts=[], leaves=pairs))
     store.close()
     with raw(postgres_url) as conn, conn.transaction():  # back to schema 4's B-tree
         conn.execute(_MIGRATIONS[0][4])
@@ -616,7 +617,8 @@ def test_schema_5_turns_the_leaf_index_into_one_run_keeping_every_entry(
     try:
         with raw(postgres_url) as conn:
             assert conn.execute("SELECT to_regclass('log_leaves')").fetchone() == (None,)
-            assert conn.execute("SELECT count FROM log_leaf_runs").fetchall() == [(1000,)]
+            assert conn.execute("SELECT count FROM log_leaf_runs").fetchall() == [(count,)]
+            assert conn.execute("SELECT count(*) FROM log_leaf_pages").fetchone() == (3,)
         expected = sorted((int.from_bytes(h[:4], "big"), i) for h, i in pairs)
         assert _stored_pairs(store) == expected  # the SQL wrote what build_run would
         found = store.lookup_leaves([h for h, _ in pairs])
