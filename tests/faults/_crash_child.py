@@ -20,7 +20,9 @@ async def main(store_path: str, key_file: str, origin: str, round_no: int) -> No
     store = SQLiteStore(Path(store_path))
     signer = CheckpointSigner(origin=origin, signer=load_signer(Path(key_file)))
     rng = random.Random(round_no)
-    config = SequencerConfig(max_batch=64, max_delay=0.001)
+    # A small leaf-index run size: most commits write a run, and every few merge a tier,
+    # so that kills land inside those too.
+    config = SequencerConfig(max_batch=64, max_delay=0.001, index_every=50)
     n = 0
     async with Sequencer(store, signer=signer, config=config) as seq:
         while True:

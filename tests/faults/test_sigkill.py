@@ -7,6 +7,7 @@ entries across all rounds.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import subprocess
@@ -17,12 +18,22 @@ from pathlib import Path
 import pytest
 
 from sealtrail.keys import Ed25519Signer, write_private_key
-from sealtrail.log import CheckpointSigner, LogReader
+from sealtrail.log import CheckpointSigner, LogReader, Sequencer
+from sealtrail.merkle import leaf_hash
 from sealtrail.storage import SQLiteStore
+from sealtrail.storage.sqlite import _Runs
 
 CHILD = Path(__file__).with_name("_crash_child.py")
 ROUNDS = 6
 ORIGIN = "crash.test/log"
+
+
+def _append(store: SQLiteStore, signer: CheckpointSigner, entries: list[bytes]) -> list[int]:
+    async def run() -> list[int]:
+        async with Sequencer(store, signer=signer) as seq:
+            return await seq.add_many(entries)
+
+    return asyncio.run(run())
 
 
 @pytest.mark.slow
@@ -35,6 +46,7 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
     rng = random.Random(20261123)
     acked: dict[int, bytes] = {}
     total_killed_mid_batch = 0
+    runs_seen = 0
 
     for round_no in range(ROUNDS):
         child = subprocess.Popen(
@@ -65,6 +77,17 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
             entries = reader.entries(0, size)
             for index, entry in acked.items():
                 assert entries[index] == entry, f"acknowledged entry {index} lost or changed"
+            # The leaf index (runs merged by size) finds every entry below its watermark.
+            stored = store.read_checkpoint()
+            indexed = {leaf_hash(e): i for i, e in acked.items() if stored and i < stored.indexed}
+            found = store.lookup_leaves(list(indexed))
+            missing = [i for h, i in indexed.items() if i not in found.get(h, [])]
+            assert not missing, f"the leaf index lost entries {missing[:5]}"
+            runs_seen = max(runs_seen, len(_Runs(store._conn()).rows()))
+            # Submitted again, acknowledged entries get their indexes back (no second index).
+            again = rng.sample(sorted(acked), min(20, len(acked)))
+            assert _append(store, signer, [acked[i] for i in again]) == again
         finally:
             store.close()
     assert len(acked) > 100, "the child never got going: the test proved nothing"
+    assert runs_seen > 0, "the leaf index was never written: the test proved less"
