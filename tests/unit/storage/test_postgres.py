@@ -224,6 +224,23 @@ def test_reads_survive_every_pooled_connection_being_terminated(
     store.commit(batch("more", 3, 2))
 
 
+def test_leaf_lookups_survive_every_pooled_connection_being_terminated(
+    postgres_url: str, stores: Callable[[], PostgresStore]
+) -> None:
+    store = stores()
+    base = batch("base", 0, 3)
+    store.commit(base)
+    assert store.lookup_leaves([base.leaves[0][0]]) == {base.leaves[0][0]: [0]}
+    with raw(postgres_url) as killer:
+        killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid() AND datname = current_database()"
+            " AND application_name = current_setting('application_name')"
+        )
+    found = store.lookup_leaves([h for h, _ in base.leaves])  # the first read after it
+    assert found == {h: [i] for h, i in base.leaves}
+
+
 def test_a_sequencer_log_on_postgres_verifies_and_survives_reopening(
     stores: Callable[[], PostgresStore], signer: CheckpointSigner
 ) -> None:

@@ -333,6 +333,21 @@ def test_a_deleted_leaf_row_only_loses_the_hint(
     logged.close()
 
 
+def test_a_deleted_leaf_page_only_loses_its_hints(
+    logged: SQLiteStore, signer: CheckpointSigner
+) -> None:
+    conn = raw(logged.path)
+    assert conn.execute("SELECT count(*) FROM leaf_pages").fetchone()[0] >= 1
+    conn.execute("DELETE FROM leaf_pages")  # every page of every run, keys left behind
+    conn.close()
+    assert logged.lookup_leaves([leaf_hash(ENTRIES[7])]) == {}
+    assert add(logged, signer, [ENTRIES[7]]) == [300]  # appended again, as a new entry
+    log = reader(logged, signer)
+    assert log.audit() is not None
+    assert log.entry(7) == log.entry(300) == ENTRIES[7]
+    logged.close()
+
+
 def test_an_edited_leaf_row_never_aliases_another_entry(
     logged: SQLiteStore, signer: CheckpointSigner
 ) -> None:
