@@ -12,6 +12,10 @@ Each store keeps two tables — runs ``(run, count, keys, first_page)`` and page
 indexes)`` — and supplies a :class:`RunTable` over them for one transaction; the merging,
 searching and caching are here, once.
 
+numpy is imported where it is used, not with this module: every ``sealtrail`` command
+imports the stores, and numpy's import (about 0.1 s here) would otherwise be paid by each
+of them, most of which never touch a leaf index.
+
 Why runs rather than one B-tree keyed by hash: each of the B-tree's rows goes to a random
 page, so once the index outgrows the page cache a flush of 262,144 rows touches nearly
 every page, and the flush grows with the log (0.32 s per flush at 262,144 entries, 0.96 s
@@ -30,12 +34,16 @@ import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import NamedTuple, Protocol
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from sealtrail.errors import Corruption, InvalidInput
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Keys = npt.NDArray[np.uint32]
+    Indexes = npt.NDArray[np.uint64]
 
 __all__ = [
     "FANOUT",
@@ -71,12 +79,9 @@ HASH_SIZE = 32
 #: (~9 us here), and matches are rare; fewer, larger pages make a merge cheaper (four runs
 #: of 2^22 entries: 2.4 s in all against 3.7 s with pages of 256).
 PAGE_ENTRIES = 4096
-#: Stored layouts (big-endian, whatever the machine's).
-KEY = np.dtype(">u4")
-INDEX = np.dtype(">u8")
-
-Keys = npt.NDArray[np.uint32]
-Indexes = npt.NDArray[np.uint64]
+#: Stored layouts (big-endian, whatever the machine's) and their sizes in bytes.
+KEY, KEY_SIZE = ">u4", 4
+INDEX, INDEX_SIZE = ">u8", 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +108,7 @@ class Run:
     def pages(self) -> list[bytes]:
         """The run's indexes as stored, page by page."""
         data = self.index_bytes()
-        step = PAGE_ENTRIES * INDEX.itemsize
+        step = PAGE_ENTRIES * INDEX_SIZE
         return [data[at : at + step] for at in range(0, len(data), step)]
 
 
@@ -157,20 +162,26 @@ def add_run(table: RunTable, run: Run) -> None:
 
 def keys_from_bytes(data: bytes) -> Keys:
     """A run's stored keys, in the machine's order."""
-    if len(data) % KEY.itemsize:
+    import numpy as np  # noqa: PLC0415 - loaded on first use (see the module docstring)
+
+    if len(data) % KEY_SIZE:
         raise Corruption("a leaf-index run's keys are not whole")
     return np.frombuffer(data, dtype=KEY).astype(np.uint32, copy=False)
 
 
 def indexes_from_bytes(data: bytes) -> Indexes:
     """A run's stored indexes, in the machine's order."""
-    if len(data) % INDEX.itemsize:
+    import numpy as np  # noqa: PLC0415 - loaded on first use (see the module docstring)
+
+    if len(data) % INDEX_SIZE:
         raise Corruption("a leaf-index run's indexes are not whole")
     return np.frombuffer(data, dtype=INDEX).astype(np.uint64, copy=False)
 
 
 def leaf_keys32(leaf_hashes: Sequence[bytes]) -> Keys:
     """Each 32-byte hash's first four bytes as an unsigned integer, big-endian (a C pass)."""
+    import numpy as np  # noqa: PLC0415 - loaded on first use (see the module docstring)
+
     if not set(map(len, leaf_hashes)) <= {HASH_SIZE}:
         raise InvalidInput(f"leaf hashes must be {HASH_SIZE} bytes each")
     words = np.frombuffer(b"".join(leaf_hashes), dtype=">u4")[0 :: HASH_SIZE // 4]
@@ -179,6 +190,8 @@ def leaf_keys32(leaf_hashes: Sequence[bytes]) -> Keys:
 
 def build_run(leaves: Sequence[tuple[bytes, int]]) -> Run:
     """The run of one commit's ``(leaf hash, index)`` pairs."""
+    import numpy as np  # noqa: PLC0415 - loaded on first use (see the module docstring)
+
     keys = leaf_keys32(list(map(itemgetter(0), leaves)))
     try:
         indexes = np.fromiter(map(itemgetter(1), leaves), dtype=np.uint64, count=len(leaves))
@@ -190,6 +203,8 @@ def build_run(leaves: Sequence[tuple[bytes, int]]) -> Run:
 
 def merge_runs(runs: Sequence[Run]) -> Run:
     """One run holding every pair of ``runs`` (each already sorted: a merge, not a sort)."""
+    import numpy as np  # noqa: PLC0415 - loaded on first use (see the module docstring)
+
     keys = np.concatenate([r.keys for r in runs])
     indexes = np.concatenate([r.indexes for r in runs])
     order = np.argsort(keys, kind="stable")  # Timsort: runs already sorted merge in one pass
@@ -213,6 +228,8 @@ def merge_plan(counts: Sequence[int]) -> int:
 def search(keys: Keys, asked: Keys) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """Where each of ``asked`` (sorted) occurs in ``keys``: ``(asked position, keys position)``
     pairs, every occurrence of a repeated key included."""
+    import numpy as np  # noqa: PLC0415 - loaded on first use (see the module docstring)
+
     empty = np.empty(0, dtype=np.intp)
     count = keys.shape[0]
     if count == 0 or asked.shape[0] == 0:
@@ -234,6 +251,8 @@ def wanted(
 ) -> list[tuple[int, int, int]]:
     """Where the indexes of ``asked`` hashes' key matches are: ``(position in asked, page,
     entry within the page)``, for every match in every run (most lookups match none)."""
+    import numpy as np  # noqa: PLC0415 - loaded on first use (see the module docstring)
+
     if not asked or not runs:
         return []
     keys = leaf_keys32(asked)
@@ -250,8 +269,8 @@ def wanted(
 
 def index_at(page: bytes, entry: int) -> int | None:
     """The index stored at ``entry`` of a page (``None``: the page is shorter)."""
-    data = page[entry * INDEX.itemsize : (entry + 1) * INDEX.itemsize]
-    return int.from_bytes(data, "big") if len(data) == INDEX.itemsize else None
+    data = page[entry * INDEX_SIZE : (entry + 1) * INDEX_SIZE]
+    return int.from_bytes(data, "big") if len(data) == INDEX_SIZE else None
 
 
 def candidates(

@@ -28,8 +28,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from sealtrail.errors import CheckpointConflict, ConfigError, Error, StorageError
 
 from . import _leafruns as runs
@@ -68,6 +66,8 @@ def _parts_table(name: str, level_check: str | None, *, without_rowid: bool) -> 
 
 def _leaves_to_runs(conn: sqlite3.Connection) -> None:
     """Schema 4: the leaf-index table of schema 1 (8-byte signed prefix -> index) as one run."""
+    import numpy as np  # noqa: PLC0415 - loaded on first use (see _leafruns)
+
     keys: list[runs.Keys] = []
     indexes: list[runs.Indexes] = []
     cursor = conn.execute("SELECT prefix, idx FROM leaves")
@@ -178,7 +178,8 @@ _MIGRATIONS: list[tuple[str | Callable[[sqlite3.Connection], None], ...]] = [
         f"""CREATE TABLE leaf_pages (
             page INTEGER PRIMARY KEY,
             indexes BLOB NOT NULL CHECK (length(indexes) > 0
-                AND length(indexes) <= {8 * runs.PAGE_ENTRIES} AND length(indexes) % 8 = 0)
+                AND length(indexes) <= {runs.INDEX_SIZE * runs.PAGE_ENTRIES}
+                AND length(indexes) % {runs.INDEX_SIZE} = 0)
         )""",
         _leaves_to_runs,
         "DROP TABLE leaves",

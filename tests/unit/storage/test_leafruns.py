@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -99,3 +102,15 @@ def test_stored_runs_of_broken_lengths_are_corruption() -> None:
 )
 def test_merge_plan(counts: list[int], merge: int) -> None:
     assert merge_plan(counts) == merge
+
+
+def test_numpy_is_loaded_only_when_a_leaf_index_is_used() -> None:
+    """Every command imports the stores; numpy's import (~0.1 s) waits for a leaf index."""
+    code = (
+        "import sys, sealtrail.cli, sealtrail.storage.sqlite, sealtrail.storage.postgres;"
+        " print('numpy' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "False"
