@@ -290,17 +290,19 @@ _MIGRATIONS: list[tuple[LiteralString, ...]] = [
             indexes bytea NOT NULL CHECK (length(indexes) > 0
                 AND length(indexes) <= 32768 AND length(indexes) % 8 = 0)
         )""",
-        # The old index becomes one run: keys (the prefix's high 4 bytes, big-endian) in
-        # unsigned order, and the indexes in the same order, 4,096 to a page (PAGE_ENTRIES).
+        # The old index becomes runs: its rows in key order (the prefix's high 4 bytes,
+        # unsigned), cut into runs of at most 2^24 (MAX_RUN) rows, each run's keys in one
+        # value (big-endian) and its indexes 4,096 to a page (PAGE_ENTRIES).
+        """CREATE TEMPORARY TABLE leaves_in_order ON COMMIT DROP AS
+            SELECT row_number() OVER (ORDER BY (prefix >> 32) & 4294967295, idx, prefix) - 1
+                AS pos, substring(int8send(prefix) FROM 1 FOR 4) AS key, idx
+            FROM log_leaves""",
         """INSERT INTO log_leaf_runs (count, keys, first_page)
-            SELECT count(*), string_agg(substring(int8send(prefix) FROM 1 FOR 4), ''::bytea
-                ORDER BY (prefix >> 32) & 4294967295, idx), 0
-            FROM log_leaves HAVING count(*) > 0""",
+            SELECT count(*), string_agg(key, ''::bytea ORDER BY pos), min(pos) / 4096
+            FROM leaves_in_order GROUP BY pos / 16777216 ORDER BY pos / 16777216""",
         """INSERT INTO log_leaf_pages (page, indexes)
             SELECT pos / 4096, string_agg(int8send(idx), ''::bytea ORDER BY pos)
-            FROM (SELECT idx, row_number() OVER (
-                ORDER BY (prefix >> 32) & 4294967295, idx) - 1 AS pos FROM log_leaves) AS o
-            GROUP BY pos / 4096""",
+            FROM leaves_in_order GROUP BY pos / 4096""",
         "DROP TABLE log_leaves",
     ),
 ]

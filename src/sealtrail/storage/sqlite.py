@@ -65,7 +65,8 @@ def _parts_table(name: str, level_check: str | None, *, without_rowid: bool) -> 
 
 
 def _leaves_to_runs(conn: sqlite3.Connection) -> None:
-    """Schema 4: the leaf-index table of schema 1 (8-byte signed prefix -> index) as one run."""
+    """Schema 4: the leaf-index table of schema 1 (8-byte signed prefix -> index) as runs
+    (one, or several of :data:`~._leafruns.MAX_RUN` entries for a larger log)."""
     import numpy as np  # noqa: PLC0415 - loaded on first use (see _leafruns)
 
     keys: list[runs.Keys] = []
@@ -77,7 +78,9 @@ def _leaves_to_runs(conn: sqlite3.Connection) -> None:
         indexes.append(pairs[:, 1].astype(np.uint64))
     if keys:
         run = runs.merge_runs([runs.Run(k, i) for k, i in zip(keys, indexes, strict=True)])
-        _Runs(conn).insert(run)
+        for start in range(0, run.count, runs.MAX_RUN):
+            end = start + runs.MAX_RUN
+            _Runs(conn).insert(runs.Run(run.keys[start:end], run.indexes[start:end]))
 
 
 class _Runs:

@@ -29,7 +29,7 @@ from sealtrail.storage import (
     TilePart,
     open_store,
 )
-from sealtrail.storage._leafruns import FANOUT, PAGE_ENTRIES
+from sealtrail.storage._leafruns import FANOUT, MAX_RUN, PAGE_ENTRIES
 from sealtrail.storage.postgres import _MIGRATIONS, COMPONENT, PUT_ROWS
 from sealtrail.storage.postgres import _Runs as PostgresRuns
 from tests.conftest import PostgresSchemas
@@ -642,6 +642,15 @@ def test_schema_5_turns_the_leaf_index_into_one_run_keeping_every_entry(
         assert all(i in found[h] for h, i in pairs)
     finally:
         store.close()
+
+
+def test_schema_5_is_written_for_the_run_and_page_sizes_of_the_code() -> None:
+    """Its SQL spells the sizes out (a migration is fixed text); they must be the code's."""
+    text = " ".join(_MIGRATIONS[4])
+    assert f"pos / {PAGE_ENTRIES}" in text
+    assert f"min(pos) / {PAGE_ENTRIES}" in text
+    assert f"pos / {MAX_RUN}" in text
+    assert f"length(indexes) <= {8 * PAGE_ENTRIES}" in text
 
 
 def test_leaf_runs_merge_by_tiers_and_every_process_keeps_finding_every_entry(

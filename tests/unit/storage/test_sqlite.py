@@ -22,6 +22,7 @@ from sealtrail.storage import (
     SQLiteStore,
     open_store,
 )
+from sealtrail.storage import _leafruns as leafruns
 from sealtrail.storage._leafruns import FANOUT, Run
 from sealtrail.storage.sqlite import _MIGRATIONS, MAX_VARIABLES, _Runs
 
@@ -171,6 +172,26 @@ def test_schema_4_turns_the_leaf_index_into_one_run_keeping_every_entry(
         # Duplicates are still found in the index: the same indexes come back.
         assert add(store, signer, [ENTRIES[5], ENTRIES[250], b"new"]) == [5, 250, len(ENTRIES)]
         assert reader(store, signer).audit() is not None
+    finally:
+        store.close()
+
+
+def test_schema_4_cuts_a_large_leaf_index_into_runs_of_at_most_max_run(
+    logged: SQLiteStore, db: Path, signer: CheckpointSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged.close()
+    _downgrade_to_schema_3(db)
+    monkeypatch.setattr(leafruns, "MAX_RUN", 128)
+    store = SQLiteStore(db)  # migrates
+    try:
+        conn = raw(db)
+        assert _run_counts(db) == [128, 128, len(ENTRIES) - 256]
+        assert _leaf_pairs(conn) == sorted(
+            (int.from_bytes(leaf_hash(e)[:4], "big"), i) for i, e in enumerate(ENTRIES)
+        )
+        conn.close()
+        found = store.lookup_leaves([leaf_hash(e) for e in ENTRIES])
+        assert all(i in found[leaf_hash(e)] for i, e in enumerate(ENTRIES))
     finally:
         store.close()
 
