@@ -290,6 +290,11 @@ _MIGRATIONS: list[tuple[LiteralString, ...]] = [
             indexes bytea NOT NULL CHECK (length(indexes) > 0
                 AND length(indexes) <= 32768 AND length(indexes) % 8 = 0)
         )""",
+        # Keys and indexes are as good as random bytes: compressing them gains nothing, and
+        # trying (PostgreSQL does for every value past ~2 KB) took most of a flush's time:
+        # four runs of 262,144 merged in 1.15 s with it, 0.22 s without.
+        "ALTER TABLE log_leaf_runs ALTER COLUMN keys SET STORAGE EXTERNAL",
+        "ALTER TABLE log_leaf_pages ALTER COLUMN indexes SET STORAGE EXTERNAL",
         # The old index becomes runs: its rows in key order (the prefix's high 4 bytes,
         # unsigned), cut into runs of at most 2^24 (MAX_RUN) rows, each run's keys in one
         # value (big-endian) and its indexes 4,096 to a page (PAGE_ENTRIES).

@@ -653,6 +653,17 @@ def test_schema_5_is_written_for_the_run_and_page_sizes_of_the_code() -> None:
     assert f"length(indexes) <= {8 * PAGE_ENTRIES}" in text
 
 
+def test_leaf_run_values_are_stored_uncompressed(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    with raw(postgres_url) as conn:
+        rows = conn.execute(
+            "SELECT attrelid::regclass::text, attname, attstorage FROM pg_attribute"
+            " WHERE (attrelid, attname) IN (('log_leaf_runs'::regclass, 'keys'),"
+            " ('log_leaf_pages'::regclass, 'indexes'))"
+        ).fetchall()
+    assert sorted(rows) == [("log_leaf_pages", "indexes", "e"), ("log_leaf_runs", "keys", "e")]
+
+
 def test_leaf_runs_merge_by_tiers_and_every_process_keeps_finding_every_entry(
     stores: Callable[[], PostgresStore],
 ) -> None:
