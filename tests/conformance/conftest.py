@@ -136,7 +136,7 @@ def _postgres_leftover(store: LogStore, commit: Commit) -> None:
         )
     if commit.leaves:
         with store._conn() as conn, conn.transaction():
-            PostgresRuns(conn, PostgresStore._copy).insert(build_run(commit.leaves))
+            PostgresRuns(conn).insert(build_run(commit.leaves))
 
 
 BACKENDS = [

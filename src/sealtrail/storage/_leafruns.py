@@ -62,6 +62,7 @@ __all__ = [
     "merge_plan",
     "merge_runs",
     "search",
+    "sorted_run",
     "wanted",
 ]
 
@@ -197,17 +198,23 @@ def build_run(leaves: Sequence[tuple[bytes, int]]) -> Run:
         indexes = np.fromiter(map(itemgetter(1), leaves), dtype=np.uint64, count=len(leaves))
     except OverflowError as exc:
         raise InvalidInput("leaf indexes must be between 0 and 2**64 - 1") from exc
-    order = np.argsort(keys)  # the order among equal keys does not matter
-    return Run(keys[order], indexes[order])
+    return sorted_run(keys, indexes)
 
 
 def merge_runs(runs: Sequence[Run]) -> Run:
-    """One run holding every pair of ``runs`` (each already sorted: a merge, not a sort)."""
+    """One run holding every pair of ``runs``."""
     import numpy as np  # noqa: PLC0415 - loaded on first use (see the module docstring)
 
     keys = np.concatenate([r.keys for r in runs])
-    indexes = np.concatenate([r.indexes for r in runs])
-    order = np.argsort(keys, kind="stable")  # Timsort: runs already sorted merge in one pass
+    return sorted_run(keys, np.concatenate([r.indexes for r in runs]))
+
+
+def sorted_run(keys: Keys, indexes: Indexes) -> Run:
+    """The run of ``keys[i]`` paired with ``indexes[i]``, in any order (Timsort: pieces that
+    are sorted already, as runs being merged are, are merged in one pass)."""
+    import numpy as np  # noqa: PLC0415 - loaded on first use (see the module docstring)
+
+    order = np.argsort(keys, kind="stable")  # the order among equal keys does not matter
     return Run(keys[order], indexes[order])
 
 

@@ -69,7 +69,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, LiteralString
 
@@ -361,20 +361,25 @@ def _rolled_back_on_error(conn: psycopg.Connection[Any]) -> Iterator[None]:
         raise
 
 
+def _copy(
+    conn: psycopg.Connection[Any],
+    statement: LiteralString,
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    """Stream ``rows`` into a ``COPY … FROM STDIN (FORMAT BINARY)`` statement."""
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+
+
 class _Runs:
     """The leaf-index runs and pages (a :class:`~._leafruns.RunTable`) in a commit, which
     holds the checkpoint row's lock: one writer at a time numbers the new pages."""
 
-    def __init__(
-        self,
-        conn: psycopg.Connection[Any],
-        copy: Callable[
-            [psycopg.Connection[Any], LiteralString, Sequence[str], Sequence[Sequence[Any]]],
-            None,
-        ],
-    ) -> None:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
-        self.copy = copy
 
     def rows(self) -> list[runs.RunRow]:
         listed = self.conn.execute(
@@ -383,9 +388,12 @@ class _Runs:
         return [runs.RunRow(int(r), int(c), int(p)) for r, c, p in listed]
 
     def read(self, row: runs.RunRow) -> runs.Run:
-        (keys,) = self.conn.execute(
+        found = self.conn.execute(
             "SELECT keys FROM log_leaf_runs WHERE run = %s", (row.run,)
-        ).fetchone() or (b"",)
+        ).fetchone()
+        if found is None:  # listed in this transaction a moment ago, under the row lock
+            raise Corruption(f"leaf-index run {row.run} vanished during a commit")
+        (keys,) = found
         pages = self.conn.execute(
             "SELECT indexes FROM log_leaf_pages WHERE page BETWEEN %s AND %s ORDER BY page",
             (row.first_page, row.last_page),
@@ -407,7 +415,7 @@ class _Runs:
             "INSERT INTO log_leaf_runs (count, keys, first_page) VALUES (%s, %s, %s)",
             (run.count, run.key_bytes(), first),
         )
-        self.copy(
+        _copy(
             self.conn,
             "COPY log_leaf_pages (page, indexes) FROM STDIN (FORMAT BINARY)",
             ("int8", "bytea"),
@@ -646,14 +654,14 @@ class PostgresStore:
                 mine = [p for p in parts if (p.level == ENTRY_BUNDLES) == level]
                 # Binary COPY, not INSERT … unnest: unnest of a multi-megabyte bytea[]
                 # parameter costs the server about ten times more than streaming the rows.
-                self._copy(
+                _copy(
                     conn,
                     _parts_sql(mine[0].level, "copy"),
                     ("int4", "int8", "int4", "int4", "bytea", "bytea"),
                     [(p.level, p.index, p.start, p.count, p.data, p.interior) for p in mine],
                 )
             if commit.leaves:
-                runs.add_run(_Runs(conn, self._copy), runs.build_run(commit.leaves))
+                runs.add_run(_Runs(conn), runs.build_run(commit.leaves))
             published = conn.execute(_PUBLISH, _publish_params(commit), prepare=True)
             if published.rowcount != 1:  # cannot happen under the row lock; never publish twice
                 raise CheckpointConflict("the checkpoint moved during the commit")
@@ -739,19 +747,6 @@ class PostgresStore:
                 _parts_sql(part.level, "cut"),
                 (head.count, head.data, head.interior, part.level, part.index, head.start),
             )
-
-    @staticmethod
-    def _copy(
-        conn: psycopg.Connection[Any],
-        statement: LiteralString,
-        types: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-    ) -> None:
-        """Stream ``rows`` into a ``COPY … FROM STDIN (FORMAT BINARY)`` statement."""
-        with conn.cursor() as cur, cur.copy(statement) as copy:
-            copy.set_types(types)
-            for row in rows:
-                copy.write_row(row)
 
     # -- statements ---------------------------------------------------------------------------
 

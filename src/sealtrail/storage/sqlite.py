@@ -77,7 +77,7 @@ def _leaves_to_runs(conn: sqlite3.Connection) -> None:
         keys.append((pairs[:, 0].view(np.uint64) >> np.uint64(32)).astype(np.uint32))
         indexes.append(pairs[:, 1].astype(np.uint64))
     if keys:
-        run = runs.merge_runs([runs.Run(k, i) for k, i in zip(keys, indexes, strict=True)])
+        run = runs.sorted_run(np.concatenate(keys), np.concatenate(indexes))
         for start in range(0, run.count, runs.MAX_RUN):
             end = start + runs.MAX_RUN
             _Runs(conn).insert(runs.Run(run.keys[start:end], run.indexes[start:end]))

@@ -208,17 +208,22 @@ def test_a_commit_on_a_closed_pool_writes_nothing(stores: Callable[[], PostgresS
     assert_holds_only(stores(), batch("base", 0, 3), batch("late", 3, 3))
 
 
-def test_reads_survive_every_pooled_connection_being_terminated(
-    postgres_url: str, stores: Callable[[], PostgresStore]
-) -> None:
-    store = stores()
-    store.commit(batch("base", 0, 3))
-    with raw(postgres_url) as killer:
+def _end_pooled_sessions(url: str) -> None:
+    """End every session of this test's stores on the server, as a restart would."""
+    with raw(url) as killer:
         killer.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE pid <> pg_backend_pid() AND datname = current_database()"
             " AND application_name = current_setting('application_name')"
         )
+
+
+def test_reads_survive_every_pooled_connection_being_terminated(
+    postgres_url: str, stores: Callable[[], PostgresStore]
+) -> None:
+    store = stores()
+    store.commit(batch("base", 0, 3))
+    _end_pooled_sessions(postgres_url)
     # A read is retried once on a fresh connection; the dead ones leave the pool.
     assert_holds_only(store, batch("base", 0, 3), None)
     store.commit(batch("more", 3, 2))
@@ -231,12 +236,7 @@ def test_leaf_lookups_survive_every_pooled_connection_being_terminated(
     base = batch("base", 0, 3)
     store.commit(base)
     assert store.lookup_leaves([base.leaves[0][0]]) == {base.leaves[0][0]: [0]}
-    with raw(postgres_url) as killer:
-        killer.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE pid <> pg_backend_pid() AND datname = current_database()"
-            " AND application_name = current_setting('application_name')"
-        )
+    _end_pooled_sessions(postgres_url)
     found = store.lookup_leaves([h for h, _ in base.leaves])  # the first read after it
     assert found == {h: [i] for h, i in base.leaves}
 
@@ -605,7 +605,7 @@ def _stored_pairs(store: PostgresStore) -> list[tuple[int, int]]:
     """Every ``(key, index)`` pair of the store's runs, each run's keys checked sorted."""
     pairs: list[tuple[int, int]] = []
     with store._conn() as conn, conn.transaction():
-        table = PostgresRuns(conn, PostgresStore._copy)
+        table = PostgresRuns(conn)
         for row in table.rows():
             run = table.read(row)
             assert run.keys.tolist() == sorted(run.keys.tolist())
