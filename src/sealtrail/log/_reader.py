@@ -350,6 +350,19 @@ class LogReader:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 
+    def adopt(self, signed: SignedCheckpoint) -> None:
+        """Take a checkpoint the sequencer has just committed as the newest this reader
+        knows, so that proofs up to its size read no checkpoint back (on the event loop, a
+        store read and a signature check for every batch).
+
+        The sequencer that signed and committed it calls this, after :meth:`absorb`. MUST
+        be given a committed checkpoint of this log: it is trusted as the store is. An older
+        one than the reader has is ignored (the log only grows).
+        """
+        last = self._last
+        if last is None or signed.size > last.size:
+            self._last = signed
+
     def read_nodes(self, ids: Sequence[NodeID], *, size: int) -> list[bytes]:
         """Hashes of perfect subtrees of a tree of ``size`` leaves (a merkle ``NodeReader``)."""
         out: list[bytes] = []

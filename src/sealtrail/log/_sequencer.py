@@ -662,8 +662,10 @@ class Sequencer:
         # Durable from here: if we crash now, recovery finds this batch and its checkpoint
         # (and rebuilds the unindexed tail from the level-0 tiles).
         self._range, self._latest = prepared.tree, prepared.signed
-        # The receipts of the batch, built right after on the event loop, read no tile.
+        # The receipts of the batch, built right after on the event loop, read no tile and
+        # no checkpoint.
         self.reader.absorb(prepared.commit.stored_parts())
+        self.reader.adopt(prepared.signed)
         if prepared.flush:
             self._recent, self._indexed = {}, prepared.indexed
         else:

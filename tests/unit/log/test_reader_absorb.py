@@ -1,5 +1,6 @@
-"""A sequencer hands its reader the tiles it commits, so that the receipts of a batch read
-nothing from the store (on a server store, a read on the event loop holds up every request).
+"""A sequencer hands its reader the tiles and the checkpoint it commits, so that the receipts
+of a batch read nothing from the store (on a server store, a read on the event loop holds up
+every request).
 
 What the reader answers from absorbed tiles must be exactly what it would read: every proof
 is compared with a fresh reader's, and checked against the signed root.
@@ -9,24 +10,36 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sealtrail.errors import NotFound
 from sealtrail.keys import Ed25519Signer
-from sealtrail.log import CheckpointSigner, LogReader, Sequencer, SequencerConfig
+from sealtrail.log import (
+    CheckpointSigner,
+    LogReader,
+    Sequencer,
+    SequencerConfig,
+    SignedCheckpoint,
+)
 from sealtrail.merkle import leaf_hash
-from sealtrail.storage import MemoryStore, TilePart
+from sealtrail.storage import MemoryStore, StoredCheckpoint, TilePart
 from tests.conftest import ORIGIN, reader_for
 
 
 class CountingStore(MemoryStore):
-    """Counts the tile reads."""
+    """Counts the tile and checkpoint reads."""
 
     reads = 0
 
     def read_parts(self, level: int, index: int) -> list[TilePart]:
         self.reads += 1
         return super().read_parts(level, index)
+
+    def read_checkpoint(self) -> StoredCheckpoint | None:
+        self.reads += 1
+        return super().read_checkpoint()
 
 
 def _entries(tag: str, count: int) -> list[bytes]:
@@ -53,7 +66,8 @@ def test_proofs_from_absorbed_tiles_are_the_stored_ones(sizes: list[int]) -> Non
                 for index in indexes:  # the batch's receipts: every tile is absorbed
                     proof = seq.reader.inclusion_proof(index, size=latest.size)
                     proof.verify(latest.root)
-                assert store.reads == 0, f"batch {n} of {size} read {store.reads} tiles"
+                assert store.reads == 0, f"batch {n} of {size} read the store {store.reads} times"
+                assert seq.reader.latest == latest
                 done += size
             fresh = reader_for(store, signer)
             for index in range(done):
@@ -100,3 +114,29 @@ def test_entry_bundles_and_malformed_parts_are_not_absorbed(signer: CheckpointSi
         ]
     )
     assert reader._cache == {}
+
+
+def test_an_older_checkpoint_is_not_adopted(signer: CheckpointSigner) -> None:
+    store = MemoryStore()
+
+    async def fill() -> tuple[SignedCheckpoint, SignedCheckpoint]:
+        async with Sequencer(store, signer=signer, config=SequencerConfig(max_delay=0)) as seq:
+            await seq.add_many(_entries("a", 3))
+            first = seq.latest
+            await seq.add_many(_entries("b", 2))
+            second = seq.latest
+            assert first is not None and second is not None
+            assert seq.reader.latest == second
+            seq.reader.adopt(first)
+            assert seq.reader.latest == second  # the log only grows
+            return first, second
+
+    first, second = asyncio.run(fill())
+    reader = LogReader(store, origin=signer.origin, verifiers=[signer.verifier])
+    reader.adopt(first)
+    assert reader.latest == first
+    reader.inclusion_proof(2, size=3).verify(first.root)
+    with pytest.raises(NotFound):
+        reader.inclusion_proof(4, size=6)  # beyond what the store holds, adopted or read
+    reader.inclusion_proof(4, size=5).verify(second.root)  # read from the store: newer
+    assert reader.latest == second
