@@ -16,6 +16,10 @@ Figures (name -> number):
   inclusion_proofs_per_s_1e3              random-index proofs from a cold reader, 10^3 entries;
                                           the median of --rounds rounds, alternating with 10^6
   inclusion_proofs_per_s_1e6              the same at 10^6 entries (default --entries)
+  inclusion_proofs_per_s_1e3_warm         then as many again from that reader, at fresh random
+  inclusion_proofs_per_s_1e6_warm         indexes: its tile cache holds what the cold proofs
+                                          read (the steady state of a server); every round's
+                                          rates under ``warm_proof_rounds``
   peer_pymerkle_inclusion_proofs_per_s_1e6  pymerkle prove_inclusion on its 10^6 tree
   consistency_proofs_per_s_1e6            random older size -> latest, 10^6 entries
   proof_verifications_per_s               inclusion proofs verified (RFC 9162 check), 10^6
@@ -211,11 +215,13 @@ def run(
 
         _, small_store = _append_sealtrail(root / "small.db", _entries(1000, seed + 1), _quiet)
         report("inclusion proofs", 0, proofs)
-        proof_rounds, cold = _proof_rounds(
+        proof_rounds, warm_rounds, cold = _proof_rounds(
             {1000: small_store, entries: big}, proofs, append_rounds, rng
         )
         for size, rates in proof_rounds.items():
             figures[f"inclusion_proofs_per_s_{_tag(size)}"] = statistics.median(rates)
+        for size, rates in warm_rounds.items():
+            figures[f"inclusion_proofs_per_s_{_tag(size)}_warm"] = statistics.median(rates)
 
         peer_count = max(1, proofs // 10)
         it = iter(rng.randrange(entries) for _ in range(peer_count))
@@ -266,30 +272,33 @@ def run(
         "figures": figures,
         "append_rounds": {"sealtrail": ours, "pymerkle": peers},
         "proof_rounds": {_tag(size): rates for size, rates in proof_rounds.items()},
+        "warm_proof_rounds": {_tag(size): rates for size, rates in warm_rounds.items()},
     }
 
 
 def _proof_rounds(
     stores: dict[int, AnyStore], proofs: int, rounds: int, rng: random.Random
-) -> tuple[dict[int, list[float]], LogReader]:
+) -> tuple[dict[int, list[float]], dict[int, list[float]], LogReader]:
     """Inclusion proofs at each size (its store), ``rounds`` times in turn, each round from
-    a cold reader and at fresh random indexes: the rates by size, and the last round's
-    reader of the largest store."""
+    a cold reader and at fresh random indexes, then as many again from that reader, warm:
+    the cold and the warm rates by size, and the last round's reader of the largest store."""
     rates: dict[int, list[float]] = {size: [] for size in stores}
+    warm: dict[int, list[float]] = {size: [] for size in stores}
     cold = None
     for _ in range(rounds):
         for size, store in stores.items():
             cold = _cold_reader(store)
-            indexes = iter([rng.randrange(size) for _ in range(proofs)])
+            for out in (rates, warm):
+                indexes = iter([rng.randrange(size) for _ in range(proofs)])
 
-            def prove(
-                reader: LogReader = cold, n: int = size, at: Iterator[int] = indexes
-            ) -> object:
-                return reader.inclusion_proof(next(at), size=n)
+                def prove(
+                    reader: LogReader = cold, n: int = size, at: Iterator[int] = indexes
+                ) -> object:
+                    return reader.inclusion_proof(next(at), size=n)
 
-            rates[size].append(_rate(proofs, _time(prove, proofs)))
+                out[size].append(_rate(proofs, _time(prove, proofs)))
     assert cold is not None
-    return rates, cold
+    return rates, warm, cold
 
 
 def _tag(n: int) -> str:
