@@ -200,6 +200,16 @@ class _Expanded:
         start = self._offsets[k] + j * HASH_SIZE
         return self._levels[k][start : start + HASH_SIZE]
 
+    def siblings(self, pos: int) -> list[bytes]:
+        """The audit path of position ``pos`` inside a full tile, lowest level first: the
+        hash beside it at each of the tile's levels."""
+        out = []
+        for level, offset in zip(self._levels, self._offsets, strict=True):
+            start = offset + (pos ^ 1) * HASH_SIZE
+            out.append(level[start : start + HASH_SIZE])
+            pos >>= 1
+        return out
+
     @property
     def hashes(self) -> bytes:
         """The tile's own hashes (its first level)."""
@@ -455,9 +465,8 @@ class LogReader:
         # A full leaf tile: the path inside it, then the path of the tile's root, which
         # every leaf of the tile shares.
         tile = self._expanded(0, tile_index, TILE_WIDTH)
-        inner = [tile.node(k, (pos >> k) ^ 1) for k in range(TILE_HEIGHT)]
         upper = self._upper_path(0, tile_index, bound)
-        return InclusionProof(index, bound, tile.node(0, pos), [*inner, *upper])
+        return InclusionProof(index, bound, tile.node(0, pos), [*tile.siblings(pos), *upper])
 
     def _upper_path(self, level: int, index: int, bound: int) -> tuple[bytes, ...]:
         """The audit path of the root of full tile ``(level, index)`` in the tree ``bound``.
@@ -473,8 +482,7 @@ class LogReader:
         parent, pos = divmod(index, TILE_WIDTH)
         if parent < bound >> (TILE_HEIGHT * (level + 2)):
             tile = self._expanded(level + 1, parent, TILE_WIDTH)
-            inner = [tile.node(k, (pos >> k) ^ 1) for k in range(TILE_HEIGHT)]
-            path = (*inner, *self._upper_path(level + 1, parent, bound))
+            path = (*tile.siblings(pos), *self._upper_path(level + 1, parent, bound))
         else:
             plan = node_inclusion_nodes(TILE_HEIGHT * (level + 1), index, bound)
             path = tuple(plan.read(self._reader_for(bound)))

@@ -190,6 +190,12 @@ _MIGRATIONS: list[tuple[str | Callable[[sqlite3.Connection], None], ...]] = [
 ]
 
 
+_READ_TILE_PARTS = (
+    "SELECT start, count, data, interior FROM tile_parts WHERE level = ? AND idx = ? ORDER BY start"
+)
+_READ_BUNDLE_PARTS = _READ_TILE_PARTS.replace("tile_parts", "entry_bundles")
+
+
 def _table(level: int) -> str:
     """Where a part of this level lives (a fixed table name, never user input)."""
     return "entry_bundles" if level == ENTRY_BUNDLES else "tile_parts"
@@ -328,16 +334,12 @@ class SQLiteStore:
         return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), int(row[2]))
 
     def read_parts(self, level: int, index: int) -> list[TilePart]:
-        with self._errors("read"):
-            rows = (
-                self._conn()
-                .execute(
-                    f"SELECT start, count, data, interior FROM {_table(level)}"  # noqa: S608
-                    " WHERE level = ? AND idx = ? ORDER BY start",
-                    (level, index),
-                )
-                .fetchall()
-            )
+        # The read of every cold proof's tile: no context manager, the query text fixed.
+        query = _READ_BUNDLE_PARTS if level == ENTRY_BUNDLES else _READ_TILE_PARTS
+        try:
+            rows = self._conn().execute(query, (level, index)).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite read failed: {exc.__class__.__name__}: {exc}") from exc
         return [TilePart(level, index, int(s), int(c), bytes(d), bytes(i)) for s, c, d, i in rows]
 
     def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:

@@ -282,6 +282,19 @@ def test_a_closed_store_refuses_to_work(db: Path) -> None:
         store.read_parts(0, 0)
 
 
+@pytest.mark.parametrize(("level", "table"), [(0, "tile_parts"), (-1, "entry_bundles")])
+def test_a_failed_tile_read_is_a_storage_error(
+    logged: SQLiteStore, db: Path, level: int, table: str
+) -> None:
+    assert logged.read_parts(level, 0)
+    conn = raw(db)
+    conn.execute(f"DROP TABLE {table}")
+    conn.close()
+    with pytest.raises(StorageError, match=f"SQLite read failed: OperationalError: .*{table}"):
+        logged.read_parts(level, 0)
+    logged.close()
+
+
 def test_a_bad_raw_statement_is_a_storage_error(db: Path) -> None:
     store = SQLiteStore(db)
     with pytest.raises(StorageError, match="statement"):
