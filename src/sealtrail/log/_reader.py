@@ -172,6 +172,19 @@ def _tile_spans(level: int, start: int, end: int, size: int) -> Iterator[tuple[i
         pos += last - first
 
 
+def _interior_offsets() -> tuple[int, ...]:
+    """Where each level of a full tile begins: level 0 in its hashes, levels 1..7 in its
+    stored interior (128, 64, ... 2 hashes, level by level)."""
+    offsets, pos, width = [0], 0, TILE_WIDTH // 2
+    while width >= 2:
+        offsets.append(pos)
+        pos, width = pos + width * HASH_SIZE, width // 2
+    return tuple(offsets)
+
+
+_INTERIOR_OFFSETS = _interior_offsets()
+
+
 class _Expanded:
     """The perfect subtree hashes inside one tile, one byte string per level.
 
@@ -183,18 +196,13 @@ class _Expanded:
     __slots__ = ("_levels", "_offsets")
 
     def __init__(self, hashes: bytes, interior: bytes = b"") -> None:
-        # Level k is levels[k][offsets[k]:].
+        # Level k is levels[k][offsets[k]:]. Only a full tile comes with its interior.
         if interior:
-            self._levels = [hashes]
-            self._offsets = [0]
-            pos, width = 0, len(hashes) // HASH_SIZE // 2
-            while width >= 2:
-                self._levels.append(interior)
-                self._offsets.append(pos)
-                pos, width = pos + width * HASH_SIZE, width // 2
+            self._levels = [hashes, *(interior,) * (TILE_HEIGHT - 1)]
+            self._offsets = _INTERIOR_OFFSETS
         else:
             self._levels = [hashes, *inner_levels(hashes)]
-            self._offsets = [0] * len(self._levels)
+            self._offsets = (0,) * len(self._levels)
 
     def node(self, k: int, j: int) -> bytes:
         start = self._offsets[k] + j * HASH_SIZE
