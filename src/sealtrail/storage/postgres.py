@@ -69,9 +69,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -374,6 +374,12 @@ def _copy(
             copy.write_row(row)
 
 
+#: Every leaf-index run's row without its keys, oldest first.
+_RUN_ROWS: LiteralString = "SELECT run, count, first_page FROM log_leaf_runs ORDER BY run"
+
+_T = TypeVar("_T")
+
+
 class _Runs:
     """The leaf-index runs and pages (a :class:`~._leafruns.RunTable`) in a commit, which
     holds the checkpoint row's lock: one writer at a time numbers the new pages."""
@@ -382,9 +388,7 @@ class _Runs:
         self.conn = conn
 
     def rows(self) -> list[runs.RunRow]:
-        listed = self.conn.execute(
-            "SELECT run, count, first_page FROM log_leaf_runs ORDER BY run", prepare=True
-        )
+        listed = self.conn.execute(_RUN_ROWS, prepare=True)
         return [runs.RunRow(int(r), int(c), int(p)) for r, c, p in listed]
 
     def read(self, row: runs.RunRow) -> runs.Run:
@@ -544,19 +548,26 @@ class PostgresStore:
         with self._pool.connection() as conn:
             yield conn
 
-    def _read(
-        self, what: str, query: sql.Composed | LiteralString, params: Sequence[Any]
-    ) -> list[Any]:
-        """One read-only query. Retried once on a dropped connection (a server restart leaves
-        every pooled connection broken; reads are idempotent, writes are never retried)."""
+    def _reading(self, what: str, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        """``work``, which only reads, on a pooled connection. Retried once on a dropped
+        connection (a server restart leaves every pooled connection broken; reads are
+        idempotent, writes are never retried)."""
         for attempt in (1, 2):
             try:
                 with self._errors(what), self._conn() as conn:
-                    return conn.execute(query, params, prepare=True).fetchall()
+                    return work(conn)
             except StorageError as exc:
                 if attempt == 2 or not isinstance(exc.__cause__, psycopg.OperationalError):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(
+        self, what: str, query: sql.Composed | LiteralString, params: Sequence[Any]
+    ) -> list[Any]:
+        """One read-only query (see :meth:`_reading`)."""
+        return self._reading(
+            what, lambda conn: conn.execute(query, params, prepare=True).fetchall()
+        )
 
     @staticmethod
     def _migrate(conn: psycopg.Connection[Any]) -> None:
@@ -601,23 +612,19 @@ class PostgresStore:
         asked = list(dict.fromkeys(leaf_hashes))
         if not asked:
             return {}
-        for attempt in (1, 2):  # as _read: retried once on a dropped connection
-            try:
-                with self._errors("read"), self._conn() as conn, _rolled_back_on_error(conn):
-                    return self._lookup(conn, asked)
-            except StorageError as exc:
-                if attempt == 2 or not isinstance(exc.__cause__, psycopg.OperationalError):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def lookup(conn: psycopg.Connection[Any]) -> dict[bytes, list[int]]:
+            with _rolled_back_on_error(conn):
+                return self._lookup(conn, asked)
+
+        return self._reading("read", lookup)
 
     def _lookup(self, conn: psycopg.Connection[Any], asked: list[bytes]) -> dict[bytes, list[int]]:
         """One lookup in one snapshot (the runs listed are the runs and pages read): the
         list of runs in the round trip that begins it; pages only for keys that match."""
         with conn.pipeline():
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            listed = conn.execute(
-                "SELECT run, count, first_page FROM log_leaf_runs ORDER BY run", prepare=True
-            )
+            listed = conn.execute(_RUN_ROWS, prepare=True)
         rows = [runs.RunRow(int(r), int(c), int(p)) for r, c, p in listed.fetchall()]
 
         def load(numbers: Collection[int]) -> dict[int, bytes]:

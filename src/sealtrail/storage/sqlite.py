@@ -77,10 +77,10 @@ def _leaves_to_runs(conn: sqlite3.Connection) -> None:
         keys.append((pairs[:, 0].view(np.uint64) >> np.uint64(32)).astype(np.uint32))
         indexes.append(pairs[:, 1].astype(np.uint64))
     if keys:
-        run = runs.sorted_run(np.concatenate(keys), np.concatenate(indexes))
+        run, table = runs.sorted_run(np.concatenate(keys), np.concatenate(indexes)), _Runs(conn)
         for start in range(0, run.count, runs.MAX_RUN):
             end = start + runs.MAX_RUN
-            _Runs(conn).insert(runs.Run(run.keys[start:end], run.indexes[start:end]))
+            table.insert(runs.Run(run.keys[start:end], run.indexes[start:end]))
 
 
 class _Runs:
@@ -190,15 +190,21 @@ _MIGRATIONS: list[tuple[str | Callable[[sqlite3.Connection], None], ...]] = [
 ]
 
 
-_READ_TILE_PARTS = (
-    "SELECT start, count, data, interior FROM tile_parts WHERE level = ? AND idx = ? ORDER BY start"
-)
-_READ_BUNDLE_PARTS = _READ_TILE_PARTS.replace("tile_parts", "entry_bundles")
-
-
 def _table(level: int) -> str:
     """Where a part of this level lives (a fixed table name, never user input)."""
     return "entry_bundles" if level == ENTRY_BUNDLES else "tile_parts"
+
+
+#: The parts of one tile, by table (fixed text: a cold proof's tile read is a hot path).
+_READ_PARTS = {
+    table: f"SELECT start, count, data, interior FROM {table}"  # noqa: S608 (fixed names)
+    " WHERE level = ? AND idx = ? ORDER BY start"
+    for table in ("tile_parts", "entry_bundles")
+}
+
+
+def _failed(what: str, exc: sqlite3.Error) -> StorageError:
+    return StorageError(f"SQLite {what} failed: {exc.__class__.__name__}: {exc}")
 
 
 def _insert(
@@ -297,7 +303,7 @@ class SQLiteStore:
         except Error:
             raise
         except sqlite3.Error as exc:
-            raise StorageError(f"SQLite {what} failed: {exc.__class__.__name__}: {exc}") from exc
+            raise _failed(what, exc) from exc
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -335,11 +341,10 @@ class SQLiteStore:
 
     def read_parts(self, level: int, index: int) -> list[TilePart]:
         # The read of every cold proof's tile: no context manager, the query text fixed.
-        query = _READ_BUNDLE_PARTS if level == ENTRY_BUNDLES else _READ_TILE_PARTS
         try:
-            rows = self._conn().execute(query, (level, index)).fetchall()
+            rows = self._conn().execute(_READ_PARTS[_table(level)], (level, index)).fetchall()
         except sqlite3.Error as exc:
-            raise StorageError(f"SQLite read failed: {exc.__class__.__name__}: {exc}") from exc
+            raise _failed("read", exc) from exc
         return [TilePart(level, index, int(s), int(c), bytes(d), bytes(i)) for s, c, d, i in rows]
 
     def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
