@@ -23,6 +23,12 @@ Figures (name -> number):
   http_p50_ms, http_p99_ms         latency from sending the POST to holding the receipt
                                    (a 303 is followed by polling, and counted in full)
   postgresql_…                     the in-process and HTTP figures on PostgreSQL
+  …_peak_registrations_per_s       with --store: the most registrations/s of the capacity
+  …_peak_connections               sweep (the HTTP figure again at each of
+                                   --peak-connections, SQLite and PostgreSQL in turn) with
+                                   every statement registered and p99 within 250 ms, and
+                                   the connection count that gave it
+  postgresql_peak_ratio            PostgreSQL's peak over SQLite's
 
 The server is this file run as a script (``python bench/register.py serve ...``), so it
 shares no interpreter, GIL or event loop with the load generator. The load generator is a
@@ -77,6 +83,12 @@ TASKS = 1024
 CONNECTIONS = 64
 #: Statements registered over HTTP before timing starts (connections, first-call costs).
 WARMUP = 256
+#: Connection counts of the capacity sweep (with ``--store``): the HTTP figures again at each,
+#: to find what each deployment takes at most rather than at one concurrency.
+PEAK_CONNECTIONS = (128, 256, 512)
+#: The HTTP figure's latency target (p99, ms): a level of the sweep above it does not count
+#: toward a peak, as a service that slow is not taking that load.
+P99_TARGET_MS = 250.0
 #: Longest the HTTP figure may run, seconds; what completed by then is what is reported.
 HTTP_TIME_LIMIT = 120.0
 #: Passes over the statements for the ceiling figure (its median is reported).
@@ -442,14 +454,18 @@ class _Server:
         """Close its standard input (it then shuts down cleanly); signal it if it lingers."""
         assert self.process.stdin is not None
         self.process.stdin.close()
-        for signal_it in (None, self.process.terminate, self.process.kill):
-            if signal_it is not None:
-                signal_it()
-            try:
-                self.process.wait(timeout=30)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        try:
+            for signal_it in (None, self.process.terminate, self.process.kill):
+                if signal_it is not None:
+                    signal_it()
+                try:
+                    self.process.wait(timeout=30)
+                    return
+                except subprocess.TimeoutExpired:
+                    continue
+        finally:
+            if self.process.stdout is not None:
+                self.process.stdout.close()
 
 
 def _start_server(where: str, keys: Path, token: str) -> _Server:
@@ -645,6 +661,7 @@ def run(
     seed: int = 1,
     store: str | None = None,
     api_processes: int = 2,
+    peak_connections: Sequence[int] = PEAK_CONNECTIONS,
     report: Report,
 ) -> dict[str, Any]:
     figures: dict[str, float] = {}
@@ -659,6 +676,7 @@ def run(
     )
 
     runs: dict[str, _HttpRun] = {}
+    sweep: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="sealtrail-bench-") as tmp:
         root = Path(tmp)
         keys = _write_keys(root / "keys")
@@ -698,6 +716,41 @@ def run(
                     f"postgresql_{name}": value
                     for name, value in _http_figures(http_run, elapsed).items()
                 }
+            sweep = {
+                "sqlite": [_level(connections, runs["sqlite"], figures, "")],
+                "postgresql": [_level(connections, runs["postgresql"], figures, "postgresql_")],
+            }
+            for level in sorted(set(peak_connections) - {connections}):
+                # Both deployments at each level in turn: the same minutes of the machine.
+                http_run, elapsed, _ = _http(
+                    str(root / f"peak-{level}.db"),
+                    keys,
+                    pki,
+                    warmup,
+                    data,
+                    level,
+                    time_limit,
+                    report,
+                    label=f"HTTP registrations ({level} connections)",
+                )
+                sweep["sqlite"].append(_level(level, http_run, _http_figures(http_run, elapsed)))
+                with postgres.fresh_schema(store) as url:
+                    http_run, elapsed, _ = _http(
+                        url,
+                        keys,
+                        pki,
+                        warmup,
+                        data,
+                        level,
+                        time_limit,
+                        report,
+                        processes=api_processes,
+                        label=f"HTTP registrations (postgresql, {level} connections)",
+                    )
+                sweep["postgresql"].append(
+                    _level(level, http_run, _http_figures(http_run, elapsed))
+                )
+            figures |= _peaks(sweep)
 
     return {
         "benchmark": "register",
@@ -712,6 +765,7 @@ def run(
             "sqlite_synchronous": "FULL",
             "postgresql": None if store is None else _postgres().redacted(store),
             "postgresql_api_processes": None if store is None else api_processes,
+            "peak_connections": None if store is None else sorted({connections, *peak_connections}),
             "seed": seed,
         },
         "machine": {"cpus": os.cpu_count()},
@@ -724,7 +778,38 @@ def run(
             }
             for backend, run in runs.items()
         },
+        "sweep": sweep,
     }
+
+
+def _level(
+    connections: int, run: _HttpRun, figures: dict[str, float], prefix: str = ""
+) -> dict[str, Any]:
+    """One row of the capacity sweep."""
+    return {
+        "connections": connections,
+        "registrations_per_s": figures[f"{prefix}registrations_per_s_http"],
+        "p50_ms": figures[f"{prefix}http_p50_ms"],
+        "p99_ms": figures[f"{prefix}http_p99_ms"],
+        "failed": sum(run.errors.values()),
+    }
+
+
+def _peaks(sweep: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    """The peak of each deployment over the sweep's levels that registered every statement
+    within the latency target (:data:`P99_TARGET_MS`), and PostgreSQL's over SQLite's."""
+    out: dict[str, float] = {}
+    for backend, prefix in (("sqlite", "http_"), ("postgresql", "postgresql_http_")):
+        clean = [r for r in sweep[backend] if not r["failed"] and r["p99_ms"] <= P99_TARGET_MS]
+        if not clean:
+            continue
+        best = max(clean, key=lambda row: row["registrations_per_s"])
+        out[f"{prefix}peak_registrations_per_s"] = best["registrations_per_s"]
+        out[f"{prefix}peak_connections"] = best["connections"]
+    mine, theirs = "postgresql_http_peak_registrations_per_s", "http_peak_registrations_per_s"
+    if mine in out and theirs in out:
+        out["postgresql_peak_ratio"] = round(out[mine] / out[theirs], 3)
+    return out
 
 
 def _http_figures(run: _HttpRun, elapsed: float) -> dict[str, float]:

@@ -161,6 +161,13 @@ def register(
     api_processes: Annotated[
         int, typer.Option(min=1, max=8, help="Servers sharing PostgreSQL in its HTTP figure.")
     ] = 2,
+    peak_connections: Annotated[
+        str,
+        typer.Option(
+            help="With --store: connection counts of the capacity sweep, comma-separated "
+            "('' for none).",
+        ),
+    ] = "128,256,512",
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout (the default).")] = False,
     table: Annotated[bool, typer.Option("--table", help="A human table instead of JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
@@ -177,9 +184,29 @@ def register(
         time_limit=time_limit,
         store=store,
         api_processes=api_processes,
+        peak_connections=_connection_counts(peak_connections),
         report=_reporter(quiet),
     )
     _print(result, as_table=table and not json_out)
+
+
+#: Most connections one sweep level may open (each is a socket of the load generator and of
+#: a server, on loopback).
+MAX_PEAK_CONNECTIONS = 2048
+
+
+def _connection_counts(text: str) -> list[int]:
+    """``--peak-connections``: comma-separated counts, each 1..MAX_PEAK_CONNECTIONS."""
+    counts: list[int] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if not item.isdigit() or not 1 <= int(item) <= MAX_PEAK_CONNECTIONS:
+            raise InvalidInput(
+                f"--peak-connections takes counts from 1 to {MAX_PEAK_CONNECTIONS}, "
+                "comma-separated",
+                code="bench-bad-connections",
+            )
+        counts.append(int(item))
+    return counts
 
 
 @app.command("provenance")

@@ -1,0 +1,71 @@
+"""`sealtrail bench register`: the capacity sweep and its peak figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from sealtrail.cli.bench import _bench_module, app
+
+
+def _row(connections: int, rate: float, failed: int = 0, p99: float = 20.0) -> dict[str, Any]:
+    return {
+        "connections": connections,
+        "registrations_per_s": rate,
+        "p50_ms": 10.0,
+        "p99_ms": p99,
+        "failed": failed,
+    }
+
+
+def test_the_peak_is_the_best_level_that_registered_everything_in_time() -> None:
+    module = _bench_module("register", None)
+    sweep = {
+        # Faster still at 512 connections, but past the latency target: not a peak.
+        "sqlite": [_row(64, 2000.0), _row(128, 2400.0), _row(256, 2300.0), _row(512, 9e3, p99=251)],
+        # The fastest level lost registrations: it is not a peak.
+        "postgresql": [_row(64, 1600.0), _row(128, 2600.0), _row(256, 3000.0, failed=3)],
+    }
+    peaks = module._peaks(sweep)
+    assert peaks["http_peak_registrations_per_s"] == 2400.0
+    assert peaks["http_peak_connections"] == 128
+    assert peaks["postgresql_http_peak_registrations_per_s"] == 2600.0
+    assert peaks["postgresql_http_peak_connections"] == 128
+    assert peaks["postgresql_peak_ratio"] == round(2600 / 2400, 3)
+
+
+def test_no_peak_without_a_clean_level() -> None:
+    module = _bench_module("register", None)
+    peaks = module._peaks({"sqlite": [_row(64, 2000.0)], "postgresql": [_row(64, 1.0, 1)]})
+    assert peaks == {"http_peak_registrations_per_s": 2000.0, "http_peak_connections": 64}
+
+
+@pytest.mark.parametrize("given", ["0", "abc", "64,-1", "4096", "1.5"])
+def test_bad_connection_counts_are_refused(given: str) -> None:
+    result = CliRunner().invoke(app, ["register", "--peak-connections", given])
+    assert result.exit_code != 0
+    assert getattr(result.exception, "code", None) == "bench-bad-connections"
+
+
+def test_the_sweep_runs_both_deployments_at_each_level(postgres_url: str) -> None:
+    module = _bench_module("register", None)
+    server = postgres_url.split("?", 1)[0]
+    result = module.run(
+        statements=200,
+        tasks=16,
+        connections=4,
+        store=server,
+        api_processes=2,
+        peak_connections=(8,),
+        report=lambda *_: None,
+    )
+    sweep = result["sweep"]
+    for backend in ("sqlite", "postgresql"):
+        assert [row["connections"] for row in sweep[backend]] == [4, 8]
+        assert all(row["failed"] == 0 and row["registrations_per_s"] > 0 for row in sweep[backend])
+    figures = result["figures"]
+    assert figures["postgresql_peak_ratio"] > 0
+    assert figures["http_peak_connections"] in (4, 8)
+    assert result["params"]["peak_connections"] == [4, 8]
