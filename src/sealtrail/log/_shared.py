@@ -12,10 +12,11 @@ store): an entry is stored there first, then
   once a checkpoint covers it — whoever sequenced it;
 
 and the holder's *feeder* appends everything the backlog holds above its sequenced
-watermark, a step at a time (entries appended twice keep their first index). So an entry
-accepted anywhere is appended by whichever process holds the role, now or after a
-fail-over, and its submitter learns its index either way; a holder that dies takes nothing
-with it but time.
+watermark, a step at a time (entries appended twice keep their first index), except what
+the holder's own sequencer was handed directly: for those it waits on their group, and
+appends them itself only if that group fails. So an entry accepted anywhere is appended
+by whichever process holds the role, now or after a fail-over, and its submitter learns
+its index either way; a holder that dies takes nothing with it but time.
 
 How long the log goes without a sequencer after its holder dies: the store's release of
 the role (PostgreSQL: at once for a process that dies, ~11 s for a host that goes silent),
@@ -119,6 +120,11 @@ class SharedSequencer:
         self._lease: Lease | None = None
         self._task: asyncio.Task[None] | None = None
         self._feeder: asyncio.Task[None] | None = None
+        #: Backlog entries this process's sequencer was handed directly, by seq number, with
+        #: the future of their group: the feeder waits for those rather than appending them
+        #: again. Should the group fail, so does the feeder's step, and the feeder starts
+        #: again from its durable watermark: it then appends them itself.
+        self._direct: dict[int, asyncio.Future[list[int]]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -163,12 +169,15 @@ class SharedSequencer:
             sequencer.check_admission(count, size)
         self.follower.check_admission(count)
 
-    def submit_many(self, entries: Sequence[bytes]) -> list[asyncio.Future[list[int]]]:
+    def submit_many(
+        self, entries: Sequence[bytes], seqs: Sequence[int] | None = None
+    ) -> list[asyncio.Future[list[int]]]:
         """Futures of the entries' indexes (one per ``max_batch`` group), once durable.
 
-        The entries MUST already be in the backlog: if this process's sequencer cannot
-        append them (it lost the role, or the store failed), they are waited for instead,
-        and the next holder's feeder appends them.
+        The entries MUST already be in the backlog (``seqs``: their seq numbers there, when
+        known): if this process's sequencer cannot append them (it lost the role, or the
+        store failed), they are waited for instead, and the next holder's feeder appends
+        them.
         """
         entries = list(entries)
         step = self.config.max_batch
@@ -180,6 +189,10 @@ class SharedSequencer:
             except (RetryLater, Fenced):
                 pass
             else:
+                if seqs is not None:
+                    seqs = list(seqs)
+                    for k, group in enumerate(direct):
+                        self._direct.update(dict.fromkeys(seqs[k * step : (k + 1) * step], group))
                 return [self._or_wait(f, c) for f, c in zip(direct, chunks, strict=True)]
         return [self.follower.wait_entries(c) for c in chunks]
 
@@ -266,6 +279,9 @@ class SharedSequencer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STEP_DOWN_WAIT):
                     await sequencer.close()
+        # A feeder of a later epoch reads those entries again: it appends them (keeping
+        # their first index) rather than wait on groups of a sequencer that is gone.
+        self._direct.clear()
         if lease is not None:
             await asyncio.to_thread(lease.release)
             log.info("%s gave up the sequencer role (epoch %d): %s", self.holder, lease.epoch, why)
@@ -296,9 +312,11 @@ class SharedSequencer:
                     if len(steps) < FEED_IN_FLIGHT:
                         rows = await asyncio.to_thread(backlog.entries_since, fed, limit=FEED_STEP)
                     if rows:
-                        futures = sequencer.submit_many([entry for _, entry in rows])
-                        steps.append((rows[-1][0], asyncio.gather(*futures)))
+                        steps.append((rows[-1][0], self._step(sequencer, rows)))
                         fed = rows[-1][0]
+                        # Handed over after the feeder had read them already: it will not.
+                        for seq in [s for s in self._direct if s <= fed]:
+                            del self._direct[seq]
                     now = time.monotonic()
                     if durable != written and (not steps or now - written_at >= WATERMARK_EVERY):
                         await asyncio.to_thread(backlog.write_sequenced, durable)
@@ -325,6 +343,24 @@ class SharedSequencer:
                     await _poll(steps)
         finally:
             _drop(steps)
+
+    def _step(
+        self, sequencer: Sequencer, rows: list[tuple[int, bytes]]
+    ) -> asyncio.Future[list[list[int]]]:
+        """One feeder step: the rows the sequencer was not handed directly are submitted,
+        and the step is durable once those and the groups of the others are. Each row is
+        taken off the handed ones as it is read: read again, it is appended."""
+        handed = self._direct
+        waits: dict[asyncio.Future[list[int]], None] = {}
+        fresh: list[bytes] = []
+        for seq, entry in rows:
+            group = handed.pop(seq, None)
+            if group is None:
+                fresh.append(entry)
+            else:
+                waits[group] = None
+        futures = sequencer.submit_many(fresh) if fresh else []
+        return asyncio.gather(*waits, *futures)
 
 
 _Steps = deque[tuple[int, "asyncio.Future[list[list[int]]]"]]

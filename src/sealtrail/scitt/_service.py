@@ -293,7 +293,12 @@ class _Registrar:
                     if not submission.stored.done():
                         submission.stored.set_result(None)
                 try:
-                    submitted = self.sequencer.submit_many([r.entry_id for r in records])
+                    entries = [r.entry_id for r in records]
+                    submitted = (
+                        self.sequencer.submit_many(entries, seqs)
+                        if isinstance(self.sequencer, SharedSequencer)
+                        else self.sequencer.submit_many(entries)
+                    )
                 except Exception as exc:
                     # Stored, not appended: recovery appends it at the next start, and a
                     # retried registration of the same statement appends it now.

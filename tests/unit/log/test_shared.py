@@ -39,12 +39,21 @@ def _entry(tag: str, i: int) -> bytes:
 async def _submit(
     node: SharedSequencer, store: SharedMemoryStore, entries: Sequence[bytes]
 ) -> list[int]:
-    """What the transparency service does: store in the backlog first, then submit."""
-    await asyncio.to_thread(store.put_statements, [_record(e) for e in entries])
+    """What the transparency service does: store in the backlog first, then submit, with
+    the entries' seq numbers there."""
+    seqs = await asyncio.to_thread(store.put_statements, [_record(e) for e in entries])
     out: list[int] = []
-    for result in await asyncio.gather(*node.submit_many(entries)):
+    for result in await asyncio.gather(*node.submit_many(entries, seqs)):
         out += result
     return out
+
+
+async def _fed(store: SharedMemoryStore, seq: int) -> None:
+    """Wait until the feeder's watermark covers backlog entry ``seq``."""
+    deadline = time.monotonic() + 5
+    while store.read_sequenced() < seq:
+        assert time.monotonic() < deadline, "the feeder did not pass the backlog within 5 s"
+        await asyncio.sleep(0.01)
 
 
 def _node(store: SharedMemoryStore, signer: CheckpointSigner, name: str) -> SharedSequencer:
@@ -152,6 +161,64 @@ def test_entries_stored_by_a_process_that_never_sequences_are_appended(
     assert indexes[:100] == list(range(100))
     assert indexes[100] == 7
     assert store.read_sequenced() == 100
+
+
+def test_the_feeder_does_not_append_again_what_the_holder_was_handed(
+    signer: CheckpointSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder's own registrations reach its sequencer directly; its feeder, reading the
+    same entries from the backlog, waits for their groups instead of appending them again."""
+    store = SharedMemoryStore()
+    entries = [_entry("own", i) for i in range(200)]
+
+    async def go() -> tuple[list[bytes], list[int]]:
+        node = _node(store, signer, "p0")
+        await node.start()
+        assert node.sequencer is not None
+        handed: list[bytes] = []
+        submit = node.sequencer.submit_many
+
+        def counted(batch: Sequence[bytes]) -> list[asyncio.Future[list[int]]]:
+            handed.extend(batch)
+            return submit(batch)
+
+        monkeypatch.setattr(node.sequencer, "submit_many", counted)
+        indexes: list[int] = []
+        for k in range(0, len(entries), 20):
+            indexes += await _submit(node, store, entries[k : k + 20])
+        await _fed(store, len(entries))
+        leftover = dict(node._direct)
+        await node.close()
+        assert not leftover, "nothing handed over is remembered once the feeder passed it"
+        return handed, indexes
+
+    handed, indexes = run(go())
+    assert indexes == list(range(len(entries)))
+    assert sorted(handed) == sorted(entries), "each entry reached the sequencer once"
+
+
+def test_a_handed_group_that_fails_is_appended_by_the_feeder(signer: CheckpointSigner) -> None:
+    store = SharedMemoryStore()
+    entries = [_entry("lost", i) for i in range(30)]
+
+    async def go() -> list[int]:
+        node = _node(store, signer, "p0")
+        await node.start()
+        seqs = await asyncio.to_thread(store.put_statements, [_record(e) for e in entries])
+        store.faults.arm("before_commit")  # the commit of the group handed over fails
+        out: list[int] = []
+        for result in await asyncio.gather(*node.submit_many(entries, seqs)):
+            out += result  # learnt from the log, once the feeder appended them
+        await _fed(store, seqs[-1])
+        await node.close()
+        return out
+
+    indexes = run(go())
+    assert store.faults.fired == ["before_commit"]
+    assert indexes == list(range(len(entries)))
+    reader = reader_for(store, signer)
+    assert reader.size() == len(entries)
+    assert reader.entries(0, len(entries)) == entries
 
 
 def test_closing_while_the_role_is_being_given_up_stops(
