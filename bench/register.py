@@ -85,7 +85,7 @@ CONNECTIONS = 64
 WARMUP = 256
 #: Connection counts of the capacity sweep (with ``--store``): the HTTP figures again at each,
 #: to find what each deployment takes at most rather than at one concurrency.
-PEAK_CONNECTIONS = (128, 256, 512)
+PEAK_CONNECTIONS = (128, 256, 384, 512)
 #: The HTTP figure's latency target (p99, ms): a level of the sweep above it does not count
 #: toward a peak, as a service that slow is not taking that load.
 P99_TARGET_MS = 250.0

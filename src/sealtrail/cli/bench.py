@@ -167,7 +167,7 @@ def register(
             help="With --store: connection counts of the capacity sweep, comma-separated "
             "('' for none).",
         ),
-    ] = "128,256,512",
+    ] = "128,256,384,512",
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout (the default).")] = False,
     table: Annotated[bool, typer.Option("--table", help="A human table instead of JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
