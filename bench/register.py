@@ -686,11 +686,29 @@ def run(
             figures["registrations_per_s_inprocess"] / figures["ceiling_verifications_per_s"], 3
         )
 
+        def over_http(
+            where: str, level: int, processes: int, label: str
+        ) -> tuple[_HttpRun, dict[str, float]]:
+            run, elapsed, _ = _http(
+                where,
+                keys,
+                pki,
+                warmup,
+                data,
+                level,
+                time_limit,
+                report,
+                processes=processes,
+                label=label,
+            )
+            return run, _http_figures(run, elapsed)
+
         http_run, elapsed, server = _http(
             str(root / "http.db"), keys, pki, warmup, data, connections, time_limit, report
         )
         runs["sqlite"] = http_run
-        figures |= _http_figures(http_run, elapsed)
+        sqlite_http = _http_figures(http_run, elapsed)
+        figures |= sqlite_http
 
         if store is not None:
             postgres = _postgres()
@@ -699,57 +717,26 @@ def run(
                 elapsed = asyncio.run(_inprocess(url, pki, data, tasks, _relabel(report, label)))
                 figures["postgresql_registrations_per_s_inprocess"] = _rate(statements, elapsed)
             with postgres.fresh_schema(store) as url:
-                http_run, elapsed, _ = _http(
+                runs["postgresql"], postgres_http = over_http(
                     url,
-                    keys,
-                    pki,
-                    warmup,
-                    data,
                     connections,
-                    time_limit,
-                    report,
-                    processes=api_processes,
-                    label=f"HTTP registrations (postgresql, {api_processes} API processes)",
+                    api_processes,
+                    f"HTTP registrations (postgresql, {api_processes} API processes)",
                 )
-                runs["postgresql"] = http_run
-                figures |= {
-                    f"postgresql_{name}": value
-                    for name, value in _http_figures(http_run, elapsed).items()
-                }
+            figures |= {f"postgresql_{name}": value for name, value in postgres_http.items()}
             sweep = {
-                "sqlite": [_level(connections, runs["sqlite"], figures, "")],
-                "postgresql": [_level(connections, runs["postgresql"], figures, "postgresql_")],
+                "sqlite": [_level(connections, runs["sqlite"], sqlite_http)],
+                "postgresql": [_level(connections, runs["postgresql"], postgres_http)],
             }
             for level in sorted(set(peak_connections) - {connections}):
                 # Both deployments at each level in turn: the same minutes of the machine.
-                http_run, elapsed, _ = _http(
-                    str(root / f"peak-{level}.db"),
-                    keys,
-                    pki,
-                    warmup,
-                    data,
-                    level,
-                    time_limit,
-                    report,
-                    label=f"HTTP registrations ({level} connections)",
-                )
-                sweep["sqlite"].append(_level(level, http_run, _http_figures(http_run, elapsed)))
+                where = str(root / f"peak-{level}.db")
+                label = f"HTTP registrations ({level} connections)"
+                sweep["sqlite"].append(_level(level, *over_http(where, level, 1, label)))
                 with postgres.fresh_schema(store) as url:
-                    http_run, elapsed, _ = _http(
-                        url,
-                        keys,
-                        pki,
-                        warmup,
-                        data,
-                        level,
-                        time_limit,
-                        report,
-                        processes=api_processes,
-                        label=f"HTTP registrations (postgresql, {level} connections)",
-                    )
-                sweep["postgresql"].append(
-                    _level(level, http_run, _http_figures(http_run, elapsed))
-                )
+                    label = f"HTTP registrations (postgresql, {level} connections)"
+                    row = _level(level, *over_http(url, level, api_processes, label))
+                sweep["postgresql"].append(row)
             figures |= _peaks(sweep)
 
     return {
@@ -782,15 +769,13 @@ def run(
     }
 
 
-def _level(
-    connections: int, run: _HttpRun, figures: dict[str, float], prefix: str = ""
-) -> dict[str, Any]:
-    """One row of the capacity sweep."""
+def _level(connections: int, run: _HttpRun, figures: dict[str, float]) -> dict[str, Any]:
+    """One row of the capacity sweep, from one HTTP run and its figures."""
     return {
         "connections": connections,
-        "registrations_per_s": figures[f"{prefix}registrations_per_s_http"],
-        "p50_ms": figures[f"{prefix}http_p50_ms"],
-        "p99_ms": figures[f"{prefix}http_p99_ms"],
+        "registrations_per_s": figures["registrations_per_s_http"],
+        "p50_ms": figures["http_p50_ms"],
+        "p99_ms": figures["http_p99_ms"],
         "failed": sum(run.errors.values()),
     }
 
