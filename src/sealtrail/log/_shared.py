@@ -374,12 +374,22 @@ async def _poll(steps: _Steps) -> None:
         await asyncio.sleep(FEED_POLL)
 
 
+class _StepFailed(Exception):
+    """A feeder step failed (its error is the cause): the feeder starts again from its
+    durable watermark, whatever the error, even one that would otherwise only pause it."""
+
+
 def _settle(steps: _Steps, durable: int) -> int:
     """The watermark once the steps that finished are taken off, in order; a step that
-    failed raises its error."""
+    failed raises :class:`_StepFailed` (:class:`Fenced` as it is)."""
     while steps and steps[0][1].done():
         last, step = steps.popleft()
-        step.result()
+        try:
+            step.result()
+        except Fenced:
+            raise
+        except Exception as exc:
+            raise _StepFailed from exc
         durable = last
     return durable
 
@@ -406,6 +416,9 @@ def _copy(source: asyncio.Future[list[int]], target: asyncio.Future[list[int]]) 
         target.set_result(source.result())
 
 
-def _as_error(exc: Exception) -> Error:
-    """Ours as is; a driver's own exception as a :class:`StorageError` (its type only)."""
+def _as_error(exc: BaseException) -> Error:
+    """Ours as is; a driver's own exception as a :class:`StorageError` (its type only); a
+    failed feeder step as its cause."""
+    if isinstance(exc, _StepFailed) and exc.__cause__ is not None:
+        return _as_error(exc.__cause__)
     return exc if isinstance(exc, Error) else StorageError(type(exc).__name__)

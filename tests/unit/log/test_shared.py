@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from sealtrail.errors import RetryLater
 from sealtrail.log import CheckpointSigner, SequencerConfig, SharedSequencer
 from sealtrail.storage import SharedMemoryStore, StatementRecord
 from tests.conftest import reader_for
@@ -219,6 +220,41 @@ def test_a_handed_group_that_fails_is_appended_by_the_feeder(signer: CheckpointS
     reader = reader_for(store, signer)
     assert reader.size() == len(entries)
     assert reader.entries(0, len(entries)) == entries
+
+
+def test_a_handed_group_answered_retry_later_is_appended_by_the_feeder(
+    signer: CheckpointSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group can also fail with RetryLater (its sequencer stopped with it queued): the
+    feeder's step that waited on it fails, and the feeder must start again from its
+    watermark rather than go on past those entries."""
+    store = SharedMemoryStore()
+    entries = [_entry("later", i) for i in range(30)]
+
+    async def go() -> list[int]:
+        node = _node(store, signer, "p0")
+        await node.start()
+        assert node.sequencer is not None
+        seqs = await asyncio.to_thread(store.put_statements, [_record(e) for e in entries])
+        loop = asyncio.get_running_loop()
+
+        def stopped(batch: Sequence[bytes]) -> list[asyncio.Future[list[int]]]:
+            group: asyncio.Future[list[int]] = loop.create_future()
+            loop.call_later(0.05, group.set_exception, RetryLater("the sequencer stopped"))
+            return [group]
+
+        with monkeypatch.context() as patch:
+            patch.setattr(node.sequencer, "submit_many", stopped)
+            futures = node.submit_many(entries, seqs)
+            await asyncio.sleep(0.1)  # the feeder took the handed rows, then the group failed
+        out: list[int] = []
+        for result in await asyncio.wait_for(asyncio.gather(*futures), 10):
+            out += result
+        await node.close()
+        return out
+
+    assert run(go()) == list(range(len(entries)))
+    assert reader_for(store, signer).size() == len(entries)
 
 
 def test_closing_while_the_role_is_being_given_up_stops(
