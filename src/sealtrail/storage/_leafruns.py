@@ -214,7 +214,9 @@ def sorted_run(keys: Keys, indexes: Indexes) -> Run:
     are sorted already, as runs being merged are, are merged in one pass)."""
     import numpy as np  # noqa: PLC0415 - loaded on first use (see the module docstring)
 
-    order = np.argsort(keys, kind="stable")  # the order among equal keys does not matter
+    # "stable" for its algorithm (Timsort), not its promise: the order among equal keys
+    # does not matter.
+    order = np.argsort(keys, kind="stable")
     return Run(keys[order], indexes[order])
 
 
