@@ -23,6 +23,7 @@ Figures (name -> number):
   http_p50_ms, http_p99_ms         latency from sending the POST to holding the receipt
                                    (a 303 is followed by polling, and counted in full)
   postgresql_…                     the in-process and HTTP figures on PostgreSQL
+  postgresql_http_ratio            PostgreSQL's HTTP figure over SQLite's (--connections)
   …_peak_registrations_per_s       with --store: the most registrations/s of the capacity
   …_peak_connections               sweep (the HTTP figure again at each of
                                    --peak-connections, SQLite and PostgreSQL in turn) with
@@ -724,6 +725,10 @@ def run(
                     f"HTTP registrations (postgresql, {api_processes} API processes)",
                 )
             figures |= {f"postgresql_{name}": value for name, value in postgres_http.items()}
+            figures["postgresql_http_ratio"] = round(
+                postgres_http["registrations_per_s_http"] / sqlite_http["registrations_per_s_http"],
+                3,
+            )
             sweep = {
                 "sqlite": [_level(connections, runs["sqlite"], sqlite_http)],
                 "postgresql": [_level(connections, runs["postgresql"], postgres_http)],

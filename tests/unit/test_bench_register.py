@@ -67,5 +67,8 @@ def test_the_sweep_runs_both_deployments_at_each_level(postgres_url: str) -> Non
         assert all(row["failed"] == 0 and row["registrations_per_s"] > 0 for row in sweep[backend])
     figures = result["figures"]
     assert figures["postgresql_peak_ratio"] > 0
+    assert figures["postgresql_http_ratio"] == round(
+        figures["postgresql_registrations_per_s_http"] / figures["registrations_per_s_http"], 3
+    )
     assert figures["http_peak_connections"] in (4, 8)
     assert result["params"]["peak_connections"] == [4, 8]
