@@ -148,6 +148,16 @@ class LogFollower:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    def _read_growth(self, known: int) -> tuple[int, int, list[bytes]]:
+        """The log's size, and the leaf hashes it holds from ``known`` on (at most
+        :data:`CATCH_UP` of the newest), with where they start: one trip to a worker
+        thread, as every return to a busy event loop waits its turn."""
+        size = self.reader.size()
+        if size <= known:
+            return size, size, []
+        start = max(known, size - CATCH_UP)
+        return size, start, self.reader.leaf_hashes(start, size, size=size)
+
     async def _run(self) -> None:
         failing = False
         while True:
@@ -168,10 +178,8 @@ class LogFollower:
             await asyncio.sleep(self.poll)
 
     async def _step(self) -> None:
-        size = await asyncio.to_thread(self.reader.size)
+        size, start, hashes = await asyncio.to_thread(self._read_growth, self._known)
         if size > self._known:
-            start = max(self._known, size - CATCH_UP)
-            hashes = await asyncio.to_thread(self.reader.leaf_hashes, start, size, size=size)
             for offset, leaf in enumerate(hashes):
                 if leaf in self._by_leaf:
                     self._found(leaf, start + offset)
