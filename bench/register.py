@@ -689,8 +689,9 @@ def run(
 
         def over_http(
             where: str, level: int, processes: int, label: str
-        ) -> tuple[_HttpRun, dict[str, float]]:
-            run, elapsed, _ = _http(
+        ) -> tuple[_HttpRun, dict[str, float], dict[str, Any]]:
+            """The HTTP figure over ``where``: the run, its figures, the server's settings."""
+            run, elapsed, settings = _http(
                 where,
                 keys,
                 pki,
@@ -702,13 +703,11 @@ def run(
                 processes=processes,
                 label=label,
             )
-            return run, _http_figures(run, elapsed)
+            return run, _http_figures(run, elapsed), settings
 
-        http_run, elapsed, server = _http(
-            str(root / "http.db"), keys, pki, warmup, data, connections, time_limit, report
+        runs["sqlite"], sqlite_http, server = over_http(
+            str(root / "http.db"), connections, 1, "HTTP registrations"
         )
-        runs["sqlite"] = http_run
-        sqlite_http = _http_figures(http_run, elapsed)
         figures |= sqlite_http
 
         if store is not None:
@@ -718,7 +717,7 @@ def run(
                 elapsed = asyncio.run(_inprocess(url, pki, data, tasks, _relabel(report, label)))
                 figures["postgresql_registrations_per_s_inprocess"] = _rate(statements, elapsed)
             with postgres.fresh_schema(store) as url:
-                runs["postgresql"], postgres_http = over_http(
+                runs["postgresql"], postgres_http, _ = over_http(
                     url,
                     connections,
                     api_processes,
@@ -737,11 +736,12 @@ def run(
                 # Both deployments at each level in turn: the same minutes of the machine.
                 where = str(root / f"peak-{level}.db")
                 label = f"HTTP registrations ({level} connections)"
-                sweep["sqlite"].append(_level(level, *over_http(where, level, 1, label)))
+                run, level_figures, _ = over_http(where, level, 1, label)
+                sweep["sqlite"].append(_level(level, run, level_figures))
                 with postgres.fresh_schema(store) as url:
                     label = f"HTTP registrations (postgresql, {level} connections)"
-                    row = _level(level, *over_http(url, level, api_processes, label))
-                sweep["postgresql"].append(row)
+                    run, level_figures, _ = over_http(url, level, api_processes, label)
+                sweep["postgresql"].append(_level(level, run, level_figures))
             figures |= _peaks(sweep)
 
     return {
