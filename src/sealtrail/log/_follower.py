@@ -150,13 +150,16 @@ class LogFollower:
 
     def _read_growth(self, known: int) -> tuple[int, int, list[bytes]]:
         """The log's size, and the leaf hashes it holds from ``known`` on (at most
-        :data:`CATCH_UP` of the newest), with where they start: one trip to a worker
-        thread, as every return to a busy event loop waits its turn."""
+        :data:`CATCH_UP` of the newest), with where they start, the tiles their proofs need
+        read into the reader's cache: one trip to a worker thread, as every return to a busy
+        event loop waits its turn."""
         size = self.reader.size()
         if size <= known:
             return size, size, []
         start = max(known, size - CATCH_UP)
-        return size, start, self.reader.leaf_hashes(start, size, size=size)
+        hashes = self.reader.leaf_hashes(start, size, size=size)
+        self.reader.warm(size)  # the waiters' receipts are built on the event loop
+        return size, start, hashes
 
     async def _run(self) -> None:
         failing = False

@@ -9,6 +9,7 @@ the role. Every entry must get exactly one index, and the same one whoever repor
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ import pytest
 
 from sealtrail.errors import RetryLater
 from sealtrail.log import CheckpointSigner, SequencerConfig, SharedSequencer
-from sealtrail.storage import SharedMemoryStore, StatementRecord
+from sealtrail.storage import SharedMemoryStore, StatementRecord, TilePart
 from tests.conftest import reader_for
 
 T = TypeVar("T")
@@ -162,6 +163,52 @@ def test_entries_stored_by_a_process_that_never_sequences_are_appended(
     assert indexes[:100] == list(range(100))
     assert indexes[100] == 7
     assert store.read_sequenced() == 100
+
+
+class _LoopReadsStore(SharedMemoryStore):
+    """Counts the tile reads made on one thread (the event loop's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop_thread = -1
+        self.loop_reads = 0
+
+    def read_parts(self, level: int, index: int) -> list[TilePart]:
+        if threading.get_ident() == self.loop_thread:
+            self.loop_reads += 1
+        return super().read_parts(level, index)
+
+
+def test_a_process_that_never_sequences_proves_its_entries_without_reading_the_store(
+    signer: CheckpointSigner,
+) -> None:
+    """The other process builds its registrations' receipts on its event loop, where a
+    read of a server store holds up every request: the follower has read the tiles those
+    proofs need in its worker thread, with the leaves it waited for."""
+    store = _LoopReadsStore()
+
+    async def go() -> int:
+        store.loop_thread = threading.get_ident()
+        holder = _node(store, signer, "holder")
+        await holder.start()
+        other = _node(store, signer, "other")
+        await other.start()
+        assert holder.holds_role and not other.holds_role
+        proved = 0
+        for batch in range(7):  # across full tiles and the partial edge, 0..699
+            indexes = await _submit(other, store, [_entry(f"b{batch}", i) for i in range(100)])
+            latest = other.latest
+            assert latest is not None and latest.size > indexes[-1]
+            before = store.loop_reads
+            for index in indexes:
+                other.reader.inclusion_proof(index, size=latest.size).verify(latest.root)
+                proved += 1
+            assert store.loop_reads == before, f"batch {batch}: tiles read on the event loop"
+        await other.close()
+        await holder.close()
+        return proved
+
+    assert run(go()) == 700
 
 
 def test_the_feeder_does_not_append_again_what_the_holder_was_handed(
