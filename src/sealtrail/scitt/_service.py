@@ -833,8 +833,9 @@ class TransparencyService:
 
         The same receipt as :meth:`receipt` gives, against the sequencer's latest committed
         checkpoint (held in memory; it covers the entry once the registration returned).
-        Its index is known, so only the proof's tiles are read, and those are shared by
-        every registration of a batch: cheap enough for the event loop.
+        Its index is known, so only the proof's tiles are needed, and those are in the
+        reader's cache (the sequencer absorbed them, or the follower read them ahead in its
+        worker thread): cheap enough for the event loop.
         """
         latest = self.sequencer.latest
         if latest is None or latest.size <= registration.index:
