@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sealtrail.errors import RetryLater
+from sealtrail.errors import Corruption, RetryLater
 from sealtrail.log import CheckpointSigner, SequencerConfig, SharedSequencer
 from sealtrail.storage import SharedMemoryStore, StatementRecord, TilePart
 from tests.conftest import reader_for
@@ -209,6 +209,42 @@ def test_a_process_that_never_sequences_proves_its_entries_without_reading_the_s
         return proved
 
     assert run(go()) == 700
+
+
+class _HighTilesFailStore(SharedMemoryStore):
+    """Fails every read of a tile above level 0 once ``failing`` is set."""
+
+    failing = False
+
+    def read_parts(self, level: int, index: int) -> list[TilePart]:
+        if self.failing and level > 0:
+            raise Corruption(f"tile {level}/{index} is unreadable")
+        return super().read_parts(level, index)
+
+
+def test_a_tile_the_follower_cannot_read_ahead_does_not_hold_up_the_indexes(
+    signer: CheckpointSigner,
+) -> None:
+    """Reading the receipts' tiles ahead is a convenience: should it fail, the waiters
+    still learn their indexes (a receipt then reads the tile itself, and reports)."""
+    store = _HighTilesFailStore()
+
+    async def go() -> list[int]:
+        holder = _node(store, signer, "holder")
+        await holder.start()
+        other = _node(store, signer, "other")
+        await other.start()
+        store.failing = True  # size 300: the proofs need tile 1/0
+        entries = [_entry("high", i) for i in range(300)]
+        indexes = await asyncio.wait_for(_submit(other, store, entries), 10)
+        with pytest.raises(Corruption):
+            other.reader.inclusion_proof(299, size=300)
+        store.failing = False
+        await other.close()
+        await holder.close()
+        return indexes
+
+    assert run(go()) == list(range(300))
 
 
 def test_the_feeder_does_not_append_again_what_the_holder_was_handed(
