@@ -64,6 +64,18 @@ def _node(store: SharedMemoryStore, signer: CheckpointSigner, name: str) -> Shar
     )
 
 
+async def _holder_and_other(
+    store: SharedMemoryStore, signer: CheckpointSigner
+) -> tuple[SharedSequencer, SharedSequencer]:
+    """Two started processes: the first holds the role, the other never sequences."""
+    holder = _node(store, signer, "holder")
+    await holder.start()
+    other = _node(store, signer, "other")
+    await other.start()
+    assert holder.holds_role and not other.holds_role
+    return holder, other
+
+
 def test_one_process_holds_the_role_and_every_process_gets_indexes(
     signer: CheckpointSigner,
 ) -> None:
@@ -147,11 +159,7 @@ def test_entries_stored_by_a_process_that_never_sequences_are_appended(
     store = SharedMemoryStore()
 
     async def go() -> list[int]:
-        holder = _node(store, signer, "holder")
-        await holder.start()
-        follower = _node(store, signer, "follower")
-        await follower.start()
-        assert holder.holds_role and not follower.holds_role
+        holder, follower = await _holder_and_other(store, signer)
         indexes = await _submit(follower, store, [_entry("f", i) for i in range(100)])
         # A statement stored twice keeps its index, whoever waits for it.
         again = await _submit(follower, store, [_entry("f", 7)])
@@ -189,11 +197,7 @@ def test_a_process_that_never_sequences_proves_its_entries_without_reading_the_s
 
     async def go() -> int:
         store.loop_thread = threading.get_ident()
-        holder = _node(store, signer, "holder")
-        await holder.start()
-        other = _node(store, signer, "other")
-        await other.start()
-        assert holder.holds_role and not other.holds_role
+        holder, other = await _holder_and_other(store, signer)
         proved = 0
         for batch in range(7):  # across full tiles and the partial edge, 0..699
             indexes = await _submit(other, store, [_entry(f"b{batch}", i) for i in range(100)])
@@ -230,10 +234,7 @@ def test_a_tile_the_follower_cannot_read_ahead_does_not_hold_up_the_indexes(
     store = _HighTilesFailStore()
 
     async def go() -> list[int]:
-        holder = _node(store, signer, "holder")
-        await holder.start()
-        other = _node(store, signer, "other")
-        await other.start()
+        holder, other = await _holder_and_other(store, signer)
         store.failing = True  # size 300: the proofs need tile 1/0
         entries = [_entry("high", i) for i in range(300)]
         indexes = await asyncio.wait_for(_submit(other, store, entries), 10)
