@@ -105,7 +105,8 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
                 status_code=303, headers={"Location": location, "Retry-After": "1", **NO_STORE}
             )
         # The index is known: the receipt needs no lookup, and the tiles its proof reads
-        # are shared with the rest of its batch (cached), so it is built right here.
+        # are already cached (absorbed by the sequencer, or read ahead by the follower),
+        # so it is built right here.
         receipt = service.receipt_for(Registration(statement.entry_id, pending.result()))
         return Response(
             receipt, status_code=201, media_type=COSE, headers={"Location": location, **NO_STORE}
