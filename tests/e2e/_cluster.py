@@ -24,7 +24,7 @@ import psycopg
 from sealtrail.config import load_config
 from sealtrail.log import LogReader, verify_checkpoint
 from sealtrail.note import NoteVerifier
-from sealtrail.scitt import decode_sign1
+from sealtrail.scitt import decode_sign1, key_id, verify_receipt
 from sealtrail.storage import PostgresStore
 from tests._serve_proc import COSE, free_port, statement_for
 from tests.unit.scitt._pki import Issuer
@@ -126,6 +126,8 @@ class Load:
     clients: int = 8
     #: entry id (hex) -> index from the receipt (None: acknowledged with 303, pending).
     acked: dict[str, int | None] = field(default_factory=dict)
+    #: entry id (hex) -> the receipt a 201 carried, from whichever server answered.
+    receipts: dict[str, bytes] = field(default_factory=dict)
     retries: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     checkpoints: list[bytes] = field(default_factory=list)
@@ -160,6 +162,8 @@ class Load:
                         index = _receipt_index(r.content) if r.status_code == 201 else None
                         with self._lock:
                             self.acked[entry] = index
+                            if index is not None:
+                                self.receipts[entry] = r.content
                         break
                     # Counted, for the test to judge: only 5xx (and 429) are retryable.
                     self._count(f"http {r.status_code}")
@@ -240,8 +244,20 @@ def verify_history(cluster: Cluster, load: Load) -> dict[str, float]:
         for checkpoint in seen:
             if checkpoint.size:
                 assert reader.root(checkpoint.size) == checkpoint.root
+        # Every receipt given out, by the sequencer's process or another (built from tiles
+        # it read ahead), verifies offline and commits to this log's root at its size.
+        service = cluster.config.service_signer().verifier()
+        keys = {key_id(service): service}
+        for entry, receipt in load.receipts.items():
+            info = verify_receipt(receipt, leaf_entry=bytes.fromhex(entry), keys=keys)
+            assert info.leaf_index == where[entry]
+            assert reader.root(info.tree_size) == info.root, "a receipt's root is not the log's"
         statements = store.entries_since(0, limit=10**9)
         assert len(statements) == latest.size, "every stored statement is in the log, once"
-        return {"entries": float(latest.size), "checkpoints": float(len(seen))}
+        return {
+            "entries": float(latest.size),
+            "checkpoints": float(len(seen)),
+            "receipts": float(len(load.receipts)),
+        }
     finally:
         store.close()

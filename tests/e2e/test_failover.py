@@ -105,6 +105,7 @@ def test_sigkill_of_the_sequencer_under_load_loses_nothing(
     finally:
         cluster.stop()
     assert len(load.acked) > 100, f"too little load to mean anything: {len(load.acked)}"
+    assert figures["receipts"] > 100, "too few receipts to check"
     refused = {k: v for k, v in load.errors.items() if k.startswith("http 4")}
     assert not refused, f"statements refused while servers changed hands: {refused}"
     assert max(gaps) < TAKEOVER_LIMIT, gaps
@@ -113,8 +114,8 @@ def test_sigkill_of_the_sequencer_under_load_loses_nothing(
         f"{KILLS} SIGKILLs of the sequencer among 3 servers: log grew again after "
         + ", ".join(f"{g:.2f}" for g in gaps)
         + f" s; {len(load.acked)} acknowledged, {int(figures['entries'])} entries, "
-        f"{int(figures['checkpoints'])} checkpoints checked, {load.retries} client retries "
-        f"{load.errors}",
+        f"{int(figures['checkpoints'])} checkpoints checked, {int(figures['receipts'])} "
+        f"receipts verified, {load.retries} client retries {load.errors}",
     )
 
 
@@ -151,6 +152,6 @@ def test_a_postgresql_crash_and_restart_mid_load_loses_nothing(tmp_path: Path) -
     report_figure(
         "postgresql restart",
         f"crash + restart of PostgreSQL under load: log grew again {recovered:.2f} s after the "
-        f"crash (2 s down); {len(load.acked)} acknowledged, {int(figures['entries'])} entries; "
-        f"client retries {load.errors}",
+        f"crash (2 s down); {len(load.acked)} acknowledged, {int(figures['entries'])} entries, "
+        f"{int(figures['receipts'])} receipts verified; client retries {load.errors}",
     )
