@@ -248,9 +248,9 @@ def verify_history(cluster: Cluster, load: Load) -> dict[str, float]:
         # it read ahead), verifies offline and commits to this log's root at its size.
         service = cluster.config.service_signer().verifier()
         keys = {key_id(service): service}
-        for entry, receipt in load.receipts.items():
-            info = verify_receipt(receipt, leaf_entry=bytes.fromhex(entry), keys=keys)
-            assert info.leaf_index == where[entry]
+        for entry_id, receipt in load.receipts.items():
+            info = verify_receipt(receipt, leaf_entry=bytes.fromhex(entry_id), keys=keys)
+            assert info.leaf_index == where[entry_id]
             assert reader.root(info.tree_size) == info.root, "a receipt's root is not the log's"
         statements = store.entries_since(0, limit=10**9)
         assert len(statements) == latest.size, "every stored statement is in the log, once"
