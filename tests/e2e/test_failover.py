@@ -2,8 +2,9 @@
 sequencer is killed with SIGKILL again and again.
 
 Afterwards every acknowledged statement is in the log exactly once (at the index its receipt
-gave), the tree verifies from entry 0, every checkpoint any server published is consistent
-with the next, and every stored statement reached the log. The time the log went without a
+gave), every receipt a server gave out verifies offline against the log's root at its size,
+the tree verifies from entry 0, every checkpoint any server published is consistent with the
+next, and every stored statement reached the log. The time the log went without a
 sequencer after each kill is measured and reported in the test summary.
 """
 
