@@ -330,9 +330,11 @@ def _parts_queries(table: LiteralString) -> dict[str, LiteralString]:
         " WHERE level = %s AND (idx > %s OR (idx = %s AND start >= %s))",
         "cut": "UPDATE {table} SET count = %s, data = %s, interior = %s"
         " WHERE level = %s AND idx = %s AND start = %s",
+        # Arrays bound binary (%b): as text (what %s picks for a list), every byte of the
+        # parts is hex-escaped in Python, ~0.85 ms for a batch's 40 KB of entry bundles.
         "insert": "INSERT INTO {table} (level, idx, start, count, data, interior)"
-        " SELECT * FROM unnest(%s::int4[], %s::int8[], %s::int4[], %s::int4[],"
-        " %s::bytea[], %s::bytea[])",
+        " SELECT * FROM unnest(%b::int4[], %b::int8[], %b::int4[], %b::int4[],"
+        " %b::bytea[], %b::bytea[])",
         "copy": "COPY {table} (level, idx, start, count, data, interior)"
         " FROM STDIN (FORMAT BINARY)",
     }
@@ -797,7 +799,7 @@ class PostgresStore:
             return {}
         rows = self._read(
             "read",
-            "SELECT entry_id, content_type FROM statements WHERE entry_id = ANY(%s::bytea[])",
+            "SELECT entry_id, content_type FROM statements WHERE entry_id = ANY(%b::bytea[])",
             (ids,),
         )
         return {bytes(e): str(t) for e, t in rows}
