@@ -195,14 +195,24 @@ class _Expanded:
 
     __slots__ = ("_levels", "_offsets")
 
-    def __init__(self, hashes: bytes, interior: bytes = b"") -> None:
-        # Level k is levels[k][offsets[k]:]. Only a full tile comes with its interior.
+    def __init__(
+        self, hashes: bytes, interior: bytes = b"", *, known: Sequence[bytes] = ()
+    ) -> None:
+        # Level k is levels[k][offsets[k]:]. Only a full tile comes with its interior;
+        # ``known``: the inner levels of a tile ``hashes`` begins with (see inner_levels).
         if interior:
             self._levels = [hashes, *(interior,) * (TILE_HEIGHT - 1)]
             self._offsets = _INTERIOR_OFFSETS
         else:
-            self._levels = [hashes, *inner_levels(hashes)]
+            self._levels = [hashes, *inner_levels(hashes, known)]
             self._offsets = (0,) * len(self._levels)
+
+    def grown(self, data: bytes) -> _Expanded:
+        """This partial tile with ``data``, the hashes after its own: the nodes it has
+        complete already are kept, only those the new hashes complete are computed."""
+        if any(self._offsets):  # a full tile's stored interior; never grows
+            return _Expanded(self.hashes + data)
+        return _Expanded(self.hashes + data, known=self._levels[1:])
 
     def node(self, k: int, j: int) -> bytes:
         start = self._offsets[k] + j * HASH_SIZE
@@ -363,7 +373,7 @@ class LogReader:
                     before = self._cache.get((part.level, part.index, part.start))
                     if before is None:
                         continue
-                    expanded = _Expanded(before.hashes + part.data)
+                    expanded = before.grown(part.data)
                 self._cache[(part.level, part.index, part.start + part.count)] = expanded
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)

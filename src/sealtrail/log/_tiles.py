@@ -37,21 +37,29 @@ def tile_width(level: int, index: int, size: int) -> int:
     return max(0, min(TILE_WIDTH, units - index * TILE_WIDTH))
 
 
-def inner_levels(hashes: bytes) -> list[bytes]:
+def inner_levels(hashes: bytes, known: Sequence[bytes] = ()) -> list[bytes]:
     """Levels 1..7 above a tile's hashes, each the concatenation of its complete nodes.
 
     A partial tile has fewer (or no) complete nodes at each level; an unpaired last hash
-    has no parent yet.
+    has no parent yet. ``known``: these levels of a tile whose hashes begin ``hashes``
+    (the same tile before it grew). Its complete nodes stay as they are, so only the nodes
+    after them are hashed: a growing tile costs the hashes of what it gained, not of all
+    it holds.
     """
     levels: list[bytes] = []
     sha = hashlib.sha256
     width = 2 * HASH_SIZE
     row = hashes
-    for _ in range(TILE_HEIGHT - 1):
+    for k in range(TILE_HEIGHT - 1):
         # Each pair of adjacent hashes is one 64-byte slice: SHA-256(0x01 || left || right).
         pairs = len(row) // width
-        row = b"".join(
-            [sha(b"\x01" + row[i : i + width]).digest() for i in range(0, pairs * width, width)]
+        kept = known[k] if k < len(known) else b""
+        done = min(len(kept) // HASH_SIZE, pairs)
+        row = kept[: done * HASH_SIZE] + b"".join(
+            [
+                sha(b"\x01" + row[i : i + width]).digest()
+                for i in range(done * width, pairs * width, width)
+            ]
         )
         levels.append(row)
     return levels

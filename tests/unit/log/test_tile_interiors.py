@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sealtrail.errors import Corruption, InvalidProof
 from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
+from sealtrail.log._tiles import inner_levels
 from sealtrail.merkle import TILE_WIDTH, leaf_hash, node_hash
 from sealtrail.storage import ENTRY_BUNDLES, MemoryStore, TilePart
 from tests.conftest import reader_for
@@ -83,3 +86,20 @@ def test_edited_interior_is_caught_by_audit_and_by_the_verifier(
     proof = reader_for(store, signer).inclusion_proof(TILE_WIDTH + 2)
     with pytest.raises(InvalidProof):
         proof.verify(root)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=0, max_value=TILE_WIDTH), min_size=1, max_size=5),
+    seed=st.binary(min_size=1, max_size=8),
+)
+def test_a_growing_tile_s_levels_are_those_computed_from_scratch(
+    cuts: list[int], seed: bytes
+) -> None:
+    """Each step keeps the nodes the tile had and hashes only the new ones: the levels are
+    exactly those of the whole tile computed from nothing, whatever sizes it grew by."""
+    hashes = b"".join(leaf_hash(seed + bytes([i])) for i in range(TILE_WIDTH))
+    known: list[bytes] = []
+    for count in sorted(cuts):
+        known = inner_levels(hashes[: 32 * count], known)
+        assert known == inner_levels(hashes[: 32 * count])
