@@ -12,12 +12,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sealtrail.errors import StorageError
+from sealtrail.keys import Ed25519Signer
 from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
+from sealtrail.log._tiles import bundle_entries
 from sealtrail.merkle import leaf_hash
-from sealtrail.storage import Commit, MemoryStore
-from tests.conftest import reader_for
+from sealtrail.storage import ENTRY_BUNDLES, Commit, MemoryStore, TilePart
+from tests.conftest import ORIGIN, reader_for
+
+SIGNER_KEY = Ed25519Signer.generate()
 
 CONFIG = SequencerConfig(max_batch=100, max_delay=0, index_every=150)
 #: A commit that fails with nothing written, and one that fails after it was written.
@@ -239,3 +245,47 @@ def test_a_duplicate_found_in_the_leaf_index_is_answered_with_its_index(
     reader = reader_for(store, signer)
     assert reader.size() == 203
     assert reader.audit() is not None
+
+
+class TileReadingStore(MemoryStore):
+    """Counts the tile reads (entry bundles and hash tiles alike)."""
+
+    reads = 0
+
+    def read_parts(self, level: int, index: int) -> list[TilePart]:
+        self.reads += 1
+        return super().read_parts(level, index)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=300), min_size=2, max_size=8),
+    restart=st.integers(min_value=0, max_value=7),
+)
+def test_a_completed_tile_is_restated_from_what_the_sequencer_wrote(
+    sizes: list[int], restart: int
+) -> None:
+    """The batch that completes a tile restates it as one full part without reading the
+    tile back; after a restart, from the store. Either way the log audits, entries and all."""
+    signer = CheckpointSigner(origin=ORIGIN, signer=SIGNER_KEY)
+    store = TileReadingStore()
+    config = SequencerConfig(max_batch=300, max_delay=0)
+    entries: list[bytes] = []
+
+    async def run(batches: list[int]) -> int:
+        async with Sequencer(store, signer=signer, config=config) as seq:
+            store.reads = 0  # what the start read is not the question
+            for count in batches:
+                batch = items(len(entries), len(entries) + count)
+                assert await seq.add_many(batch) == list(range(len(entries), len(entries) + count))
+                entries.extend(batch)
+            return store.reads
+
+    cut = min(restart, len(sizes))
+    assert asyncio.run(run(sizes[:cut])) == 0
+    asyncio.run(run(sizes[cut:]))
+    for index in range(len(entries) // 256):
+        (bundle,) = store.read_parts(ENTRY_BUNDLES, index)
+        assert (bundle.start, bundle.count) == (0, 256)
+        assert bundle_entries(bundle.data) == entries[256 * index : 256 * (index + 1)]
+    assert reader_for(store, signer).audit() is not None
