@@ -133,10 +133,10 @@ class Sequencer:
         self._indexed = 0
         self._latest: SignedCheckpoint | None = None
         #: Each level's partial right-edge tile as committed, by level: (index, positions,
-        #: its data from position 0). The batch that completes the tile restates it whole
-        #: (a full part) from here rather than reading it back: for entry bundles, up to
-        #: 255 entries (~0.5 MB of 2 KB statements, at most ~16 MB), every 256 entries.
-        self._tails: dict[int, tuple[int, int, bytes]] = {}
+        #: its parts' data from position 0). The batch that completes the tile restates it
+        #: whole (a full part) from here rather than reading it back: for entry bundles, up
+        #: to 255 entries (~0.5 MB of 2 KB statements, at most ~16 MB), every 256 entries.
+        self._tails: dict[int, _Tail] = {}
         self._stale = True
         #: Batches whose commit failed so far: a batch prepared across a change of it was
         #: built on one that failed.
@@ -719,7 +719,7 @@ class Sequencer:
                     return head + part.data
         tail = self._tails.get(level)  # replaced whole by _apply, never changed in place
         if tail is not None and tail[:2] == (index, upto):
-            return tail[2]
+            return b"".join(tail[2])
         return assemble(self.store.read_parts(level, index), upto)
 
 
@@ -765,9 +765,11 @@ def _as_error(exc: Exception) -> Error:
     )
 
 
-def _tails_after(
-    tails: dict[int, tuple[int, int, bytes]], parts: Sequence[TilePart]
-) -> dict[int, tuple[int, int, bytes]]:
+#: A partial right-edge tile: its index, its positions, its parts' data in order.
+_Tail = tuple[int, int, tuple[bytes, ...]]
+
+
+def _tails_after(tails: dict[int, _Tail], parts: Sequence[TilePart]) -> dict[int, _Tail]:
     """The partial right-edge tiles once a batch's ``parts`` are committed (see
     ``Sequencer._tails``). A level whose tile is not known from position 0 on is left out:
     its completion reads the store, as after a start."""
@@ -775,9 +777,9 @@ def _tails_after(
     for part in parts:  # each level's parts come in position order
         held = out.pop(part.level, None)
         if part.start == 0:
-            data = part.data
+            data: tuple[bytes, ...] = (part.data,)
         elif held is not None and held[:2] == (part.index, part.start):
-            data = held[2] + part.data
+            data = (*held[2], part.data)
         else:
             continue
         end = part.start + part.count
