@@ -42,6 +42,20 @@ def test_no_peak_without_a_clean_level() -> None:
     assert peaks == {"http_peak_registrations_per_s": 2000.0, "http_peak_connections": 64}
 
 
+def test_each_http_figure_is_its_median_round_as_measured() -> None:
+    module = _bench_module("register", None)
+
+    def one(rate: float, p99: float) -> Any:
+        return (None, {"registrations_per_s_http": rate, "http_p99_ms": p99}, {})
+
+    rounds = [one(2100.0, 80.0), one(1900.0, 95.0), one(2300.0, 70.0)]
+    assert module._median_round(rounds)[1] == {
+        "registrations_per_s_http": 2100.0,
+        "http_p99_ms": 80.0,
+    }
+    assert module._median_round(rounds[:2])[1]["registrations_per_s_http"] == 1900.0
+
+
 @pytest.mark.parametrize("given", ["0", "abc", "64,-1", "4096", "1.5"])
 def test_bad_connection_counts_are_refused(given: str) -> None:
     result = CliRunner().invoke(app, ["register", "--peak-connections", given])
@@ -59,6 +73,7 @@ def test_the_sweep_runs_both_deployments_at_each_level(postgres_url: str) -> Non
         store=server,
         api_processes=2,
         peak_connections=(8,),
+        rounds=2,
         report=lambda *_: None,
     )
     sweep = result["sweep"]
@@ -67,8 +82,13 @@ def test_the_sweep_runs_both_deployments_at_each_level(postgres_url: str) -> Non
         assert all(row["failed"] == 0 and row["registrations_per_s"] > 0 for row in sweep[backend])
     figures = result["figures"]
     assert figures["postgresql_peak_ratio"] > 0
-    assert figures["postgresql_http_ratio"] == round(
-        figures["postgresql_registrations_per_s_http"] / figures["registrations_per_s_http"], 3
-    )
+    rounds = result["rounds"]
+    assert rounds["failed"] == [0, 0]
+    mine, theirs = rounds["postgresql_registrations_per_s"], rounds["sqlite_registrations_per_s"]
+    assert figures["postgresql_registrations_per_s_http"] == min(mine)  # the lower middle
+    assert figures["registrations_per_s_http"] == min(theirs)
+    ratios = [p / s for p, s in zip(mine, theirs, strict=True)]
+    assert rounds["ratios"] == [round(r, 3) for r in ratios]
+    assert figures["postgresql_http_ratio"] == round(sum(ratios) / 2, 3)
     assert figures["http_peak_connections"] in (4, 8)
     assert result["params"]["peak_connections"] == [4, 8]

@@ -168,6 +168,15 @@ def register(
             "('' for none).",
         ),
     ] = "128,256,384,512",
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=9,
+            help="With --store: alternating rounds of the two HTTP figures at --connections "
+            "(each figure its median round).",
+        ),
+    ] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout (the default).")] = False,
     table: Annotated[bool, typer.Option("--table", help="A human table instead of JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
@@ -185,6 +194,7 @@ def register(
         store=store,
         api_processes=api_processes,
         peak_connections=_connection_counts(peak_connections),
+        rounds=rounds,
         report=_reporter(quiet),
     )
     _print(result, as_table=table and not json_out)
