@@ -575,7 +575,7 @@ def serve(where: str, keys: Path) -> None:
     import uvicorn
 
     from sealtrail.log import SWITCH_INTERVAL
-    from sealtrail.service import service_app
+    from sealtrail.service import service_app, settle_heap
 
     sys.setswitchinterval(SWITCH_INTERVAL)  # as `sealtrail serve` runs
     token_hash = bytes.fromhex(os.environ["SEALTRAIL_BENCH_ADMIN_TOKEN_SHA256"])
@@ -600,6 +600,7 @@ def serve(where: str, keys: Path) -> None:
         backlog=4096,
     )
     server = uvicorn.Server(config)
+    settle_heap()  # as `sealtrail serve` does
 
     def exit_when_stdin_closes() -> None:
         sys.stdin.buffer.read()

@@ -23,7 +23,7 @@ from sealtrail.errors import ConfigError
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
 from sealtrail.scitt import key_id
-from sealtrail.service import client_certificate_protocol, create_app, service_app
+from sealtrail.service import client_certificate_protocol, create_app, service_app, settle_heap
 from sealtrail.service.app import RateLimits
 from sealtrail.storage import describe_store
 
@@ -232,4 +232,5 @@ def serve(
     )
     if "ssl_ca_certs" in tls:  # a verified client certificate names a user (docs/auth.md)
         tls["http"] = client_certificate_protocol(AutoHTTPProtocol)
+    settle_heap()
     uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning", access_log=False, **tls)

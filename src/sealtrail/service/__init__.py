@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from ._peer import client_certificate_protocol
-from ._runtime import ServiceStore, service_app
+from ._runtime import ServiceStore, service_app, settle_heap
 from .app import create_app
 
-__all__ = ["ServiceStore", "client_certificate_protocol", "create_app", "service_app"]
+__all__ = [
+    "ServiceStore",
+    "client_certificate_protocol",
+    "create_app",
+    "service_app",
+    "settle_heap",
+]
