@@ -13,16 +13,19 @@ from typer.testing import CliRunner
 import sealtrail.cli.serve as serve_cli
 from sealtrail.cli import app
 from sealtrail.service import settle_heap
+from sealtrail.service._runtime import SERVER_GC_THRESHOLD
 from tests._serve_proc import init_data
 
 
-def test_settle_heap_freezes_what_exists() -> None:
-    before = gc.get_freeze_count()
+def test_settle_heap_freezes_what_exists_and_collects_young_objects_less_often() -> None:
+    before, threshold = gc.get_freeze_count(), gc.get_threshold()
     try:
         settle_heap()
         assert gc.get_freeze_count() > before
+        assert gc.get_threshold() == (SERVER_GC_THRESHOLD, *threshold[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def test_serve_settles_the_heap_just_before_serving(
