@@ -150,12 +150,14 @@ def create_app(
         dependencies=[Depends(auth.authorize)],
     )
     app.state.auth = auth
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     if service is not None:
-        # Innermost: under the rate limits and compression, as every route is.
+        # Under the rate limits, as every route is; outside compression: a receipt is
+        # hashes and signatures, smaller than the compression threshold until a log of
+        # about 2^30 entries, and passing through the compression costs ~19 µs a request.
         app.add_middleware(
             DirectRoute, routes=app.router, auth=auth, method="POST", path="/entries"
         )
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
     if limits is not None:
         # Added last, so it runs first: a refused request costs no more than this check.
         app.add_middleware(
