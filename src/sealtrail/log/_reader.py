@@ -345,12 +345,33 @@ class LogReader:
                 raise Corruption(f"tile {level}/{index}: part of the wrong length")
             expanded = _Expanded(parts[0].data, parts[0].interior)
         else:
-            expanded = _Expanded(assemble(parts, width))
+            hashes = assemble(parts, width)
+            expanded = self._grown(level, index, parts, hashes) or _Expanded(hashes)
         with self._lock:
             self._cache[key] = expanded
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return expanded
+
+    def _grown(
+        self, level: int, index: int, parts: Sequence[TilePart], hashes: bytes
+    ) -> _Expanded | None:
+        """The tile of ``hashes`` out of the same tile at a narrower width, cached and
+        agreeing with them (the width where one of ``parts`` starts): a reader following a
+        growing log reads its right-edge tiles again at every step, and hashes only what
+        they gained."""
+        width = len(hashes) // HASH_SIZE
+        with self._lock:
+            for part in reversed(parts):
+                if 0 < part.start < width:
+                    before = self._cache.get((level, index, part.start))
+                    if before is not None:
+                        break
+            else:
+                return None
+        if not hashes.startswith(before.hashes):
+            return None
+        return before.grown(hashes[len(before.hashes) :])
 
     def absorb(self, parts: Sequence[TilePart]) -> None:
         """Extend the cached tiles with the hash-tile parts of a commit that is durable, so

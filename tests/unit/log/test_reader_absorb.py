@@ -9,6 +9,7 @@ is compared with a fresh reader's, and checked against the signed root.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -140,3 +141,41 @@ def test_an_older_checkpoint_is_not_adopted(signer: CheckpointSigner) -> None:
         reader.inclusion_proof(4, size=6)  # beyond what the store holds, adopted or read
     reader.inclusion_proof(4, size=5).verify(second.root)  # read from the store: newer
     assert reader.latest == second
+
+
+@settings(max_examples=20, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=1, max_value=300), min_size=2, max_size=6))
+def test_a_reader_following_a_growing_log_rehashes_only_what_its_tiles_gained(
+    sizes: list[int],
+) -> None:
+    """A reader that is not handed the tiles (another process's follower) reads each
+    right-edge tile again as the log grows: it builds on the narrower one it has cached,
+    and its proofs are exactly a fresh reader's."""
+    store, signer = CountingStore(), SIGNER
+    follower = reader_for(store, signer)
+    grown: list[int] = []
+    real = LogReader._grown
+
+    def counted(self: LogReader, *args: Any) -> Any:
+        out = real(self, *args)
+        grown.append(out is not None)
+        return out
+
+    async def run() -> None:
+        config = SequencerConfig(max_batch=512, max_delay=0)
+        async with Sequencer(store, signer=signer, config=config) as seq:
+            done = 0
+            for n, size in enumerate(sizes):
+                await seq.add_many(_entries(f"b{n}", size))
+                done += size
+                fresh = reader_for(store, signer)
+                for index in (0, done // 2, done - 1):
+                    assert follower.inclusion_proof(index, size=done) == fresh.inclusion_proof(
+                        index, size=done
+                    )
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LogReader, "_grown", counted)
+        asyncio.run(run())
+    if sizes[0] % 256 and (sizes[0] + sizes[1]) // 256 == sizes[0] // 256:
+        assert any(grown)  # the second step grew the first step's tile 0 in place
