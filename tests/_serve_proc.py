@@ -64,13 +64,17 @@ def served(
 
 def interrupt(proc: subprocess.Popen[Any]) -> None:
     """Stop ``proc`` with SIGINT (as Ctrl-C would), killing it after 30 s, and close its
-    pipes."""
+    pipes. A process that leads its own group (``start_new_session``) is killed with the
+    group: a server it started and could not stop does not outlive the test."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
         proc.wait()
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:

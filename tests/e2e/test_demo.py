@@ -139,6 +139,7 @@ def test_the_commands_the_demo_prints_work_as_printed(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        start_new_session=True,  # killed with its server, should it not stop (interrupt)
     )
 
     def run(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
