@@ -20,8 +20,9 @@ from sealtrail.keys import Ed25519Signer
 from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
 from sealtrail.log._tiles import bundle_entries
 from sealtrail.merkle import leaf_hash
-from sealtrail.storage import ENTRY_BUNDLES, Commit, MemoryStore, TilePart
+from sealtrail.storage import ENTRY_BUNDLES, Commit, MemoryStore
 from tests.conftest import ORIGIN, reader_for
+from tests.unit.log.test_reader_absorb import CountingStore
 
 SIGNER_KEY = Ed25519Signer.generate()
 
@@ -247,16 +248,6 @@ def test_a_duplicate_found_in_the_leaf_index_is_answered_with_its_index(
     assert reader.audit() is not None
 
 
-class TileReadingStore(MemoryStore):
-    """Counts the tile reads (entry bundles and hash tiles alike)."""
-
-    reads = 0
-
-    def read_parts(self, level: int, index: int) -> list[TilePart]:
-        self.reads += 1
-        return super().read_parts(level, index)
-
-
 @settings(max_examples=20, deadline=None)
 @given(
     sizes=st.lists(st.integers(min_value=1, max_value=300), min_size=2, max_size=8),
@@ -268,7 +259,7 @@ def test_a_completed_tile_is_restated_from_what_the_sequencer_wrote(
     """The batch that completes a tile restates it as one full part without reading the
     tile back; after a restart, from the store. Either way the log audits, entries and all."""
     signer = CheckpointSigner(origin=ORIGIN, signer=SIGNER_KEY)
-    store = TileReadingStore()
+    store = CountingStore()  # tile and checkpoint reads
     config = SequencerConfig(max_batch=300, max_delay=0)
     entries: list[bytes] = []
 

@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sealtrail.errors import NotFound
@@ -145,6 +145,7 @@ def test_an_older_checkpoint_is_not_adopted(signer: CheckpointSigner) -> None:
 
 @settings(max_examples=20, deadline=None)
 @given(sizes=st.lists(st.integers(min_value=1, max_value=300), min_size=2, max_size=6))
+@example(sizes=[10, 6, 100])  # tile 0 grows twice, in place
 def test_a_reader_following_a_growing_log_rehashes_only_what_its_tiles_gained(
     sizes: list[int],
 ) -> None:
