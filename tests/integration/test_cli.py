@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from sealtrail.storage import SQLiteStore, StatementRecord
 
 
 def sealtrail(
@@ -48,6 +51,43 @@ def test_init_creates_a_private_key_and_refuses_to_reinit(data: Path) -> None:
     assert (data / "d" / "log.vkey").read_text().startswith("cli.test/log+")
     again = sealtrail("init", "--data-dir", "d", cwd=data)
     assert_clean_error(again, "config-error")
+
+
+def test_raw_entries_are_refused_where_statements_are_registered(data: Path) -> None:
+    """A raw entry would sit among registered statements (the audit flags it); the log
+    stays as it was."""
+    statement = b"a registered statement"
+    store = SQLiteStore(data / "d" / "log.db")
+    try:
+        entry = StatementRecord(
+            hashlib.sha256(statement).digest(), statement, "maker", "srv-1", "text/plain", 0
+        )
+        store.put_statements([entry])
+    finally:
+        store.close()
+    (data / "a.bin").write_bytes(b"raw")
+    r = sealtrail("log", "append", "a.bin", "--data-dir", "d", cwd=data)
+    assert_clean_error(r, "raw-append-refused")
+    assert "transparency service" in r.stderr
+    store = SQLiteStore(data / "d" / "log.db")
+    try:
+        stored = store.read_checkpoint()
+        assert stored is None or stored.size == 0
+    finally:
+        store.close()
+
+
+def test_raw_entries_are_refused_on_a_store_servers_share(data: Path, postgres_url: str) -> None:
+    """On PostgreSQL only the holder of the sequencer role appends: a raw append from the
+    command line would sequence beside it."""
+    config = data / "d" / "sealtrail.toml"
+    lines = config.read_text().splitlines()
+    lines = [f"store = {json.dumps(postgres_url)}" if x.startswith("store =") else x for x in lines]
+    config.write_text("\n".join(lines) + "\n")
+    (data / "a.bin").write_bytes(b"raw")
+    r = sealtrail("log", "append", "a.bin", "--data-dir", "d", cwd=data)
+    assert_clean_error(r, "raw-append-refused")
+    assert "sequencer role" in r.stderr
 
 
 def test_append_prove_and_verify_offline(data: Path) -> None:

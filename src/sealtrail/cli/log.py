@@ -21,6 +21,7 @@ from sealtrail.log import (
 )
 from sealtrail.merkle import leaf_hash
 from sealtrail.note import NoteVerifier
+from sealtrail.storage import MemoryStore, PostgresStore, SQLiteStore
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out, progress_bar
 
@@ -55,6 +56,25 @@ def _read_entries(files: list[Path], lines: Path | None) -> list[bytes]:
     return entries
 
 
+def _raw_log_only(store: MemoryStore | SQLiteStore | PostgresStore) -> None:
+    """Refuse raw entries where they would share the log with registered statements, or
+    bypass the sequencer role of servers that share the store."""
+    if isinstance(store, PostgresStore):
+        raise InvalidInput(
+            "this log's store is shared by servers (PostgreSQL): only the process that holds "
+            "the sequencer role appends to it",
+            hint="Register statements through a server (sealtrail submit, sealtrail record).",
+            code="raw-append-refused",
+        )
+    if store.statements_since(0, limit=1):
+        raise InvalidInput(
+            "this log serves the transparency service: its entries are registered statements, "
+            "and a raw entry among them would be flagged by the audit",
+            hint="Register statements through the server (sealtrail submit, sealtrail record).",
+            code="raw-append-refused",
+        )
+
+
 def _read_file(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -78,6 +98,11 @@ def append(
     entries = _read_entries(files or [], lines)
     config = load(data_dir)
     store = config.open_store()
+    try:
+        _raw_log_only(store)
+    except BaseException:
+        store.close()
+        raise
 
     async def run() -> tuple[list[int], SignedCheckpoint | None]:
         indexes: list[int] = []

@@ -44,6 +44,7 @@ from sealtrail.errors import (
     VerificationError,
 )
 from sealtrail.log import LogReader, cancel_and_wait
+from sealtrail.merkle import leaf_hash
 from sealtrail.scitt import (
     Organization,
     PayloadRule,
@@ -252,6 +253,10 @@ def indexed_entry(
     fact (with the code of why not, if any), else ``applied`` or ``refused`` with its code.
     The indexer writes it; the audit expects it."""
     verdict = "skipped" if fact is None else "refused" if outcome.code is not None else "applied"
+    if len(leaf) != hashlib.sha256().digest_size:
+        # Not a statement's id (a raw entry appended by other means): recorded under its
+        # RFC 9162 leaf hash, so that one odd entry never stops the index.
+        leaf = leaf_hash(leaf)
     return IndexedEntry(
         index=index,
         entry_id=leaf,

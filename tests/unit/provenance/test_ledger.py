@@ -17,6 +17,7 @@ import pytest
 
 from sealtrail.errors import Error, InvalidInput, NotFound, StorageError, VerificationError
 from sealtrail.keys import ES256, Ed25519Signer, generate_signer
+from sealtrail.merkle import leaf_hash
 from sealtrail.provenance import (
     Assembly,
     AuditReport,
@@ -367,6 +368,33 @@ async def test_the_audit_catches_a_statement_edited_in_the_store() -> None:
         store._statements[record.entry_id] = (seq, edited)
         report = audit(chain)
         assert any("does not hash" in f.what for f in report.findings)
+
+
+async def test_a_raw_entry_in_the_log_never_stops_the_index(tmp_path: Path) -> None:
+    """An entry that is not a statement id (appended by other means than registration) is
+    indexed as skipped, under its leaf hash; a rebuild gets past it too, and the audit
+    names it."""
+    index = SQLiteIndex(tmp_path / "provenance.db")
+    async with signed_chain(index=index) as chain:
+        await journey(chain, "srv-1", "ship-1")
+        raw = [b"", b"x", bytes(33), b"a raw line"]
+        first = (await chain.sequencer.add_many(raw))[0]
+        await journey(chain, "srv-2", "ship-2")
+        await chain.indexed()
+        assert index.applied_size() == chain.sequencer.reader.size()
+        entries = {e.index: e for e in index.dump_entries()}
+        for offset, entry in enumerate(raw):
+            recorded = entries[first + offset]
+            assert recorded.entry_id == leaf_hash(entry)
+            assert (recorded.outcome, recorded.kind) == ("skipped", "")
+        assert json.loads(index.row("compliance", "srv-2") or "{}")["state"] == "production"
+        report = audit(chain)
+        assert {f.where for f in report.findings} == {f"entry {first + k}" for k in range(4)}
+        await chain.ledger.close()
+        index.reset()
+        chain.ledger.catch_up(chain.sequencer.reader)
+        assert index.applied_size() == chain.sequencer.reader.size()
+    index.close()
 
 
 async def test_a_fresh_memory_index_is_the_same_as_the_sqlite_one(tmp_path: Path) -> None:
