@@ -17,7 +17,7 @@ import pytest
 
 from sealtrail.config import load_config, rotate_service_key
 from sealtrail.errors import ConfigError
-from sealtrail.keys import ES256
+from sealtrail.keys import ES256, EcdsaSigner, write_private_key
 from sealtrail.scitt import (
     KEYS_RECORD_TYPE,
     ServiceKeys,
@@ -173,6 +173,20 @@ def test_serve_without_a_receipt_key_says_how_to_make_one(data: tuple[Path, str]
     result = sealtrail("serve", "-d", "d", "--port", "0", cwd=root)
     assert_clean_error(result, "config-error")
     assert "keys generate" in result.stderr
+
+
+def test_a_start_that_fails_is_one_line_not_a_traceback(data: tuple[Path, str]) -> None:
+    """The log's records were signed with a receipt key this host does not have (its keys
+    were not copied from the other hosts, say): serve stops at start with the error."""
+    root, token = data
+    with served(root) as url:
+        onboard(url, token, make_issuer(ES256, cn="Maker"))
+    key = root / "d" / "keys" / "service.key"
+    key.unlink()
+    write_private_key(key, EcdsaSigner.generate())
+    result = sealtrail("serve", "-d", "d", "--port", "0", cwd=root)
+    assert_clean_error(result, "org-record-untrusted")
+    assert "unknown service key" in result.stderr and "keys/service.key" in result.stderr
 
 
 def test_new_admin_token_replaces_the_old(data: tuple[Path, str]) -> None:

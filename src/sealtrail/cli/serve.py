@@ -10,7 +10,6 @@ import stat
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -23,7 +22,13 @@ from sealtrail.errors import ConfigError
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
 from sealtrail.scitt import key_id
-from sealtrail.service import client_certificate_protocol, create_app, service_app, settle_heap
+from sealtrail.service import (
+    client_certificate_protocol,
+    create_app,
+    run_server,
+    service_app,
+    settle_heap,
+)
 from sealtrail.service.app import RateLimits
 from sealtrail.storage import describe_store
 
@@ -233,4 +238,4 @@ def serve(
     if "ssl_ca_certs" in tls:  # a verified client certificate names a user (docs/auth.md)
         tls["http"] = client_certificate_protocol(AutoHTTPProtocol)
     settle_heap()
-    uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning", access_log=False, **tls)
+    run_server(app, host=bind_host, port=bind_port, log_level="warning", access_log=False, **tls)

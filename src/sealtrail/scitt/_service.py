@@ -781,8 +781,12 @@ class TransparencyService:
         verifier = self.keys.get(statement.kid or b"")
         if verifier is None:
             raise VerificationError(
-                "a stored organization record is signed by an unknown service key",
+                "a stored organization record is signed by an unknown service key "
+                f"(kid {(statement.kid or b'').hex()[:16]})",
                 code="org-record-untrusted",
+                hint="If this host's receipt key is not the service's, copy keys/service.key "
+                "and keys/retired/ from a host that serves this log (docs/keys.md); otherwise "
+                "the record was not written by the service: do not trust the store.",
             )
         statement.message.verify(verifier)
 

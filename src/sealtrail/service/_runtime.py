@@ -9,13 +9,16 @@ request, and stops them (sequencing everything accepted) after the last one.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
+import signal
 import socket
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Protocol
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Protocol
 
+import uvicorn
 from fastapi import FastAPI
 
 from sealtrail.keys import Signer, Verifier
@@ -38,7 +41,7 @@ from sealtrail.storage import (
 from ._passport import add_passport_routes
 from .app import RateLimits, create_app
 
-__all__ = ["ServiceStore", "service_app"]
+__all__ = ["STOP_SIGNALS", "ServiceStore", "run_server", "service_app", "settle_heap"]
 
 
 class ServiceStore(LogStore, StatementStore, Protocol):
@@ -155,3 +158,42 @@ def settle_heap() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(SERVER_GC_THRESHOLD, middle, old)
+
+
+#: The signals that stop a server gracefully: the requests in flight are answered, then the
+#: app's lifespan ends (its sequencer commits what it accepted).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped by SIGINT or SIGTERM without the signal being raised
+    again afterwards: the process then ends normally (status 0, exit handlers run)."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def run_server(app: FastAPI, **options: Any) -> None:  # noqa: ANN401 (uvicorn's options)
+    """Serve ``app`` with uvicorn (``options`` are :class:`uvicorn.Config`'s) until one of
+    :data:`STOP_SIGNALS`; call from the main thread.
+
+    The app's lifespan runs around uvicorn rather than inside it, so that an error at start
+    (stored records signed by a receipt key this process does not have, say) reaches the
+    caller as the error it is, before the port is bound, where uvicorn would log it as a
+    traceback. A stop signal ends the process normally rather than by the signal: exit
+    handlers run, so worker processes are shut down and nothing is reported leaked.
+    """
+    server = _Server(uvicorn.Config(app, lifespan="off", **options))
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            await server.serve()
+
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(main())

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 import sealtrail.cli.serve as serve_cli
@@ -38,7 +37,7 @@ def test_serve_settles_the_heap_just_before_serving(
     def run(_app: Any, **_kwargs: Any) -> None:
         calls.append("serve")
 
-    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(serve_cli, "run_server", run)
     result = CliRunner().invoke(app, ["serve", "-d", str(root / "d")])
     assert result.exit_code == 0, result.output
     assert calls == ["settle", "serve"]
