@@ -40,6 +40,7 @@ from sealtrail.scitt import (
     verify_transparent_statement,
 )
 from sealtrail.service import ServiceStore, service_app
+from sealtrail.service.app import STORE_RETRY_AFTER, STORE_UNAVAILABLE
 from sealtrail.storage import MemoryStore, SQLiteStore, StatementRecord
 from tests._server import serve_in_thread
 from tests.unit.scitt._pki import Issuer, make_ca, make_leaf
@@ -990,6 +991,9 @@ def test_a_store_failure_is_503_and_the_next_request_succeeds(maker: Maker) -> N
         store.faults.arm("before_commit")
         r = svc.post(statement(maker.issuer))
         assert_problem(r, 503, "storage-error")
+        # Where the store is and what it said stay in the server's log.
+        assert r.json()["detail"] == STORE_UNAVAILABLE
+        assert r.headers["retry-after"] == str(STORE_RETRY_AFTER)
         assert snapshot(store) == before
         assert svc.log_size() == size
         assert svc.post(statement(maker.issuer)).status_code == 201

@@ -8,6 +8,7 @@ provenance ledger as well, the read-only provenance queries under ``/provenance/
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Annotated, Any
 
@@ -59,6 +60,8 @@ OCTETS = "application/octet-stream"
 
 #: HTTP status of each error class, most specific first (the table in ARCHITECTURE.md,
 #: "Errors and what they do"); any other error is a 500.
+_log = logging.getLogger(__name__)
+
 _STATUS: list[tuple[type[Error], int]] = [
     (TooLarge, 413),
     (InvalidInput, 400),
@@ -78,6 +81,10 @@ _STATUS: list[tuple[type[Error], int]] = [
 _CODE_STATUS = {"unsupported-media-type": 415}
 #: Codes of the errors the routing layer raises itself, by status.
 _HTTP_CODES = {404: "not-found", 405: "method-not-allowed"}
+#: The detail of a ``storage-error`` answer, and when to retry (seconds): a store's outage
+#: (PostgreSQL restarting, say) usually passes within seconds; its cause is logged.
+STORE_UNAVAILABLE = "the service's store is unavailable; retry later"
+STORE_RETRY_AFTER = 2
 #: Problem details are answers about one request: never cached.
 _PROBLEM_HEADERS = {"Cache-Control": "no-store"}
 #: How the OpenAPI document describes every error answer (``_document_problems``).
@@ -296,6 +303,11 @@ def _document_problems(app: FastAPI) -> None:
 def _problem(exc: Error) -> Response:
     """The answer to a request refused with ``exc``: by a route, by the registration route
     past the router (:class:`DirectRoute`), or by the rate limits before any route."""
+    if type(exc) is StorageError:
+        # An outage of the store: the client learns to retry, not where the store is or what
+        # it said; the operator finds that in the server's log.
+        _log.warning("store unavailable: %s", exc.message)
+        exc = StorageError(STORE_UNAVAILABLE)
     return problem_response(exc, _status_of(exc), headers=_headers_for(exc))
 
 
@@ -312,6 +324,8 @@ def _headers_for(exc: Error) -> dict[str, str]:
     if isinstance(exc, RetryLater):
         # Whole seconds, rounded up: retrying at the stated time must not come too early.
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    elif type(exc) is StorageError:
+        headers["Retry-After"] = str(STORE_RETRY_AFTER)
     if isinstance(exc, Unauthorized):
         # RFC 9110 section 11.6.1: a 401 names the scheme to authenticate with.
         headers["WWW-Authenticate"] = 'Bearer realm="sealtrail-admin"'
