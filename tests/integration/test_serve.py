@@ -164,7 +164,12 @@ def test_read_only_serve_reads_and_refuses_writes(data: tuple[Path, str]) -> Non
         assert httpx.get(url + "/log/v1/info").json()["size"] == 1
         assert httpx.get(url + "/checkpoint").status_code == 200
         r = httpx.post(url + "/entries", content=statement_for(issuer, 1), headers=COSE)
-        assert r.status_code in (404, 405)
+        assert (r.status_code, r.json()["code"]) == (501, "read-only-server")
+        assert httpx.get(url + "/nowhere").json()["code"] == "not-found"
+        # The command line says so in one line.
+        keys = sealtrail("fetch-keys", "--url", url, "-o", "keys.cbor", cwd=root)
+        assert_clean_error(keys, "read-only-server")
+        assert "read-only" in keys.stderr and not (root / "keys.cbor").exists()
 
 
 def test_serve_without_a_receipt_key_says_how_to_make_one(data: tuple[Path, str]) -> None:

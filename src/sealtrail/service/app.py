@@ -81,6 +81,19 @@ _STATUS: list[tuple[type[Error], int]] = [
 _CODE_STATUS = {"unsupported-media-type": 415}
 #: Codes of the errors the routing layer raises itself, by status.
 _HTTP_CODES = {404: "not-found", 405: "method-not-allowed"}
+#: What a server without the transparency service (``sealtrail serve --read-only``) answers,
+#: with status 501, to a request for the service's paths.
+SERVICE_PATHS = (
+    "/entries",
+    "/.well-known/scitt-keys",
+    "/.well-known/transparency-configuration",
+    "/admin/",
+    "/provenance/",
+)
+READ_ONLY_DETAIL = (
+    "this server is read-only: it serves the log (checkpoints, tiles, proofs); registrations, "
+    "receipts, keys and provenance are served by the service's other servers"
+)
 #: The detail of a ``storage-error`` answer, and when to retry (seconds): a store's outage
 #: (PostgreSQL restarting, say) usually passes within seconds; its cause is logged.
 STORE_UNAVAILABLE = "the service's store is unavailable; retry later"
@@ -157,6 +170,7 @@ def create_app(
         dependencies=[Depends(auth.authorize)],
     )
     app.state.auth = auth
+    app.state.read_only = service is None
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     if service is not None:
         # Under the rate limits, as every route is; outside compression: a receipt is
@@ -255,8 +269,12 @@ def _add_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         status = exc.status_code
+        if status in {404, 405} and _read_only(request):
+            return problem_response(
+                Error(READ_ONLY_DETAIL, code="read-only-server"), 501, headers=_PROBLEM_HEADERS
+            )
         if status == 404:
             error: Error = NotFound("no such resource")
         else:
@@ -274,6 +292,13 @@ def _add_problem_handlers(app: FastAPI) -> None:
             500,
             headers=_PROBLEM_HEADERS,
         )
+
+
+def _read_only(request: Request) -> bool:
+    """A request for the transparency service to a server that only serves the log."""
+    return getattr(request.app.state, "read_only", False) and request.url.path.startswith(
+        SERVICE_PATHS
+    )
 
 
 def _document_problems(app: FastAPI) -> None:
