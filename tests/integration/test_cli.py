@@ -123,7 +123,7 @@ def test_append_prove_and_verify_offline(data: Path) -> None:
         "verify-proof",
         "cons.json",
         "--vkey",
-        vkey,
+        "d/log.vkey",  # the file holding the key does as well
         "--old-checkpoint",
         "old.checkpoint",
         cwd=data,

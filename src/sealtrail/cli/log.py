@@ -24,6 +24,7 @@ from sealtrail.note import NoteVerifier
 from sealtrail.storage import MemoryStore, PostgresStore, SQLiteStore
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out, progress_bar
+from .passport import _vkey
 
 __all__ = ["app"]
 
@@ -178,7 +179,12 @@ def proof_consistency(
 @app.command("verify-proof")
 def verify_proof(
     document: Annotated[Path, typer.Argument(help="A proof document from `sealtrail log proof`.")],
-    vkey: Annotated[str, typer.Option(help="The log's verifier key (name+keyhash+base64).")],
+    vkey: Annotated[
+        str,
+        typer.Option(
+            help="The log's verifier key (name+keyhash+base64), or a file holding it: log.vkey."
+        ),
+    ],
     entry: Annotated[
         Path | None, typer.Option(help="Also check the proof is for this entry.")
     ] = None,
@@ -188,7 +194,7 @@ def verify_proof(
     ] = None,
 ) -> None:
     """Verify a proof offline, with only the log's public key. Exit 0 only if it holds."""
-    verifier = NoteVerifier.parse(vkey)
+    verifier = NoteVerifier.parse(_vkey(vkey))
     doc = _load_doc(document)
     latest = _open_checkpoint(doc.get("checkpoint"), verifier)
     if "inclusion_proof" in doc:
