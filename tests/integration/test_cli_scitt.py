@@ -208,6 +208,34 @@ def test_onboard_sign_submit_fetch_keys_verify(cli: Cli, tmp_path: Path) -> None
         assert fetched.code == 0, fetched.err
         assert fetched.out.split()[1] == ES256
 
+        # With the keys pinned, submit checks the receipt before saving it.
+        pinned = cli(
+            "submit",
+            "device.cose",
+            "--url",
+            service.url,
+            "--service-keys",
+            "keys.cbor",
+            "-o",
+            "pinned.cose",
+        )
+        assert pinned.code == 0 and "receipt verified with keys.cbor" in pinned.err, pinned.err
+        assert split_transparent((tmp_path / "pinned.cose").read_bytes())[0] == statement
+        other = encode_key_set([EcdsaSigner.generate().verifier()])
+        (tmp_path / "other-keys.cbor").write_bytes(other)
+        refused = cli(
+            "submit",
+            "device.cose",
+            "--url",
+            service.url,
+            "--service-keys",
+            "other-keys.cbor",
+            "-o",
+            "refused.cose",
+        )
+        assert refused.code == 1 and "does not verify" in refused.err, refused.err
+        assert "Traceback" not in refused.err and not (tmp_path / "refused.cose").exists()
+
     # Offline from here: the service is gone.
     ok = cli("verify", transparent, "--service-keys", "keys.cbor", "--trust-anchor", "ca.pem")
     assert ok.code == 0, ok.err

@@ -170,16 +170,25 @@ def submit(
         float, typer.Option(help="Seconds to wait for the registration.")
     ] = DEFAULT_TIMEOUT,
     token_file: TokenFile = None,
+    service_keys: Annotated[
+        Path | None,
+        typer.Option(
+            help="Verify the receipt with the service's key set you pinned (from `sealtrail "
+            "fetch-keys`) before saving it."
+        ),
+    ] = None,
     as_json: AsJson = False,
     force: Force = False,
 ) -> None:
     """Register a signed statement, wait for its receipt, save the transparent statement.
 
     Prints the entry id. Submitting the same statement again is harmless: it keeps its
-    entry, and you get a fresh receipt.
+    entry, and you get a fresh receipt. With --service-keys, a receipt that does not verify
+    is not saved and the command fails.
     """
     if not timeout > 0:
         raise InvalidInput("--timeout must be a positive number of seconds")
+    keys = _service_keys(service_keys) if service_keys is not None else None
     data = _read(statement, "statement", limit=MAX_COSE_FILE)
     try:
         parse_statement(data)
@@ -194,8 +203,20 @@ def submit(
         raise _exists(target)
     with connect(url, token_file) as service:
         registered = service.register(data, timeout=timeout)
+    transparent = registered.transparent_statement()
+    if keys is not None:
+        try:
+            verify_transparent_statement(transparent, service_keys=keys)
+        except Error as exc:
+            raise VerificationError(
+                f"registered as entry {registered.entry_id}, but its receipt does not verify "
+                f"with {service_keys}: {exc.message}",
+                code=exc.code,
+                hint="Nothing was saved. Check that the key set is this service's; if it is, "
+                "do not trust this service's receipts.",
+            ) from None
     try:
-        _save(target, registered.transparent_statement(), force=force)
+        _save(target, transparent, force=force)
     except Error as exc:
         raise InvalidInput(
             f"registered as entry {registered.entry_id}, but {exc.message}",
@@ -214,7 +235,8 @@ def submit(
         return
     _say(registered.entry_id)
     where = "" if registered.leaf_index is None else f"at index {registered.leaf_index} "
-    _note(f"registered {where}(receipt unverified); transparent statement saved to {target}")
+    checked = "receipt unverified" if keys is None else f"receipt verified with {service_keys}"
+    _note(f"registered {where}({checked}); transparent statement saved to {target}")
 
 
 def fetch_keys(
