@@ -25,6 +25,7 @@ from sealtrail.log import LogReader, verify_checkpoint
 from sealtrail.note import NoteVerifier
 from sealtrail.scitt import key_id, verify_receipt
 from sealtrail.storage import PostgresStore
+from sealtrail.storage.postgres import _ROLE_LOCK_CLASS
 from tests._serve_proc import COSE, free_port, statement_for
 from tests.unit.scitt._pki import Issuer
 
@@ -38,6 +39,8 @@ class Server:
     url: str
     proc: subprocess.Popen[bytes]
     log: Path
+    #: Stopped with SIGSTOP (:meth:`Cluster.pause`): running, but not answering.
+    paused: bool = False
 
     @property
     def alive(self) -> bool:
@@ -82,22 +85,40 @@ class Cluster:
         return server
 
     def live(self) -> list[Server]:
-        return [s for s in self.servers if s.alive]
+        """The servers running and not paused: those that answer."""
+        return [s for s in self.servers if s.alive and not s.paused]
 
     def holder(self) -> Server | None:
-        """The server holding the sequencer role (its lock connection names its pid)."""
+        """The server holding the sequencer role, paused or not: the session that holds the
+        role's advisory lock (a bidder's session has the same name) names its pid."""
         with psycopg.connect(self.config.store_url, autocommit=True) as conn:
             rows = conn.execute(
-                "SELECT application_name FROM pg_stat_activity"
-                " WHERE application_name LIKE 'sealtrail-sequencer %'"
+                "SELECT a.application_name FROM pg_locks AS l"
+                " JOIN pg_stat_activity AS a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s"
+                " AND l.objsubid = 2 AND a.application_name LIKE 'sealtrail-sequencer %%'",
+                (_ROLE_LOCK_CLASS,),
             ).fetchall()
         pids = {str(name).rsplit("/", 1)[-1] for (name,) in rows}
-        for server in self.live():
-            if str(server.proc.pid) in pids:
+        for server in self.servers:
+            if server.alive and str(server.proc.pid) in pids:
                 return server
         return None
 
+    def pause(self, server: Server) -> None:
+        """Stop ``server`` with SIGSTOP (as a paused VM or container is): its sessions stay
+        open, its kernel still answers TCP. The load leaves it alone meanwhile."""
+        server.paused = True
+        server.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, server: Server) -> None:
+        server.proc.send_signal(signal.SIGCONT)
+        server.paused = False
+
     def stop(self) -> None:
+        for server in self.servers:
+            if server.alive and server.paused:
+                self.resume(server)
         for server in self.servers:
             if server.alive:
                 server.proc.send_signal(signal.SIGINT)

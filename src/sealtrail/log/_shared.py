@@ -19,8 +19,16 @@ by whichever process holds the role, now or after a fail-over, and its submitter
 its index either way; a holder that dies takes nothing with it but time.
 
 How long the log goes without a sequencer after its holder dies: the store's release of
-the role (PostgreSQL: at once for a process that dies, ~11 s for a host that goes silent),
-then up to :data:`ROLE_CHECK` until the next bid, then the load of the tree.
+the role (PostgreSQL: at once for a process that dies, ~11 s for a host that goes silent,
+5 s for a process that stops without dying), then up to :data:`ROLE_CHECK` until the next
+bid, then the load of the tree.
+
+The role's calls to the store (bids, the holder's checks, the release) run on a thread of
+their own, not among the store reads and writes of the default executor: a store may end a
+role whose holder stops checking for a few seconds (PostgreSQL's ``ROLE_LEASE``), and the
+checks must not wait behind writes that a stalled database holds up. While the role loop
+is busy with something longer (loading the tree, draining the sequencer on the way out),
+the lease is checked beside it all the same.
 """
 
 from __future__ import annotations
@@ -30,8 +38,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
 
 from sealtrail.errors import Error, Fenced, RetryLater, StorageError
 from sealtrail.storage import Lease, LogStore, SequencerRoles
@@ -45,6 +54,8 @@ from ._tasks import cancel_and_wait
 __all__ = ["SHARED_MAX_DELAY", "Backlog", "RoleStore", "SharedSequencer"]
 
 log = logging.getLogger("sealtrail.log")
+
+_T = TypeVar("_T")
 
 #: The shared sequencer's default ``max_delay``: about one commit's time on PostgreSQL
 #: (4-6 ms under load). Measured with 2 API processes: 1,087 and 1,167 registrations/s at
@@ -125,10 +136,13 @@ class SharedSequencer:
         #: again. Should the group fail, so does the feeder's step, and the feeder starts
         #: again from its durable watermark: it then appends them itself.
         self._direct: dict[int, asyncio.Future[list[int]]] = {}
+        #: Runs the role's calls to the store (see the module docstring).
+        self._role_thread: ThreadPoolExecutor | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._role_thread = ThreadPoolExecutor(1, thread_name_prefix="sealtrail-role")
         await self.follower.start()
         with contextlib.suppress(Error):
             await self._bid()  # a lone process sequences from its first request on
@@ -140,6 +154,9 @@ class SharedSequencer:
         await cancel_and_wait(task)
         await self._step_down("shutting down")
         await self.follower.close()
+        if self._role_thread is not None:
+            self._role_thread.shutdown(wait=False)
+            self._role_thread = None
 
     async def __aenter__(self) -> SharedSequencer:
         await self.start()
@@ -238,7 +255,7 @@ class SharedSequencer:
                     await self._bid()
                 else:
                     lease, sequencer = self._lease, self.sequencer
-                    alive = await asyncio.to_thread(lease.alive)
+                    alive = await self._role_call(lease.alive)
                     if not alive or sequencer is None or sequencer.fenced:
                         await self._step_down("lost the sequencer role")
                 failing = False
@@ -248,8 +265,32 @@ class SharedSequencer:
                     log.warning("sequencer role: %s (%s); retrying", error, error.code)
                 failing = True
 
+    async def _role_call(self, call: Callable[[], _T]) -> _T:
+        """``call`` (a role call to the store) on the role's own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._role_thread, call)
+
+    @contextlib.asynccontextmanager
+    async def _checked(self, lease: Lease | None) -> AsyncIterator[None]:
+        """Check ``lease`` every :data:`ROLE_CHECK` while the body runs, as the role loop
+        would: a store that ends a lease left unchecked (PostgreSQL's ``ROLE_LEASE``) must
+        not take the role from a holder busy loading its tree or draining its sequencer."""
+
+        async def check(lease: Lease) -> None:
+            with contextlib.suppress(Exception):  # the role loop's own check reports
+                while True:
+                    await asyncio.sleep(self.role_check)
+                    if not await self._role_call(lease.alive):
+                        return
+
+        task = None if lease is None else asyncio.create_task(check(lease))
+        try:
+            yield
+        finally:
+            await cancel_and_wait(task)
+
     async def _bid(self) -> None:
-        lease = await asyncio.to_thread(self.store.acquire_role, self.holder)
+        holder = self.holder
+        lease = await self._role_call(lambda: self.store.acquire_role(holder))
         if lease is None:
             return
         sequencer = Sequencer(
@@ -260,9 +301,10 @@ class SharedSequencer:
             reader=self.reader,
         )
         try:
-            await sequencer.start()
+            async with self._checked(lease):
+                await sequencer.start()
         except BaseException:
-            lease.release()
+            await asyncio.shield(self._role_call(lease.release))
             raise
         self._lease, self.sequencer = lease, sequencer
         self.epochs.append(lease.epoch)
@@ -277,13 +319,13 @@ class SharedSequencer:
             # Sequence (or, once fenced, fail over to waiting) what was accepted; bounded,
             # as a store that went away may take its time to say so.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STEP_DOWN_WAIT):
+                async with asyncio.timeout(STEP_DOWN_WAIT), self._checked(lease):
                     await sequencer.close()
         # A feeder of a later epoch reads those entries again: it appends them (keeping
         # their first index) rather than wait on groups of a sequencer that is gone.
         self._direct.clear()
         if lease is not None:
-            await asyncio.to_thread(lease.release)
+            await self._role_call(lease.release)
             log.info("%s gave up the sequencer role (epoch %d): %s", self.holder, lease.epoch, why)
 
     # -- the feeder ---------------------------------------------------------------------------

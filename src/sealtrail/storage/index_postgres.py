@@ -1,9 +1,10 @@
 """The provenance index on PostgreSQL (psycopg 3), for deployments of several processes.
 
 Same contract and conformance suite as :class:`~sealtrail.storage.SQLiteIndex`; no shared
-code beyond the validation in ``_index.py``. The URL is a libpq URL; a schema other than
-``public`` is chosen with ``?options=-csearch_path%3D<schema>`` (the tests run each case in
-a schema of its own that way).
+code beyond the validation in ``_index.py`` and the log store's session settings (durable
+commits, an end to transactions left waiting by a stopped process). The URL is a libpq
+URL; a schema other than ``public`` is chosen with ``?options=-csearch_path%3D<schema>``
+(the tests run each case in a schema of its own that way).
 
 Schema (``idx_meta.schema_version`` tracks migrations)::
 
@@ -34,7 +35,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from psycopg import IsolationLevel
+from psycopg import IsolationLevel, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
@@ -49,6 +50,7 @@ from sealtrail.errors import (
 )
 
 from ._index import Change, IndexedEntry, check_batch, check_read
+from .postgres import IDLE_IN_TRANSACTION, durable_commits
 
 __all__ = ["PostgresIndex"]
 
@@ -301,8 +303,16 @@ class PostgresIndex:
         # after the lock seeing what committed before it (see there).
         conn.isolation_level = IsolationLevel.READ_COMMITTED
         # ``apply`` MUST NOT return before the batch is durable: a commit waits for the WAL
-        # flush, whatever the server or role default says.
-        conn.execute("SET synchronous_commit TO on")
+        # flush (and a synchronous standby's), whatever the server or role default says; a
+        # stricter ``remote_apply`` is kept.
+        durable_commits(conn)
+        # A process stopped inside ``apply`` would hold the writers' lock (``idx_meta``)
+        # for as long as it stays stopped: the server ends such a session, as the log's.
+        conn.execute(
+            sql.SQL("SET idle_in_transaction_session_timeout = {}").format(
+                sql.Literal(round(IDLE_IN_TRANSACTION * 1000))
+            )
+        )
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -438,7 +448,8 @@ class PostgresIndex:
                 )
             # If we crash before the commit that ends this block, none of the batch is
             # visible: the replay resumes from the same applied size. Once it returns, the
-            # batch is durable (synchronous_commit=on) and applied_size has moved past it.
+            # batch is durable (synchronous_commit on or stricter) and applied_size has moved
+            # past it.
 
     def reset(self) -> None:
         with self._conn("reset") as conn, conn.transaction():

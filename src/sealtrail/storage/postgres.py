@@ -15,9 +15,18 @@ never a serialization failure (40001) that it would have to retry just to learn 
 and readers never take predicate locks or abort a writer.
 
 **Durability.** A transaction is durable when ``COMMIT`` returns as long as the server keeps
-``fsync = on`` and the session's ``synchronous_commit`` is not ``off``; every pooled connection
-raises an ``off`` it inherits to ``on`` (a stricter server setting such as ``remote_apply`` is
-kept). ``commit`` and ``put_statements`` return only after ``COMMIT`` has returned.
+``fsync = on`` and the session's ``synchronous_commit`` is ``on`` or ``remote_apply``: every
+pooled connection raises a weaker value it inherits (``off``, ``local``, ``remote_write``:
+none of them waits for a synchronous standby to flush the commit) to ``on``, and keeps
+``remote_apply`` (:func:`durable_commits`, which the index store shares). ``commit`` and
+``put_statements`` return only after ``COMMIT`` has returned.
+
+**A process that stops** (SIGSTOP, a paused VM or container, a stuck event loop) keeps its
+sessions open: its kernel still answers TCP keepalives. So the server ends a pooled session
+that has sat inside a transaction for :data:`IDLE_IN_TRANSACTION` seconds (the checkpoint
+row of a commit and the ``statements`` table lock are released with it; a leaf-index merge,
+which computes between its statements, allows itself :data:`MERGE_IDLE_IN_TRANSACTION`),
+and the sequencer role is a lease on top of the advisory lock (below).
 
 **Migrations** are one list per store, recorded in ``sealtrail_schema(component, version)``
 (``component = 'log'`` here; another store keeps its own row in the same table) and applied at
@@ -48,9 +57,16 @@ same row lock as the size, so once a new holder has raised it, nothing its prede
 prepared can land — even if the predecessor has not noticed yet that it lost the lock. The
 lock goes with its session: when the holder dies, its connection closes and the server
 releases it at once; when the holder's host or network goes silent, TCP keepalives
-(:data:`ROLE_KEEPALIVE`) end the session within about 11 s. A holder that steps down
-unlocks before it closes the session, so the role is free when ``release`` returns. A
-process waiting for the role bids on one session it keeps, not on a new backend per bid.
+(:data:`ROLE_KEEPALIVE`) end the session within about 11 s; when the holder stops without
+dying, the server ends the session once it has gone :data:`ROLE_LEASE` seconds without a
+query (``idle_session_timeout``, PostgreSQL 14 and later): the holder asks
+:meth:`PostgresLease.alive` every 0.25 s, and each ask is a query on that session. Should
+the new holder find the checkpoint row still taken by a commit of its predecessor for
+:data:`ROLE_TAKEOVER_WAIT` seconds (a process stopped in the middle of a ``COPY``, where no
+idle timeout applies), it ends that commit's session: the commit rolls back as a whole, and
+nothing was acknowledged of it. A holder that steps down unlocks before it closes the
+session, so the role is free when ``release`` returns. A process waiting for the role bids
+on one session it keeps, not on a new backend per bid.
 
 A commit's tile parts and leaf-index pages go in by binary ``COPY``, one per table: the server
 takes streamed rows far faster than it unpacks large array parameters (an ``INSERT … SELECT
@@ -68,6 +84,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -90,7 +107,9 @@ from sealtrail.errors import (
 from . import _leafruns as runs
 from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
 
-__all__ = ["PostgresLease", "PostgresStore"]
+__all__ = ["PostgresLease", "PostgresStore", "durable_commits"]
+
+log = logging.getLogger("sealtrail.storage")
 
 #: Seconds to wait for a connection to the server (at open and from the pool).
 CONNECT_TIMEOUT = 10
@@ -106,6 +125,26 @@ _ROLE_LOCK_CLASS = 0x5351
 #: Seconds of silence after which the server drops a sequencer's lock connection
 #: (TCP keepalive: idle, then probes at an interval, a count of them), releasing the role.
 ROLE_KEEPALIVE = (5, 2, 3)
+#: Seconds the sequencer's lock session may go without a query before the server ends it,
+#: releasing the role (``idle_session_timeout``). The holder queries it every 0.25 s
+#: (``ROLE_CHECK``), so this is twenty checks: an event loop held up by a second or two of
+#: load keeps the role, a process stopped for longer loses it.
+ROLE_LEASE = 5.0
+#: Seconds a pooled session may sit inside a transaction waiting for its client before the
+#: server ends it (``idle_in_transaction_session_timeout``), releasing its locks. Every
+#: transaction here is a pipeline or a few round trips; the client's gaps between them
+#: last milliseconds, tens of them under load.
+IDLE_IN_TRANSACTION = 5.0
+#: The same within a commit that merges leaf-index runs: it sorts their keys between its
+#: statements (a merge into a run of ``MAX_RUN`` entries computes for 2-5 s here).
+MERGE_IDLE_IN_TRANSACTION = 60.0
+#: Seconds a new holder waits for the checkpoint row to raise the epoch before it ends the
+#: session of the commit holding it (only its deposed predecessor's commit can: see
+#: :meth:`PostgresStore.acquire_role`), then tries once more.
+ROLE_TAKEOVER_WAIT = 2.0
+#: The ``synchronous_commit`` values a session keeps: a ``COMMIT`` returns once the WAL is
+#: flushed locally and on a synchronous standby (``remote_apply``: and applied there).
+_DURABLE_COMMITS = frozenset({"on", "remote_apply"})
 
 _STATEMENT_COLUMNS = "entry_id, body, issuer, subject, content_type, registered_at"
 
@@ -403,12 +442,22 @@ class _Runs:
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
+        self._merging = False
 
     def rows(self) -> list[runs.RunRow]:
         listed = self.conn.execute(_RUN_ROWS, prepare=True)
         return [runs.RunRow(int(r), int(c), int(p)) for r, c, p in listed]
 
     def read(self, row: runs.RunRow) -> runs.Run:
+        if not self._merging:
+            # Runs are read only to be merged: the keys are sorted here, between this
+            # transaction's statements, for longer than IDLE_IN_TRANSACTION allows.
+            self._merging = True
+            self.conn.execute(
+                sql.SQL("SET LOCAL idle_in_transaction_session_timeout = {}").format(
+                    _milliseconds(MERGE_IDLE_IN_TRANSACTION)
+                )
+            )
         found = self.conn.execute(
             "SELECT keys FROM log_leaf_runs WHERE run = %s", (row.run,)
         ).fetchone()
@@ -478,11 +527,28 @@ def _reason(exc: BaseException, url: str) -> str:
     return text
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    """Run on every new pooled connection: make sure a commit is durable when it returns."""
+def durable_commits(conn: psycopg.Connection[Any]) -> None:
+    """Make ``conn``'s commits durable when ``COMMIT`` returns: ``synchronous_commit`` below
+    ``on`` (``off``, ``local``, ``remote_write``) is raised to ``on``; ``on`` and the stricter
+    ``remote_apply`` are kept."""
     row = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
-    if row is not None and row[0] == "off":
+    if row is None or row[0] not in _DURABLE_COMMITS:
         conn.execute("SET synchronous_commit = on")
+
+
+def _milliseconds(seconds: float) -> sql.Literal:
+    return sql.Literal(round(seconds * 1000))
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Run on every new pooled connection: a commit is durable when it returns, and a
+    transaction left waiting for a stopped client ends (:data:`IDLE_IN_TRANSACTION`)."""
+    durable_commits(conn)
+    conn.execute(
+        sql.SQL("SET idle_in_transaction_session_timeout = {}").format(
+            _milliseconds(IDLE_IN_TRANSACTION)
+        )
+    )
 
 
 class PostgresStore:
@@ -501,6 +567,7 @@ class PostgresStore:
         #: The connection of the last bid for the role that failed, kept for the next bid.
         self._bidder: tuple[str, psycopg.Connection[Any]] | None = None
         self._bid_lock = threading.Lock()
+        self._warned_lease = False
         try:
             first = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.Error as exc:
@@ -664,6 +731,8 @@ class PostgresStore:
         if not commit.leaves and sum(len(p.data) + len(p.interior) for p in parts) <= SMALL_COMMIT:
             self._commit_small(commit, parts)
             return
+        # Sorted before the transaction: the checkpoint row is held for the writes alone.
+        run = runs.build_run(commit.leaves) if commit.leaves else None
         with self._errors("commit"), self._conn() as conn, conn.transaction():
             # The compare-and-swap: the row lock makes a concurrent committer wait here and
             # then read the size this transaction leaves (see the module docstring).
@@ -684,8 +753,8 @@ class PostgresStore:
                     ("int4", "int8", "int4", "int4", "bytea", "bytea"),
                     [(p.level, p.index, p.start, p.count, p.data, p.interior) for p in mine],
                 )
-            if commit.leaves:
-                runs.add_run(_Runs(conn), runs.build_run(commit.leaves))
+            if run is not None:
+                runs.add_run(_Runs(conn), run)
             published = conn.execute(_PUBLISH, _publish_params(commit), prepare=True)
             if published.rowcount != 1:  # cannot happen under the row lock; never publish twice
                 raise CheckpointConflict("the checkpoint moved during the commit")
@@ -864,18 +933,25 @@ class PostgresStore:
 
         A bid that fails keeps its connection for the next bid of the same holder: a
         process waiting for the role asks every ``ROLE_CHECK`` on one session, rather than
-        having the server start a new backend for each ask.
+        having the server start a new backend for each ask. A kept session the server has
+        ended meanwhile (a restart; the bidder stopped for longer than :data:`ROLE_LEASE`)
+        is replaced within the same bid.
         """
         with self._bid_lock:
             spare, self._bidder = self._bidder, None
-        conn = None
         if spare is not None:
             if spare[0] == holder and not spare[1].closed:
-                conn = spare[1]
+                try:
+                    return self._bid(holder, spare[1])
+                except StorageError:
+                    if not spare[1].broken:
+                        raise
             else:
                 spare[1].close()
-        if conn is None:
-            conn = self._bid_connection(holder)
+        return self._bid(holder, self._bid_connection(holder))
+
+    def _bid(self, holder: str, conn: psycopg.Connection[Any]) -> PostgresLease | None:
+        """One bid on ``conn``: closed unless it holds the role or is kept for the next bid."""
         try:
             with self._errors("role bid"):
                 got = conn.execute(
@@ -890,19 +966,15 @@ class PostgresStore:
                             self._bidder = (holder, conn)
                     return None
                 # Raised while we hold the lock: commits fenced with any older epoch fail.
-                row = conn.execute(
-                    "UPDATE log_checkpoint SET epoch = epoch + 1 WHERE id = 0 RETURNING epoch"
-                ).fetchone()
-                if row is None:
-                    raise Corruption("the checkpoint row of the PostgreSQL store is missing")
-                return PostgresLease(conn, int(row[0]))
+                return PostgresLease(conn, _raise_epoch(conn))
         except BaseException:
             conn.close()
             raise
 
     def _bid_connection(self, holder: str) -> psycopg.Connection[Any]:
-        """A session of its own for the role: the advisory lock lives and dies with it, and
-        TCP keepalives end it when its host goes silent (:data:`ROLE_KEEPALIVE`)."""
+        """A session of its own for the role: the advisory lock lives and dies with it; TCP
+        keepalives end it when its host goes silent (:data:`ROLE_KEEPALIVE`), the server
+        when its process stops querying it (:data:`ROLE_LEASE`)."""
         idle, interval, count = ROLE_KEEPALIVE
         try:
             conn = psycopg.connect(
@@ -920,13 +992,26 @@ class PostgresStore:
                 f"PostgreSQL role bid failed: {exc.__class__.__name__}",
                 hint="The server may be down; the bid is retried.",
             ) from None
+        settings: list[tuple[str, object]] = [
+            *zip(
+                ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count"),
+                ROLE_KEEPALIVE,
+                strict=True,
+            ),
+            ("lock_timeout", _milliseconds(ROLE_TAKEOVER_WAIT)),
+        ]
+        if conn.info.server_version >= 140000:
+            settings.append(("idle_session_timeout", _milliseconds(ROLE_LEASE)))
+        elif not self._warned_lease:
+            self._warned_lease = True
+            log.warning(
+                "PostgreSQL %d has no idle_session_timeout (14 and later do): a sequencer "
+                "whose process stops keeps the role until it runs again",
+                conn.info.server_version // 10000,
+            )
         try:
             with self._errors("role bid"):
-                for setting, value in zip(
-                    ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count"),
-                    ROLE_KEEPALIVE,
-                    strict=True,
-                ):
+                for setting, value in settings:
                     conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), value))
         except BaseException:
             conn.close()
@@ -951,8 +1036,45 @@ class PostgresStore:
             conn.execute(query, params)
 
 
+#: Raise the fencing epoch (the new holder's first act, under its advisory lock).
+_RAISE_EPOCH: LiteralString = (
+    "UPDATE log_checkpoint SET epoch = epoch + 1 WHERE id = 0 RETURNING epoch"
+)
+#: End the session whose transaction holds the checkpoint row (its ``xmax`` is the locker's
+#: transaction while the lock is held; the row is never locked by two at once).
+_END_ROW_LOCKER: LiteralString = """
+    SELECT pg_terminate_backend(a.pid)
+    FROM pg_stat_activity AS a, log_checkpoint AS c
+    WHERE c.id = 0 AND a.backend_xid = c.xmax AND a.pid <> pg_backend_pid()
+"""
+
+
+def _raise_epoch(conn: psycopg.Connection[Any]) -> int:
+    """Raise the epoch on the role's session, which holds the advisory lock: the new epoch.
+
+    The checkpoint row may be held by a commit of the previous holder. Only it: every
+    commit is a sequencer's, and a sequencer runs only while its process holds the role.
+    A commit of a running process ends within :data:`ROLE_TAKEOVER_WAIT` or is fenced
+    anyway; one that holds the row longer belongs to a process stopped in the middle of
+    it (in a ``COPY``, which no idle timeout ends). Its session is ended, which rolls the
+    commit back as a whole; nothing of it was acknowledged.
+    """
+    try:
+        row = conn.execute(_RAISE_EPOCH).fetchone()
+    except psycopg.errors.LockNotAvailable:
+        conn.execute(_END_ROW_LOCKER)
+        row = conn.execute(_RAISE_EPOCH).fetchone()
+    if row is None:
+        raise Corruption("the checkpoint row of the PostgreSQL store is missing")
+    return int(row[0])
+
+
 class PostgresLease:
-    """The sequencer role: held while its connection (and so its advisory lock) lives."""
+    """The sequencer role: held while its connection (and so its advisory lock) lives.
+
+    :meth:`alive` is a query on that connection: asked every ``ROLE_CHECK``, it is also what
+    keeps the server from ending the session as idle (:data:`ROLE_LEASE`).
+    """
 
     def __init__(self, conn: psycopg.Connection[Any], epoch: int) -> None:
         self._conn = conn

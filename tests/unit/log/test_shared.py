@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 import pytest
 
 from sealtrail.errors import Corruption, RetryLater
-from sealtrail.log import CheckpointSigner, SequencerConfig, SharedSequencer
+from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig, SharedSequencer
 from sealtrail.storage import SharedMemoryStore, StatementRecord, TilePart
+from sealtrail.storage.memory import MemoryLease
 from tests.conftest import reader_for
 
 T = TypeVar("T")
@@ -371,3 +372,46 @@ def test_closing_while_the_role_is_being_given_up_stops(
         return time.monotonic() - began
 
     assert run(go()) < 2.0
+
+
+def test_the_lease_is_checked_on_its_own_thread_while_the_tree_loads(
+    signer: CheckpointSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store may end a lease left unchecked for a few seconds (PostgreSQL's ROLE_LEASE):
+    a new holder loading a large tree keeps checking it, and the checks run on the role's
+    own thread, not behind the store reads and writes of the default executor."""
+    store = SharedMemoryStore()
+    checks: list[str] = []
+    acquire = store.acquire_role
+
+    def acquire_role(holder: str) -> MemoryLease | None:
+        lease = acquire(holder)
+        if lease is not None:
+            alive = lease.alive
+
+            def checked() -> bool:
+                checks.append(threading.current_thread().name)
+                return alive()
+
+            monkeypatch.setattr(lease, "alive", checked)
+        return lease
+
+    monkeypatch.setattr(store, "acquire_role", acquire_role)
+    start = Sequencer.start
+
+    async def slow_start(self: Sequencer) -> None:
+        await asyncio.sleep(0.3)  # a tree that takes a while to load
+        await start(self)
+
+    monkeypatch.setattr(Sequencer, "start", slow_start)
+
+    async def go() -> int:
+        node = _node(store, signer, "p0")  # checks every 0.02 s
+        await node.start()
+        assert node.holds_role
+        during = len(checks)
+        await node.close()
+        return during
+
+    assert run(go()) >= 5
+    assert checks and all(name.startswith("sealtrail-role") for name in checks)

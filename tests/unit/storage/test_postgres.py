@@ -13,24 +13,37 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import replace
+from typing import Any, LiteralString
 
 import psycopg
 import pytest
+from psycopg import sql
 
-from sealtrail.errors import CheckpointConflict, ConfigError, StorageError
+from sealtrail.errors import CheckpointConflict, ConfigError, Fenced, StorageError
 from sealtrail.log import CheckpointSigner, LogReader, Sequencer, SequencerConfig
 from sealtrail.storage import (
     Commit,
     LogStore,
+    PostgresIndex,
     PostgresStore,
     StatementRecord,
     StatementStore,
     TilePart,
     open_store,
 )
+from sealtrail.storage import postgres as postgres_module
 from sealtrail.storage._leafruns import FANOUT, MAX_RUN, PAGE_ENTRIES
-from sealtrail.storage.postgres import _MIGRATIONS, COMPONENT, PUT_ROWS
+from sealtrail.storage.postgres import (
+    _MIGRATIONS,
+    COMPONENT,
+    IDLE_IN_TRANSACTION,
+    MERGE_IDLE_IN_TRANSACTION,
+    PUT_ROWS,
+    ROLE_LEASE,
+    ROLE_TAKEOVER_WAIT,
+    PostgresLease,
+)
 from sealtrail.storage.postgres import _Runs as PostgresRuns
 from tests.conftest import PostgresSchemas
 
@@ -377,15 +390,86 @@ def test_a_store_with_a_newer_schema_is_refused_and_left_alone(postgres_url: str
         assert conn.execute("SELECT version FROM sealtrail_schema").fetchall() == [(99,)]
 
 
-def test_synchronous_commit_off_is_raised_on_pooled_connections(
-    postgres_schemas: PostgresSchemas,
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("off", "on"),
+        ("local", "on"),  # does not wait for a synchronous standby
+        ("remote_write", "on"),  # waits for the standby's write, not its flush
+        ("on", "on"),
+        ("remote_apply", "remote_apply"),  # stricter: kept
+    ],
+)
+@pytest.mark.parametrize("kind", ["log", "index"])
+def test_pooled_connections_commit_durably_whatever_synchronous_commit_they_start_with(
+    postgres_schemas: PostgresSchemas, given: str, kept: str, kind: str
 ) -> None:
-    url = postgres_schemas.new_url().replace("options=", "options=-csynchronous_commit%3Doff%20")
-    store = PostgresStore(url)
-    with store._pool.connection() as conn:
-        row = conn.execute("SHOW synchronous_commit").fetchone()
-    assert row == ("on",)
-    store.close()
+    """Both stores' pools, the session's value set in the URL (as a role or server default
+    would set it): anything below ``on`` is raised to ``on``, ``remote_apply`` is kept."""
+    url = postgres_schemas.new_url().replace(
+        "options=", f"options=-csynchronous_commit%3D{given}%20"
+    )
+    store: PostgresStore | PostgresIndex = (
+        PostgresStore(url) if kind == "log" else PostgresIndex(url)
+    )
+    try:
+        with store._pool.connection() as conn:
+            row = conn.execute("SHOW synchronous_commit").fetchone()
+    finally:
+        store.close()
+    assert row == (kept,)
+
+
+@pytest.mark.parametrize("kind", ["log", "index"])
+def test_pooled_connections_end_transactions_left_waiting_for_their_client(
+    postgres_url: str, kind: str
+) -> None:
+    store: PostgresStore | PostgresIndex = (
+        PostgresStore(postgres_url) if kind == "log" else PostgresIndex(postgres_url)
+    )
+    try:
+        with store._pool.connection() as conn:
+            row = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+    finally:
+        store.close()
+    assert row == (f"{IDLE_IN_TRANSACTION:g}s",)
+
+
+def test_a_commit_left_waiting_by_a_stopped_process_ends_and_frees_the_checkpoint_row(
+    postgres_url: str, stores: Callable[[], PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process stopped in the middle of a commit holds the checkpoint row: the server ends
+    its session after IDLE_IN_TRANSACTION, and the next committer goes ahead."""
+    monkeypatch.setattr(postgres_module, "IDLE_IN_TRANSACTION", 0.3)
+    stopped, other = stores(), stores()
+    stopped.commit(batch("base", 0, 10))
+    with stopped._pool.connection() as conn:
+        conn.execute("BEGIN")
+        conn.execute("SELECT size FROM log_checkpoint WHERE id = 0 FOR UPDATE")
+        began = time.monotonic()
+        other.commit(batch("next", 10, 5))  # waits for the row until the session ends
+        waited = time.monotonic() - began
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            conn.execute("SELECT 1")
+        assert conn.broken
+    assert 0.2 < waited < 3.0, waited
+    assert_holds_only(other, batch("next", 10, 5), None)
+
+
+def test_a_leaf_index_merge_allows_itself_longer_between_statements(
+    stores: Callable[[], PostgresStore],
+) -> None:
+    """Merging computes between its statements: its transaction alone waits longer."""
+    store = stores()
+    store.commit(batch("base", 0, 10))
+    with store._conn() as conn:
+        with conn.transaction():
+            table = PostgresRuns(conn)
+            table.read(table.rows()[0])
+            inside = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+        after = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+    assert inside == (f"{MERGE_IDLE_IN_TRANSACTION / 60:g}min",)
+    assert after == (f"{IDLE_IN_TRANSACTION:g}s",)
 
 
 # -- open_store and errors ------------------------------------------------------------------------
@@ -578,19 +662,90 @@ def test_a_closed_store_keeps_no_bid_session(
 def test_a_bid_session_the_server_ended_is_replaced(
     postgres_url: str, stores: Callable[[], PostgresStore]
 ) -> None:
-    """A restart of the server ends the kept session: that bid fails as a storage error (the
-    role loop retries), and the next one opens a new session."""
+    """The server ends the kept session (a restart; a bidder stopped for longer than
+    ROLE_LEASE): the next bid opens a new session and bids on it."""
     holder, waiter = stores(), stores()
     lease = holder.acquire_role("holder")
     assert lease is not None
     assert waiter.acquire_role("ended") is None
     (pid,) = _bidders(postgres_url, "ended")
     with raw(postgres_url) as killer:
-        killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(StorageError):
-        waiter.acquire_role("ended")
+        killer.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
     assert waiter.acquire_role("ended") is None
-    assert len(_bidders(postgres_url, "ended")) == 1
+    after = _bidders(postgres_url, "ended")
+    assert len(after) == 1 and after != [pid]
+    lease.release()
+    taken = waiter.acquire_role("ended")
+    assert taken is not None
+    taken.release()
+
+
+def _setting(lease: PostgresLease, name: LiteralString) -> str:
+    row = lease._conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_the_role_session_is_a_lease_the_server_ends_when_left_idle(
+    stores: Callable[[], PostgresStore],
+) -> None:
+    lease = stores().acquire_role("holder")
+    assert lease is not None
+    assert _setting(lease, "idle_session_timeout") == f"{ROLE_LEASE:g}s"
+    assert _setting(lease, "lock_timeout") == f"{ROLE_TAKEOVER_WAIT:g}s"
+    lease.release()
+
+
+def test_a_holder_that_checks_its_lease_keeps_it_and_one_that_stops_is_fenced(
+    stores: Callable[[], PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder that stops checking (a stopped process) loses the role once its session has
+    been idle for ROLE_LEASE; the next bid takes it with a higher epoch, and whatever the
+    stopped one commits when it runs again is fenced."""
+    monkeypatch.setattr(postgres_module, "ROLE_LEASE", 0.5)
+    first, second = stores(), stores()
+    first.commit(batch("base", 0, 10))
+    lease = first.acquire_role("first")
+    assert lease is not None
+    deadline = time.monotonic() + 1.5  # three times the lease, checked every 0.1 s
+    while time.monotonic() < deadline:
+        assert lease.alive()
+        assert second.acquire_role("second") is None
+        time.sleep(0.1)
+    time.sleep(0.8)  # "stopped": no check for longer than the lease
+    taken = second.acquire_role("second")
+    assert taken is not None and taken.epoch > lease.epoch
+    assert not lease.alive()
+    stale = replace(batch("stale", 10, 5), fence=lease.epoch)
+    with pytest.raises(Fenced):
+        first.commit(stale)
+    second.commit(replace(batch("next", 10, 5), fence=taken.epoch))
+    assert_holds_only(second, batch("next", 10, 5), stale)
+    lease.release()  # idempotent on a lost lease
+    taken.release()
+
+
+def test_a_new_holder_ends_a_commit_that_keeps_the_checkpoint_row(
+    postgres_url: str, stores: Callable[[], PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit of a stopped predecessor that holds the checkpoint row where no idle timeout
+    reaches it (in a COPY; here a session without the timeout) is ended by the new holder
+    after ROLE_TAKEOVER_WAIT: it rolls back, and the epoch is raised."""
+    monkeypatch.setattr(postgres_module, "ROLE_TAKEOVER_WAIT", 0.3)
+    store = stores()
+    store.commit(batch("base", 0, 10))
+    with raw(postgres_url) as stuck:
+        stuck.execute("BEGIN")
+        stuck.execute("SELECT size FROM log_checkpoint WHERE id = 0 FOR UPDATE")
+        stuck.execute("UPDATE log_checkpoint SET size = size WHERE id = 0")
+        began = time.monotonic()
+        lease = store.acquire_role("next")
+        waited = time.monotonic() - began
+        assert lease is not None
+        with pytest.raises(psycopg.OperationalError):
+            stuck.execute("SELECT 1")
+    assert 0.2 < waited < 3.0, waited
+    store.commit(replace(batch("next", 10, 5), fence=lease.epoch))
     lease.release()
 
 
