@@ -90,6 +90,23 @@ def test_raw_entries_are_refused_on_a_store_servers_share(data: Path, postgres_u
     assert "sequencer role" in r.stderr
 
 
+def test_inputs_are_read_no_further_than_their_limits(data: Path) -> None:
+    """An endless input (/dev/zero) is refused at its limit, as a file entry, a line or a
+    proof document; an entry of exactly the largest size goes in."""
+    for args in (
+        ["append", "/dev/zero", "--data-dir", "d"],
+        ["append", "--lines", "/dev/zero", "--data-dir", "d"],
+        ["verify-proof", "/dev/zero", "--vkey", "d/log.vkey"],
+    ):
+        assert_clean_error(sealtrail("log", *args, cwd=data), "too-large")
+    (data / "largest.bin").write_bytes(b"x" * 0xFFFF)
+    (data / "lines.txt").write_bytes(b"short\n" + b"y" * 0xFFFF + b"\n")
+    r = sealtrail("log", "append", "largest.bin", "--data-dir", "d", cwd=data)
+    assert r.returncode == 0, r.stderr
+    r = sealtrail("log", "append", "--lines", "lines.txt", "--data-dir", "d", cwd=data)
+    assert r.returncode == 0 and r.stdout.split() == ["1", "2"], r.stderr
+
+
 def test_append_prove_and_verify_offline(data: Path) -> None:
     (data / "a.bin").write_bytes(b"first entry")
     lines = "\n".join(f"line {i}" for i in range(600)).encode()

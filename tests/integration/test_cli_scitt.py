@@ -28,6 +28,7 @@ from sealtrail.keys import (
     write_private_key,
 )
 from sealtrail.scitt import (
+    MAX_STATEMENT_SIZE,
     Header,
     decode_sign1,
     encode_key_set,
@@ -283,6 +284,23 @@ def test_a_hash_envelope_statement_from_stdin(
     assert isinstance(doc["index"], int) and doc["transparent_statement"] == "fw.ts.cose"
     ok = cli("verify", "fw.ts.cose", "--service-keys", material.keys, "--trust-anchor", "ca.pem")
     assert ok.code == 0, ok.err
+
+
+def test_a_payload_is_read_no_further_than_its_limit(cli: Cli, material: Material) -> None:
+    """Carried whole, a payload is read up to the statement limit and no further (an endless
+    input is refused at once); hashed, a file is read in chunks, never held whole."""
+    refused = cli(*sign_args(material, "/dev/zero", "zero.cose"))
+    assert refused.code == 1 and "(too-large)" in refused.err and "--hash-envelope" in refused.err
+    assert not (material.dir / "zero.cose").exists()
+    over = material.dir / "over.bin"
+    over.write_bytes(b"x" * (MAX_STATEMENT_SIZE + 1))
+    assert "(too-large)" in cli(*sign_args(material, str(over), "over.cose")).err
+    firmware = material.dir / "fw.bin"
+    firmware.write_bytes(os.urandom(3 * 1024 * 1024 + 5))  # over several read chunks
+    hashed = cli(*sign_args(material, str(firmware), "fw.cose", "--hash-envelope", "sha-384"))
+    assert hashed.code == 0, hashed.err
+    statement = parse_statement((material.dir / "fw.cose").read_bytes())
+    assert statement.payload == hashlib.sha384(firmware.read_bytes()).digest()
 
 
 def test_a_kid_signed_statement_is_checked_with_the_issuer_key(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from sealtrail.errors import InvalidInput, InvalidProof
+from sealtrail.errors import InvalidInput, InvalidProof, TooLarge
 from sealtrail.log import (
+    MAX_ENTRY_SIZE,
     ConsistencyProof,
     InclusionProof,
     LogReader,
@@ -36,6 +38,8 @@ app.add_typer(proof_app, name="proof")
 
 #: Entries handed to the sequencer per await: keeps memory flat on large inputs.
 CHUNK = 4096
+#: Largest proof document or checkpoint file read (a proof is a few KB).
+MAX_DOCUMENT = 1024 * 1024
 
 
 def _reader(data_dir: Path) -> LogReader:
@@ -48,10 +52,9 @@ def _reader(data_dir: Path) -> LogReader:
 
 
 def _read_entries(files: list[Path], lines: Path | None) -> list[bytes]:
-    entries = [_read_file(f) for f in files]
+    entries = [_read_entry(f) for f in files]
     if lines is not None:
-        raw = sys.stdin.buffer.read() if str(lines) == "-" else _read_file(lines)
-        entries += [line for line in raw.split(b"\n") if line]
+        entries += _read_lines(lines)
     if not entries:
         raise InvalidInput("nothing to append: give files, or --lines FILE (- for stdin)")
     return entries
@@ -76,11 +79,44 @@ def _raw_log_only(store: MemoryStore | SQLiteStore | PostgresStore) -> None:
         )
 
 
-def _read_file(path: Path) -> bytes:
+def _read_lines(lines: Path) -> list[bytes]:
+    """The non-empty lines of ``lines`` (``-``: standard input), each an entry, read one at
+    a time: a line longer than an entry may be is refused as soon as it is seen."""
+    where = "stdin" if str(lines) == "-" else str(lines)
     try:
-        return path.read_bytes()
+        with contextlib.ExitStack() as stack:
+            stream = (
+                sys.stdin.buffer if str(lines) == "-" else stack.enter_context(lines.open("rb"))
+            )
+            entries = []
+            for number, line in enumerate(iter(lambda: stream.readline(MAX_ENTRY_SIZE + 2), b"")):
+                entry = line.removesuffix(b"\n")
+                if len(entry) > MAX_ENTRY_SIZE:
+                    raise TooLarge(
+                        f"line {number + 1} of {where} is longer than an entry may be "
+                        f"({MAX_ENTRY_SIZE} bytes)"
+                    )
+                if entry:
+                    entries.append(entry)
+            return entries
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {where}: {exc.strerror}") from exc
+
+
+def _read_entry(path: Path) -> bytes:
+    return _read_file(path, limit=MAX_ENTRY_SIZE, what="an entry")
+
+
+def _read_file(path: Path, *, limit: int = MAX_DOCUMENT, what: str = "the file") -> bytes:
+    """A whole file of at most ``limit`` bytes; no more than that is read."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise TooLarge(f"{path} is larger than {what} may be ({limit} bytes)")
+    return data
 
 
 @app.command()
@@ -157,7 +193,7 @@ def proof_inclusion(
     if index is not None:
         proof = reader.inclusion_proof(index, size=latest.size)
     else:
-        wanted = leaf_hash(_read_file(entry)) if entry is not None else _hex32(leaf or "")
+        wanted = leaf_hash(_read_entry(entry)) if entry is not None else _hex32(leaf or "")
         proof = reader.inclusion_proof_by_hash(wanted, size=latest.size)
     _emit({"checkpoint": latest.note.decode("utf-8"), "inclusion_proof": proof.to_dict()})
 
@@ -201,7 +237,7 @@ def verify_proof(
         proof = InclusionProof.from_dict(doc["inclusion_proof"])
         if proof.size != latest.size:
             raise InvalidProof(f"proof is for size {proof.size}, the checkpoint has {latest.size}")
-        if entry is not None and leaf_hash(_read_file(entry)) != proof.leaf_hash:
+        if entry is not None and leaf_hash(_read_entry(entry)) != proof.leaf_hash:
             raise InvalidProof("the proof is for a different entry")
         proof.verify(latest.root)
         out.print(f"OK: entry {proof.index} is in {latest.checkpoint.origin} at size {latest.size}")

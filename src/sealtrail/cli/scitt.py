@@ -8,13 +8,15 @@ from files or the environment, never from the command line, where ``ps`` would s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import sys
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import typer
 from cryptography import x509
@@ -105,22 +107,20 @@ def sign(
         raise _exists(output)
     signer = _load_key(key)
     chain = _load_chain(x5chain, signer) if x5chain is not None else []
-    content = _read_stdin() if str(payload) == "-" else _read(payload, "payload")
-    if hash_envelope is None and len(content) > MAX_STATEMENT_SIZE:
-        raise TooLarge(
-            f"a payload of {len(content)} bytes cannot fit a {MAX_STATEMENT_SIZE}-byte statement",
-            hint="Sign its digest instead: --hash-envelope sha-256.",
+    with _payload(payload) as stream:
+        content: bytes | BinaryIO = stream
+        if hash_envelope is None:  # else hashed as it is read, never held whole
+            content = _bounded(stream, payload)
+        data = sign_statement(
+            signer,
+            issuer=issuer,
+            subject=subject,
+            content_type=content_type,
+            payload=content,
+            x5chain=chain,
+            hash_envelope=None if hash_envelope is None else hash_envelope.value,
+            location=location,
         )
-    data = sign_statement(
-        signer,
-        issuer=issuer,
-        subject=subject,
-        content_type=content_type,
-        payload=content,
-        x5chain=chain,
-        hash_envelope=None if hash_envelope is None else hash_envelope.value,
-        location=location,
-    )
     statement = parse_statement(data)  # the profile the service will check, before writing
     _save(output, data, force=force)
     _note(f"wrote {output} ({len(data)} bytes, entry id {statement.entry_id})")
@@ -454,11 +454,38 @@ def _read(path: Path, what: str, *, limit: int | None = None) -> bytes:
     return data
 
 
-def _read_stdin() -> bytes:
+@contextlib.contextmanager
+def _payload(path: Path) -> Iterator[BinaryIO]:
+    """The payload to sign, as a binary stream: the file, or standard input for ``-``."""
+    if str(path) == "-":
+        try:
+            yield sys.stdin.buffer
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"cannot read the payload from stdin: {exc}") from None
+        return
     try:
-        return sys.stdin.buffer.read()
-    except (OSError, AttributeError, ValueError) as exc:
-        raise InvalidInput(f"cannot read the payload from stdin: {exc}") from None
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise InvalidInput(f"payload {path} not found", code="file-not-found") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read payload {path}: {exc.strerror}") from None
+    with handle:
+        try:
+            yield handle
+        except OSError as exc:
+            raise InvalidInput(f"cannot read payload {path}: {exc.strerror}") from None
+
+
+def _bounded(stream: BinaryIO, path: Path) -> bytes:
+    """A payload carried whole in the statement: at most ``MAX_STATEMENT_SIZE`` bytes read."""
+    content = stream.read(MAX_STATEMENT_SIZE + 1)
+    if len(content) > MAX_STATEMENT_SIZE:
+        where = "stdin" if str(path) == "-" else str(path)
+        raise TooLarge(
+            f"the payload ({where}) is larger than a {MAX_STATEMENT_SIZE}-byte statement",
+            hint="Sign its digest instead: --hash-envelope sha-256.",
+        )
+    return content
 
 
 def _certificates(path: Path, option: str, *, data: bytes | None = None) -> list[x509.Certificate]:

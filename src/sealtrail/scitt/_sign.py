@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 from sealtrail.keys import Signer
 
@@ -14,6 +14,8 @@ from ._cosekey import key_id
 
 __all__ = ["sign_statement"]
 
+#: Bytes of a payload file hashed at a time.
+_CHUNK = 1 << 20
 _HASH_ALGS = {"sha-256": (-16, hashlib.sha256), "sha-384": (-43, hashlib.sha384)}
 
 
@@ -23,7 +25,7 @@ def sign_statement(
     issuer: str,
     subject: str,
     content_type: str,
-    payload: bytes,
+    payload: bytes | BinaryIO,
     x5chain: Sequence[bytes] = (),
     hash_envelope: str | None = None,
     location: str | None = None,
@@ -34,7 +36,8 @@ def sign_statement(
     With ``x5chain`` (DER, leaf first) the key is identified by its certificate chain,
     else by ``kid`` (the key's COSE thumbprint, registered with the organization). With
     ``hash_envelope`` (``"sha-256"`` or ``"sha-384"``) the payload is replaced by its
-    digest and ``content_type`` becomes the preimage content type.
+    digest and ``content_type`` becomes the preimage content type; ``payload`` may then be
+    a binary file, read to its end in chunks (never held whole: a firmware image, say).
     """
     protected: dict[int | str, Any] = {
         Header.CWT_CLAIMS: {
@@ -47,12 +50,18 @@ def sign_statement(
         protected[Header.X5CHAIN] = list(x5chain) if len(x5chain) > 1 else x5chain[0]
     else:
         protected[Header.KID] = key_id(signer.verifier())
-    body = payload
     if hash_envelope is None:
         protected[Header.CONTENT_TYPE] = content_type
+        body = payload if isinstance(payload, bytes) else payload.read()
     else:
         alg, fn = _HASH_ALGS[hash_envelope]
-        body = fn(payload).digest()
+        if isinstance(payload, bytes):
+            body = fn(payload).digest()
+        else:
+            digest = fn()
+            while chunk := payload.read(_CHUNK):
+                digest.update(chunk)
+            body = digest.digest()
         protected[Header.PAYLOAD_HASH_ALG] = alg
         protected[Header.PREIMAGE_CONTENT_TYPE] = content_type
         if location is not None:
