@@ -152,6 +152,13 @@ def test_serve_registers_and_rotation_keeps_old_receipts_valid(data: tuple[Path,
     r = sealtrail("keys", "export", "-d", "d", "-o", str(exported), cwd=root)
     assert r.returncode == 0, r.stderr
     assert sorted(k for k in decode_key_set(exported.read_bytes())) == sorted(decode_key_set(keys))
+    # An existing file (the configuration, say) is replaced only with --force.
+    config = (root / "d" / "sealtrail.toml").read_bytes()
+    again = sealtrail("keys", "export", "-d", "d", "-o", "d/sealtrail.toml", cwd=root)
+    assert_clean_error(again, "file-exists")
+    assert (root / "d" / "sealtrail.toml").read_bytes() == config
+    r = sealtrail("keys", "export", "-d", "d", "-o", str(exported), "--force", cwd=root)
+    assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from sealtrail.keys import (
 from sealtrail.scitt import encode_key_set, key_id
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out
+from .scitt import Force, _exists, _save
 
 __all__ = ["app"]
 
@@ -137,20 +138,20 @@ def rotate(
 def export(
     output: Annotated[Path, typer.Option("--out", "-o", help="COSE_KeySet file to write.")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    force: Force = False,
 ) -> None:
     """Write the receipt keys (current and retired) as a COSE_KeySet for offline verifiers.
 
     The same bytes as GET /.well-known/scitt-keys.
     """
+    if not force and (output.exists() or output.is_symlink()):
+        raise _exists(output)
     config = load(data_dir)
     verifiers = [_receipt_verifier(config), *config.retired_verifiers()]
     seen: dict[bytes, Verifier] = {}
     for verifier in verifiers:
         seen.setdefault(key_id(verifier), verifier)
-    try:
-        output.write_bytes(encode_key_set(list(seen.values())))
-    except OSError as exc:
-        raise ConfigError(f"cannot write {output}: {exc.strerror}") from None
+    _save(output, encode_key_set(list(seen.values())), force=force)
     out.print(f"wrote {len(seen)} receipt key(s) to {output}")
 
 
