@@ -147,7 +147,13 @@ def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None
         files[org] = (key, chain)
 
     def record(
-        url: str, org: str, kind: str, payload: bytes, name: str, *, anonymous: bool = False
+        url: str,
+        org: str,
+        kind: str,
+        payload: bytes,
+        name: str,
+        *extra: str,
+        anonymous: bool = False,
     ) -> CompletedProcess[str]:
         (root / name).write_bytes(payload)
         key, chain = files[org]
@@ -155,7 +161,7 @@ def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None
         return sealtrail(
             "record", kind, name, "--key", str(key), "--x5chain", str(chain),
             "--issuer", issuer_name(org), "--subject", f"urn:{org}:{name}", "--url", url,
-            *token, cwd=root,
+            *token, *extra, cwd=root,
         )  # fmt: skip
 
     with served(root) as url:
@@ -170,6 +176,14 @@ def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None
                 )
                 assert refused.returncode == 1
                 assert "(token-required)" in refused.stderr, refused.stderr
+            if n == 1:  # an output that cannot be written is refused before registering
+                size = httpx.get(url + "/log/v1/info").json()["size"]
+                nowhere = record(
+                    url, org, payload.KIND, payload.to_json(), "1.json", "-o", "nodir/1.cose"
+                )
+                assert nowhere.returncode == 1
+                assert "(output-unwritable)" in nowhere.stderr, nowhere.stderr
+                assert httpx.get(url + "/log/v1/info").json()["size"] == size
             facts.append((org, payload))
             result = record(url, org, payload.KIND, payload.to_json(), f"fact-{n}.json")
             assert result.returncode == 0, result.stderr

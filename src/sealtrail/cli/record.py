@@ -24,13 +24,13 @@ from .scitt import (
     Force,
     Url,
     _emit,
-    _exists,
     _load_chain,
     _load_key,
     _note,
     _read,
     _save,
     _say,
+    _writable,
 )
 
 __all__ = ["challenge", "record"]
@@ -79,8 +79,7 @@ def record(
     if not timeout > 0:
         raise InvalidInput("--timeout must be a positive number of seconds")
     target = output or payload.with_suffix(TRANSPARENT_SUFFIX)
-    if not force and (target.exists() or target.is_symlink()):
-        raise _exists(target)
+    _writable(target, force=force)
     spec = _BY_NAME[str(kind.value)]
     content = _read(payload, "payload", limit=MAX_PAYLOAD_SIZE)
     try:
@@ -103,7 +102,14 @@ def record(
     statement = parse_statement(data)
     with connect(url, token_file) as service:
         registered = service.register(data, timeout=timeout)
-    _save(target, registered.transparent_statement(), force=force)
+    try:
+        _save(target, registered.transparent_statement(), force=force)
+    except Error as exc:
+        raise InvalidInput(
+            f"registered as entry {registered.entry_id}, but {exc.message}",
+            code=exc.code,
+            hint="Its receipt is at GET /entries/<entry id> on the service.",
+        ) from None
     if as_json:
         _emit(
             {

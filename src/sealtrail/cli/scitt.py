@@ -199,8 +199,7 @@ def submit(
     target = output or statement.with_suffix(TRANSPARENT_SUFFIX)
     if target.resolve() == statement.resolve():
         raise InvalidInput(f"{target} is the statement itself; choose another --output")
-    if not force and (target.exists() or target.is_symlink()):
-        raise _exists(target)
+    _writable(target, force=force)
     with connect(url, token_file) as service:
         registered = service.register(data, timeout=timeout)
     transparent = registered.transparent_statement()
@@ -497,6 +496,19 @@ def _certificates(path: Path, option: str, *, data: bytes | None = None) -> list
     if not certificates:
         raise InvalidInput(f"{option} {path} holds no certificate", code="bad-certificate")
     return certificates
+
+
+def _writable(path: Path, *, force: bool) -> None:
+    """Refuse an output ``path`` that could not be written, before anything is registered."""
+    if not force and (path.exists() or path.is_symlink()):
+        raise _exists(path)
+    folder = path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidInput(
+            f"cannot write {path}: {folder} is not a directory this user may write to",
+            code="output-unwritable",
+            hint="Choose another --output.",
+        )
 
 
 def _exists(path: Path) -> InvalidInput:
