@@ -79,3 +79,16 @@ def test_fleet_needs_the_administrator_token(tmp_path: Path) -> None:
     run = _sim("--racks", "1", "--url", "http://127.0.0.1:9", cwd=tmp_path)
     assert run.returncode == 1
     assert "administrator token" in run.stderr
+
+
+def test_a_data_directory_that_is_not_one_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    """Nothing is registered (no server is even asked) when --data-dir is wrong."""
+    admin = token_file(tmp_path / "admin.token", "x" * 43)
+    for extra in (["--attacks", "-d", "nonexist"], ["-d", str(tmp_path)]):
+        run = _sim("--racks", "1", "--url", "http://127.0.0.1:9", "--token-file", str(admin),
+                   *extra, cwd=tmp_path)  # fmt: skip
+        assert run.returncode == 1 and "Traceback" not in run.stderr
+        assert "(config-error)" in run.stderr or "(invalid-input)" in run.stderr, run.stderr
+        assert "connect" not in run.stderr.lower()

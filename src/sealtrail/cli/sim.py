@@ -22,6 +22,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from sealtrail.config import load_config
 from sealtrail.errors import InvalidInput
 from sealtrail.sim import (
     DEFAULT_CONCURRENCY,
@@ -138,6 +139,10 @@ def fleet(
     another --seed for another fleet on the same ledger.
     """
     token = _admin_token(token_file)
+    if data_dir is not None:
+        if not attacks:
+            raise InvalidInput("--data-dir goes with --attacks (the database scenario)")
+        load_config(data_dir)  # a directory that is not one is refused before anything runs
     try:
         spec = FleetSpec(racks, servers_per_rack, rots_per_server, seed)
     except ValueError as exc:
