@@ -58,6 +58,7 @@ from ._users import (
     parse_user_record,
     token_hash,
     user_record,
+    with_article,
 )
 from ._verify import VerifiedStatement, verify_transparent_statement
 
@@ -124,4 +125,5 @@ __all__ = [
     "verifier_from_cose_key",
     "verify_receipt",
     "verify_transparent_statement",
+    "with_article",
 ]

@@ -47,6 +47,7 @@ __all__ = [
     "parse_user_record",
     "token_hash",
     "user_record",
+    "with_article",
 ]
 
 USER_RECORD_TYPE = "application/vnd.sealtrail.user+json"
@@ -138,9 +139,9 @@ def parse_user_record(payload: bytes) -> User:
     org = doc.get("org")
     if persona in ORG_PERSONAS:
         if not isinstance(org, str) or not 0 < len(org) <= 128:
-            raise _invalid(f"a {persona} acts for an organization: org is required")
+            raise _invalid(f"{with_article(persona)} acts for an organization: org is required")
     elif org is not None:
-        raise _invalid(f"a {persona} acts for no organization: leave org out")
+        raise _invalid(f"{with_article(persona)} acts for no organization: leave org out")
     tokens = _tokens(doc.get("tokens", []))
     disabled = doc.get("disabled", False)
     if not isinstance(disabled, bool):
@@ -326,3 +327,8 @@ class Grants:
     def allows(self, entry: bytes, org: str) -> bool:
         with self._lock:
             return (entry, org) in self._granted
+
+
+def with_article(persona: str) -> str:
+    """A persona with its indefinite article, for messages: "an auditor", "a carrier"."""
+    return f"{'an' if persona[:1] in 'aeiou' else 'a'} {persona}"

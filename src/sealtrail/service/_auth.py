@@ -34,6 +34,7 @@ from sealtrail.scitt import (
     User,
     certificate_hash,
     token_hash,
+    with_article,
 )
 
 from ._peer import client_certificate
@@ -216,7 +217,8 @@ class Auth:
             if principal is PUBLIC:
                 raise Unauthorized("this route needs a token", code="token-required")
             raise Forbidden(
-                f"a {principal.persona} may not call this route", code="persona-forbidden"
+                f"{with_article(principal.persona)} may not call this route",
+                code="persona-forbidden",
             )
 
     def may_register(self, principal: Principal, statement: SignedStatement, org: str) -> None:
@@ -235,7 +237,8 @@ class Auth:
         )
         if not allowed:
             raise Forbidden(
-                f"a {principal.persona} does not issue {statement.content_type} statements",
+                f"{with_article(principal.persona)} does not issue "
+                f"{statement.content_type} statements",
                 code="persona-forbidden",
             )
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sealtrail.errors import InvalidInput
 from sealtrail.scitt import (
     MAX_CERTIFICATES,
+    PERSONAS,
     User,
     Users,
     certificate_hash,
@@ -19,6 +20,7 @@ from sealtrail.scitt import (
     parse_user_record,
     token_hash,
     user_record,
+    with_article,
 )
 
 CERT_A, CERT_B = certificate_hash(b"certificate a"), certificate_hash(b"certificate b")
@@ -99,3 +101,15 @@ def test_versions_follow_one_another_and_tokens_map_to_users() -> None:
         users.apply(User("olivia", 1, "auditor"))  # replayed
     users.apply(User("olivia", 2, "auditor"))  # the token revoked
     assert users.by_token(token_hash(secret)) is None
+
+
+def test_messages_name_a_persona_with_its_article() -> None:
+    assert [with_article(p) for p in PERSONAS] == [
+        "an admin",
+        "a supplier",
+        "a carrier",
+        "an operator",
+        "an auditor",
+    ]
+    with pytest.raises(InvalidInput, match=r"^an operator acts for an organization"):
+        parse_user_record(_record(org=None))
