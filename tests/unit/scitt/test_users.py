@@ -111,5 +111,5 @@ def test_messages_name_a_persona_with_its_article() -> None:
         "an operator",
         "an auditor",
     ]
-    with pytest.raises(InvalidInput, match=r"^an operator acts for an organization"):
+    with pytest.raises(InvalidInput, match="user record: an operator acts for an organization"):
         parse_user_record(_record(org=None))
