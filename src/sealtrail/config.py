@@ -12,6 +12,12 @@ Layout created by ``sealtrail init`` (directory mode 0700, keys 0600)::
       log.db                    the SQLite store (embedded default)
       provenance.db             the provenance index, rebuilt from the log on demand
 
+A data directory and its store are bound from ``init`` on: ``init`` writes the log's
+genesis (a signed checkpoint of size 0) into an empty store and refuses one that holds a
+log, and the commands that write to the log open the store with :func:`open_log_store`,
+which refuses a store that holds no log or another one. That keeps one directory's keys
+from ever signing two logs (a split view).
+
 The receipt key may instead live on a PKCS#11 token (``[service_key.pkcs11]``, see
 docs/keys.md); the PIN is then read from a file or an environment variable, never from
 the configuration itself.
@@ -19,19 +25,25 @@ the configuration itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import re
 import secrets
+import shutil
 import tempfile
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from cryptography.hazmat.primitives import serialization
+from psycopg.conninfo import conninfo_to_dict
 
-from sealtrail.errors import ConfigError, Error
+from sealtrail.errors import ConfigError, Error, InvalidSignature, MalformedNote
 from sealtrail.keys import (
     ALGORITHMS,
     ED25519,
@@ -47,13 +59,18 @@ from sealtrail.keys import (
     verifier_for,
     write_private_key,
 )
-from sealtrail.log import SHARED_MAX_DELAY, CheckpointSigner, SequencerConfig
+from sealtrail.log import SHARED_MAX_DELAY, CheckpointSigner, SequencerConfig, verify_checkpoint
+from sealtrail.merkle import EMPTY_ROOT, Checkpoint, MerkleError
+from sealtrail.note import NoteVerifier
 from sealtrail.scitt import MAX_STATEMENT_SIZE_LIMIT, key_id
 from sealtrail.storage import (
+    ENTRY_BUNDLES,
+    Commit,
     IndexStore,
     MemoryStore,
     PostgresStore,
     SQLiteStore,
+    describe_store,
     open_index,
     open_store,
 )
@@ -64,9 +81,11 @@ __all__ = [
     "Initialized",
     "Pkcs11KeyConfig",
     "Rotation",
+    "check_store_url",
     "init_data_dir",
     "issue_admin_token",
     "load_config",
+    "open_log_store",
     "rotate_service_key",
     "sequencer_defaults",
 ]
@@ -217,10 +236,14 @@ class Config:
         return url
 
     def open_store(self) -> MemoryStore | SQLiteStore | PostgresStore:
+        """The store, whatever it holds (:func:`open_log_store` for one to write the log to).
+        A URL :func:`check_store_url` refuses is refused before anything is opened."""
+        check_store_url(self.store_url)
         return open_store(self.resolved_store_url())
 
     def open_index(self) -> IndexStore:
         """The provenance index (``index`` in the configuration; ``provenance.db``)."""
+        check_store_url(self.index_url, what="index")
         return open_index(self._resolve(self.index_url))
 
     def checkpoint_signer(self) -> CheckpointSigner:
@@ -234,6 +257,295 @@ class Config:
             return path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"cannot read the log's verifier key {path.name}") from exc
+
+
+#: ``scheme:`` at the start of a string that is no URL this version knows (``postgresql:/db``
+#: with one slash, ``mysql:x``): a typo, never a file name (write ``./name`` for one).
+_SCHEME_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
+#: libpq's ``key=value`` connection string (``host=db dbname=ledger``).
+_CONNINFO = re.compile(r"\s*[A-Za-z_]+\s*=")
+_STORE_FORMS = (
+    "sqlite:///path/to/log.db (a relative path: in the data directory), "
+    "postgresql://user@host:5432/dbname (password via PGPASSWORD or ~/.pgpass)"
+)
+
+
+def check_store_url(url: str, *, what: str = "store") -> str:
+    """The kind of store a URL names (``"memory"``, ``"sqlite"`` or ``"postgresql"``), or
+    :class:`ConfigError` for one no command should open.
+
+    The one parser of store (and index) URLs, before anything is opened: ``init`` checks
+    what it writes to the configuration with it, and every command that opens a store
+    does too. A PostgreSQL URL must name its database; libpq's ``key=value`` form and a
+    scheme this version does not know (or a URL missing its ``//``) are refused rather
+    than taken for a SQLite file name; any other string is a SQLite file's path.
+    Messages never show a password.
+    """
+    if url in ("memory:", "memory://"):
+        return "memory"
+    if url.startswith("sqlite:///"):
+        if not url[len("sqlite:///") :]:
+            raise ConfigError(
+                f"the {what} URL sqlite:/// names no file",
+                hint=f"Write {_STORE_FORMS}.",
+                code="store-url-invalid",
+            )
+        return "sqlite"
+    scheme, sep, _ = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep:
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error:
+            raise ConfigError(
+                f"the {what} URL {scheme}://… is not a valid PostgreSQL URL",
+                hint=f"Write {_STORE_FORMS}.",
+                code="store-url-invalid",
+            ) from None
+        if not params.get("dbname"):
+            shown = describe_store(url).removesuffix("(default)")
+            raise ConfigError(
+                f"the {what} URL {shown} names no database",
+                hint="Name it after the host: postgresql://user@host:5432/dbname.",
+                code="store-url-invalid",
+            )
+        return "postgresql"
+    if sep:
+        hint = f"Write {_STORE_FORMS}, or memory: for a throwaway log."
+        if scheme == "sqlite":
+            hint = "A SQLite URL has three slashes: sqlite:///path/to/log.db."
+        raise ConfigError(
+            f"unsupported {what} URL scheme {scheme!r}", hint=hint, code="store-url-invalid"
+        )
+    if _CONNINFO.match(url):
+        raise ConfigError(
+            f"the {what} {_conninfo_shown(url)} looks like a libpq connection string "
+            "(key=value), not a URL or a file",
+            hint=f"Write it as a URL: {_as_url(url)} (password via PGPASSWORD or ~/.pgpass).",
+            code="store-url-invalid",
+        )
+    prefix = _SCHEME_PREFIX.match(url)
+    if prefix is not None or not url.strip():
+        # Only the scheme is shown: the rest may hold a password.
+        shown = "''" if prefix is None else prefix.group() + "…"
+        raise ConfigError(
+            f"the {what} URL {shown} is neither a URL this version knows nor a file "
+            "(a URL has // after its scheme)",
+            hint=f"Write {_STORE_FORMS}; a file whose name has a colon: ./name.",
+            code="store-url-invalid",
+        )
+    return "sqlite"
+
+
+def _conninfo_shown(url: str) -> str:
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "setting"
+    return "'" + " ".join(f"{k}={v}" for k, v in params.items() if k != "password") + "'"
+
+
+def _as_url(url: str) -> str:
+    """A ``key=value`` connection string as the URL to write instead (no password)."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "postgresql://user@host:5432/dbname"
+    user = f"{params['user']}@" if params.get("user") else ""
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    port = f":{params['port']}" if params.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{params.get('dbname') or 'dbname'}"
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a resolved SQLite store URL (None for any other store)."""
+    if check_store_url(url) != "sqlite":
+        return None
+    return Path(url[len("sqlite:///") :] if url.startswith("sqlite:///") else url)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What a store holds: its checkpoint (None: none) and whether anything else is there."""
+
+    checkpoint: bytes | None
+    size: int
+    remnants: bool
+
+    @property
+    def empty(self) -> bool:
+        return self.checkpoint is None and not self.remnants
+
+    def origin(self) -> str | None:
+        """The origin the checkpoint names (read, not verified), None if unreadable."""
+        if self.checkpoint is None:
+            return None
+        text = self.checkpoint.split(b"\n\n", 1)[0] + b"\n"
+        try:
+            return Checkpoint.parse(text.decode("utf-8")).origin
+        except (UnicodeDecodeError, MerkleError):
+            return None
+
+    def described(self) -> str:
+        if self.checkpoint is None:
+            return "tiles or statements but no checkpoint"
+        origin = self.origin()
+        named = "of an unreadable origin" if origin is None else origin
+        return f"log {named} (size {self.size})"
+
+
+def _found(store: MemoryStore | SQLiteStore | PostgresStore) -> _Found:
+    stored = store.read_checkpoint()
+    if stored is not None:
+        return _Found(stored.note, stored.size, remnants=False)
+    remnants = bool(
+        store.read_parts(0, 0)
+        or store.read_parts(ENTRY_BUNDLES, 0)
+        or store.statements_since(0, limit=1)
+    )
+    return _Found(None, 0, remnants=remnants)
+
+
+def _write_genesis(
+    store: MemoryStore | SQLiteStore | PostgresStore, signer: CheckpointSigner
+) -> None:
+    """The log's first checkpoint, of size 0, into an empty store; refused if another one
+    got there first (the compare-and-swap does not tell "empty" from "size 0")."""
+    genesis = signer.sign(size=0, root=EMPTY_ROOT)
+    store.commit(Commit(old_size=0, new_size=0, checkpoint=genesis.note, parts=(), leaves=()))
+    stored = store.read_checkpoint()
+    if stored is None or stored.note != genesis.note:
+        raise ConfigError(
+            "another log was started in the store at the same time",
+            hint="Pick a store of its own for this log.",
+            code="store-log-exists",
+        )
+
+
+def open_log_store(
+    config: Config, *, verifier: NoteVerifier | None = None, new_log: bool = False
+) -> MemoryStore | SQLiteStore | PostgresStore:
+    """The data directory's store, once it is known to hold this directory's log: what
+    a command that writes to the log opens (``serve``; see :func:`check_store_log`).
+
+    A missing SQLite file is refused without being created.
+
+    ``new_log``: the way out for a data directory made before ``init`` wrote the log's
+    first checkpoint: write it now, into an empty store only (refused on one that holds
+    anything, and when the provenance index has applied entries of a log).
+    """
+    url = config.resolved_store_url()
+    check_store_url(config.store_url)
+    if new_log:
+        _refuse_a_served_index(config, describe_store(url))
+    path = _sqlite_file(url)
+    if path is not None and not path.exists() and not new_log:
+        raise _no_log(config, describe_store(url))
+    store = config.open_store()
+    try:
+        if new_log:
+            _start_log(config, store, _found(store), describe_store(url))
+        else:
+            check_store_log(config, store, verifier=verifier)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def check_store_log(
+    config: Config,
+    store: MemoryStore | SQLiteStore | PostgresStore,
+    *,
+    verifier: NoteVerifier | None = None,
+    empty_ok: bool = False,
+) -> None:
+    """Refuse (:class:`ConfigError`, one line naming the store) a store that does not hold
+    this data directory's log, before anything writes to it: one that holds no log (a
+    sequencer would start a second log there with this directory's keys: a split view;
+    ``empty_ok`` lets it pass, for a reader), and one whose checkpoint is of another
+    origin or not signed by this directory's key (``verifier``; default: the checkpoint
+    key's)."""
+    found = _found(store)
+    where = describe_store(config.resolved_store_url())
+    if found.checkpoint is not None:
+        _check_log(config, found, where, verifier)
+    elif not empty_ok:
+        raise _no_log(config, where)
+
+
+def _no_log(config: Config, where: str) -> ConfigError:
+    return ConfigError(
+        f"the store at {where} holds no log: this data directory's log (origin "
+        f"{config.origin}) is elsewhere",
+        hint="Check --store or the config's store (a new log starts with `sealtrail init "
+        "--store URL`). A data directory made by an older `init` and never served starts "
+        "its log once with `sealtrail serve --new-log`: never one that served a log before.",
+        code="store-log-missing",
+    )
+
+
+def _check_log(config: Config, found: _Found, where: str, verifier: NoteVerifier | None) -> None:
+    assert found.checkpoint is not None
+    origin = found.origin()
+    if origin != config.origin:
+        raise ConfigError(
+            f"the store at {where} holds {found.described()}, not this data directory's "
+            f"log {config.origin}",
+            hint="Check --store or the config's store: each log is served with the data "
+            "directory (keys) that made it.",
+            code="store-log-foreign",
+        )
+    if verifier is None:
+        verifier = config.checkpoint_signer().verifier
+    try:
+        verify_checkpoint(found.checkpoint, origin=config.origin, verifiers=[verifier])
+    except InvalidSignature:
+        raise ConfigError(
+            f"the store at {where} holds log {origin} (size {found.size}) signed by another "
+            "key than this data directory's",
+            hint="Another data directory of the same origin made that log: serve it with "
+            "that directory's keys/log.key, or check --store.",
+            code="store-log-foreign",
+        ) from None
+    except MalformedNote as exc:
+        raise ConfigError(
+            f"the store at {where} holds a checkpoint that is not a signed checkpoint: "
+            f"{exc.message}",
+            code="store-log-foreign",
+        ) from None
+
+
+def _start_log(
+    config: Config, store: MemoryStore | SQLiteStore | PostgresStore, found: _Found, where: str
+) -> None:
+    if not found.empty:
+        mine = found.origin() == config.origin
+        raise ConfigError(
+            f"--new-log: the store at {where} already holds {found.described()}",
+            hint="Drop --new-log: it starts a log once, on an empty store."
+            if mine
+            else "Check the config's store: --new-log starts a log on an empty store only.",
+            code="store-log-exists",
+        )
+    _write_genesis(store, config.checkpoint_signer())
+
+
+def _refuse_a_served_index(config: Config, where: str) -> None:
+    """A provenance index that applied entries: the directory served a log (``--new-log``
+    must not start another one beside a lost store)."""
+    index = config.open_index()
+    try:
+        applied = index.applied_size()
+    finally:
+        index.close()
+    if applied:
+        raise ConfigError(
+            f"--new-log: the provenance index has applied {applied} entries of a log that "
+            f"the store at {where} does not hold: this data directory served that log",
+            hint="Point the config's store at that log's store; a second log with the same "
+            "keys would be a fork.",
+            code="store-log-missing",
+        )
 
 
 def _toml_value(value: object) -> str:
@@ -334,9 +646,13 @@ def init_data_dir(
     index_url: str | None = None,
     service_algorithm: str = ES256,
 ) -> Initialized:
-    """Create a data directory with fresh keys and an administrator token.
+    """Create a data directory with fresh keys and an administrator token, and start its log:
+    a signed checkpoint of size 0 (the log's genesis) in the store.
 
-    Refuses to touch an existing data directory.
+    Refuses to touch an existing data directory, a store URL :func:`check_store_url`
+    refuses (and ``memory:``, which forgets the log), and a store that already holds a log
+    (a checkpoint, a tile or a statement). A refused or failed init leaves nothing behind:
+    what it created is removed.
     """
     if (data_dir / CONFIG_FILE).exists():
         raise ConfigError(
@@ -348,14 +664,21 @@ def init_data_dir(
             f"unknown receipt key algorithm {service_algorithm!r}; "
             f"supported: {', '.join(ALGORITHMS)}"
         )
+    kind = check_store_url(store_url)
+    if kind == "memory":
+        raise ConfigError(
+            "a data directory's store cannot be memory: (the log would be gone when the "
+            "process ends)",
+            hint=f"Write {_STORE_FORMS}.",
+            code="store-url-invalid",
+        )
+    if index_url is not None:
+        check_store_url(index_url, what="index")
     if origin is None:
         origin = f"sealtrail.localhost/{secrets.token_hex(4)}"
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (data_dir / "keys").mkdir(mode=0o700, exist_ok=True)
     if index_url is None:
         # A server store keeps the index beside the log (its tables do not collide).
-        shared = store_url.startswith(("postgresql://", "postgres://"))
-        index_url = store_url if shared else DEFAULT_INDEX
+        index_url = store_url if kind == "postgresql" else DEFAULT_INDEX
     config = Config(
         data_dir=data_dir,
         origin=origin,
@@ -363,16 +686,77 @@ def init_data_dir(
         index_url=index_url,
         sequencer=sequencer_defaults(store_url),
     )
-    signer = Ed25519Signer.generate()
-    write_private_key(data_dir / config.key_file, signer)
-    checkpoint_signer = CheckpointSigner(origin=origin, signer=signer)
-    (data_dir / "log.vkey").write_text(checkpoint_signer.verifier_key() + "\n", encoding="utf-8")
-    write_private_key(data_dir / config.service_key_file, _software_key(service_algorithm))
-    write_challenge_key(config)
-    token = issue_admin_token(config)
-    # The config is written last: a directory without it is not yet a data directory.
-    _write_atomically(data_dir / CONFIG_FILE, _render(config).encode("utf-8"), mode=0o600)
+    where = describe_store(config.resolved_store_url())
+    sqlite_file = _sqlite_file(config.resolved_store_url())
+    store = None
+    if sqlite_file is None or sqlite_file.exists():
+        store = config.open_store()  # fail now, not at the first serve, on a wrong URL
+    with _undone_on_error(data_dir, sqlite_file):
+        try:
+            if store is not None:
+                _refuse_a_log(store, where)
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (data_dir / "keys").mkdir(mode=0o700, exist_ok=True)
+            signer = Ed25519Signer.generate()
+            write_private_key(data_dir / config.key_file, signer)
+            checkpoint_signer = CheckpointSigner(origin=origin, signer=signer)
+            (data_dir / "log.vkey").write_text(
+                checkpoint_signer.verifier_key() + "\n", encoding="utf-8"
+            )
+            write_private_key(data_dir / config.service_key_file, _software_key(service_algorithm))
+            write_challenge_key(config)
+            token = issue_admin_token(config)
+            if store is None:
+                store = config.open_store()
+                _refuse_a_log(store, where)
+            _write_genesis(store, checkpoint_signer)
+        finally:
+            if store is not None:
+                store.close()
+        # The config is written last: a directory without it is not yet a data directory.
+        _write_atomically(data_dir / CONFIG_FILE, _render(config).encode("utf-8"), mode=0o600)
     return Initialized(config=config, admin_token=token)
+
+
+def _refuse_a_log(store: MemoryStore | SQLiteStore | PostgresStore, where: str) -> None:
+    found = _found(store)
+    if not found.empty:
+        raise ConfigError(
+            f"the store at {where} already holds {found.described()}: init starts a new "
+            "log on an empty store only",
+            hint="Serve that log with the data directory that made it, or give init a store "
+            "of its own (another database, or a schema: ?options=-csearch_path%3Dname).",
+            code="store-log-exists",
+        )
+
+
+@contextlib.contextmanager
+def _undone_on_error(data_dir: Path, sqlite_file: Path | None) -> Iterator[None]:
+    """Remove what an init created if it fails: the directories it made (``data_dir`` and
+    missing parents), else the entries new in ``data_dir``; and a new SQLite file."""
+    top: Path | None = None
+    for folder in (data_dir, *data_dir.parents):
+        if folder.exists():
+            break
+        top = folder
+    before = set(os.listdir(data_dir)) if top is None and data_dir.is_dir() else set()
+    new_file = sqlite_file is not None and not sqlite_file.exists()
+    try:
+        yield
+    except BaseException:
+        if top is not None:
+            shutil.rmtree(top, ignore_errors=True)
+        elif data_dir.is_dir():
+            for name in set(os.listdir(data_dir)) - before:
+                entry = data_dir / name
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        if new_file and sqlite_file is not None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{sqlite_file}{suffix}").unlink(missing_ok=True)
+        raise
 
 
 def write_challenge_key(config: Config) -> None:

@@ -30,10 +30,16 @@ def test_the_default_batch_delay_follows_the_store() -> None:
     assert sequencer_defaults("postgres://db.example/ledger").max_delay == SHARED_MAX_DELAY
 
 
-def test_init_writes_the_stores_default_and_a_config_without_one_gets_it(tmp_path: Path) -> None:
+def test_init_writes_the_sqlite_default(tmp_path: Path) -> None:
     sqlite_dir = init_data_dir(tmp_path / "a", origin="delay.test/log").config.data_dir
     assert load_config(sqlite_dir).sequencer.max_delay == 0.001
-    pg = init_data_dir(tmp_path / "b", origin="delay.test/log", store_url=POSTGRES).config
+
+
+def test_init_writes_the_stores_default_and_a_config_without_one_gets_it(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """(``init`` starts the log in its store, so the PostgreSQL one must be reachable.)"""
+    pg = init_data_dir(tmp_path / "b", origin="delay.test/log", store_url=postgres_url).config
     assert "max_delay = 0.005" in (pg.data_dir / CONFIG_FILE).read_text()
     assert load_config(pg.data_dir).sequencer.max_delay == SHARED_MAX_DELAY
     # An older file with no max_delay line: the store's default.

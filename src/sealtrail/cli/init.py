@@ -1,4 +1,6 @@
-"""``sealtrail init``: create a data directory with fresh keys and an administrator token.
+"""``sealtrail init``: create a data directory with fresh keys and an administrator token,
+and start its log in the store (a signed checkpoint of size 0: the store is this
+directory's log from then on; a store that already holds a log is refused).
 
 The configuration it writes requires tokens (``[auth] required = true``, docs/auth.md):
 registering a statement and reading provenance need a user's; ``required = false`` in
@@ -14,7 +16,7 @@ from rich.markup import escape
 
 from sealtrail.config import CONFIG_FILE, DEFAULT_STORE, init_data_dir
 from sealtrail.keys import ES256
-from sealtrail.storage import describe_store, open_store
+from sealtrail.storage import describe_store
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, out
 
@@ -34,7 +36,8 @@ def init(
         str,
         typer.Option(
             help="Where the log and statements live: sqlite:///… (default: log.db here) or "
-            "postgresql://user@host/db (several servers; password via PGPASSWORD or ~/.pgpass)."
+            "postgresql://user@host/db (several servers; password via PGPASSWORD or ~/.pgpass). "
+            "It must hold no log yet."
         ),
     ] = DEFAULT_STORE,
     index: Annotated[
@@ -45,9 +48,8 @@ def init(
         ),
     ] = None,
 ) -> None:
-    """Create a data directory: config, checkpoint and receipt keys (mode 0600), admin token."""
-    if store.startswith(("postgresql://", "postgres://")):
-        open_store(store).close()  # fail now, not at the first serve, on a wrong URL
+    """Create a data directory (config, checkpoint and receipt keys (mode 0600), admin token)
+    and start its log in the store."""
     created = init_data_dir(
         data_dir,
         origin=origin,
@@ -58,7 +60,7 @@ def init(
     config = created.config
     out.print(f"Initialized {data_dir} for log [bold]{config.origin}[/bold]")
     out.print(f"  config:        {data_dir / CONFIG_FILE}")
-    out.print(f"  store:         {describe_store(config.store_url)}")
+    out.print(f"  store:         {describe_store(config.store_url)}  (log started at size 0)")
     out.print(f"  log key:       {data_dir / config.key_file}  (secret, mode 0600)")
     out.print(f"  receipt key:   {data_dir / config.service_key_file}  (secret, mode 0600)")
     out.print(f"  verifier key:  {config.verifier_key()}")

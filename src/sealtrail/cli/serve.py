@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from fastapi import FastAPI
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from sealtrail.config import CONFIG_FILE, Config
+from sealtrail.config import CONFIG_FILE, Config, check_store_log, open_log_store
 from sealtrail.errors import ConfigError
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
@@ -47,23 +47,30 @@ def _limits(config: Config) -> RateLimits:
 
 def _read_only_app(config: Config) -> FastAPI:
     vkey = config.verifier_key()
-    reader = LogReader(
-        config.open_store(), origin=config.origin, verifiers=[NoteVerifier.parse(vkey)]
-    )
+    verifier = NoteVerifier.parse(vkey)
+    store = config.open_store()
+    try:
+        # Another log's store: one clear line, not a signature error.
+        check_store_log(config, store, verifier=verifier, empty_ok=True)
+    except BaseException:
+        store.close()
+        raise
+    reader = LogReader(store, origin=config.origin, verifiers=[verifier])
     reader.checkpoint()  # fail fast on a store that does not match the key
     return create_app(reader, verifier_key=vkey, limits=_limits(config))
 
 
-def _writing_app(config: Config) -> FastAPI:
+def _writing_app(config: Config, *, new_log: bool = False) -> FastAPI:
     if config.service_pkcs11 is None and not (config.data_dir / config.service_key_file).exists():
         raise ConfigError(
             f"no receipt key at {config.service_key_file}",
             hint="This data directory predates receipts: create the key with 'sealtrail keys "
             f"generate -o {config.data_dir / config.service_key_file}', or serve --read-only.",
         )
-    store = config.open_store()
     checkpoint_signer = config.checkpoint_signer()
-    # Fail fast on a store that does not match the key, before binding the port.
+    # Before binding the port: a store that holds no log, or another one, is refused (a
+    # sequencer would sign a second log with this directory's keys: a split view).
+    store = open_log_store(config, verifier=checkpoint_signer.verifier, new_log=new_log)
     LogReader(store, origin=config.origin, verifiers=[checkpoint_signer.verifier]).checkpoint()
     signer = config.service_signer()
     token_hash = config.admin_token_hash()
@@ -212,20 +219,34 @@ def serve(
             "--read-only", help="Serve checkpoints, tiles and proofs only: no sequencer, no SCRAPI."
         ),
     ] = False,
+    new_log: Annotated[
+        bool,
+        typer.Option(
+            "--new-log",
+            help="Start this data directory's log in the config's store, which must be empty: "
+            "once, for a directory made by an older init and never served.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the log and the transparency service (SCRAPI) until interrupted.
 
     The server runs the log's sequencer: registrations are sequenced and checkpointed here.
     Over PostgreSQL, run several: any of them takes registrations, one at a time sequences.
     With --read-only it only reads the store (run any number of those beside it).
+    The store must hold this data directory's log (started by `sealtrail init`).
     """
+    if new_log and (read_only or store is not None):
+        raise ConfigError(
+            f"--new-log does not go with {'--read-only' if read_only else '--store'}",
+            hint="--new-log starts the log once, in the store sealtrail.toml names.",
+        )
     config = load(data_dir)
     if store is not None:
         config = dataclasses.replace(config, store_url=store)
     if index is not None:
         config = dataclasses.replace(config, index_url=index)
     tls = _tls_options(config)
-    app = _read_only_app(config) if read_only else _writing_app(config)
+    app = _read_only_app(config) if read_only else _writing_app(config, new_log=new_log)
     bind_host = host or config.host
     bind_port = config.port if port is None else port
     mode = "read-only " if read_only else ""

@@ -1,0 +1,230 @@
+"""A data directory's keys sign one log: its store is bound to it from ``sealtrail init`` on.
+
+``init`` checks the store URL with the parser ``serve`` uses, refuses a store that holds a
+log, leaves nothing behind when it refuses, and starts the log (a signed checkpoint of size
+0). ``serve`` refuses, before binding its port, a store that holds no log (a rogue empty
+database, a mistyped ``--store``) or another directory's log. A data directory made before
+``init`` started its log starts it once with ``serve --new-log``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sealtrail.config import load_config
+from sealtrail.log import LogReader
+from sealtrail.merkle import EMPTY_ROOT
+from sealtrail.note import NoteVerifier
+from sealtrail.storage import PostgresStore, SQLiteStore
+from tests._serve_proc import (
+    allow_anonymous,
+    init_data,
+    onboard,
+    register,
+    served,
+    statement_for,
+)
+from tests.integration.test_cli import assert_clean_error, sealtrail
+from tests.unit.scitt._pki import make_issuer
+
+ORIGIN = "binding.test/log"
+
+
+def _init(cwd: Path, name: str, *args: str, origin: str = ORIGIN) -> None:
+    result = sealtrail("init", "-d", name, "--origin", origin, *args, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+
+
+def _serve_refused(cwd: Path, name: str, *args: str) -> str:
+    """``sealtrail serve`` that must stop before binding its port: its stderr."""
+    result = sealtrail("serve", "-d", name, "--port", "0", *args, cwd=cwd)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Serving" not in result.stderr
+    return result.stderr
+
+
+def _size_and_root(store: SQLiteStore | PostgresStore, data_dir: Path) -> tuple[int, bytes]:
+    config = load_config(data_dir)
+    reader = LogReader(
+        store, origin=config.origin, verifiers=[NoteVerifier.parse(config.verifier_key())]
+    )
+    latest = reader.checkpoint()
+    assert latest is not None, "init starts the log: a signed checkpoint of size 0"
+    return latest.size, latest.root
+
+
+def test_init_starts_the_log_with_a_signed_checkpoint_of_size_0(tmp_path: Path) -> None:
+    _init(tmp_path, "d")
+    store = SQLiteStore(tmp_path / "d" / "log.db")
+    try:
+        assert _size_and_root(store, tmp_path / "d") == (0, EMPTY_ROOT)
+    finally:
+        store.close()
+    with served(tmp_path) as url:  # the server takes the log on from its genesis
+        assert httpx.get(url + "/log/v1/info").json()["size"] == 0
+        assert httpx.get(url + "/checkpoint").text.startswith(f"{ORIGIN}\n0\n")
+
+
+def test_serve_refuses_an_empty_sqlite_store(tmp_path: Path) -> None:
+    """``--store`` naming a file that does not exist, or an empty database: no second log
+    signed with the directory's keys, and no file made."""
+    _init(tmp_path, "d")
+    rogue = tmp_path / "rogue.db"
+    stderr = _serve_refused(tmp_path, "d", "--store", f"sqlite:///{rogue}")
+    assert "(store-log-missing)" in stderr
+    assert f"the store at {rogue} holds no log" in stderr
+    assert f"origin {ORIGIN}" in stderr
+    assert not rogue.exists()
+    SQLiteStore(rogue).close()  # an empty database, tables and all
+    stderr = _serve_refused(tmp_path, "d", "--store", f"sqlite:///{rogue}")
+    assert "(store-log-missing)" in stderr
+    store = SQLiteStore(rogue)
+    try:
+        assert store.read_checkpoint() is None
+    finally:
+        store.close()
+    # The config's store, moved away: refused the same way.
+    (tmp_path / "d" / "log.db").rename(tmp_path / "moved.db")
+    assert "(store-log-missing)" in _serve_refused(tmp_path, "d")
+
+
+def test_serve_refuses_a_libpq_key_value_string(tmp_path: Path) -> None:
+    """libpq's ``key=value`` form is not taken for a SQLite file's name."""
+    _init(tmp_path, "d")
+    before = sorted(os.listdir(tmp_path))
+    stderr = _serve_refused(tmp_path, "d", "--store", "host=127.0.0.1 dbname=x password=s3cret")
+    assert "(store-url-invalid)" in stderr
+    assert "postgresql://127.0.0.1/x" in stderr  # the URL to write instead
+    assert "s3cret" not in stderr
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://x/y",
+        "postgresql:/db",  # one slash: once taken for a SQLite file's name
+        "postgresql://127.0.0.1:5432/",  # no database
+    ],
+)
+def test_init_with_a_bad_store_url_leaves_nothing_behind(tmp_path: Path, url: str) -> None:
+    result = sealtrail("init", "-d", "d", "--store", url, cwd=tmp_path)
+    assert_clean_error(result, "store-url-invalid")
+    assert os.listdir(tmp_path) == []
+
+
+def test_init_refuses_a_store_that_holds_a_log(tmp_path: Path) -> None:
+    """Another directory's SQLite file; a refused init into an existing folder leaves it
+    as it was."""
+    _init(tmp_path, "d")
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "notes.txt").write_text("mine\n")
+    store = f"sqlite:///{tmp_path / 'd' / 'log.db'}"
+    result = sealtrail("init", "-d", "e", "--store", store, cwd=tmp_path)
+    assert_clean_error(result, "store-log-exists")
+    assert f"holds log {ORIGIN} (size 0)" in result.stderr
+    assert os.listdir(tmp_path / "e") == ["notes.txt"]
+
+
+def test_init_on_a_postgres_store_holding_a_log_is_refused(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The first init starts the log in the database; a second one, from another data
+    directory, is refused and leaves nothing behind; the log is the first one's."""
+    scheme, rest = postgres_url.split("://", 1)
+    user, _, host = rest.rpartition("@")
+    url = f"{scheme}://{user.split(':')[0]}:pw-not-shown@{host}"  # trust auth: ignored
+    _init(tmp_path, "a", "--store", postgres_url)
+    result = sealtrail(
+        "init", "-d", "b", "--origin", "other.test/log", "--store", url, cwd=tmp_path
+    )
+    assert_clean_error(result, "store-log-exists")
+    assert (
+        f"the store at postgresql://{host.split('?')[0]} already holds log {ORIGIN} (size 0)"
+        in (result.stderr)
+    )
+    assert "pw-not-shown" not in result.stderr + result.stdout
+    assert not (tmp_path / "b").exists()
+    store = PostgresStore(postgres_url)
+    try:
+        assert _size_and_root(store, tmp_path / "a") == (0, EMPTY_ROOT)
+    finally:
+        store.close()
+
+
+def test_a_sqlite_directory_served_on_an_empty_postgres_store_is_refused(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    _init(tmp_path, "d")
+    stderr = _serve_refused(tmp_path, "d", "--store", postgres_url)
+    assert "(store-log-missing)" in stderr
+    store = PostgresStore(postgres_url)
+    try:
+        assert store.read_checkpoint() is None
+    finally:
+        store.close()
+
+
+def test_a_store_holding_another_directorys_log_is_refused(tmp_path: Path) -> None:
+    """Another origin's log, and a log of the same origin signed by another key: one clear
+    line each, for a writing server and a read-only one."""
+    _init(tmp_path, "d")
+    _init(tmp_path, "twin")  # the same origin, its own keys
+    _init(tmp_path, "other", origin="other.test/log")
+    twin = f"sqlite:///{tmp_path / 'twin' / 'log.db'}"
+    other = f"sqlite:///{tmp_path / 'other' / 'log.db'}"
+    for mode in ((), ("--read-only",)):
+        stderr = _serve_refused(tmp_path, "d", "--store", other, *mode)
+        assert "(store-log-foreign)" in stderr
+        assert f"holds log other.test/log (size 0), not this data directory's log {ORIGIN}" in (
+            stderr
+        )
+        stderr = _serve_refused(tmp_path, "d", "--store", twin, *mode)
+        assert "(store-log-foreign)" in stderr
+        assert f"holds log {ORIGIN} (size 0) signed by another key" in stderr
+        assert "invalid-signature" not in stderr
+
+
+def test_an_old_data_directory_starts_its_log_once_with_new_log(tmp_path: Path) -> None:
+    """A directory whose store holds no log (made by an older ``init``, never served) is
+    refused with a hint; ``serve --new-log`` starts its log, once, in the config's store."""
+    _init(tmp_path, "d")
+    (tmp_path / "d" / "log.db").unlink()  # what an older init left: no store yet
+    stderr = _serve_refused(tmp_path, "d")
+    assert "(store-log-missing)" in stderr and "--new-log" in stderr
+    assert "(config-error)" in _serve_refused(
+        tmp_path, "d", "--new-log", "--store", f"sqlite:///{tmp_path / 'x.db'}"
+    )
+    assert "(config-error)" in _serve_refused(tmp_path, "d", "--new-log", "--read-only")
+    with served(tmp_path, "--new-log") as url:
+        assert httpx.get(url + "/checkpoint").text.startswith(f"{ORIGIN}\n0\n")
+    stderr = _serve_refused(tmp_path, "d", "--new-log")
+    assert "(store-log-exists)" in stderr and "Drop --new-log" in stderr
+    with served(tmp_path) as url:
+        assert httpx.get(url + "/log/v1/info").json()["size"] == 0
+
+
+def test_new_log_is_refused_where_the_directory_served_a_log(tmp_path: Path) -> None:
+    """The log's store lost, its provenance index still there: ``--new-log`` would fork."""
+    root, token = init_data(tmp_path)
+    allow_anonymous(root / "d")
+    issuer = make_issuer("ES256", cn="Maker")
+    with served(root) as url:
+        onboard(url, token, issuer)
+        register(url, statement_for(issuer, 1))
+    rebuilt = sealtrail("index", "rebuild", "-d", "d", cwd=root)  # the index up with the log
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    for suffix in ("", "-wal", "-shm"):
+        path = root / "d" / f"log.db{suffix}"
+        if path.exists():
+            shutil.move(path, root / f"lost.db{suffix}")
+    stderr = _serve_refused(root, "d", "--new-log")
+    assert "(store-log-missing)" in stderr
+    assert "the provenance index has applied 2 entries" in stderr
+    assert not (root / "d" / "log.db").exists()

@@ -1,0 +1,116 @@
+"""The store URL parser every command shares, and what ``init_data_dir`` does with a store:
+refuse one that holds anything of a log, start the log in an empty one, leave nothing
+behind when it refuses."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from sealtrail.config import check_store_url, init_data_dir, load_config, open_log_store
+from sealtrail.errors import ConfigError
+from sealtrail.log import LogReader
+from sealtrail.merkle import EMPTY_ROOT
+from sealtrail.note import NoteVerifier
+from sealtrail.storage import SQLiteStore, StatementRecord
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("memory:", "memory"),
+        ("sqlite:///log.db", "sqlite"),
+        ("sqlite:////srv/sealtrail/log.db", "sqlite"),
+        ("log.db", "sqlite"),
+        ("/srv/sealtrail/log.db", "sqlite"),
+        ("./name:with-colon.db", "sqlite"),
+        ("postgresql://user@db.example:5432/ledger", "postgresql"),
+        ("postgres://db.example/ledger?options=-csearch_path%3Dx", "postgresql"),
+        ("postgresql:///ledger", "postgresql"),
+        ("postgresql://db1,db2/ledger?target_session_attrs=read-write", "postgresql"),
+        ("postgresql://db.example/?dbname=ledger", "postgresql"),
+    ],
+)
+def test_store_urls_that_name_a_store(url: str, kind: str) -> None:
+    assert check_store_url(url) == kind
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("mysql://x/y", "unsupported store URL scheme 'mysql'"),
+        ("sqlite://log.db", "unsupported store URL scheme 'sqlite'"),
+        ("sqlite:///", "names no file"),
+        ("postgresql:/db", "neither a URL this version knows nor a file"),
+        ("postgres:db", "neither a URL this version knows nor a file"),
+        ("postgresql://db.example:5432/", "postgresql://db.example:5432/ names no database"),
+        ("postgresql://db.example", "names no database"),
+        ("host=127.0.0.1 dbname=x", "libpq connection string"),
+        ("  dbname = x", "libpq connection string"),
+        ("", "neither a URL this version knows nor a file"),
+    ],
+)
+def test_store_urls_that_are_refused(url: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says) as refused:
+        check_store_url(url)
+    assert refused.value.code == "store-url-invalid"
+
+
+def test_messages_never_show_a_password() -> None:
+    for url in ("host=h dbname=x password=s3cret", "postgresql:/u:s3cret@h/db"):
+        with pytest.raises(ConfigError) as refused:
+            check_store_url(url)
+        assert "s3cret" not in refused.value.message + refused.value.hint
+    with pytest.raises(ConfigError) as refused:
+        check_store_url("host=h port=6432 user=u dbname=x password=s3cret")
+    assert "postgresql://u@h:6432/x" in refused.value.hint
+
+
+def test_init_starts_the_log_and_binds_the_store(tmp_path: Path) -> None:
+    config = load_config(init_data_dir(tmp_path / "d", origin="bind.test/log").config.data_dir)
+    store = open_log_store(config)
+    try:
+        verifier = NoteVerifier.parse(config.verifier_key())
+        latest = LogReader(store, origin=config.origin, verifiers=[verifier]).checkpoint()
+        assert latest is not None
+        assert (latest.size, latest.root) == (0, EMPTY_ROOT)
+    finally:
+        store.close()
+
+
+def test_init_refuses_a_store_with_statements_but_no_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "half.db"
+    store = SQLiteStore(path)
+    try:
+        body = b"a statement"
+        store.put_statements(
+            [StatementRecord(hashlib.sha256(body).digest(), body, "i", "s", "text/plain", 0)]
+        )
+    finally:
+        store.close()
+    with pytest.raises(ConfigError, match="tiles or statements but no checkpoint") as refused:
+        init_data_dir(tmp_path / "d", origin="bind.test/log", store_url=f"sqlite:///{path}")
+    assert refused.value.code == "store-log-exists"
+    assert sorted(os.listdir(tmp_path)) == ["half.db"]
+
+
+def test_init_refuses_memory_and_leaves_missing_parents_alone(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be memory:"):
+        init_data_dir(tmp_path / "a" / "b" / "d", store_url="memory:")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_init_removes_what_it_made(tmp_path: Path) -> None:
+    """A store that cannot be made (its folder missing) fails after the keys were written:
+    the directories init made go, a folder that was there stays as it was."""
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "mine.txt").write_text("mine\n")
+    missing = tmp_path / "nowhere" / "log.db"
+    for target in (tmp_path / "new" / "d", tmp_path / "kept"):
+        with pytest.raises(ConfigError):
+            init_data_dir(target, store_url=f"sqlite:///{missing}")
+    assert sorted(os.listdir(tmp_path)) == ["kept"]
+    assert os.listdir(tmp_path / "kept") == ["mine.txt"]
