@@ -482,8 +482,9 @@ def test_the_read_only_app_has_no_provenance_routes(world: World) -> None:
     app = create_app(reader_for(world.store, world.signer), verifier_key="unused")
     with TestClient(app) as client:
         assert client.get("/log/v1/info").status_code == 200
-        assert_problem(client.get(P + f"/nodes/{SERVER}"), 404, "not-found")
-        assert_problem(client.get(P + "/compliance"), 404, "not-found")
+        # Answered, as every service path there, with what the server is.
+        assert_problem(client.get(P + f"/nodes/{SERVER}"), 501, "read-only-server")
+        assert_problem(client.get(P + "/compliance"), 501, "read-only-server")
 
 
 def test_a_ledger_without_a_transparency_service_is_a_wiring_error(world: World) -> None:
