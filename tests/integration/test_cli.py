@@ -90,6 +90,24 @@ def test_raw_entries_are_refused_on_a_store_servers_share(data: Path, postgres_u
     assert "sequencer role" in r.stderr
 
 
+def test_a_missing_store_is_refused_by_every_command_and_not_created(data: Path) -> None:
+    """Its log.db gone (a wrong path, a lost disk), a data directory's commands say so; none
+    reports an empty log as fine, and none creates a new file in its place."""
+    (data / "d" / "log.db").unlink()
+    (data / "a.bin").write_bytes(b"raw")
+    for args in (
+        ["log", "verify"],
+        ["log", "checkpoint"],
+        ["log", "append", "a.bin"],
+        ["log", "proof", "consistency", "--from", "0"],
+        ["audit"],
+        ["index", "status"],
+    ):
+        r = sealtrail(*args, "--data-dir", "d", cwd=data)
+        assert_clean_error(r, "store-log-missing")
+        assert not (data / "d" / "log.db").exists(), args
+
+
 def test_inputs_are_read_no_further_than_their_limits(data: Path) -> None:
     """An endless input (/dev/zero) is refused at its limit, as a file entry, a line or a
     proof document; an entry of exactly the largest size goes in."""

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sealtrail.config import Config, open_log_store
 from sealtrail.errors import InvalidInput, InvalidProof, TooLarge
 from sealtrail.log import (
     MAX_ENTRY_SIZE,
@@ -45,7 +46,7 @@ MAX_DOCUMENT = 1024 * 1024
 def _reader(data_dir: Path) -> LogReader:
     config = load(data_dir)
     return LogReader(
-        config.open_store(),
+        open_log_store(config),
         origin=config.origin,
         verifiers=[NoteVerifier.parse(config.verifier_key())],
     )
@@ -60,23 +61,27 @@ def _read_entries(files: list[Path], lines: Path | None) -> list[bytes]:
     return entries
 
 
-def _raw_log_only(store: MemoryStore | SQLiteStore | PostgresStore) -> None:
-    """Refuse raw entries where they would share the log with registered statements, or
-    bypass the sequencer role of servers that share the store."""
-    if isinstance(store, PostgresStore):
+def _raw_log_only(config: Config) -> MemoryStore | SQLiteStore | PostgresStore:
+    """The store to append raw entries to, once it is known to hold this directory's log and
+    nothing else: refused where raw entries would bypass the sequencer role of servers
+    that share the store, or share the log with registered statements."""
+    if config.resolved_store_url().startswith(("postgresql://", "postgres://")):
         raise InvalidInput(
             "this log's store is shared by servers (PostgreSQL): only the process that holds "
             "the sequencer role appends to it",
             hint="Register statements through a server (sealtrail submit, sealtrail record).",
             code="raw-append-refused",
         )
+    store = open_log_store(config)
     if store.statements_since(0, limit=1):
+        store.close()
         raise InvalidInput(
             "this log serves the transparency service: its entries are registered statements, "
             "and a raw entry among them would be flagged by the audit",
             hint="Register statements through the server (sealtrail submit, sealtrail record).",
             code="raw-append-refused",
         )
+    return store
 
 
 def _read_lines(lines: Path) -> list[bytes]:
@@ -134,12 +139,7 @@ def append(
     """Append entries durably and print their indexes (an existing entry keeps its index)."""
     entries = _read_entries(files or [], lines)
     config = load(data_dir)
-    store = config.open_store()
-    try:
-        _raw_log_only(store)
-    except BaseException:
-        store.close()
-        raise
+    store = _raw_log_only(config)
 
     async def run() -> tuple[list[int], SignedCheckpoint | None]:
         indexes: list[int] = []

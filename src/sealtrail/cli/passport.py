@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sealtrail.client import TOKEN_HINTS, ServiceError, ServiceUnreachable
-from sealtrail.config import Config
+from sealtrail.config import Config, open_log_store
 from sealtrail.errors import (
     Error,
     Forbidden,
@@ -204,7 +204,7 @@ def _build_here(
     timeout: float,
 ) -> tuple[bytes, dict[bytes, Verifier]]:
     """The passport built here, and the service keys it was built with."""
-    store = config.open_store()
+    store = open_log_store(config)
     index = config.open_index()
     try:
         vkey = config.verifier_key()

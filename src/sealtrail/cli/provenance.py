@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sealtrail.config import Config
+from sealtrail.config import Config, open_log_store
 from sealtrail.errors import InvalidInput
 from sealtrail.keys import Verifier
 from sealtrail.log import LogReader
@@ -94,7 +94,7 @@ def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) 
     Stop `sealtrail serve` first: the server keeps the index up with the log.
     """
     config = load(data_dir)
-    store = config.open_store()
+    store = open_log_store(config)
     index = config.open_index()
     try:
         reader = _reader(config, store)
@@ -123,7 +123,7 @@ def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) 
 def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """How far the index has applied the log."""
     config = load(data_dir)
-    store = config.open_store()
+    store = open_log_store(config)
     index = config.open_index()
     try:
         size = _reader(config, store).size()
@@ -150,7 +150,7 @@ def audit(
     Exit status 1 when anything is found.
     """
     config = load(data_dir)
-    store = config.open_store()
+    store = open_log_store(config)
     index: IndexStore | None = None if no_index else config.open_index()
     try:
         reader = _reader(config, store)
