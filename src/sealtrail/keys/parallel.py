@@ -36,6 +36,7 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -181,11 +182,16 @@ PARENT_CHECK = 1.0
 
 
 def _follow_parent(parent: int) -> None:
-    """A worker's initializer: exit once the process that started it is gone.
+    """A worker's initializer: exit once the process that started it is gone, and leave
+    Ctrl-C to it.
 
     A worker holds both ends of its task queue's pipe, so a parent that dies without
-    shutting the pool down (SIGKILL, a crash) would leave it waiting forever.
+    shutting the pool down (SIGKILL, a crash) would leave it waiting forever. SIGINT, sent
+    to a terminal's whole process group, is ignored here: the parent stops gracefully and
+    shuts the pool down (a worker interrupted mid-task would print a traceback, and break
+    the pool under the work still in flight).
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -30,6 +30,37 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+def _ignores(pid: int, sig: signal.Signals) -> bool:
+    """Whether the process ignores ``sig`` (its SigIgn mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    raise AssertionError("no SigIgn line")
+
+
+def test_workers_leave_ctrl_c_to_their_parent(tmp_path: Path) -> None:
+    """Ctrl-C reaches a terminal's whole process group: the workers ignore it, and the
+    parent shuts them down (no traceback from each, no pool broken under work)."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    child = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"SEALTRAIL_VERIFY_WORKERS": "2", "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        assert child.stdout is not None
+        pids = [int(p) for p in child.stdout.readline().split()]
+        assert pids and all(_ignores(pid, signal.SIGINT) for pid in pids)
+        assert not _ignores(child.pid, signal.SIGINT)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
+
+
 def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
