@@ -695,8 +695,14 @@ def init_data_dir(
         try:
             if store is not None:
                 _refuse_a_log(store, where)
-            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            (data_dir / "keys").mkdir(mode=0o700, exist_ok=True)
+            try:
+                data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                (data_dir / "keys").mkdir(mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create the data directory {data_dir}: {exc.strerror}",
+                    hint="Give --data-dir a path where a directory can be made.",
+                ) from None
             signer = Ed25519Signer.generate()
             write_private_key(data_dir / config.key_file, signer)
             checkpoint_signer = CheckpointSigner(origin=origin, signer=signer)
@@ -755,7 +761,8 @@ def _undone_on_error(data_dir: Path, sqlite_file: Path | None) -> Iterator[None]
                     entry.unlink(missing_ok=True)
         if new_file and sqlite_file is not None:
             for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(f"{sqlite_file}{suffix}").unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # its folder may be what could not be made
+                    Path(f"{sqlite_file}{suffix}").unlink(missing_ok=True)
         raise
 
 

@@ -53,6 +53,17 @@ def test_init_creates_a_private_key_and_refuses_to_reinit(data: Path) -> None:
     assert_clean_error(again, "config-error")
 
 
+def test_init_says_what_it_wrote_and_refuses_a_place_it_cannot_make(tmp_path: Path) -> None:
+    made = sealtrail("init", "--data-dir", "d[1]", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "Initialized d[1] for log" in made.stdout and "([auth] required = true)" in made.stdout
+    (tmp_path / "afile").write_text("")
+    refused = sealtrail("init", "--data-dir", "afile/sub", cwd=tmp_path)
+    assert_clean_error(refused, "config-error")
+    assert "cannot create the data directory afile/sub" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "d[1]"]
+
+
 def test_raw_entries_are_refused_where_statements_are_registered(data: Path) -> None:
     """A raw entry would sit among registered statements (the audit flags it); the log
     stays as it was."""

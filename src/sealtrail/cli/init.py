@@ -58,18 +58,25 @@ def init(
         service_algorithm=service_algorithm,
     )
     config = created.config
-    out.print(f"Initialized {data_dir} for log [bold]{config.origin}[/bold]")
-    out.print(f"  config:        {data_dir / CONFIG_FILE}")
-    out.print(f"  store:         {describe_store(config.store_url)}  (log started at size 0)")
-    out.print(f"  log key:       {data_dir / config.key_file}  (secret, mode 0600)")
-    out.print(f"  receipt key:   {data_dir / config.service_key_file}  (secret, mode 0600)")
-    out.print(f"  verifier key:  {config.verifier_key()}")
-    out.print(f"  issuer:        {config.service_issuer}")
+    # Values are escaped: a path or an origin is text, never markup.
+    out.print(f"Initialized {escape(str(data_dir))} for log [bold]{escape(config.origin)}[/bold]")
+    out.print(f"  config:        {escape(str(data_dir / CONFIG_FILE))}")
+    out.print(
+        f"  store:         {escape(describe_store(config.store_url))}  (log started at size 0)"
+    )
+    out.print(f"  log key:       {escape(str(data_dir / config.key_file))}  (secret, mode 0600)")
+    out.print(
+        f"  receipt key:   {escape(str(data_dir / config.service_key_file))}  (secret, mode 0600)"
+    )
+    out.print(f"  verifier key:  {escape(config.verifier_key())}")
+    out.print(f"  issuer:        {escape(config.service_issuer)}")
     out.print("Publish the verifier key; clients pin it to verify checkpoints.")
     if config.auth_required:
         out.print(
-            "Registering and reading provenance need a user's token ([auth] required = "
-            "true): add users and issue their tokens with 'sealtrail users' (docs/auth.md)."
+            escape(
+                "Registering and reading provenance need a user's token ([auth] required = "
+                "true): add users and issue their tokens with 'sealtrail users' (docs/auth.md)."
+            )
         )
     # The token goes to stderr so that scripts capturing stdout do not file it by accident.
     err.print(
