@@ -43,7 +43,7 @@ import psycopg
 from cryptography.hazmat.primitives import serialization
 from psycopg.conninfo import conninfo_to_dict
 
-from sealtrail.errors import ConfigError, Error, InvalidSignature, MalformedNote
+from sealtrail.errors import ConfigError, Error, InvalidInput, InvalidSignature, MalformedNote
 from sealtrail.keys import (
     ALGORITHMS,
     ED25519,
@@ -106,6 +106,8 @@ DEFAULT_CHALLENGE_TTL = 300
 DEFAULT_MAX_ATTESTATION_AGE = 24 * 3600
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+#: The largest TCP port.
+MAX_PORT = 65535
 #: Requests per second per client that ``sealtrail serve`` allows by default, reads and
 #: writes (bursts of twice that); 0 turns a limit off. Well above what one client of a
 #: 2-core server needs (docs/limits.md, "Request rates").
@@ -891,6 +893,26 @@ def _get(table: dict[str, Any], key: str, kind: type[_T], default: _T) -> _T:
     return value
 
 
+def _port(server: dict[str, Any]) -> int:
+    port = _get(server, "port", int, DEFAULT_PORT)
+    if not 0 <= port <= MAX_PORT:
+        raise ConfigError(f"{CONFIG_FILE}: [server] port must be from 0 to {MAX_PORT}")
+    return port
+
+
+def _sequencer(seq: dict[str, Any], defaults: SequencerConfig) -> SequencerConfig:
+    try:
+        return SequencerConfig(
+            max_batch=_get(seq, "max_batch", int, defaults.max_batch),
+            max_delay=_get(seq, "max_delay", float, defaults.max_delay),
+            max_pending=_get(seq, "max_pending", int, defaults.max_pending),
+            max_pending_bytes=_get(seq, "max_pending_bytes", int, defaults.max_pending_bytes),
+            index_every=_get(seq, "index_every", int, defaults.index_every),
+        )
+    except InvalidInput as exc:
+        raise ConfigError(f"{CONFIG_FILE}: [sequencer] {exc.message}") from None
+
+
 def _pkcs11(raw: dict[str, Any]) -> Pkcs11KeyConfig | None:
     table = raw.get("service_key", {})
     if not isinstance(table, dict):
@@ -1021,14 +1043,8 @@ def load_config(data_dir: Path) -> Config:
         retired_keys_dir=_get(raw, "retired_keys_dir", str, DEFAULT_RETIRED_DIR),
         admin_token_file=_get(raw, "admin_token_file", str, DEFAULT_ADMIN_TOKEN_FILE),
         host=_get(server, "host", str, DEFAULT_HOST),
-        port=_get(server, "port", int, DEFAULT_PORT),
-        sequencer=SequencerConfig(
-            max_batch=_get(seq, "max_batch", int, defaults.max_batch),
-            max_delay=_get(seq, "max_delay", float, defaults.max_delay),
-            max_pending=_get(seq, "max_pending", int, defaults.max_pending),
-            max_pending_bytes=_get(seq, "max_pending_bytes", int, defaults.max_pending_bytes),
-            index_every=_get(seq, "index_every", int, defaults.index_every),
-        ),
+        port=_port(server),
+        sequencer=_sequencer(seq, defaults),
         index_url=_get(raw, "index", str, DEFAULT_INDEX),
         max_statement_size=_statement_limit(server),
         rate_limit_reads=_rate_limit(server, "rate_limit_reads", DEFAULT_RATE_LIMIT_READS),

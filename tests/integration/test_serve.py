@@ -8,6 +8,7 @@ directory's key handling.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -185,6 +186,38 @@ def test_serve_without_a_receipt_key_says_how_to_make_one(data: tuple[Path, str]
     result = sealtrail("serve", "-d", "d", "--port", "0", cwd=root)
     assert_clean_error(result, "config-error")
     assert "keys generate" in result.stderr
+
+
+def test_port_0_says_the_port_it_got_and_sigterm_stops_it_cleanly(
+    data: tuple[Path, str],
+) -> None:
+    """The line saying where it serves comes once the port is bound, with that port; SIGTERM
+    (what a service manager sends) stops it as Ctrl-C does: exit status 0, nothing leaked."""
+    root, _ = data
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sealtrail", "serve", "-d", "d", "--port", "0"],
+        cwd=root,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    try:
+        assert proc.stderr is not None
+        lines = [proc.stderr.readline() for _ in range(2)]
+        serving = next(line for line in lines if line.startswith("Serving"))
+        port = int(serving.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
+        assert port > 0
+        assert httpx.get(f"http://127.0.0.1:{port}/log/v1/info").status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        rest = proc.stderr.read()
+        assert "Traceback" not in rest and "leaked" not in rest, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def test_a_start_that_fails_is_one_line_not_a_traceback(data: tuple[Path, str]) -> None:

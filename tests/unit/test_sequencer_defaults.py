@@ -12,6 +12,7 @@ import pytest
 
 from sealtrail.cli import main
 from sealtrail.config import CONFIG_FILE, init_data_dir, load_config, sequencer_defaults
+from sealtrail.errors import ConfigError
 from sealtrail.log import (
     SHARED_MAX_DELAY,
     SWITCH_INTERVAL,
@@ -70,3 +71,26 @@ def test_the_command_runs_with_the_sequencers_switch_interval(
         main(["--help"])
     assert done.value.code == 0
     assert asked == [SWITCH_INTERVAL] == [0.001]
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "named"),
+    [
+        ("[sequencer]", "max_delay = inf", "[sequencer] max_delay"),
+        ("[sequencer]", "max_delay = nan", "[sequencer] max_delay"),
+        ("[sequencer]", "max_delay = -1", "[sequencer] max_delay"),
+        ("[sequencer]", "max_batch = 0", "[sequencer] need max_batch"),
+        ("[server]", "port = 70000", "[server] port"),
+        ("[server]", "port = -1", "[server] port"),
+    ],
+)
+def test_settings_out_of_range_are_named_config_errors(
+    tmp_path: Path, section: str, line: str, named: str
+) -> None:
+    """An endless batch delay would never cut a batch, and port 70000 would bind another."""
+    path = init_data_dir(tmp_path / "d", origin="delay.test/log").config.data_dir / CONFIG_FILE
+    text = re.sub(rf"(?m)^{line.split(' = ', maxsplit=1)[0]} = .*\n", "", path.read_text())
+    path.write_text(text.replace(f"{section}\n", f"{section}\n{line}\n"))
+    with pytest.raises(ConfigError) as refused:
+        load_config(path.parent)
+    assert refused.value.message.startswith(f"{CONFIG_FILE}: {named}")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import os
 import ssl
 import stat
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -15,9 +17,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from fastapi import FastAPI
+from rich.markup import escape
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from sealtrail.config import CONFIG_FILE, Config, check_store_log, open_log_store
+from sealtrail.config import CONFIG_FILE, MAX_PORT, Config, check_store_log, open_log_store
 from sealtrail.errors import ConfigError
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
@@ -200,7 +203,8 @@ def serve(
         str | None, typer.Option(help="Address to bind (default from config: 127.0.0.1).")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port (default from config: 8080; 0 picks one).")
+        int | None,
+        typer.Option(min=0, max=MAX_PORT, help="Port (default from config: 8080; 0 picks one)."),
     ] = None,
     store: Annotated[
         str | None,
@@ -251,12 +255,40 @@ def serve(
     bind_port = config.port if port is None else port
     mode = "read-only " if read_only else ""
     scheme = "https" if tls else "http"
-    err.print(
-        f"Serving {mode}log [bold]{config.origin}[/bold] on {scheme}://{bind_host}:{bind_port}/ "
-        f"from {describe_store(config.resolved_store_url())}"
-        + ("; client certificates verified when sent" if "ssl_ca_certs" in tls else "")
-    )
-    if "ssl_ca_certs" in tls:  # a verified client certificate names a user (docs/auth.md)
+    mutual = "ssl_ca_certs" in tls
+
+    def ready(host: str, port: int) -> None:
+        """Said once the port is bound: the one actually listening (--port 0 picks one)."""
+        where = f"[{host}]" if ":" in host else host
+        err.print(
+            f"Serving {mode}log [bold]{escape(config.origin)}[/bold] on "
+            f"{scheme}://{escape(where)}:{port}/ "
+            f"from {escape(describe_store(config.resolved_store_url()))}"
+            + ("; client certificates verified when sent" if mutual else "")
+        )
+
+    if mutual:  # a verified client certificate names a user (docs/auth.md)
         tls["http"] = client_certificate_protocol(AutoHTTPProtocol)
+    _log_to_stderr()
     settle_heap()
-    run_server(app, host=bind_host, port=bind_port, log_level="warning", access_log=False, **tls)
+    run_server(
+        app,
+        ready=ready,
+        host=bind_host,
+        port=bind_port,
+        log_level="warning",
+        access_log=False,
+        **tls,
+    )
+
+
+#: How a server's own log lines look on stderr (the role taken or given up, recoveries,
+#: retried failures): time, level, what.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _log_to_stderr() -> None:
+    """Sealtrail's log lines (from INFO: rare, each worth an operator's eye) and any
+    library's warnings go to stderr with their time and level."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr)
+    logging.getLogger("sealtrail").setLevel(logging.INFO)

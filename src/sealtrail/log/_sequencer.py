@@ -68,6 +68,11 @@ SWITCH_INTERVAL = 0.001
 PIPELINE_DEPTH = 3
 
 
+#: The longest batch delay a sequencer accepts, in seconds: far beyond any useful one (a
+#: few milliseconds), yet finite (an endless one would never cut a batch).
+MAX_DELAY_LIMIT = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class SequencerConfig:
     """Batching and back-pressure limits (documented in ARCHITECTURE.md)."""
@@ -87,8 +92,10 @@ class SequencerConfig:
     index_every: int = 1 << 18
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.max_pending < self.max_batch or self.max_delay < 0:
-            raise InvalidInput("need max_batch >= 1, max_pending >= max_batch, max_delay >= 0")
+        if self.max_batch < 1 or self.max_pending < self.max_batch:
+            raise InvalidInput("need max_batch >= 1 and max_pending >= max_batch")
+        if not 0 <= self.max_delay <= MAX_DELAY_LIMIT:  # also refuses NaN
+            raise InvalidInput(f"max_delay must be a number of seconds from 0 to {MAX_DELAY_LIMIT}")
         if self.index_every < 1:
             raise InvalidInput("index_every must be at least 1")
         if self.max_pending_bytes < MAX_ENTRY_SIZE:

@@ -14,7 +14,7 @@ import gc
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Protocol
 
@@ -165,6 +165,10 @@ def settle_heap() -> None:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+#: Seconds between looks at whether a starting server listens yet.
+READY_POLL = 0.01
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, stopped by SIGINT or SIGTERM without the signal being raised
     again afterwards: the process then ends normally (status 0, exit handlers run)."""
@@ -179,7 +183,12 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def run_server(app: FastAPI, **options: Any) -> None:  # noqa: ANN401 (uvicorn's options)
+def run_server(
+    app: FastAPI,
+    *,
+    ready: Callable[[str, int], None] | None = None,
+    **options: Any,  # noqa: ANN401 (uvicorn's options)
+) -> None:
     """Serve ``app`` with uvicorn (``options`` are :class:`uvicorn.Config`'s) until one of
     :data:`STOP_SIGNALS`; call from the main thread.
 
@@ -188,12 +197,20 @@ def run_server(app: FastAPI, **options: Any) -> None:  # noqa: ANN401 (uvicorn's
     caller as the error it is, before the port is bound, where uvicorn would log it as a
     traceback. A stop signal ends the process normally rather than by the signal: exit
     handlers run, so worker processes are shut down and nothing is reported leaked.
+    ``ready`` is called with the address and port bound (port 0 asks for a free one) once
+    the server listens.
     """
     server = _Server(uvicorn.Config(app, lifespan="off", **options))
 
     async def main() -> None:
         async with app.router.lifespan_context(app):
-            await server.serve()
+            serving = asyncio.ensure_future(server.serve())
+            while ready is not None and not server.started and not serving.done():
+                await asyncio.sleep(READY_POLL)
+            if ready is not None and server.started:
+                host, port = server.servers[0].sockets[0].getsockname()[:2]
+                ready(str(host), int(port))
+            await serving
 
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         runner.run(main())
