@@ -3,10 +3,12 @@ script that does not guard its top level gets none (they would run it again)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 CHILD = """
@@ -38,30 +40,9 @@ def _ignores(pid: int, sig: signal.Signals) -> bool:
     raise AssertionError("no SigIgn line")
 
 
-def test_workers_leave_ctrl_c_to_their_parent(tmp_path: Path) -> None:
-    """Ctrl-C reaches a terminal's whole process group: the workers ignore it, and the
-    parent shuts them down (no traceback from each, no pool broken under work)."""
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    child = subprocess.Popen(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={"SEALTRAIL_VERIFY_WORKERS": "2", "PATH": "/usr/bin:/bin"},
-    )
-    try:
-        assert child.stdout is not None
-        pids = [int(p) for p in child.stdout.readline().split()]
-        assert pids and all(_ignores(pid, signal.SIGINT) for pid in pids)
-        assert not _ignores(child.pid, signal.SIGINT)
-    finally:
-        child.kill()
-        child.wait(timeout=10)
-        if child.stdout is not None:
-            child.stdout.close()
-
-
-def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _child_with_workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """A process that started its signature workers, and their pids; killed afterwards."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     child = subprocess.Popen(
@@ -74,6 +55,25 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
         assert child.stdout is not None
         pids = [int(p) for p in child.stdout.readline().split()]
         assert pids, "the child started no worker"
+        yield child, pids
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+def test_workers_leave_ctrl_c_to_their_parent(tmp_path: Path) -> None:
+    """Ctrl-C reaches a terminal's whole process group: the workers ignore it, and the
+    parent shuts them down (no traceback from each, no pool broken under work)."""
+    with _child_with_workers(tmp_path) as (child, pids):
+        assert all(_ignores(pid, signal.SIGINT) for pid in pids)
+        assert not _ignores(child.pid, signal.SIGINT)
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
+    with _child_with_workers(tmp_path) as (child, pids):
         assert all(_alive(pid) for pid in pids)
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
@@ -81,12 +81,6 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
         while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(_alive(pid) for pid in pids), "a worker outlived its parent"
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=10)
-        if child.stdout is not None:
-            child.stdout.close()
 
 
 UNGUARDED = """
