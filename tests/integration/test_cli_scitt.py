@@ -608,3 +608,5 @@ def test_bad_input_is_one_line_and_exit_1(
     assert result.out == "", name
     assert "d34db33f" not in result.err and ADMIN_TOKEN not in result.err
     assert not (d / "out.cose").exists() and not (d / "k.cbor").exists()
+    if code == "file-not-found":  # a local file: the hint is about the file, not a request
+        assert "hint: Check the path" in result.err, result.err

@@ -28,6 +28,7 @@ from sealtrail.storage import MemoryStore, PostgresStore, SQLiteStore
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out, progress_bar
 from .passport import _vkey
+from .scitt import READ_HINT
 
 __all__ = ["app"]
 
@@ -105,7 +106,7 @@ def _read_lines(lines: Path) -> list[bytes]:
                     entries.append(entry)
             return entries
     except OSError as exc:
-        raise InvalidInput(f"cannot read {where}: {exc.strerror}") from exc
+        raise InvalidInput(f"cannot read {where}: {exc.strerror}", hint=READ_HINT) from exc
 
 
 def _read_entry(path: Path) -> bytes:
@@ -118,7 +119,7 @@ def _read_file(path: Path, *, limit: int = MAX_DOCUMENT, what: str = "the file")
         with path.open("rb") as handle:
             data = handle.read(limit + 1)
     except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}", hint=READ_HINT) from exc
     if len(data) > limit:
         raise TooLarge(f"{path} is larger than {what} may be ({limit} bytes)")
     return data

@@ -26,6 +26,7 @@ from sealtrail.scitt import (
 from sealtrail.storage import IndexStore, MemoryStore, PostgresStore, SQLiteStore
 
 from ._common import DEFAULT_DATA_DIR, DataDir, load, out, progress_bar
+from .scitt import READ_HINT
 
 __all__ = ["audit", "index_app"]
 
@@ -52,7 +53,11 @@ def service_keys(config: Config, keys_file: str | None) -> dict[bytes, Verifier]
             with open(keys_file, "rb") as f:
                 return dict(decode_key_set(f.read()))
         except OSError as exc:
-            raise InvalidInput(f"cannot read {keys_file}", code="keys-unreadable") from exc
+            raise InvalidInput(
+                f"cannot read the --service-keys file {keys_file}: {exc.strerror}",
+                code="keys-unreadable",
+                hint=READ_HINT,
+            ) from exc
     verifiers = [*config.retired_verifiers(), config.service_signer().verifier()]
     return {key_id(v): v for v in verifiers}
 

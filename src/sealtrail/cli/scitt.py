@@ -61,6 +61,9 @@ Url = Annotated[
     typer.Option("--url", envvar=URL_ENV, help="The transparency service's base URL."),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+#: What to do about a local file that could not be read, or written.
+READ_HINT = "Check the path, and that this user may read it."
+WRITE_HINT = "Choose another --output, or check that this user may write there."
 AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON document instead.")]
 
 
@@ -445,9 +448,11 @@ def _read(path: Path, what: str, *, limit: int | None = None) -> bytes:
         with path.open("rb") as handle:
             data = handle.read() if limit is None else handle.read(limit + 1)
     except FileNotFoundError:
-        raise InvalidInput(f"{what} {path} not found", code="file-not-found") from None
+        raise InvalidInput(
+            f"{what} {path} not found", code="file-not-found", hint=READ_HINT
+        ) from None
     except OSError as exc:
-        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}", hint=READ_HINT) from None
     if limit is not None and len(data) > limit:
         raise TooLarge(f"{what} {path} is larger than {limit} bytes")
     return data
@@ -465,14 +470,18 @@ def _payload(path: Path) -> Iterator[BinaryIO]:
     try:
         handle = path.open("rb")
     except FileNotFoundError:
-        raise InvalidInput(f"payload {path} not found", code="file-not-found") from None
+        raise InvalidInput(
+            f"payload {path} not found", code="file-not-found", hint=READ_HINT
+        ) from None
     except OSError as exc:
-        raise InvalidInput(f"cannot read payload {path}: {exc.strerror}") from None
+        raise InvalidInput(f"cannot read payload {path}: {exc.strerror}", hint=READ_HINT) from None
     with handle:
         try:
             yield handle
         except OSError as exc:
-            raise InvalidInput(f"cannot read payload {path}: {exc.strerror}") from None
+            raise InvalidInput(
+                f"cannot read payload {path}: {exc.strerror}", hint=READ_HINT
+            ) from None
 
 
 def _bounded(stream: BinaryIO, path: Path) -> bytes:
@@ -535,7 +544,7 @@ def _save(path: Path, data: bytes, *, force: bool) -> None:
     except FileExistsError:
         raise _exists(path) from None
     except OSError as exc:
-        raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
+        raise InvalidInput(f"cannot write {path}: {exc.strerror}", hint=WRITE_HINT) from None
     finally:
         tmp.unlink(missing_ok=True)
 
