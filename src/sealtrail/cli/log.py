@@ -28,7 +28,7 @@ from sealtrail.storage import MemoryStore, PostgresStore, SQLiteStore
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out, progress_bar
 from .passport import _vkey
-from .scitt import READ_HINT
+from .scitt import READ_HINT, _read
 
 __all__ = ["app"]
 
@@ -110,19 +110,12 @@ def _read_lines(lines: Path) -> list[bytes]:
 
 
 def _read_entry(path: Path) -> bytes:
-    return _read_file(path, limit=MAX_ENTRY_SIZE, what="an entry")
+    return _read(path, "entry", limit=MAX_ENTRY_SIZE)
 
 
-def _read_file(path: Path, *, limit: int = MAX_DOCUMENT, what: str = "the file") -> bytes:
-    """A whole file of at most ``limit`` bytes; no more than that is read."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}", hint=READ_HINT) from exc
-    if len(data) > limit:
-        raise TooLarge(f"{path} is larger than {what} may be ({limit} bytes)")
-    return data
+def _read_file(path: Path) -> bytes:
+    """A proof document or a checkpoint: small, and read no further than that."""
+    return _read(path, "file", limit=MAX_DOCUMENT)
 
 
 @app.command()

@@ -443,19 +443,33 @@ def _print_verified(verified: VerifiedStatement, how: str) -> None:
 
 
 def _read(path: Path, what: str, *, limit: int | None = None) -> bytes:
-    """A whole input file; one-line errors naming the file."""
+    """A whole input file; one-line errors naming the file. With ``limit``, no more than
+    that is read."""
+    with _opened(path, what) as handle:
+        data = handle.read() if limit is None else handle.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise TooLarge(f"{what} {path} is larger than {limit} bytes")
+    return data
+
+
+@contextlib.contextmanager
+def _opened(path: Path, what: str) -> Iterator[BinaryIO]:
+    """``path`` open for reading; a failure to open or read it is one line naming it."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read() if limit is None else handle.read(limit + 1)
+        handle = path.open("rb")
     except FileNotFoundError:
         raise InvalidInput(
             f"{what} {path} not found", code="file-not-found", hint=READ_HINT
         ) from None
     except OSError as exc:
         raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}", hint=READ_HINT) from None
-    if limit is not None and len(data) > limit:
-        raise TooLarge(f"{what} {path} is larger than {limit} bytes")
-    return data
+    with handle:
+        try:
+            yield handle
+        except OSError as exc:
+            raise InvalidInput(
+                f"cannot read {what} {path}: {exc.strerror}", hint=READ_HINT
+            ) from None
 
 
 @contextlib.contextmanager
@@ -467,21 +481,8 @@ def _payload(path: Path) -> Iterator[BinaryIO]:
         except (OSError, ValueError) as exc:
             raise InvalidInput(f"cannot read the payload from stdin: {exc}") from None
         return
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise InvalidInput(
-            f"payload {path} not found", code="file-not-found", hint=READ_HINT
-        ) from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read payload {path}: {exc.strerror}", hint=READ_HINT) from None
-    with handle:
-        try:
-            yield handle
-        except OSError as exc:
-            raise InvalidInput(
-                f"cannot read payload {path}: {exc.strerror}", hint=READ_HINT
-            ) from None
+    with _opened(path, "payload") as handle:
+        yield handle
 
 
 def _bounded(stream: BinaryIO, path: Path) -> bytes:
