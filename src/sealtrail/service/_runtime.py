@@ -165,13 +165,20 @@ def settle_heap() -> None:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-#: Seconds between looks at whether a starting server listens yet.
-READY_POLL = 0.01
-
-
 class _Server(uvicorn.Server):
     """uvicorn's server, stopped by SIGINT or SIGTERM without the signal being raised
-    again afterwards: the process then ends normally (status 0, exit handlers run)."""
+    again afterwards: the process then ends normally (status 0, exit handlers run). Once
+    it listens it calls ``ready`` with the address and port bound."""
+
+    def __init__(self, config: uvicorn.Config, ready: Callable[[str, int], None] | None) -> None:
+        super().__init__(config)
+        self.ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.ready is not None and self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self.ready(str(host), int(port))
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -200,17 +207,11 @@ def run_server(
     ``ready`` is called with the address and port bound (port 0 asks for a free one) once
     the server listens.
     """
-    server = _Server(uvicorn.Config(app, lifespan="off", **options))
+    server = _Server(uvicorn.Config(app, lifespan="off", **options), ready)
 
     async def main() -> None:
         async with app.router.lifespan_context(app):
-            serving = asyncio.ensure_future(server.serve())
-            while ready is not None and not server.started and not serving.done():
-                await asyncio.sleep(READY_POLL)
-            if ready is not None and server.started:
-                host, port = server.servers[0].sockets[0].getsockname()[:2]
-                ready(str(host), int(port))
-            await serving
+            await server.serve()
 
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         runner.run(main())
