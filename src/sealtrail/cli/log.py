@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import typer
 
-from sealtrail.config import Config, open_log_store
+from sealtrail.config import Config, check_store_url, open_log_store
 from sealtrail.errors import InvalidInput, InvalidProof, TooLarge
 from sealtrail.log import (
     MAX_ENTRY_SIZE,
@@ -28,7 +27,7 @@ from sealtrail.storage import MemoryStore, PostgresStore, SQLiteStore
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out, progress_bar
 from .passport import _vkey
-from .scitt import READ_HINT, _read
+from .scitt import _opened, _read
 
 __all__ = ["app"]
 
@@ -66,7 +65,7 @@ def _raw_log_only(config: Config) -> MemoryStore | SQLiteStore | PostgresStore:
     """The store to append raw entries to, once it is known to hold this directory's log and
     nothing else: refused where raw entries would bypass the sequencer role of servers
     that share the store, or share the log with registered statements."""
-    if config.resolved_store_url().startswith(("postgresql://", "postgres://")):
+    if check_store_url(config.resolved_store_url()) == "postgresql":
         raise InvalidInput(
             "this log's store is shared by servers (PostgreSQL): only the process that holds "
             "the sequencer role appends to it",
@@ -86,27 +85,30 @@ def _raw_log_only(config: Config) -> MemoryStore | SQLiteStore | PostgresStore:
 
 
 def _read_lines(lines: Path) -> list[bytes]:
-    """The non-empty lines of ``lines`` (``-``: standard input), each an entry, read one at
-    a time: a line longer than an entry may be is refused as soon as it is seen."""
-    where = "stdin" if str(lines) == "-" else str(lines)
+    """The non-empty lines of ``lines`` (``-``: standard input), each an entry."""
+    if str(lines) != "-":
+        with _opened(lines, "lines file") as stream:
+            return _entry_lines(stream, str(lines))
     try:
-        with contextlib.ExitStack() as stack:
-            stream = (
-                sys.stdin.buffer if str(lines) == "-" else stack.enter_context(lines.open("rb"))
-            )
-            entries = []
-            for number, line in enumerate(iter(lambda: stream.readline(MAX_ENTRY_SIZE + 2), b"")):
-                entry = line.removesuffix(b"\n")
-                if len(entry) > MAX_ENTRY_SIZE:
-                    raise TooLarge(
-                        f"line {number + 1} of {where} is longer than an entry may be "
-                        f"({MAX_ENTRY_SIZE} bytes)"
-                    )
-                if entry:
-                    entries.append(entry)
-            return entries
+        return _entry_lines(sys.stdin.buffer, "stdin")
     except OSError as exc:
-        raise InvalidInput(f"cannot read {where}: {exc.strerror}", hint=READ_HINT) from exc
+        raise InvalidInput(f"cannot read stdin: {exc.strerror}") from exc
+
+
+def _entry_lines(stream: BinaryIO, where: str) -> list[bytes]:
+    """Read one line at a time: a line longer than an entry may be is refused as soon as
+    it is seen, never read whole."""
+    entries = []
+    for number, line in enumerate(iter(lambda: stream.readline(MAX_ENTRY_SIZE + 2), b"")):
+        entry = line.removesuffix(b"\n")
+        if len(entry) > MAX_ENTRY_SIZE:
+            raise TooLarge(
+                f"line {number + 1} of {where} is longer than an entry may be "
+                f"({MAX_ENTRY_SIZE} bytes)"
+            )
+        if entry:
+            entries.append(entry)
+    return entries
 
 
 def _read_entry(path: Path) -> bytes:
