@@ -43,7 +43,14 @@ import psycopg
 from cryptography.hazmat.primitives import serialization
 from psycopg.conninfo import conninfo_to_dict
 
-from sealtrail.errors import ConfigError, Error, InvalidInput, InvalidSignature, MalformedNote
+from sealtrail.errors import (
+    CheckpointConflict,
+    ConfigError,
+    Error,
+    InvalidInput,
+    InvalidSignature,
+    MalformedNote,
+)
 from sealtrail.keys import (
     ALGORITHMS,
     ED25519,
@@ -411,16 +418,16 @@ def _write_genesis(
     store: MemoryStore | SQLiteStore | PostgresStore, signer: CheckpointSigner
 ) -> None:
     """The log's first checkpoint, of size 0, into an empty store; refused if another one
-    got there first (the compare-and-swap does not tell "empty" from "size 0")."""
+    got there first (a store commits a genesis only while it holds no checkpoint)."""
     genesis = signer.sign(size=0, root=EMPTY_ROOT)
-    store.commit(Commit(old_size=0, new_size=0, checkpoint=genesis.note, parts=(), leaves=()))
-    stored = store.read_checkpoint()
-    if stored is None or stored.note != genesis.note:
+    try:
+        store.commit(Commit(old_size=0, new_size=0, checkpoint=genesis.note, parts=(), leaves=()))
+    except CheckpointConflict:
         raise ConfigError(
             "another log was started in the store at the same time",
             hint="Pick a store of its own for this log.",
             code="store-log-exists",
-        )
+        ) from None
 
 
 def open_log_store(

@@ -355,6 +355,46 @@ def test_racing_commits_exactly_one_wins(store_factory: StoreFactory) -> None:
                 }
 
 
+def _genesis(tag: str) -> Commit:
+    return Commit(old_size=0, new_size=0, checkpoint=_h("genesis", tag), parts=(), leaves=())
+
+
+def test_a_log_is_started_once(store: LogStore) -> None:
+    """A commit of size 0 begins a log: refused, and nothing written, once the store holds
+    a checkpoint, whether the log is still empty or has grown."""
+    store.commit(_genesis("first"))
+    with pytest.raises(CheckpointConflict):
+        store.commit(_genesis("second"))
+    assert store.read_checkpoint() == StoredCheckpoint(0, _h("genesis", "first"), 0)
+    model = LogModel()
+    store.commit(model.batch(30))
+    with pytest.raises(CheckpointConflict):
+        store.commit(_genesis("third"))
+    assert_stored(store, model)
+
+
+def test_racing_genesis_commits_exactly_one_wins(store_factory: StoreFactory) -> None:
+    """Two logs started in one empty store at once (two ``sealtrail init``): one begins it,
+    the others are told, and the stored checkpoint is the winner's."""
+    racers = 4
+    stores = [store_factory.open() for _ in range(racers)]
+    commits = [_genesis(f"racer {k}") for k in range(racers)]
+    barrier = threading.Barrier(racers)
+    outcome: list[str] = ["?"] * racers
+    threads = [
+        threading.Thread(target=_race, args=(stores[k], commits[k], barrier, outcome, k))
+        for k in range(racers)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcome) == ["lost"] * (racers - 1) + ["won"], outcome
+    winner = commits[outcome.index("won")].checkpoint
+    for s in stores:
+        assert s.read_checkpoint() == StoredCheckpoint(0, winner, 0)
+
+
 # -- full parts and leftovers ----------------------------------------------------------------------
 
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from sealtrail.config import load_config
+from sealtrail import config as config_module
+from sealtrail.config import init_data_dir, load_config
+from sealtrail.errors import ConfigError
 from sealtrail.log import LogReader
 from sealtrail.merkle import EMPTY_ROOT
 from sealtrail.note import NoteVerifier
@@ -228,3 +232,42 @@ def test_new_log_is_refused_where_the_directory_served_a_log(tmp_path: Path) -> 
     assert "(store-log-missing)" in stderr
     assert "the provenance index has applied 2 entries" in stderr
     assert not (root / "d" / "log.db").exists()
+
+
+def test_two_inits_racing_on_one_empty_database_start_one_log(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both have found the database empty before either writes its genesis: the store's
+    compare-and-swap lets one begin the log; the other is refused and leaves nothing."""
+    racers = 2
+    barrier = threading.Barrier(racers)
+    write_genesis = config_module._write_genesis
+
+    def after_both_looked(*args: Any) -> None:
+        barrier.wait(30)
+        write_genesis(*args)
+
+    monkeypatch.setattr(config_module, "_write_genesis", after_both_looked)
+    outcome: dict[str, str] = {}
+
+    def init(name: str) -> None:
+        try:
+            init_data_dir(tmp_path / name, origin=f"{name}.test/log", store_url=postgres_url)
+            outcome[name] = "started"
+        except ConfigError as exc:
+            outcome[name] = exc.code or repr(exc)
+
+    threads = [threading.Thread(target=init, args=(f"r{k}",)) for k in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(outcome.values()) == ["started", "store-log-exists"], outcome
+    winner = next(name for name, result in outcome.items() if result == "started")
+    loser = next(name for name in outcome if name != winner)
+    assert not (tmp_path / loser).exists()
+    store = PostgresStore(postgres_url)
+    try:
+        assert _size_and_root(store, tmp_path / winner) == (0, EMPTY_ROOT)
+    finally:
+        store.close()

@@ -160,7 +160,9 @@ class LogStore(Protocol):
 
         The stored checkpoint's ``indexed`` becomes ``commit.watermark``.
         MUST raise :class:`sealtrail.errors.CheckpointConflict` and write nothing when the
-        stored checkpoint size is not ``commit.old_size`` (``0`` for an empty store).
+        stored checkpoint size is not ``commit.old_size`` (``0`` for an empty store), and
+        for a commit of size 0 (a log's genesis) when the store holds any checkpoint: two
+        logs started in one store at once cannot both have begun it.
         MUST be all-or-nothing: after a crash at any point either the whole batch and its
         checkpoint are visible or none of it is. MUST NOT return before all of it is
         durable: a caller resolves its waiters as soon as this returns.

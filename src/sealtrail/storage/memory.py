@@ -108,6 +108,8 @@ class MemoryStore:
                 raise Fenced(f"sequencer epoch {commit.fence} was fenced by epoch {self._epoch}")
             if current != commit.old_size:
                 raise CheckpointConflict(f"the log is at size {current}, not {commit.old_size}")
+            if commit.new_size == 0 and self._checkpoint is not None:
+                raise CheckpointConflict("the log was started already")
             self.faults.check("before_commit")
             for part in commit.stored_parts():
                 _put_part(self._tiles.setdefault((part.level, part.index), {}), part)

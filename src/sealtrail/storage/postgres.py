@@ -163,6 +163,13 @@ def _publish_params(commit: Commit) -> tuple[object, ...]:
     return (commit.new_size, commit.checkpoint, commit.watermark, commit.old_size)
 
 
+#: The checkpoint row, locked for a commit: its size, the role's epoch, and whether a
+#: log was ever started (``note`` is NULL until the genesis).
+_LOCK_CHECKPOINT: LiteralString = (
+    "SELECT size, epoch, note IS NOT NULL FROM log_checkpoint WHERE id = 0 FOR UPDATE"
+)
+
+
 def _check_base(row: Sequence[Any] | None, commit: Commit) -> None:
     """The compare-and-swap's check, on the checkpoint row read under its lock."""
     if row is None:
@@ -172,6 +179,8 @@ def _check_base(row: Sequence[Any] | None, commit: Commit) -> None:
     if int(row[0]) != commit.old_size:
         # Leaving the block by an exception rolls back: nothing of the batch is written.
         raise CheckpointConflict(f"the log is at size {row[0]}, not {commit.old_size}")
+    if commit.new_size == 0 and row[2]:
+        raise CheckpointConflict("the log was started already")
 
 
 #: ``_insert_parts_sql`` before its VALUES rows.
@@ -736,9 +745,7 @@ class PostgresStore:
         with self._errors("commit"), self._conn() as conn, conn.transaction():
             # The compare-and-swap: the row lock makes a concurrent committer wait here and
             # then read the size this transaction leaves (see the module docstring).
-            row = conn.execute(
-                "SELECT size, epoch FROM log_checkpoint WHERE id = 0 FOR UPDATE", prepare=True
-            ).fetchone()
+            row = conn.execute(_LOCK_CHECKPOINT, prepare=True).fetchone()
             _check_base(row, commit)
             with conn.pipeline():
                 reaching = self._make_room(conn, _firsts(parts))
@@ -774,7 +781,7 @@ class PostgresStore:
             with conn.pipeline():
                 conn.execute("BEGIN")
                 base = conn.execute(
-                    "SELECT size, epoch FROM log_checkpoint WHERE id = 0 FOR UPDATE",
+                    _LOCK_CHECKPOINT,
                     prepare=True,
                 )
                 reaching = self._make_room(conn, _firsts(parts))

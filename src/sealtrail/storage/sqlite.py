@@ -384,6 +384,8 @@ class SQLiteStore:
                 current = 0 if row is None else int(row[0])
                 if current != commit.old_size:
                     raise CheckpointConflict(f"the log is at size {current}, not {commit.old_size}")
+                if commit.new_size == 0 and row is not None:
+                    raise CheckpointConflict("the log was started already")
                 parts = commit.stored_parts()
                 # Per level, everything from the commit's first position on is a leftover
                 # or being restated: clear it once, then insert.
