@@ -271,3 +271,60 @@ def test_two_inits_racing_on_one_empty_database_start_one_log(
         assert _size_and_root(store, tmp_path / winner) == (0, EMPTY_ROOT)
     finally:
         store.close()
+
+
+def _swap_sqlite(root: Path, name: str, to: Path) -> None:
+    """``root/d/name`` (and its WAL files) moved to ``to`` (same suffixes)."""
+    for suffix in ("", "-wal", "-shm"):
+        path = root / "d" / f"{name}{suffix}"
+        if path.exists():
+            shutil.move(path, f"{to}{suffix}")
+
+
+def _log_size(root: Path) -> int:
+    store = SQLiteStore(root / "d" / "log.db")
+    try:
+        stored = store.read_checkpoint()
+        assert stored is not None
+        return stored.size
+    finally:
+        store.close()
+
+
+def test_a_store_rolled_back_behind_its_index_is_refused(tmp_path: Path) -> None:
+    """The log's store restored from a backup older than its provenance index: ``serve``
+    would sign a second history at sizes clients have seen, so it refuses before it
+    writes anything, and so does ``index status``. Once the store has grown again past
+    the index's size (a second history was signed), the index's last entry names it."""
+    root, token = init_data(tmp_path)
+    allow_anonymous(root / "d")
+    shutil.copy(root / "d" / "log.db", root / "backup.db")  # the log at its genesis
+    issuer = make_issuer("ES256", cn="Maker")
+    with served(root) as url:
+        onboard(url, token, issuer)
+        for n in range(3):
+            register(url, statement_for(issuer, n))
+    first = _log_size(root)
+    _swap_sqlite(root, "log.db", root / "newer.db")
+    shutil.copy(root / "backup.db", root / "d" / "log.db")
+
+    stderr = _serve_refused(root, "d")
+    assert "(index-ahead-of-log)" in stderr
+    assert "but the log holds 0: the store was rolled back" in stderr
+    assert _log_size(root) == 0  # the service recorded no key, re-appended nothing
+    status = sealtrail("index", "status", "-d", "d", cwd=root)
+    assert_clean_error(status, "index-ahead-of-log")
+
+    # A second history grown past the index, with the index set aside, then put back.
+    _swap_sqlite(root, "provenance.db", root / "index.db")
+    with served(root) as url:
+        onboard(url, token, issuer)
+        for n in range(10, 16):
+            register(url, statement_for(issuer, n))
+    _swap_sqlite(root, "provenance.db", root / "second-index.db")
+    shutil.move(root / "index.db", root / "d" / "provenance.db")
+    size = _log_size(root)
+    assert size > first
+    stderr = _serve_refused(root, "d")
+    assert "(index-of-another-log)" in stderr
+    assert _log_size(root) == size

@@ -14,7 +14,12 @@ from sealtrail.errors import InvalidInput
 from sealtrail.keys import Verifier
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
-from sealtrail.provenance import ProvenanceLedger, ProvenancePolicy, audit_log
+from sealtrail.provenance import (
+    ProvenanceLedger,
+    ProvenancePolicy,
+    audit_log,
+    check_index_of_log,
+)
 from sealtrail.scitt import (
     ORG_RECORD_TYPE,
     Registry,
@@ -131,7 +136,9 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     store = open_log_store(config)
     index = config.open_index()
     try:
-        size = _reader(config, store).size()
+        reader = _reader(config, store)
+        check_index_of_log(index, reader)
+        size = reader.size()
         applied = index.applied_size()
         state = "up to date" if applied == size else f"{size - applied} entries behind"
         out.print(f"log size {size}, index applied {applied}: {state}")

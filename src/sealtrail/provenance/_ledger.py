@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from sealtrail.errors import (
     Conflict,
+    Corruption,
     Error,
     InvalidInput,
     NotFound,
@@ -266,6 +267,43 @@ def indexed_entry(
         code=outcome.code,
         subjects=outcome.subjects,
     )
+
+
+def check_index_of_log(index: IndexStore, reader: LogReader) -> None:
+    """Raise :class:`Corruption` unless ``index`` could have been built from the log of
+    ``reader``: no further than the log, and its last entry the log's entry at that
+    position.
+
+    An index ahead of its log, or at odds with it, means the store was rolled back
+    (restored from an older backup, say) or is not the index's log. Serving it would sign
+    a second history under the log's key, at sizes clients have already seen.
+    """
+    applied = index.applied_size()  # first: a log only grows, so its size read next covers it
+    size = reader.size()
+    hint = (
+        "Serve the store that holds the index's entries (a newer backup of it). If this "
+        "store is the log to keep, `sealtrail index rebuild` rebuilds the index from it; "
+        "clients that saw the longer log will then see a fork."
+    )
+    if applied > size:
+        raise Corruption(
+            f"the provenance index has applied {applied} entries, but the log holds {size}: "
+            "the store was rolled back or is not the index's log",
+            hint=hint,
+            code="index-ahead-of-log",
+        )
+    if applied == 0:
+        return
+    recorded = index.entries(applied - 1, applied)
+    entry = reader.entry(applied - 1)
+    expected = entry if len(entry) == hashlib.sha256().digest_size else leaf_hash(entry)
+    if not recorded or recorded[0].entry_id != expected:
+        raise Corruption(
+            f"the provenance index's entry {applied - 1} is not the log's: the store is not "
+            "the index's log, or was rewritten",
+            hint=hint,
+            code="index-of-another-log",
+        )
 
 
 def load_rows(index: IndexStore) -> MemoryRows:
@@ -615,7 +653,8 @@ class ProvenanceLedger:
         return fact, kind.name, self._indexed.apply(fact)
 
     async def start(self, reader: LogReader) -> None:
-        """Bring the index up to the log, seed the tentative state, and follow the log."""
+        """Bring the index up to the log, seed the tentative state, and follow the log.
+        (The service checks the index against the log first: :func:`check_index_of_log`.)"""
         self._reader = reader
         await asyncio.to_thread(self.catch_up, reader)
         # The size first: the rows may be read a few entries later, and replaying changes

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 from sealtrail.keys import Signer, Verifier
 from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig, SharedSequencer
-from sealtrail.provenance import ProvenanceLedger, ProvenancePolicy
+from sealtrail.provenance import ProvenanceLedger, ProvenancePolicy, check_index_of_log
 from sealtrail.scitt import (
     MAX_STATEMENT_SIZE,
     ChainValidator,
@@ -111,6 +111,9 @@ def service_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Before anything writes (the service re-appends and records keys as it starts): a
+        # rolled-back store would otherwise be signed over at sizes clients have seen.
+        await asyncio.to_thread(check_index_of_log, ledger.index, sequencer.reader)
         await sequencer.start()
         try:
             await service.start()

@@ -29,6 +29,7 @@ from sealtrail.provenance import (
     ProvenancePolicy,
     ProvenanceViews,
     audit_log,
+    check_index_of_log,
     open_nonce,
     seal_nonce,
 )
@@ -379,6 +380,9 @@ async def test_a_raw_entry_in_the_log_never_stops_the_index(tmp_path: Path) -> N
         await journey(chain, "srv-1", "ship-1")
         raw = [b"", b"x", bytes(33), b"a raw line"]
         first = (await chain.sequencer.add_many(raw))[0]
+        await chain.indexed()
+        # The index's last entry is a raw one: still recognized as the log's.
+        check_index_of_log(index, chain.sequencer.reader)
         await journey(chain, "srv-2", "ship-2")
         await chain.indexed()
         assert index.applied_size() == chain.sequencer.reader.size()
