@@ -330,3 +330,36 @@ def test_a_statement_that_does_not_hash_to_its_id_is_refused() -> None:
     with _mocked(lambda _: answer) as client, pytest.raises(VerificationError) as caught:
         client.statement("ab" * 32)
     assert caught.value.code == "entry-mismatch"
+
+
+def _problem_reply(status: int, code: str) -> httpx.Response:
+    return httpx.Response(
+        status,
+        headers={"Content-Type": "application/problem+json"},
+        json={"code": code, "detail": f"refused: {code}"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "call", "says"),
+    [
+        (404, "user-unknown", lambda c: c.revoke_token("bob", "00" * 8, token="t"), "users list"),
+        (404, "token-unknown", lambda c: c.revoke_token("bob", "00" * 8, token="t"), "users list"),
+        (404, "node-unknown", lambda c: c.challenge("srv-9"), "serial"),
+        (400, "policy-subject", lambda c: c.register(STATEMENT), "policy"),
+        (400, "chain-untrusted", lambda c: c.register(STATEMENT), "anchors"),
+        (401, "certificate-unknown", lambda c: c.compliance(), "users cert"),
+    ],
+)
+def test_a_refusal_gets_a_hint_about_what_was_asked(
+    status: int, code: str, call: Callable[[Client], object], says: str
+) -> None:
+    """Not the class's own hint, which is about proofs (404), tampered data (400) or the
+    administrator token (401)."""
+    with _mocked(lambda _: _problem_reply(status, code)) as client, pytest.raises(Error) as caught:
+        call(client)
+    assert caught.value.code == code
+    hint = caught.value.hint
+    assert says in hint, hint
+    for elsewhere in ("latest checkpoint", "Do not trust the data", "administrator token"):
+        assert elsewhere not in hint, hint

@@ -254,6 +254,7 @@ def test_a_changed_byte_or_wrong_pins_fail_with_one_line(live: Live, tmp_path: P
 def test_export_names_what_it_cannot_do(live: Live, tmp_path: Path) -> None:
     r = sealtrail("passport", "export", "SRV-404", "--url", live.url, cwd=tmp_path)
     assert_clean_error(r, "node-unknown")
+    assert "check the serial" in r.stderr  # not the hint about log indexes and sizes
     r = sealtrail("passport", "export", SERVER, "--url", live.url, "-d", "d", cwd=tmp_path)
     assert_clean_error(r, "invalid-input")
     r = sealtrail("passport", "export", "not-an-id", "--device", "--url", live.url, cwd=tmp_path)

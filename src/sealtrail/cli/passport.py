@@ -24,7 +24,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from sealtrail.client import TOKEN_HINTS, ServiceError, ServiceUnreachable
+from sealtrail.client import NOT_FOUND_HINTS, TOKEN_HINTS, ServiceError, ServiceUnreachable
 from sealtrail.config import Config, open_log_store
 from sealtrail.errors import (
     Error,
@@ -346,7 +346,7 @@ def _error(  # noqa: PLR0911 (one return per status)
     if status == 403:
         return Forbidden(message, code=code)
     if status == 404:
-        return NotFound(message, code=code)
+        return NotFound(message, code=code, hint=NOT_FOUND_HINTS.get(code or ""))
     if status == 429:
         return RateLimited(message, retry_after=retry_after, code=code)
     if status == 503:

@@ -130,7 +130,48 @@ TOKEN_HINTS = {
     "token-expired": "The token has expired: ask an administrator for a new one "
     "(sealtrail users token).",
     "user-disabled": "This user is disabled: ask an administrator.",
+    "certificate-unknown": "This TLS client certificate is no user's: ask an administrator "
+    "to add it to yours (sealtrail users cert).",
 }
+#: Hints for the service's 404 codes: what was not found, instead of the class's own hint
+#: (about log indexes and tree sizes).
+NOT_FOUND_HINTS = {
+    "user-unknown": "No user of that name: see the users with 'sealtrail users list'.",
+    "token-unknown": "The user holds no token of that id: see each user's token ids with "
+    "'sealtrail users list'.",
+    "org-unknown": "No organization of that name is onboarded here (sealtrail org put).",
+    "grant-unknown": "The statement is not shared with that organization.",
+    "node-unknown": "No registered statement built a node of that serial (as of the size "
+    "asked for, if any): check the serial.",
+    "device-unknown": "No registered manifest holds that device (as of the size asked for, "
+    "if any): check its id, or its maker and serial.",
+    "shipment-unknown": "No custody record names that shipment (as of the size asked for, "
+    "if any): check its id.",
+}
+#: Hints for a statement the service refused (HTTP 400), by the code's prefix: the class's
+#: own hint is about data that fails to verify after it was received.
+_REFUSAL_HINTS = (
+    (
+        "policy-",
+        "The organization's registration policy does not allow this statement: its content "
+        "types, subjects, algorithms or max_size (docs/scitt.md).",
+    ),
+    (
+        "chain-",
+        "The statement's certificate chain must lead to one of its organization's anchors, "
+        "unexpired and not revoked (docs/scitt.md).",
+    ),
+    (
+        "issuer-",
+        "The statement's issuer (iss) must be one its organization's record lists, and its "
+        "key one the record has not retired (docs/scitt.md).",
+    ),
+    (
+        "cose-",
+        "The service refused the statement: its signature does not verify with the key it "
+        "names (docs/scitt.md).",
+    ),
+)
 
 
 def client_tls(
@@ -661,6 +702,14 @@ def _is_verification(code: str | None) -> bool:
     )
 
 
+def _refusal_hint(code: str | None) -> str | None:
+    """The hint for a statement refused with ``code`` (None: the class's own)."""
+    for prefix, hint in _REFUSAL_HINTS:
+        if code is not None and code.startswith(prefix):
+            return hint
+    return None
+
+
 def _error_for(reply: _Reply, what: str) -> Error:  # noqa: PLR0911 (one return per status)
     """The sealtrail error a non-success answer stands for; the service's code is kept."""
     code, detail = _problem(reply)
@@ -668,14 +717,14 @@ def _error_for(reply: _Reply, what: str) -> Error:  # noqa: PLR0911 (one return 
     message = detail or f"{what}: HTTP {status} from {_display(reply.url)}"
     if status == 400:
         if _is_verification(code):
-            return VerificationError(message, code=code)
+            return VerificationError(message, code=code, hint=_refusal_hint(code))
         return InvalidInput(message, code=code)
     if status == 401:
         return Unauthorized(message, code=code, hint=TOKEN_HINTS.get(code or ""))
     if status == 403:
         return Forbidden(message, code=code)
     if status == 404:
-        return NotFound(message, code=code)
+        return NotFound(message, code=code, hint=NOT_FOUND_HINTS.get(code or ""))
     if status == 409:
         return Conflict(message, code=code)
     if status == 413:
