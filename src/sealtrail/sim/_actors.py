@@ -231,8 +231,8 @@ class DeviceMaker(Actor):
         self._add_ca("ec", root_key, "Device Identity CA", None)
         if Algorithm.ML_DSA_87 in DEVICE_CLASSES[kind].identity_algorithms():
             # The ML-DSA-87 identities get their own issuing CA, certified by the P-384
-            # root: an organization record holds anchors of at most 1,024 characters of
-            # PEM, and an ML-DSA-87 certificate is about 10,000.
+            # root and carried in each identity chain: the record's one device anchor,
+            # the P-384 root, serves both kinds of identity.
             key = derive_mldsa_key(secrets.token_bytes(32), "device-ca")
             self._add_ca("ml-dsa", key, "Device Identity CA ML-DSA-87", root_key)
 
