@@ -141,9 +141,10 @@ class _Replay:
         try:
             statement = parse_statement(record.body, max_size=len(record.body))
             content_type = str(statement.content_type)
+            edited = _edited_columns(index, record, statement)
             if content_type in _SERVICE_RECORDS and statement.issuer == self.issuer:
                 self._service_record(content_type, statement)
-                return indexed_entry(index, leaf, "", None, Outcome()), Outcome(), None
+                return indexed_entry(index, leaf, "", None, Outcome()), Outcome(), edited
             org = self.registry.for_issuer(statement.issuer)
             org.policy.check(
                 content_type=content_type,
@@ -155,7 +156,7 @@ class _Replay:
             statement.message.verify(issuer_key(statement, org, self.validator, now=when))
             kind = KINDS.get(content_type)
             if kind is None:
-                return indexed_entry(index, leaf, "", None, Outcome()), Outcome(), None
+                return indexed_entry(index, leaf, "", None, Outcome()), Outcome(), edited
             payload = screen(statement, org, kind, self.devices)
         except Error as exc:
             finding = Finding(
@@ -165,7 +166,7 @@ class _Replay:
             return indexed_entry(index, leaf, "", None, Outcome()), Outcome(), finding
         fact = Fact(leaf, org.name, statement.issued_at or 0, payload)
         outcome = self.state.apply(fact)
-        return indexed_entry(index, leaf, kind.name, fact, outcome), outcome, None
+        return indexed_entry(index, leaf, kind.name, fact, outcome), outcome, edited
 
     def _service_record(self, content_type: str, statement: SignedStatement) -> None:
         """A record the service signed: organizations are applied to the registry the
@@ -190,6 +191,30 @@ class _Replay:
             parse_grant_record(statement.payload)
 
 
+def _edited_columns(
+    index: int, record: StatementRecord, statement: SignedStatement
+) -> Finding | None:
+    """A finding naming the columns of a stored statement that disagree with its body, if
+    any. Registration fills them from the statement; the service reads them instead of the
+    body (the kinds the indexer applies, the records it folds at start), so an edit misleads
+    it with no byte of the log or of the statement changed."""
+    columns = {
+        "issuer": (record.issuer, statement.issuer),
+        "subject": (record.subject, statement.subject),
+        "content_type": (record.content_type, str(statement.content_type)),
+    }
+    edited = [name for name, (stored, said) in columns.items() if stored != said]
+    if not edited:
+        return None
+    return Finding(
+        f"entry {index}",
+        f"the statement store's {', '.join(edited)} edited behind the log: "
+        + "; ".join(
+            f"holds {columns[n][0]!r}, the statement says {columns[n][1]!r}" for n in edited
+        ),
+    )
+
+
 def audit_log(
     reader: LogReader,
     statement: Callable[[bytes], StatementRecord | None],
@@ -208,6 +233,8 @@ def audit_log(
             progress("tree", done, total)
 
     try:
+        # Read first: a tree that fails its audit still says which checkpoint it failed.
+        report.checkpoint = reader.checkpoint()
         report.checkpoint = reader.audit(progress=tree_progress)
     except Error as exc:
         report.findings.append(Finding("log", f"{exc} ({exc.code})"))
@@ -252,7 +279,15 @@ def compare_index(
 ) -> Iterator[Finding]:
     """Every difference between the index and what the log gives, named."""
     applied = index.applied_size()
-    if applied != size:
+    if applied > size:
+        # Not a lagging index: the log lost entries the index applied (not to be rebuilt
+        # away before it is understood).
+        yield Finding(
+            "index",
+            f"has applied {applied} entries, but the log holds {size}: the log was rolled "
+            "back or is not the index's log",
+        )
+    elif applied != size:
         yield Finding(
             "index", f"has applied {applied} entries of the log's {size} (run `index rebuild`)"
         )
@@ -285,6 +320,30 @@ def _show(value: object) -> str:
     return _quote(value if isinstance(value, str) else repr(value))
 
 
+def _difference(held: object, given: object) -> str:
+    """What an edited index value holds against what the log gives: an entry's verdict
+    by the fields that differ (its subjects are not in :func:`_show`)."""
+    if isinstance(held, IndexedEntry) and isinstance(given, IndexedEntry):
+        fields = [f for f in _ENTRY_FIELDS if getattr(held, f) != getattr(given, f)]
+        return "; ".join(
+            f"{f} {_field(getattr(held, f))} where the log gives {_field(getattr(given, f))}"
+            for f in fields
+        )
+    return f"holds {_show(held)}, the log gives {_show(given)}"
+
+
+#: An indexed entry's fields an edit may change (its index is its key).
+_ENTRY_FIELDS = ("entry_id", "kind", "org", "outcome", "code", "subjects")
+
+
+def _field(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.hex()[:16] + "…"
+    if isinstance(value, tuple):
+        return _quote(", ".join(value) or "none")
+    return "nothing" if value is None else _quote(str(value) or '""')
+
+
 def _diff(
     what: str,
     expected: Iterable[tuple[tuple[object, ...], object]],
@@ -308,6 +367,6 @@ def _diff(
             if w[1] != h[1]:
                 yield Finding(
                     f"{what} {'/'.join(map(str, w[0]))}",
-                    f"edited behind the log: holds {_show(h[1])}, the log gives {_show(w[1])}",
+                    f"edited behind the log: {_difference(h[1], w[1])}",
                 )
             w, h = next(want, None), next(have, None)
