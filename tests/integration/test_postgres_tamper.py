@@ -23,7 +23,7 @@ import pytest
 from sealtrail.config import load_config
 from sealtrail.keys import Ed25519Signer
 from sealtrail.log import CheckpointSigner, LogReader, Sequencer
-from sealtrail.storage import PostgresStore
+from sealtrail.storage import PostgresIndex, PostgresStore
 from tests._serve_proc import COSE, bearer, served
 from tests.conftest import PostgresSchemas, postgres_server
 from tests.integration.test_cli import sealtrail
@@ -91,13 +91,16 @@ def log(built: Log, postgres_url: str, tmp_path: Path) -> Log:
     """A copy of the built log: its tables in the fresh schema of ``postgres_url``, its data
     directory under ``tmp_path`` pointing there."""
     source = _schema(built.url)
+    PostgresStore(postgres_url).close()  # the tables, as the code makes them
+    PostgresIndex(postgres_url).close()
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         tables = conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
+            " AND table_name <> 'sealtrail_schema'",
             (source,),
         ).fetchall()
         for (table,) in tables:
-            conn.execute(f"CREATE TABLE {table} (LIKE {source}.{table} INCLUDING ALL)")
+            conn.execute(f"DELETE FROM {table}")
             conn.execute(f"INSERT INTO {table} SELECT * FROM {source}.{table}")
     # An auditor's copy: the configuration and keys, not what a server of the directory
     # remembered of the log (its last checkpoint), so that each check here is the store's.
