@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sealtrail.errors import InvalidSignature, MalformedNote
+from sealtrail.errors import Corruption, InvalidSignature, MalformedNote
 from sealtrail.keys import Signer
 from sealtrail.merkle import Checkpoint, MerkleError
 from sealtrail.note import NoteSigner, NoteVerifier, open_note, sign_note
 
-__all__ = ["CheckpointSigner", "SignedCheckpoint", "verify_checkpoint"]
+__all__ = ["CheckpointSigner", "SignedCheckpoint", "check_not_behind", "verify_checkpoint"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,21 @@ class SignedCheckpoint:
     @property
     def root(self) -> bytes:
         return self.checkpoint.root
+
+
+def check_not_behind(seen: SignedCheckpoint | None, stored: SignedCheckpoint | None) -> None:
+    """Raise :class:`Corruption` if the store's checkpoint ``stored`` is behind one already
+    ``seen`` from it (smaller, gone, or of the same size with another root): the store was
+    rolled back or rewritten under a running process, which must not sign over it."""
+    if seen is None or (stored is not None and stored.size > seen.size):
+        return
+    if stored is None or stored.size < seen.size:
+        raise Corruption(
+            f"the store's checkpoint went back from size {seen.size} to "
+            f"{0 if stored is None else stored.size}: the store was rolled back"
+        )
+    if stored.root != seen.root:
+        raise Corruption(f"the store's checkpoint of size {seen.size} changed its root: a fork")
 
 
 class CheckpointSigner:

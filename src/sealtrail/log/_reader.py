@@ -37,7 +37,7 @@ from sealtrail.merkle import (
 from sealtrail.note import NoteVerifier
 from sealtrail.storage import ENTRY_BUNDLES, LogStore, TilePart
 
-from ._checkpoints import SignedCheckpoint, verify_checkpoint
+from ._checkpoints import SignedCheckpoint, check_not_behind, verify_checkpoint
 from ._tiles import (
     INTERIOR_SIZE,
     assemble,
@@ -262,9 +262,10 @@ class LogReader:
     def checkpoint(self) -> SignedCheckpoint | None:
         """The latest committed checkpoint, signature verified; ``None`` for an empty log."""
         stored = self.store.read_checkpoint()
-        if stored is None:
-            return None
         last = self._last
+        if stored is None:
+            check_not_behind(last, None)
+            return None
         if last is not None and last.note == stored.note:
             return last
         signed = verify_checkpoint(stored.note, origin=self.origin, verifiers=self._verifiers)
@@ -272,6 +273,7 @@ class LogReader:
             raise Corruption(
                 f"stored size {stored.size} disagrees with the signed checkpoint ({signed.size})"
             )
+        check_not_behind(last, signed)
         self._last = signed
         return signed
 

@@ -41,7 +41,7 @@ from sealtrail.errors import (
 from sealtrail.merkle import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, CompactRange, NodeRun, leaf_hashes
 from sealtrail.storage import ENTRY_BUNDLES, Commit, LogStore, TilePart
 
-from ._checkpoints import CheckpointSigner, SignedCheckpoint, verify_checkpoint
+from ._checkpoints import CheckpointSigner, SignedCheckpoint, check_not_behind, verify_checkpoint
 from ._reader import LogReader
 from ._tiles import MAX_ENTRY_SIZE, assemble, split_run, tile_interior
 
@@ -478,9 +478,12 @@ class Sequencer:
     # -- integration (runs in a worker thread, one batch at a time) -----------------------------
 
     def _load(self) -> None:
-        """(Re)build the in-memory tree from the store. The one recovery path."""
+        """(Re)build the in-memory tree from the store. The one recovery path. Refuses a
+        store whose checkpoint is behind one this sequencer or its reader saw."""
+        seen = self._latest if self._latest is not None else self.reader.latest
         stored = self.store.read_checkpoint()
         if stored is None:
+            check_not_behind(seen, None)
             self._range, self._latest = CompactRange(0, []), None
         else:
             signed = verify_checkpoint(
@@ -488,6 +491,7 @@ class Sequencer:
             )
             if signed.size != stored.size:
                 raise Corruption("stored checkpoint size disagrees with its signed text")
+            check_not_behind(seen, signed)
             border = CompactRange.border_nodes(signed.size)
             tree = CompactRange(signed.size, self.reader.read_nodes(border, size=signed.size))
             if tree.root() != signed.root:

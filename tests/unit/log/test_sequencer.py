@@ -257,3 +257,49 @@ def test_queued_bytes_are_bounded_too(memory_store: MemoryStore, signer: Checkpo
 
     assert sorted(run(go())) == [0, 1, 2, 3]
     assert reader_for(store, signer).size() == 4
+
+
+@pytest.mark.parametrize("how", ["rolled back", "emptied"])
+def test_a_store_rolled_back_under_a_running_sequencer_is_never_signed_over(
+    memory_store: MemoryStore, signer: CheckpointSigner, how: str
+) -> None:
+    """The checkpoint row restored from a backup (or emptied) while the sequencer runs: its
+    next commit finds the log moved, reloads, and refuses the store rather than sign a
+    second history at sizes it has already published. Its reader refuses it too."""
+
+    async def go() -> None:
+        config = SequencerConfig(max_delay=0)
+        async with Sequencer(memory_store, signer=signer, config=config) as seq:
+            await seq.add_many(entries(10))
+            earlier = memory_store.read_checkpoint()
+            assert earlier is not None
+            await seq.add_many(entries(10, "f"))
+            if how == "rolled back":
+                memory_store.tamper_checkpoint(earlier.size, earlier.note)
+            else:
+                memory_store._checkpoint = None
+            planted = memory_store.read_checkpoint()
+            with pytest.raises(Corruption):
+                await seq.add_many(entries(5, "g"))
+            assert memory_store.read_checkpoint() == planted  # nothing signed over it
+            with pytest.raises(Corruption):
+                seq.reader.checkpoint()
+
+    run(go())
+
+
+def test_a_reader_refuses_a_checkpoint_of_a_size_it_saw_with_another_root(
+    memory_store: MemoryStore, signer: CheckpointSigner
+) -> None:
+    async def go() -> None:
+        async with Sequencer(memory_store, signer=signer) as seq:
+            await seq.add_many(entries(20))
+
+    run(go())
+    reader = reader_for(memory_store, signer)
+    seen = reader.checkpoint()
+    assert seen is not None
+    fork = signer.sign(size=seen.size, root=leaf_hash(b"another tree"))
+    memory_store.tamper_checkpoint(seen.size, fork.note)
+    with pytest.raises(Corruption, match="changed its root"):
+        reader.checkpoint()
