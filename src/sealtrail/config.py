@@ -11,12 +11,14 @@ Layout created by ``sealtrail init`` (directory mode 0700, keys 0600)::
       log.vkey                  the log's public verifier key (name+keyhash+base64) - publish it
       log.db                    the SQLite store (embedded default)
       provenance.db             the provenance index, rebuilt from the log on demand
+      seen-checkpoint           the newest checkpoint a server of this directory saw
 
 A data directory and its store are bound from ``init`` on: ``init`` writes the log's
 genesis (a signed checkpoint of size 0) into an empty store and refuses one that holds a
 log, and the commands that write to the log open the store with :func:`open_log_store`,
 which refuses a store that holds no log or another one. That keeps one directory's keys
-from ever signing two logs (a split view).
+from ever signing two logs (a split view). It also refuses a store whose log is behind
+``seen-checkpoint``, or does not extend it: a store restored from an older backup.
 
 The receipt key may instead live on a PKCS#11 token (``[service_key.pkcs11]``, see
 docs/keys.md); the PIN is then read from a file or an environment variable, never from
@@ -25,6 +27,7 @@ the configuration itself.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import math
@@ -48,8 +51,10 @@ from sealtrail.errors import (
     ConfigError,
     Error,
     InvalidInput,
+    InvalidProof,
     InvalidSignature,
     MalformedNote,
+    VerificationError,
 )
 from sealtrail.keys import (
     ALGORITHMS,
@@ -66,7 +71,14 @@ from sealtrail.keys import (
     verifier_for,
     write_private_key,
 )
-from sealtrail.log import SHARED_MAX_DELAY, CheckpointSigner, SequencerConfig, verify_checkpoint
+from sealtrail.log import (
+    SHARED_MAX_DELAY,
+    CheckpointSigner,
+    LogReader,
+    SequencerConfig,
+    SignedCheckpoint,
+    verify_checkpoint,
+)
 from sealtrail.merkle import EMPTY_ROOT, Checkpoint, MerkleError
 from sealtrail.note import NoteVerifier
 from sealtrail.scitt import MAX_STATEMENT_SIZE_LIMIT, key_id
@@ -84,6 +96,7 @@ from sealtrail.storage import (
 
 __all__ = [
     "CONFIG_FILE",
+    "SEEN_CHECKPOINT_FILE",
     "Config",
     "Initialized",
     "Pkcs11KeyConfig",
@@ -93,6 +106,8 @@ __all__ = [
     "issue_admin_token",
     "load_config",
     "open_log_store",
+    "read_seen_checkpoint",
+    "remember_checkpoint",
     "rotate_service_key",
     "sequencer_defaults",
 ]
@@ -103,6 +118,11 @@ _T = TypeVar("_T")
 DEFAULT_STORE = "sqlite:///log.db"
 #: The secret that seals challenge nonces, shared by every server of a deployment.
 CHALLENGE_KEY_FILE = "keys/challenge.key"
+#: The newest checkpoint of its log a server of this data directory has seen (a signed
+#: note; public): a store behind it, or whose log does not extend it, was rolled back.
+SEEN_CHECKPOINT_FILE = "seen-checkpoint"
+#: The largest ``seen-checkpoint`` read (a checkpoint is a few hundred bytes).
+MAX_SEEN_CHECKPOINT = 64 * 1024
 CHALLENGE_KEY_BYTES = 32
 DEFAULT_INDEX = "sqlite:///provenance.db"
 #: Largest statement ``sealtrail serve`` accepts: room for a 10,000-device manifest.
@@ -446,6 +466,7 @@ def open_log_store(
     check_store_url(config.store_url)
     if new_log:
         _refuse_a_served_index(config, describe_store(url))
+        _refuse_a_seen_log(config, describe_store(url))
     path = _sqlite_file(url)
     if path is not None and not path.exists() and not new_log:
         raise _no_log(config, describe_store(url))
@@ -476,10 +497,23 @@ def check_store_log(
     key's)."""
     found = _found(store)
     where = describe_store(config.resolved_store_url())
+    if verifier is None:
+        verifier = config.checkpoint_signer().verifier
     if found.checkpoint is not None:
-        _check_log(config, found, where, verifier)
+        stored = _check_log(config, found, where, verifier)
+    elif found.remnants:
+        raise ConfigError(
+            f"the store at {where} holds {found.described()}: its checkpoint was removed, "
+            "or a write was cut short",
+            hint="Restore the store from its backup, or check --store; `sealtrail audit` "
+            "needs a signed checkpoint to check the tiles against.",
+            code="store-log-missing",
+        )
     elif not empty_ok:
         raise _no_log(config, where)
+    else:
+        stored = None
+    _check_seen(config, store, stored, where, verifier)
 
 
 def _no_log(config: Config, where: str) -> ConfigError:
@@ -493,7 +527,9 @@ def _no_log(config: Config, where: str) -> ConfigError:
     )
 
 
-def _check_log(config: Config, found: _Found, where: str, verifier: NoteVerifier | None) -> None:
+def _check_log(
+    config: Config, found: _Found, where: str, verifier: NoteVerifier
+) -> SignedCheckpoint:
     assert found.checkpoint is not None
     origin = found.origin()
     if origin != config.origin:
@@ -504,11 +540,18 @@ def _check_log(config: Config, found: _Found, where: str, verifier: NoteVerifier
             "directory (keys) that made it.",
             code="store-log-foreign",
         )
-    if verifier is None:
-        verifier = config.checkpoint_signer().verifier
     try:
-        verify_checkpoint(found.checkpoint, origin=config.origin, verifiers=[verifier])
+        return verify_checkpoint(found.checkpoint, origin=config.origin, verifiers=[verifier])
     except InvalidSignature:
+        if _names_key(found.checkpoint, verifier):
+            raise ConfigError(
+                f"the store at {where} holds log {origin} (size {found.size}), but the "
+                "signature of this data directory's key on its checkpoint does not verify: "
+                "the checkpoint was edited",
+                hint="Restore the store from its backup; `sealtrail log verify` checks the "
+                "rest of the tree once the checkpoint verifies.",
+                code="store-log-foreign",
+            ) from None
         raise ConfigError(
             f"the store at {where} holds log {origin} (size {found.size}) signed by another "
             "key than this data directory's",
@@ -522,6 +565,94 @@ def _check_log(config: Config, found: _Found, where: str, verifier: NoteVerifier
             f"{exc.message}",
             code="store-log-foreign",
         ) from None
+
+
+def _names_key(note: bytes, verifier: NoteVerifier) -> bool:
+    """Whether a signature line of ``note`` names ``verifier``'s key (its name and key id),
+    whether or not the signature verifies."""
+    prefix = f"\u2014 {verifier.name} ".encode()
+    for line in note.split(b"\n\n", 1)[-1].splitlines():
+        if line.startswith(prefix):
+            with contextlib.suppress(ValueError):
+                if base64.b64decode(line[len(prefix) :], validate=True)[:4] == verifier.key_id:
+                    return True
+    return False
+
+
+def _check_seen(
+    config: Config,
+    store: MemoryStore | SQLiteStore | PostgresStore,
+    stored: SignedCheckpoint | None,
+    where: str,
+    verifier: NoteVerifier,
+) -> None:
+    """Refuse a store whose log is behind the checkpoint this directory's servers last saw
+    (``seen-checkpoint``), or does not extend it: restored from an older backup, a lagging
+    replica, a fork. A sequencer would sign a second history at sizes clients have seen."""
+    seen = read_seen_checkpoint(config, verifier)
+    if seen is None or seen.size == 0:
+        return
+    hint = (
+        "Serve the store that holds the newer log (restore a database to the end of its "
+        f"WAL, never to an earlier time). If this log is the one to keep, remove "
+        f"{SEEN_CHECKPOINT_FILE} (and run `sealtrail index rebuild`): clients that saw the "
+        "longer log will see a fork."
+    )
+    size = 0 if stored is None else stored.size
+    if size < seen.size:
+        raise ConfigError(
+            f"the store at {where} holds log {config.origin} at size {size}, but a server of "
+            f"this data directory saw it at size {seen.size}: the store was rolled back",
+            hint=hint,
+            code="store-log-rolled-back",
+        )
+    assert stored is not None
+    reader = LogReader(store, origin=config.origin, verifiers=[verifier])
+    try:
+        reader.consistency_proof(seen.size, size).verify(seen.root, stored.root)
+    except InvalidProof:
+        raise ConfigError(
+            f"the store at {where} holds log {config.origin} at size {size}, which does not "
+            f"extend the checkpoint of size {seen.size} a server of this data directory saw: "
+            "a fork",
+            hint=hint,
+            code="store-log-forked",
+        ) from None
+
+
+def read_seen_checkpoint(config: Config, verifier: NoteVerifier) -> SignedCheckpoint | None:
+    """The checkpoint in ``seen-checkpoint``, signature verified; ``None`` when there is
+    none."""
+    path = config.data_dir / SEEN_CHECKPOINT_FILE
+    try:
+        with path.open("rb") as handle:
+            note = handle.read(MAX_SEEN_CHECKPOINT + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {SEEN_CHECKPOINT_FILE}: {exc.strerror}") from None
+    try:
+        if len(note) > MAX_SEEN_CHECKPOINT:
+            raise MalformedNote(f"larger than {MAX_SEEN_CHECKPOINT} bytes")
+        return verify_checkpoint(note, origin=config.origin, verifiers=[verifier])
+    except VerificationError as exc:
+        raise ConfigError(
+            f"{SEEN_CHECKPOINT_FILE} is not a checkpoint of this log: {exc.message}",
+            hint="It holds the last checkpoint a server saw; remove it if it was damaged.",
+            code="seen-checkpoint-invalid",
+        ) from None
+
+
+def remember_checkpoint(config: Config, signed: SignedCheckpoint) -> None:
+    """Keep ``signed`` as the newest checkpoint this data directory's servers have seen,
+    unless the file already holds a larger one (servers sharing the directory write it in
+    turn)."""
+    path = config.data_dir / SEEN_CHECKPOINT_FILE
+    with contextlib.suppress(OSError, ValueError, MerkleError, UnicodeDecodeError):
+        text = path.read_bytes()[:MAX_SEEN_CHECKPOINT].split(b"\n\n", 1)[0] + b"\n"
+        if Checkpoint.parse(text.decode("utf-8")).size >= signed.size:
+            return
+    _write_atomically(path, signed.note, mode=0o644)
 
 
 def _start_log(
@@ -551,6 +682,20 @@ def _refuse_a_served_index(config: Config, where: str) -> None:
         raise ConfigError(
             f"--new-log: the provenance index has applied {applied} entries of a log that "
             f"the store at {where} does not hold: this data directory served that log",
+            hint="Point the config's store at that log's store; a second log with the same "
+            "keys would be a fork.",
+            code="store-log-missing",
+        )
+
+
+def _refuse_a_seen_log(config: Config, where: str) -> None:
+    """A ``seen-checkpoint`` past the genesis: the directory served a log (``--new-log``
+    must not start another one beside a lost store)."""
+    seen = read_seen_checkpoint(config, config.checkpoint_signer().verifier)
+    if seen is not None and seen.size:
+        raise ConfigError(
+            f"--new-log: a server of this data directory saw its log at size {seen.size}, "
+            f"and the store at {where} does not hold it",
             hint="Point the config's store at that log's store; a second log with the same "
             "keys would be a fork.",
             code="store-log-missing",

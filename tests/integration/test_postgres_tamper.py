@@ -191,7 +191,7 @@ def test_the_copy_verifies_and_audits_clean(log: Log) -> None:
         ),
         pytest.param(
             ["UPDATE log_checkpoint SET note = NULL, size = 0, indexed = 0"],
-            "holds no log",
+            "but no checkpoint: its checkpoint was removed",
             id="the checkpoint deleted",
         ),
     ],
@@ -211,18 +211,21 @@ def test_an_edit_of_the_log_is_refused_by_verify_and_the_audit(
 
 
 def test_a_checkpoint_edited_or_signed_by_another_key_is_refused(log: Log) -> None:
-    """A byte of the signed checkpoint, or a checkpoint of this origin under another key:
-    its signature does not verify with the data directory's key."""
+    """A byte of the signed checkpoint (the data directory's signature on it no longer
+    verifies), or a checkpoint of this origin under another key."""
     note = log.final.replace(b"\n25\n", b"\n26\n")
     forged = CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate()).sign(
         size=25, root=bytes(32)
     )
-    for checkpoint in (note, forged.note):
+    for checkpoint, said in (
+        (note, "does not verify: the checkpoint was edited"),
+        (forged.note, "signed by another key"),
+    ):
         _sql(log, "UPDATE log_checkpoint SET note = %s", params=(checkpoint,))
         for command in (("log", "verify"), ("audit",), ("log", "checkpoint")):
             status, output = _run(log, *command)
             assert status == 1, output
-            assert "(store-log-foreign)" in output and "signed by another key" in output
+            assert "(store-log-foreign)" in output and said in output, output
 
 
 def test_a_rollback_to_an_earlier_signed_checkpoint_is_caught_by_the_index_and_clients(

@@ -232,6 +232,12 @@ def test_new_log_is_refused_where_the_directory_served_a_log(tmp_path: Path) -> 
     assert "(store-log-missing)" in stderr
     assert "the provenance index has applied 2 entries" in stderr
     assert not (root / "d" / "log.db").exists()
+    # The index lost too: the newest checkpoint the server saw still tells.
+    _swap_sqlite(root, "provenance.db", root / "lost-index.db")
+    stderr = _serve_refused(root, "d", "--new-log")
+    assert "(store-log-missing)" in stderr
+    assert "a server of this data directory saw its log at size 2" in stderr
+    assert not (root / "d" / "log.db").exists()
 
 
 def test_two_inits_racing_on_one_empty_database_start_one_log(
@@ -291,13 +297,14 @@ def _log_size(root: Path) -> int:
         store.close()
 
 
-def test_a_store_rolled_back_behind_its_index_is_refused(tmp_path: Path) -> None:
-    """The log's store restored from a backup older than its provenance index: ``serve``
-    would sign a second history at sizes clients have seen, so it refuses before it
-    writes anything, and so does ``index status``. Once the store has grown again past
-    the index's size (a second history was signed), the index's last entry names it."""
+def test_a_store_rolled_back_or_forked_is_refused(tmp_path: Path) -> None:
+    """The log's store restored from an older backup: ``serve`` would sign a second history
+    at sizes clients have seen, so it refuses before it writes anything, as does every
+    command that opens the log. Two witnesses in the data directory tell: the newest
+    checkpoint its servers saw (``seen-checkpoint``), and the provenance index."""
     root, token = init_data(tmp_path)
     allow_anonymous(root / "d")
+    seen = root / "d" / "seen-checkpoint"
     shutil.copy(root / "d" / "log.db", root / "backup.db")  # the log at its genesis
     issuer = make_issuer("ES256", cn="Maker")
     with served(root) as url:
@@ -305,26 +312,43 @@ def test_a_store_rolled_back_behind_its_index_is_refused(tmp_path: Path) -> None
         for n in range(3):
             register(url, statement_for(issuer, n))
     first = _log_size(root)
+    assert seen.read_text().startswith(f"serve.test/log\n{first}\n")  # kept as it stops
+    shutil.copy(seen, root / "first-seen")
     _swap_sqlite(root, "log.db", root / "newer.db")
     shutil.copy(root / "backup.db", root / "d" / "log.db")
 
     stderr = _serve_refused(root, "d")
+    assert "(store-log-rolled-back)" in stderr
+    assert f"at size 0, but a server of this data directory saw it at size {first}" in stderr
+    assert _log_size(root) == 0  # the service recorded no key, re-appended nothing
+    assert_clean_error(sealtrail("log", "verify", "-d", "d", cwd=root), "store-log-rolled-back")
+
+    # Without seen-checkpoint (a directory copied without it), the index tells.
+    seen.unlink()
+    stderr = _serve_refused(root, "d")
     assert "(index-ahead-of-log)" in stderr
     assert "but the log holds 0: the store was rolled back" in stderr
-    assert _log_size(root) == 0  # the service recorded no key, re-appended nothing
-    status = sealtrail("index", "status", "-d", "d", cwd=root)
-    assert_clean_error(status, "index-ahead-of-log")
+    assert_clean_error(sealtrail("index", "status", "-d", "d", cwd=root), "index-ahead-of-log")
 
-    # A second history grown past the index, with the index set aside, then put back.
+    # A second history grown past the first (the index set aside): it is not an extension
+    # of the checkpoint seen before, nor of the index's entries.
     _swap_sqlite(root, "provenance.db", root / "index.db")
     with served(root) as url:
         onboard(url, token, issuer)
         for n in range(10, 16):
             register(url, statement_for(issuer, n))
-    _swap_sqlite(root, "provenance.db", root / "second-index.db")
-    shutil.move(root / "index.db", root / "d" / "provenance.db")
     size = _log_size(root)
     assert size > first
+    shutil.copy(root / "first-seen", seen)
     stderr = _serve_refused(root, "d")
-    assert "(index-of-another-log)" in stderr
+    assert "(store-log-forked)" in stderr
+    assert f"at size {size}, which does not extend the checkpoint of size {first}" in stderr
+    seen.unlink()
+    _swap_sqlite(root, "provenance.db", root / "second-index.db")
+    shutil.move(root / "index.db", root / "d" / "provenance.db")
+    assert "(index-of-another-log)" in _serve_refused(root, "d")
     assert _log_size(root) == size
+
+    seen.write_text(f"serve.test/log\n{first}\nnot a checkpoint\n")
+    stderr = _serve_refused(root, "d")
+    assert "(seen-checkpoint-invalid)" in stderr

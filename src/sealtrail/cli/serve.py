@@ -20,7 +20,14 @@ from fastapi import FastAPI
 from rich.markup import escape
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from sealtrail.config import CONFIG_FILE, MAX_PORT, Config, check_store_log, open_log_store
+from sealtrail.config import (
+    CONFIG_FILE,
+    MAX_PORT,
+    Config,
+    check_store_log,
+    open_log_store,
+    remember_checkpoint,
+)
 from sealtrail.errors import ConfigError
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
@@ -96,6 +103,7 @@ def _writing_app(config: Config, *, new_log: bool = False) -> FastAPI:
         challenge_key=config.challenge_key(),
         auth_required=config.auth_required,
         limits=_limits(config),
+        on_checkpoint=lambda signed: remember_checkpoint(config, signed),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 import socket
@@ -21,8 +22,17 @@ from typing import Any, Protocol
 import uvicorn
 from fastapi import FastAPI
 
+from sealtrail.errors import Error
 from sealtrail.keys import Signer, Verifier
-from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig, SharedSequencer
+from sealtrail.log import (
+    CheckpointSigner,
+    LogReader,
+    Sequencer,
+    SequencerConfig,
+    SharedSequencer,
+    SignedCheckpoint,
+    cancel_and_wait,
+)
 from sealtrail.provenance import ProvenanceLedger, ProvenancePolicy, check_index_of_log
 from sealtrail.scitt import (
     MAX_STATEMENT_SIZE,
@@ -41,7 +51,16 @@ from sealtrail.storage import (
 from ._passport import add_passport_routes
 from .app import RateLimits, create_app
 
-__all__ = ["STOP_SIGNALS", "ServiceStore", "run_server", "service_app", "settle_heap"]
+__all__ = [
+    "SEEN_PERIOD",
+    "STOP_SIGNALS",
+    "ServiceStore",
+    "run_server",
+    "service_app",
+    "settle_heap",
+]
+
+log = logging.getLogger(__name__)
 
 
 class ServiceStore(LogStore, StatementStore, Protocol):
@@ -65,8 +84,13 @@ def service_app(
     challenge_key: bytes | None = None,
     limits: RateLimits | None = None,
     auth_required: bool = False,
+    on_checkpoint: Callable[[SignedCheckpoint], None] | None = None,
 ) -> FastAPI:
     """The full service over ``store``: read API, SCRAPI registration, administration.
+
+    ``on_checkpoint`` is handed the newest checkpoint the app has seen, in a worker
+    thread: once it has started, every :data:`SEEN_PERIOD` seconds when the log grew, and
+    once more when it stops (``sealtrail serve`` keeps it in the data directory).
 
     The provenance ledger keeps ``index`` (in memory when not given) up with the log, and
     its rules are the registration's payload rules unless ``payload_rules`` replaces them.
@@ -115,16 +139,20 @@ def service_app(
         # rolled-back store would otherwise be signed over at sizes clients have seen.
         await asyncio.to_thread(check_index_of_log, ledger.index, sequencer.reader)
         await sequencer.start()
+        seen = _Seen(on_checkpoint, sequencer.reader)
         try:
             await service.start()
             await ledger.start(sequencer.reader)
+            seen.start()
             try:
                 yield
             finally:
+                await seen.close()
                 await service.close()
                 await ledger.close(sequencer.reader)
         finally:
             await sequencer.close()
+            await seen.tell()
 
     app = create_app(
         sequencer.reader,
@@ -191,6 +219,47 @@ class _Server(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+#: Seconds between two hand-overs of the newest checkpoint to ``on_checkpoint``.
+SEEN_PERIOD = 5.0
+
+
+class _Seen:
+    """Hands the newest checkpoint a reader has seen to a callback: every
+    :data:`SEEN_PERIOD` seconds when it is newer than the last one handed over."""
+
+    def __init__(
+        self, callback: Callable[[SignedCheckpoint], None] | None, reader: LogReader
+    ) -> None:
+        self._callback = callback
+        self._reader = reader
+        self._told = -1
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._callback is not None:
+            self._task = asyncio.create_task(self._run(), name="sealtrail-seen-checkpoint")
+
+    async def _run(self) -> None:
+        while True:
+            await self.tell()
+            await asyncio.sleep(SEEN_PERIOD)
+
+    async def tell(self) -> None:
+        latest = self._reader.latest
+        if self._callback is None or latest is None or latest.size <= self._told:
+            return
+        try:
+            await asyncio.to_thread(self._callback, latest)
+        except Error as exc:  # a full disk, say: the log goes on; the next turn tries again
+            log.warning("cannot keep the newest checkpoint: %s (%s)", exc, exc.code)
+            return
+        self._told = latest.size
+
+    async def close(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 def run_server(
