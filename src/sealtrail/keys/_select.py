@@ -114,7 +114,7 @@ def verifier_for(public_key: PublicKeyTypes, algorithm: str | None = None) -> Ve
     if algorithm is not None and algorithm != derived:
         if algorithm not in ALGORITHMS:
             raise _unknown_algorithm(algorithm)
-        raise InvalidInput(f"the key is a {derived} key, not {algorithm}")
+        raise InvalidInput(f"the key is for {derived}, not {algorithm}")
     if derived == ED25519:
         assert isinstance(public_key, Ed25519PublicKey)
         return Ed25519Verifier(public_key.public_bytes_raw())
