@@ -321,6 +321,22 @@ def _race(
         outcome[k] = repr(exc)
 
 
+def _one_wins(stores: Sequence[LogStore], commits: Sequence[Commit]) -> int:
+    """Commit ``commits[k]`` to ``stores[k]``, all at once: exactly one wins (its index)."""
+    barrier = threading.Barrier(len(stores))
+    outcome: list[str] = ["?"] * len(stores)
+    threads = [
+        threading.Thread(target=_race, args=(store, commit, barrier, outcome, k))
+        for k, (store, commit) in enumerate(zip(stores, commits, strict=True))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcome) == ["lost"] * (len(stores) - 1) + ["won"], outcome
+    return outcome.index("won")
+
+
 def test_racing_commits_exactly_one_wins(store_factory: StoreFactory) -> None:
     racers = 4
     stores = [store_factory.open() for _ in range(racers)]
@@ -329,20 +345,9 @@ def test_racing_commits_exactly_one_wins(store_factory: StoreFactory) -> None:
     for round_ in range(6):
         forks = [model.fork(f"round {round_} racer {k}") for k in range(racers)]
         commits = [fork.batch(50 + 40 * k) for k, fork in enumerate(forks)]
-        barrier = threading.Barrier(racers)
-        outcome: list[str] = ["?"] * racers
         racing_leaves = [h for c in commits for h, _ in c.leaves]
         hints_before = stores[0].lookup_leaves(racing_leaves)
-        threads = [
-            threading.Thread(target=_race, args=(stores[k], commits[k], barrier, outcome, k))
-            for k in range(racers)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert sorted(outcome) == ["lost"] * (racers - 1) + ["won"], outcome
-        winner = outcome.index("won")
+        winner = _one_wins(stores, commits)
         model = forks[winner]
         for s in stores:
             assert_stored(s, model)
@@ -379,18 +384,7 @@ def test_racing_genesis_commits_exactly_one_wins(store_factory: StoreFactory) ->
     racers = 4
     stores = [store_factory.open() for _ in range(racers)]
     commits = [_genesis(f"racer {k}") for k in range(racers)]
-    barrier = threading.Barrier(racers)
-    outcome: list[str] = ["?"] * racers
-    threads = [
-        threading.Thread(target=_race, args=(stores[k], commits[k], barrier, outcome, k))
-        for k in range(racers)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert sorted(outcome) == ["lost"] * (racers - 1) + ["won"], outcome
-    winner = commits[outcome.index("won")].checkpoint
+    winner = commits[_one_wins(stores, commits)].checkpoint
     for s in stores:
         assert s.read_checkpoint() == StoredCheckpoint(0, winner, 0)
 
