@@ -101,6 +101,7 @@ __all__ = [
     "Initialized",
     "Pkcs11KeyConfig",
     "Rotation",
+    "absolute_store_path",
     "check_store_url",
     "init_data_dir",
     "issue_admin_token",
@@ -252,17 +253,15 @@ class Config:
         return digest
 
     def resolved_store_url(self) -> str:
-        """The store URL with a relative SQLite path made relative to the data directory."""
+        """The store URL with a relative SQLite path (``sqlite:///log.db`` or ``log.db``)
+        made relative to the data directory, as every path in the configuration is."""
         return self._resolve(self.store_url)
 
     def _resolve(self, url: str) -> str:
-        prefix = "sqlite:///"
-        if url.startswith(prefix):
-            path = Path(url[len(prefix) :])
-            if not path.is_absolute():
-                path = self.data_dir / path
-            return str(path)
-        return url
+        path = _sqlite_file(url)
+        if path is None:
+            return url
+        return str(path if path.is_absolute() else self.data_dir / path)
 
     def open_store(self) -> MemoryStore | SQLiteStore | PostgresStore:
         """The store, whatever it holds (:func:`open_log_store` for one to write the log to).
@@ -297,6 +296,20 @@ _STORE_FORMS = (
     "sqlite:///path/to/log.db (a relative path: in the data directory), "
     "postgresql://user@host:5432/dbname (password via PGPASSWORD or ~/.pgpass)"
 )
+
+
+def absolute_store_path(url: str) -> str:
+    """A store or index named on the command line: a SQLite file's plain relative path is
+    the shell's, relative to the working directory, and made absolute here (in the
+    configuration a relative path is relative to the data directory). Anything else as
+    it is."""
+    try:
+        kind = check_store_url(url)
+    except ConfigError:
+        return url  # refused as written, by the command's own check
+    if kind != "sqlite" or url.startswith("sqlite:///") or Path(url).is_absolute():
+        return url
+    return str(Path(url).absolute())
 
 
 def check_store_url(url: str, *, what: str = "store") -> str:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from sealtrail.config import check_store_url, init_data_dir, load_config, open_log_store
+from sealtrail.config import (
+    Config,
+    absolute_store_path,
+    check_store_url,
+    init_data_dir,
+    load_config,
+    open_log_store,
+)
 from sealtrail.errors import ConfigError
 from sealtrail.log import LogReader
 from sealtrail.merkle import EMPTY_ROOT
@@ -57,6 +64,53 @@ def test_store_urls_that_are_refused(url: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says) as refused:
         check_store_url(url)
     assert refused.value.code == "store-url-invalid"
+
+
+@pytest.mark.parametrize(
+    ("url", "resolved"),
+    [
+        ("log.db", "{d}/log.db"),
+        ("sqlite:///log.db", "{d}/log.db"),
+        ("sub/log.db", "{d}/sub/log.db"),
+        ("/srv/log.db", "/srv/log.db"),
+        ("sqlite:////srv/log.db", "/srv/log.db"),
+        ("memory:", "memory:"),
+        ("postgresql://db.example/ledger", "postgresql://db.example/ledger"),
+    ],
+)
+def test_a_relative_path_in_the_configuration_is_the_data_directorys(
+    tmp_path: Path, url: str, resolved: str
+) -> None:
+    config = Config(data_dir=tmp_path, origin="o.test/log", store_url=url, index_url=url)
+    assert config.resolved_store_url() == resolved.format(d=tmp_path)
+
+
+def test_a_plain_relative_path_on_the_command_line_is_the_working_directorys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert absolute_store_path("log.db") == str(tmp_path / "log.db")
+    for kept in (
+        "sqlite:///log.db",  # the configuration's form: relative to the data directory
+        "/srv/log.db",
+        "memory:",
+        "postgresql://db.example/ledger",
+        "host=db dbname=ledger",  # refused later, as written
+    ):
+        assert absolute_store_path(kept) == kept
+
+
+def test_init_writes_a_plain_relative_store_path_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else the data directory would work from the folder it was made in only."""
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    init_data_dir(Path("d"), origin="o.test/log", store_url=absolute_store_path("mylog.db"))
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("a/d"))
+    assert config.store_url == str(tmp_path / "a" / "mylog.db")
+    open_log_store(config).close()
 
 
 def test_messages_never_show_a_password() -> None:

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from sealtrail.config import CONFIG_FILE, DEFAULT_STORE, init_data_dir
+from sealtrail.config import CONFIG_FILE, DEFAULT_STORE, absolute_store_path, init_data_dir
 from sealtrail.keys import ES256
 from sealtrail.storage import describe_store
 
@@ -53,8 +53,8 @@ def init(
     created = init_data_dir(
         data_dir,
         origin=origin,
-        store_url=store,
-        index_url=index,
+        store_url=absolute_store_path(store),
+        index_url=None if index is None else absolute_store_path(index),
         service_algorithm=service_algorithm,
     )
     config = created.config

@@ -24,6 +24,7 @@ from sealtrail.config import (
     CONFIG_FILE,
     MAX_PORT,
     Config,
+    absolute_store_path,
     check_store_log,
     open_log_store,
     remember_checkpoint,
@@ -254,9 +255,9 @@ def serve(
         )
     config = load(data_dir)
     if store is not None:
-        config = dataclasses.replace(config, store_url=store)
+        config = dataclasses.replace(config, store_url=absolute_store_path(store))
     if index is not None:
-        config = dataclasses.replace(config, index_url=index)
+        config = dataclasses.replace(config, index_url=absolute_store_path(index))
     tls = _tls_options(config)
     app = _read_only_app(config) if read_only else _writing_app(config, new_log=new_log)
     bind_host = host or config.host
