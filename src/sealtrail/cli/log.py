@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -19,6 +23,7 @@ from sealtrail.log import (
     LogReader,
     Sequencer,
     SignedCheckpoint,
+    export_tiles,
     verify_checkpoint,
 )
 from sealtrail.merkle import leaf_hash
@@ -36,6 +41,10 @@ proof_app = typer.Typer(
     help="Inclusion and consistency proofs as JSON documents.", no_args_is_help=True
 )
 app.add_typer(proof_app, name="proof")
+
+#: Bounds of ``export-tiles --watch``: seconds between two looks at the log.
+MIN_WATCH = 0.1
+MAX_WATCH = 3600.0
 
 #: Entries handed to the sequencer per await: keeps memory flat on large inputs.
 CHUNK = 4096
@@ -268,6 +277,78 @@ def verify(
         out.print("OK: the log is empty")
     else:
         out.print(f"OK: {latest.size} entries hash to the signed root {latest.root.hex()}")
+
+
+@app.command("export-tiles")
+def export_tiles_command(
+    directory: Annotated[
+        Path, typer.Argument(help="Where the tiles go (made if missing); serve it as /.")
+    ],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    watch: Annotated[
+        float | None,
+        typer.Option(
+            min=MIN_WATCH,
+            max=MAX_WATCH,
+            help="Export again every SECONDS as the log grows, until interrupted.",
+            metavar="SECONDS",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Write the log as static files (C2SP tlog-tiles): tiles, entry bundles, checkpoint.
+
+    A web server or CDN serving DIRECTORY answers the log's read API (/checkpoint, /tile/…)
+    byte for byte as `sealtrail serve` does. Exporting again writes only what is new; the
+    checkpoint is written last.
+    """
+    reader = _reader(data_dir)
+    try:
+        exported = _export_once(reader, directory, quiet=quiet)
+        if watch is None:
+            return
+        with _stopped_by_sigterm():
+            while True:
+                time.sleep(watch)
+                if reader.size() != exported:
+                    exported = _export_once(reader, directory, quiet=True)
+    except KeyboardInterrupt:
+        err.print("stopped")
+    finally:
+        reader.store.close()
+
+
+def _export_once(reader: LogReader, directory: Path, *, quiet: bool) -> int:
+    """One export, said in one line: the size exported."""
+    with progress_bar("exporting", 0, quiet=quiet) as bar:
+        task = bar.task_ids[0]
+        done = export_tiles(
+            reader,
+            directory,
+            progress=lambda n, total: bar.update(task, completed=n, total=total),
+        )
+    if done.checkpoint is None:
+        out.print(f"the log is empty: nothing exported to {directory}")
+        return 0
+    out.print(
+        f"exported the log at size {done.checkpoint.size} to {directory}: "
+        f"{done.written} tiles written, {done.kept} already there"
+    )
+    return done.checkpoint.size
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM (a service manager's stop) ends the loop as Ctrl-C does."""
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _hex32(text: str) -> bytes:

@@ -8,6 +8,7 @@ The raw Merkle operations live in :mod:`sealtrail.merkle` (hazmat).
 from __future__ import annotations
 
 from ._checkpoints import CheckpointSigner, SignedCheckpoint, verify_checkpoint
+from ._export import Exported, export_tiles
 from ._follower import LogFollower
 from ._reader import ConsistencyProof, InclusionProof, LogReader, Progress
 from ._sequencer import SWITCH_INTERVAL, Sequencer, SequencerConfig
@@ -22,6 +23,7 @@ __all__ = [
     "Backlog",
     "CheckpointSigner",
     "ConsistencyProof",
+    "Exported",
     "InclusionProof",
     "LogFollower",
     "LogReader",
@@ -34,6 +36,7 @@ __all__ = [
     "bundle_entries",
     "cancel_and_wait",
     "encode_bundle",
+    "export_tiles",
     "tile_width",
     "verify_checkpoint",
 ]

@@ -257,6 +257,11 @@ class LogReader:
         self._tail: tuple[int, int, dict[bytes, int]] = (0, 0, {})
         self._tail_lock = threading.Lock()
 
+    @property
+    def verifiers(self) -> tuple[NoteVerifier, ...]:
+        """The keys this reader verifies the log's checkpoints with."""
+        return tuple(self._verifiers)
+
     # -- checkpoint -------------------------------------------------------------------------
 
     def checkpoint(self) -> SignedCheckpoint | None:
