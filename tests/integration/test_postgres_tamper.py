@@ -251,6 +251,11 @@ def test_a_rollback_to_an_earlier_signed_checkpoint_is_caught_by_the_index_and_c
     status, output = _run(log, "log", "proof", "consistency", "--from", "25")
     assert status == 1
     assert f"(not-found): size 25 is not at most {early_size}" in output, output
+    # The data directory as its server left it: the newest checkpoint it saw tells.
+    _keep_seen(log)
+    for command in (("log", "verify"), ("audit",), ("serve", "--port", "0")):
+        status, output = _run(log, *command)
+        assert status == 1 and "(store-log-rolled-back)" in output, output
 
 
 def test_a_fork_signed_with_the_log_key_fails_a_client_holding_a_checkpoint(log: Log) -> None:
@@ -292,6 +297,15 @@ def test_a_fork_signed_with_the_log_key_fails_a_client_holding_a_checkpoint(log:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "(invalid-proof)" in result.stderr, result.stderr
+    # The data directory as its server left it refuses the fork before anything is served.
+    _keep_seen(log)
+    status, output = _run(log, "serve", "--port", "0")
+    assert status == 1 and "(store-log-forked)" in output, output
+
+
+def _keep_seen(log: Log) -> None:
+    """The newest checkpoint the built log's server saw, in the copy's data directory."""
+    (log.root / "d" / "seen-checkpoint").write_bytes(log.final)
 
 
 # -- the statements: the audit ---------------------------------------------------------------
