@@ -266,8 +266,11 @@ class LogReader:
 
     def checkpoint(self) -> SignedCheckpoint | None:
         """The latest committed checkpoint, signature verified; ``None`` for an empty log."""
-        stored = self.store.read_checkpoint()
+        # What this reader saw before the read is committed, so the read must cover it;
+        # taken first, as another thread may see (or the sequencer adopt) a newer one
+        # while the read is on its way.
         last = self._last
+        stored = self.store.read_checkpoint()
         if stored is None:
             check_not_behind(last, None)
             return None
@@ -279,7 +282,9 @@ class LogReader:
                 f"stored size {stored.size} disagrees with the signed checkpoint ({signed.size})"
             )
         check_not_behind(last, signed)
-        self._last = signed
+        newest = self._last
+        if newest is None or signed.size >= newest.size:
+            self._last = signed
         return signed
 
     @property

@@ -12,7 +12,7 @@ import pytest
 from sealtrail.errors import CheckpointConflict, Corruption, RetryLater, TooLarge
 from sealtrail.log import MAX_ENTRY_SIZE, CheckpointSigner, Sequencer, SequencerConfig
 from sealtrail.merkle import leaf_hash
-from sealtrail.storage import Commit, MemoryStore
+from sealtrail.storage import Commit, MemoryStore, StoredCheckpoint
 from tests.conftest import reader_for
 
 T = TypeVar("T")
@@ -303,3 +303,34 @@ def test_a_reader_refuses_a_checkpoint_of_a_size_it_saw_with_another_root(
     memory_store.tamper_checkpoint(seen.size, fork.note)
     with pytest.raises(Corruption, match="changed its root"):
         reader.checkpoint()
+
+
+def test_a_checkpoint_adopted_while_a_read_is_on_its_way_is_no_rollback(
+    memory_store: MemoryStore, signer: CheckpointSigner
+) -> None:
+    """A reader thread reads the store just before the sequencer commits and adopts a newer
+    checkpoint: the older one it read back is no sign of a rollback (what the reader saw
+    before the read is what the read must cover), and the reader keeps the newer one."""
+
+    async def grow(n: int, tag: str) -> None:
+        async with Sequencer(memory_store, signer=signer) as seq:
+            await seq.add_many(entries(n, tag))
+
+    run(grow(10, "a"))
+    older = memory_store.read_checkpoint()
+    run(grow(5, "b"))
+    latest = reader_for(memory_store, signer).checkpoint()
+    assert older is not None and latest is not None and latest.size == 15
+    newer = latest
+
+    class _Racing(MemoryStore):
+        def read_checkpoint(self) -> StoredCheckpoint | None:
+            reader.adopt(newer)  # the sequencer's commit lands while this read is out
+            return older
+
+    reader = reader_for(memory_store, signer)
+    assert reader.checkpoint() == newer
+    reader = reader_for(_Racing(), signer)
+    seen = reader.checkpoint()
+    assert seen is not None and seen.size == 10
+    assert reader.latest == newer
