@@ -1,12 +1,16 @@
 """The log as static files (``sealtrail log export-tiles``): every file is what the HTTP
 read API answers at its path, the entries in the bundles hash to the checkpoint's root, an
 export again writes only what the log gained, and a directory holding another log's
-checkpoint, or one the log does not extend, is refused."""
+checkpoint, or one the log does not extend, is refused. And the log verified from its
+tiles alone (``sealtrail log verify --tiles``), a mirror's or a server's, with the public
+key only: a tampered byte, a mirror behind a kept checkpoint and an oversized file are
+each refused in one line."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,14 +20,18 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from sealtrail.client import TileSource
 from sealtrail.errors import Corruption, InvalidInput
 from sealtrail.keys import Ed25519Signer
-from sealtrail.log import CheckpointSigner, Sequencer, bundle_entries, export_tiles
+from sealtrail.log import CheckpointSigner, LogReader, Sequencer, bundle_entries, export_tiles
 from sealtrail.merkle import CompactRange, leaf_hash
+from sealtrail.note import MAX_NOTE_SIZE
 from sealtrail.service import create_app
 from sealtrail.storage import MemoryStore
+from tests._serve_proc import allow_anonymous, init_data, onboard, register, served, statement_for
 from tests.conftest import reader_for
 from tests.integration.test_cli import assert_clean_error, sealtrail
+from tests.unit.scitt._pki import make_issuer
 
 
 def _grow(store: MemoryStore, signer: CheckpointSigner, start: int, stop: int) -> None:
@@ -183,3 +191,97 @@ def test_watch_exports_as_the_log_grows_until_sigterm(tmp_path: Path) -> None:
     assert watcher.returncode == 0, stderr
     assert "Traceback" not in stderr and "stopped" in stderr
     assert "exported the log at size 1" in stdout
+
+
+# -- verifying a log from its tiles alone --------------------------------------------------------
+
+
+@pytest.fixture
+def exported(tmp_path: Path) -> Path:
+    """A data directory whose log of 300 raw entries was exported to ``out``."""
+    result = sealtrail("init", "-d", "d", "--origin", "export.test/log", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = b"".join(b"entry %d\n" % i for i in range(300))
+    result = sealtrail("log", "append", "-d", "d", "--lines", "-", cwd=tmp_path, stdin=lines)
+    assert result.returncode == 0, result.stderr
+    result = sealtrail("log", "export-tiles", "out", "-d", "d", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return tmp_path
+
+
+def _verify(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return sealtrail("log", "verify", "-q", "--vkey", "d/log.vkey", *args, cwd=root)
+
+
+def test_an_exported_log_verifies_from_its_tiles_and_extends_a_kept_checkpoint(
+    exported: Path,
+) -> None:
+    result = _verify(exported, "--tiles", "out", "--save", "kept")
+    assert result.returncode == 0, result.stderr
+    assert "OK: 300 entries hash to the signed root" in result.stdout
+    assert (exported / "kept").read_bytes() == (exported / "out" / "checkpoint").read_bytes()
+    more = b"".join(b"more %d\n" % i for i in range(20))
+    sealtrail("log", "append", "-d", "d", "--lines", "-", cwd=exported, stdin=more)
+    sealtrail("log", "export-tiles", "out", "-d", "d", "-q", cwd=exported)
+    result = _verify(exported, "--tiles", "out", "--since", "kept", "--save", "kept")
+    assert result.returncode == 0, result.stderr
+    assert "OK: 320 entries" in result.stdout
+    assert "OK: the log extends the checkpoint of size 300 in kept" in result.stdout
+    assert b"\n320\n" in (exported / "kept").read_bytes()
+
+
+def test_a_tampered_mirror_or_one_behind_a_kept_checkpoint_is_refused(exported: Path) -> None:
+    shutil.copy(exported / "out" / "checkpoint", exported / "kept")
+    bundle = exported / "out" / "tile" / "entries" / "000"
+    original = bundle.read_bytes()
+    bundle.write_bytes(original[:3] + bytes([original[3] ^ 1]) + original[4:])  # entry 0
+    result = _verify(exported, "--tiles", "out")
+    assert_clean_error(result, "corruption")
+    assert "does not match the entries" in result.stderr
+    bundle.write_bytes(original)
+    # A mirror rolled back to an older checkpoint than the one kept.
+    sealtrail("log", "append", "-d", "d", "--lines", "-", cwd=exported, stdin=b"x\n")
+    sealtrail("log", "export-tiles", "newer", "-d", "d", "-q", cwd=exported)
+    shutil.copy(exported / "newer" / "checkpoint", exported / "kept")
+    result = _verify(exported, "--tiles", "out", "--since", "kept")
+    assert_clean_error(result, "log-rolled-back")
+    # Arguments that do not go together, or a source that is neither.
+    assert_clean_error(_verify(exported), "invalid-input")
+    result = sealtrail("log", "verify", "--tiles", "out", cwd=exported)
+    assert_clean_error(result, "invalid-input")
+    assert_clean_error(_verify(exported, "--tiles", "no-such-dir"), "tiles-source-invalid")
+
+
+def test_a_served_log_verifies_from_its_tiles_over_http(tmp_path: Path) -> None:
+    root, token = init_data(tmp_path)
+    allow_anonymous(root / "d")
+    issuer = make_issuer("ES256", cn="Maker")
+    with served(root) as url:
+        onboard(url, token, issuer)
+        for n in range(3):
+            register(url, statement_for(issuer, n))
+        result = _verify(root, "--tiles", url)
+        assert result.returncode == 0, result.stderr
+        assert "entries hash to the signed root" in result.stdout
+        result = _verify(root, "--tiles", url + "/nothing-here")
+        assert_clean_error(result, "tile-missing")
+        assert "has no checkpoint" in result.stderr
+
+
+def test_a_source_is_read_no_further_than_its_limits(
+    tmp_path: Path, signer: CheckpointSigner
+) -> None:
+    store = MemoryStore()
+    _grow(store, signer, 0, 10)
+    export_tiles(reader_for(store, signer), tmp_path)
+    tile = tmp_path / "tile" / "0" / "000.p" / "10"
+    tile.write_bytes(tile.read_bytes() + bytes(32))  # one hash more than a tile of 10 holds
+    with TileSource(tmp_path) as source:
+        reader = LogReader(source, origin=signer.origin, verifiers=[signer.verifier])
+        with pytest.raises(InvalidInput) as refused:
+            reader.audit()
+    assert refused.value.code == "tiles-source-invalid"
+    assert "larger than 320 bytes" in refused.value.message
+    (tmp_path / "checkpoint").write_bytes(b"x" * (MAX_NOTE_SIZE + 1))
+    with TileSource(tmp_path) as source, pytest.raises(InvalidInput):
+        source.read_checkpoint()

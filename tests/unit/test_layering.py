@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "log": {"errors", "merkle", "keys", "note", "storage"},
     "scitt": {"errors", "merkle", "keys", "note", "storage", "log"},
     "provenance": {"errors", "merkle", "keys", "note", "storage", "log", "scitt"},
-    "client": {"errors", "merkle", "keys", "note", "log", "scitt"},
+    "client": {"errors", "merkle", "keys", "note", "storage", "log", "scitt"},
     "config": {"errors", "merkle", "keys", "note", "storage", "log", "scitt"},
     "service": {
         "errors",

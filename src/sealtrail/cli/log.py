@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Annotated, Any, BinaryIO
 
 import typer
 
+from sealtrail.client import TileSource
 from sealtrail.config import Config, check_store_url, open_log_store
 from sealtrail.errors import InvalidInput, InvalidProof, TooLarge
 from sealtrail.log import (
@@ -27,7 +29,7 @@ from sealtrail.log import (
     verify_checkpoint,
 )
 from sealtrail.merkle import leaf_hash
-from sealtrail.note import NoteVerifier
+from sealtrail.note import MAX_NOTE_SIZE, NoteVerifier
 from sealtrail.storage import MemoryStore, PostgresStore, SQLiteStore
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out, progress_bar
@@ -265,18 +267,101 @@ def verify_proof(
 @app.command()
 def verify(
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    tiles: Annotated[
+        str | None,
+        typer.Option(
+            help="Verify the log from its tiles alone, with no store: a directory "
+            "`export-tiles` wrote, or the log's http(s):// URL. Needs --vkey.",
+            metavar="DIR|URL",
+        ),
+    ] = None,
+    vkey: Annotated[
+        str | None,
+        typer.Option(help="With --tiles: the log's verifier key, or its file log.vkey."),
+    ] = None,
+    since: Annotated[
+        Path | None,
+        typer.Option(
+            help="A checkpoint of this log kept earlier: the log must extend it (a "
+            "consistency proof computed from the tiles, not asked of the server).",
+            metavar="FILE",
+        ),
+    ] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the checkpoint verified here, for the next --since.", metavar="FILE"
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Audit the whole log from scratch: every entry rehashed, every tile and the root checked."""
-    reader = _reader(data_dir)
-    size = reader.size()
-    with progress_bar("verifying", size, quiet=quiet) as bar:
-        task = bar.task_ids[0]
-        latest = reader.audit(progress=lambda done, _total: bar.update(task, completed=done))
+    """Audit the whole log from scratch: every entry rehashed, every tile and the root checked.
+
+    From the data directory's store, or with --tiles from a server's or a mirror's tiles:
+    an auditor's check that needs nothing but the log's public key.
+    """
+    if tiles is None:
+        if vkey is not None:
+            raise InvalidInput("--vkey goes with --tiles: the data directory has the log's key")
+        reader = _reader(data_dir)
+    else:
+        if vkey is None:
+            raise InvalidInput("--tiles needs --vkey: the log's verifier key, or its file")
+        verifier = NoteVerifier.parse(_vkey(vkey))
+        reader = LogReader(TileSource(tiles), origin=verifier.name, verifiers=[verifier])
+    try:
+        kept = None if since is None else _kept(since, reader)
+        size = reader.size()
+        with progress_bar("verifying", size, quiet=quiet) as bar:
+            task = bar.task_ids[0]
+            latest = reader.audit(progress=lambda done, _total: bar.update(task, completed=done))
+        if kept is not None:
+            _extends(reader, kept, latest, since)
+    finally:
+        reader.store.close()
     if latest is None:
         out.print("OK: the log is empty")
-    else:
-        out.print(f"OK: {latest.size} entries hash to the signed root {latest.root.hex()}")
+        return
+    out.print(f"OK: {latest.size} entries hash to the signed root {latest.root.hex()}")
+    if kept is not None:
+        out.print(f"OK: the log extends the checkpoint of size {kept.size} in {since}")
+    if save is not None:
+        _save_checkpoint(save, latest)
+
+
+def _kept(path: Path, reader: LogReader) -> SignedCheckpoint:
+    """The checkpoint kept in ``path``, signed by the log's key."""
+    note = _read(path, "checkpoint", limit=MAX_NOTE_SIZE)
+    return verify_checkpoint(note, origin=reader.origin, verifiers=reader.verifiers)
+
+
+def _extends(
+    reader: LogReader, kept: SignedCheckpoint, latest: SignedCheckpoint | None, where: Path | None
+) -> None:
+    """Refuse a log that does not extend ``kept``: behind it (rolled back) or a fork."""
+    size = 0 if latest is None else latest.size
+    if size < kept.size:
+        raise InvalidProof(
+            f"the log is at size {size}, behind the checkpoint of size {kept.size} in "
+            f"{where}: it was rolled back, or this is not the log you kept it from",
+            code="log-rolled-back",
+        )
+    assert latest is not None
+    reader.consistency_proof(kept.size, size).verify(kept.root, latest.root)
+
+
+def _save_checkpoint(path: Path, latest: SignedCheckpoint) -> None:
+    """``latest`` to ``path`` by a rename: a reader of it never sees half a checkpoint."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(latest.note)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InvalidInput(
+            f"cannot write {path}: {exc.strerror}", code="output-unwritable"
+        ) from None
+    err.print(f"checkpoint of size {latest.size} saved to {path}")
 
 
 @app.command("export-tiles")

@@ -29,6 +29,10 @@ back as the error class it raised, with its stable ``code``; :class:`ServiceUnre
 when there is no answer at all; :class:`RegistrationTimeout` (with the entry id) when a
 registration takes longer than the caller waits.
 
+:class:`TileSource` reads a log from its tiles alone (a directory ``sealtrail log
+export-tiles`` wrote, or the log's URL), for a :class:`sealtrail.log.LogReader` to audit or
+prove from, trusting nothing but the log's key.
+
 Nothing the client receives is trusted: receipts are checked to be COSE_Sign1, statements
 to hash to their entry id; everything else is for
 :func:`sealtrail.scitt.verify_transparent_statement`.
@@ -56,10 +60,12 @@ from ._client import (
     UserInfo,
     client_tls,
 )
+from ._tiles import MAX_BUNDLE_SIZE, TileSource
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_TOKEN_DAYS",
+    "MAX_BUNDLE_SIZE",
     "MAX_RESPONSE_SIZE",
     "NOT_FOUND_HINTS",
     "TOKEN_HINTS",
@@ -71,6 +77,7 @@ __all__ = [
     "RegistrationTimeout",
     "ServiceError",
     "ServiceUnreachable",
+    "TileSource",
     "TokenInfo",
     "Unauthorized",
     "UserChange",
