@@ -47,7 +47,8 @@ class TileSource:
         self._base: str | Path
         if text.startswith(("http://", "https://")):
             self._base = text.rstrip("/") + "/"
-            self._http = httpx.Client(timeout=timeout, follow_redirects=False)
+            # Redirects are followed (a CDN, http to https): nothing fetched is trusted.
+            self._http = httpx.Client(timeout=timeout, follow_redirects=True)
             self._timeout = timeout
         else:
             path = Path(source)
