@@ -506,12 +506,12 @@ def check_store_log(
     this data directory's log, before anything writes to it: one that holds no log (a
     sequencer would start a second log there with this directory's keys: a split view;
     ``empty_ok`` lets it pass, for a reader), and one whose checkpoint is of another
-    origin or not signed by this directory's key (``verifier``; default: the checkpoint
-    key's)."""
+    origin or not signed by this directory's key (``verifier``; default: the published
+    ``log.vkey``, so that a reader needs no secret key; a writer passes its signer's)."""
     found = _found(store)
     where = describe_store(config.resolved_store_url())
     if verifier is None:
-        verifier = config.checkpoint_signer().verifier
+        verifier = _published_verifier(config)
     if found.checkpoint is not None:
         stored = _check_log(config, found, where, verifier)
     elif found.remnants:
@@ -527,6 +527,14 @@ def check_store_log(
     else:
         stored = None
     _check_seen(config, store, stored, where, verifier)
+
+
+def _published_verifier(config: Config) -> NoteVerifier:
+    """The log's public key as published in ``log.vkey``."""
+    try:
+        return NoteVerifier.parse(config.verifier_key())
+    except InvalidInput as exc:
+        raise ConfigError(f"log.vkey is not a verifier key: {exc.message}") from None
 
 
 def _no_log(config: Config, where: str) -> ConfigError:

@@ -352,3 +352,22 @@ def test_a_store_rolled_back_or_forked_is_refused(tmp_path: Path) -> None:
     seen.write_text(f"serve.test/log\n{first}\nnot a checkpoint\n")
     stderr = _serve_refused(root, "d")
     assert "(seen-checkpoint-invalid)" in stderr
+
+
+def test_an_auditors_copy_without_the_secret_keys_reads_and_verifies_the_log(
+    tmp_path: Path,
+) -> None:
+    """The published ``log.vkey`` is what a reading command checks the store against: an
+    auditor's copy of the data directory needs no ``keys/``. Appending still needs them."""
+    _init(tmp_path, "d")
+    appended = sealtrail("log", "append", "-d", "d", "--lines", "-", cwd=tmp_path, stdin=b"a\nb\n")
+    assert appended.returncode == 0, appended.stderr
+    shutil.copytree(tmp_path / "d", tmp_path / "a", ignore=shutil.ignore_patterns("keys"))
+    result = sealtrail("log", "verify", "-d", "a", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "OK: 2 entries" in result.stdout
+    result = sealtrail("log", "append", "-d", "a", "--lines", "-", cwd=tmp_path, stdin=b"c\n")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "log.key" in result.stderr
+    (tmp_path / "a" / "log.vkey").write_text("not a key\n")
+    assert_clean_error(sealtrail("log", "verify", "-d", "a", cwd=tmp_path), "config-error")
