@@ -19,9 +19,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from sealtrail.cli import app as cli_app
+from sealtrail.cli import log as log_cli
 from sealtrail.client import TileSource
-from sealtrail.errors import Corruption, InvalidInput
+from sealtrail.errors import Corruption, InvalidInput, StorageError
 from sealtrail.keys import Ed25519Signer
 from sealtrail.log import CheckpointSigner, LogReader, Sequencer, bundle_entries, export_tiles
 from sealtrail.merkle import CompactRange, leaf_hash
@@ -285,3 +288,38 @@ def test_a_source_is_read_no_further_than_its_limits(
     (tmp_path / "checkpoint").write_bytes(b"x" * (MAX_NOTE_SIZE + 1))
     with TileSource(tmp_path) as source, pytest.raises(InvalidInput):
         source.read_checkpoint()
+
+
+def test_watch_waits_out_a_store_outage_and_stops_on_corruption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database restart under a watching export is a warning and a retry; a store that
+    contradicts its checkpoint ends the watch with its error."""
+    result = sealtrail("init", "-d", "d", "--origin", "export.test/log", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    for last in (KeyboardInterrupt(), Corruption("tile 0/0 position 3 does not match")):
+        turns: list[BaseException | int] = [-1, StorageError("the store is unavailable"), last]
+
+        def export_once(
+            *_args: object, turns: list[BaseException | int] = turns, **_kw: object
+        ) -> int:
+            turn = turns.pop(0)
+            if isinstance(turn, BaseException):
+                raise turn
+            return turn
+
+        monkeypatch.setattr(log_cli, "_export_once", export_once)
+        outcome = CliRunner().invoke(
+            cli_app, ["log", "export-tiles", "out", "-d", "d", "--watch", "1"]
+        )
+        if isinstance(last, KeyboardInterrupt):
+            assert outcome.exit_code == 0, outcome.output
+            assert "warning: the store is unavailable (storage-error); trying again" in (
+                outcome.output
+            )
+            assert "stopped" in outcome.output
+        else:
+            assert isinstance(outcome.exception, Corruption)
+        assert not turns

@@ -17,7 +17,7 @@ import typer
 
 from sealtrail.client import TileSource
 from sealtrail.config import Config, check_store_url, open_log_store
-from sealtrail.errors import InvalidInput, InvalidProof, TooLarge
+from sealtrail.errors import Corruption, InvalidInput, InvalidProof, StorageError, TooLarge
 from sealtrail.log import (
     MAX_ENTRY_SIZE,
     ConsistencyProof,
@@ -395,8 +395,14 @@ def export_tiles_command(
         with _stopped_by_sigterm():
             while True:
                 time.sleep(watch)
-                if reader.size() != exported:
-                    exported = _export_once(reader, directory, quiet=True)
+                try:
+                    if reader.size() != exported:
+                        exported = _export_once(reader, directory, quiet=True)
+                except StorageError as exc:
+                    if isinstance(exc, Corruption):
+                        raise
+                    # The store is away for a while (a database restart): the mirror waits.
+                    err.print(f"warning: {exc} ({exc.code}); trying again in {watch:g} s")
     except KeyboardInterrupt:
         err.print("stopped")
     finally:
