@@ -323,3 +323,23 @@ def test_watch_waits_out_a_store_outage_and_stops_on_corruption(
         else:
             assert isinstance(outcome.exception, Corruption)
         assert not turns
+
+
+def test_an_audit_from_tiles_fetches_each_file_once(
+    tmp_path: Path, signer: CheckpointSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MemoryStore()
+    _grow(store, signer, 0, 549)
+    export_tiles(reader_for(store, signer), tmp_path)
+    fetched: list[str] = []
+    get = TileSource._get
+
+    def counted(self: TileSource, name: str, limit: int) -> bytes | None:
+        fetched.append(name)
+        return get(self, name, limit)
+
+    monkeypatch.setattr(TileSource, "_get", counted)
+    with TileSource(tmp_path) as source:
+        reader = LogReader(source, origin=signer.origin, verifiers=[signer.verifier])
+        assert reader.audit() is not None
+    assert sorted(fetched) == sorted(_files(tmp_path))

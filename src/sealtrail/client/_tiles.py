@@ -14,6 +14,7 @@ make it hold more.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Collection
 from pathlib import Path
 from typing import Final
@@ -29,6 +30,9 @@ from sealtrail.storage import ENTRY_BUNDLES, Commit, StoredCheckpoint, TilePart
 from ._client import DEFAULT_TIMEOUT, ServiceError, ServiceUnreachable
 
 __all__ = ["MAX_BUNDLE_SIZE", "TileSource"]
+
+#: Tiles kept after they are fetched (a few: an audit reads each one twice in a row).
+RECENT_TILES: Final = 8
 
 #: The largest entry bundle read: 256 entries of the largest size, each with its length.
 MAX_BUNDLE_SIZE: Final = TILE_WIDTH * (2 + MAX_ENTRY_SIZE)
@@ -60,6 +64,9 @@ class TileSource:
                 )
             self._base = path
         self._checkpoint: StoredCheckpoint | None = None
+        # The last tiles fetched: a reader's audit asks for a tile's parts twice (its
+        # hashes, then whether it stores inner nodes), and a tile never changes.
+        self._recent: OrderedDict[tuple[int, int], list[TilePart]] = OrderedDict()
 
     def describe(self) -> str:
         return str(self._base)
@@ -90,6 +97,9 @@ class TileSource:
         width = tile_width(level, index, size)
         if width == 0:
             return []
+        recent = self._recent.get((level, index))
+        if recent is not None:
+            return recent
         full = None if width == TILE_WIDTH else width
         if level == ENTRY_BUNDLES:
             data = self._get(entries_path(index, full), MAX_BUNDLE_SIZE)
@@ -102,7 +112,11 @@ class TileSource:
                 f"its checkpoint (size {size})",
                 code="tile-missing",
             )
-        return [TilePart(level, index, 0, width, data, b"")]
+        parts = [TilePart(level, index, 0, width, data, b"")]
+        self._recent[(level, index)] = parts
+        if len(self._recent) > RECENT_TILES:
+            self._recent.popitem(last=False)
+        return parts
 
     def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
         return {}
