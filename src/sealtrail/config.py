@@ -49,6 +49,7 @@ from psycopg.conninfo import conninfo_to_dict
 from sealtrail.errors import (
     CheckpointConflict,
     ConfigError,
+    Corruption,
     Error,
     InvalidInput,
     InvalidProof,
@@ -72,6 +73,7 @@ from sealtrail.keys import (
     write_private_key,
 )
 from sealtrail.log import (
+    ROLLED_BACK,
     SHARED_MAX_DELAY,
     CheckpointSigner,
     LogReader,
@@ -620,17 +622,18 @@ def _check_seen(
         "longer log will see a fork."
     )
     size = 0 if stored is None else stored.size
-    if size < seen.size:
+    reader = LogReader(store, origin=config.origin, verifiers=[verifier])
+    try:
+        reader.check_extends(seen, stored)
+    except Corruption as exc:
+        if exc.code != ROLLED_BACK:
+            raise
         raise ConfigError(
             f"the store at {where} holds log {config.origin} at size {size}, but a server of "
             f"this data directory saw it at size {seen.size}: the store was rolled back",
             hint=hint,
             code="store-log-rolled-back",
-        )
-    assert stored is not None
-    reader = LogReader(store, origin=config.origin, verifiers=[verifier])
-    try:
-        reader.consistency_proof(seen.size, size).verify(seen.root, stored.root)
+        ) from None
     except InvalidProof:
         raise ConfigError(
             f"the store at {where} holds log {config.origin} at size {size}, which does not "

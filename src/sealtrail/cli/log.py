@@ -20,6 +20,7 @@ from sealtrail.config import Config, check_store_url, open_log_store
 from sealtrail.errors import Corruption, InvalidInput, InvalidProof, StorageError, TooLarge
 from sealtrail.log import (
     MAX_ENTRY_SIZE,
+    ROLLED_BACK,
     ConsistencyProof,
     InclusionProof,
     LogReader,
@@ -339,15 +340,17 @@ def _extends(
     reader: LogReader, kept: SignedCheckpoint, latest: SignedCheckpoint | None, where: Path | None
 ) -> None:
     """Refuse a log that does not extend ``kept``: behind it (rolled back) or a fork."""
-    size = 0 if latest is None else latest.size
-    if size < kept.size:
+    try:
+        reader.check_extends(kept, latest)
+    except Corruption as exc:
+        if exc.code != ROLLED_BACK:
+            raise
+        size = 0 if latest is None else latest.size
         raise InvalidProof(
             f"the log is at size {size}, behind the checkpoint of size {kept.size} in "
             f"{where}: it was rolled back, or this is not the log you kept it from",
-            code="log-rolled-back",
-        )
-    assert latest is not None
-    reader.consistency_proof(kept.size, size).verify(kept.root, latest.root)
+            code=ROLLED_BACK,
+        ) from None
 
 
 def _save_checkpoint(path: Path, latest: SignedCheckpoint) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._checkpoints import CheckpointSigner, SignedCheckpoint, verify_checkpoint
 from ._export import Exported, export_tiles
 from ._follower import LogFollower
-from ._reader import ConsistencyProof, InclusionProof, LogReader, Progress
+from ._reader import ROLLED_BACK, ConsistencyProof, InclusionProof, LogReader, Progress
 from ._sequencer import SWITCH_INTERVAL, Sequencer, SequencerConfig
 from ._shared import SHARED_MAX_DELAY, Backlog, RoleStore, SharedSequencer
 from ._tasks import cancel_and_wait
@@ -18,6 +18,7 @@ from ._tiles import MAX_ENTRY_SIZE, bundle_entries, encode_bundle, tile_width
 
 __all__ = [
     "MAX_ENTRY_SIZE",
+    "ROLLED_BACK",
     "SHARED_MAX_DELAY",
     "SWITCH_INTERVAL",
     "Backlog",

@@ -25,7 +25,7 @@ from sealtrail.merkle import TILE_WIDTH, entries_path, tile_path
 from sealtrail.note import MAX_NOTE_SIZE
 from sealtrail.storage import ENTRY_BUNDLES
 
-from ._checkpoints import SignedCheckpoint, check_not_behind, verify_checkpoint
+from ._checkpoints import SignedCheckpoint, verify_checkpoint
 from ._reader import LogReader, Progress
 from ._tiles import tile_width
 
@@ -97,15 +97,13 @@ def _check_extends(directory: Path, reader: LogReader, latest: SignedCheckpoint)
             hint="Export into an empty directory, or into this log's own.",
             code="export-foreign",
         ) from None
-    check_not_behind(there, latest)
-    if there.size < latest.size:
-        try:
-            reader.consistency_proof(there.size, latest.size).verify(there.root, latest.root)
-        except InvalidProof:
-            raise Corruption(
-                f"the log at size {latest.size} does not extend the checkpoint of size "
-                f"{there.size} in {directory}: a fork"
-            ) from None
+    try:
+        reader.check_extends(there, latest)
+    except InvalidProof:
+        raise Corruption(
+            f"the log at size {latest.size} does not extend the checkpoint of size "
+            f"{there.size} in {directory}: a fork"
+        ) from None
 
 
 def _tiles(size: int) -> list[tuple[int, int, int | None]]:

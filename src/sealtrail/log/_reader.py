@@ -62,6 +62,9 @@ UPPER_PATH_CACHE = 1 << 14
 #: Called with (done, total) while a long operation runs.
 Progress = Callable[[int, int], None]
 
+#: The code of :meth:`LogReader.check_extends`'s refusal of a log behind a checkpoint.
+ROLLED_BACK = "log-rolled-back"
+
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
@@ -568,6 +571,20 @@ class LogReader:
         return ConsistencyProof(
             size1, bound, consistency_proof(size1, bound, self._reader_for(bound))
         )
+
+    def check_extends(self, earlier: SignedCheckpoint, latest: SignedCheckpoint | None) -> None:
+        """Raise unless this log at ``latest`` is the log of ``earlier``, grown or not:
+        :class:`Corruption` with code ``log-rolled-back`` when it is behind it,
+        :class:`InvalidProof` when no consistency proof leads from it (a fork). The proof
+        is computed from the tiles, not taken from anyone."""
+        size = 0 if latest is None else latest.size
+        if size < earlier.size:
+            raise Corruption(
+                f"the log went back from size {earlier.size} to {size}: it was rolled back",
+                code=ROLLED_BACK,
+            )
+        assert latest is not None
+        self.consistency_proof(earlier.size, size).verify(earlier.root, latest.root)
 
     def root(self, size: int) -> bytes:
         """The root of the tree of ``size`` leaves (any size up to the latest checkpoint)."""
