@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
 import time
@@ -28,6 +27,7 @@ from sealtrail.log import (
     SignedCheckpoint,
     export_tiles,
     verify_checkpoint,
+    write_public_file,
 )
 from sealtrail.merkle import leaf_hash
 from sealtrail.note import MAX_NOTE_SIZE, NoteVerifier
@@ -355,15 +355,7 @@ def _extends(
 
 def _save_checkpoint(path: Path, latest: SignedCheckpoint) -> None:
     """``latest`` to ``path`` by a rename: a reader of it never sees half a checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(latest.note)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InvalidInput(
-            f"cannot write {path}: {exc.strerror}", code="output-unwritable"
-        ) from None
+    write_public_file(path, latest.note)
     err.print(f"checkpoint of size {latest.size} saved to {path}")
 
 

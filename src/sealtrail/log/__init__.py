@@ -8,7 +8,7 @@ The raw Merkle operations live in :mod:`sealtrail.merkle` (hazmat).
 from __future__ import annotations
 
 from ._checkpoints import CheckpointSigner, SignedCheckpoint, verify_checkpoint
-from ._export import Exported, export_tiles
+from ._export import Exported, export_tiles, write_public_file
 from ._follower import LogFollower
 from ._reader import ROLLED_BACK, ConsistencyProof, InclusionProof, LogReader, Progress
 from ._sequencer import SWITCH_INTERVAL, Sequencer, SequencerConfig
@@ -40,4 +40,5 @@ __all__ = [
     "export_tiles",
     "tile_width",
     "verify_checkpoint",
+    "write_public_file",
 ]

@@ -29,7 +29,7 @@ from ._checkpoints import SignedCheckpoint, verify_checkpoint
 from ._reader import LogReader, Progress
 from ._tiles import tile_width
 
-__all__ = ["Exported", "export_tiles"]
+__all__ = ["Exported", "export_tiles", "write_public_file"]
 
 #: The name of the checkpoint file (``/checkpoint`` in tlog-tiles).
 CHECKPOINT_FILE = "checkpoint"
@@ -68,11 +68,11 @@ def export_tiles(
         if target.exists():
             kept += 1
         else:
-            _write(target, reader.tile(level, index, width, size=size))
+            write_public_file(target, reader.tile(level, index, width, size=size))
             written += 1
         if progress is not None:
             progress(done, len(wanted))
-    _write(directory / CHECKPOINT_FILE, latest.note)
+    write_public_file(directory / CHECKPOINT_FILE, latest.note)
     return Exported(latest, written, kept)
 
 
@@ -121,8 +121,9 @@ def _tiles(size: int) -> list[tuple[int, int, int | None]]:
         level = 0 if level == ENTRY_BUNDLES else level + 1
 
 
-def _write(path: Path, data: bytes) -> None:
-    """``data`` to ``path`` by a rename, so that no reader sees a part of it."""
+def write_public_file(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` (mode 0644, its folders made) by a rename, so that no reader
+    sees a part of it; ``output-unwritable`` when it cannot be written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
