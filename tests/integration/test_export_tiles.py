@@ -112,7 +112,9 @@ def test_an_export_again_writes_only_what_the_log_gained(
         "tile/1/000.p/2",
     }
     assert (done.written, done.kept) == (5, 2)
-    assert after["checkpoint"] == store.read_checkpoint().note  # type: ignore[union-attr]
+    stored = store.read_checkpoint()
+    assert stored is not None
+    assert after["checkpoint"] == stored.note
 
 
 def test_a_directory_of_another_log_or_a_fork_is_refused(

@@ -26,7 +26,6 @@ from sealtrail.errors import Error
 from sealtrail.keys import Signer, Verifier
 from sealtrail.log import (
     CheckpointSigner,
-    LogReader,
     Sequencer,
     SequencerConfig,
     SharedSequencer,
@@ -225,12 +224,19 @@ class _Server(uvicorn.Server):
 SEEN_PERIOD = 5.0
 
 
+class _Seeing(Protocol):
+    """What :class:`_Seen` watches: a :class:`LogReader`'s newest checkpoint."""
+
+    @property
+    def latest(self) -> SignedCheckpoint | None: ...
+
+
 class _Seen:
     """Hands the newest checkpoint a reader has seen to a callback: every
     :data:`SEEN_PERIOD` seconds when it is newer than the last one handed over."""
 
     def __init__(
-        self, callback: Callable[[SignedCheckpoint], None] | None, reader: LogReader
+        self, callback: Callable[[SignedCheckpoint], None] | None, reader: _Seeing
     ) -> None:
         self._callback = callback
         self._reader = reader

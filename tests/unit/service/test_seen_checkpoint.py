@@ -26,7 +26,7 @@ def test_the_newest_checkpoint_is_handed_over_as_the_log_grows(
     reader = _Reader()
 
     async def go() -> None:
-        seen = _runtime._Seen(lambda c: told.append(c.size), reader)  # type: ignore[arg-type]
+        seen = _runtime._Seen(lambda c: told.append(c.size), reader)
         seen.start()
         for size in (1, 2, 3):
             reader.latest = signer.sign(size=size, root=bytes(32))
@@ -54,7 +54,7 @@ def test_a_failure_to_keep_it_is_logged_and_tried_again(
             raise ConfigError("cannot write seen-checkpoint: No space left on device")
 
     reader = _Reader(signer.sign(size=7, root=bytes(32)))
-    seen = _runtime._Seen(full_disk, reader)  # type: ignore[arg-type]
+    seen = _runtime._Seen(full_disk, reader)
     asyncio.run(seen.tell())
     asyncio.run(seen.tell())
     assert calls == [7, 7]
