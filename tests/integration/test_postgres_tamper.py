@@ -158,7 +158,7 @@ def test_the_copy_verifies_and_audits_clean(log: Log) -> None:
         ),
         pytest.param(
             ["DELETE FROM log_entry_bundles WHERE start = 24"],
-            "tile is missing positions 24..24 the checkpoint covers",
+            "entry bundle 0 is missing positions 24..24 the checkpoint covers",
             id="the last entry deleted",
         ),
         pytest.param(
@@ -166,12 +166,12 @@ def test_the_copy_verifies_and_audits_clean(log: Log) -> None:
                 "DELETE FROM log_entry_bundles WHERE start = 7",
                 "DELETE FROM log_tile_parts WHERE start = 7",
             ],
-            "tile -1/0: part at position 8, expected 7",
+            "entry bundle 0: part at position 8, expected 7",
             id="an entry deleted with its leaf hash",
         ),
         pytest.param(
             ["TRUNCATE log_tile_parts"],
-            "tile is missing positions 0..24 the checkpoint covers",
+            "tile 0/0 is missing positions 0..24 the checkpoint covers",
             id="the hash tiles truncated",
         ),
         pytest.param(

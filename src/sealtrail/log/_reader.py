@@ -326,7 +326,7 @@ class LogReader:
         if have < want:
             kind = "entry bundle" if level == ENTRY_BUNDLES else f"tile {level}"
             raise NotFound(f"{kind} {index} of width {want} is not in the log (yet)")
-        return assemble(self.store.read_parts(level, index), want)
+        return assemble(self.store.read_parts(level, index), want, level, index)
 
     def entry_bundle(self, index: int, width: int | None = None) -> bytes:
         return self.tile(ENTRY_BUNDLES, index, width)
@@ -360,7 +360,7 @@ class LogReader:
                 raise Corruption(f"tile {level}/{index}: part of the wrong length")
             expanded = _Expanded(parts[0].data, parts[0].interior)
         else:
-            hashes = assemble(parts, width)
+            hashes = assemble(parts, width, level, index)
             expanded = self._grown(level, index, parts, hashes) or _Expanded(hashes)
         with self._lock:
             self._cache[key] = expanded

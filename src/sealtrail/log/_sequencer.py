@@ -731,7 +731,7 @@ class Sequencer:
         tail = self._tails.get(level)  # replaced whole by _apply, never changed in place
         if tail is not None and tail[:2] == (index, upto):
             return b"".join(tail[2])
-        return assemble(self.store.read_parts(level, index), upto)
+        return assemble(self.store.read_parts(level, index), upto, level, index)
 
 
 _Group = tuple[list[bytes], "asyncio.Future[list[int]]"]

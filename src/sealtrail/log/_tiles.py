@@ -139,8 +139,13 @@ def split_run(
     return parts
 
 
-def assemble(parts: Sequence[TilePart], width: int) -> bytes:
-    """Concatenate a tile's parts into its first ``width`` positions.
+def tile_name(level: int, index: int) -> str:
+    """How messages name a tile: ``tile 0/3``, or ``entry bundle 3``."""
+    return f"entry bundle {index}" if level == ENTRY_BUNDLES else f"tile {level}/{index}"
+
+
+def assemble(parts: Sequence[TilePart], width: int, level: int, index: int) -> bytes:
+    """Concatenate the parts of tile ``level``/``index`` into its first ``width`` positions.
 
     Positions beyond ``width`` (left by a failed step-wise write, or newer than the
     checkpoint being served) are cut off. A gap or overlap below ``width`` means the store
@@ -152,9 +157,8 @@ def assemble(parts: Sequence[TilePart], width: int) -> bytes:
         if have >= width:
             break
         if part.start != have:
-            raise Corruption(
-                f"tile {part.level}/{part.index}: part at position {part.start}, expected {have}"
-            )
+            name = tile_name(level, index)
+            raise Corruption(f"{name}: part at position {part.start}, expected {have}")
         take = min(part.count, width - have)
         if part.level == ENTRY_BUNDLES:
             if take == part.count:
@@ -163,9 +167,10 @@ def assemble(parts: Sequence[TilePart], width: int) -> bytes:
                 out.append(encode_bundle(bundle_entries(part.data)[:take]))
         else:
             if len(part.data) != part.count * HASH_SIZE:
-                raise Corruption(f"tile {part.level}/{part.index}: part of the wrong length")
+                raise Corruption(f"{tile_name(level, index)}: part of the wrong length")
             out.append(part.data[: take * HASH_SIZE])
         have += take
     if have < width:
-        raise Corruption(f"tile is missing positions {have}..{width - 1} the checkpoint covers")
+        name = tile_name(level, index)
+        raise Corruption(f"{name} is missing positions {have}..{width - 1} the checkpoint covers")
     return b"".join(out)
