@@ -198,6 +198,7 @@ def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None
         refused = record(url, MAKER, "device-manifest", clone.to_json(), "clone.json")
         assert refused.returncode == 1
         assert "(manifest-cloned-device)" in refused.stderr
+        assert "docs/provenance.md" in refused.stderr, refused.stderr  # the hint: the rule
 
 
 def test_the_compliance_sweep_makes_stale_servers_non_compliant(tmp_path: Path) -> None:

@@ -349,6 +349,11 @@ def _problem_reply(status: int, code: str) -> httpx.Response:
         (400, "policy-subject", lambda c: c.register(STATEMENT), "policy"),
         (400, "chain-untrusted", lambda c: c.register(STATEMENT), "anchors"),
         (401, "certificate-unknown", lambda c: c.compliance(), "users cert"),
+        (400, "assembly-unknown-device", lambda c: c.register(STATEMENT), "docs/provenance.md"),
+        (400, "provenance-unknown-field", lambda c: c.register(STATEMENT), "Correct the record"),
+        (400, "compliance-needs-arrival", lambda c: c.register(STATEMENT), "what the rule asks"),
+        (400, "arrival-nonce-replayed", lambda c: c.register(STATEMENT), "sealtrail challenge"),
+        (400, "nonce-expired", lambda c: c.register(STATEMENT), "challenge_ttl"),
     ],
 )
 def test_a_refusal_gets_a_hint_about_what_was_asked(
@@ -361,5 +366,10 @@ def test_a_refusal_gets_a_hint_about_what_was_asked(
     assert caught.value.code == code
     hint = caught.value.hint
     assert says in hint, hint
-    for elsewhere in ("latest checkpoint", "Do not trust the data", "administrator token"):
+    for elsewhere in (
+        "latest checkpoint",
+        "Do not trust the data",
+        "administrator token",
+        "documented format",
+    ):
         assert elsewhere not in hint, hint

@@ -172,6 +172,30 @@ _REFUSAL_HINTS = (
         "names (docs/scitt.md).",
     ),
 )
+#: The code prefixes of a provenance record the service refused at registration, by its
+#: format or by the log's history (docs/provenance.md lists every code with its rule).
+_PROVENANCE_PREFIXES = (
+    "provenance-",
+    "manifest-",
+    "device-",
+    "firmware-",
+    "assembly-",
+    "custody-",
+    "arrival-",
+    "attestation-",
+    "evidence-",
+    "compliance-",
+)
+_NONCE_HINT = (
+    "A challenge nonce is answered once, for the server it was issued for, within the "
+    "service's challenge_ttl: ask for fresh ones (sealtrail challenge SERIAL) and sign the "
+    "record again (docs/provenance.md)."
+)
+_PROVENANCE_HINT = (
+    "The ledger refused this provenance record and registered nothing: docs/provenance.md "
+    "gives the rule behind each code. Correct the record, or first register what the rule "
+    "asks for, then send it again."
+)
 
 
 def client_tls(
@@ -376,7 +400,7 @@ def _register(statement: bytes, *, timeout: float) -> _Flow[RegisteredStatement]
     if reply.status == 201:
         return RegisteredStatement(entry, statement, _checked_cose(reply, "receipt"))
     if reply.status != 303:
-        raise _error_for(reply, "registration")
+        raise _error_for(reply, "registration", registering=True)
     # Accepted, not yet registered: follow Location until the receipt is there.
     url = _location(reply)
     delay = _retry_after(reply, default=DEFAULT_POLL_DELAY)
@@ -394,7 +418,7 @@ def _register(statement: bytes, *, timeout: float) -> _Flow[RegisteredStatement]
         # 302: pending. 404: the service answers 303 before its background registration
         # has stored the statement, so "unknown" can come first; the deadline bounds it.
         if reply.status not in (302, 404):
-            raise _error_for(reply, f"receipt of entry {entry}")
+            raise _error_for(reply, f"receipt of entry {entry}", registering=True)
         delay = _retry_after(reply, default=DEFAULT_POLL_DELAY)
 
 
@@ -704,21 +728,30 @@ def _is_verification(code: str | None) -> bool:
 
 def _refusal_hint(code: str | None) -> str | None:
     """The hint for a statement refused with ``code`` (None: the class's own)."""
+    if code is None:
+        return None
     for prefix, hint in _REFUSAL_HINTS:
-        if code is not None and code.startswith(prefix):
+        if code.startswith(prefix):
             return hint
+    if code.startswith("nonce-") or code.endswith("-nonce-replayed"):
+        return _NONCE_HINT
+    if code.startswith(_PROVENANCE_PREFIXES):
+        return _PROVENANCE_HINT
     return None
 
 
-def _error_for(reply: _Reply, what: str) -> Error:  # noqa: PLR0911 (one return per status)
-    """The sealtrail error a non-success answer stands for; the service's code is kept."""
+def _error_for(  # noqa: PLR0911 (one return per status)
+    reply: _Reply, what: str, *, registering: bool = False
+) -> Error:
+    """The sealtrail error a non-success answer stands for; the service's code is kept.
+    ``registering``: the answer refuses a statement sent for registration."""
     code, detail = _problem(reply)
     status = reply.status
     message = detail or f"{what}: HTTP {status} from {_display(reply.url)}"
     if status == 400:
         if _is_verification(code):
             return VerificationError(message, code=code, hint=_refusal_hint(code))
-        return InvalidInput(message, code=code)
+        return InvalidInput(message, code=code, hint=_refusal_hint(code) if registering else None)
     if status == 401:
         return Unauthorized(message, code=code, hint=TOKEN_HINTS.get(code or ""))
     if status == 403:
