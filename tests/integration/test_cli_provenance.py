@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 
 from sealtrail.client import Client
 from sealtrail.keys import write_private_key
+from sealtrail.storage import SQLiteIndex
 from tests._serve_proc import COSE, bearer, init_data, served, token_file, user_token
 from tests.integration.test_cli import sealtrail
 from tests.unit.provenance._signed import (
@@ -130,6 +131,38 @@ def test_an_edited_row_is_named_and_a_rebuild_restores_the_truth(data: Path) -> 
     assert "Index rebuilt" in rebuilt.stdout
     again = sealtrail("audit", "-d", "d", cwd=data)
     assert again.returncode == 0, again.stdout
+
+
+def test_no_rebuild_while_a_server_uses_the_index(data: Path) -> None:
+    """A rebuild empties the index a running server answers and judges registrations
+    from: refused while one serves it, and a server does not start during a rebuild."""
+    before = sealtrail("audit", "-d", "d", "--json", cwd=data).stdout
+    with served(data):
+        refused = sealtrail("index", "rebuild", "-d", "d", cwd=data)
+        assert refused.returncode == 1
+        assert "(index-in-use)" in refused.stderr, refused.stderr
+        assert "in use by sealtrail serve " in refused.stderr
+        assert "Stop every server using this index first" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        status = sealtrail("index", "status", "-d", "d", cwd=data)
+        assert "up to date" in status.stdout, status.stdout + status.stderr
+    assert sealtrail("audit", "-d", "d", "--json", cwd=data).stdout == before  # untouched
+
+    rebuilding = SQLiteIndex(data / "d" / "provenance.db")  # a rebuild under way elsewhere
+    try:
+        rebuilding.claim("sealtrail index rebuild elsewhere/1", exclusive=True)
+        result = sealtrail("serve", "-d", "d", "--port", "0", cwd=data)
+        assert result.returncode == 1, result.stderr
+        assert "(index-in-use)" in result.stderr
+        assert "being rebuilt by sealtrail index rebuild elsewhere/1" in result.stderr
+        assert "Traceback" not in result.stderr and "Serving" not in result.stderr
+        rebuilding.release("sealtrail index rebuild elsewhere/1")
+    finally:
+        rebuilding.close()
+    rebuilt = sealtrail("index", "rebuild", "-d", "d", cwd=data)  # servers stopped: it runs
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    with served(data):  # and a server starts again once it is done
+        pass
 
 
 def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None:

@@ -3,14 +3,18 @@ against the log."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import time
 from collections.abc import Mapping
 from typing import Annotated
 
 import typer
 
 from sealtrail.config import Config, open_log_store
-from sealtrail.errors import InvalidInput
+from sealtrail.errors import Error, InvalidInput
 from sealtrail.keys import Verifier
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
@@ -28,7 +32,7 @@ from sealtrail.scitt import (
     parse_org_record,
     parse_statement,
 )
-from sealtrail.storage import IndexStore, MemoryStore, PostgresStore, SQLiteStore
+from sealtrail.storage import CLAIM_TTL, IndexStore, MemoryStore, PostgresStore, SQLiteStore
 
 from ._common import DEFAULT_DATA_DIR, DataDir, load, out, progress_bar
 from .scitt import READ_HINT
@@ -101,12 +105,16 @@ KeysOption = Annotated[
 def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) -> None:
     """Forget the index and build it again from the log, entry by entry.
 
-    Stop `sealtrail serve` first: the server keeps the index up with the log.
+    Refused while a server uses the index (the server keeps the index up with the log and
+    answers from it): stop every `sealtrail serve` of it first. Servers refuse to start
+    until the rebuild is done.
     """
     config = load(data_dir)
     store = open_log_store(config)
     index = config.open_index()
+    holder = f"sealtrail index rebuild {socket.gethostname()}/{os.getpid()}"
     try:
+        index.claim(holder, exclusive=True)
         reader = _reader(config, store)
         size = reader.size()
         found = registry(store, config.service_issuer, service_keys(config, keys_file))
@@ -118,13 +126,19 @@ def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) 
             content_types=store.content_types,
         )
         index.reset()
+        renewed = time.monotonic()
         with progress_bar("Rebuilding the index", size) as bar:
             while index.applied_size() < size:
                 ledger.catch_up(reader, limit=1024)
                 bar.update(bar.task_ids[0], completed=index.applied_size())
+                if time.monotonic() - renewed > CLAIM_TTL / 3:
+                    index.claim(holder, exclusive=True)
+                    renewed = time.monotonic()
         rows = sum(1 for _ in index.dump_rows())
         out.print(f"Index rebuilt from {size} log entries: {rows} rows.")
     finally:
+        with contextlib.suppress(Error):  # a claim not released lapses by itself
+            index.release(holder)
         index.close()
         store.close()
 

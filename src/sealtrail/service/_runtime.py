@@ -40,6 +40,7 @@ from sealtrail.scitt import (
     TransparencyService,
 )
 from sealtrail.storage import (
+    CLAIM_TTL,
     IndexStore,
     LogStore,
     SequencerRoles,
@@ -134,24 +135,31 @@ def service_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Before anything writes (the service re-appends and records keys as it starts): a
-        # rolled-back store would otherwise be signed over at sizes clients have seen.
-        await asyncio.to_thread(check_index_of_log, ledger.index, sequencer.reader)
-        await sequencer.start()
-        seen = _Seen(on_checkpoint, sequencer.reader)
+        # Not while `sealtrail index rebuild` has the index, and none from now on.
+        claim = _Claim(ledger.index, f"sealtrail serve {socket.gethostname()}/{os.getpid()}")
+        await claim.take()
         try:
-            await service.start()
-            await ledger.start(sequencer.reader)
-            seen.start()
+            # Before anything writes (the service re-appends and records keys as it
+            # starts): a rolled-back store would otherwise be signed over at sizes clients
+            # have seen.
+            await asyncio.to_thread(check_index_of_log, ledger.index, sequencer.reader)
+            await sequencer.start()
+            seen = _Seen(on_checkpoint, sequencer.reader)
             try:
-                yield
+                await service.start()
+                await ledger.start(sequencer.reader)
+                seen.start()
+                try:
+                    yield
+                finally:
+                    await seen.close()
+                    await service.close()
+                    await ledger.close(sequencer.reader)
             finally:
-                await seen.close()
-                await service.close()
-                await ledger.close(sequencer.reader)
+                await sequencer.close()
+                await seen.tell()
         finally:
-            await sequencer.close()
-            await seen.tell()
+            await claim.release()
 
     app = create_app(
         sequencer.reader,
@@ -266,6 +274,37 @@ class _Seen:
     async def close(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+
+
+class _Claim:
+    """A server's shared claim on its provenance index (:meth:`IndexStore.claim`), renewed
+    every third of :data:`~sealtrail.storage.CLAIM_TTL` until released."""
+
+    def __init__(self, index: IndexStore, holder: str) -> None:
+        self._index = index
+        self._holder = holder
+        self._task: asyncio.Task[None] | None = None
+
+    async def take(self) -> None:
+        """Claim the index (:class:`Conflict` ``index-in-use`` while a rebuild has it)."""
+        await asyncio.to_thread(self._index.claim, self._holder)
+        self._task = asyncio.create_task(self._renew(), name="sealtrail-index-claim")
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(CLAIM_TTL / 3)
+            try:
+                await asyncio.to_thread(self._index.claim, self._holder)
+            except Error as exc:  # the database is away, say: the next turn tries again
+                log.warning("cannot renew this server's claim on the index: %s", exc)
+
+    async def release(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+        try:
+            await asyncio.to_thread(self._index.release, self._holder)
+        except Error as exc:  # it lapses by itself
+            log.warning("cannot release this server's claim on the index: %s", exc)
 
 
 def run_server(

@@ -29,6 +29,7 @@ from pathlib import Path
 from sealtrail.errors import ConfigError
 
 from ._index import (
+    CLAIM_TTL,
     MAX_BATCH_BYTES,
     MAX_BATCH_ENTRIES,
     MAX_BATCH_ROWS,
@@ -58,6 +59,7 @@ from .postgres import PostgresStore, describe
 from .sqlite import SQLiteStore
 
 __all__ = [
+    "CLAIM_TTL",
     "ENTRY_BUNDLES",
     "FAULT_POINTS",
     "INDEX_FAULT_POINTS",

@@ -21,9 +21,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from sealtrail.errors import InvalidInput, TooLarge
+from sealtrail.errors import Conflict, InvalidInput, TooLarge
 
 __all__ = [
+    "CLAIM_TTL",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_ENTRIES",
     "MAX_BATCH_ROWS",
@@ -35,7 +36,9 @@ __all__ = [
     "IndexStore",
     "IndexedEntry",
     "check_batch",
+    "check_claim",
     "check_read",
+    "claim_conflict",
 ]
 
 #: One row change: ``(table, key, value)``. ``value`` is canonical JSON text, kept as given
@@ -63,6 +66,13 @@ MAX_NAME_BYTES = 4096
 MAX_READ_ENTRIES = 10_000
 
 _ENTRY_ID_SIZE = 32
+
+#: Seconds a claim on an index lasts unless renewed (:meth:`IndexStore.claim`): a server
+#: renews its claim every third of this, and a claim of a process that was killed lapses
+#: within it.
+CLAIM_TTL = 15.0
+#: Most characters of a claim's holder name.
+MAX_HOLDER = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +214,24 @@ class IndexStore(Protocol):
     def reset(self) -> None:
         """Forget everything, in one durable transaction (before a rebuild).
 
-        Afterwards ``applied_size() == 0`` and every read is empty.
+        Afterwards ``applied_size() == 0`` and every read is empty. Claims are kept.
         """
+        ...
+
+    def claim(self, holder: str, *, exclusive: bool = False, ttl: float = CLAIM_TTL) -> None:
+        """Take or renew ``holder``'s claim on the index, for ``ttl`` seconds.
+
+        A running service holds a shared claim and renews it; ``sealtrail index rebuild``
+        holds an exclusive one while it forgets and rebuilds the index. MUST raise
+        :class:`Conflict` (``index-in-use``, see :func:`claim_conflict`) and claim nothing
+        when another holder's unexpired claim stands in the way: any claim, of an
+        exclusive one; an exclusive claim, of a shared one. Lapsed claims are ignored;
+        expiry is by the store's clock (the database server's, when it has one).
+        """
+        ...
+
+    def release(self, holder: str) -> None:
+        """Drop ``holder``'s claim, if it holds one."""
         ...
 
     def close(self) -> None:
@@ -334,3 +360,31 @@ def check_read(start: int, count: int, *, least: int = 0) -> None:
             f"a read of {count} entries is over the limit of {MAX_READ_ENTRIES}",
             code="index-read-too-large",
         )
+
+
+def check_claim(holder: str, ttl: float) -> None:
+    """The one validation of a claim before it is written: a holder name of 1 to
+    :data:`MAX_HOLDER` printable characters, a positive ``ttl``."""
+    if not 0 < len(holder) <= MAX_HOLDER or not holder.isprintable():
+        raise InvalidInput(
+            f"a claim's holder is 1 to {MAX_HOLDER} printable characters", code="claim-invalid"
+        )
+    if not 0 < ttl <= 3600:
+        raise InvalidInput("a claim lasts more than 0 and at most 3600 s", code="claim-invalid")
+
+
+def claim_conflict(holder: str, exclusive: bool, left: float) -> Conflict:
+    """The refusal of a claim because ``holder`` holds one (``exclusive`` or shared) for
+    ``left`` more seconds unless renewed."""
+    lapse = f"the claim of one that was killed lapses within {max(1, round(left))} s"
+    if exclusive:
+        return Conflict(
+            f"the index is being rebuilt by {holder}",
+            code="index-in-use",
+            hint=f"Wait for the rebuild to finish ({lapse}).",
+        )
+    return Conflict(
+        f"the index is in use by {holder}",
+        code="index-in-use",
+        hint=f"Stop every server using this index first ({lapse}).",
+    )

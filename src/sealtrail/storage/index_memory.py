@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sealtrail.errors import Conflict, InvalidInput, NotFound
 
-from ._index import Change, IndexedEntry, check_batch, check_read
+from ._index import (
+    CLAIM_TTL,
+    Change,
+    IndexedEntry,
+    check_batch,
+    check_claim,
+    check_read,
+    claim_conflict,
+)
 from .memory import Faults
 
 __all__ = ["INDEX_FAULT_POINTS", "IndexFaults", "MemoryIndex"]
@@ -43,6 +52,8 @@ class MemoryIndex:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.faults = IndexFaults()
+        #: holder -> (exclusive, expiry on the monotonic clock)
+        self._claims: dict[str, tuple[bool, float]] = {}
         self._clear()
 
     def _clear(self) -> None:
@@ -94,6 +105,19 @@ class MemoryIndex:
         with self._lock:
             self.faults.check("before_apply")
             self._clear()
+
+    def claim(self, holder: str, *, exclusive: bool = False, ttl: float = CLAIM_TTL) -> None:
+        check_claim(holder, ttl)
+        with self._lock:
+            now = time.monotonic()
+            for other, (their_exclusive, until) in self._claims.items():
+                if other != holder and until > now and (exclusive or their_exclusive):
+                    raise claim_conflict(other, their_exclusive, until - now)
+            self._claims[holder] = (exclusive, now + ttl)
+
+    def release(self, holder: str) -> None:
+        with self._lock:
+            self._claims.pop(holder, None)
 
     def close(self) -> None:
         """Nothing to release; the data stays readable (a closed index is not wiped)."""

@@ -14,6 +14,7 @@ Schema (``idx_meta.schema_version`` tracks migrations)::
     idx_subjects(subject, idx)
     idx_changes(idx, pos, tbl, key, value)          history, row_at, the audit
     idx_rows(tbl, key, value)                       the current rows
+    idx_claims(holder, exclusive, expires)          who uses the index (not its data)
 
 Texts (table names, keys, values, subjects, kinds, organizations, codes) are stored as
 ``bytea`` holding their UTF-8, not as ``text``: PostgreSQL ``text`` cannot hold U+0000, which
@@ -49,7 +50,15 @@ from sealtrail.errors import (
     StorageError,
 )
 
-from ._index import Change, IndexedEntry, check_batch, check_read
+from ._index import (
+    CLAIM_TTL,
+    Change,
+    IndexedEntry,
+    check_batch,
+    check_claim,
+    check_read,
+    claim_conflict,
+)
 from .postgres import IDLE_IN_TRANSACTION, durable_commits
 
 __all__ = ["PostgresIndex"]
@@ -98,6 +107,14 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             key bytea NOT NULL,
             value bytea NOT NULL,
             PRIMARY KEY (tbl, key)
+        )""",
+    ),
+    (
+        # Who uses the index (IndexStore.claim): not index data, kept by ``reset``.
+        """CREATE TABLE idx_claims (
+            holder text PRIMARY KEY,
+            exclusive boolean NOT NULL,
+            expires double precision NOT NULL
         )""",
     ),
 ]
@@ -458,6 +475,33 @@ class PostgresIndex:
             # every reader and open dump; DELETE leaves their snapshots alone.
             for table in _TABLES:
                 conn.execute(f"DELETE FROM {table}")  # noqa: S608
+
+    def claim(self, holder: str, *, exclusive: bool = False, ttl: float = CLAIM_TTL) -> None:
+        check_claim(holder, ttl)
+        with self._conn("claim") as conn, conn.transaction():
+            # Claimers take turns; readers and the writers of the index's data do not wait.
+            conn.execute("LOCK TABLE idx_claims IN SHARE ROW EXCLUSIVE MODE")
+            # The database server's clock: the hosts of a deployment need not agree.
+            clock = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+            now = float(clock[0]) if clock is not None else 0.0
+            other = conn.execute(
+                "SELECT holder, exclusive, expires FROM idx_claims WHERE holder != %s"
+                " AND expires > %s AND (exclusive OR %s) ORDER BY exclusive DESC LIMIT 1",
+                (holder, now, exclusive),
+            ).fetchone()
+            if other is not None:
+                raise claim_conflict(other[0], other[1], other[2] - now)
+            conn.execute("DELETE FROM idx_claims WHERE expires <= %s", (now,))
+            conn.execute(
+                "INSERT INTO idx_claims (holder, exclusive, expires) VALUES (%s, %s, %s)"
+                " ON CONFLICT (holder) DO UPDATE"
+                " SET exclusive = excluded.exclusive, expires = excluded.expires",
+                (holder, exclusive, now + ttl),
+            )
+
+    def release(self, holder: str) -> None:
+        with self._conn("release") as conn:
+            conn.execute("DELETE FROM idx_claims WHERE holder = %s", (holder,))
 
     def close(self) -> None:
         self._closed = True

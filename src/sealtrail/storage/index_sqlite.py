@@ -13,6 +13,7 @@ Schema (``PRAGMA user_version`` tracks migrations)::
     idx_changes(idx, pos, tbl, key, value)          every row change, in order (history,
                                                     point-in-time reads, the audit)
     idx_rows(tbl, key, value)                       the current rows
+    idx_claims(holder, exclusive, expires)          who uses the index (not its data)
 
 The applied size is ``max(idx) + 1`` of ``idx_entries``, not a counter of its own: a counter
 is a second record of the same fact, which a bug or a hand edit can set out of step with the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +41,15 @@ from sealtrail.errors import (
     StorageError,
 )
 
-from ._index import Change, IndexedEntry, check_batch, check_read
+from ._index import (
+    CLAIM_TTL,
+    Change,
+    IndexedEntry,
+    check_batch,
+    check_claim,
+    check_read,
+    claim_conflict,
+)
 from .sqlite import BUSY_TIMEOUT_MS, MAX_VARIABLES, _insert
 
 __all__ = ["SQLiteIndex"]
@@ -82,6 +92,14 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (tbl, key)
+        ) WITHOUT ROWID""",
+    ),
+    (
+        # Who uses the index (IndexStore.claim): not index data, kept by ``reset``.
+        """CREATE TABLE idx_claims (
+            holder TEXT PRIMARY KEY,
+            exclusive INTEGER NOT NULL CHECK (exclusive IN (0, 1)),
+            expires REAL NOT NULL
         ) WITHOUT ROWID""",
     ),
 ]
@@ -344,6 +362,36 @@ class SQLiteIndex:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def claim(self, holder: str, *, exclusive: bool = False, ttl: float = CLAIM_TTL) -> None:
+        check_claim(holder, ttl)
+        with self._errors("claim"):
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()  # one host's processes share the file: one clock
+                other = conn.execute(
+                    "SELECT holder, exclusive, expires FROM idx_claims WHERE holder != ?"
+                    " AND expires > ? AND (exclusive = 1 OR ?) ORDER BY exclusive DESC LIMIT 1",
+                    (holder, now, exclusive),
+                ).fetchone()
+                if other is not None:
+                    raise claim_conflict(other[0], bool(other[1]), other[2] - now)
+                conn.execute("DELETE FROM idx_claims WHERE expires <= ?", (now,))
+                conn.execute(
+                    "INSERT OR REPLACE INTO idx_claims (holder, exclusive, expires)"
+                    " VALUES (?, ?, ?)",
+                    (holder, int(exclusive), now + ttl),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def release(self, holder: str) -> None:
+        with self._errors("release"):
+            self._conn().execute("DELETE FROM idx_claims WHERE holder = ?", (holder,))
 
     def close(self) -> None:
         with self._all_lock:

@@ -466,6 +466,55 @@ def test_reset_forgets_everything(index: IndexStore) -> None:
     assert index.applied_size() == 3
 
 
+def test_claims_share_or_exclude(index: IndexStore) -> None:
+    """Servers share an index; a rebuild has it alone, and each is refused by name."""
+    index.claim("serve a/1")
+    index.claim("serve b/2")  # shared claims stand together
+    with pytest.raises(Conflict, match="in use by serve a/1") as refused:
+        index.claim("rebuild c/3", exclusive=True)
+    assert refused.value.code == "index-in-use"
+    assert "Stop every server" in refused.value.hint
+    index.release("serve a/1")
+    with pytest.raises(Conflict, match="in use by serve b/2"):
+        index.claim("rebuild c/3", exclusive=True)
+    index.release("serve b/2")
+    index.claim("rebuild c/3", exclusive=True)
+    index.claim("rebuild c/3", exclusive=True)  # renewed by its holder
+    with pytest.raises(Conflict, match="being rebuilt by rebuild c/3") as refused:
+        index.claim("serve a/1")
+    assert "Wait for the rebuild" in refused.value.hint
+    with pytest.raises(Conflict, match="being rebuilt"):
+        index.claim("rebuild d/4", exclusive=True)
+    index.apply(HISTORY)
+    index.reset()  # the rebuild's own claim outlives the reset
+    with pytest.raises(Conflict, match="being rebuilt"):
+        index.claim("serve a/1")
+    index.release("rebuild c/3")
+    index.release("rebuild c/3")  # releasing twice is harmless
+    index.claim("serve a/1")
+
+
+def test_a_claim_that_is_not_renewed_lapses(index: IndexStore) -> None:
+    index.claim("rebuild killed/9", exclusive=True, ttl=0.3)
+    with pytest.raises(Conflict):
+        index.claim("serve a/1")
+    time.sleep(0.5)
+    index.claim("serve a/1")  # the killed rebuild's claim lapsed
+    index.claim("serve b/2", ttl=0.3)
+    time.sleep(0.5)
+    with pytest.raises(Conflict, match="serve a/1"):  # a/1's claim still stands, b/2's not
+        index.claim("rebuild c/3", exclusive=True)
+
+
+@pytest.mark.parametrize(
+    ("holder", "ttl"), [("", 15.0), ("x" * 201, 15.0), ("a\nb", 15.0), ("a", 0), ("a", 4000)]
+)
+def test_a_bad_claim_is_refused(index: IndexStore, holder: str, ttl: float) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        index.claim(holder, ttl=ttl)
+    assert refused.value.code == "claim-invalid"
+
+
 def test_a_dump_is_a_snapshot(index: IndexStore) -> None:
     index.apply(HISTORY[:1])
     rows, changes, entries = index.dump_rows(), index.dump_changes(), index.dump_entries()
@@ -648,7 +697,7 @@ def test_sqlite_settings_and_schema_version(sqlite_index: SQLiteIndex) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"idx_entries", "idx_subjects", "idx_changes", "idx_rows"}
+    assert tables == {"idx_entries", "idx_subjects", "idx_changes", "idx_rows", "idx_claims"}
     conn.close()
     assert sqlite_index._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     SQLiteIndex(sqlite_index.path).close()  # reopening migrates nothing twice
@@ -745,6 +794,30 @@ def test_sqlite_a_dump_holds_its_own_connection_until_done(sqlite_index: SQLiteI
     sqlite_index.close()  # closes open dumps too
     with pytest.raises(StorageError):
         list(changes)
+
+
+def test_sqlite_claims_hold_across_objects_on_one_file(sqlite_index: SQLiteIndex) -> None:
+    other = SQLiteIndex(sqlite_index.path)  # another process, as far as the file goes
+    try:
+        other.claim("serve a/1")
+        with pytest.raises(Conflict, match="serve a/1"):
+            sqlite_index.claim("rebuild b/2", exclusive=True)
+    finally:
+        other.close()
+
+
+def test_sqlite_an_index_of_the_first_schema_is_upgraded(tmp_path: Path) -> None:
+    conn = raw(tmp_path / "provenance.db")
+    for statement in _MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    upgraded = SQLiteIndex(tmp_path / "provenance.db")
+    try:
+        upgraded.claim("serve a/1")
+        assert upgraded._conn().execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
+    finally:
+        upgraded.close()
 
 
 def test_sqlite_a_second_object_on_the_same_file_conflicts(sqlite_index: SQLiteIndex) -> None:
@@ -846,7 +919,14 @@ def test_postgres_schema_version_and_idempotent_migration(
                 " WHERE table_schema = current_schema()"
             )
         }
-        assert tables == {"idx_meta", "idx_entries", "idx_subjects", "idx_changes", "idx_rows"}
+        assert tables == {
+            "idx_meta",
+            "idx_entries",
+            "idx_subjects",
+            "idx_changes",
+            "idx_rows",
+            "idx_claims",
+        }
         indexes = {
             r[0]
             for r in conn.execute(
@@ -869,6 +949,24 @@ def test_postgres_schema_version_and_idempotent_migration(
     for t in threads:
         t.join()
     assert errors == []
+
+
+@pytest.mark.postgres
+def test_postgres_claims_hold_across_processes(pg_url: str, pg_index: PostgresIndex) -> None:
+    """Each host's server claims through its own connections, against the database's
+    clock."""
+    other = PostgresIndex(pg_url)
+    try:
+        other.claim("serve a/1")
+        with pytest.raises(Conflict, match="serve a/1"):
+            pg_index.claim("rebuild b/2", exclusive=True)
+        with pg_raw(pg_url) as conn:  # the claim lives in the database, for TTL seconds
+            left = conn.execute(
+                "SELECT expires - extract(epoch FROM clock_timestamp()) FROM idx_claims"
+            ).fetchall()
+            assert len(left) == 1 and 10 < left[0][0] <= 15
+    finally:
+        other.close()
 
 
 @pytest.mark.postgres

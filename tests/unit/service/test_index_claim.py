@@ -1,0 +1,70 @@
+"""A server's claim on its provenance index: renewed while it runs, released as it stops,
+and a store that is away for a while costs a warning, not the server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from sealtrail.errors import Conflict, StorageError
+from sealtrail.service import _runtime
+from sealtrail.storage import MemoryIndex
+
+SERVER = "sealtrail serve host/1"
+REBUILD = "sealtrail index rebuild host/2"
+
+
+def test_the_claim_is_renewed_until_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_runtime, "CLAIM_TTL", 0.3)  # renewed every 0.1 s, for 0.3 s
+    index = MemoryIndex()
+
+    async def run() -> None:
+        claim = _runtime._Claim(index, SERVER)
+        await claim.take()
+        await asyncio.sleep(0.6)  # twice the claim's own life: only renewals keep it
+        with pytest.raises(Conflict, match=SERVER):
+            index.claim(REBUILD, exclusive=True)
+        await claim.release()
+        index.claim(REBUILD, exclusive=True)  # released at once, not left to lapse
+
+    asyncio.run(run())
+
+
+def test_a_failed_renewal_is_a_warning_and_tried_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_runtime, "CLAIM_TTL", 0.3)
+    index = MemoryIndex()
+    claim_once = index.claim
+    failures = [StorageError("the database is away")]
+
+    def flaky(holder: str, *, exclusive: bool = False, ttl: float = 0.3) -> None:
+        if failures:
+            raise failures.pop()
+        claim_once(holder, exclusive=exclusive, ttl=ttl)
+
+    async def run() -> None:
+        claim = _runtime._Claim(index, SERVER)
+        await claim.take()
+        monkeypatch.setattr(index, "claim", flaky)
+        await asyncio.sleep(0.35)
+        await claim.release()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(run())
+    assert "cannot renew this server's claim on the index: the database is away" in caplog.text
+    assert not failures
+
+
+def test_a_server_does_not_start_while_a_rebuild_has_the_index() -> None:
+    index = MemoryIndex()
+    index.claim(REBUILD, exclusive=True)
+
+    async def run() -> None:
+        with pytest.raises(Conflict, match="being rebuilt") as refused:
+            await _runtime._Claim(index, SERVER).take()
+        assert refused.value.code == "index-in-use"
+
+    asyncio.run(run())
