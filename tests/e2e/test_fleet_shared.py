@@ -208,6 +208,12 @@ def test_a_fleet_reaches_production_through_a_balancer_over_shared_servers(
             production = _compliance_at_least(balancer.url, auditor, "production", entries)
             counts = list(balancer.counts)
             failed = balancer.failed
+        # The index lives in the database beside the log: no rebuild empties it under
+        # servers that answer and judge registrations from it, whichever host they run on.
+        refused = sealtrail("index", "rebuild", "-d", "d", cwd=tmp_path)
+        assert refused.returncode == 1, refused.stdout
+        assert "(index-in-use)" in refused.stderr, refused.stderr
+        assert "in use by sealtrail serve " in refused.stderr
         cluster.stop()
         assert all(s.proc.returncode == 0 for s in cluster.servers), "a server did not stop cleanly"
     finally:
@@ -235,6 +241,10 @@ def test_a_fleet_reaches_production_through_a_balancer_over_shared_servers(
     assert doc["ok"] and not doc["findings"], doc
     assert doc["refused"] == 0, doc  # no statement refused by the rules in log order
     assert doc["entries"] == entries, doc
+    # The servers stopped (their claims released, not left to lapse): the rebuild runs.
+    rebuilt = sealtrail("index", "rebuild", "-d", "d", cwd=tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert sealtrail("audit", "-d", "d", cwd=tmp_path).returncode == 0
     report_figure(
         "fleet over shared servers",
         f"{SPEC.servers} servers x {SPEC.rots_per_server} RoTs through a round-robin balancer "
