@@ -162,6 +162,31 @@ def test_init_on_a_postgres_store_holding_a_log_is_refused(
         store.close()
 
 
+def test_read_only_commands_and_servers_read_a_read_only_session(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A hot standby takes no write, not even a schema check that writes: `serve
+    --read-only` and `log verify` pointed at one read the log as it is."""
+    _init(tmp_path, "d", "--store", postgres_url)
+    standby = postgres_url.replace("options=", "options=-cdefault_transaction_read_only%3Don%20")
+    with served(tmp_path, "--read-only", "--store", standby) as url:
+        assert httpx.get(url + "/log/v1/info").json()["size"] == 0
+        assert httpx.get(url + "/checkpoint").content.startswith(ORIGIN.encode() + b"\n0\n")
+    config = tmp_path / "d" / "sealtrail.toml"  # an auditor's copy, pointed at the standby
+    config.write_text(config.read_text().replace(postgres_url, standby))
+    # No server has made the index yet: on the standby it cannot be, and the error says so.
+    refused = sealtrail("index", "status", "-d", "d", cwd=tmp_path)
+    assert_clean_error(refused, "config-error")
+    assert "schema version 0 and this Sealtrail needs" in refused.stderr
+    assert "read-write connection to the primary" in refused.stderr
+    config.write_text(config.read_text().replace(standby, postgres_url))
+    assert sealtrail("index", "status", "-d", "d", cwd=tmp_path).returncode == 0  # made
+    config.write_text(config.read_text().replace(postgres_url, standby))
+    for command in (("log", "verify"), ("index", "status"), ("audit",)):
+        result = sealtrail(*command, "-d", "d", cwd=tmp_path)
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+
+
 def test_a_sqlite_directory_served_on_an_empty_postgres_store_is_refused(
     tmp_path: Path, postgres_url: str
 ) -> None:

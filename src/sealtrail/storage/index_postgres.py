@@ -59,7 +59,12 @@ from ._index import (
     check_read,
     claim_conflict,
 )
-from .postgres import IDLE_IN_TRANSACTION, durable_commits
+from .postgres import (
+    IDLE_IN_TRANSACTION,
+    durable_commits,
+    schema_version,
+    writable_for_migration,
+)
 
 __all__ = ["PostgresIndex"]
 
@@ -357,14 +362,23 @@ class PostgresIndex:
     @staticmethod
     def _migrate(conn: _Conn) -> None:
         """Create or upgrade the schema; idempotent, and safe with several processes
-        opening at once (an advisory lock per schema serializes them)."""
-        with conn.transaction():
-            schema = conn.execute("SELECT current_schema()").fetchone()
-            if schema is None or schema[0] is None:
-                raise ConfigError(
-                    "the PostgreSQL search_path names no existing schema",
-                    hint="Create the schema, or fix options=-csearch_path=... in the URL.",
-                )
+        opening at once (an advisory lock per schema serializes them). A current schema is
+        only read: a read-only session (a hot standby) opens it as well."""
+        schema = conn.execute("SELECT current_schema()").fetchone()
+        if schema is None or schema[0] is None:
+            raise ConfigError(
+                "the PostgreSQL search_path names no existing schema",
+                hint="Create the schema, or fix options=-csearch_path=... in the URL.",
+            )
+        version = schema_version(conn, "idx_meta", "SELECT schema_version FROM idx_meta")
+        if version == len(_MIGRATIONS):
+            return
+        if version > len(_MIGRATIONS):
+            raise ConfigError(
+                f"the index has schema version {version}, newer than this Sealtrail "
+                f"understands ({len(_MIGRATIONS)}); upgrade Sealtrail"
+            )
+        with writable_for_migration("index", version, len(_MIGRATIONS)), conn.transaction():
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext('sealtrail-index:' || current_schema()))"
             )

@@ -536,6 +536,36 @@ def _reason(exc: BaseException, url: str) -> str:
     return text
 
 
+def schema_version(
+    conn: psycopg.Connection[Any],
+    table: str,
+    query: LiteralString,
+    params: Sequence[object] = (),
+) -> int:
+    """The schema version ``query`` reads from ``table``, 0 when the table does not exist
+    (or holds no row), read without writing anything."""
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    if exists is None or not exists[0]:
+        return 0
+    row = conn.execute(query, params).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+@contextmanager
+def writable_for_migration(what: str, version: int, latest: int) -> Iterator[None]:
+    """A migration refused by a read-only session is a clear configuration error, not a
+    storage failure to retry."""
+    try:
+        yield
+    except psycopg.errors.ReadOnlySqlTransaction:
+        raise ConfigError(
+            f"the {what} has schema version {version} and this Sealtrail needs {latest}, "
+            "but the connection is read-only (a hot standby?)",
+            hint="Open it once through a read-write connection to the primary: "
+            "that upgrades the schema, and the standby follows.",
+        ) from None
+
+
 def durable_commits(conn: psycopg.Connection[Any]) -> None:
     """Make ``conn``'s commits durable when ``COMMIT`` returns: ``synchronous_commit`` below
     ``on`` (``off``, ``local``, ``remote_write``) is raised to ``on``; ``on`` and the stricter
@@ -664,7 +694,20 @@ class PostgresStore:
 
     @staticmethod
     def _migrate(conn: psycopg.Connection[Any]) -> None:
-        with conn.transaction():
+        version = schema_version(
+            conn,
+            "sealtrail_schema",
+            "SELECT version FROM sealtrail_schema WHERE component = %s",
+            (COMPONENT,),
+        )
+        if version == len(_MIGRATIONS):
+            return  # nothing to write: a read-only session (a hot standby) opens it as well
+        if version > len(_MIGRATIONS):
+            raise ConfigError(
+                f"the store has schema version {version}, newer than this Sealtrail "
+                f"understands ({len(_MIGRATIONS)}); upgrade Sealtrail"
+            )
+        with writable_for_migration("store", version, len(_MIGRATIONS)), conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS sealtrail_schema ("

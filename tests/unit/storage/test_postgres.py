@@ -19,6 +19,7 @@ from typing import Any, LiteralString
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.errors import ReadOnlySqlTransaction
 
 from sealtrail.errors import CheckpointConflict, ConfigError, Fenced, StorageError
 from sealtrail.log import CheckpointSigner, LogReader, Sequencer, SequencerConfig
@@ -388,6 +389,51 @@ def test_a_store_with_a_newer_schema_is_refused_and_left_alone(postgres_url: str
         PostgresStore(postgres_url)
     with raw(postgres_url) as conn:
         assert conn.execute("SELECT version FROM sealtrail_schema").fetchall() == [(99,)]
+
+
+def _read_only(url: str) -> str:
+    """``url`` whose sessions are read-only, as every session of a hot standby is."""
+    return url.replace("options=", "options=-cdefault_transaction_read_only%3Don%20", 1)
+
+
+def test_a_current_store_and_index_open_on_a_read_only_session(
+    postgres_url: str, signer: CheckpointSigner
+) -> None:
+    """A read-only server or an auditor pointed at a standby: opening writes nothing."""
+    store = PostgresStore(postgres_url)
+    asyncio.run(_append(store, signer))
+    store.close()
+    PostgresIndex(postgres_url).close()
+    assert "default_transaction_read_only" in _read_only(postgres_url)
+    with raw(_read_only(postgres_url)) as conn, pytest.raises(ReadOnlySqlTransaction):
+        conn.execute("CREATE TABLE nope (x int)")  # the session is read-only indeed
+    reading = PostgresStore(_read_only(postgres_url))
+    try:
+        stored = reading.read_checkpoint()
+        assert stored is not None and stored.size == 3
+    finally:
+        reading.close()
+    index = PostgresIndex(_read_only(postgres_url))
+    try:
+        assert index.applied_size() == 0
+    finally:
+        index.close()
+
+
+async def _append(store: LogStore, signer: CheckpointSigner) -> None:
+    async with Sequencer(store, signer=signer) as seq:
+        await seq.add_many([b"entry %d" % i for i in range(3)])
+
+
+@pytest.mark.parametrize("kind", ["log", "index"])
+def test_a_schema_to_upgrade_on_a_read_only_session_says_where_to_upgrade_it(
+    postgres_url: str, kind: str
+) -> None:
+    opener = PostgresStore if kind == "log" else PostgresIndex
+    with pytest.raises(ConfigError, match="read-only") as refused:
+        opener(_read_only(postgres_url))
+    assert f"the {'store' if kind == 'log' else 'index'} has schema version 0" in str(refused.value)
+    assert "read-write connection to the primary" in refused.value.hint
 
 
 @pytest.mark.parametrize(
