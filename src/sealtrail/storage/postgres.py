@@ -543,8 +543,13 @@ def schema_version(
     params: Sequence[object] = (),
 ) -> int:
     """The schema version ``query`` reads from ``table``, 0 when the table does not exist
-    (or holds no row), read without writing anything."""
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    in the current schema (or holds no row), read without writing anything. A table further
+    down the ``search_path`` is another schema's: the migration makes this one's."""
+    exists = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables"
+        " WHERE schemaname = current_schema() AND tablename = %s)",
+        (table,),
+    ).fetchone()
     if exists is None or not exists[0]:
         return 0
     row = conn.execute(query, params).fetchone()

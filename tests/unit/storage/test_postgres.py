@@ -436,6 +436,26 @@ def test_a_schema_to_upgrade_on_a_read_only_session_says_where_to_upgrade_it(
     assert "read-write connection to the primary" in refused.value.hint
 
 
+@pytest.mark.parametrize("kind", ["log", "index"])
+def test_a_schema_first_on_the_search_path_gets_its_own_tables(
+    postgres_schemas: PostgresSchemas, kind: str
+) -> None:
+    """A current schema found further down the ``search_path`` (another deployment's) is
+    not this one's: the first schema gets tables of its own, as a first open makes them."""
+    opener = PostgresStore if kind == "log" else PostgresIndex
+    theirs, mine = postgres_schemas.new_url(), postgres_schemas.new_url()
+    opener(theirs).close()
+    first, second = (url.rsplit("sealtrail-test-", 1)[1] for url in (mine, theirs))
+    both = mine.replace(f"search_path%3D{first}", f"search_path%3D{first}%2C{second}")
+    assert both != mine
+    opener(both).close()
+    with raw(mine) as conn:
+        made = conn.execute(
+            "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()"
+        ).fetchone()
+    assert made is not None and made[0] > 0
+
+
 @pytest.mark.parametrize(
     ("given", "kept"),
     [
