@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Any
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from sealtrail.cli import provenance as provenance_cli
 from sealtrail.client import Client
+from sealtrail.errors import Conflict
 from sealtrail.keys import write_private_key
 from sealtrail.storage import SQLiteIndex
 from tests._serve_proc import COSE, bearer, init_data, served, token_file, user_token
@@ -163,6 +166,33 @@ def test_no_rebuild_while_a_server_uses_the_index(data: Path) -> None:
     assert rebuilt.returncode == 0, rebuilt.stderr
     with served(data):  # and a server starts again once it is done
         pass
+
+
+def test_a_rebuild_whose_claim_lapsed_while_it_prepared_empties_nothing(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild claims the index, reads the log's organizations, then empties the index:
+    if its claim lapsed meanwhile and a server claimed the index, it is refused before it
+    empties anything."""
+    path = data / "d" / "provenance.db"
+    server = SQLiteIndex(path)
+    applied = server.applied_size()
+    read_registry = provenance_cli.registry
+
+    def slow_registry(*args: Any, **kwargs: Any) -> Any:
+        found = read_registry(*args, **kwargs)
+        _sql(data, "DELETE FROM idx_claims")  # the rebuild's claim lapsed, and then
+        server.claim("sealtrail serve elsewhere/1")  # a server started
+        return found
+
+    monkeypatch.setattr(provenance_cli, "registry", slow_registry)
+    try:
+        with pytest.raises(Conflict, match="in use by sealtrail serve elsewhere/1"):
+            provenance_cli.rebuild(data / "d")
+        assert server.applied_size() == applied  # not emptied under the server
+    finally:
+        server.release("sealtrail serve elsewhere/1")
+        server.close()
 
 
 def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None:

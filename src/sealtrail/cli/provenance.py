@@ -125,8 +125,11 @@ def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) 
             policy=policy(config),
             content_types=store.content_types,
         )
-        index.reset()
+        # Renewed right before the index is emptied: reading the log above takes its time,
+        # and a claim that lapsed meanwhile may have let a server start.
+        index.claim(holder, exclusive=True)
         renewed = time.monotonic()
+        index.reset()
         with progress_bar("Rebuilding the index", size) as bar:
             while index.applied_size() < size:
                 ledger.catch_up(reader, limit=1024)
