@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import time
 from collections.abc import Mapping
 from typing import Annotated
@@ -32,7 +30,14 @@ from sealtrail.scitt import (
     parse_org_record,
     parse_statement,
 )
-from sealtrail.storage import CLAIM_TTL, IndexStore, MemoryStore, PostgresStore, SQLiteStore
+from sealtrail.storage import (
+    CLAIM_TTL,
+    IndexStore,
+    MemoryStore,
+    PostgresStore,
+    SQLiteStore,
+    claim_holder,
+)
 
 from ._common import DEFAULT_DATA_DIR, DataDir, load, out, progress_bar
 from .scitt import READ_HINT
@@ -112,7 +117,7 @@ def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) 
     config = load(data_dir)
     store = open_log_store(config)
     index = config.open_index()
-    holder = f"sealtrail index rebuild {socket.gethostname()}/{os.getpid()}"
+    holder = claim_holder("sealtrail index rebuild")
     try:
         index.claim(holder, exclusive=True)
         reader = _reader(config, store)

@@ -45,6 +45,7 @@ from sealtrail.storage import (
     LogStore,
     SequencerRoles,
     StatementStore,
+    claim_holder,
     open_index,
 )
 
@@ -136,7 +137,7 @@ def service_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Not while `sealtrail index rebuild` has the index, and none from now on.
-        claim = _Claim(ledger.index, f"sealtrail serve {socket.gethostname()}/{os.getpid()}")
+        claim = _Claim(ledger.index, claim_holder("sealtrail serve"))
         await claim.take()
         try:
             # Before anything writes (the service re-appends and records keys as it

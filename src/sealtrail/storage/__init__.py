@@ -39,6 +39,7 @@ from ._index import (
     Change,
     IndexedEntry,
     IndexStore,
+    claim_holder,
 )
 from ._protocols import (
     ENTRY_BUNDLES,
@@ -89,6 +90,7 @@ __all__ = [
     "StatementStore",
     "StoredCheckpoint",
     "TilePart",
+    "claim_holder",
     "describe_store",
     "open_index",
     "open_store",

@@ -17,6 +17,9 @@ not a base class; :func:`check_batch` is the one validation both run before writ
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -39,6 +42,7 @@ __all__ = [
     "check_claim",
     "check_read",
     "claim_conflict",
+    "claim_holder",
 ]
 
 #: One row change: ``(table, key, value)``. ``value`` is canonical JSON text, kept as given
@@ -371,6 +375,14 @@ def check_claim(holder: str, ttl: float) -> None:
         )
     if not 0 < ttl <= 3600:
         raise InvalidInput("a claim lasts more than 0 and at most 3600 s", code="claim-invalid")
+
+
+def claim_holder(what: str) -> str:
+    """A holder name for :meth:`IndexStore.claim`: ``what`` and this process's host and
+    id, made unique where those repeat (containers on one host's network, each its
+    process 1; several servers in one process): holders of one name share one claim, and
+    the first to release it drops the others'."""
+    return f"{what} {socket.gethostname()[:64]}/{os.getpid()} #{secrets.token_hex(4)}"
 
 
 def claim_conflict(holder: str, exclusive: bool, left: float) -> Conflict:

@@ -10,7 +10,8 @@ import pytest
 
 from sealtrail.errors import Conflict, StorageError
 from sealtrail.service import _runtime
-from sealtrail.storage import MemoryIndex
+from sealtrail.storage import MemoryIndex, MemoryStore
+from tests.integration.conftest import service_application
 
 SERVER = "sealtrail serve host/1"
 REBUILD = "sealtrail index rebuild host/2"
@@ -66,5 +67,23 @@ def test_a_server_does_not_start_while_a_rebuild_has_the_index() -> None:
         with pytest.raises(Conflict, match="being rebuilt") as refused:
             await _runtime._Claim(index, SERVER).take()
         assert refused.value.code == "index-in-use"
+
+    asyncio.run(run())
+
+
+def test_servers_in_one_process_hold_claims_of_their_own() -> None:
+    """Two servers of one index whose host and process id are the same (two apps in one
+    process here; containers on one host's network, each its process 1, in production):
+    the one that stops drops its own claim, not the other's."""
+    index = MemoryIndex()
+    first = service_application(MemoryStore(), index=index)
+    second = service_application(MemoryStore(), index=index)
+
+    async def run() -> None:
+        async with first.router.lifespan_context(first):
+            async with second.router.lifespan_context(second):
+                pass
+            with pytest.raises(Conflict, match="in use by sealtrail serve "):
+                index.claim(REBUILD, exclusive=True)
 
     asyncio.run(run())
