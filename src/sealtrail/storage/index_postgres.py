@@ -364,12 +364,6 @@ class PostgresIndex:
         """Create or upgrade the schema; idempotent, and safe with several processes
         opening at once (an advisory lock per schema serializes them). A current schema is
         only read: a read-only session (a hot standby) opens it as well."""
-        schema = conn.execute("SELECT current_schema()").fetchone()
-        if schema is None or schema[0] is None:
-            raise ConfigError(
-                "the PostgreSQL search_path names no existing schema",
-                hint="Create the schema, or fix options=-csearch_path=... in the URL.",
-            )
         version = schema_version(conn, "idx_meta", "SELECT schema_version FROM idx_meta")
         if version == len(_MIGRATIONS):
             return

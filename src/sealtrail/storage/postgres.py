@@ -544,7 +544,16 @@ def schema_version(
 ) -> int:
     """The schema version ``query`` reads from ``table``, 0 when the table does not exist
     in the current schema (or holds no row), read without writing anything. A table further
-    down the ``search_path`` is another schema's: the migration makes this one's."""
+    down the ``search_path`` is another schema's: the migration makes this one's.
+
+    :class:`ConfigError` when the ``search_path`` names no existing schema: there is none
+    to read or to make the tables in."""
+    schema = conn.execute("SELECT current_schema()").fetchone()
+    if schema is None or schema[0] is None:
+        raise ConfigError(
+            "the PostgreSQL search_path names no existing schema",
+            hint="Create the schema, or fix options=-csearch_path=... in the URL.",
+        )
     exists = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables"
         " WHERE schemaname = current_schema() AND tablename = %s)",

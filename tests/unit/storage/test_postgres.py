@@ -436,6 +436,19 @@ def test_a_schema_to_upgrade_on_a_read_only_session_says_where_to_upgrade_it(
     assert "read-write connection to the primary" in refused.value.hint
 
 
+@pytest.mark.parametrize("read_only", [False, True])
+@pytest.mark.parametrize("kind", ["log", "index"])
+def test_a_search_path_naming_no_schema_is_a_configuration_error(
+    postgres_url: str, kind: str, read_only: bool
+) -> None:
+    """Not a storage failure to retry, nor a schema to upgrade through the primary."""
+    opener = PostgresStore if kind == "log" else PostgresIndex
+    name = postgres_url.rsplit("sealtrail-test-", 1)[1]
+    url = postgres_url.replace(f"search_path%3D{name}", f"search_path%3D{name}_missing")
+    with pytest.raises(ConfigError, match="search_path names no existing schema"):
+        opener(_read_only(url) if read_only else url)
+
+
 @pytest.mark.parametrize("kind", ["log", "index"])
 def test_a_schema_first_on_the_search_path_gets_its_own_tables(
     postgres_schemas: PostgresSchemas, kind: str
