@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, Protocol
 
 import uvicorn
@@ -285,6 +285,7 @@ class _Claim:
         self._index = index
         self._holder = holder
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     async def take(self) -> None:
         """Claim the index (:class:`Conflict` ``index-in-use`` while a rebuild has it)."""
@@ -293,19 +294,28 @@ class _Claim:
 
     async def _renew(self) -> None:
         while True:
-            await asyncio.sleep(CLAIM_TTL / 3)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), CLAIM_TTL / 3)
+            if self._stop.is_set():
+                return
             try:
                 await asyncio.to_thread(self._index.claim, self._holder)
             except Error as exc:  # the database is away, say: the next turn tries again
                 log.warning("cannot renew this server's claim on the index: %s", exc)
 
     async def release(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        # Not cancelled: a renewal under way runs on in its worker thread whatever
+        # happens to the task, and would write the claim again after the release.
+        self._stop.set()
         try:
-            await asyncio.to_thread(self._index.release, self._holder)
-        except Error as exc:  # it lapses by itself
-            log.warning("cannot release this server's claim on the index: %s", exc)
+            if self._task is not None:
+                await self._task
+        finally:
+            self._task = None
+            try:
+                await asyncio.to_thread(self._index.release, self._holder)
+            except Error as exc:  # it lapses by itself
+                log.warning("cannot release this server's claim on the index: %s", exc)
 
 
 def run_server(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 
 import pytest
 
@@ -85,5 +87,32 @@ def test_servers_in_one_process_hold_claims_of_their_own() -> None:
                 pass
             with pytest.raises(Conflict, match="in use by sealtrail serve "):
                 index.claim(REBUILD, exclusive=True)
+
+    asyncio.run(run())
+
+
+def test_a_renewal_under_way_as_the_server_stops_leaves_no_claim_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The renewal runs in a worker thread, which a cancellation does not stop: the
+    release waits for it rather than dropping the claim before the renewal writes it."""
+    monkeypatch.setattr(_runtime, "CLAIM_TTL", 0.3)
+    index = MemoryIndex()
+    claim_now = index.claim
+    renewing = threading.Event()
+
+    def slow(holder: str, *, exclusive: bool = False, ttl: float = 0.3) -> None:
+        renewing.set()
+        time.sleep(0.2)  # a database that is slow to answer
+        claim_now(holder, exclusive=exclusive, ttl=ttl)
+
+    async def run() -> None:
+        claim = _runtime._Claim(index, SERVER)
+        await claim.take()
+        monkeypatch.setattr(index, "claim", slow)
+        await asyncio.to_thread(renewing.wait)
+        await claim.release()
+        await asyncio.sleep(0.25)  # the renewal, had it been left running, has now landed
+        claim_now(REBUILD, exclusive=True)
 
     asyncio.run(run())
