@@ -22,6 +22,7 @@ from sealtrail.cli import provenance as provenance_cli
 from sealtrail.client import Client
 from sealtrail.errors import Conflict
 from sealtrail.keys import write_private_key
+from sealtrail.provenance import ProvenanceLedger
 from sealtrail.storage import SQLiteIndex
 from tests._serve_proc import COSE, bearer, init_data, served, token_file, user_token
 from tests.integration.test_cli import sealtrail
@@ -193,6 +194,33 @@ def test_a_rebuild_whose_claim_lapsed_while_it_prepared_empties_nothing(
     finally:
         server.release("sealtrail serve elsewhere/1")
         server.close()
+
+
+def test_a_rebuild_step_longer_than_a_claim_keeps_the_index(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step of the rebuild may take longer than a claim lasts (a batch of large
+    manifests): a thread renews the claim meanwhile, so no server starts in the middle."""
+    monkeypatch.setattr(provenance_cli, "CLAIM_TTL", 0.3)
+    server = SQLiteIndex(data / "d" / "provenance.db")
+    refused: list[BaseException] = []
+    catch_up = ProvenanceLedger.catch_up
+
+    def slow_catch_up(self: ProvenanceLedger, *args: Any, **kwargs: Any) -> int:
+        time.sleep(1.0)  # three claims' worth
+        try:
+            server.claim("sealtrail serve elsewhere/2")
+        except Conflict as exc:
+            refused.append(exc)
+        return catch_up(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProvenanceLedger, "catch_up", slow_catch_up)
+    try:
+        provenance_cli.rebuild(data / "d")
+    finally:
+        server.release("sealtrail serve elsewhere/2")
+        server.close()
+    assert refused and all("being rebuilt" in str(exc) for exc in refused), refused
 
 
 def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated
 
 import typer
@@ -117,38 +117,56 @@ def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) 
     config = load(data_dir)
     store = open_log_store(config)
     index = config.open_index()
-    holder = claim_holder("sealtrail index rebuild")
     try:
-        index.claim(holder, exclusive=True)
-        reader = _reader(config, store)
-        size = reader.size()
-        found = registry(store, config.service_issuer, service_keys(config, keys_file))
-        ledger = ProvenanceLedger(
-            index,
-            statement=store.get_statement,
-            org_of=found.name_of,
-            policy=policy(config),
-            content_types=store.content_types,
-        )
-        # Renewed right before the index is emptied: reading the log above takes its time,
-        # and a claim that lapsed meanwhile may have let a server start.
-        index.claim(holder, exclusive=True)
-        renewed = time.monotonic()
-        index.reset()
-        with progress_bar("Rebuilding the index", size) as bar:
-            while index.applied_size() < size:
-                ledger.catch_up(reader, limit=1024)
-                bar.update(bar.task_ids[0], completed=index.applied_size())
-                if time.monotonic() - renewed > CLAIM_TTL / 3:
-                    index.claim(holder, exclusive=True)
-                    renewed = time.monotonic()
-        rows = sum(1 for _ in index.dump_rows())
+        with _rebuild_claim(index) as renew:
+            reader = _reader(config, store)
+            size = reader.size()
+            found = registry(store, config.service_issuer, service_keys(config, keys_file))
+            ledger = ProvenanceLedger(
+                index,
+                statement=store.get_statement,
+                org_of=found.name_of,
+                policy=policy(config),
+                content_types=store.content_types,
+            )
+            renew()  # a claim lost while the log was read empties nothing
+            index.reset()
+            with progress_bar("Rebuilding the index", size) as bar:
+                while index.applied_size() < size:
+                    ledger.catch_up(reader, limit=1024)
+                    bar.update(bar.task_ids[0], completed=index.applied_size())
+                    renew()
+            rows = sum(1 for _ in index.dump_rows())
         out.print(f"Index rebuilt from {size} log entries: {rows} rows.")
     finally:
-        with contextlib.suppress(Error):  # a claim not released lapses by itself
-            index.release(holder)
         index.close()
         store.close()
+
+
+@contextlib.contextmanager
+def _rebuild_claim(index: IndexStore) -> Iterator[Callable[[], None]]:
+    """A rebuild's exclusive claim on ``index``, renewed by a thread every third of its
+    life while the rebuild works (one step may outlast a claim), and released afterwards.
+    Yields a renewal to call between steps: it raises (``index-in-use``) if the claim was
+    lost, so that the rebuild stops rather than write under a server."""
+    holder = claim_holder("sealtrail index rebuild")
+    index.claim(holder, exclusive=True, ttl=CLAIM_TTL)
+    done = threading.Event()
+
+    def keep() -> None:
+        while not done.wait(CLAIM_TTL / 3):
+            with contextlib.suppress(Error):  # lost or unreachable: the next renew() says
+                index.claim(holder, exclusive=True, ttl=CLAIM_TTL)
+
+    keeper = threading.Thread(target=keep, name="sealtrail-rebuild-claim", daemon=True)
+    keeper.start()
+    try:
+        yield lambda: index.claim(holder, exclusive=True, ttl=CLAIM_TTL)
+    finally:
+        done.set()
+        keeper.join()
+        with contextlib.suppress(Error):  # a claim not released lapses by itself
+            index.release(holder)
 
 
 @index_app.command("status")

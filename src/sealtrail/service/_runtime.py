@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import uvicorn
 from fastapi import FastAPI
 
-from sealtrail.errors import Error
+from sealtrail.errors import Conflict, Error
 from sealtrail.keys import Signer, Verifier
 from sealtrail.log import (
     CheckpointSigner,
@@ -137,7 +137,9 @@ def service_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Not while `sealtrail index rebuild` has the index, and none from now on.
-        claim = _Claim(ledger.index, claim_holder("sealtrail serve"))
+        stopping = _Stopping()
+        app.state.stopping = stopping
+        claim = _Claim(ledger.index, claim_holder("sealtrail serve"), on_lost=stopping.stop)
         await claim.take()
         try:
             # Before anything writes (the service re-appends and records keys as it
@@ -277,19 +279,41 @@ class _Seen:
         self._task = None
 
 
+class _Stopping:
+    """Why the app must stop serving, once it must (see :func:`run_server`)."""
+
+    def __init__(self) -> None:
+        self.reason: Error | None = None
+        self.event = asyncio.Event()
+
+    def stop(self, reason: Error) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.event.set()
+
+
 class _Claim:
     """A server's shared claim on its provenance index (:meth:`IndexStore.claim`), renewed
-    every third of :data:`~sealtrail.storage.CLAIM_TTL` until released."""
+    every third of :data:`~sealtrail.storage.CLAIM_TTL` until released.
 
-    def __init__(self, index: IndexStore, holder: str) -> None:
+    A renewal refused because a rebuild holds the index (the server's own claim lapsed
+    first: the process was paused, or the database away, for longer than the claim lasts)
+    calls ``on_lost``: the index it answers and judges registrations from is being emptied
+    and built again under it, so the server must stop rather than go on.
+    """
+
+    def __init__(
+        self, index: IndexStore, holder: str, *, on_lost: Callable[[Error], None] | None = None
+    ) -> None:
         self._index = index
         self._holder = holder
+        self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
     async def take(self) -> None:
         """Claim the index (:class:`Conflict` ``index-in-use`` while a rebuild has it)."""
-        await asyncio.to_thread(self._index.claim, self._holder)
+        await asyncio.to_thread(self._index.claim, self._holder, ttl=CLAIM_TTL)
         self._task = asyncio.create_task(self._renew(), name="sealtrail-index-claim")
 
     async def _renew(self) -> None:
@@ -299,8 +323,14 @@ class _Claim:
             if self._stop.is_set():
                 return
             try:
-                await asyncio.to_thread(self._index.claim, self._holder)
-            except Error as exc:  # the database is away, say: the next turn tries again
+                await asyncio.to_thread(self._index.claim, self._holder, ttl=CLAIM_TTL)
+            except Error as exc:
+                if isinstance(exc, Conflict) and exc.code == "index-in-use":
+                    log.error("this server lost its claim on the index: %s; it stops", exc)
+                    if self._on_lost is not None:
+                        self._on_lost(exc)
+                    return
+                # The database is away, say: the next turn tries again.
                 log.warning("cannot renew this server's claim on the index: %s", exc)
 
     async def release(self) -> None:
@@ -318,6 +348,11 @@ class _Claim:
                 log.warning("cannot release this server's claim on the index: %s", exc)
 
 
+async def _stop_on(stopping: _Stopping, server: uvicorn.Server) -> None:
+    await stopping.event.wait()
+    server.should_exit = True
+
+
 def run_server(
     app: FastAPI,
     *,
@@ -333,13 +368,21 @@ def run_server(
     traceback. A stop signal ends the process normally rather than by the signal: exit
     handlers run, so worker processes are shut down and nothing is reported leaked.
     ``ready`` is called with the address and port bound (port 0 asks for a free one) once
-    the server listens.
+    the server listens. An app that must stop (a server whose claim on its index was lost
+    to a rebuild) stops serving as a stop signal would, and its reason is then raised.
     """
     server = _Server(uvicorn.Config(app, lifespan="off", **options), ready)
 
     async def main() -> None:
         async with app.router.lifespan_context(app):
-            await server.serve()
+            stopping: _Stopping | None = getattr(app.state, "stopping", None)
+            watch = None if stopping is None else asyncio.create_task(_stop_on(stopping, server))
+            try:
+                await server.serve()
+            finally:
+                await cancel_and_wait(watch)
+        if stopping is not None and stopping.reason is not None:
+            raise stopping.reason
 
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         runner.run(main())

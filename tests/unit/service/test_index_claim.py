@@ -1,5 +1,6 @@
-"""A server's claim on its provenance index: renewed while it runs, released as it stops,
-and a store that is away for a while costs a warning, not the server."""
+"""A server's claim on its provenance index: renewed while it runs, released as it stops;
+a store that is away for a while costs a warning, and a claim lost to a rebuild stops the
+server."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
+from fastapi import FastAPI
 
 from sealtrail.errors import Conflict, StorageError
 from sealtrail.service import _runtime
@@ -116,3 +120,60 @@ def test_a_renewal_under_way_as_the_server_stops_leaves_no_claim_behind(
         claim_now(REBUILD, exclusive=True)
 
     asyncio.run(run())
+
+
+def test_a_claim_lost_to_a_rebuild_stops_the_server(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's claim lapsed while it could not renew it (paused, or its database
+    away), and a rebuild took the index: the server must not go on answering and judging
+    registrations from an index being emptied and built again."""
+    monkeypatch.setattr(_runtime, "CLAIM_TTL", 0.3)
+    index = MemoryIndex()
+    claim_now = index.claim
+    away = threading.Event()
+    away.set()
+
+    def unreachable(holder: str, *, exclusive: bool = False, ttl: float = 0.3) -> None:
+        if away.is_set():
+            raise StorageError("the database is away")
+        claim_now(holder, exclusive=exclusive, ttl=ttl)
+
+    async def run() -> list[Exception]:
+        lost: list[Exception] = []
+        claim = _runtime._Claim(index, SERVER, on_lost=lost.append)
+        await claim.take()
+        monkeypatch.setattr(index, "claim", unreachable)
+        await asyncio.sleep(0.45)  # the claim lapsed
+        claim_now(REBUILD, exclusive=True, ttl=5)
+        away.clear()
+        await asyncio.sleep(0.25)  # the next renewal is refused
+        await claim.release()
+        return lost
+
+    with caplog.at_level(logging.WARNING):
+        lost = asyncio.run(run())
+    assert len(lost) == 1 and isinstance(lost[0], Conflict)
+    assert lost[0].code == "index-in-use"
+    assert "this server lost its claim on the index: the index is being rebuilt" in caplog.text
+    with pytest.raises(Conflict, match="being rebuilt"):  # the rebuild keeps the index
+        claim_now("sealtrail serve host/3")
+
+
+def test_an_app_that_must_stop_stops_serving_and_says_why() -> None:
+    """run_server stops as for a stop signal and raises the app's reason: `sealtrail
+    serve` prints it as its one-line error and exits 1."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stopping = _runtime._Stopping()
+        app.state.stopping = stopping
+        reason = Conflict("the index is being rebuilt by x", code="index-in-use")
+        asyncio.get_running_loop().call_later(0.3, stopping.stop, reason)
+        yield
+
+    app = FastAPI(lifespan=lifespan)
+    started = time.monotonic()
+    with pytest.raises(Conflict, match="being rebuilt by x"):
+        _runtime.run_server(app, host="127.0.0.1", port=0, log_level="warning")
+    assert time.monotonic() - started < 10
