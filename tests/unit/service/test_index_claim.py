@@ -177,3 +177,33 @@ def test_an_app_that_must_stop_stops_serving_and_says_why() -> None:
     with pytest.raises(Conflict, match="being rebuilt by x"):
         _runtime.run_server(app, host="127.0.0.1", port=0, log_level="warning")
     assert time.monotonic() - started < 10
+
+
+def test_a_served_app_whose_claim_is_lost_stops_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole path: the service's lifespan claims its index, the claim lapses while the
+    index cannot be reached, a rebuild takes it, and run_server stops and says why."""
+    monkeypatch.setattr(_runtime, "CLAIM_TTL", 0.3)
+    index = MemoryIndex()
+    claim_now = index.claim
+    app = service_application(MemoryStore(), index=index)
+
+    def unreachable(holder: str, *, exclusive: bool = False, ttl: float = 0.3) -> None:
+        raise StorageError("the database is away")
+
+    def rebuild_meanwhile() -> None:
+        time.sleep(0.5)  # the server has claimed the index and serves
+        monkeypatch.setattr(index, "claim", unreachable)
+        time.sleep(0.45)  # its claim lapsed
+        claim_now(REBUILD, exclusive=True, ttl=30)
+        monkeypatch.setattr(index, "claim", claim_now)
+
+    rebuilder = threading.Thread(target=rebuild_meanwhile)
+    rebuilder.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(Conflict, match="being rebuilt") as stopped:
+            _runtime.run_server(app, host="127.0.0.1", port=0, log_level="warning")
+    finally:
+        rebuilder.join()
+    assert stopped.value.code == "index-in-use"
+    assert time.monotonic() - started < 10
