@@ -520,8 +520,15 @@ def describe(url: str) -> str:
         params = conninfo_to_dict(url)
     except psycopg.Error:
         return "an unparsable PostgreSQL URL"
-    host = str(params.get("host") or params.get("hostaddr") or "localhost")
-    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or '(default)'}"
+    hosts = str(params.get("host") or params.get("hostaddr") or "localhost").split(",")
+    ports = str(params.get("port") or "").split(",")
+    if len(ports) != len(hosts):  # one port (or none) for every host
+        ports = ports[:1] * len(hosts)
+    nodes = ",".join(
+        f"{f'[{host}]' if ':' in host else host or 'localhost'}:{port or 5432}"
+        for host, port in zip(hosts, ports, strict=True)
+    )
+    return f"{nodes}/{params.get('dbname') or '(default)'}"
 
 
 def _reason(exc: BaseException, url: str) -> str:

@@ -573,6 +573,24 @@ def test_an_unreachable_server_is_a_config_error_without_the_password() -> None:
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@db:6543/ledger", "db:6543/ledger"),
+        ("postgresql://db/ledger", "db:5432/ledger"),
+        # The URL docs/deploy.md gives for a primary and its standby: each node its port.
+        (
+            "postgresql://u:pw@db1:5433,db2:5434/ledger?target_session_attrs=read-write",
+            "db1:5433,db2:5434/ledger",
+        ),
+        ("postgresql://db1,db2/ledger", "db1:5432,db2:5432/ledger"),
+        ("postgresql://[::1]:5433/ledger", "[::1]:5433/ledger"),
+    ],
+)
+def test_messages_show_each_node_of_a_url_and_never_its_password(url: str, shown: str) -> None:
+    assert postgres_module.describe(url) == shown
+
+
 def test_a_wrong_password_is_a_config_error_without_the_password(postgres_url: str) -> None:
     # Trust authentication ignores passwords; a missing database fails the same way.
     url = postgres_url.replace("@", ":s3cret-pw@", 1).replace("/test?", "/no_such_db?", 1)
