@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sealtrail.errors import Corruption
@@ -109,6 +110,11 @@ def test_a_lagging_replica_promoted_is_caught_and_nothing_is_signed_over_it(
                     later = store.read_checkpoint()
                 finally:
                     store.close()
+                # The servers refuse to serve it, by name: it went back from what they saw.
+                for server in cluster.live():
+                    answer = httpx.get(server.url + "/checkpoint", timeout=5.0)
+                    assert answer.status_code == 500, answer.text
+                    assert answer.json()["code"] == "store-log-rolled-back", answer.text
             cluster.stop()
             # Every command of the data directory refuses the shorter log: its servers kept
             # the newest checkpoint they saw (seen-checkpoint).

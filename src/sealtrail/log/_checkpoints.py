@@ -38,10 +38,14 @@ def check_not_behind(seen: SignedCheckpoint | None, stored: SignedCheckpoint | N
     if stored is None or stored.size < seen.size:
         raise Corruption(
             f"the store's checkpoint went back from size {seen.size} to "
-            f"{0 if stored is None else stored.size}: the store was rolled back"
+            f"{0 if stored is None else stored.size}: the store was rolled back",
+            code="store-log-rolled-back",
         )
     if stored.root != seen.root:
-        raise Corruption(f"the store's checkpoint of size {seen.size} changed its root: a fork")
+        raise Corruption(
+            f"the store's checkpoint of size {seen.size} changed its root: a fork",
+            code="store-log-forked",
+        )
 
 
 class CheckpointSigner:
