@@ -354,6 +354,7 @@ def _problem_reply(status: int, code: str) -> httpx.Response:
         (400, "compliance-needs-arrival", lambda c: c.register(STATEMENT), "what the rule asks"),
         (400, "arrival-nonce-replayed", lambda c: c.register(STATEMENT), "sealtrail challenge"),
         (400, "nonce-expired", lambda c: c.register(STATEMENT), "challenge_ttl"),
+        (400, "custody-not-shipped", lambda c: c.receipt("ab" * 32), "docs/provenance.md"),
     ],
 )
 def test_a_refusal_gets_a_hint_about_what_was_asked(

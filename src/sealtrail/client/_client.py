@@ -426,8 +426,8 @@ def _receipt(entry: str) -> _Flow[bytes]:
     reply = yield from _exchange(_Call("GET", f"/entries/{entry}", {"Accept": COSE}))
     if reply.status == 302:
         raise NotFound(f"entry {entry} is not in the log yet", code="entry-pending")
-    if reply.status != 200:
-        raise _error_for(reply, f"receipt of entry {entry}")
+    if reply.status != 200:  # a refusal here is of a statement sent for registration
+        raise _error_for(reply, f"receipt of entry {entry}", registering=True)
     return _checked_cose(reply, "receipt")
 
 
