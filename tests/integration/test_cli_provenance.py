@@ -108,6 +108,7 @@ def test_status_and_a_clean_audit(data: Path) -> None:
     status = sealtrail("index", "status", "-d", "d", cwd=data)
     assert status.returncode == 0, status.stderr
     assert "up to date" in status.stdout
+    assert "no server uses it" in status.stdout
     result = sealtrail("audit", "-d", "d", cwd=data)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
@@ -150,11 +151,14 @@ def test_no_rebuild_while_a_server_uses_the_index(data: Path) -> None:
         assert "Traceback" not in refused.stderr
         status = sealtrail("index", "status", "-d", "d", cwd=data)
         assert "up to date" in status.stdout, status.stdout + status.stderr
+        assert "in use by sealtrail serve " in status.stdout  # who, before a rebuild
     assert sealtrail("audit", "-d", "d", "--json", cwd=data).stdout == before  # untouched
 
     rebuilding = SQLiteIndex(data / "d" / "provenance.db")  # a rebuild under way elsewhere
     try:
         rebuilding.claim("sealtrail index rebuild elsewhere/1", exclusive=True)
+        status = sealtrail("index", "status", "-d", "d", cwd=data)
+        assert "being rebuilt by sealtrail index rebuild elsewhere/1" in status.stdout
         result = sealtrail("serve", "-d", "d", "--port", "0", cwd=data)
         assert result.returncode == 1, result.stderr
         assert "(index-in-use)" in result.stderr

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from sealtrail.config import Config, open_log_store
 from sealtrail.errors import Error, InvalidInput
@@ -171,7 +172,7 @@ def _rebuild_claim(index: IndexStore) -> Iterator[Callable[[], None]]:
 
 @index_app.command("status")
 def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
-    """How far the index has applied the log."""
+    """How far the index has applied the log, and who uses it (servers, a rebuild)."""
     config = load(data_dir)
     store = open_log_store(config)
     index = config.open_index()
@@ -182,6 +183,11 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         applied = index.applied_size()
         state = "up to date" if applied == size else f"{size - applied} entries behind"
         out.print(f"log size {size}, index applied {applied}: {state}")
+        claims = index.claims()
+        for holder, exclusive, _ in claims:
+            out.print(f"{'being rebuilt' if exclusive else 'in use'} by {escape(holder)}")
+        if not claims:
+            out.print("no server uses it")
     finally:
         index.close()
         store.close()

@@ -238,6 +238,11 @@ class IndexStore(Protocol):
         """Drop ``holder``'s claim, if it holds one."""
         ...
 
+    def claims(self) -> list[tuple[str, bool, float]]:
+        """The unexpired claims as ``(holder, exclusive, seconds left)``, by holder. Reads
+        only: lapsed claims are left for the next :meth:`claim` to drop."""
+        ...
+
     def close(self) -> None:
         """Release connections. Idempotent."""
         ...

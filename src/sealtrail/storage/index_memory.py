@@ -119,6 +119,15 @@ class MemoryIndex:
         with self._lock:
             self._claims.pop(holder, None)
 
+    def claims(self) -> list[tuple[str, bool, float]]:
+        with self._lock:
+            now = time.monotonic()
+            return sorted(
+                (holder, exclusive, until - now)
+                for holder, (exclusive, until) in self._claims.items()
+                if until > now
+            )
+
     def close(self) -> None:
         """Nothing to release; the data stays readable (a closed index is not wiped)."""
 

@@ -511,6 +511,15 @@ class PostgresIndex:
         with self._conn("release") as conn:
             conn.execute("DELETE FROM idx_claims WHERE holder = %s", (holder,))
 
+    def claims(self) -> list[tuple[str, bool, float]]:
+        with self._conn("read") as conn:
+            rows = conn.execute(
+                "SELECT holder, exclusive, expires - extract(epoch FROM clock_timestamp())"
+                " FROM idx_claims WHERE expires > extract(epoch FROM clock_timestamp())"
+                " ORDER BY convert_to(holder, 'UTF8')"
+            ).fetchall()
+        return [(str(holder), bool(exclusive), float(left)) for holder, exclusive, left in rows]
+
     def close(self) -> None:
         self._closed = True
         with self._dumps_lock:

@@ -393,6 +393,20 @@ class SQLiteIndex:
         with self._errors("release"):
             self._conn().execute("DELETE FROM idx_claims WHERE holder = ?", (holder,))
 
+    def claims(self) -> list[tuple[str, bool, float]]:
+        now = time.time()
+        with self._errors("read"):
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT holder, exclusive, expires FROM idx_claims WHERE expires > ?"
+                    " ORDER BY holder",
+                    (now,),
+                )
+                .fetchall()
+            )
+        return [(str(holder), bool(exclusive), until - now) for holder, exclusive, until in rows]
+
     def close(self) -> None:
         with self._all_lock:
             self._closed = True

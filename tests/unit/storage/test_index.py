@@ -494,6 +494,24 @@ def test_claims_share_or_exclude(index: IndexStore) -> None:
     index.claim("serve a/1")
 
 
+def test_claims_are_listed_with_the_time_they_have_left(index: IndexStore) -> None:
+    assert index.claims() == []
+    index.claim("serve b/2", ttl=10)
+    index.claim("serve a/1", ttl=10)
+    index.claim("serve c/3", ttl=0.2)
+    time.sleep(0.3)  # c/3 lapsed: not listed, though still stored
+    listed = index.claims()
+    assert [(holder, exclusive) for holder, exclusive, _ in listed] == [
+        ("serve a/1", False),
+        ("serve b/2", False),
+    ]
+    assert all(9 < left <= 10 for _, _, left in listed), listed
+    index.release("serve a/1")
+    index.release("serve b/2")
+    index.claim("rebuild d/4", exclusive=True)
+    assert [(h, e) for h, e, _ in index.claims()] == [("rebuild d/4", True)]
+
+
 def test_a_claim_that_is_not_renewed_lapses(index: IndexStore) -> None:
     index.claim("rebuild killed/9", exclusive=True, ttl=0.3)
     with pytest.raises(Conflict):
