@@ -159,6 +159,14 @@ def test_no_rebuild_while_a_server_uses_the_index(data: Path) -> None:
         rebuilding.claim("sealtrail index rebuild elsewhere/1", exclusive=True)
         status = sealtrail("index", "status", "-d", "d", cwd=data)
         assert "being rebuilt by sealtrail index rebuild elsewhere/1" in status.stdout
+        # What a rebuild holds so far is not the index: readers of it say so, not "FOUND".
+        audited = sealtrail("audit", "-d", "d", cwd=data)
+        assert "(index-in-use)" in audited.stderr and "FOUND" not in audited.stdout
+        assert "audit --no-index" in audited.stderr
+        assert sealtrail("audit", "-d", "d", "--no-index", cwd=data).returncode == 0
+        exported = sealtrail("passport", "export", "srv-1", "-d", "d", "-o", "p.json", cwd=data)
+        assert "(index-in-use)" in exported.stderr, exported.stderr
+        assert not (data / "p.json").exists()
         result = sealtrail("serve", "-d", "d", "--port", "0", cwd=data)
         assert result.returncode == 1, result.stderr
         assert "(index-in-use)" in result.stderr

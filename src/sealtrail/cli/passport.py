@@ -51,7 +51,7 @@ from sealtrail.provenance import (
 )
 from sealtrail.scitt import ORG_RECORD_TYPE, ReceiptSigner, encode_key_set, key_id
 
-from ._common import TokenFile, load, out, tls, user_token
+from ._common import TokenFile, load, not_being_rebuilt, out, tls, user_token
 from .scitt import (
     URL_ENV,
     AsJson,
@@ -207,6 +207,7 @@ def _build_here(
     store = open_log_store(config)
     index = config.open_index()
     try:
+        not_being_rebuilt(index, "the export")
         vkey = config.verifier_key()
         reader = LogReader(store, origin=config.origin, verifiers=[NoteVerifier.parse(vkey)])
         checkpoint = reader.checkpoint()

@@ -40,7 +40,7 @@ from sealtrail.storage import (
     claim_holder,
 )
 
-from ._common import DEFAULT_DATA_DIR, DataDir, load, out, progress_bar
+from ._common import DEFAULT_DATA_DIR, DataDir, load, not_being_rebuilt, out, progress_bar
 from .scitt import READ_HINT
 
 __all__ = ["audit", "index_app"]
@@ -211,6 +211,8 @@ def audit(
     store = open_log_store(config)
     index: IndexStore | None = None if no_index else config.open_index()
     try:
+        if index is not None:
+            not_being_rebuilt(index, "the audit (or `audit --no-index`, which reads no index)")
         reader = _reader(config, store)
         size = reader.size()
         with progress_bar("Auditing: tree, then statements", 2 * size) as bar:
