@@ -10,9 +10,11 @@ sequencer after each kill is measured and reported in the test summary.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -62,6 +64,37 @@ def _init_open(tmp_path: Path, url: str) -> str:
     return token
 
 
+@contextlib.contextmanager
+def loaded(tmp_path: Path, url: str, servers: int) -> Iterator[tuple[Cluster, Load]]:
+    """``servers`` servers of a new data directory on the store ``url``, an organization
+    onboarded, and a load of 8 clients ready to run against them; stopped afterwards."""
+    token = _init_open(tmp_path, url)
+    cluster = Cluster(tmp_path, "d", servers)
+    try:
+        issuer = make_issuer()
+        onboard(cluster.servers[0].url, token, issuer)
+        yield cluster, Load(cluster, issuer, clients=8)
+    finally:
+        cluster.stop()
+
+
+def stopped_and_verified(cluster: Cluster, load: Load, *, clean: bool = True) -> dict[str, float]:
+    """Stop the servers once the last holder's feeder took in what was stored just before
+    the load ended, then :func:`verify_history`. ``clean``: every server exited 0."""
+    time.sleep(1.0)
+    cluster.stop()
+    if clean:
+        assert all(s.proc.returncode == 0 for s in cluster.servers), "a server died"
+    return verify_history(cluster, load)
+
+
+def only_retryable_errors(load: Load, before: int) -> None:
+    """The load went on past the outage, and its clients saw only 503s (retry later)."""
+    assert before > 50 and len(load.acked) > before, (before, len(load.acked))
+    unexpected = {k: v for k, v in load.errors.items() if not k.startswith("http 503")}
+    assert not unexpected, f"clients saw errors other than 503 (retry later): {load.errors}"
+
+
 def _grows(cluster: Cluster, since: float, size: int) -> float:
     """Seconds from ``since`` until some server's checkpoint is larger than ``size``."""
     deadline = time.monotonic() + 30
@@ -99,13 +132,8 @@ def _size(cluster: Cluster) -> int:
 def test_sigkill_of_the_sequencer_under_load_loses_nothing(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    token = _init_open(tmp_path, postgres_url)
-    cluster = Cluster(tmp_path, "d", 3)
-    issuer = make_issuer()
-    try:
-        onboard(cluster.servers[0].url, token, issuer)
-        load = Load(cluster, issuer, clients=8)
-        gaps: list[float] = []
+    gaps: list[float] = []
+    with loaded(tmp_path, postgres_url, 3) as (cluster, load):
         with load.running():
             time.sleep(1.5)
             for _ in range(KILLS):
@@ -118,12 +146,7 @@ def test_sigkill_of_the_sequencer_under_load_loses_nothing(
                 gaps.append(_grows(cluster, killed, size))
                 cluster.start_one()  # keep three running
                 time.sleep(1.5)
-        # Let the last holder's feeder take in what was stored just before the end.
-        time.sleep(1.0)
-        cluster.stop()
-        figures = verify_history(cluster, load)
-    finally:
-        cluster.stop()
+        figures = stopped_and_verified(cluster, load, clean=False)  # three were killed
     assert len(load.acked) > 100, f"too little load to mean anything: {len(load.acked)}"
     assert figures["receipts"] > 100, "too few receipts to check"
     refused = {k: v for k, v in load.errors.items() if k.startswith("http 4")}
@@ -148,12 +171,7 @@ def test_a_stopped_sequencer_loses_the_role_and_is_fenced_when_it_runs_again(
     stopped one runs again it has lost the role: what it was committing is fenced or rolled
     back, what it had accepted is appended by the new holder, and nothing is lost or
     appended twice."""
-    token = _init_open(tmp_path, postgres_url)
-    cluster = Cluster(tmp_path, "d", 3)
-    issuer = make_issuer()
-    try:
-        onboard(cluster.servers[0].url, token, issuer)
-        load = Load(cluster, issuer, clients=8)
+    with loaded(tmp_path, postgres_url, 3) as (cluster, load):
         with load.running():
             time.sleep(1.5)
             stopped = cluster.holder()
@@ -183,12 +201,7 @@ def test_a_stopped_sequencer_loses_the_role_and_is_fenced_when_it_runs_again(
             assert cluster.holder() is taker, "the resumed server took the role back"
             # One hand-over in all: no holder under this load lost the role spuriously.
             assert _stored(cluster)[1] == epoch + 1
-        time.sleep(1.0)
-        cluster.stop()
-        assert all(s.proc.returncode == 0 for s in cluster.servers), "a server died"
-        figures = verify_history(cluster, load)
-    finally:
-        cluster.stop()
+        figures = stopped_and_verified(cluster, load)
     assert len(load.acked) > 100, f"too little load to mean anything: {len(load.acked)}"
     refused = {k: v for k, v in load.errors.items() if k.startswith("http 4")}
     assert not refused, f"statements refused while servers changed hands: {refused}"
@@ -207,32 +220,19 @@ def test_a_postgresql_crash_and_restart_mid_load_loses_nothing(tmp_path: Path) -
     """The database itself goes away (an immediate stop: no shutdown checkpoint, crash
     recovery at start) and comes back: the servers recover on their own, clients see only
     errors they can retry, and nothing acknowledged is lost."""
-    with private_postgres() as pg:
-        token = _init_open(tmp_path, pg.url)
-        cluster = Cluster(tmp_path, "d", 2)
-        issuer = make_issuer()
-        try:
-            onboard(cluster.servers[0].url, token, issuer)
-            load = Load(cluster, issuer, clients=8)
-            with load.running():
-                time.sleep(2.0)
-                before = len(load.acked)
-                pg.crash()
-                down = time.monotonic()
-                time.sleep(2.0)
-                pg.start()
-                size = _size(cluster)
-                recovered = _grows(cluster, down, size)
-                time.sleep(2.0)
-            time.sleep(1.0)
-            cluster.stop()
-            assert all(s.proc.returncode == 0 for s in cluster.servers), "a server died"
-            figures = verify_history(cluster, load)
-        finally:
-            cluster.stop()
-    assert before > 50 and len(load.acked) > before, (before, len(load.acked))
-    unexpected = {k: v for k, v in load.errors.items() if not k.startswith("http 503")}
-    assert not unexpected, f"clients saw errors other than 503 (retry later): {load.errors}"
+    with private_postgres() as pg, loaded(tmp_path, pg.url, 2) as (cluster, load):
+        with load.running():
+            time.sleep(2.0)
+            before = len(load.acked)
+            pg.crash()
+            down = time.monotonic()
+            time.sleep(2.0)
+            pg.start()
+            size = _size(cluster)
+            recovered = _grows(cluster, down, size)
+            time.sleep(2.0)
+        figures = stopped_and_verified(cluster, load)
+    only_retryable_errors(load, before)
     report_figure(
         "postgresql restart",
         f"crash + restart of PostgreSQL under load: log grew again {recovered:.2f} s after the "
