@@ -24,8 +24,8 @@ from rich.progress import (
 
 from sealtrail.client import DEFAULT_TIMEOUT, Client, client_tls
 from sealtrail.config import Config, load_config
-from sealtrail.errors import ConfigError, Conflict, InvalidInput
-from sealtrail.storage import IndexStore
+from sealtrail.errors import ConfigError, InvalidInput
+from sealtrail.storage import IndexStore, claim_conflict
 
 __all__ = [
     "USER_TOKEN_ENV",
@@ -84,13 +84,9 @@ def load(data_dir: Path) -> Config:
 def not_being_rebuilt(index: IndexStore, doing: str) -> None:
     """Refuse to read ``index`` for ``doing`` while a rebuild holds it: what it holds then
     is the part rebuilt so far, not the index (``index-in-use``)."""
-    for holder, exclusive, _ in index.claims():
+    for holder, exclusive, left in index.claims():
         if exclusive:
-            raise Conflict(
-                f"the index is being rebuilt by {holder}",
-                code="index-in-use",
-                hint=f"Run {doing} once the rebuild is done.",
-            )
+            raise claim_conflict(holder, True, left, then=f"Run {doing} once it is done")
 
 
 def connect(url: str, token_file: Path | None, *, timeout: float = DEFAULT_TIMEOUT) -> Client:

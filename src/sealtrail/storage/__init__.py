@@ -39,6 +39,7 @@ from ._index import (
     Change,
     IndexedEntry,
     IndexStore,
+    claim_conflict,
     claim_holder,
 )
 from ._protocols import (
@@ -90,6 +91,7 @@ __all__ = [
     "StatementStore",
     "StoredCheckpoint",
     "TilePart",
+    "claim_conflict",
     "claim_holder",
     "describe_store",
     "open_index",

@@ -390,15 +390,18 @@ def claim_holder(what: str) -> str:
     return f"{what} {socket.gethostname()[:64]}/{os.getpid()} #{secrets.token_hex(4)}"
 
 
-def claim_conflict(holder: str, exclusive: bool, left: float) -> Conflict:
-    """The refusal of a claim because ``holder`` holds one (``exclusive`` or shared) for
-    ``left`` more seconds unless renewed."""
+def claim_conflict(
+    holder: str, exclusive: bool, left: float, *, then: str = "Wait for the rebuild to finish"
+) -> Conflict:
+    """The refusal of a claim, or of a read, because ``holder`` holds one (``exclusive``
+    or shared) for ``left`` more seconds unless renewed. ``then``: what to do about a
+    rebuild."""
     lapse = f"the claim of one that was killed lapses within {max(1, round(left))} s"
     if exclusive:
         return Conflict(
             f"the index is being rebuilt by {holder}",
             code="index-in-use",
-            hint=f"Wait for the rebuild to finish ({lapse}).",
+            hint=f"{then} ({lapse}).",
         )
     return Conflict(
         f"the index is in use by {holder}",
