@@ -62,6 +62,7 @@ from ._index import (
 from .postgres import (
     IDLE_IN_TRANSACTION,
     durable_commits,
+    migration_due,
     schema_version,
     writable_for_migration,
 )
@@ -365,13 +366,8 @@ class PostgresIndex:
         opening at once (an advisory lock per schema serializes them). A current schema is
         only read: a read-only session (a hot standby) opens it as well."""
         version = schema_version(conn, "idx_meta", "SELECT schema_version FROM idx_meta")
-        if version == len(_MIGRATIONS):
+        if not migration_due("index", version, len(_MIGRATIONS)):
             return
-        if version > len(_MIGRATIONS):
-            raise ConfigError(
-                f"the index has schema version {version}, newer than this Sealtrail "
-                f"understands ({len(_MIGRATIONS)}); upgrade Sealtrail"
-            )
         with writable_for_migration("index", version, len(_MIGRATIONS)), conn.transaction():
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext('sealtrail-index:' || current_schema()))"
@@ -385,11 +381,7 @@ class PostgresIndex:
             conn.execute("INSERT INTO idx_meta (schema_version) VALUES (0) ON CONFLICT DO NOTHING")
             found = conn.execute("SELECT schema_version FROM idx_meta FOR UPDATE").fetchone()
             version = int(found[0]) if found else 0
-            if version > len(_MIGRATIONS):
-                raise ConfigError(
-                    f"the index has schema version {version}, newer than this Sealtrail "
-                    f"understands ({len(_MIGRATIONS)}); upgrade Sealtrail"
-                )
+            migration_due("index", version, len(_MIGRATIONS))  # under the lock: read again
             for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
                 for statement in statements:
                     conn.execute(statement)

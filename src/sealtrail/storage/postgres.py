@@ -572,6 +572,17 @@ def schema_version(
     return 0 if row is None else int(row[0])
 
 
+def migration_due(what: str, version: int, latest: int) -> bool:
+    """Whether the ``what`` (store, index) at schema ``version`` needs migrating to
+    ``latest``; :class:`ConfigError` when it is newer than this Sealtrail understands."""
+    if version > latest:
+        raise ConfigError(
+            f"the {what} has schema version {version}, newer than this Sealtrail "
+            f"understands ({latest}); upgrade Sealtrail"
+        )
+    return version < latest
+
+
 @contextmanager
 def writable_for_migration(what: str, version: int, latest: int) -> Iterator[None]:
     """A migration refused by a read-only session is a clear configuration error, not a
@@ -721,13 +732,8 @@ class PostgresStore:
             "SELECT version FROM sealtrail_schema WHERE component = %s",
             (COMPONENT,),
         )
-        if version == len(_MIGRATIONS):
+        if not migration_due("store", version, len(_MIGRATIONS)):
             return  # nothing to write: a read-only session (a hot standby) opens it as well
-        if version > len(_MIGRATIONS):
-            raise ConfigError(
-                f"the store has schema version {version}, newer than this Sealtrail "
-                f"understands ({len(_MIGRATIONS)}); upgrade Sealtrail"
-            )
         with writable_for_migration("store", version, len(_MIGRATIONS)), conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute(
@@ -738,11 +744,7 @@ class PostgresStore:
                 "SELECT version FROM sealtrail_schema WHERE component = %s", (COMPONENT,)
             ).fetchone()
             version = 0 if row is None else int(row[0])
-            if version > len(_MIGRATIONS):
-                raise ConfigError(
-                    f"the store has schema version {version}, newer than this Sealtrail "
-                    f"understands ({len(_MIGRATIONS)}); upgrade Sealtrail"
-                )
+            migration_due("store", version, len(_MIGRATIONS))  # under the lock: read again
             for statements in _MIGRATIONS[version:]:
                 for statement in statements:
                     conn.execute(statement)
