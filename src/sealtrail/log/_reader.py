@@ -44,6 +44,7 @@ from ._tiles import (
     bundle_entries,
     inner_levels,
     tile_interior,
+    tile_name,
     tile_width,
 )
 
@@ -324,8 +325,7 @@ class LogReader:
             raise InvalidInput("tile width must be 1..256 and the index non-negative")
         have = tile_width(level, index, self._bound(size))
         if have < want:
-            kind = "entry bundle" if level == ENTRY_BUNDLES else f"tile {level}"
-            raise NotFound(f"{kind} {index} of width {want} is not in the log (yet)")
+            raise NotFound(f"{tile_name(level, index)} of width {want} is not in the log (yet)")
         return assemble(self.store.read_parts(level, index), want, level, index)
 
     def entry_bundle(self, index: int, width: int | None = None) -> bytes:
@@ -357,7 +357,7 @@ class LogReader:
         full = len(parts) == 1 and parts[0].start == 0 and parts[0].count == width == TILE_WIDTH
         if full and len(parts[0].interior) == INTERIOR_SIZE:
             if len(parts[0].data) != TILE_WIDTH * HASH_SIZE:
-                raise Corruption(f"tile {level}/{index}: part of the wrong length")
+                raise Corruption(f"{tile_name(level, index)}: part of the wrong length")
             expanded = _Expanded(parts[0].data, parts[0].interior)
         else:
             hashes = assemble(parts, width, level, index)
@@ -673,7 +673,7 @@ class LogReader:
                 if stored[pos * HASH_SIZE : (pos + 1) * HASH_SIZE] != expected:
                     near = node << (TILE_HEIGHT * tile_level)
                     raise Corruption(
-                        f"tile {tile_level}/{t_index} position {pos} does not match the "
+                        f"{tile_name(tile_level, t_index)} position {pos} does not match the "
                         f"entries (first bad leaf near index {near})"
                     )
                 if pos == TILE_WIDTH - 1:
@@ -684,11 +684,13 @@ class LogReader:
         parts = self.store.read_parts(level, index)
         full = [p for p in parts if p.start == 0 and p.count == TILE_WIDTH]
         if full and full[0].interior and full[0].interior != interior:
-            raise Corruption(f"tile {level}/{index}: stored inner nodes do not match its hashes")
+            name = tile_name(level, index)
+            raise Corruption(f"{name}: stored inner nodes do not match its hashes")
 
     def _check_interior(self, level: int, index: int) -> None:
         """A full tile's stored interior, if any, must be what its hashes imply."""
         parts = self.store.read_parts(level, index)
         full = [p for p in parts if p.start == 0 and p.count == TILE_WIDTH]
         if full and full[0].interior and full[0].interior != tile_interior(full[0].data):
-            raise Corruption(f"tile {level}/{index}: stored inner nodes do not match its hashes")
+            name = tile_name(level, index)
+            raise Corruption(f"{name}: stored inner nodes do not match its hashes")
