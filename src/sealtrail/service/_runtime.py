@@ -312,8 +312,21 @@ class _Claim:
         self._stop = asyncio.Event()
 
     async def take(self) -> None:
-        """Claim the index (:class:`Conflict` ``index-in-use`` while a rebuild has it)."""
-        await asyncio.to_thread(self._index.claim, self._holder, ttl=CLAIM_TTL)
+        """Claim the index (:class:`Conflict` ``index-in-use`` while a rebuild has it).
+
+        A start cancelled meanwhile (Ctrl-C) leaves no claim behind: the claim, which its
+        worker thread writes whatever happens to the caller, is released once written.
+        """
+        taking = asyncio.ensure_future(
+            asyncio.to_thread(self._index.claim, self._holder, ttl=CLAIM_TTL)
+        )
+        try:
+            await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            await asyncio.wait([taking])
+            if not taking.cancelled() and taking.exception() is None:
+                await self._drop()
+            raise
         self._task = asyncio.create_task(self._renew(), name="sealtrail-index-claim")
 
     async def _renew(self) -> None:
@@ -342,10 +355,13 @@ class _Claim:
                 await self._task
         finally:
             self._task = None
-            try:
-                await asyncio.to_thread(self._index.release, self._holder)
-            except Error as exc:  # it lapses by itself
-                log.warning("cannot release this server's claim on the index: %s", exc)
+            await self._drop()
+
+    async def _drop(self) -> None:
+        try:
+            await asyncio.to_thread(self._index.release, self._holder)
+        except Error as exc:  # it lapses by itself
+            log.warning("cannot release this server's claim on the index: %s", exc)
 
 
 async def _stop_on(stopping: _Stopping, server: uvicorn.Server) -> None:

@@ -207,3 +207,31 @@ def test_a_served_app_whose_claim_is_lost_stops_serving(monkeypatch: pytest.Monk
         rebuilder.join()
     assert stopped.value.code == "index-in-use"
     assert time.monotonic() - started < 10
+
+
+def test_a_start_cancelled_while_it_claims_leaves_no_claim_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C as a server starts cancels its claim while the worker thread writes it: the
+    claim is released once written, rather than left standing until it lapses."""
+    index = MemoryIndex()
+    claim_now = index.claim
+    claiming = threading.Event()
+
+    def slow(holder: str, *, exclusive: bool = False, ttl: float = 15.0) -> None:
+        claiming.set()
+        time.sleep(0.2)  # a database that is slow to answer
+        claim_now(holder, exclusive=exclusive, ttl=ttl)
+
+    monkeypatch.setattr(index, "claim", slow)
+
+    async def run() -> None:
+        start = asyncio.create_task(_runtime._Claim(index, SERVER).take())
+        await asyncio.to_thread(claiming.wait)
+        start.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await start
+        await asyncio.sleep(0.25)  # the claim, had it been left to its thread, has landed
+        claim_now(REBUILD, exclusive=True)  # nothing stands in the rebuild's way
+
+    asyncio.run(run())
