@@ -617,7 +617,7 @@ class LogReader:
             index = start // TILE_WIDTH
             hashes = self._audit_bundle(index, TILE_WIDTH, size)
             levels = inner_levels(hashes)
-            self._check_stored_interior(0, index, b"".join(levels))
+            self._check_interior(0, index, b"".join(levels))
             top = levels[-1]
             upper, runs = upper.append([node_hash(top[:HASH_SIZE], top[HASH_SIZE:])])
             self._audit_runs(runs, size, base_level=TILE_HEIGHT)
@@ -679,18 +679,14 @@ class LogReader:
                 if pos == TILE_WIDTH - 1:
                     self._check_interior(tile_level, t_index)
 
-    def _check_stored_interior(self, level: int, index: int, interior: bytes) -> None:
-        """A full tile's stored interior, if any, must be ``interior`` (computed by us)."""
+    def _check_interior(self, level: int, index: int, interior: bytes | None = None) -> None:
+        """A full tile's stored interior, if any, must be ``interior`` (computed by us from
+        the entries) or, when not given, what the tile's stored hashes imply."""
         parts = self.store.read_parts(level, index)
         full = [p for p in parts if p.start == 0 and p.count == TILE_WIDTH]
-        if full and full[0].interior and full[0].interior != interior:
-            name = tile_name(level, index)
-            raise Corruption(f"{name}: stored inner nodes do not match its hashes")
-
-    def _check_interior(self, level: int, index: int) -> None:
-        """A full tile's stored interior, if any, must be what its hashes imply."""
-        parts = self.store.read_parts(level, index)
-        full = [p for p in parts if p.start == 0 and p.count == TILE_WIDTH]
-        if full and full[0].interior and full[0].interior != tile_interior(full[0].data):
-            name = tile_name(level, index)
-            raise Corruption(f"{name}: stored inner nodes do not match its hashes")
+        if not full or not full[0].interior:
+            return
+        if full[0].interior != (tile_interior(full[0].data) if interior is None else interior):
+            raise Corruption(
+                f"{tile_name(level, index)}: stored inner nodes do not match its hashes"
+            )
