@@ -249,9 +249,10 @@ class ChainValidator:
             _walk(certs, anchors, when)
         else:
             _build(certs, anchors, when)
+        # Cached while every certificate and anchor is valid (past it, checked afresh).
         valid = _Validated(
-            since=max(c.not_valid_before_utc for c in certs),
-            until=min(c.not_valid_after_utc for c in certs),
+            since=max(c.not_valid_before_utc for c in [*certs, *anchors]),
+            until=min(c.not_valid_after_utc for c in [*certs, *anchors]),
             leaf=certs[0],
         )
         with self._lock:
@@ -305,7 +306,12 @@ def _walk(
     current = leaf
     for depth in range(MAX_CHAIN_DEPTH + 1):
         for anchor in anchors:
-            if _issued(current, anchor):
+            # The anchor's own rules hold as in _build: its path length, its validity.
+            if (
+                _issued(current, anchor)
+                and _is_ca(anchor, depth=depth)
+                and anchor.not_valid_before_utc <= when <= anchor.not_valid_after_utc
+            ):
                 return
         parent = next((c for c in pool if _issued(current, c)), None)
         if parent is None:
