@@ -54,7 +54,13 @@ def verify_transparent_statement(  # noqa: PLR0912 (each failure named)
     trust_anchors: Sequence[x509.Certificate] = (),
     now: dt.datetime | None = None,
 ) -> VerifiedStatement:
-    """Verify a transparent statement offline; raise naming what failed."""
+    """Verify a transparent statement offline; raise naming what failed.
+
+    The statement's signature is checked with its x5chain's leaf (validated up to
+    ``trust_anchors`` when given) or, for a statement naming its key by kid, with
+    ``issuer_key``. An ``issuer_key`` given binds either way: a statement whose signing
+    certificate is for another key is refused (``statement-wrong-key``).
+    """
     keys = decode_key_set(service_keys) if isinstance(service_keys, bytes) else service_keys
     try:
         statement_bytes, receipts = split_transparent(data)
@@ -74,6 +80,11 @@ def verify_transparent_statement(  # noqa: PLR0912 (each failure named)
                 leaf = load_der(statement.x5chain[0])
                 how = "x5chain"
             verifier = verifier_for(leaf.public_key(), statement.alg)
+            if issuer_key is not None and key_id(verifier) != key_id(issuer_key):
+                raise _fail(
+                    "statement-wrong-key",
+                    "the statement's signing certificate is not for the given issuer key",
+                )
         elif issuer_key is not None:
             if statement.kid is not None and statement.kid != key_id(issuer_key):
                 raise _fail(

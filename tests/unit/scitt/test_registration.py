@@ -59,6 +59,23 @@ async def test_a_registered_statement_gets_a_receipt_that_verifies(running: Runn
     assert split_transparent(ts)[0] == statement
 
 
+async def test_a_given_issuer_key_binds_a_statement_with_an_x5chain(running: Running) -> None:
+    """A relying party pinning the issuer's key refuses a registered statement signed under
+    a certificate for another key, whether or not it also gives trust anchors."""
+    reg = await running.service.register(good(running.issuer))
+    ts = running.service.transparent_statement(reg.entry_id)
+    keys = running.service.key_set()
+    own = running.issuer.leaf_key.verifier()
+    assert verify_transparent_statement(ts, service_keys=keys, issuer_key=own).signature_check
+    pinned = generate_signer(ES256).verifier()
+    for anchors in ([], [running.issuer.ca]):
+        with pytest.raises(VerificationError) as refused:
+            verify_transparent_statement(
+                ts, service_keys=keys, issuer_key=pinned, trust_anchors=anchors
+            )
+        assert refused.value.code == "statement-wrong-key"
+
+
 async def test_registering_twice_gives_the_same_index(running: Running) -> None:
     statement = good(running.issuer)
     first = await running.service.register(statement)
