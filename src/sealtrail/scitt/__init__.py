@@ -24,6 +24,7 @@ from ._keyrecords import (
 from ._receipt import ReceiptInfo, ReceiptSigner, add_receipts, split_transparent, verify_receipt
 from ._registry import ORG_RECORD_TYPE, Organization, Policy, Registry, parse_org_record
 from ._service import (
+    MAX_CLOCK_SKEW,
     PayloadRule,
     Registration,
     RuleContext,
@@ -33,6 +34,7 @@ from ._service import (
 )
 from ._sign import sign_statement
 from ._statement import (
+    MAX_IAT,
     MAX_STATEMENT_SIZE,
     MAX_STATEMENT_SIZE_LIMIT,
     SignedStatement,
@@ -68,6 +70,8 @@ __all__ = [
     "GRANT_RECORD_TYPE",
     "KEYS_RECORD_TYPE",
     "MAX_CERTIFICATES",
+    "MAX_CLOCK_SKEW",
+    "MAX_IAT",
     "MAX_RETIRED_KEYS",
     "MAX_STATEMENT_SIZE",
     "MAX_STATEMENT_SIZE_LIMIT",

@@ -82,6 +82,7 @@ from ._users import (
 )
 
 __all__ = [
+    "MAX_CLOCK_SKEW",
     "PayloadRule",
     "Registration",
     "RuleContext",
@@ -91,6 +92,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("sealtrail.scitt")
+
+#: How far ahead of the service's clock a statement's ``iat`` may be, in seconds.
+MAX_CLOCK_SKEW = 600
 
 #: Statements written to the store in one transaction, at most.
 STORE_BATCH = 4096
@@ -645,8 +649,30 @@ class TransparencyService:
     def _issuer_key(
         self, statement: SignedStatement, org: Organization, *, now: float | None
     ) -> Verifier:
-        when = dt.datetime.fromtimestamp(now if now is not None else time.time(), dt.UTC)
-        return issuer_key(statement, org, self.validator, now=when)
+        """The key, with its chain valid now and, for a statement that says when it was
+        issued, then too: passports and the audit check the chain at ``iat``."""
+        current = now if now is not None else time.time()
+        iat = statement.issued_at
+        if iat is not None and iat > current + MAX_CLOCK_SKEW:
+            raise VerificationError(
+                f"the statement's iat is {iat - current:.0f} s ahead of the service's clock "
+                f"(at most {MAX_CLOCK_SKEW} s are allowed)",
+                code="statement-iat-future",
+                hint="Sign with iat set to the signing time, from a synchronized clock.",
+            )
+        when = dt.datetime.fromtimestamp(current, dt.UTC)
+        key = issuer_key(statement, org, self.validator, now=when)
+        if iat is not None and statement.x5chain:
+            issued = dt.datetime.fromtimestamp(iat, dt.UTC)
+            try:
+                issuer_key(statement, org, self.validator, now=issued)
+            except VerificationError as exc:
+                raise VerificationError(
+                    f"{exc.message} at the statement's iat ({issued:%Y-%m-%dT%H:%M:%SZ})",
+                    code=exc.code,
+                    hint="The chain must be valid when the statement says it was signed.",
+                ) from None
+        return key
 
     async def register(self, data: bytes) -> Registration:
         """Check, store and append one statement; returns once its checkpoint is durable."""

@@ -34,6 +34,7 @@ from ._cose import CoseSign1, Header, decode_sign1
 
 __all__ = [
     "HASH_ENVELOPE_ALGS",
+    "MAX_IAT",
     "MAX_STATEMENT_SIZE",
     "MAX_STATEMENT_SIZE_LIMIT",
     "SignedStatement",
@@ -53,6 +54,9 @@ HASH_ENVELOPE_ALGS: dict[int, int] = {-16: 32, -43: 48, -44: 64}  # SHA-256, -38
 MAX_NAME_LENGTH = 1024
 #: Most certificates in an x5chain.
 MAX_CHAIN_LENGTH = 8
+#: Latest ``iat`` a statement may carry: 9999-12-31T23:59:59Z, the last second a date can
+#: name (registration holds ``iat`` much closer: :data:`MAX_CLOCK_SKEW`).
+MAX_IAT = 253_402_300_799
 
 
 def _bad(code: str, message: str) -> InvalidInput:
@@ -168,8 +172,11 @@ def _profile(message: CoseSign1) -> SignedStatement:
     issuer = _text(claims.get(1), "the iss claim")
     subject = _text(claims.get(2), "the sub claim")
     iat = claims.get(6)
-    if iat is not None and (not isinstance(iat, int) or iat < 0):
-        raise _bad("statement-bad-claims", "the iat claim must be a non-negative integer")
+    if iat is not None and (type(iat) is not int or not 0 <= iat <= MAX_IAT):
+        raise _bad(
+            "statement-bad-claims",
+            f"the iat claim must be an integer from 0 to {MAX_IAT} (seconds since 1970)",
+        )
     _no_foreign_headers(protected)
     hash_alg = protected.get(Header.PAYLOAD_HASH_ALG)
     # With a hash envelope the content type is the preimage's (259), and 3 must be absent.

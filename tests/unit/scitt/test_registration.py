@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Callable
 
 import cbor2
@@ -14,6 +15,7 @@ from cryptography import x509
 from sealtrail.errors import Error, VerificationError
 from sealtrail.keys import ES256, ES384, Signer, generate_signer
 from sealtrail.scitt import (
+    MAX_IAT,
     Header,
     add_receipts,
     decode_key_set,
@@ -145,6 +147,10 @@ def _unknown_alg(issuer: Issuer) -> bytes:
     return cbor2.dumps(cbor2.CBORTag(18, parts))
 
 
+def _in(seconds: int) -> int:
+    return int(time.time()) + seconds
+
+
 HOSTILE: list[tuple[str, Callable[[Issuer], bytes], str]] = [
     ("not CBOR", lambda i: b"hello, world", "cbor-malformed"),
     ("truncated CBOR", lambda i: good(i)[:-10], "cbor-malformed"),
@@ -168,6 +174,13 @@ HOSTILE: list[tuple[str, Callable[[Issuer], bytes], str]] = [
     ("subject not allowed", lambda i: good(i, subject="urn:other:1"), "policy-subject"),
     ("unknown issuer", lambda i: good(i, issuer="https://nobody.example"), "issuer-unknown"),
     ("over the org's size limit", lambda i: good(i, payload=b"x" * 20000), "policy-too-large"),
+    ("iat past year 9999", lambda i: good(i, issued_at=MAX_IAT + 1), "statement-bad-claims"),
+    ("iat an hour ahead", lambda i: good(i, issued_at=_in(3600)), "statement-iat-future"),
+    (
+        "iat before the signing certificate",
+        lambda i: good(i, issued_at=_in(-2 * 86400)),
+        "chain-not-yet-valid",
+    ),
     ("deep CBOR nesting", _deep, "cbor-too-complex"),
     ("over the service size limit", _huge, "statement-too-large"),
     (
