@@ -401,6 +401,7 @@ def _verified_doc(verified: VerifiedStatement, how: str) -> dict[str, Any]:
             {
                 "tree_size": r.tree_size,
                 "leaf_index": r.leaf_index,
+                "size_signed": r.size_signed,
                 "log": r.subject,
                 "service": r.issuer,
                 "issued_at": r.issued_at,
@@ -421,6 +422,7 @@ def _print_verified(verified: VerifiedStatement, how: str) -> None:
     for r in verified.receipts:
         _say(
             f"receipt    leaf index {r.leaf_index}, tree size {r.tree_size}"
+            + ("" if r.size_signed else " (not signed by the service: as its proof says)")
             + (f", log {r.subject}" if r.subject else "")
             + (f", service {r.issuer}" if r.issuer else "")
         )

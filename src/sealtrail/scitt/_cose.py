@@ -61,6 +61,9 @@ class Header:
     RECEIPTS = 394  # RFC 9942
     VDS = 395
     VDP = 396
+    #: Sealtrail's own, in the private-use range (RFC 9052, section 11.1): in a receipt's
+    #: protected header, the size of the tree whose root it signs (docs/scitt.md).
+    TREE_SIZE = -65537
 
 
 class Claim:

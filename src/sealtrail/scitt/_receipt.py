@@ -3,7 +3,8 @@
 A receipt is a COSE_Sign1 made by the transparency service:
 
 * protected: ``alg`` (1), ``kid`` (4, the service key's thumbprint), ``vds`` (395) = 1,
-  CWT claims (15) ``iss`` (the service), ``sub`` (the log's origin), ``iat``;
+  CWT claims (15) ``iss`` (the service), ``sub`` (the log's origin), ``iat``, and the tree
+  size (-65537, private use);
 * unprotected: ``vdp`` (396) = ``{-1: [inclusion-proof]}``, where an inclusion proof is
   ``bstr .cbor [tree-size, leaf-index, [+ hash]]``;
 * payload: the tree's root, **detached** — the verifier recomputes it from the leaf and
@@ -11,6 +12,12 @@ A receipt is a COSE_Sign1 made by the transparency service:
 
 The protected header is the same for every entry of one tree size, so the service signs a
 root once and every receipt against that tree shares the signature (:class:`ReceiptSigner`).
+
+RFC 9942 leaves the tree size and leaf index unsigned: the signature covers the root, and
+a proof rewritten for another tree shape can reach the same root (the proof of leaf 2 of 3
+reads as leaf 1 of 2). Sealtrail's receipts sign the size too, which binds the index with
+it (at one size, each index has its own path shape); a receipt without it verifies, and
+says its size is not signed (:attr:`ReceiptInfo.size_signed`).
 
 A transparent statement is the signed statement with its receipts in the unprotected
 header (label 394). Taking them out gives back the registered bytes exactly.
@@ -60,6 +67,9 @@ class ReceiptInfo:
     subject: str | None
     issued_at: int | None
     kid: bytes
+    #: Whether the signature covers ``tree_size`` (and so ``leaf_index``): Sealtrail's
+    #: receipts do; another service's may not, and then both are only as the proof says.
+    size_signed: bool = False
 
 
 class ReceiptSigner:
@@ -86,6 +96,7 @@ class ReceiptSigner:
                 Header.ALG: ALG_BY_NAME[self.signer.algorithm],
                 Header.KID: self.kid,
                 Header.VDS: VDS_RFC9162_SHA256,
+                Header.TREE_SIZE: tree_size,
                 Header.CWT_CLAIMS: {
                     Claim.ISS: self.issuer,
                     Claim.SUB: self.subject,
@@ -145,7 +156,7 @@ def _proof(message: CoseSign1) -> tuple[int, int, list[bytes]]:
     if (
         not isinstance(decoded, list)
         or len(decoded) != 3
-        or not all(isinstance(v, int) and v >= 0 for v in decoded[:2])
+        or not all(type(v) is int and v >= 0 for v in decoded[:2])
         or not isinstance(decoded[2], list)
         or len(decoded[2]) > MAX_PATH
         or not all(isinstance(h, bytes) for h in decoded[2])
@@ -172,6 +183,13 @@ def verify_receipt(
     if verifier is None:
         raise _fail("receipt-unknown-key", "the receipt is signed by a key not in the key set")
     size, index, path = _proof(message)
+    signed_size = message.protected.get(Header.TREE_SIZE)
+    if signed_size is not None and (type(signed_size) is not int or signed_size != size):
+        raise _fail(
+            "receipt-bad-proof",
+            f"the receipt's proof is for a tree of {size} entries, "
+            f"its signature for one of {signed_size!r}",
+        )
     try:
         root = root_from_inclusion_proof(
             leaf_hash=leaf_hash(leaf_entry), index=index, size=size, proof=path
@@ -200,6 +218,7 @@ def verify_receipt(
         subject=_opt_text(claims.get(Claim.SUB)),
         issued_at=claims.get(Claim.IAT) if isinstance(claims.get(Claim.IAT), int) else None,
         kid=kid if isinstance(kid, bytes) else b"",
+        size_signed=signed_size is not None,
     )
 
 
