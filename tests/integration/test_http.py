@@ -48,6 +48,13 @@ def test_checkpoint_is_a_signed_note_with_short_caching(
     assert signed.size == SIZE
 
 
+def test_log_info_is_never_cached(client: TestClient, signer: CheckpointSigner) -> None:
+    r = client.get("/log/v1/info")
+    assert r.status_code == 200
+    assert r.headers["cache-control"] == "no-store"  # its size changes with every batch
+    assert r.json()["size"] == SIZE
+
+
 @pytest.mark.parametrize(
     ("path", "length"),
     [

@@ -390,8 +390,9 @@ def _add_log_routes(app: FastAPI, reader: LogReader, verifier_key: str) -> None:
     """Conveniences over the tiles: info, entries by index and proofs as JSON."""
 
     @app.get("/log/v1/info", tags=["log"])
-    async def info() -> LogInfo:
+    async def info(response: Response) -> LogInfo:
         """The log's origin, public verifier key and current size."""
+        response.headers["Cache-Control"] = "no-store"  # the size changes with every batch
         size = await run_in_threadpool(reader.size)
         return LogInfo(
             origin=reader.origin,
