@@ -673,7 +673,8 @@ def remember_checkpoint(config: Config, signed: SignedCheckpoint) -> None:
     turn)."""
     path = config.data_dir / SEEN_CHECKPOINT_FILE
     with contextlib.suppress(OSError, ValueError, MerkleError, UnicodeDecodeError):
-        text = path.read_bytes()[:MAX_SEEN_CHECKPOINT].split(b"\n\n", 1)[0] + b"\n"
+        with path.open("rb") as handle:  # its first lines only: what read_seen_checkpoint reads
+            text = handle.read(MAX_SEEN_CHECKPOINT).split(b"\n\n", 1)[0] + b"\n"
         if Checkpoint.parse(text.decode("utf-8")).size >= signed.size:
             return
     _write_atomically(path, signed.note, mode=0o644)

@@ -119,6 +119,21 @@ def test_status_and_a_clean_audit(data: Path) -> None:
     assert report["applied"] == report["statements_verified"] - 12
 
 
+def test_a_service_keys_file_is_read_as_every_command_reads_one(data: Path) -> None:
+    """``audit`` and ``index rebuild`` read ``--service-keys`` no further than the 1 MiB
+    the other commands allow, and name a missing or foreign file in one line."""
+    (data / "huge.keys").write_bytes(b"\xa0" * (1024 * 1024 + 1))
+    (data / "not.keys").write_bytes(b"not a key set")
+    for command in (["audit"], ["index", "rebuild"]):
+        for name, code in [("huge.keys", "too-large"), ("none.keys", "file-not-found")]:
+            result = sealtrail(*command, "-d", "d", "--service-keys", name, cwd=data)
+            assert result.returncode == 1, (command, name, result.stdout)
+            assert f"({code})" in result.stderr and "Traceback" not in result.stderr
+        foreign = sealtrail(*command, "-d", "d", "--service-keys", "not.keys", cwd=data)
+        assert foreign.returncode == 1 and "is not a COSE_KeySet" in foreign.stderr
+    assert sealtrail("audit", "-d", "d", cwd=data).returncode == 0  # nothing was changed
+
+
 def test_an_edited_row_is_named_and_a_rebuild_restores_the_truth(data: Path) -> None:
     _sql(
         data,

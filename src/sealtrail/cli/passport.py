@@ -62,7 +62,7 @@ from .scitt import (
     _read,
     _save,
     _say,
-    _service_keys,
+    read_service_keys,
 )
 
 __all__ = ["passport_app"]
@@ -384,7 +384,7 @@ def verify(
     """
     data = _read(file, "passport", limit=MAX_PASSPORT_SIZE)
     pinned_log = _vkey(log_key) if log_key is not None else None
-    pinned_keys = _service_keys(service_keys) if service_keys is not None else None
+    pinned_keys = read_service_keys(service_keys) if service_keys is not None else None
     report = verify_passport(data, log_key=pinned_log, service_keys=pinned_keys)
     if as_json:
         _emit(report.to_json())

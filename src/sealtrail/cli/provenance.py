@@ -7,13 +7,14 @@ import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from sealtrail.config import Config, open_log_store
-from sealtrail.errors import Error, InvalidInput
+from sealtrail.errors import Error
 from sealtrail.keys import Verifier
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
@@ -26,7 +27,6 @@ from sealtrail.provenance import (
 from sealtrail.scitt import (
     ORG_RECORD_TYPE,
     Registry,
-    decode_key_set,
     key_id,
     parse_org_record,
     parse_statement,
@@ -41,7 +41,7 @@ from sealtrail.storage import (
 )
 
 from ._common import DEFAULT_DATA_DIR, DataDir, load, not_being_rebuilt, out, progress_bar
-from .scitt import READ_HINT
+from .scitt import read_service_keys
 
 __all__ = ["audit", "index_app"]
 
@@ -63,16 +63,8 @@ def policy(config: Config) -> ProvenancePolicy:
 def service_keys(config: Config, keys_file: str | None) -> dict[bytes, Verifier]:
     """The receipt keys organization records are checked with: a COSE key set file (as
     ``fetch-keys`` saves it), or the data directory's current and retired keys."""
-    if keys_file is not None:
-        try:
-            with open(keys_file, "rb") as f:
-                return dict(decode_key_set(f.read()))
-        except OSError as exc:
-            raise InvalidInput(
-                f"cannot read the --service-keys file {keys_file}: {exc.strerror}",
-                code="keys-unreadable",
-                hint=READ_HINT,
-            ) from exc
+    if keys_file is not None:  # read as submit, verify and passport verify read it
+        return read_service_keys(Path(keys_file))
     verifiers = [*config.retired_verifiers(), config.service_signer().verifier()]
     return {key_id(v): v for v in verifiers}
 

@@ -190,7 +190,7 @@ def submit(
     """
     if not timeout > 0:
         raise InvalidInput("--timeout must be a positive number of seconds")
-    keys = _service_keys(service_keys) if service_keys is not None else None
+    keys = read_service_keys(service_keys) if service_keys is not None else None
     data = _read(statement, "statement", limit=MAX_COSE_FILE)
     try:
         parse_statement(data)
@@ -335,7 +335,7 @@ def verify(
     Exits 0 and prints OK only if everything verifies; otherwise exits 1 naming what failed.
     """
     data = _read(transparent, "transparent statement", limit=MAX_COSE_FILE)
-    keys = _service_keys(service_keys)
+    keys = read_service_keys(service_keys)
     issuer = _issuer_key(issuer_key) if issuer_key is not None else None
     anchors = [c for p in trust_anchor or [] for c in _certificates(p, "--trust-anchor")]
     verified = verify_transparent_statement(
@@ -358,7 +358,7 @@ def verify(
     _print_verified(verified, how)
 
 
-def _service_keys(path: Path) -> dict[bytes, Verifier]:
+def read_service_keys(path: Path) -> dict[bytes, Verifier]:
     data = _read(path, "service key set", limit=MAX_SMALL_FILE)
     try:
         return decode_key_set(data)
