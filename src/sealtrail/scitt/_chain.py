@@ -5,11 +5,15 @@ extension policies fit for signing certificates (the web-PKI client defaults wan
 clientAuth EKU and a SAN, which code- and statement-signing certificates do not carry):
 CAs need basicConstraints CA=true and keyCertSign; the leaf needs the digitalSignature key
 usage and must not be a CA. ``cryptography`` refuses Ed25519 keys inside chains, so those
-chains are walked here with the same rules (validity window, CA constraints, path length,
-each signature by its issuer).
+chains are walked here with the same rules (validity window, CA constraints with critical
+basicConstraints and keyCertSign, path length, each signature by its issuer), stricter
+where the walk does not follow the library: name constraints and other critical CA
+extensions are refused, and the x5chain may hold nothing but the path. Which way a chain
+is checked depends on the keys on its path, never on a certificate merely sent along.
 
 Validations are cached by the chain's bytes (and the anchors'), bounded in size, and only
-until the earliest ``notAfter`` in the chain: a chain is checked once, not per statement,
+while every certificate of the chain is valid and no anchor's validity begins or ends: a
+chain is checked once, not per statement,
 and so is the leaf's key made into a verifier (:meth:`ChainValidator.signing_key`).
 Revocation is checked on every call, before the cache, against the organization's current
 list.
@@ -240,26 +244,51 @@ class ChainValidator:
             if when > cert.not_valid_after_utc:
                 raise _reject("chain-expired", "a certificate in the chain has expired")
         try:
-            ed25519 = any(isinstance(c.public_key(), Ed25519PublicKey) for c in [*certs, *anchors])
+            _check_path(certs, anchors, when)
         except (ValueError, UnsupportedAlgorithm):
             raise _reject(
                 "chain-invalid", "a certificate in the chain has a public key that cannot be used"
             ) from None
-        if ed25519:
-            _walk(certs, anchors, when)
-        else:
-            _build(certs, anchors, when)
-        # Cached while every certificate and anchor is valid (past it, checked afresh).
-        valid = _Validated(
-            since=max(c.not_valid_before_utc for c in [*certs, *anchors]),
-            until=min(c.not_valid_after_utc for c in [*certs, *anchors]),
-            leaf=certs[0],
-        )
+        since, until = _window(certs, anchors, when)
+        valid = _Validated(since=since, until=until, leaf=certs[0])
         with self._lock:
             self._cache[key] = valid
             while len(self._cache) > self._size:
                 self._cache.popitem(last=False)
         return valid
+
+
+def _check_path(
+    certs: list[x509.Certificate], anchors: Sequence[x509.Certificate], when: dt.datetime
+) -> None:
+    """The chain, by the library's path builder, or walked (:func:`_walk`) when a key on
+    the path is Ed25519. An ECDSA chain under an organization with Ed25519 anchors may lead
+    to either kind: the rules are the same, so both are tried."""
+    ed_anchors = [a for a in anchors if _is_ed25519(a)]
+    other_anchors = [a for a in anchors if not _is_ed25519(a)]
+    if any(_is_ed25519(c) for c in certs):
+        _walk(certs, anchors, when)
+    elif not ed_anchors:
+        _build(certs, anchors, when)
+    elif not other_anchors:
+        _walk(certs, ed_anchors, when)
+    else:
+        try:
+            _build(certs, other_anchors, when)
+        except VerificationError:
+            _walk(certs, ed_anchors, when)
+
+
+def _window(
+    certs: list[x509.Certificate], anchors: Sequence[x509.Certificate], when: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    """How long a chain validated at ``when`` stays validated: while every certificate of
+    it is valid and no anchor's validity begins or ends (an anchor expired, or not valid
+    yet, takes no part; one that becomes valid or expires calls for a fresh check)."""
+    edges = [*(a.not_valid_before_utc for a in anchors), *(a.not_valid_after_utc for a in anchors)]
+    since = max([c.not_valid_before_utc for c in certs] + [t for t in edges if t <= when])
+    until = min([c.not_valid_after_utc for c in certs] + [t for t in edges if t > when])
+    return since, until
 
 
 def _build(
@@ -290,7 +319,11 @@ def _build(
 def _walk(
     certs: list[x509.Certificate], anchors: Sequence[x509.Certificate], when: dt.datetime
 ) -> None:
-    """The same rules by hand, for chains with Ed25519 keys."""
+    """The rules of :func:`_build` by hand, for chains with Ed25519 keys: a signing leaf,
+    CAs with critical basicConstraints and keyCertSign, path lengths, validity, and each
+    signature by its issuer. Stricter where it cannot follow the library: every
+    certificate of the x5chain must be on the path, and a CA with name constraints or
+    another critical extension is refused."""
     leaf = certs[0]
     try:
         usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -300,7 +333,11 @@ def _walk(
         raise _reject(
             "chain-invalid", "the signing certificate lacks the digitalSignature key usage"
         )
-    if _is_ca(leaf):
+    try:
+        leaf_is_ca = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        leaf_is_ca = False
+    if leaf_is_ca:  # as _build's leaf policy: whatever the extension's criticality
         raise _reject("chain-invalid", "a CA certificate cannot sign statements")
     pool = list(certs[1:])
     current = leaf
@@ -312,6 +349,10 @@ def _walk(
                 and _is_ca(anchor, depth=depth)
                 and anchor.not_valid_before_utc <= when <= anchor.not_valid_after_utc
             ):
+                if any(c not in anchors for c in pool):  # the anchor itself may be there
+                    raise _reject(
+                        "chain-invalid", "the x5chain holds certificates that are not on its path"
+                    )
                 return
         parent = next((c for c in pool if _issued(current, c)), None)
         if parent is None:
@@ -325,6 +366,14 @@ def _walk(
     raise _reject("chain-untrusted", "the chain does not lead to a trust anchor")
 
 
+#: Critical extensions a CA may carry in a walked chain.
+_CA_CRITICAL = (x509.BasicConstraints, x509.KeyUsage)
+
+
+def _is_ed25519(cert: x509.Certificate) -> bool:
+    return isinstance(cert.public_key(), Ed25519PublicKey)
+
+
 def _issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     if cert.issuer != issuer.subject or not _is_ca(issuer):
         return False
@@ -336,14 +385,20 @@ def _issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def _is_ca(cert: x509.Certificate, *, depth: int = 0) -> bool:
+    """A CA as the library's web-PKI CA policy has one: basicConstraints critical with CA
+    set and a path length allowing ``depth`` certificates below, keyCertSign; and, by
+    hand, no name constraints (not enforced here) nor another critical extension."""
     try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return False
-    if not bc.ca or (bc.path_length is not None and bc.path_length < depth):
-        return False
-    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
-        return True
-    return ku.key_cert_sign
+        return False
+    if not bc.critical or not bc.value.ca or not ku.key_cert_sign:
+        return False
+    if bc.value.path_length is not None and bc.value.path_length < depth:
+        return False
+    return not any(
+        isinstance(e.value, x509.NameConstraints)
+        or (e.critical and not isinstance(e.value, _CA_CRITICAL))
+        for e in cert.extensions
+    )
