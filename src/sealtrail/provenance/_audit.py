@@ -39,6 +39,7 @@ from sealtrail.scitt import (
     SignedStatement,
     Users,
     issuer_key,
+    load_certificates,
     parse_grant_record,
     parse_keys_record,
     parse_org_record,
@@ -152,8 +153,9 @@ class _Replay:
                 alg=statement.alg,
                 size=len(record.body),
             )
-            when = dt.datetime.fromtimestamp(statement.issued_at or 0, dt.UTC)
-            statement.message.verify(issuer_key(statement, org, self.validator, now=when))
+            statement.message.verify(
+                issuer_key(statement, org, self.validator, now=_checked_at(statement))
+            )
             kind = KINDS.get(content_type)
             if kind is None:
                 return indexed_entry(index, leaf, "", None, Outcome()), Outcome(), edited
@@ -189,6 +191,19 @@ class _Replay:
                 )
         else:
             parse_grant_record(statement.payload)
+
+
+def _checked_at(statement: SignedStatement) -> dt.datetime:
+    """When to check a statement's chain: at its ``iat``, as registration did too. One
+    without ``iat`` (optional outside the provenance kinds) was checked at the moment of
+    its registration, which the log does not record: it is checked at the first moment
+    its whole chain was valid, so that everything but the moment is checked."""
+    if statement.issued_at is not None or not statement.x5chain:
+        return dt.datetime.fromtimestamp(statement.issued_at or 0, dt.UTC)
+    try:
+        return max(load_certificates(der)[0].not_valid_before_utc for der in statement.x5chain)
+    except Error:  # not certificates: the validation that follows says so
+        return dt.datetime.fromtimestamp(0, dt.UTC)
 
 
 def _edited_columns(
