@@ -84,6 +84,8 @@ __all__ = [
 
 #: The provenance policy's default maximum attestation age, used without a data directory.
 DEFAULT_MAX_AGE = 24 * 3600
+#: How much older than the policy's maximum age the stale attestation is, in seconds.
+STALE_BY = 3600
 #: Seconds to wait for the provenance index or a passport.
 WAIT = 30.0
 S = ComplianceState
@@ -468,12 +470,13 @@ def replayed_nonce(lab: AttackLab) -> AttackResult:
 @_scenario("stale-attestation")
 def stale_attestation(lab: AttackLab) -> AttackResult:
     """A server is moved to ``verified`` on an attestation older than the policy's maximum
-    age (twice as old: it was recorded with a backdated issue time). Sealtrail must refuse
-    the move: ``compliance-stale-attestation``."""
+    age (by an hour: it was recorded with a backdated issue time, which the operator's
+    certificate, backdated by ``_actors.CERT_BACKDATE``, covers). Sealtrail must refuse the
+    move: ``compliance-stale-attestation``."""
     server = lab.stale.servers[0]
     op = lab.fleet.operator
     nonce = _nonce(lab, server.serial)
-    old = int(time.time()) - 2 * lab.max_attestation_age
+    old = int(time.time()) - lab.max_attestation_age - STALE_BY
     result = op.attestation(server.serial, op.challenge(server.devices, nonce), nonce)
     lab.register(op, result, server.serial, issued_at=old)
     move = op.move(server.serial, S.ARRIVED, S.VERIFIED, "attestation affirming")
