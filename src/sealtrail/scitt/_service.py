@@ -427,6 +427,9 @@ class TransparencyService:
         # Organization changes one at a time: check, log and apply must not interleave, or
         # two records of the same version could both reach the log.
         self._org_lock = asyncio.Lock()
+        #: Organization name -> set once the new record being registered for it is in
+        #: effect (:meth:`submit_current` holds that organization's statements meanwhile).
+        self._changing: dict[str, asyncio.Event] = {}
         self._signatures = SignatureChecks()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -676,8 +679,29 @@ class TransparencyService:
 
     async def register(self, data: bytes) -> Registration:
         """Check, store and append one statement; returns once its checkpoint is durable."""
-        statement, _ = await self.check_async(data)
-        return await self.register_checked(statement)
+        statement, org = await self.check_async(data)
+        index = await (await self.submit_current(statement, org)).index
+        return Registration(statement.entry_id, index)
+
+    async def submit_current(self, statement: SignedStatement, org: Organization) -> Submission:
+        """:meth:`submit_checked` for a statement that passed :meth:`check` against
+        ``org``, provided that is still the organization's record and no new one is being
+        registered; otherwise the statement waits for the change and is checked again.
+
+        The audit and passports judge each statement by the organization record in force
+        at its place in the log, so a statement checked just before a change (a revoked
+        certificate, a narrower policy) must not land after it unless the change admits
+        it too. Another process's change is seen once this process folds it
+        (:data:`REGISTRY_POLL`, or at once on a refusal that may depend on it).
+        """
+        while True:
+            changing = self._changing.get(org.name)
+            current = self.registry.get(org.name)
+            if changing is None and current is not None and current.version == org.version:
+                return self.submit_checked(statement)
+            if changing is not None:
+                await changing.wait()
+            statement, org = await self.check_current(statement)
 
     async def register_checked(self, statement: SignedStatement) -> Registration:
         """Store and append a statement that passed :meth:`check`; returns once durable."""
@@ -722,15 +746,20 @@ class TransparencyService:
             return await self._put_organization(org, record_json)
 
     async def _put_organization(self, org: Organization, record_json: bytes) -> Registration:
-        return await self._put_record(
-            ORG_RECORD_TYPE,
-            f"org:{org.name}",
-            record_json,
-            check=lambda: self.registry.check(org),
-            in_effect=lambda: self.registry.get(org.name) == org,
-            apply=lambda: self.registry.apply(org),
-            lost=_lost("org-version", f"version {org.version} of {org.name}"),
-        )
+        done = self._changing[org.name] = asyncio.Event()  # one change at a time: _org_lock
+        try:
+            return await self._put_record(
+                ORG_RECORD_TYPE,
+                f"org:{org.name}",
+                record_json,
+                check=lambda: self.registry.check(org),
+                in_effect=lambda: self.registry.get(org.name) == org,
+                apply=lambda: self.registry.apply(org),
+                lost=_lost("org-version", f"version {org.version} of {org.name}"),
+            )
+        finally:
+            del self._changing[org.name]
+            done.set()
 
     async def put_user(self, user: User) -> Registration:
         """Register a user record (persona, organization, token hashes), signed by the

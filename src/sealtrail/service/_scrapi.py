@@ -91,8 +91,8 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
         parsed: bytes | SignedStatement = data
         if auth.required:
             parsed = await _authorize_write(service, auth, request.state.principal, data)
-        statement, _ = await service.check_current(parsed)
-        submission = service.submit_checked(statement)
+        statement, org = await service.check_current(parsed)
+        submission = await service.submit_current(statement, org)
         location = f"/entries/{statement.entry_id}"
         # Announce the entry (303) only once it is stored: from then on GET of its Location
         # answers 302 until it is in the log, never 404, even across a crash.

@@ -3,6 +3,7 @@ every hostile statement is refused with a stable code and changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import time
@@ -27,7 +28,7 @@ from sealtrail.scitt import (
 )
 
 from ._pki import Issuer, make_ca, make_leaf
-from .conftest import ISSUER, Running, org_record
+from .conftest import ISSUER, SERVICE, Running, org_record
 
 pytestmark = pytest.mark.anyio
 
@@ -223,6 +224,36 @@ async def test_a_revoked_certificate_is_refused(running: Running) -> None:
     with pytest.raises(VerificationError) as caught:
         await running.service.register(good(running.issuer))
     assert caught.value.code == "chain-revoked"
+
+
+async def test_a_statement_checked_as_its_organization_changes_lands_only_if_the_change_admits_it(
+    running: Running,
+) -> None:
+    """A statement checked against an organization's record while a new version (revoking
+    its certificate) is being registered must not land after that version in the log:
+    the audit and passports judge each statement by the record in force at its position."""
+    import json
+
+    from sealtrail.provenance import audit_log
+    from sealtrail.scitt import fingerprint
+
+    doc = json.loads(org_record(running.issuer, version=2))
+    doc["revoked_certificates"] = [fingerprint(running.issuer.leaf)]
+    change = asyncio.create_task(running.service.put_organization(json.dumps(doc).encode()))
+    await asyncio.sleep(0)  # the change is under way: signed and queued, not yet durable
+    registering = asyncio.create_task(running.service.register(good(running.issuer)))
+    await change
+    with pytest.raises(VerificationError) as refused:
+        await registering
+    assert refused.value.code == "chain-revoked"
+    report = audit_log(
+        running.service.reader,
+        running.store.get_statement,
+        None,
+        issuer=SERVICE,
+        service_keys=decode_key_set(running.service.key_set()),
+    )
+    assert report.ok, report.findings
 
 
 async def test_a_policy_change_is_a_log_entry_and_cannot_be_replayed(running: Running) -> None:
