@@ -15,7 +15,7 @@ from sealtrail.log import ConsistencyProof, SignedCheckpoint, verify_checkpoint
 from sealtrail.note import NoteVerifier
 from sealtrail.scitt import ORG_RECORD_TYPE, USER_RECORD_TYPE, parse_statement
 from tests.integration.conftest import COSE
-from tests.integration.test_auth_matrix import ADMIN, World, built_world
+from tests.integration.test_auth_matrix import ADMIN, OTHER_ISSUER, World, built_world
 
 
 def _entries(w: World) -> list[bytes]:
@@ -98,3 +98,28 @@ def test_an_administrator_cannot_rewrite_history_through_the_api() -> None:
         assert r.status_code == 200, r.text
         assert len(w.store.statements_of_type(USER_RECORD_TYPE)) == users_before + 1
         assert _entries(w)[: len(history)] == history
+
+
+def test_a_column_edited_in_the_database_decides_nothing_on_a_live_server() -> None:
+    """Who may read or share a statement follows its issuer's organization. An edit of the
+    stored issuer column (an insider with the database, not the keys) must not hand another
+    organization the statement, nor let it share it on: the server refuses to serve a
+    record whose columns are not its body's, and grants nothing."""
+    with built_world() as w:
+        other = w.headers("other-supplier")
+        url = f"/entries/{w.shared_entry}/statement"
+        assert w.client.get(url, headers=other).status_code == 403
+        w.store.tamper_statement(bytes.fromhex(w.shared_entry), issuer=OTHER_ISSUER)
+        before = w.snapshot()
+        r = w.client.get(url, headers=other)
+        assert r.status_code == 500 and r.json()["code"] == "corruption", r.text
+        assert "edited behind the log" in r.json()["detail"]
+        r = w.client.post(
+            f"/entries/{w.shared_entry}/grants",
+            content=json.dumps({"org": "maker"}),
+            headers={**other, "Content-Type": "application/json"},
+        )
+        assert r.status_code == 500 and r.json()["code"] == "corruption", r.text
+        assert w.snapshot() == before  # nothing granted, nothing stored
+        body = w.client.get(url, headers=ADMIN)
+        assert body.status_code == 500  # not even to an administrator: the store is wrong

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import threading
 import time
@@ -135,6 +136,27 @@ def issuer_key(
             "kid names no key registered for this issuer", code="issuer-key-unknown"
         )
     return verifier
+
+
+def checked_record(record: StatementRecord) -> StatementRecord:
+    """``record``, once its body is known to be the entry's and its columns the body's.
+
+    Who may read or share a statement is decided by its issuer's organization: read from
+    a column an edit of the database could change (the audit names such edits, but a
+    running server must not act on one meanwhile). :class:`Corruption` otherwise."""
+    if hashlib.sha256(record.body).digest() != record.entry_id:
+        raise Corruption(
+            f"statement {record.entry_id.hex()[:16]}…: the stored body is not the entry's "
+            "(edited behind the log)"
+        )
+    statement = parse_statement(record.body, max_size=len(record.body))
+    said = (statement.issuer, statement.subject, str(statement.content_type))
+    if (record.issuer, record.subject, record.content_type) != said:
+        raise Corruption(
+            f"statement {record.entry_id.hex()[:16]}…: the stored issuer, subject or content "
+            "type is not the statement's (edited behind the log)"
+        )
+    return record
 
 
 class RuleContext(Protocol):
@@ -864,7 +886,7 @@ class TransparencyService:
         record = self.store.get_statement(raw)
         if record is None:
             raise NotFound("no statement with this entry id", code="entry-unknown")
-        return record
+        return checked_record(record)
 
     def receipt(self, entry_id: str) -> bytes:
         """A receipt for the entry against the latest checkpoint.

@@ -8,6 +8,7 @@ a fault *between* the steps leaves what a step-wise backend could leave behind.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -199,6 +200,13 @@ class MemoryStore:
         """Overwrite the stored checkpoint behind the log's back."""
         with self._lock:
             self._checkpoint = StoredCheckpoint(size, note)
+
+    def tamper_statement(self, entry_id: bytes, **columns: str | bytes | int) -> None:
+        """Overwrite a stored statement's columns (``body``, ``issuer``, ...) behind the
+        log's back."""
+        with self._lock:
+            seq, record = self._statements[entry_id]
+            self._statements[entry_id] = (seq, dataclasses.replace(record, **columns))  # type: ignore[arg-type]
 
     def drop_tile(self, level: int, index: int) -> None:
         """Delete a tile's parts behind the log's back."""
