@@ -511,14 +511,26 @@ class LogReader:
 
     def index_of(self, leaf: bytes, *, size: int | None = None) -> int:
         """The index of the entry with this leaf hash, confirmed against the hash tile."""
+        found = self.indexes_of([leaf], size=size).get(leaf)
+        if found is None:
+            raise NotFound("no entry with this leaf hash in the tree")
+        return found
+
+    def indexes_of(self, leaves: Sequence[bytes], *, size: int | None = None) -> dict[bytes, int]:
+        """:meth:`index_of` for many leaf hashes at once (one lookup in the store): those of
+        ``leaves`` in the tree, each with its first index."""
         bound = self._bound(size)
-        for hit in sorted(self.store.lookup_leaves([leaf]).get(leaf, [])):
-            if hit < bound and self.leaf_hash_at(hit, size=bound) == leaf:
-                return hit
-        tail = self._tail_index(bound).get(leaf)
-        if tail is not None:
-            return tail
-        raise NotFound("no entry with this leaf hash in the tree")
+        out: dict[bytes, int] = {}
+        for leaf, hits in self.store.lookup_leaves(leaves).items():
+            for hit in sorted(hits):
+                if hit < bound and self.leaf_hash_at(hit, size=bound) == leaf:
+                    out[leaf] = hit
+                    break
+        missing = [leaf for leaf in leaves if leaf not in out]
+        if missing:
+            tail = self._tail_index(bound)
+            out.update((leaf, tail[leaf]) for leaf in missing if leaf in tail)
+        return out
 
     def inclusion_proof(self, index: int, *, size: int | None = None) -> InclusionProof:
         bound = self._bound(size)

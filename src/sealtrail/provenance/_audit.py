@@ -35,6 +35,7 @@ from sealtrail.scitt import (
     ORG_RECORD_TYPE,
     USER_RECORD_TYPE,
     ChainValidator,
+    Grant,
     Registry,
     SignedStatement,
     Users,
@@ -113,9 +114,12 @@ class _Replay:
         issuer: str,
         service_keys: Mapping[bytes, Verifier],
         policy: ProvenancePolicy,
+        statement: Callable[[bytes], StatementRecord | None],
     ) -> None:
         self.issuer = issuer
         self.service_keys = service_keys
+        self.statement = statement
+        self.service_marks: set[bytes] = set()
         self.registry = Registry()
         self.users = Users()
         self.validator = ChainValidator()
@@ -179,6 +183,18 @@ class _Replay:
         if verifier is None:
             raise Error("signed by a key that is not a service key", code="org-record-untrusted")
         statement.message.verify(verifier)
+        message = statement.message
+        half = len(message.signature) // 2  # ECDSA's r: (r, n - s) verifies too, keyless
+        mark = hashlib.sha256(
+            message.protected_bytes + (message.payload or b"") + message.signature[:half]
+        ).digest()
+        if mark in self.service_marks:
+            raise Error(
+                "an earlier service record again, under a re-encoded signature: a copy the "
+                "service never made",
+                code="service-record-replayed",
+            )
+        self.service_marks.add(mark)
         if content_type == ORG_RECORD_TYPE:
             self.registry.apply(parse_org_record(statement.payload))
         elif content_type == USER_RECORD_TYPE:
@@ -190,7 +206,25 @@ class _Replay:
                     code="keys-record-untrusted",
                 )
         else:
-            parse_grant_record(statement.payload)
+            self._grant(parse_grant_record(statement.payload))
+
+    def _grant(self, grant: Grant) -> None:
+        """A grant is made by an administrator or by a user of the statement's organization
+        (as the service allows), of a statement it has: checked by what the log says of
+        both, not by the statement store's columns."""
+        record = self.statement(grant.entry)
+        if record is None or hashlib.sha256(record.body).digest() != grant.entry:
+            raise Error("a grant of a statement the store does not hold", code="grant-unknown")
+        owner = self.registry.name_of(parse_statement(record.body).issuer)
+        user = self.users.get(grant.by)
+        if grant.by != "admin" and (
+            user is None or (user.persona != "admin" and (user.org is None or user.org != owner))
+        ):
+            raise Error(
+                f"a grant by {grant.by!r}, neither an administrator nor a user of the "
+                f"statement's organization ({owner or 'none'})",
+                code="grant-forbidden",
+            )
 
 
 def _checked_at(statement: SignedStatement) -> dt.datetime:
@@ -255,7 +289,12 @@ def audit_log(
         report.findings.append(Finding("log", f"{exc} ({exc.code})"))
         return report
     size = 0 if report.checkpoint is None else report.checkpoint.size
-    replay = _Replay(issuer=issuer, service_keys=service_keys, policy=policy or ProvenancePolicy())
+    replay = _Replay(
+        issuer=issuer,
+        service_keys=service_keys,
+        policy=policy or ProvenancePolicy(),
+        statement=statement,
+    )
     expected_entries: list[IndexedEntry] = []
     expected_changes: list[tuple[int, int, str, str, str | None]] = []
     for start in range(0, size, AUDIT_STEP):

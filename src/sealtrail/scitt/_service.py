@@ -452,6 +452,8 @@ class TransparencyService:
         #: Organization name -> set once the new record being registered for it is in
         #: effect (:meth:`submit_current` holds that organization's statements meanwhile).
         self._changing: dict[str, asyncio.Event] = {}
+        #: Each service record folded, by its signed content and signature's first half.
+        self._service_marks: dict[bytes, bytes] = {}
         self._signatures = SignatureChecks()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -515,16 +517,49 @@ class TransparencyService:
     def _fold_type(self, content_type: str, fold: Callable[[bytes], None]) -> None:
         # Only the records not folded yet: the service polls this every second.
         records = self.store.statements_of_type(content_type, skip=self._folded[content_type])
+        if not self._folded[content_type]:
+            records = self._in_log_order(records)
         for record in records:
             statement = parse_statement(record.body)
+            if statement.issuer == self.issuer:  # only the service's own records count
+                self._verify_service_signature(statement)
+                self._not_replayed(record, statement)
             self._folded[content_type] += 1
             if statement.issuer != self.issuer:
-                continue  # only the service's own records count
-            self._verify_service_signature(statement)
+                continue
             try:
                 fold(statement.payload)
             except InvalidInput as exc:
                 log.warning("record %s not applied: %s", record.entry_id.hex(), exc)
+
+    def _in_log_order(self, records: list[StatementRecord]) -> list[StatementRecord]:
+        """``records`` as the log orders them, those not in it yet after, in store order.
+
+        The store's own order is its ``seq`` column, which an edit of the database can
+        change (putting a user's revocation before the record it revokes, say): the log's
+        order is signed. The audit replays the log in its order; so does a start."""
+        leaves = [leaf_hash(r.entry_id) for r in records]
+        found = self.reader.indexes_of(leaves)
+        unsequenced = len(records)  # past every index: in store order, after the log's
+        keyed = sorted((found.get(leaf, unsequenced + n), n) for n, leaf in enumerate(leaves))
+        return [records[n] for _, n in keyed]
+
+    def _not_replayed(self, record: StatementRecord, statement: SignedStatement) -> None:
+        """Refuse a service record that is an earlier one's signed content again, under a
+        signature derived from that one's: with ECDSA, (r, s) and (r, n - s) both verify, so
+        anyone can make a second copy with a new entry id, without the key. A service that
+        signs the same content again (a grant given twice in one second) signs afresh, with
+        another r; the first half of the signature tells the two apart."""
+        message = statement.message
+        half = len(message.signature) // 2
+        mark = hashlib.sha256(
+            message.protected_bytes + (message.payload or b"") + message.signature[:half]
+        ).digest()
+        if self._service_marks.setdefault(mark, record.entry_id) != record.entry_id:
+            raise Corruption(
+                f"service record {record.entry_id.hex()[:16]}… repeats an earlier record "
+                "under a re-encoded signature: the statement store was edited behind the log"
+            )
 
     def _fold_keys(self, payload: bytes) -> None:
         self.recorded_keys = parse_keys_record(payload)

@@ -1,0 +1,161 @@
+"""An insider with the database but not the keys edits the statement store behind the log:
+reordering the service's records (``seq``) or adding a copy of one under a re-encoded
+signature. A restarting service folds its records in the log's order, and refuses to start
+on a replayed copy; the audit names the copy."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from sealtrail.errors import Corruption
+from sealtrail.keys import ES256, Ed25519Signer, Signer, generate_signer
+from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
+from sealtrail.provenance import audit_log
+from sealtrail.scitt import Grant, TransparencyService, User, key_id, new_token
+from sealtrail.storage import SQLiteStore
+
+from ._pki import make_issuer
+from .conftest import SERVICE, org_record
+
+pytestmark = pytest.mark.anyio
+
+#: The order of the P-256 group: (r, s) and (r, N - s) are both valid ECDSA signatures.
+N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@asynccontextmanager
+async def _service(
+    path: Path, keys: tuple[CheckpointSigner, Signer]
+) -> AsyncIterator[TransparencyService]:
+    store = SQLiteStore(path)
+    sequencer = Sequencer(store, signer=keys[0], config=SequencerConfig(max_delay=0.001))
+    service = TransparencyService(store=store, sequencer=sequencer, signer=keys[1], issuer=SERVICE)
+    await sequencer.start()
+    try:
+        await service.start()
+        try:
+            yield service
+        finally:
+            await service.close()
+    finally:
+        await sequencer.close()
+        store.close()
+
+
+def _keys() -> tuple[CheckpointSigner, Signer]:
+    checkpoints = CheckpointSigner(origin="edits.test/log", signer=Ed25519Signer.generate())
+    return checkpoints, generate_signer(ES256)
+
+
+async def test_a_revocation_moved_before_what_it_revokes_is_folded_in_log_order(
+    tmp_path: Path,
+) -> None:
+    path, keys = tmp_path / "log.db", _keys()
+    _, token = new_token(int(time.time()) + 86400)
+    async with _service(path, keys) as service:
+        await service.put_user(User("mallory", 1, "auditor", None, (token,)))
+        revoked = await service.put_user(User("mallory", 2, "auditor", None, ()))
+    with sqlite3.connect(path) as db:  # the revocation first in the store's order
+        db.execute(
+            "UPDATE statements SET seq = -seq WHERE entry_id = ?",
+            (bytes.fromhex(revoked.entry_id),),
+        )
+    db.close()
+    async with _service(path, keys) as service:
+        user = service.users.get("mallory")
+        assert user is not None and user.version == 2 and not user.tokens
+
+
+async def test_a_service_record_replayed_under_a_re_encoded_signature_is_refused(
+    tmp_path: Path,
+) -> None:
+    path, keys = tmp_path / "log.db", _keys()
+    async with _service(path, keys) as service:
+        issuer = make_issuer(ES256)
+        await service.put_organization(org_record(issuer))
+        shared = await service.put_organization(org_record(issuer, version=2))
+        entry = bytes.fromhex(shared.entry_id)
+        granted = await service.put_grant(Grant(entry, "maker", "admin"))
+        await service.put_grant(Grant(entry, "maker", "admin", revoked=True))
+    with sqlite3.connect(path) as db:
+        body, *columns = db.execute(
+            "SELECT body, issuer, subject, content_type, registered_at FROM statements"
+            " WHERE entry_id = ?",
+            (bytes.fromhex(granted.entry_id),),
+        ).fetchone()
+        tag = cbor2.loads(body)
+        parts = list(tag.value)
+        s = int.from_bytes(parts[3][32:], "big")
+        parts[3] = parts[3][:32] + (N - s).to_bytes(32, "big")
+        copy = cbor2.dumps(cbor2.CBORTag(18, parts))
+        db.execute(
+            "INSERT INTO statements (entry_id, body, issuer, subject, content_type, registered_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (hashlib.sha256(copy).digest(), copy, *columns),
+        )
+    db.close()
+    with pytest.raises(Corruption, match="re-encoded signature"):
+        async with _service(path, keys):
+            pass
+
+    # Appended to the log anyway (by a release without this check, say): the audit names it.
+    store = SQLiteStore(path)
+    async with Sequencer(store, signer=keys[0]) as sequencer:
+        await sequencer.add(hashlib.sha256(copy).digest())
+        report = audit_log(
+            sequencer.reader,
+            store.get_statement,
+            None,
+            issuer=SERVICE,
+            service_keys={key_id(keys[1].verifier()): keys[1].verifier()},
+        )
+    store.close()
+    assert [f.what for f in report.findings if "service-record-replayed" in f.what], report
+
+
+async def test_the_audit_names_a_grant_by_someone_who_may_not_share_the_statement(
+    tmp_path: Path,
+) -> None:
+    """The service grants on behalf of an administrator or a user of the statement's own
+    organization; a grant by anyone else (made while the store's issuer column was edited,
+    say) is named, whatever the store says now."""
+    path, keys = tmp_path / "log.db", _keys()
+    store = SQLiteStore(path)
+    sequencer = Sequencer(store, signer=keys[0], config=SequencerConfig(max_delay=0.001))
+    service = TransparencyService(store=store, sequencer=sequencer, signer=keys[1], issuer=SERVICE)
+    await sequencer.start()
+    await service.start()
+    try:
+        issuer = make_issuer(ES256)
+        record = await service.put_organization(org_record(issuer))
+        await service.put_user(User("eve", 1, "auditor", None, ()))
+        await service.put_grant(Grant(bytes.fromhex(record.entry_id), "maker", "admin"))
+        await service.put_grant(Grant(bytes.fromhex(record.entry_id), "maker", "eve"))
+        report = audit_log(
+            sequencer.reader,
+            store.get_statement,
+            None,
+            issuer=SERVICE,
+            service_keys={key_id(keys[1].verifier()): keys[1].verifier()},
+        )
+    finally:
+        await service.close()
+        await sequencer.close()
+        store.close()
+    assert [str(f) for f in report.findings] == [
+        "entry 3: registration would refuse its statement: a grant by 'eve', neither an "
+        "administrator nor a user of the statement's organization (none) (grant-forbidden)"
+    ]
