@@ -190,6 +190,11 @@ def test_the_copy_verifies_and_audits_clean(log: Log) -> None:
             id="the checkpoint's size",
         ),
         pytest.param(
+            ["UPDATE log_checkpoint SET indexed = size"],
+            "the leaf index does not hold entry 0, below its watermark 25",
+            id="the leaf-index watermark raised",
+        ),
+        pytest.param(
             ["UPDATE log_checkpoint SET note = NULL, size = 0, indexed = 0"],
             "but no checkpoint: its checkpoint was removed",
             id="the checkpoint deleted",

@@ -623,11 +623,16 @@ class LogReader:
         if latest is None:
             return None
         size = latest.size
+        stored = self.store.read_checkpoint()
+        indexed = 0 if stored is None else stored.indexed
+        if not 0 <= indexed <= size:
+            raise Corruption(f"leaf-index watermark {indexed} is outside the tree")
         full = size - size % TILE_WIDTH
         upper = CompactRange(0, [])  # over the level-8 nodes: Merkle level 8 + its level
         for start in range(0, full, TILE_WIDTH):
             index = start // TILE_WIDTH
             hashes = self._audit_bundle(index, TILE_WIDTH, size)
+            self._audit_leaf_index(start, hashes, indexed)
             levels = inner_levels(hashes)
             self._check_interior(0, index, b"".join(levels))
             top = levels[-1]
@@ -639,6 +644,7 @@ class LogReader:
         if size > full:
             index = full // TILE_WIDTH
             hashes = self._audit_bundle(index, size - full, size)
+            self._audit_leaf_index(full, hashes, indexed)
             tree, _ = tree.append(
                 [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
             )
@@ -647,6 +653,22 @@ class LogReader:
         if tree.root() != latest.root:
             raise Corruption("the entries do not hash to the signed checkpoint's root")
         return latest
+
+    def _audit_leaf_index(self, first: int, hashes: bytes, indexed: int) -> None:
+        """The store's leaf index holds each entry from ``first`` below its watermark: the
+        sequencer takes an entry it does not find there (nor above it) for a new one, and a
+        registration sent again would be given a second index."""
+        count = min(len(hashes) // HASH_SIZE, indexed - first)
+        if count <= 0:
+            return
+        leaves = [hashes[i * HASH_SIZE : (i + 1) * HASH_SIZE] for i in range(count)]
+        found = self.store.lookup_leaves(leaves)
+        for offset, leaf in enumerate(leaves):
+            if first + offset not in found.get(leaf, ()):
+                raise Corruption(
+                    f"the leaf index does not hold entry {first + offset}, below its "
+                    f"watermark {indexed}: a registration sent again would get a second index"
+                )
 
     def _audit_bundle(self, index: int, width: int, size: int) -> bytes:
         """Entry bundle ``index``'s leaf hashes, checked against the level-0 tile."""

@@ -498,6 +498,17 @@ class Sequencer:
                 raise Corruption("stored tiles do not hash to the signed checkpoint's root")
             if not 0 <= stored.indexed <= signed.size:
                 raise Corruption(f"leaf-index watermark {stored.indexed} is outside the tree")
+            if stored.indexed:
+                # The index holds the entries below its watermark, the tail above it is
+                # read from the tiles: a watermark raised behind the log would hide entries
+                # from both, and an entry sent again would get a second index.
+                last = stored.indexed - 1
+                leaf = self.reader.leaf_hash_at(last, size=signed.size)
+                if last not in self.store.lookup_leaves([leaf]).get(leaf, ()):
+                    raise Corruption(
+                        f"the leaf index does not hold entry {last}, below its watermark "
+                        f"{stored.indexed}: the watermark was raised behind the log"
+                    )
             self._range, self._latest = tree, signed
         indexed = 0 if stored is None else stored.indexed
         size = self._range.size

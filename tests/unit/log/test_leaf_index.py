@@ -121,3 +121,26 @@ def test_the_index_is_asked_only_once_it_holds_entries(signer: CheckpointSigner)
     before = store.lookups
     assert add(store, signer, [b"e-3", b"new"]) == [3, 200]
     assert store.lookups > before
+
+
+def test_a_watermark_raised_behind_the_log_is_refused(
+    tmp_path: Path, signer: CheckpointSigner
+) -> None:
+    """The leaf index holds the entries below its watermark and the tiles hold the rest: a
+    watermark raised in the database hides the entries between from both, and an entry
+    sent again would get a second index. The sequencer's start and the audit refuse it."""
+    import sqlite3
+
+    from sealtrail.errors import Corruption
+
+    store = SQLiteStore(tmp_path / "log.db")
+    add(store, signer, items(150))  # indexed up to 150
+    add(store, signer, items(30, "g"))  # 30 more in the tail
+    with sqlite3.connect(tmp_path / "log.db") as db:
+        db.execute("UPDATE checkpoint SET indexed = size")
+    db.close()
+    with pytest.raises(Corruption, match="does not hold entry 179, below its watermark 180"):
+        add(store, signer, items(1, "again"))
+    with pytest.raises(Corruption, match="does not hold entry 150, below its watermark 180"):
+        reader_for(store, signer).audit()
+    store.close()

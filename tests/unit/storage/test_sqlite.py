@@ -354,20 +354,24 @@ def test_an_edited_checkpoint_row_is_caught(logged: SQLiteStore, signer: Checkpo
     logged.close()
 
 
-def test_a_deleted_leaf_row_only_loses_the_hint(
+def test_a_deleted_leaf_row_is_named_by_the_audit(
     logged: SQLiteStore, signer: CheckpointSigner
 ) -> None:
     _rewrite_leaf_index(logged.path, lambda pairs: [(k, i) for k, i in pairs if i != 7])
-    # Deduplication against the log no longer finds entry 7: it is appended again.
+    with pytest.raises(Corruption, match="the leaf index does not hold entry 7"):
+        reader(logged, signer).audit()
+    # Deduplication against the log no longer finds entry 7: it is appended again, and the
+    # tree stays sound (the audit still names the row).
     assert add(logged, signer, [ENTRIES[6], ENTRIES[7]]) == [6, 300]
     log = reader(logged, signer)
-    assert log.audit() is not None
+    with pytest.raises(Corruption, match="the leaf index does not hold entry 7"):
+        log.audit()
     assert log.entry(7) == log.entry(300) == ENTRIES[7]
     assert log.index_of(leaf_hash(ENTRIES[7])) == 300  # proof by hash still works
     logged.close()
 
 
-def test_a_deleted_leaf_page_only_loses_its_hints(
+def test_deleted_leaf_pages_stop_the_sequencer_and_are_named_by_the_audit(
     logged: SQLiteStore, signer: CheckpointSigner
 ) -> None:
     conn = raw(logged.path)
@@ -375,10 +379,11 @@ def test_a_deleted_leaf_page_only_loses_its_hints(
     conn.execute("DELETE FROM leaf_pages")  # every page of every run, keys left behind
     conn.close()
     assert logged.lookup_leaves([leaf_hash(ENTRIES[7])]) == {}
-    assert add(logged, signer, [ENTRIES[7]]) == [300]  # appended again, as a new entry
-    log = reader(logged, signer)
-    assert log.audit() is not None
-    assert log.entry(7) == log.entry(300) == ENTRIES[7]
+    # Every entry sent again would be taken for a new one: the sequencer does not start.
+    with pytest.raises(Corruption, match="the leaf index does not hold entry 299"):
+        add(logged, signer, [ENTRIES[7]])
+    with pytest.raises(Corruption, match="the leaf index does not hold entry 0"):
+        reader(logged, signer).audit()
     logged.close()
 
 
@@ -393,7 +398,8 @@ def test_an_edited_leaf_row_never_aliases_another_entry(
     )
     assert add(logged, signer, [ENTRIES[7], new]) == [300, 301]
     log = reader(logged, signer)
-    assert log.audit() is not None
+    with pytest.raises(Corruption, match="the leaf index does not hold entry 7"):
+        log.audit()  # the tree is sound; the audit names the edited row
     assert log.entry(9) == ENTRIES[9]
     logged.close()
 
