@@ -448,6 +448,18 @@ class ProvenanceLedger:
                     f"a nonce older than {self.policy.challenge_ttl} s", code="nonce-expired"
                 )
 
+    def withdraw(self, entry_id: bytes) -> None:
+        """Take back the acceptance of a statement that is not queued for the store as it
+        was checked (it waits for a change of its organization's record, and is checked
+        again after it): until then, other statements are judged without it, and checked
+        again it is accepted once, not twice."""
+        with self._lock:
+            kept = deque(a for a in self._queue if a.fact.entry_id != entry_id)
+            if len(kept) == len(self._queue):
+                return
+            self._queue = kept
+            self._diverged = True  # the tentative state is built again before its next use
+
     def accept(self, fact: Fact, context: RuleContext) -> None:
         """Apply ``fact`` to the tentative state and queue it, or raise its refusal."""
         if self._diverged:

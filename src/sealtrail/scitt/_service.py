@@ -443,6 +443,9 @@ class TransparencyService:
         #: Set by a layer above whose payload rules rest on the log's history (the
         #: provenance ledger): brings that history up to date on a shared store.
         self.refresh_history: Callable[[], Awaitable[None]] | None = None
+        #: Set by the layer whose payload rules remember what they accept (the provenance
+        #: ledger): takes back a statement's acceptance when it is to be checked again.
+        self.withdraw: Callable[[bytes], None] | None = None
         self._registry_task: asyncio.Task[None] | None = None
         self._done: set[int] = set()
         self._sequenced = 0
@@ -756,6 +759,8 @@ class TransparencyService:
             current = self.registry.get(org.name)
             if changing is None and current is not None and current.version == org.version:
                 return self.submit_checked(statement)
+            if self.withdraw is not None:  # accepted as checked: judged again, after
+                self.withdraw(statement.leaf_entry)
             if changing is not None:
                 await changing.wait()
             statement, org = await self.check_current(statement)

@@ -133,6 +133,7 @@ def service_app(
     )
 
     service.refresh_history = ledger.refresh
+    service.withdraw = ledger.withdraw
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -259,6 +259,7 @@ async def signed_chain(
         payload_rules=ledger.rules(),
     )
     holder["service"] = service
+    service.withdraw = ledger.withdraw  # as service_app wires it
     if before_start is not None:
         before_start(service)
     await sequencer.start()
