@@ -59,6 +59,8 @@ DEFAULT_TILE_CACHE = 4096
 HIGH_NODE_CACHE = 1 << 16
 #: Upper proof paths (from a full leaf tile's root to the root of a tree size) per reader.
 UPPER_PATH_CACHE = 1 << 14
+#: Entries whose leaf-index rows the audit looks up at once.
+LEAF_CHECK_BATCH = 1 << 16
 
 #: Called with (done, total) while a long operation runs.
 Progress = Callable[[int, int], None]
@@ -624,15 +626,15 @@ class LogReader:
             return None
         size = latest.size
         stored = self.store.read_checkpoint()
-        indexed = 0 if stored is None else stored.indexed
-        if not 0 <= indexed <= size:
-            raise Corruption(f"leaf-index watermark {indexed} is outside the tree")
+        # Read after the checkpoint: a live store may have committed (and indexed) more since.
+        indexed = 0 if stored is None else min(stored.indexed, size)
+        leaf_index = _LeafIndexCheck(self.store, indexed)
         full = size - size % TILE_WIDTH
         upper = CompactRange(0, [])  # over the level-8 nodes: Merkle level 8 + its level
         for start in range(0, full, TILE_WIDTH):
             index = start // TILE_WIDTH
             hashes = self._audit_bundle(index, TILE_WIDTH, size)
-            self._audit_leaf_index(start, hashes, indexed)
+            leaf_index.add(start, hashes)
             levels = inner_levels(hashes)
             self._check_interior(0, index, b"".join(levels))
             top = levels[-1]
@@ -644,31 +646,16 @@ class LogReader:
         if size > full:
             index = full // TILE_WIDTH
             hashes = self._audit_bundle(index, size - full, size)
-            self._audit_leaf_index(full, hashes, indexed)
+            leaf_index.add(full, hashes)
             tree, _ = tree.append(
                 [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
             )
             if progress is not None:
                 progress(size, size)
+        leaf_index.flush()
         if tree.root() != latest.root:
             raise Corruption("the entries do not hash to the signed checkpoint's root")
         return latest
-
-    def _audit_leaf_index(self, first: int, hashes: bytes, indexed: int) -> None:
-        """The store's leaf index holds each entry from ``first`` below its watermark: the
-        sequencer takes an entry it does not find there (nor above it) for a new one, and a
-        registration sent again would be given a second index."""
-        count = min(len(hashes) // HASH_SIZE, indexed - first)
-        if count <= 0:
-            return
-        leaves = [hashes[i * HASH_SIZE : (i + 1) * HASH_SIZE] for i in range(count)]
-        found = self.store.lookup_leaves(leaves)
-        for offset, leaf in enumerate(leaves):
-            if first + offset not in found.get(leaf, ()):
-                raise Corruption(
-                    f"the leaf index does not hold entry {first + offset}, below its "
-                    f"watermark {indexed}: a registration sent again would get a second index"
-                )
 
     def _audit_bundle(self, index: int, width: int, size: int) -> bytes:
         """Entry bundle ``index``'s leaf hashes, checked against the level-0 tile."""
@@ -724,3 +711,39 @@ class LogReader:
             raise Corruption(
                 f"{tile_name(level, index)}: stored inner nodes do not match its hashes"
             )
+
+
+class _LeafIndexCheck:
+    """The audit's check that the store's leaf index holds each entry below its watermark:
+    the sequencer takes an entry it finds neither there nor above it for a new one, and a
+    registration sent again would be given a second index. Looked up in batches of
+    :data:`LEAF_CHECK_BATCH` (an index run is read once per batch, not once per tile)."""
+
+    def __init__(self, store: LogStore, indexed: int) -> None:
+        self.store = store
+        self.indexed = indexed
+        self.first = 0
+        self.leaves: list[bytes] = []
+
+    def add(self, first: int, hashes: bytes) -> None:
+        count = min(len(hashes) // HASH_SIZE, self.indexed - first)
+        if count <= 0:
+            return
+        if not self.leaves:
+            self.first = first
+        self.leaves += [hashes[i * HASH_SIZE : (i + 1) * HASH_SIZE] for i in range(count)]
+        if len(self.leaves) >= LEAF_CHECK_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.leaves:
+            return
+        found = self.store.lookup_leaves(self.leaves)
+        for offset, leaf in enumerate(self.leaves):
+            if self.first + offset not in found.get(leaf, ()):
+                raise Corruption(
+                    f"the leaf index does not hold entry {self.first + offset}, below its "
+                    f"watermark {self.indexed}: a registration sent again would get a second "
+                    "index"
+                )
+        self.leaves = []

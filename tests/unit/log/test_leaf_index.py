@@ -144,3 +144,30 @@ def test_a_watermark_raised_behind_the_log_is_refused(
     with pytest.raises(Corruption, match="does not hold entry 150, below its watermark 180"):
         reader_for(store, signer).audit()
     store.close()
+
+
+def test_an_audit_of_a_live_store_takes_a_newer_watermark_in_its_stride(
+    signer: CheckpointSigner,
+) -> None:
+    """The audit verifies the checkpoint it read first; a commit that indexed more before
+    the audit read the leaf-index watermark (a hot standby, a running server) is not a
+    corruption."""
+    from sealtrail.storage import StoredCheckpoint
+
+    store = MemoryStore()
+    add(store, signer, items(100))
+    first = store.read_checkpoint()
+    add(store, signer, items(50, "f"))
+    later = store.read_checkpoint()
+    assert first is not None and later is not None
+    assert (first.size, first.indexed, later.indexed) == (100, 0, 150)
+    reads = iter([first])
+
+    class Live(MemoryStore):
+        def read_checkpoint(self) -> StoredCheckpoint | None:
+            return next(reads, later)  # the first read, then the commit landed
+
+    live = Live()
+    live.__dict__.update(store.__dict__)
+    audited = reader_for(live, signer).audit()
+    assert audited is not None and audited.size == 100
