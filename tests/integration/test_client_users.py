@@ -102,6 +102,8 @@ def test_disabled_users_and_refusals_keep_their_codes(live: Live) -> None:
 
         refusals: list[tuple[Callable[[], object], type[Error], str]] = [
             (lambda: admin.put_user("bob", "wizard"), InvalidInput, "admin-request-invalid"),
+            # Records say "admin" for the administrator token: no user may pass for it.
+            (lambda: admin.put_user("admin", "auditor"), InvalidInput, "admin-request-invalid"),
             (lambda: admin.issue_token("olga", 0), InvalidInput, "admin-request-invalid"),
             (lambda: admin.put_user("bob", "supplier", "nowhere"), NotFound, "org-unknown"),
             (lambda: admin.issue_token("nobody"), NotFound, "user-unknown"),

@@ -45,6 +45,22 @@ MAX_ADMIN_BODY = 256 * 1024
 _USER_FIELDS = frozenset({"persona", "org", "disabled", "certificates"})
 
 
+#: Who a record says acted when the administrator token did (a user may not be named so).
+ADMINISTRATOR = "admin"
+
+
+def _user_or_new(service: TransparencyService, name: str) -> User | None:
+    """User ``name``, or None for a new one, whose name may not be the administrator's:
+    records name who acted (a grant's ``by``), and no user may pass for it."""
+    current = service.users.get(name)
+    if current is None and name == ADMINISTRATOR:
+        raise InvalidInput(
+            f"the user name {ADMINISTRATOR!r} is reserved for the administrator token",
+            code="admin-request-invalid",
+        )
+    return current
+
+
 def _json_object(data: bytes, fields: frozenset[str], what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data or b"{}")
@@ -112,7 +128,7 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
         of each TLS client certificate's DER, hex) replaces the ones the user is known by."""
         await _admin_users(auth, service, request)
         doc = _json_object(await read_body(request, 4096), _USER_FIELDS, "a user")
-        current = service.users.get(name)
+        current = _user_or_new(service, name)
         persona = doc.get("persona", None if current is None else current.persona)
         keep_org = current is not None and not ({"org", "persona"} & doc.keys())
         org = current.org if keep_org and current is not None else doc.get("org")
@@ -208,7 +224,7 @@ def add_grant_route(app: FastAPI, service: TransparencyService) -> None:
             raise NotFound(f"no organization {org!r}", code="org-unknown")
         if org == owner:
             raise InvalidInput("a statement's own organization reads it already", code="grant-self")
-        registration = await service.put_grant(Grant(entry, org, principal.user or "admin"))
+        registration = await service.put_grant(Grant(entry, org, principal.user or ADMINISTRATOR))
         return JSONResponse(
             _registered(registration, statement=entry.hex(), org=org), status_code=201
         )
@@ -221,7 +237,7 @@ def add_grant_route(app: FastAPI, service: TransparencyService) -> None:
         if not service.grants.allows(entry, org):
             raise NotFound(f"the statement is not shared with {org!r}", code="grant-unknown")
         registration = await service.put_grant(
-            Grant(entry, org, principal.user or "admin", revoked=True)
+            Grant(entry, org, principal.user or ADMINISTRATOR, revoked=True)
         )
         return JSONResponse(_registered(registration, statement=entry.hex(), org=org))
 
