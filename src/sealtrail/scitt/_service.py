@@ -457,6 +457,7 @@ class TransparencyService:
         self._changing: dict[str, asyncio.Event] = {}
         #: Each service record folded, by its signed content and signature's first half.
         self._service_marks: dict[bytes, bytes] = {}
+        self._started = False
         self._signatures = SignatureChecks()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -476,6 +477,7 @@ class TransparencyService:
             await self._record_keys()
         if warming is not None:  # bounded: a pool that cannot start is found out on use
             await asyncio.wait([asyncio.wrap_future(warming)], timeout=WARM_WAIT)
+        self._started = True
 
     async def close(self) -> None:
         tasks = (self._keys_task, self._registry_task)
@@ -526,7 +528,16 @@ class TransparencyService:
             statement = parse_statement(record.body)
             if statement.issuer == self.issuer:  # only the service's own records count
                 self._verify_service_signature(statement)
-                self._not_replayed(record, statement)
+                try:
+                    self._not_replayed(record, statement)
+                except Corruption as exc:
+                    if not self._started:
+                        raise  # a store edited so is not served
+                    # Running: the copy is not applied, and later records still are (a
+                    # revocation after it must take effect); the audit names it in the log.
+                    log.error("%s (%s); not applied", exc, exc.code)
+                    self._folded[content_type] += 1
+                    continue
             self._folded[content_type] += 1
             if statement.issuer != self.issuer:
                 continue

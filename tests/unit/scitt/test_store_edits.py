@@ -159,3 +159,44 @@ async def test_the_audit_names_a_grant_by_someone_who_may_not_share_the_statemen
         "entry 3: registration would refuse its statement: a grant by 'eve', neither an "
         "administrator nor a user of the statement's organization (none) (grant-forbidden)"
     ]
+
+
+async def test_a_copy_found_while_running_is_not_applied_and_later_records_are(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process that reads another's records as they come (a shared store) and meets such
+    a copy logs it and leaves it out; a revocation registered after it still takes
+    effect there."""
+    import logging
+
+    path, keys = tmp_path / "log.db", _keys()
+    _, token = new_token(int(time.time()) + 86400)
+    async with _service(path, keys) as service:
+        first = await service.put_user(User("mallory", 1, "auditor", None, (token,)))
+        other = TransparencyService(
+            store=service.store, sequencer=service.sequencer, signer=keys[1], issuer=SERVICE
+        )
+        other.fold_records()
+        other._started = True  # serving: what it reads from now on comes by its polls
+        with sqlite3.connect(path) as db:
+            body, *columns = db.execute(
+                "SELECT body, issuer, subject, content_type, registered_at FROM statements"
+                " WHERE entry_id = ?",
+                (bytes.fromhex(first.entry_id),),
+            ).fetchone()
+            parts = list(cbor2.loads(body).value)
+            s = int.from_bytes(parts[3][32:], "big")
+            parts[3] = parts[3][:32] + (N - s).to_bytes(32, "big")
+            copy = cbor2.dumps(cbor2.CBORTag(18, parts))
+            db.execute(
+                "INSERT INTO statements (entry_id, body, issuer, subject, content_type,"
+                " registered_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (hashlib.sha256(copy).digest(), copy, *columns),
+            )
+        db.close()
+        await service.put_user(User("mallory", 2, "auditor", None, ()))
+        with caplog.at_level(logging.ERROR):
+            other.fold_records()
+        user = other.users.get("mallory")
+        assert user is not None and user.version == 2 and not user.tokens
+        assert "re-encoded signature" in caplog.text
