@@ -87,3 +87,14 @@ def test_statements_of_a_type_in_order_and_after_a_skip(store_factory: StoreFact
     assert store.statements_of_type("type/0", skip=3) == evens[3:]
     assert store.statements_of_type("type/0", skip=99) == []
     assert store.statements_of_type("type/none") == []
+
+
+def test_statements_of_a_type_after_a_seq(store_factory: StoreFactory) -> None:
+    store = _store(store_factory)
+    records = [_record(n, f"type/{n % 2}") for n in range(10)]
+    seqs = store.put_statements(records)
+    evens = [(seq, r) for seq, r in zip(seqs, records, strict=True) if r.content_type == "type/0"]
+    assert store.statements_of_type_after("type/0", -(1 << 63)) == evens
+    assert store.statements_of_type_after("type/0", evens[2][0]) == evens[3:]
+    assert store.statements_of_type_after("type/0", seqs[-1]) == []
+    assert store.statements_of_type_after("type/none", 0) == []

@@ -94,6 +94,8 @@ __all__ = [
 
 log = logging.getLogger("sealtrail.scitt")
 
+#: Below every store ``seq`` (an edit may have made one negative: it is folded all the same).
+MIN_SEQ = -(1 << 63)
 #: How far ahead of the service's clock a statement's ``iat`` may be, in seconds.
 MAX_CLOCK_SKEW = 600
 
@@ -421,13 +423,14 @@ class TransparencyService:
             None if self.shared else lambda: self._sequenced,
         )
         self.users = Users()
-        #: Records of each administrative content type folded so far (store order).
         self.grants = Grants()
-        self._folded = {
-            ORG_RECORD_TYPE: 0,
-            USER_RECORD_TYPE: 0,
-            GRANT_RECORD_TYPE: 0,
-            KEYS_RECORD_TYPE: 0,
+        #: Of each administrative content type, the highest store ``seq`` folded so far
+        #: (``None`` before the first fold, which reads them all, in the log's order).
+        self._folded: dict[str, int | None] = {
+            ORG_RECORD_TYPE: None,
+            USER_RECORD_TYPE: None,
+            GRANT_RECORD_TYPE: None,
+            KEYS_RECORD_TYPE: None,
         }
         #: The receipt keys this process signs and verifies with, and the last key set the
         #: log records (None: no rotation recorded yet).
@@ -520,43 +523,50 @@ class TransparencyService:
                 self._fold_type(content_type, fold)
 
     def _fold_type(self, content_type: str, fold: Callable[[bytes], None]) -> None:
-        # Only the records not folded yet: the service polls this every second.
-        records = self.store.statements_of_type(content_type, skip=self._folded[content_type])
-        if not self._folded[content_type]:
-            records = self._in_log_order(records)
-        for record in records:
+        # Only the records not folded yet: on a shared store the service polls this every
+        # second. They are found by their seq above the last folded, not by counting: a row
+        # deleted behind the log must not hide the next record from a running process.
+        after = self._folded[content_type]
+        rows = self.store.statements_of_type_after(
+            content_type, MIN_SEQ if after is None else after
+        )
+        if after is None:
+            rows = self._in_log_order(rows)
+        for seq, record in rows:
+            last = self._folded[content_type]
+            self._folded[content_type] = seq if last is None else max(last, seq)
             statement = parse_statement(record.body)
-            if statement.issuer == self.issuer:  # only the service's own records count
-                self._verify_service_signature(statement)
-                try:
-                    self._not_replayed(record, statement)
-                except Corruption as exc:
-                    if not self._started:
-                        raise  # a store edited so is not served
-                    # Running: the copy is not applied, and later records still are (a
-                    # revocation after it must take effect); the audit names it in the log.
-                    log.error("%s (%s); not applied", exc, exc.code)
-                    self._folded[content_type] += 1
-                    continue
-            self._folded[content_type] += 1
             if statement.issuer != self.issuer:
+                continue  # only the service's own records count
+            self._verify_service_signature(statement)
+            try:
+                self._not_replayed(record, statement)
+            except Corruption as exc:
+                if not self._started:
+                    raise  # a store edited so is not served
+                # Running: the copy is not applied, and later records still are (a
+                # revocation after it must take effect); the audit names it in the log.
+                log.error("%s (%s); not applied", exc, exc.code)
                 continue
             try:
                 fold(statement.payload)
             except InvalidInput as exc:
                 log.warning("record %s not applied: %s", record.entry_id.hex(), exc)
 
-    def _in_log_order(self, records: list[StatementRecord]) -> list[StatementRecord]:
-        """``records`` as the log orders them, those not in it yet after, in store order.
+    def _in_log_order(
+        self, rows: list[tuple[int, StatementRecord]]
+    ) -> list[tuple[int, StatementRecord]]:
+        """``rows`` as the log orders them, those not in it yet after, in store order.
 
         The store's own order is its ``seq`` column, which an edit of the database can
         change (putting a user's revocation before the record it revokes, say): the log's
         order is signed. The audit replays the log in its order; so does a start."""
-        leaves = [leaf_hash(r.entry_id) for r in records]
+        leaves = [leaf_hash(record.entry_id) for _, record in rows]
         found = self.reader.indexes_of(leaves)
-        unsequenced = len(records)  # past every index: in store order, after the log's
-        keyed = sorted((found.get(leaf, unsequenced + n), n) for n, leaf in enumerate(leaves))
-        return [records[n] for _, n in keyed]
+        keyed = sorted(
+            ((0, found[leaf]) if leaf in found else (1, n), n) for n, leaf in enumerate(leaves)
+        )
+        return [rows[n] for _, n in keyed]
 
     def _not_replayed(self, record: StatementRecord, statement: SignedStatement) -> None:
         """Refuse a service record that is an earlier one's signed content again, under a
@@ -901,8 +911,7 @@ class TransparencyService:
             if not in_effect():
                 raise lost
         else:
-            apply()
-            self._folded[content_type] += 1
+            apply()  # one process: nothing is folded after its start
         return registration
 
     def _verify_service_signature(self, statement: SignedStatement) -> None:

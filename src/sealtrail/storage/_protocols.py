@@ -271,6 +271,14 @@ class StatementStore(Protocol):
         first ``skip`` of them (a reader that folded those already fetches only the rest)."""
         ...
 
+    def statements_of_type_after(
+        self, content_type: str, seq: int
+    ) -> list[tuple[int, StatementRecord]]:
+        """The stored statements of this content type whose ``seq`` is above ``seq``, with
+        it, in ``seq`` order (a reader that folded those up to ``seq`` fetches the rest,
+        whatever was deleted before it)."""
+        ...
+
     def read_sequenced(self) -> int:
         """The sequenced watermark (0 when never set)."""
         ...

@@ -164,6 +164,16 @@ class MemoryStore:
         with self._lock:
             return [r for r in self._order if r.content_type == content_type][skip:]
 
+    def statements_of_type_after(
+        self, content_type: str, seq: int
+    ) -> list[tuple[int, StatementRecord]]:
+        with self._lock:
+            return [
+                (n, r)
+                for n, r in enumerate(self._order, start=1)
+                if n > seq and r.content_type == content_type
+            ]
+
     def read_sequenced(self) -> int:
         with self._lock:
             return self._sequenced
@@ -206,7 +216,9 @@ class MemoryStore:
         log's back."""
         with self._lock:
             seq, record = self._statements[entry_id]
-            self._statements[entry_id] = (seq, dataclasses.replace(record, **columns))  # type: ignore[arg-type]
+            edited = dataclasses.replace(record, **columns)  # type: ignore[arg-type]
+            self._statements[entry_id] = (seq, edited)
+            self._order[seq - 1] = edited
 
     def drop_tile(self, level: int, index: int) -> None:
         """Delete a tile's parts behind the log's back."""

@@ -986,6 +986,17 @@ class PostgresStore:
         )
         return [_record(r) for r in rows]
 
+    def statements_of_type_after(
+        self, content_type: str, seq: int
+    ) -> list[tuple[int, StatementRecord]]:
+        rows = self._read(
+            "read",
+            f"SELECT seq, {_STATEMENT_COLUMNS} FROM statements"  # noqa: S608
+            " WHERE content_type = %s AND seq > %s ORDER BY seq",
+            (content_type, seq),
+        )
+        return [(int(r[0]), _record(r[1:])) for r in rows]
+
     def read_sequenced(self) -> int:
         rows = self._read("read", "SELECT seq FROM statements_sequenced WHERE id = 0", ())
         return int(rows[0][0]) if rows else 0

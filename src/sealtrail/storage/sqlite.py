@@ -579,6 +579,21 @@ class SQLiteStore:
             )
         return [_record(r) for r in rows]
 
+    def statements_of_type_after(
+        self, content_type: str, seq: int
+    ) -> list[tuple[int, StatementRecord]]:
+        with self._errors("read"):
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT seq, entry_id, body, issuer, subject, content_type, registered_at"
+                    " FROM statements WHERE content_type = ? AND seq > ? ORDER BY seq",
+                    (content_type, seq),
+                )
+                .fetchall()
+            )
+        return [(int(r[0]), _record(r[1:])) for r in rows]
+
     def read_sequenced(self) -> int:
         with self._errors("read"):
             row = self._conn().execute("SELECT seq FROM statements_sequenced").fetchone()

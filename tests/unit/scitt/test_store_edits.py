@@ -18,6 +18,7 @@ import pytest
 from sealtrail.errors import Corruption
 from sealtrail.keys import ES256, Ed25519Signer, Signer, generate_signer
 from sealtrail.log import CheckpointSigner, Sequencer, SequencerConfig
+from sealtrail.merkle import leaf_hash
 from sealtrail.provenance import audit_log
 from sealtrail.scitt import Grant, TransparencyService, User, key_id, new_token
 from sealtrail.storage import SQLiteStore
@@ -200,3 +201,61 @@ async def test_a_copy_found_while_running_is_not_applied_and_later_records_are(
         user = other.users.get("mallory")
         assert user is not None and user.version == 2 and not user.tokens
         assert "re-encoded signature" in caplog.text
+
+
+async def test_a_row_deleted_while_running_hides_no_later_record(tmp_path: Path) -> None:
+    """A process reading another's records as they come finds the new ones by their place
+    after the last it read, not by counting: deleting an old row behind the log does not
+    make it pass over the next one (a revocation, here)."""
+    path, keys = tmp_path / "log.db", _keys()
+    _, token = new_token(int(time.time()) + 86400)
+    async with _service(path, keys) as service:
+        old = await service.put_user(User("bob", 1, "auditor", None, ()))
+        await service.put_user(User("mallory", 1, "auditor", None, (token,)))
+        other = TransparencyService(
+            store=service.store, sequencer=service.sequencer, signer=keys[1], issuer=SERVICE
+        )
+        other.fold_records()
+        with sqlite3.connect(path) as db:
+            db.execute("DELETE FROM statements WHERE entry_id = ?", (bytes.fromhex(old.entry_id),))
+        db.close()
+        await service.put_user(User("mallory", 2, "auditor", None, ()))
+        other.fold_records()
+        user = other.users.get("mallory")
+        assert user is not None and user.version == 2 and not user.tokens
+
+
+async def test_a_record_stored_but_not_yet_in_the_log_folds_after_those_that_are(
+    tmp_path: Path,
+) -> None:
+    """A crash between storing a record and appending it leaves it past the log: a start
+    folds it after every record the log holds, whatever their indexes, then appends it."""
+    from sealtrail.scitt import USER_RECORD_TYPE, parse_statement, sign1, user_record
+    from sealtrail.scitt._cose import Claim, Header
+    from sealtrail.storage import StatementRecord
+
+    path, keys = tmp_path / "log.db", _keys()
+    async with _service(path, keys) as service:
+        await service.sequencer.add_many([f"entry {n}".encode() for n in range(40)])
+        await service.put_user(User("mallory", 1, "auditor", None, ()))
+        data = sign1(
+            keys[1],
+            protected={
+                Header.CONTENT_TYPE: USER_RECORD_TYPE,
+                Header.KID: key_id(keys[1].verifier()),
+                Header.CWT_CLAIMS: {Claim.ISS: SERVICE, Claim.SUB: "user:mallory"},
+            },
+            payload=user_record(User("mallory", 2, "auditor", None, ())),
+        )
+        statement = parse_statement(data)
+        service.store.put_statements(
+            [
+                StatementRecord(
+                    statement.leaf_entry, data, SERVICE, "user:mallory", USER_RECORD_TYPE, 0
+                )
+            ]
+        )
+    async with _service(path, keys) as service:
+        user = service.users.get("mallory")
+        assert user is not None and user.version == 2
+        assert service.reader.index_of(leaf_hash(statement.leaf_entry)) == 41  # appended
