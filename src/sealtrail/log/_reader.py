@@ -626,6 +626,8 @@ class LogReader:
             return None
         size = latest.size
         stored = self.store.read_checkpoint()
+        if stored is not None and not 0 <= stored.indexed <= stored.size:
+            raise Corruption(f"leaf-index watermark {stored.indexed} is outside the tree")
         # Read after the checkpoint: a live store may have committed (and indexed) more since.
         indexed = 0 if stored is None else min(stored.indexed, size)
         leaf_index = _LeafIndexCheck(self.store, indexed)

@@ -96,6 +96,9 @@ log = logging.getLogger("sealtrail.scitt")
 
 #: Below every store ``seq`` (an edit may have made one negative: it is folded all the same).
 MIN_SEQ = -(1 << 63)
+#: How far before the last ``seq`` it folded a running process looks for new records: the
+#: store gives a deleted newest row's ``seq`` to the next statement.
+FOLD_LOOKBACK = 1024
 #: How far ahead of the service's clock a statement's ``iat`` may be, in seconds.
 MAX_CLOCK_SKEW = 600
 
@@ -460,6 +463,8 @@ class TransparencyService:
         self._changing: dict[str, asyncio.Event] = {}
         #: Each service record folded, by its signed content and signature's first half.
         self._service_marks: dict[bytes, bytes] = {}
+        #: Entry ids of the administrative records folded (each is folded once).
+        self._folded_ids: set[bytes] = set()
         self._started = False
         self._signatures = SignatureChecks()
 
@@ -524,29 +529,34 @@ class TransparencyService:
 
     def _fold_type(self, content_type: str, fold: Callable[[bytes], None]) -> None:
         # Only the records not folded yet: on a shared store the service polls this every
-        # second. They are found by their seq above the last folded, not by counting: a row
-        # deleted behind the log must not hide the next record from a running process.
+        # second. They are found by their seq, from a little before the last folded (a
+        # deleted newest row frees its seq for the next record), and each is folded once,
+        # by entry id (a row moved to a new seq is not applied again). Not by counting: a
+        # row deleted behind the log would shift the count and hide the next record.
         after = self._folded[content_type]
         rows = self.store.statements_of_type_after(
-            content_type, MIN_SEQ if after is None else after
+            content_type, MIN_SEQ if after is None else after - FOLD_LOOKBACK
         )
         if after is None:
             rows = self._in_log_order(rows)
         for seq, record in rows:
             last = self._folded[content_type]
             self._folded[content_type] = seq if last is None else max(last, seq)
-            statement = parse_statement(record.body)
-            if statement.issuer != self.issuer:
-                continue  # only the service's own records count
-            self._verify_service_signature(statement)
+            if record.entry_id in self._folded_ids:
+                continue
+            self._folded_ids.add(record.entry_id)
             try:
+                statement = parse_statement(record.body)
+                if statement.issuer != self.issuer:
+                    continue  # only the service's own records count
+                self._verify_service_signature(statement)
                 self._not_replayed(record, statement)
-            except Corruption as exc:
+            except Error as exc:
                 if not self._started:
                     raise  # a store edited so is not served
-                # Running: the copy is not applied, and later records still are (a
+                # Running: the row is not applied, and later records still are (a
                 # revocation after it must take effect); the audit names it in the log.
-                log.error("%s (%s); not applied", exc, exc.code)
+                log.error("record %s: %s (%s); not applied", record.entry_id.hex(), exc, exc.code)
                 continue
             try:
                 fold(statement.payload)
@@ -780,7 +790,9 @@ class TransparencyService:
             current = self.registry.get(org.name)
             if changing is None and current is not None and current.version == org.version:
                 return self.submit_checked(statement)
-            if self.withdraw is not None:  # accepted as checked: judged again, after
+            if self.withdraw is not None and not self.is_registered(statement.leaf_entry):
+                # Accepted by this check (a copy of one registered already accepted nothing,
+                # and the registered one's acceptance is not this call's to take back).
                 self.withdraw(statement.leaf_entry)
             if changing is not None:
                 await changing.wait()

@@ -171,3 +171,18 @@ def test_an_audit_of_a_live_store_takes_a_newer_watermark_in_its_stride(
     live.__dict__.update(store.__dict__)
     audited = reader_for(live, signer).audit()
     assert audited is not None and audited.size == 100
+
+
+def test_a_watermark_above_the_tree_is_named_by_the_audit(signer: CheckpointSigner) -> None:
+    """What the sequencer's start refuses, the audit names too."""
+    import dataclasses
+
+    from sealtrail.errors import Corruption
+
+    store = MemoryStore()
+    add(store, signer, items(150))
+    stored = store.read_checkpoint()
+    assert stored is not None
+    store._checkpoint = dataclasses.replace(stored, indexed=stored.size + 100)
+    with pytest.raises(Corruption, match="leaf-index watermark 250 is outside the tree"):
+        reader_for(store, signer).audit()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
 import pytest
 
@@ -77,3 +78,41 @@ async def test_nothing_rests_on_a_statement_while_it_waits_to_be_checked_again()
         assert refused.value.code == "chain-revoked"
         await chain.indexed()
         assert chain.index.row("shipment", "ship-1") is None
+
+
+async def test_a_copy_of_a_registered_statement_takes_back_no_acceptance() -> None:
+    """A client's retry of a statement registered but not yet indexed, sent while its
+    organization changes, is checked again: the registered one stays accepted, and what
+    rests on it is accepted."""
+    import threading
+
+    async with signed_chain() as chain:
+        steps = list(journey(chain.world, "srv-1", "ship-1"))
+        for org, payload in steps[:4]:
+            await chain.register(org, payload)
+        await chain.indexed()
+        (assembler, server), (carrier, shipped) = steps[4], steps[5]
+        gate = threading.Event()
+        apply_entries = chain.ledger.apply_entries
+
+        def slow(start: int, leaves: Sequence[bytes]) -> None:  # the indexer lags this once
+            gate.wait(10)
+            apply_entries(start, leaves)
+
+        chain.ledger.apply_entries = slow  # type: ignore[method-assign]
+        data = chain.sign(assembler, server)
+        await chain.service.register(data)  # stored and logged, not indexed yet
+        change = asyncio.create_task(
+            chain.service.put_organization(
+                org_record(ASSEMBLER, chain.issuers[ASSEMBLER], version=2)
+            )
+        )
+        await asyncio.sleep(0)
+        retry = asyncio.create_task(chain.service.register(data))
+        await change
+        await retry
+        assert len(chain.ledger._queue) == 1  # the registered one's acceptance stands
+        await chain.register(carrier, shipped)  # rests on it
+        gate.set()
+        chain.ledger.apply_entries = apply_entries  # type: ignore[method-assign]
+        await chain.indexed()

@@ -259,3 +259,87 @@ async def test_a_record_stored_but_not_yet_in_the_log_folds_after_those_that_are
         user = service.users.get("mallory")
         assert user is not None and user.version == 2
         assert service.reader.index_of(leaf_hash(statement.leaf_entry)) == 41  # appended
+
+
+def _running_beside(
+    service: TransparencyService, keys: tuple[CheckpointSigner, Signer]
+) -> TransparencyService:
+    """Another process's service on the same store, serving: it folds what comes next."""
+    other = TransparencyService(
+        store=service.store, sequencer=service.sequencer, signer=keys[1], issuer=SERVICE
+    )
+    other.fold_records()
+    other._started = True
+    return other
+
+
+async def test_an_old_grant_moved_to_a_new_seq_is_not_applied_again(tmp_path: Path) -> None:
+    path, keys = tmp_path / "log.db", _keys()
+    async with _service(path, keys) as service:
+        record = await service.put_organization(org_record(make_issuer(ES256)))
+        entry = bytes.fromhex(record.entry_id)
+        granted = await service.put_grant(Grant(entry, "maker", "admin"))
+        await service.put_grant(Grant(entry, "maker", "admin", revoked=True))
+        other = _running_beside(service, keys)
+        with sqlite3.connect(path) as db:  # the grant's row moved past the revocation
+            db.execute(
+                "UPDATE statements SET seq = (SELECT max(seq) + 1 FROM statements)"
+                " WHERE entry_id = ?",
+                (bytes.fromhex(granted.entry_id),),
+            )
+        db.close()
+        other.fold_records()
+        assert not other.grants.allows(entry, "maker")
+
+
+async def test_the_newest_row_deleted_hides_not_the_record_given_its_seq(
+    tmp_path: Path,
+) -> None:
+    path, keys = tmp_path / "log.db", _keys()
+    _, token = new_token(int(time.time()) + 86400)
+    async with _service(path, keys) as service:
+        await service.put_user(User("mallory", 1, "auditor", None, (token,)))
+        newest = await service.put_user(User("bob", 1, "auditor", None, ()))
+        other = _running_beside(service, keys)
+        with sqlite3.connect(path) as db:  # its seq goes to the next statement stored
+            db.execute(
+                "DELETE FROM statements WHERE entry_id = ?", (bytes.fromhex(newest.entry_id),)
+            )
+        db.close()
+        await service.put_user(User("mallory", 2, "auditor", None, ()))
+        other.fold_records()
+        user = other.users.get("mallory")
+        assert user is not None and user.version == 2 and not user.tokens
+
+
+async def test_rows_posing_as_the_service_s_delay_no_later_record(tmp_path: Path) -> None:
+    from sealtrail.scitt import ORG_RECORD_TYPE, sign1
+    from sealtrail.scitt._cose import Claim, Header
+
+    path, keys = tmp_path / "log.db", _keys()
+    _, token = new_token(int(time.time()) + 86400)
+    async with _service(path, keys) as service:
+        await service.put_user(User("mallory", 1, "auditor", None, (token,)))
+        other = _running_beside(service, keys)
+        rogue = generate_signer(ES256)
+        with sqlite3.connect(path) as db:  # the service's kid and issuer, another key
+            for n in range(3):
+                data = sign1(
+                    rogue,
+                    protected={
+                        Header.CONTENT_TYPE: ORG_RECORD_TYPE,
+                        Header.KID: key_id(keys[1].verifier()),
+                        Header.CWT_CLAIMS: {Claim.ISS: SERVICE, Claim.SUB: f"org:x{n}"},
+                    },
+                    payload=b"{}",
+                )
+                db.execute(
+                    "INSERT INTO statements (entry_id, body, issuer, subject, content_type,"
+                    " registered_at) VALUES (?, ?, ?, ?, ?, 0)",
+                    (hashlib.sha256(data).digest(), data, SERVICE, f"org:x{n}", ORG_RECORD_TYPE),
+                )
+        db.close()
+        await service.put_user(User("mallory", 2, "auditor", None, ()))
+        other.fold_records()  # one poll: the rows are logged and left out
+        user = other.users.get("mallory")
+        assert user is not None and user.version == 2 and not user.tokens
