@@ -632,9 +632,11 @@ class ProvenanceLedger:
                 # log's (a provenance entry before it was missing there): judged again.
                 self._queue.popleft()
             fact, kind, outcome = self._judge(leaf)
-            if fact is not None and not ours and (self._queue or self.shared):
+            if fact is not None and not ours:
                 # A provenance fact the tentative state has not seen: the log's order is the
-                # truth, so the tentative state is rebuilt from the index.
+                # truth, so the tentative state is rebuilt from the index (also with nothing
+                # queued: its copy of the index's rows lacks this entry's changes, and
+                # _fold would otherwise take that copy for the index).
                 self._diverged = True
         return (
             indexed_entry(index, leaf, kind, fact, outcome),

@@ -116,3 +116,34 @@ async def test_a_copy_of_a_registered_statement_takes_back_no_acceptance() -> No
         gate.set()
         chain.ledger.apply_entries = apply_entries  # type: ignore[method-assign]
         await chain.indexed()
+
+
+async def test_an_entry_the_ledger_did_not_foresee_is_seen_by_the_next_registration() -> None:
+    """A provenance entry that reached the log without this ledger accepting it (appended
+    by recovery at start, or by another way into the store) is indexed; the tentative state
+    then judges the next statement with it, queue empty or not."""
+    from sealtrail.scitt import parse_statement
+    from sealtrail.storage import StatementRecord
+
+    async with signed_chain() as chain:
+        steps = list(journey(chain.world, "srv-1", "ship-1"))
+        (first_org, first), (maker, manifest), (assembler, blade) = steps[:3]
+        await chain.register(first_org, first)
+        await chain.indexed()
+        data = chain.sign(maker, manifest)
+        statement = parse_statement(data)
+        chain.store.put_statements(
+            [
+                StatementRecord(
+                    statement.leaf_entry,
+                    data,
+                    statement.issuer,
+                    statement.subject,
+                    str(statement.content_type),
+                    0,
+                )
+            ]
+        )
+        await chain.sequencer.add(statement.leaf_entry)  # past the ledger's acceptance
+        await chain.indexed()
+        await chain.register(assembler, blade)  # its devices are the manifest's
