@@ -183,11 +183,7 @@ class _Replay:
         if verifier is None:
             raise Error("signed by a key that is not a service key", code="org-record-untrusted")
         statement.message.verify(verifier)
-        message = statement.message
-        half = len(message.signature) // 2  # ECDSA's r: (r, n - s) verifies too, keyless
-        mark = hashlib.sha256(
-            message.protected_bytes + (message.payload or b"") + message.signature[:half]
-        ).digest()
+        mark = statement.message.signing_mark
         if mark in self.service_marks:
             raise Error(
                 "an earlier service record again, under a re-encoded signature: a copy the "

@@ -19,6 +19,7 @@ Rules enforced here for every message:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,6 +139,18 @@ class CoseSign1:
     def alg(self) -> str:
         """The signature algorithm's name (``"ES256"``, ...)."""
         return NAME_BY_ALG[self.protected[Header.ALG]]
+
+    @property
+    def signing_mark(self) -> bytes:
+        """The same for a message and any copy of it re-encoded without the key, and
+        different for the same content signed afresh: its signed content and the first
+        half of its signature. With ECDSA, ``(r, s)`` and ``(r, n - s)`` both verify, so
+        anyone can make a second copy (a new entry id) of a signed message; a signer
+        signing the same content again picks another ``r``."""
+        half = len(self.signature) // 2
+        return hashlib.sha256(
+            self.protected_bytes + (self.payload or b"") + self.signature[:half]
+        ).digest()
 
     def verify(self, verifier: Verifier, *, payload: bytes | None = None) -> None:
         """Check the signature with ``verifier``; ``payload`` if it is detached.

@@ -579,16 +579,9 @@ class TransparencyService:
         return [rows[n] for _, n in keyed]
 
     def _not_replayed(self, record: StatementRecord, statement: SignedStatement) -> None:
-        """Refuse a service record that is an earlier one's signed content again, under a
-        signature derived from that one's: with ECDSA, (r, s) and (r, n - s) both verify, so
-        anyone can make a second copy with a new entry id, without the key. A service that
-        signs the same content again (a grant given twice in one second) signs afresh, with
-        another r; the first half of the signature tells the two apart."""
-        message = statement.message
-        half = len(message.signature) // 2
-        mark = hashlib.sha256(
-            message.protected_bytes + (message.payload or b"") + message.signature[:half]
-        ).digest()
+        """Refuse a service record that is an earlier one again under a re-encoded
+        signature (:attr:`CoseSign1.signing_mark`): a copy made without the key."""
+        mark = statement.message.signing_mark
         if self._service_marks.setdefault(mark, record.entry_id) != record.entry_id:
             raise Corruption(
                 f"service record {record.entry_id.hex()[:16]}… repeats an earlier record "
