@@ -39,6 +39,7 @@ from sealtrail.scitt import (
     Registry,
     SignedStatement,
     Users,
+    edited_columns,
     issuer_key,
     load_certificates,
     parse_grant_record,
@@ -243,19 +244,14 @@ def _edited_columns(
     any. Registration fills them from the statement; the service reads them instead of the
     body (the kinds the indexer applies, the records it folds at start), so an edit misleads
     it with no byte of the log or of the statement changed."""
-    columns = {
-        "issuer": (record.issuer, statement.issuer),
-        "subject": (record.subject, statement.subject),
-        "content_type": (record.content_type, str(statement.content_type)),
-    }
-    edited = [name for name, (stored, said) in columns.items() if stored != said]
-    if not edited:
+    columns = edited_columns(record, statement)
+    if not columns:
         return None
     return Finding(
         f"entry {index}",
-        f"the statement store's {', '.join(edited)} edited behind the log: "
+        f"the statement store's {', '.join(columns)} edited behind the log: "
         + "; ".join(
-            f"holds {columns[n][0]!r}, the statement says {columns[n][1]!r}" for n in edited
+            f"holds {held!r}, the statement says {said!r}" for held, said in columns.values()
         ),
     )
 

@@ -30,6 +30,7 @@ from ._service import (
     RuleContext,
     Submission,
     TransparencyService,
+    edited_columns,
     issuer_key,
 )
 from ._sign import sign_statement
@@ -106,6 +107,7 @@ __all__ = [
     "cose_key",
     "decode_key_set",
     "decode_sign1",
+    "edited_columns",
     "encode_key_set",
     "entry_id",
     "fingerprint",

@@ -89,6 +89,7 @@ __all__ = [
     "RuleContext",
     "Submission",
     "TransparencyService",
+    "edited_columns",
     "issuer_key",
 ]
 
@@ -154,14 +155,27 @@ def checked_record(record: StatementRecord) -> StatementRecord:
             f"statement {record.entry_id.hex()[:16]}…: the stored body is not the entry's "
             "(edited behind the log)"
         )
-    statement = parse_statement(record.body, max_size=len(record.body))
-    said = (statement.issuer, statement.subject, str(statement.content_type))
-    if (record.issuer, record.subject, record.content_type) != said:
+    edited = edited_columns(record, parse_statement(record.body, max_size=len(record.body)))
+    if edited:
         raise Corruption(
-            f"statement {record.entry_id.hex()[:16]}…: the stored issuer, subject or content "
-            "type is not the statement's (edited behind the log)"
+            f"statement {record.entry_id.hex()[:16]}…: the store's {', '.join(edited)} "
+            "edited behind the log (the statement says otherwise)"
         )
     return record
+
+
+def edited_columns(
+    record: StatementRecord, statement: SignedStatement
+) -> dict[str, tuple[str, str]]:
+    """The columns of ``record`` that disagree with its body ``statement``: name ->
+    (what the store holds, what the statement says). Registration fills them from the
+    statement, and the service reads them instead of the body."""
+    columns = {
+        "issuer": (record.issuer, statement.issuer),
+        "subject": (record.subject, statement.subject),
+        "content_type": (record.content_type, str(statement.content_type)),
+    }
+    return {name: pair for name, pair in columns.items() if pair[0] != pair[1]}
 
 
 class RuleContext(Protocol):
