@@ -61,6 +61,48 @@ def _keys() -> tuple[CheckpointSigner, Signer]:
     return checkpoints, generate_signer(ES256)
 
 
+def _running_beside(
+    service: TransparencyService, keys: tuple[CheckpointSigner, Signer]
+) -> TransparencyService:
+    """Another process's service on the same store, serving: it folds what comes next."""
+    other = TransparencyService(
+        store=service.store, sequencer=service.sequencer, signer=keys[1], issuer=SERVICE
+    )
+    other.fold_records()
+    other._started = True
+    return other
+
+
+def _edit(path: Path, statement: str, entry_id: str) -> None:
+    """Run one SQL ``statement`` on the store behind the log, for one entry (hex)."""
+    with sqlite3.connect(path) as db:
+        db.execute(statement, (bytes.fromhex(entry_id),))
+    db.close()
+
+
+def _insert_reencoded_copy(path: Path, entry_id: str) -> bytes:
+    """A copy of stored statement ``entry_id`` under its ES256 signature re-encoded as
+    ``(r, N - s)`` (no key needed), inserted behind the log; its entry id."""
+    with sqlite3.connect(path) as db:
+        body, *columns = db.execute(
+            "SELECT body, issuer, subject, content_type, registered_at FROM statements"
+            " WHERE entry_id = ?",
+            (bytes.fromhex(entry_id),),
+        ).fetchone()
+        parts = list(cbor2.loads(body).value)
+        s = int.from_bytes(parts[3][32:], "big")
+        parts[3] = parts[3][:32] + (N - s).to_bytes(32, "big")
+        copy = cbor2.dumps(cbor2.CBORTag(18, parts))
+        entry = hashlib.sha256(copy).digest()
+        db.execute(
+            "INSERT INTO statements (entry_id, body, issuer, subject, content_type,"
+            " registered_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (entry, copy, *columns),
+        )
+    db.close()
+    return entry
+
+
 async def test_a_revocation_moved_before_what_it_revokes_is_folded_in_log_order(
     tmp_path: Path,
 ) -> None:
@@ -69,12 +111,8 @@ async def test_a_revocation_moved_before_what_it_revokes_is_folded_in_log_order(
     async with _service(path, keys) as service:
         await service.put_user(User("mallory", 1, "auditor", None, (token,)))
         revoked = await service.put_user(User("mallory", 2, "auditor", None, ()))
-    with sqlite3.connect(path) as db:  # the revocation first in the store's order
-        db.execute(
-            "UPDATE statements SET seq = -seq WHERE entry_id = ?",
-            (bytes.fromhex(revoked.entry_id),),
-        )
-    db.close()
+    # The revocation first in the store's order.
+    _edit(path, "UPDATE statements SET seq = -seq WHERE entry_id = ?", revoked.entry_id)
     async with _service(path, keys) as service:
         user = service.users.get("mallory")
         assert user is not None and user.version == 2 and not user.tokens
@@ -91,23 +129,7 @@ async def test_a_service_record_replayed_under_a_re_encoded_signature_is_refused
         entry = bytes.fromhex(shared.entry_id)
         granted = await service.put_grant(Grant(entry, "maker", "admin"))
         await service.put_grant(Grant(entry, "maker", "admin", revoked=True))
-    with sqlite3.connect(path) as db:
-        body, *columns = db.execute(
-            "SELECT body, issuer, subject, content_type, registered_at FROM statements"
-            " WHERE entry_id = ?",
-            (bytes.fromhex(granted.entry_id),),
-        ).fetchone()
-        tag = cbor2.loads(body)
-        parts = list(tag.value)
-        s = int.from_bytes(parts[3][32:], "big")
-        parts[3] = parts[3][:32] + (N - s).to_bytes(32, "big")
-        copy = cbor2.dumps(cbor2.CBORTag(18, parts))
-        db.execute(
-            "INSERT INTO statements (entry_id, body, issuer, subject, content_type, registered_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (hashlib.sha256(copy).digest(), copy, *columns),
-        )
-    db.close()
+    copy = _insert_reencoded_copy(path, granted.entry_id)
     with pytest.raises(Corruption, match="re-encoded signature"):
         async with _service(path, keys):
             pass
@@ -115,7 +137,7 @@ async def test_a_service_record_replayed_under_a_re_encoded_signature_is_refused
     # Appended to the log anyway (by a release without this check, say): the audit names it.
     store = SQLiteStore(path)
     async with Sequencer(store, signer=keys[0]) as sequencer:
-        await sequencer.add(hashlib.sha256(copy).digest())
+        await sequencer.add(copy)
         report = audit_log(
             sequencer.reader,
             store.get_statement,
@@ -134,28 +156,19 @@ async def test_the_audit_names_a_grant_by_someone_who_may_not_share_the_statemen
     organization; a grant by anyone else (made while the store's issuer column was edited,
     say) is named, whatever the store says now."""
     path, keys = tmp_path / "log.db", _keys()
-    store = SQLiteStore(path)
-    sequencer = Sequencer(store, signer=keys[0], config=SequencerConfig(max_delay=0.001))
-    service = TransparencyService(store=store, sequencer=sequencer, signer=keys[1], issuer=SERVICE)
-    await sequencer.start()
-    await service.start()
-    try:
+    async with _service(path, keys) as service:
         issuer = make_issuer(ES256)
         record = await service.put_organization(org_record(issuer))
         await service.put_user(User("eve", 1, "auditor", None, ()))
         await service.put_grant(Grant(bytes.fromhex(record.entry_id), "maker", "admin"))
         await service.put_grant(Grant(bytes.fromhex(record.entry_id), "maker", "eve"))
         report = audit_log(
-            sequencer.reader,
-            store.get_statement,
+            service.reader,
+            service.store.get_statement,
             None,
             issuer=SERVICE,
             service_keys={key_id(keys[1].verifier()): keys[1].verifier()},
         )
-    finally:
-        await service.close()
-        await sequencer.close()
-        store.close()
     assert [str(f) for f in report.findings] == [
         "entry 3: registration would refuse its statement: a grant by 'eve', neither an "
         "administrator nor a user of the statement's organization (none) (grant-forbidden)"
@@ -174,27 +187,8 @@ async def test_a_copy_found_while_running_is_not_applied_and_later_records_are(
     _, token = new_token(int(time.time()) + 86400)
     async with _service(path, keys) as service:
         first = await service.put_user(User("mallory", 1, "auditor", None, (token,)))
-        other = TransparencyService(
-            store=service.store, sequencer=service.sequencer, signer=keys[1], issuer=SERVICE
-        )
-        other.fold_records()
-        other._started = True  # serving: what it reads from now on comes by its polls
-        with sqlite3.connect(path) as db:
-            body, *columns = db.execute(
-                "SELECT body, issuer, subject, content_type, registered_at FROM statements"
-                " WHERE entry_id = ?",
-                (bytes.fromhex(first.entry_id),),
-            ).fetchone()
-            parts = list(cbor2.loads(body).value)
-            s = int.from_bytes(parts[3][32:], "big")
-            parts[3] = parts[3][:32] + (N - s).to_bytes(32, "big")
-            copy = cbor2.dumps(cbor2.CBORTag(18, parts))
-            db.execute(
-                "INSERT INTO statements (entry_id, body, issuer, subject, content_type,"
-                " registered_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (hashlib.sha256(copy).digest(), copy, *columns),
-            )
-        db.close()
+        other = _running_beside(service, keys)
+        _insert_reencoded_copy(path, first.entry_id)
         await service.put_user(User("mallory", 2, "auditor", None, ()))
         with caplog.at_level(logging.ERROR):
             other.fold_records()
@@ -216,9 +210,7 @@ async def test_a_row_deleted_while_running_hides_no_later_record(tmp_path: Path)
             store=service.store, sequencer=service.sequencer, signer=keys[1], issuer=SERVICE
         )
         other.fold_records()
-        with sqlite3.connect(path) as db:
-            db.execute("DELETE FROM statements WHERE entry_id = ?", (bytes.fromhex(old.entry_id),))
-        db.close()
+        _edit(path, "DELETE FROM statements WHERE entry_id = ?", old.entry_id)
         await service.put_user(User("mallory", 2, "auditor", None, ()))
         other.fold_records()
         user = other.users.get("mallory")
@@ -261,18 +253,6 @@ async def test_a_record_stored_but_not_yet_in_the_log_folds_after_those_that_are
         assert service.reader.index_of(leaf_hash(statement.leaf_entry)) == 41  # appended
 
 
-def _running_beside(
-    service: TransparencyService, keys: tuple[CheckpointSigner, Signer]
-) -> TransparencyService:
-    """Another process's service on the same store, serving: it folds what comes next."""
-    other = TransparencyService(
-        store=service.store, sequencer=service.sequencer, signer=keys[1], issuer=SERVICE
-    )
-    other.fold_records()
-    other._started = True
-    return other
-
-
 async def test_an_old_grant_moved_to_a_new_seq_is_not_applied_again(tmp_path: Path) -> None:
     path, keys = tmp_path / "log.db", _keys()
     async with _service(path, keys) as service:
@@ -281,13 +261,11 @@ async def test_an_old_grant_moved_to_a_new_seq_is_not_applied_again(tmp_path: Pa
         granted = await service.put_grant(Grant(entry, "maker", "admin"))
         await service.put_grant(Grant(entry, "maker", "admin", revoked=True))
         other = _running_beside(service, keys)
-        with sqlite3.connect(path) as db:  # the grant's row moved past the revocation
-            db.execute(
-                "UPDATE statements SET seq = (SELECT max(seq) + 1 FROM statements)"
-                " WHERE entry_id = ?",
-                (bytes.fromhex(granted.entry_id),),
-            )
-        db.close()
+        _edit(  # the grant's row moved past the revocation
+            path,
+            "UPDATE statements SET seq = (SELECT max(seq) + 1 FROM statements) WHERE entry_id = ?",
+            granted.entry_id,
+        )
         other.fold_records()
         assert not other.grants.allows(entry, "maker")
 
@@ -301,11 +279,8 @@ async def test_the_newest_row_deleted_hides_not_the_record_given_its_seq(
         await service.put_user(User("mallory", 1, "auditor", None, (token,)))
         newest = await service.put_user(User("bob", 1, "auditor", None, ()))
         other = _running_beside(service, keys)
-        with sqlite3.connect(path) as db:  # its seq goes to the next statement stored
-            db.execute(
-                "DELETE FROM statements WHERE entry_id = ?", (bytes.fromhex(newest.entry_id),)
-            )
-        db.close()
+        # Its seq goes to the next statement stored.
+        _edit(path, "DELETE FROM statements WHERE entry_id = ?", newest.entry_id)
         await service.put_user(User("mallory", 2, "auditor", None, ()))
         other.fold_records()
         user = other.users.get("mallory")
