@@ -8,7 +8,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -21,6 +21,20 @@ from tests.integration.conftest import service_application
 
 SERVER = "sealtrail serve host/1"
 REBUILD = "sealtrail index rebuild host/2"
+
+
+def _slow_claims(index: MemoryIndex) -> tuple[Callable[..., None], threading.Event]:
+    """``index.claim`` as a database slow to answer (0.2 s), and an event set as a claim
+    starts: to patch in for the claims a test races."""
+    claim_now = index.claim
+    started = threading.Event()
+
+    def slow(holder: str, *, exclusive: bool = False, ttl: float = 15.0) -> None:
+        started.set()
+        time.sleep(0.2)
+        claim_now(holder, exclusive=exclusive, ttl=ttl)
+
+    return slow, started
 
 
 def test_the_claim_is_renewed_until_released(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,12 +117,7 @@ def test_a_renewal_under_way_as_the_server_stops_leaves_no_claim_behind(
     monkeypatch.setattr(_runtime, "CLAIM_TTL", 0.3)
     index = MemoryIndex()
     claim_now = index.claim
-    renewing = threading.Event()
-
-    def slow(holder: str, *, exclusive: bool = False, ttl: float = 0.3) -> None:
-        renewing.set()
-        time.sleep(0.2)  # a database that is slow to answer
-        claim_now(holder, exclusive=exclusive, ttl=ttl)
+    slow, renewing = _slow_claims(index)
 
     async def run() -> None:
         claim = _runtime._Claim(index, SERVER)
@@ -216,13 +225,7 @@ def test_a_start_cancelled_while_it_claims_leaves_no_claim_behind(
     claim is released once written, rather than left standing until it lapses."""
     index = MemoryIndex()
     claim_now = index.claim
-    claiming = threading.Event()
-
-    def slow(holder: str, *, exclusive: bool = False, ttl: float = 15.0) -> None:
-        claiming.set()
-        time.sleep(0.2)  # a database that is slow to answer
-        claim_now(holder, exclusive=exclusive, ttl=ttl)
-
+    slow, claiming = _slow_claims(index)
     monkeypatch.setattr(index, "claim", slow)
 
     async def run() -> None:
