@@ -630,7 +630,7 @@ class LogReader:
             raise Corruption(f"leaf-index watermark {stored.indexed} is outside the tree")
         # Read after the checkpoint: a live store may have committed (and indexed) more since.
         indexed = 0 if stored is None else min(stored.indexed, size)
-        leaf_index = _LeafIndexCheck(self.store, indexed)
+        leaf_index = LeafIndexCheck(self.store, indexed)
         full = size - size % TILE_WIDTH
         upper = CompactRange(0, [])  # over the level-8 nodes: Merkle level 8 + its level
         for start in range(0, full, TILE_WIDTH):
@@ -715,11 +715,12 @@ class LogReader:
             )
 
 
-class _LeafIndexCheck:
-    """The audit's check that the store's leaf index holds each entry below its watermark:
-    the sequencer takes an entry it finds neither there nor above it for a new one, and a
-    registration sent again would be given a second index. Looked up in batches of
-    :data:`LEAF_CHECK_BATCH` (an index run is read once per batch, not once per tile)."""
+class LeafIndexCheck:
+    """That the store's leaf index holds the entries added below its watermark (the audit
+    adds every one, a sequencer's start the last): the sequencer takes an entry it finds
+    neither there nor above it for a new one, and a registration sent again would be given
+    a second index. Looked up in batches of :data:`LEAF_CHECK_BATCH` (an index run is read
+    once per batch, not once per tile)."""
 
     def __init__(self, store: LogStore, indexed: int) -> None:
         self.store = store
