@@ -80,7 +80,9 @@ async def test_nothing_rests_on_a_statement_while_it_waits_to_be_checked_again()
         assert chain.index.row("shipment", "ship-1") is None
 
 
-async def test_a_copy_of_a_registered_statement_takes_back_no_acceptance() -> None:
+async def test_a_copy_of_a_registered_statement_takes_back_no_acceptance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A client's retry of a statement registered but not yet indexed, sent while its
     organization changes, is checked again: the registered one stays accepted, and what
     rests on it is accepted."""
@@ -99,7 +101,7 @@ async def test_a_copy_of_a_registered_statement_takes_back_no_acceptance() -> No
             gate.wait(10)
             apply_entries(start, leaves)
 
-        chain.ledger.apply_entries = slow  # type: ignore[method-assign]
+        monkeypatch.setattr(chain.ledger, "apply_entries", slow)
         data = chain.sign(assembler, server)
         await chain.service.register(data)  # stored and logged, not indexed yet
         change = asyncio.create_task(
@@ -114,7 +116,7 @@ async def test_a_copy_of_a_registered_statement_takes_back_no_acceptance() -> No
         assert len(chain.ledger._queue) == 1  # the registered one's acceptance stands
         await chain.register(carrier, shipped)  # rests on it
         gate.set()
-        chain.ledger.apply_entries = apply_entries  # type: ignore[method-assign]
+        monkeypatch.undo()
         await chain.indexed()
 
 
