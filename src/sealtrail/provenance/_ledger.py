@@ -47,6 +47,7 @@ from sealtrail.errors import (
 from sealtrail.log import LogReader, cancel_and_wait
 from sealtrail.merkle import leaf_hash
 from sealtrail.scitt import (
+    MAX_CLOCK_SKEW,
     Organization,
     PayloadRule,
     RuleContext,
@@ -57,7 +58,7 @@ from sealtrail.storage import MAX_READ_ENTRIES, Change, IndexedEntry, IndexStore
 
 from ._devicechain import DeviceChainValidator
 from ._kinds import KINDS, Kind, Payload
-from ._payloads import Arrival, AttestationResult, DeviceManifest
+from ._payloads import Arrival, AttestationResult, Compliance, DeviceManifest
 from ._state import Fact, MemoryRows, Outcome, ProvenancePolicy, ProvenanceState, Refused, Value
 
 __all__ = [
@@ -381,6 +382,7 @@ class ProvenanceLedger:
             if context.is_registered(statement.leaf_entry):
                 return  # registered before: the store keeps its one copy
             self._check_nonces(payload)
+            self._check_moment(payload, statement.issued_at or 0)
             # Each nonce is used once: the model refuses a second use (in the tentative state
             # now, and in log order in the index, whichever process registered it).
             self.accept(
@@ -447,6 +449,21 @@ class ProvenanceLedger:
                 raise VerificationError(
                     f"a nonce older than {self.policy.challenge_ttl} s", code="nonce-expired"
                 )
+
+    @staticmethod
+    def _check_moment(payload: Payload, iat: int, *, now: float | None = None) -> None:
+        """A compliance statement is a decision taken now: its ``iat`` may be at most
+        :data:`MAX_CLOCK_SKEW` seconds in the past (or, as for every statement, in the
+        future), or a backdated one could pass an attestation the policy finds too old."""
+        if not isinstance(payload, Compliance):
+            return
+        moment = time.time() if now is None else now
+        if iat < moment - MAX_CLOCK_SKEW:
+            raise InvalidInput(
+                f"a compliance statement issued more than {MAX_CLOCK_SKEW} s ago",
+                code="compliance-iat-past",
+                hint="Sign compliance statements when you submit them, with the current time.",
+            )
 
     def withdraw(self, entry_id: bytes) -> None:
         """Take back the acceptance of a statement that is not queued for the store as it

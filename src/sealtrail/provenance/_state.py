@@ -27,6 +27,7 @@ import base64
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from sealtrail.errors import VerificationError
@@ -192,6 +193,31 @@ def lineage(rows: Rows, serial: str) -> Iterator[str]:
         current = None if holder is None else holder["parent"]
 
 
+def installed(rows: Rows, serial: str) -> Iterator[tuple[str, str]]:
+    """Every ``(kind, name)`` installed in ``serial`` at any depth, ``serial`` first:
+    ``("node", serial)`` for nodes and ``("device", id)`` for devices."""
+    stack = [serial]
+    seen: set[str] = set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        yield "node", current
+        node = rows.get("node", current)
+        for key in node["children"] if node is not None else ():
+            kind, _, name = key.partition(":")
+            if kind == "device":
+                yield "device", name
+            else:
+                stack.append(name)
+
+
+def nodes_in(rows: Rows, serial: str) -> Iterator[str]:
+    """``serial`` and every node installed in it, at any depth."""
+    return (name for kind, name in installed(rows, serial) if kind == "node")
+
+
 class Refused(VerificationError):
     """A fact the log's history refuses: :meth:`ProvenanceState.apply` reports it as an
     :class:`Outcome`, registration raises it."""
@@ -352,6 +378,12 @@ class ProvenanceState:
             raise _refuse(
                 "assembly-parent-type", f"the parent is a {node['type']}, not a {parent.type}"
             )
+        if node is not None and node["assembler"] != fact.org:
+            raise _refuse(
+                "assembly-not-assembler",
+                f"the parent was built by {node['assembler']!r}: only that organization "
+                "records changes to it",
+            )
         if self._transit(w, parent.serial) is not None:
             raise _refuse("assembly-in-transit", "the parent is in transit")
         children: set[str] = set(node["children"]) if node is not None else set()
@@ -380,6 +412,11 @@ class ProvenanceState:
             },
         )
         w.about(f"node:{parent.serial}")
+        # A server whose contents changed must attest again: its last attestation measured
+        # another set of devices.
+        for serial in lineage(w, parent.serial):
+            if self._is_server(w, serial):
+                w.put("attestation", serial, None)
 
     def _installable(self, w: _Writer, child: ChildRef, parent: Node, where: str) -> None:
         key = child_key(child)
@@ -400,6 +437,10 @@ class ProvenanceState:
                 raise _refuse("assembly-parent-type", f"{where}: the node is a {node['type']}")
             if self._is_ancestor(w, child.serial, parent.serial):
                 raise _refuse("assembly-cycle", f"{where}: the child contains the parent")
+            if self._shipping(w, child.serial):
+                raise _refuse(
+                    "assembly-in-transit", f"{where}: the child, or a node in it, is in transit"
+                )
         holder = w.get("parent", key)
         if holder is not None:
             raise _refuse(
@@ -411,6 +452,16 @@ class ProvenanceState:
     def _is_ancestor(self, w: _Writer, ancestor: str, serial: str) -> bool:
         return ancestor in lineage(w, serial)
 
+    @staticmethod
+    def _is_server(rows: Rows, serial: str) -> bool:
+        node = rows.get("node", serial)
+        return node is not None and node["type"] == NodeType.SERVER.value
+
+    @staticmethod
+    def _shipping(rows: Rows, serial: str) -> bool:
+        """Whether ``serial`` or a node installed in it is in an open shipment."""
+        return any(rows.get("transit", node) is not None for node in nodes_in(rows, serial))
+
     def _transit(self, rows: Rows, serial: str) -> Value | None:
         """The open shipment carrying ``serial`` or a node it is installed in."""
         for node in lineage(rows, serial):
@@ -421,25 +472,8 @@ class ProvenanceState:
 
     def devices_of(self, serial: str, rows: Rows | None = None) -> list[str]:
         """The device ids installed in a node and everything below it, sorted."""
-        source = rows or self.rows
-        found: list[str] = []
-        stack = [serial]
-        seen: set[str] = set()
-        while stack:
-            current = stack.pop()
-            if current in seen:
-                continue
-            seen.add(current)
-            node = source.get("node", current)
-            if node is None:
-                continue
-            for key in node["children"]:
-                kind, _, name = key.partition(":")
-                if kind == "device":
-                    found.append(name)
-                else:
-                    stack.append(name)
-        return sorted(found)
+        found = installed(rows or self.rows, serial)
+        return sorted(name for kind, name in found if kind == "device")
 
     # -- custody --------------------------------------------------------------------------
 
@@ -447,38 +481,61 @@ class ProvenanceState:
         shipment = w.get("shipment", custody.shipment_id)
         w.about(f"shipment:{custody.shipment_id}")
         if custody.event is CustodyEvent.SHIPPED:
-            if shipment is not None:
-                raise _refuse("custody-duplicate-shipment", "this shipment id is already used")
-            for i, serial in enumerate(custody.contents):
-                if w.get("node", serial) is None:
-                    raise _refuse(
-                        "custody-unknown-contents", f"contents[{i}]: no assembly built this node"
-                    )
-                if self._transit(w, serial) is not None:
-                    raise _refuse(
-                        "custody-already-in-transit", f"contents[{i}]: already in a shipment"
-                    )
-                w.put("transit", serial, {"shipment": custody.shipment_id})
-                w.about(f"node:{serial}")
-            w.put(
-                "shipment",
-                custody.shipment_id,
-                {
-                    "carrier": fact.org,
-                    "from": custody.from_org,
-                    "to": custody.to_org,
-                    "contents": sorted(custody.contents),
-                    "seals": sorted(custody.seals),
-                    "shipped": fact.entry,
-                    "received": None,
-                    "findings": [],
-                },
-            )
-            return
+            self._shipped(w, fact, custody, shipment)
+        else:
+            self._received(w, fact, custody, shipment)
+
+    def _shipped(self, w: _Writer, fact: Fact, custody: Custody, shipment: Value | None) -> None:
+        if shipment is not None:
+            raise _refuse("custody-duplicate-shipment", "this shipment id is already used")
+        for i, serial in enumerate(custody.contents):
+            if w.get("node", serial) is None:
+                raise _refuse(
+                    "custody-unknown-contents", f"contents[{i}]: no assembly built this node"
+                )
+            if self._transit(w, serial) is not None or self._shipping(w, serial):
+                raise _refuse(
+                    "custody-already-in-transit",
+                    f"contents[{i}]: it, or a node in it or holding it, is already in a shipment",
+                )
+            w.put("transit", serial, {"shipment": custody.shipment_id})
+            w.about(f"node:{serial}")
+            # Each server shipped starts a trip: it arrives, and attests, anew.
+            for server in filter(partial(self._is_server, w), nodes_in(w, serial)):
+                w.put(
+                    "trip",
+                    server,
+                    {"shipment": custody.shipment_id, "to": custody.to_org, "received": None},
+                )
+                w.put("arrival", server, None)
+                w.put("attestation", server, None)
+                w.about(f"node:{server}")
+        w.put(
+            "shipment",
+            custody.shipment_id,
+            {
+                "carrier": fact.org,
+                "from": custody.from_org,
+                "to": custody.to_org,
+                "contents": sorted(custody.contents),
+                "seals": sorted(custody.seals),
+                "shipped": fact.entry,
+                "received": None,
+                "findings": [],
+            },
+        )
+
+    def _received(self, w: _Writer, fact: Fact, custody: Custody, shipment: Value | None) -> None:
         if shipment is None:
             raise _refuse("custody-not-shipped", "no shipped record for this shipment")
         if shipment["received"] is not None:
             raise _refuse("custody-already-received", "this shipment was already received")
+        if fact.org not in (shipment["carrier"], shipment["to"]):
+            raise _refuse(
+                "custody-wrong-party",
+                f"the shipment is carried by {shipment['carrier']!r} to {shipment['to']!r}: "
+                "only they record its receipt",
+            )
         if (custody.from_org, custody.to_org) != (shipment["from"], shipment["to"]):
             raise _refuse(
                 "custody-handoff-mismatch",
@@ -495,6 +552,10 @@ class ProvenanceState:
         for serial in sorted(shipped):
             w.put("transit", serial, None)
             w.about(f"node:{serial}")
+            for server in filter(partial(self._is_server, w), nodes_in(w, serial)):
+                trip = w.get("trip", server)
+                if trip is not None and trip["shipment"] == custody.shipment_id:
+                    w.put("trip", server, {**trip, "received": fact.entry})
         w.put(
             "shipment",
             custody.shipment_id,
@@ -503,12 +564,23 @@ class ProvenanceState:
 
     # -- arrival, attestation, compliance -------------------------------------------------
 
-    def _server(self, w: _Writer, serial: str, code: str) -> Value:
+    def _server(self, w: _Writer, fact: Fact, serial: str, kind: str) -> Value | None:
+        """Check that ``serial`` is a server and that ``fact``'s organization may speak
+        for it: once shipped, only the organization it was shipped to. Returns its trip."""
         node = w.get("node", serial)
         if node is None or node["type"] != NodeType.SERVER.value:
-            raise _refuse(code, "no assembly record built a server with this serial")
+            raise _refuse(
+                f"{kind}-unknown-server", "no assembly record built a server with this serial"
+            )
         w.about(f"node:{serial}")
-        return node
+        trip = w.get("trip", serial)
+        if trip is not None and trip["to"] != fact.org:
+            raise _refuse(
+                f"{kind}-wrong-operator",
+                f"the server was shipped to {trip['to']!r}: only that organization records "
+                "its arrival, attestation and compliance",
+            )
+        return trip
 
     def _use_nonce(self, w: _Writer, nonce: str, fact: Fact, code: str) -> None:
         if w.get("nonce", nonce) is not None:
@@ -516,12 +588,19 @@ class ProvenanceState:
         w.put("nonce", nonce, {"entry": fact.entry})
 
     def _arrival(self, w: _Writer, fact: Fact, arrival: Arrival) -> None:
-        self._server(w, arrival.server_serial, "arrival-unknown-server")
+        trip = self._server(w, fact, arrival.server_serial, "arrival")
         shipment = w.get("shipment", arrival.shipment_id)
         if shipment is None or shipment["received"] is None:
             raise _refuse("arrival-not-received", "the shipment has no received record")
         if not set(lineage(w, arrival.server_serial)) & set(shipment["contents"]):
             raise _refuse("arrival-not-in-shipment", "the server was not in this shipment")
+        if self._transit(w, arrival.server_serial) is not None:
+            raise _refuse("arrival-in-transit", "the server is in an open shipment")
+        if trip is not None and trip["shipment"] != arrival.shipment_id:
+            raise _refuse(
+                "arrival-not-latest-shipment",
+                f"the server's latest shipment is {trip['shipment']!r}",
+            )
         for challenge in arrival.devices_challenged:
             self._use_nonce(w, challenge.nonce, fact, "arrival-nonce-replayed")
         if arrival.result is Verdict.PASS:
@@ -613,7 +692,9 @@ class ProvenanceState:
         return None if row is None else int(row["security_version"])
 
     def _attestation(self, w: _Writer, fact: Fact, result: AttestationResult) -> None:
-        self._server(w, result.server_serial, "attestation-unknown-server")
+        self._server(w, fact, result.server_serial, "attestation")
+        if self._transit(w, result.server_serial) is not None:
+            raise _refuse("attestation-in-transit", "the server is in an open shipment")
         self._use_nonce(w, result.nonce, fact, "attestation-nonce-replayed")
         ours = self.appraise(result, w)
         recorded = {d.device_id: d for d in result.devices}
@@ -654,7 +735,7 @@ class ProvenanceState:
 
     def _compliance(self, w: _Writer, fact: Fact, change: Compliance) -> None:
         serial = change.server_serial
-        self._server(w, serial, "compliance-unknown-server")
+        self._server(w, fact, serial, "compliance")
         current = self.compliance_state(serial, w)
         if change.from_state is not current:
             raise _refuse(

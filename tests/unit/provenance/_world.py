@@ -121,9 +121,10 @@ class World:
         children: Sequence[ChildRef | DeviceIdentity],
         *,
         removed: Sequence[ChildRef | DeviceIdentity] = (),
+        org: str = ASSEMBLER,
     ) -> Outcome:
         return self.apply(
-            ASSEMBLER, Assembly(parent, tuple(map(_ref, children)), tuple(map(_ref, removed)))
+            org, Assembly(parent, tuple(map(_ref, children)), tuple(map(_ref, removed)))
         )
 
     def custody(
@@ -132,9 +133,10 @@ class World:
         event: CustodyEvent,
         contents: Sequence[str],
         seals: Sequence[str] = ("seal-1", "seal-2"),
+        org: str = CARRIER,
     ) -> Outcome:
         return self.apply(
-            CARRIER,
+            org,
             Custody(
                 shipment_id=shipment,
                 event=event,
@@ -148,12 +150,17 @@ class World:
         )
 
     def arrival(
-        self, shipment: str, server: str, *, devices: Sequence[str] | None = None
+        self,
+        shipment: str,
+        server: str,
+        *,
+        devices: Sequence[str] | None = None,
+        org: str = OPERATOR,
     ) -> Outcome:
         ids = self.state.devices_of(server) if devices is None else list(devices)
         challenges = tuple(Challenge(d, f"{next(self._ids):040x}", True) for d in ids)
         return self.apply(
-            OPERATOR,
+            org,
             Arrival(
                 shipment_id=shipment,
                 server_serial=server,
@@ -195,14 +202,14 @@ class World:
             devices=results,
         )
 
-    def attest(self, server: str, **kw: object) -> Outcome:
-        return self.apply(OPERATOR, self.evidence_result(server, **kw))  # type: ignore[arg-type]
+    def attest(self, server: str, *, org: str = OPERATOR, **kw: object) -> Outcome:
+        return self.apply(org, self.evidence_result(server, **kw))  # type: ignore[arg-type]
 
-    def comply(self, server: str, to: ComplianceState, *, iat: int | None = None) -> Outcome:
+    def comply(
+        self, server: str, to: ComplianceState, *, iat: int | None = None, org: str = OPERATOR
+    ) -> Outcome:
         current = self.state.compliance_state(server)
-        return self.apply(
-            OPERATOR, Compliance(server, current, to, f"moved to {to.value}"), iat=iat
-        )
+        return self.apply(org, Compliance(server, current, to, f"moved to {to.value}"), iat=iat)
 
     # -- a whole server ---------------------------------------------------------------------
 
