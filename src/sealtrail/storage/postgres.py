@@ -142,6 +142,11 @@ MERGE_IDLE_IN_TRANSACTION = 60.0
 #: session of the commit holding it (only its deposed predecessor's commit can: see
 #: :meth:`PostgresStore.acquire_role`), then tries once more.
 ROLE_TAKEOVER_WAIT = 2.0
+#: Seconds a statement write waits for the ``statements`` table lock before it ends the
+#: session holding it, if that session has waited as long for its own client in the middle
+#: of a pipeline (a process stopped, or cut off, half-way through sending a write: the
+#: server does not count that as idle), then tries once more.
+STATEMENTS_LOCK_WAIT = IDLE_IN_TRANSACTION
 #: The ``synchronous_commit`` values a session keeps: a ``COMMIT`` returns once the WAL is
 #: flushed locally and on a synchronous standby (``remote_apply``: and applied there).
 _DURABLE_COMMITS = frozenset({"on", "remote_apply"})
@@ -922,7 +927,21 @@ class PostgresStore:
         for r in records:
             given.setdefault(r.entry_id, r)  # the first of each entry id, in order
         first = list(given.values())
-        with self._errors("statement write"), self._conn() as conn:
+        with self._errors("statement write"):
+            try:
+                seqs = self._put_statements(first)
+            except psycopg.errors.LockNotAvailable:
+                # Held for STATEMENTS_LOCK_WAIT: by a writer stopped in the middle of its
+                # pipeline, which no idle timeout ends (it is not idle: it waits for the rest
+                # of its messages). End it, which rolls it back whole (nothing of it was
+                # acknowledged), and write again: nothing of this attempt was written.
+                with self._conn() as conn:
+                    conn.execute(_END_STATEMENTS_LOCKER, (round(STATEMENTS_LOCK_WAIT * 1000),))
+                seqs = self._put_statements(first)
+        return [seqs[r.entry_id] for r in records]
+
+    def _put_statements(self, first: Sequence[StatementRecord]) -> dict[bytes, int]:
+        with self._conn() as conn:
             # Sequence numbers MUST follow commit order: recovery reads statements above the
             # sequenced watermark, and a number taken by a transaction that commits later
             # would be skipped. So writers take turns (readers are not blocked), and numbers
@@ -930,6 +949,11 @@ class PostgresStore:
             # held until the commit; the whole transaction goes in one round trip.
             with _rolled_back_on_error(conn), conn.pipeline():
                 conn.execute("BEGIN")
+                conn.execute(
+                    "SELECT set_config('lock_timeout', %s, true)",
+                    (str(round(STATEMENTS_LOCK_WAIT * 1000)),),
+                    prepare=True,
+                )
                 conn.execute("LOCK TABLE statements IN SHARE ROW EXCLUSIVE MODE")
                 cursors = []
                 for at in range(0, len(first), PUT_ROWS):
@@ -938,8 +962,7 @@ class PostgresStore:
                     cursor.execute(_put_statements_sql(rows), params, prepare=True, binary=True)
                     cursors.append(cursor)
                 conn.execute("COMMIT")
-            seqs = {bytes(e): int(s) for cursor in cursors for e, s in cursor.fetchall()}
-        return [seqs[r.entry_id] for r in records]
+            return {bytes(e): int(s) for cursor in cursors for e, s in cursor.fetchall()}
 
     def get_statement(self, entry_id: bytes) -> StatementRecord | None:
         rows = self._read(
@@ -1130,6 +1153,18 @@ _END_ROW_LOCKER: LiteralString = """
     SELECT pg_terminate_backend(a.pid)
     FROM pg_stat_activity AS a, log_checkpoint AS c
     WHERE c.id = 0 AND a.backend_xid = c.xmax AND a.pid <> pg_backend_pid()
+"""
+
+
+#: End the sessions that hold the ``statements`` lock while waiting for their client in the
+#: middle of a transaction for longer than the parameter (milliseconds).
+_END_STATEMENTS_LOCKER: LiteralString = """
+    SELECT pg_terminate_backend(a.pid)
+    FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.locktype = 'relation' AND l.relation = 'statements'::regclass AND l.granted
+      AND l.mode = 'ShareRowExclusiveLock' AND a.pid <> pg_backend_pid()
+      AND a.state = 'active' AND a.wait_event = 'ClientRead'
+      AND clock_timestamp() - a.state_change >= make_interval(secs => %s / 1000.0)
 """
 
 

@@ -13,6 +13,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any, LiteralString
 
@@ -533,6 +534,65 @@ def test_a_commit_left_waiting_by_a_stopped_process_ends_and_frees_the_checkpoin
         assert conn.broken
     assert 0.2 < waited < 3.0, waited
     assert_holds_only(other, batch("next", 10, 5), None)
+
+
+def test_a_statement_write_left_half_sent_by_a_stopped_process_is_ended(
+    stores: Callable[[], PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process stopped half-way through sending a statement write holds the statements
+    lock, and the server does not count its session as idle (it waits for the rest of a
+    pipeline): the next writer ends it after STATEMENTS_LOCK_WAIT and goes ahead."""
+    monkeypatch.setattr(postgres_module, "STATEMENTS_LOCK_WAIT", 0.3)
+    stopped, other = stores(), stores()
+    assert other.put_statements([_statement(1)]) == [1]
+    with psycopg.connect(stopped._url, autocommit=True) as conn, ExitStack() as pipeline:
+        pipeline.enter_context(conn.pipeline())
+        conn.execute("BEGIN")
+        conn.execute("LOCK TABLE statements IN SHARE ROW EXCLUSIVE MODE")
+        # This "process" now stops sending: the lock is held, with no Sync to come.
+        _wait_for_statements_lock(other)
+        began = time.monotonic()
+        assert other.put_statements([_statement(2)]) == [2]
+        waited = time.monotonic() - began
+        with pytest.raises(psycopg.OperationalError):
+            pipeline.close()  # the session was ended
+        assert conn.broken
+    assert 0.25 < waited < 3.0, waited
+    assert other.put_statements([_statement(3)]) == [3]
+
+
+def _wait_for_statements_lock(store: PostgresStore) -> None:
+    deadline = time.monotonic() + 5
+    query: LiteralString = (
+        "SELECT count(*) FROM pg_locks WHERE relation = 'statements'::regclass AND granted"
+    )
+    while True:
+        with store._conn() as conn:
+            row = conn.execute(query).fetchone()
+        if row is not None and row[0]:
+            return
+        assert time.monotonic() < deadline, "the statements lock was never taken"
+        time.sleep(0.01)
+
+
+def test_a_statement_writer_that_is_merely_slow_is_not_ended(
+    stores: Callable[[], PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that holds the lock while the server works for it (not waiting for its
+    client) is waited for, and the second write fails clearly after one more wait."""
+    monkeypatch.setattr(postgres_module, "STATEMENTS_LOCK_WAIT", 0.2)
+    busy, other = stores(), stores()
+    with busy._conn() as conn, conn.transaction():
+        conn.execute("LOCK TABLE statements IN SHARE ROW EXCLUSIVE MODE")
+        worker = threading.Thread(target=conn.execute, args=("SELECT pg_sleep(1.5)",))
+        worker.start()
+        try:
+            _wait_for_statements_lock(other)
+            with pytest.raises(StorageError, match="LockNotAvailable"):
+                other.put_statements([_statement(1)])
+        finally:
+            worker.join()
+    assert other.put_statements([_statement(1)]) == [1]
 
 
 def test_a_leaf_index_merge_allows_itself_longer_between_statements(
