@@ -180,3 +180,24 @@ def test_info_publishes_the_verifier_key(client: TestClient, signer: CheckpointS
     assert info["origin"] == signer.origin
     key = info["verifier_key"].split("+", 2)[2]  # base64 may contain "+"
     assert len(base64.b64decode(key)) == 33
+
+
+@pytest.mark.parametrize(
+    "path", ["/checkpoint", "/tile/0/000", "/tile/0/002.p/188", "/tile/entries/000"]
+)
+def test_head_answers_as_get_without_the_body(client: TestClient, path: str) -> None:
+    """tlog-tiles clients and caches ask with HEAD whether a tile or a checkpoint is there."""
+    get, head = client.get(path), client.head(path)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+    for name in ("content-type", "content-length", "cache-control"):
+        assert head.headers[name] == get.headers[name]
+
+
+def test_head_of_a_missing_tile_is_404_and_other_routes_do_not_serve_it(
+    client: TestClient,
+) -> None:
+    assert client.head("/tile/0/003").status_code == 404
+    r = client.head("/log/v1/info")
+    assert r.status_code == 405
+    assert "GET" in r.headers["allow"]

@@ -13,8 +13,9 @@ sequencer.
 
 A bug raising in the open service is answered 500 (``not_a_server_error`` fails); in the
 matrix's world, whose client raises server exceptions, the exception itself fails the case.
-The routes read their bodies themselves, so the document declares none and the bodies are
-fuzzed elsewhere (test_scrapi_fuzz.py); here paths, queries and principals are.
+The routes read their bodies themselves; the document declares them (media type and
+schema), and the cases send them: JSON objects here, COSE statements as mere bytes (they
+are fuzzed as CBOR in test_scrapi_fuzz.py). Paths, queries, bodies and principals.
 
 Bounded: a fixed number of examples per operation, mode and principal, ``derandomize`` and
 no example database.
@@ -56,6 +57,9 @@ from tests.integration.conftest import (
 from tests.integration.test_auth_matrix import built_world
 
 pytestmark = pytest.mark.slow
+
+# A statement is bytes to the document (its CBOR is fuzzed in test_scrapi_fuzz.py).
+schemathesis.serializer.alias("application/cose", "application/octet-stream")
 
 FUZZ = settings(
     max_examples=25,
@@ -156,8 +160,17 @@ def fuzz(target: Target, method: str, path: str, who: str, mode: GenerationMode)
     def run(case: Case[Any]) -> None:
         kwargs: dict[str, Any] = case.as_transport_kwargs(base_url="", headers=headers)
         assert not kwargs.get("cookies"), "the document declares no cookie"
+        body: dict[str, Any] = {}
+        if "json" in kwargs:
+            body["json"] = kwargs["json"]
+        elif kwargs.get("data") is not None:
+            body["content"] = kwargs["data"]
         response = target.client.request(
-            kwargs["method"], kwargs["url"], params=kwargs["params"], headers=kwargs["headers"]
+            kwargs["method"],
+            kwargs["url"],
+            params=kwargs["params"],
+            headers=kwargs["headers"],
+            **body,
         )
         checks = [*CHECKS, negative_data_rejection] if mode is GenerationMode.NEGATIVE else CHECKS
         case.validate_response(response, checks=checks, headers=kwargs["headers"])

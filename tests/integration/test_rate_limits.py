@@ -102,3 +102,23 @@ def test_a_refused_write_changes_nothing(maker: Maker) -> None:
         # Reads have their own budget, untouched by the writes.
         assert client.get("/checkpoint").status_code == 200
     store.close()
+
+
+@pytest.mark.parametrize(
+    "around", [b"\xa0", b"\x85", b"\xe2\x80\x83"], ids=["nbsp", "nel", "em space"]
+)
+def test_a_token_is_read_the_same_way_by_the_access_check_and_the_limiter(
+    maker: Maker, around: bytes
+) -> None:
+    """Only spaces and tabs surround a token. With another character beside it the token is
+    no token of ours: refused (401 ``token-unknown``) and charged to the address, not
+    accepted by the access check while the limiter charged the address for it."""
+    app = service_application(MemoryStore(), limits=RateLimits(reads=SLOW, writes=SLOW, burst=1))
+    with TestClient(app) as client:
+        padded = {b"Authorization": b"Bearer " + ADMIN_TOKEN.encode() + around}
+        assert_problem(client.get("/admin/users", headers=padded), 401, "token-unknown")
+        # The address's one read is spent; the administrator's own budget is untouched.
+        assert_rate_limited(client.get("/checkpoint"))
+        spaced = {"Authorization": f"Bearer \t{ADMIN_TOKEN} \t"}
+        assert client.get("/admin/users", headers=spaced).status_code == 200
+        assert_rate_limited(client.get("/admin/users", headers=ADMIN))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -1088,3 +1089,161 @@ def test_an_unexpected_failure_of_a_registration_is_a_500_problem(
         r = svc.post(statement(maker.issuer))
         assert_problem(r, 500, "internal-error")
         assert "secret" not in r.text
+
+
+# -- hostile JSON bodies: 400 with the route's code, never a 500 ---------------------------
+
+#: Nested deeper than the interpreter's recursion limit, in 4,000 bytes: under every limit.
+DEEP_JSON = b"[" * 4000
+DEEP_OBJECT = b'{"":' * 1000
+
+
+@pytest.mark.parametrize("body", [DEEP_JSON, DEEP_OBJECT], ids=["arrays", "objects"])
+@pytest.mark.parametrize(
+    ("method", "path", "code"),
+    [
+        ("POST", "/provenance/v1/challenges", "challenge-request-invalid"),
+        ("POST", "/entries/{entry}/grants", "admin-request-invalid"),
+        ("PUT", "/admin/users/bob", "admin-request-invalid"),
+        ("POST", "/admin/users/bob/tokens", "admin-request-invalid"),
+        ("PUT", f"/admin/organizations/{ORG}", "org-record-invalid"),
+    ],
+)
+def test_deeply_nested_json_is_a_400_and_changes_nothing(
+    maker: Maker, method: str, path: str, code: str, body: bytes
+) -> None:
+    store = MemoryStore()
+    with running(store, maker, raise_server_exceptions=False) as svc:
+        entry = svc.post(statement(maker.issuer)).headers["location"].rsplit("/", 1)[1]
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": JSON}
+        r = svc.client.put("/admin/users/bob", content=b'{"persona": "auditor"}', headers=admin)
+        assert r.status_code == 201, r.text
+        before, size = snapshot(store), svc.log_size()
+        r = svc.client.request(method, path.format(entry=entry), content=body, headers=admin)
+        assert_problem(r, 400, code)
+        assert snapshot(store) == before
+        assert svc.log_size() == size
+    store.close()
+
+
+def test_names_sent_are_never_echoed(service: Service) -> None:
+    """A path or a body naming an organization, a user or a token: the problem details say
+    what was wrong with fixed words, never the client's text (it may be markup)."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": JSON}
+    entry = service.post(statement(service.maker.issuer)).headers["location"]
+    markup = "<script>alert(1)</script>"
+    answers = [
+        service.client.get(f"/tile/{markup}"),
+        service.client.get(f"/tile/0/{markup}"),
+        service.client.post(f"{entry}/grants", json={"org": markup}, headers=admin),
+        service.client.put(
+            "/admin/users/bob", json={"persona": "supplier", "org": markup}, headers=admin
+        ),
+        service.client.post(f"/admin/users/{markup}/tokens", content=b"{}", headers=admin),
+        service.client.delete(f"/admin/users/{markup}/tokens/{markup}", headers=admin),
+        service.client.delete(f"{entry}/grants/{markup}", headers=admin),
+    ]
+    for r in answers:
+        assert 400 <= r.status_code < 500, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "script" not in r.text, r.text
+        assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_configuration_varies_by_accept_and_says_so(service: Service) -> None:
+    for accept, media in [
+        ("application/json", "application/json"),
+        ("application/cbor", "application/cbor"),
+    ]:
+        r = service.client.get(
+            "/.well-known/transparency-configuration", headers={"Accept": accept}
+        )
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith(media)
+        assert r.headers["vary"] == "Accept"
+        assert r.headers["cache-control"] == "public, max-age=300"
+
+
+def test_the_openapi_document_declares_bodies_tokens_and_binary_answers(service: Service) -> None:
+    doc = service.client.get("/openapi.json").json()
+    bodies = {
+        (method.upper(), path): next(iter(op["requestBody"]["content"]))
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        if "requestBody" in op
+    }
+    assert bodies == {
+        ("POST", "/entries"): COSE,
+        ("POST", "/entries/{entry_id}/grants"): JSON,
+        ("PUT", "/admin/organizations/{name}"): JSON,
+        ("PUT", "/admin/users/{name}"): JSON,
+        ("POST", "/admin/users/{name}/tokens"): JSON,
+        ("POST", "/provenance/v1/challenges"): JSON,
+    }
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert {} in doc["security"] and {"bearer": []} in doc["security"]
+
+    def media(method: str, path: str, status: str = "200") -> set[str]:
+        return set(doc["paths"][path][method]["responses"][status]["content"])
+
+    assert media("get", "/tile/{path}") == {"application/octet-stream"}
+    assert media("head", "/tile/{path}") == {"application/octet-stream"}
+    assert media("get", "/log/v1/entries/{index}") == {"application/octet-stream"}
+    assert media("post", "/entries", "201") == {COSE}
+    assert media("get", "/entries/{entry_id}") == {COSE}
+    assert media("get", "/entries/{entry_id}/statement") == {COSE}
+    assert media("get", "/.well-known/scitt-keys") == {"application/cose-key-set"}
+    assert media("get", "/.well-known/transparency-configuration") == {
+        "application/json",
+        "application/cbor",
+    }
+
+
+def test_a_client_gone_mid_body_leaves_no_traceback(
+    maker: Maker, sqlite_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A registration or a grant whose client disconnects before the end of its body ends
+    quietly: a DEBUG line, no ERROR with a traceback, nothing stored."""
+    import socket
+
+    store = SQLiteStore(sqlite_path)
+    app = service_application(store)
+    try:
+        with serve_in_thread(app) as base, httpx.Client(base_url=base, timeout=20) as client:
+            auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            assert (
+                client.put(
+                    f"/admin/organizations/{ORG}", content=maker.record(), headers=auth
+                ).status_code
+                == 201
+            )
+            r = client.post(
+                "/entries", content=statement(maker.issuer), headers={"Content-Type": COSE}
+            )
+            grants = r.headers["location"] + "/grants"
+            before = snapshot(store)
+            caplog.clear()
+            caplog.set_level(logging.DEBUG)
+            port = int(base.rsplit(":", 1)[1])
+            for head in (
+                b"POST /entries HTTP/1.1\r\nHost: x\r\nContent-Type: application/cose\r\n",
+                b"POST "
+                + grants.encode()
+                + b" HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
+                + b"Content-Type: application/json\r\n",
+            ):
+                with socket.create_connection(("127.0.0.1", port)) as sock:
+                    sock.sendall(head + b"Content-Length: 1000\r\n\r\n" + b"\xd2\x84" + b"{" * 10)
+                    time.sleep(0.3)  # the route is reading the body
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if sum("disconnected" in r.getMessage() for r in caplog.records) >= 2:
+                    break
+                time.sleep(0.05)
+            assert sum("disconnected" in r.getMessage() for r in caplog.records) == 2
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+            assert snapshot(store) == before
+            assert client.get("/log/v1/info").json()["size"] == 2
+    finally:
+        store.close()

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from fastapi import FastAPI
 from rich.markup import escape
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from sealtrail.config import (
     CONFIG_FILE,
@@ -34,7 +33,6 @@ from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
 from sealtrail.scitt import key_id
 from sealtrail.service import (
-    client_certificate_protocol,
     create_app,
     run_server,
     service_app,
@@ -276,8 +274,6 @@ def serve(
             + ("; client certificates verified when sent" if mutual else "")
         )
 
-    if mutual:  # a verified client certificate names a user (docs/auth.md)
-        tls["http"] = client_certificate_protocol(AutoHTTPProtocol)
     _log_to_stderr()
     settle_heap()
     run_server(
@@ -287,6 +283,8 @@ def serve(
         port=bind_port,
         log_level="warning",
         access_log=False,
+        # A verified client certificate names a user (docs/auth.md).
+        client_certificates=mutual,
         **tls,
     )
 

@@ -12,7 +12,6 @@ an admin user; none of them can remove or change an entry already in the log.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import Any
 
@@ -31,8 +30,10 @@ from sealtrail.scitt import (
     new_token,
     parse_certificates,
 )
+from sealtrail.scitt._registry import load_json
 
 from ._auth import Auth, Principal
+from ._openapi import json_body
 from ._scrapi import NO_STORE, read_body
 
 __all__ = ["DEFAULT_TOKEN_DAYS", "MAX_TOKEN_DAYS", "add_admin_routes", "add_grant_route"]
@@ -43,7 +44,28 @@ MAX_TOKEN_DAYS = 366
 #: Largest body of an administrative request (an organization record holds certificates).
 MAX_ADMIN_BODY = 256 * 1024
 _USER_FIELDS = frozenset({"persona", "org", "disabled", "certificates"})
+#: Problem details name what was wrong, never what the client sent (it may be markup, or
+#: another organization's name a caller is fishing for): fixed texts.
+NO_SUCH_ORG = "no organization of this name"
 
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+#: An organization record (docs/scitt.md; every field is checked by its parser).
+_ORG_RECORD = json_body(
+    {
+        "org": {"type": "string"},
+        "version": {"type": "integer", "minimum": 1},
+        "roles": _STRINGS,
+        "issuers": _STRINGS,
+        "anchors": _STRINGS,
+        "device_anchors": _STRINGS,
+        "keys": {"type": "array", "items": {"type": "object"}},
+        "retired_keys": _STRINGS,
+        "revoked_certificates": _STRINGS,
+        "policy": {"type": "object"},
+    },
+    required=("org", "version"),
+)
 
 #: Who a record says acted when the administrator token did (a user may not be named so).
 ADMINISTRATOR = "admin"
@@ -62,10 +84,7 @@ def _user_or_new(service: TransparencyService, name: str) -> User | None:
 
 
 def _json_object(data: bytes, fields: frozenset[str], what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput(f"{what} is not JSON", code="admin-request-invalid") from None
+    doc = load_json(data or b"{}", f"{what} is not JSON", code="admin-request-invalid")
     if not isinstance(doc, dict) or not set(doc) <= fields:
         raise InvalidInput(
             f"{what} is an object with at most: {', '.join(sorted(fields))}",
@@ -101,6 +120,7 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
         tags=["admin"],
         status_code=201,
         responses={201: {"description": "Registered: the record is a new log entry"}},
+        openapi_extra=_ORG_RECORD,
     )
     async def put_organization(name: str, request: Request) -> JSONResponse:
         """Onboard or change an organization (its record becomes a log entry)."""
@@ -118,7 +138,20 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
     @app.put(
         "/admin/users/{name}",
         tags=["admin"],
-        responses={201: {"description": "Created: the user's first record"}},
+        responses={
+            201: {
+                "description": "Created: the user's first record",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+        openapi_extra=json_body(
+            {
+                "persona": {"enum": list(PERSONAS)},
+                "org": {"type": ["string", "null"]},
+                "disabled": {"type": "boolean"},
+                "certificates": {"type": "array", "items": {"type": "string"}},
+            }
+        ),
     )
     async def put_user(name: str, request: Request) -> JSONResponse:
         """Create a user (``persona`` required), or change what the request names of an
@@ -137,7 +170,7 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
                 f"persona must be one of {', '.join(PERSONAS)}", code="admin-request-invalid"
             )
         if org is not None and (not isinstance(org, str) or service.registry.get(org) is None):
-            raise NotFound(f"no organization {org!r}", code="org-unknown")
+            raise NotFound(NO_SUCH_ORG, code="org-unknown")
         disabled = doc.get("disabled", False if current is None else current.disabled)
         if not isinstance(disabled, bool):
             raise InvalidInput("disabled is true or false", code="admin-request-invalid")
@@ -164,6 +197,10 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
         tags=["admin"],
         status_code=201,
         responses={201: {"description": "The new token, in this answer only"}},
+        openapi_extra=json_body(
+            {"days": {"type": "integer", "minimum": 1, "maximum": MAX_TOKEN_DAYS}},
+            body_required=False,
+        ),
     )
     async def issue_token(name: str, request: Request) -> JSONResponse:
         """A new token for the user: SECRET, in this answer only."""
@@ -195,7 +232,7 @@ def add_admin_routes(app: FastAPI, service: TransparencyService, auth: Auth) -> 
         current = _user(service, name)
         kept = tuple(t for t in current.tokens if t.id != token_id)
         if len(kept) == len(current.tokens):
-            raise NotFound(f"user {name} has no token {token_id}", code="token-unknown")
+            raise NotFound("the user has no token of this id", code="token-unknown")
         user = dataclasses.replace(current, version=current.version + 1, tokens=kept)
         registration = await service.put_user(user)
         return JSONResponse(_registered(registration, **_public(user)))
@@ -213,7 +250,12 @@ def add_grant_route(app: FastAPI, service: TransparencyService) -> None:
             )
         return record.entry_id, owner
 
-    @app.post("/entries/{entry_id}/grants", tags=["scrapi"], status_code=201)
+    @app.post(
+        "/entries/{entry_id}/grants",
+        tags=["scrapi"],
+        status_code=201,
+        openapi_extra=json_body({"org": {"type": "string"}}, required=("org",)),
+    )
     async def grant(entry_id: str, request: Request) -> JSONResponse:
         """Share a statement's contents with another organization (a log entry)."""
         principal: Principal = request.state.principal
@@ -221,7 +263,7 @@ def add_grant_route(app: FastAPI, service: TransparencyService) -> None:
         doc = _json_object(await read_body(request, 4096), frozenset({"org"}), "a grant")
         org = doc.get("org")
         if not isinstance(org, str) or service.registry.get(org) is None:
-            raise NotFound(f"no organization {org!r}", code="org-unknown")
+            raise NotFound(NO_SUCH_ORG, code="org-unknown")
         if org == owner:
             raise InvalidInput("a statement's own organization reads it already", code="grant-self")
         registration = await service.put_grant(Grant(entry, org, principal.user or ADMINISTRATOR))
@@ -235,7 +277,9 @@ def add_grant_route(app: FastAPI, service: TransparencyService) -> None:
         principal: Principal = request.state.principal
         entry, _ = await owned(entry_id, principal)
         if not service.grants.allows(entry, org):
-            raise NotFound(f"the statement is not shared with {org!r}", code="grant-unknown")
+            raise NotFound(
+                "the statement is not shared with this organization", code="grant-unknown"
+            )
         registration = await service.put_grant(
             Grant(entry, org, principal.user or ADMINISTRATOR, revoked=True)
         )
@@ -253,5 +297,5 @@ async def _admin_users(auth: Auth, service: TransparencyService, request: Reques
 def _user(service: TransparencyService, name: str) -> User:
     user = service.users.get(name)
     if user is None:
-        raise NotFound(f"no user {name!r}", code="user-unknown")
+        raise NotFound("no user of this name", code="user-unknown")
     return user

@@ -20,8 +20,9 @@ themselves by their signatures) and only administration needs a token.
 from __future__ import annotations
 
 import hmac
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -39,7 +40,7 @@ from sealtrail.scitt import (
 
 from ._peer import client_certificate
 
-__all__ = ["PUBLIC", "ROUTES", "Auth", "Principal"]
+__all__ = ["PUBLIC", "ROUTES", "Auth", "Principal", "bearer_token"]
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,18 @@ _READERS = frozenset({"admin", "supplier", "carrier", "operator", "auditor"})
 _VIEWERS = frozenset({"admin", "operator", "auditor"})
 _ADMIN = frozenset({"admin"})
 
-#: (method, route path) -> the personas that may call it. HEAD is checked as GET. The API's
-#: description (``/openapi.json``, ``/docs``, ``/redoc``) is served by plain routes outside
-#: this table and is public.
+#: (method, route path) -> the personas that may call it. HEAD is a method of its own here:
+#: the routes that serve it (the tlog-tiles ones) name it; on any other route it is 405.
 ROUTES: Mapping[tuple[str, str], frozenset[str]] = {
+    # The API's description: public, and a bad credential is refused here as anywhere.
+    ("GET", "/openapi.json"): _ANY,
+    ("GET", "/docs"): _ANY,
+    ("GET", "/redoc"): _ANY,
     # The verifiable log: public, as a transparency log must be (hashes only).
     ("GET", "/checkpoint"): _ANY,
+    ("HEAD", "/checkpoint"): _ANY,
     ("GET", "/tile/{path:path}"): _ANY,
+    ("HEAD", "/tile/{path:path}"): _ANY,
     ("GET", "/log/v1/info"): _ANY,
     ("GET", "/log/v1/entries/{index}"): _ANY,
     ("GET", "/log/v1/proof/inclusion"): _ANY,
@@ -103,6 +109,37 @@ ROUTES: Mapping[tuple[str, str], frozenset[str]] = {
     ("GET", "/provenance/v1/device-passports/{device_id}"): _VIEWERS,
     ("GET", "/provenance/v1/device-passports"): _VIEWERS,
 }
+
+
+#: What may surround a token in an ``Authorization`` header: HTTP's optional whitespace
+#: (RFC 9110 section 5.6.3), nothing else (not Unicode's spaces, such as U+00A0).
+_OWS = " \t"
+#: The characters of a token: visible ASCII. Every token the service issues is base64url
+#: with ``_``; a token holding anything else is no token of ours.
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+
+
+def bearer_token(header: str) -> str:
+    """The token of an ``Authorization`` header's value ``Bearer <token>``, read the one way
+    both the access check and the rate limiter (``_limits.client_key``) read it: spaces and
+    tabs around it dropped, nothing else. Raises :class:`Unauthorized`: ``auth-malformed``
+    for another scheme or no token, ``token-unknown`` for a token with a character outside
+    visible ASCII (no token of ours has one, so it is not looked up)."""
+    scheme, _, token = header.partition(" ")
+    token = token.strip(_OWS)
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("send a token as 'Authorization: Bearer <token>'", code="auth-malformed")
+    if not _TOKEN_CHARS.fullmatch(token):
+        raise _unknown_token()
+    return token
+
+
+def _unknown_token() -> Unauthorized:
+    return Unauthorized(
+        "an unknown or revoked token",
+        code="token-unknown",
+        hint="Ask an administrator for a token (sealtrail users token).",
+    )
 
 
 def _principal_of(user: User) -> Principal:
@@ -156,22 +193,12 @@ class Auth:
         if header is None:
             certificate = client_certificate(request.scope)
             return PUBLIC if certificate is None else self._by_certificate(certificate)
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized(
-                "send a token as 'Authorization: Bearer <token>'", code="auth-malformed"
-            )
-        digest = token_hash(token)
+        digest = token_hash(bearer_token(header))
         if self.admin_token_hash is not None and hmac.compare_digest(digest, self.admin_token_hash):
             return ADMIN
         found = None if self.service is None else self.service.users.by_token(digest)
         if found is None:
-            raise Unauthorized(
-                "an unknown or revoked token",
-                code="token-unknown",
-                hint="Ask an administrator for a token (sealtrail users token).",
-            )
+            raise _unknown_token()
         user, issued = found
         if not user.disabled and issued.expires <= self.clock():
             raise Unauthorized("this token has expired", code="token-expired")
@@ -209,8 +236,7 @@ class Auth:
         if not self.required:
             return
         route = request.scope.get("route")
-        method = "GET" if request.method == "HEAD" else request.method
-        allowed = ROUTES.get((method, getattr(route, "path", "")))
+        allowed = ROUTES.get((request.method, getattr(route, "path", "")))
         if allowed is None:
             raise Forbidden("this route is not open to anyone here", code="route-forbidden")
         if principal.persona not in allowed:
@@ -254,6 +280,19 @@ class Auth:
         if org is None or principal.org != org:
             raise Forbidden(
                 "a statement's contents are for its organization, auditors and administrators",
+                code="contents-forbidden",
+            )
+
+    def may_see_shipment(self, principal: Principal, parties: Iterable[object]) -> None:
+        """A shipment's view (its parties, contents and seals), whose ``parties`` are its
+        carrier and its ``from`` and ``to`` organizations: a carrier sees the shipments its
+        own organization is a party to; operators, auditors and administrators, the only
+        other personas the route table lets in, see every one."""
+        if not self.required or principal.persona != "carrier":
+            return
+        if principal.org is None or principal.org not in parties:
+            raise Forbidden(
+                "a carrier sees the shipments its organization carries, sends or receives",
                 code="contents-forbidden",
             )
 

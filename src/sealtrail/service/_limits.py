@@ -35,9 +35,10 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sealtrail.errors import InvalidInput, RateLimited
+from sealtrail.errors import InvalidInput, RateLimited, Unauthorized
 from sealtrail.scitt import certificate_hash
 
+from ._auth import bearer_token
 from ._peer import client_certificate
 
 __all__ = [
@@ -176,11 +177,13 @@ def client_key(
     client certificate's, else the peer address."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() == b"bearer":
-                digest = hashlib.sha256(token.strip()).digest()
-                if token_known(digest):
-                    return "token:" + digest.hex()
+            try:  # read as the access check reads it: a token it accepts is the one charged
+                token = bearer_token(value.decode("latin-1"))
+            except Unauthorized:
+                break
+            digest = hashlib.sha256(token.encode("ascii")).digest()
+            if token_known(digest):
+                return "token:" + digest.hex()
             break
     else:
         der = None if certificate_known is None else client_certificate(scope)

@@ -31,12 +31,15 @@ from sealtrail.provenance import (
 )
 from sealtrail.scitt import ORG_RECORD_TYPE, TransparencyService
 
+from ._openapi import answer
+
 __all__ = ["DEVICE_PASSPORTS", "INDEX_WAIT", "PASSPORTS", "add_passport_routes"]
 
 PASSPORTS = "/provenance/v1/passports"
 DEVICE_PASSPORTS = "/provenance/v1/device-passports"
 #: A passport is a snapshot of a moving log: never cached.
 NO_STORE = {"Cache-Control": "no-store"}
+_PASSPORT = answer(200, "The passport (docs/passports.md)", PASSPORT_TYPE)
 
 _DEVICE_ID = re.compile(r"[0-9a-f]{64}")
 
@@ -120,19 +123,26 @@ def add_passport_routes(
     """The passport routes (docs/passports.md) over a writing service and its ledger."""
     exporter = PassportExporter(ledger, service)
 
-    @app.get(PASSPORTS + "/{serial}", tags=["provenance"], response_class=Response)
+    @app.get(
+        PASSPORTS + "/{serial}", tags=["provenance"], response_class=Response, responses=_PASSPORT
+    )
     async def node_passport(serial: str) -> Response:
         """A node's passport (a server, a blade, a rack): everything to verify it offline."""
         checked = _name(serial, "a serial", "serial-invalid")
         return _answer(await exporter.export(PassportSubject.node(checked), wait=wait))
 
-    @app.get(DEVICE_PASSPORTS + "/{device_id}", tags=["provenance"], response_class=Response)
+    @app.get(
+        DEVICE_PASSPORTS + "/{device_id}",
+        tags=["provenance"],
+        response_class=Response,
+        responses=_PASSPORT,
+    )
     async def device_passport(device_id: str) -> Response:
         """A device's passport, by its device id."""
         subject = PassportSubject.device(_device_id(device_id))
         return _answer(await exporter.export(subject, wait=wait))
 
-    @app.get(DEVICE_PASSPORTS, tags=["provenance"], response_class=Response)
+    @app.get(DEVICE_PASSPORTS, tags=["provenance"], response_class=Response, responses=_PASSPORT)
     async def device_passport_by_serial(
         maker: str | None = None, serial: str | None = None
     ) -> Response:

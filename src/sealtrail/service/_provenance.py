@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from sealtrail.errors import Corruption, InvalidInput, NotFound
 from sealtrail.provenance import (
+    MAX_CHALLENGE_COUNT,
     MAX_ID_LENGTH,
     MAX_TIMELINE,
     ComplianceState,
@@ -29,8 +30,11 @@ from sealtrail.provenance import (
     entry_doc,
 )
 from sealtrail.scitt import TransparencyService
+from sealtrail.scitt._registry import load_json
 from sealtrail.storage import IndexedEntry
 
+from ._auth import Auth
+from ._openapi import json_body
 from ._scrapi import read_body
 
 __all__ = ["PREFIX", "ProvenanceQueries", "add_provenance_routes"]
@@ -38,6 +42,7 @@ __all__ = ["PREFIX", "ProvenanceQueries", "add_provenance_routes"]
 PREFIX = "/provenance/v1"
 #: Largest challenge request body, in bytes.
 MAX_CHALLENGE_BODY = 4096
+_CHALLENGE_SHAPE = 'send {"server_serial": "...", "count": N}'
 #: A view moves with every indexed entry: never cached.
 NO_STORE = {"Cache-Control": "no-store"}
 #: Longest ``size`` parameter, in digits (a tree size is below 2^63).
@@ -237,9 +242,10 @@ async def _challenge(ledger: ProvenanceLedger, serial: str, count: int) -> Issue
 
 
 def add_provenance_routes(
-    app: FastAPI, ledger: ProvenanceLedger, service: TransparencyService
+    app: FastAPI, ledger: ProvenanceLedger, service: TransparencyService, auth: Auth
 ) -> None:
-    """The read-only query routes under :data:`PREFIX` (docs/queries.md)."""
+    """The read-only query routes under :data:`PREFIX` (docs/queries.md); ``auth`` checks
+    what the route table cannot see (a carrier's shipments)."""
     queries = ProvenanceQueries(ledger, service)
 
     async def answer(
@@ -255,6 +261,18 @@ def add_provenance_routes(
         status_code=201,
         response_class=JSONResponse,
         responses={201: {"description": "The nonces, and when they expire"}},
+        openapi_extra=json_body(
+            {
+                "server_serial": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+                "count": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_CHALLENGE_COUNT,
+                    "default": 1,
+                },
+            },
+            required=("server_serial",),
+        ),
     )
     async def challenges(request: Request) -> JSONResponse:
         """Fresh nonces for a server's attestation or arrival (one per device to challenge).
@@ -263,14 +281,9 @@ def add_provenance_routes(
         201 with the nonces and when they expire; each is accepted once, for that server.
         """
         body = await read_body(request, MAX_CHALLENGE_BODY)
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            doc = None
+        doc = load_json(body, _CHALLENGE_SHAPE, code="challenge-request-invalid")
         if not isinstance(doc, dict) or not set(doc) <= {"server_serial", "count"}:
-            raise InvalidInput(
-                'send {"server_serial": "...", "count": N}', code="challenge-request-invalid"
-            )
+            raise InvalidInput(_CHALLENGE_SHAPE, code="challenge-request-invalid")
         serial = doc.get("server_serial")
         count = doc.get("count", 1)
         if not isinstance(serial, str) or not isinstance(count, int) or isinstance(count, bool):
@@ -337,11 +350,17 @@ def add_provenance_routes(
         return await answer(queries.node_timeline, checked, size=at)
 
     @app.get(PREFIX + "/shipments/{shipment_id}", tags=["provenance"], response_class=JSONResponse)
-    async def shipment(shipment_id: str, size: str | None = None) -> JSONResponse:
-        """A shipment: carrier, parties, contents, seals, and its custody records."""
+    async def shipment(request: Request, shipment_id: str, size: str | None = None) -> JSONResponse:
+        """A shipment: carrier, parties, contents, seals, and its custody records (to a
+        carrier, only a shipment its organization carries, sends or receives)."""
         at = _size(size)
         checked = _name(shipment_id, "a shipment id", "shipment-id-invalid")
-        return await answer(queries.shipment, checked, size=at)
+        await ledger.synced(at)
+        doc = await run_in_threadpool(queries.shipment, checked, at)
+        auth.may_see_shipment(
+            request.state.principal, (doc.get("carrier"), doc.get("from"), doc.get("to"))
+        )
+        return _answer(doc)
 
     @app.get(PREFIX + "/compliance", tags=["provenance"], response_class=JSONResponse)
     async def compliance(state: str | None = None, size: str | None = None) -> JSONResponse:

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sealtrail.errors import Conflict, Error
 from sealtrail.keys import Signer, Verifier
@@ -49,14 +51,18 @@ from sealtrail.storage import (
     open_index,
 )
 
+from ._head import head_limited_protocol
 from ._passport import add_passport_routes
+from ._peer import client_certificate_protocol
 from .app import RateLimits, create_app
 
 __all__ = [
     "SEEN_PERIOD",
     "STOP_SIGNALS",
     "ServiceStore",
+    "http_protocol",
     "run_server",
+    "server_config",
     "service_app",
     "settle_heap",
 ]
@@ -370,10 +376,41 @@ async def _stop_on(stopping: _Stopping, server: uvicorn.Server) -> None:
     server.should_exit = True
 
 
+def http_protocol(*, client_certificates: bool = False) -> type[asyncio.Protocol]:
+    """The HTTP protocol every server of ours speaks: uvicorn's httptools parser, with the
+    request head bounded (:data:`~sealtrail.service._head.MAX_REQUEST_HEAD`) and, with
+    ``client_certificates``, a verified TLS client certificate handed to the app."""
+    protocol = head_limited_protocol(HttpToolsProtocol)
+    if client_certificates:
+        protocol = client_certificate_protocol(protocol)
+    return protocol
+
+
+def server_config(
+    app: ASGIApp,
+    *,
+    client_certificates: bool = False,
+    **options: Any,  # noqa: ANN401 (uvicorn's options)
+) -> uvicorn.Config:
+    """uvicorn's settings for ``app`` (``options`` are :class:`uvicorn.Config`'s), with what
+    no caller may change: the protocol of :func:`http_protocol`, and forwarding headers
+    (``X-Forwarded-For``, ``X-Forwarded-Proto``) ignored, whoever the peer is. uvicorn
+    trusts them by default from 127.0.0.1: a client on the same host (or a proxy there
+    passing the header through) would name any address it likes, and have a new rate
+    budget (docs/limits.md) with each."""
+    return uvicorn.Config(
+        app,
+        http=http_protocol(client_certificates=client_certificates),
+        proxy_headers=False,
+        **options,
+    )
+
+
 def run_server(
     app: FastAPI,
     *,
     ready: Callable[[str, int], None] | None = None,
+    client_certificates: bool = False,
     **options: Any,  # noqa: ANN401 (uvicorn's options)
 ) -> None:
     """Serve ``app`` with uvicorn (``options`` are :class:`uvicorn.Config`'s) until one of
@@ -385,10 +422,14 @@ def run_server(
     traceback. A stop signal ends the process normally rather than by the signal: exit
     handlers run, so worker processes are shut down and nothing is reported leaked.
     ``ready`` is called with the address and port bound (port 0 asks for a free one) once
-    the server listens. An app that must stop (a server whose claim on its index was lost
-    to a rebuild) stops serving as a stop signal would, and its reason is then raised.
+    the server listens. uvicorn runs as :func:`server_config` sets it (a bounded request
+    head, no forwarding headers trusted); with ``client_certificates`` (mutual TLS), a
+    verified client certificate reaches the app. An app that must stop (a server whose
+    claim on its index was lost to a rebuild) stops serving as a stop signal would, and its
+    reason is then raised.
     """
-    server = _Server(uvicorn.Config(app, lifespan="off", **options), ready)
+    config = server_config(app, client_certificates=client_certificates, lifespan="off", **options)
+    server = _Server(config, ready)
 
     async def main() -> None:
         async with app.router.lifespan_context(app):

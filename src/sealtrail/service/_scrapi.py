@@ -10,24 +10,32 @@ checkpoint, then 200 with a receipt against the latest checkpoint.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import cbor2
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from sealtrail.errors import InvalidInput, NotFound, TooLarge
 from sealtrail.scitt import Registration, SignedStatement, TransparencyService, parse_statement
 
 from ._auth import Auth, Principal
+from ._openapi import BINARY, answer, request_body
 
 __all__ = ["REGISTER_WAIT", "add_scrapi_routes", "read_body"]
+
+_log = logging.getLogger(__name__)
 
 COSE = "application/cose"
 #: Seconds POST /entries waits for the registration before answering 303.
 REGISTER_WAIT = 2.0
 NO_STORE = {"Cache-Control": "no-store"}
+#: The configuration changes when an organization brings a new signature algorithm and when
+#: the receipt key is rotated (at a restart): as long as the key set is cached.
+CONFIGURATION_CACHE = "public, max-age=300"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -37,11 +45,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise TooLarge(f"request body over the {limit}-byte limit", code="body-too-large")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"request body over the {limit}-byte limit", code="body-too-large")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"request body over the {limit}-byte limit", code="body-too-large")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client went away mid-body: nothing was taken, and nobody reads the answer.
+        # Not a failure of the server's: no traceback, a line at DEBUG.
+        _log.debug("client disconnected after %d bytes of a request body", size)
+        raise InvalidInput(
+            "the client disconnected before the end of its request body", code="body-incomplete"
+        ) from None
     return b"".join(chunks)
 
 
@@ -80,7 +96,11 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
         tags=["scrapi"],
         status_code=201,
         response_class=Response,
-        responses={303: {"description": "Stored, not yet in the log: poll the Location"}},
+        responses={
+            **answer(201, "Registered: the receipt (COSE_Sign1)", COSE),
+            303: {"description": "Stored, not yet in the log: poll the Location"},
+        },
+        openapi_extra=request_body(COSE, BINARY),
     )
     async def register(request: Request) -> Response:
         """Register a signed statement (``application/cose``)."""
@@ -116,7 +136,10 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
         "/entries/{entry_id}",
         tags=["scrapi"],
         response_class=Response,
-        responses={302: {"description": "Pending: not yet in the log, poll again"}},
+        responses={
+            **answer(200, "The receipt (COSE_Sign1)", COSE),
+            302: {"description": "Pending: not yet in the log, poll again"},
+        },
     )
     async def receipt(entry_id: str) -> Response:
         """The entry's receipt against the latest checkpoint (302 while pending)."""
@@ -131,7 +154,12 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
             )
         return Response(data, media_type=COSE, headers=NO_STORE)
 
-    @app.get("/entries/{entry_id}/statement", tags=["scrapi"], response_class=Response)
+    @app.get(
+        "/entries/{entry_id}/statement",
+        tags=["scrapi"],
+        response_class=Response,
+        responses=answer(200, "The signed statement (COSE_Sign1)", COSE),
+    )
     async def statement(entry_id: str, request: Request) -> Response:
         """The signed statement as registered (its organization, auditors, administrators)."""
         record = await run_in_threadpool(service.statement_record, entry_id)
@@ -145,7 +173,12 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
             headers={"Cache-Control": f"{cache}, max-age=31536000, immutable"},
         )
 
-    @app.get("/entries/{entry_id}/transparent-statement", tags=["scrapi"], response_class=Response)
+    @app.get(
+        "/entries/{entry_id}/transparent-statement",
+        tags=["scrapi"],
+        response_class=Response,
+        responses=answer(200, "The transparent statement (COSE_Sign1)", COSE),
+    )
     async def transparent(entry_id: str, request: Request) -> Response:
         """The statement with a fresh receipt in its unprotected header (label 394)."""
         record = await run_in_threadpool(service.statement_record, entry_id)
@@ -155,15 +188,35 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
         data = await run_in_threadpool(service.transparent_statement, entry_id, record)
         return Response(data, media_type=COSE, headers=NO_STORE)
 
-    @app.get("/.well-known/transparency-configuration", tags=["scrapi"])
+    @app.get(
+        "/.well-known/transparency-configuration",
+        tags=["scrapi"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "The configuration, as JSON or (Accept: application/cbor) CBOR",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "application/cbor": {"schema": dict(BINARY)},
+                },
+            }
+        },
+    )
     async def configuration(request: Request) -> Response:
         """The service's configuration (JSON, or CBOR when asked for ``application/cbor``)."""
         config = service.configuration()
+        # One URL, two representations: a cache must key them by Accept.
+        headers = {"Vary": "Accept", "Cache-Control": CONFIGURATION_CACHE}
         if "application/cbor" in request.headers.get("accept", ""):
-            return Response(cbor2.dumps(config), media_type="application/cbor")
-        return JSONResponse(config)
+            return Response(cbor2.dumps(config), media_type="application/cbor", headers=headers)
+        return JSONResponse(config, headers=headers)
 
-    @app.get("/.well-known/scitt-keys", tags=["scrapi"], response_class=Response)
+    @app.get(
+        "/.well-known/scitt-keys",
+        tags=["scrapi"],
+        response_class=Response,
+        responses=answer(200, "The receipt keys (COSE_KeySet)", "application/cose-key-set"),
+    )
     async def keys() -> Response:
         """The service's receipt keys as a COSE_KeySet, retired keys included."""
         return Response(

@@ -15,7 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -46,6 +47,7 @@ from sealtrail.scitt import TransparencyService
 from ._admin import add_admin_routes, add_grant_route
 from ._auth import Auth
 from ._limits import RateLimiter, RateLimitMiddleware, RateLimits
+from ._openapi import BEARER, answer
 from ._problems import problem_response
 from ._provenance import add_provenance_routes
 from ._scrapi import add_scrapi_routes
@@ -166,8 +168,13 @@ def create_app(
         version=sealtrail.__version__,
         summary="A tamper-evident provenance ledger built on a verifiable log.",
         lifespan=lifespan,
-        # Every route, those added later included, resolves its principal first.
+        # Every route, those added later included, resolves its principal first: the API's
+        # description too, served by routes of ours (_add_description_routes) rather than
+        # FastAPI's, which no dependency reaches.
         dependencies=[Depends(auth.authorize)],
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.auth = auth
     app.state.read_only = service is None
@@ -190,6 +197,7 @@ def create_app(
         )
     _add_problem_handlers(app)
     _document_problems(app)
+    _add_description_routes(app)
     _add_tlog_tiles_routes(app, reader)
     _add_log_routes(app, reader, verifier_key)
     if service is not None:
@@ -197,7 +205,7 @@ def create_app(
         add_admin_routes(app, service, auth)
         add_grant_route(app, service)
         if ledger is not None:
-            add_provenance_routes(app, ledger, service)
+            add_provenance_routes(app, ledger, service, auth)
     return app
 
 
@@ -315,6 +323,10 @@ def _document_problems(app: FastAPI) -> None:
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
         schemas["ProblemDetails"] = ProblemDetails.model_json_schema()
+        # A token is optional in the document: the public reads without one, and without
+        # [auth] required only administration asks for one (docs/auth.md).
+        doc["components"]["securitySchemes"] = {"bearer": dict(BEARER)}
+        doc["security"] = [{}, {"bearer": []}]
         for operations in doc["paths"].values():
             for operation in operations.values():
                 responses = operation["responses"]
@@ -323,6 +335,30 @@ def _document_problems(app: FastAPI) -> None:
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+#: Where the API describes itself (OpenAPI), and its two renderings.
+OPENAPI_PATH = "/openapi.json"
+
+
+def _add_description_routes(app: FastAPI) -> None:
+    """The API's description: ``/openapi.json``, ``/docs`` (Swagger UI) and ``/redoc``, as
+    routes of the app, so that the app-wide access check runs on them as on every route (a
+    bad credential is refused here too); the route table opens them to everyone."""
+
+    @app.get(OPENAPI_PATH, include_in_schema=False)
+    async def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=root + OPENAPI_PATH, title=f"{app.title} API")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_redoc_html(openapi_url=root + OPENAPI_PATH, title=f"{app.title} API")
 
 
 def _problem(exc: Error) -> Response:
@@ -360,6 +396,9 @@ def _headers_for(exc: Error) -> dict[str, str]:
 def _add_tlog_tiles_routes(app: FastAPI, reader: LogReader) -> None:
     """The C2SP tlog-tiles read API: checkpoint, hash tiles and entry bundles."""
 
+    # GET and HEAD: tlog-tiles clients and caches ask whether a tile or a newer checkpoint
+    # is there with HEAD. The same handlers: the server sends the headers without the body.
+    @app.head("/checkpoint", response_class=PlainTextResponse, tags=["tlog-tiles"])
     @app.get("/checkpoint", response_class=PlainTextResponse, tags=["tlog-tiles"])
     async def checkpoint() -> Response:
         """The latest signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
@@ -372,13 +411,21 @@ def _add_tlog_tiles_routes(app: FastAPI, reader: LogReader) -> None:
             headers={"Cache-Control": CHECKPOINT_CACHE},
         )
 
-    @app.get("/tile/{path:path}", tags=["tlog-tiles"], response_class=Response)
+    tile_answer = answer(200, "A hash tile or an entry bundle", OCTETS)
+
+    @app.head(
+        "/tile/{path:path}", tags=["tlog-tiles"], response_class=Response, responses=tile_answer
+    )
+    @app.get(
+        "/tile/{path:path}", tags=["tlog-tiles"], response_class=Response, responses=tile_answer
+    )
     async def tile(path: str) -> Response:
         """A Merkle tile or an entry bundle, per C2SP tlog-tiles."""
         try:
             level, index, width = parse_tile_path("tile/" + path)
-        except MerkleError as exc:
-            raise NotFound(f"not a tile path: {exc}") from exc
+        except MerkleError:
+            # A fixed text: the path is the client's, and may be markup.
+            raise NotFound("not a tile path (C2SP tlog-tiles)") from None
         if level == "entries":
             data = await run_in_threadpool(reader.entry_bundle, index, width)
         else:
@@ -401,7 +448,12 @@ def _add_log_routes(app: FastAPI, reader: LogReader, verifier_key: str) -> None:
             version=sealtrail.__version__,
         )
 
-    @app.get("/log/v1/entries/{index}", tags=["log"], response_class=Response)
+    @app.get(
+        "/log/v1/entries/{index}",
+        tags=["log"],
+        response_class=Response,
+        responses=answer(200, "The entry's bytes", OCTETS),
+    )
     async def entry(index: int) -> Response:
         """One entry's bytes."""
         data = await run_in_threadpool(reader.entry, index)
