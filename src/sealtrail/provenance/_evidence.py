@@ -11,6 +11,9 @@ so that nothing is recorded as good that the evidence does not show:
   device keeps its alias keys from one attestation to the next);
 * the signature verifies over *this* attestation's nonce (checked every time, never cached:
   it is what makes the evidence fresh rather than replayed);
+* every firmware measurement a DICE layer certified for the next one (the FWIDs of a TCG
+  ``DiceTcbInfo`` in an alias certificate, which the running firmware cannot forge) is
+  among the measurements the device reports (:func:`tcb_info_fwids`);
 * every measurement is one of a registered firmware release, at or above the policy's
   minimum security version for its component.
 
@@ -28,7 +31,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
+from asn1crypto import core
+from asn1crypto import parser as asn1_parser
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -48,6 +54,7 @@ from ._payloads import (
     MIN_NONCE_SIZE,
     ComponentMeasurement,
     DeviceEvidence,
+    DigestAlgorithm,
     EarStatus,
 )
 
@@ -59,13 +66,17 @@ except ImportError:  # pragma: no cover - depends on the installed cryptography
 __all__ = [
     "EVIDENCE_CONTEXT",
     "ML_DSA_AVAILABLE",
+    "TCB_INFO_OID",
+    "AliasChain",
     "AliasChains",
     "EvidenceReason",
+    "Fwid",
     "SigningKey",
     "appraise_device",
     "appraise_devices",
     "evidence_message",
     "sign_evidence",
+    "tcb_info_fwids",
 ]
 
 #: Domain separation: the first bytes of every signed evidence message (version 1).
@@ -87,6 +98,7 @@ class EvidenceReason(StrEnum):
     MISSING = "evidence-missing"
     BAD_CHAIN = "evidence-bad-chain"
     BAD_SIGNATURE = "evidence-bad-signature"
+    TCB_MISMATCH = "evidence-tcb-mismatch"
     MEASUREMENT_UNKNOWN = "measurement-unknown"
     SECURITY_VERSION_TOO_LOW = "security-version-too-low"
 
@@ -207,11 +219,201 @@ def _issued(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _is_ca(certificate: x509.Certificate) -> bool:
+def _extensions(certificate: x509.Certificate) -> x509.Extensions | None:
+    """The certificate's extensions, or ``None`` when cryptography cannot read them (one
+    that is not the DER of its type, the same extension twice, a name form it lacks)."""
     try:
-        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, ValueError):
+        return certificate.extensions
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        return None
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    extensions = _extensions(certificate)
+    if extensions is None:
         return False
+    try:
+        return bool(extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+# -- DICE TcbInfo ----------------------------------------------------------------------------
+
+#: The TCG DICE ``DiceTcbInfo`` certificate extension (tcg-dice-TcbInfo): what the DICE layer
+#: that issued an alias certificate measured of the layer that holds the alias key.
+TCB_INFO_OID = x509.ObjectIdentifier("2.23.133.5.4.1")
+
+#: The hash algorithms an FWID may name (NIST CSOR OIDs) that evidence measures with, and
+#: the size of their digests.
+_FWID_HASHES = {
+    "2.16.840.1.101.3.4.2.1": (DigestAlgorithm.SHA256, 32),
+    "2.16.840.1.101.3.4.2.2": (DigestAlgorithm.SHA384, 48),
+    "2.16.840.1.101.3.4.2.3": (DigestAlgorithm.SHA512, 64),
+}
+
+
+class _FWID(core.Sequence):  # type: ignore[misc]  # asn1crypto has no type hints
+    _fields: ClassVar[list[tuple[object, ...]]] = [
+        ("hashAlg", core.ObjectIdentifier),
+        ("digest", core.OctetString),
+    ]
+
+
+class _FWIDLIST(core.SequenceOf):  # type: ignore[misc]
+    _child_spec = _FWID
+
+
+class _OperationalFlags(core.BitString):  # type: ignore[misc]
+    """Its named bits are not read, so none are declared (the bit string is kept as is)."""
+
+
+class _DiceTcbInfo(core.Sequence):  # type: ignore[misc]
+    _fields: ClassVar[list[tuple[object, ...]]] = [
+        ("vendor", core.UTF8String, {"implicit": 0, "optional": True}),
+        ("model", core.UTF8String, {"implicit": 1, "optional": True}),
+        ("version", core.UTF8String, {"implicit": 2, "optional": True}),
+        ("svn", core.Integer, {"implicit": 3, "optional": True}),
+        ("layer", core.Integer, {"implicit": 4, "optional": True}),
+        ("index", core.Integer, {"implicit": 5, "optional": True}),
+        ("fwids", _FWIDLIST, {"implicit": 6, "optional": True}),
+        ("flags", _OperationalFlags, {"implicit": 7, "optional": True}),
+        ("vendorInfo", core.OctetString, {"implicit": 8, "optional": True}),
+        ("type", core.OctetString, {"implicit": 9, "optional": True}),
+    ]
+
+
+#: What asn1crypto raises for input it cannot read (UnicodeDecodeError is a ValueError; an
+#: empty BIT STRING is an IndexError).
+_ASN1_ERRORS = (ValueError, TypeError, IndexError)
+#: asn1crypto's numbers for the context class and for a constructed SEQUENCE.
+_CONTEXT_CLASS, _CONSTRUCTED, _SEQUENCE = 2, 1, 16
+#: The tag numbers of the fields of later versions read past: after ``type``, and at most 30
+#: (DER allows higher ones, in a multi-octet form; refused as the first reader did).
+_LAST_FIELD, _MAX_FIELD = 9, 30
+
+
+@dataclass(frozen=True, slots=True)
+class Fwid:
+    """One firmware measurement of a ``DiceTcbInfo``: ``alg`` is a :class:`DigestAlgorithm`
+    value, or the dotted OID of a hash evidence cannot name (which no reported measurement
+    can then match); ``digest`` is lowercase hex."""
+
+    alg: str
+    digest: str
+
+
+def tcb_info_fwids(value: bytes) -> tuple[Fwid, ...]:
+    """The FWIDs, in order, of a ``DiceTcbInfo`` (the extension's value, DER).
+
+    From the TCG DICE Attestation Architecture (version 1.1)::
+
+        DiceTcbInfo ::= SEQUENCE {
+            vendor     [0] IMPLICIT UTF8String OPTIONAL,
+            model      [1] IMPLICIT UTF8String OPTIONAL,
+            version    [2] IMPLICIT UTF8String OPTIONAL,
+            svn        [3] IMPLICIT INTEGER OPTIONAL,
+            layer      [4] IMPLICIT INTEGER OPTIONAL,
+            index      [5] IMPLICIT INTEGER OPTIONAL,
+            fwids      [6] IMPLICIT FWIDLIST OPTIONAL,
+            flags      [7] IMPLICIT OperationalFlags OPTIONAL,  -- a BIT STRING
+            vendorInfo [8] IMPLICIT OCTET STRING OPTIONAL,
+            type       [9] IMPLICIT OCTET STRING OPTIONAL,
+            ... }
+        FWIDLIST ::= SEQUENCE SIZE (1..MAX) OF FWID
+        FWID ::= SEQUENCE { hashAlg OBJECT IDENTIFIER, digest OCTET STRING }
+
+    Read with asn1crypto (:class:`_DiceTcbInfo`), every field decoded though only the
+    FWIDs are kept, and held to DER: one SEQUENCE and nothing after it, each field the DER
+    that asn1crypto writes again for the value it read (asn1crypto reads BER, and leniently).
+    Fields after ``type`` (added by later versions) are read past, undecoded, when
+    context-tagged, in ascending order and numbered up to 30. An FWIDLIST holds at least one
+    FWID; an FWID of SHA-256, SHA-384 or SHA-512 has that hash's size. Raises
+    ``ValueError`` for anything else.
+    """
+    try:
+        info = _DiceTcbInfo.load(value, strict=True)
+        _check_der(info, value)
+        fwids = info["fwids"]
+        if isinstance(fwids, core.Void):
+            return ()
+        if not len(fwids):
+            raise ValueError("an FWIDLIST holds at least one FWID")
+        return tuple(_fwid(entry) for entry in fwids)
+    except _ASN1_ERRORS as error:
+        raise ValueError(f"a malformed DiceTcbInfo: {error}") from error
+
+
+def _check_der(info: _DiceTcbInfo, value: bytes) -> None:
+    """``ValueError`` unless ``value``, which asn1crypto read as ``info``, is DER: each
+    declared field as asn1crypto encodes again the value it decoded (decoding every field),
+    then the fields of later versions, each in a DER header (its content is not read)."""
+    if asn1_parser.emit(0, _CONSTRUCTED, _SEQUENCE, info.contents) != value:
+        raise ValueError("a DiceTcbInfo is DER: definite lengths in their shortest form")
+    # b"" for an absent field. When these are a prefix of the contents, each is the field's
+    # own encoding: the same header means the same length, so the same content.
+    fields = range(len(_DiceTcbInfo._fields))
+    declared = b"".join(info[position].dump(force=True) for position in fields)
+    if not info.contents.startswith(declared):
+        raise ValueError("DiceTcbInfo fields are DER")
+    # What asn1crypto's Sequence left after the declared fields: a later version's, or one
+    # out of order, twice or not context-tagged. It would decode them as the universal type
+    # of their tag number, which is not theirs: so they are only walked, not decoded.
+    rest, last = info.contents[len(declared) :], _LAST_FIELD
+    while rest:
+        size = asn1_parser.peek(rest)
+        element, rest = rest[:size], rest[size:]
+        class_, method, tag, _, content, _ = asn1_parser.parse(element, strict=True)
+        if class_ != _CONTEXT_CLASS or not last < tag <= _MAX_FIELD:
+            raise ValueError("DiceTcbInfo fields are context-tagged, in ascending order")
+        if asn1_parser.emit(class_, method, tag, content) != element:
+            raise ValueError("a DiceTcbInfo field is DER")
+        last = tag
+
+
+def _fwid(entry: _FWID) -> Fwid:
+    if len(entry) != len(_FWID._fields):
+        raise ValueError("an FWID is SEQUENCE { OBJECT IDENTIFIER, OCTET STRING }")
+    oid, digest = str(entry["hashAlg"].dotted), bytes(entry["digest"].native)
+    known = _FWID_HASHES.get(oid)
+    if known is None:
+        if not digest:
+            raise ValueError("an FWID digest has at least one octet")
+        return Fwid(oid, digest.hex())
+    alg, size = known
+    if len(digest) != size:
+        raise ValueError(f"a {alg.value} FWID digest is {size} bytes")
+    return Fwid(alg.value, digest.hex())
+
+
+def _chain_fwids(aliases: Sequence[x509.Certificate]) -> frozenset[Fwid] | None:
+    """Every FWID of the alias certificates' ``DiceTcbInfo`` extensions, or ``None`` when a
+    certificate's extensions, or a ``DiceTcbInfo``, cannot be read."""
+    fwids: set[Fwid] = set()
+    for certificate in aliases:
+        extensions = _extensions(certificate)
+        if extensions is None:
+            return None
+        try:
+            extension = extensions.get_extension_for_oid(TCB_INFO_OID)
+            fwids.update(tcb_info_fwids(extension.value.public_bytes()))
+        except x509.ExtensionNotFound:
+            continue
+        except ValueError:
+            return None
+    return frozenset(fwids)
+
+
+# -- alias chains ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AliasChain:
+    """An alias chain that leads to a device's identity key: the key that signs its evidence
+    and the FWIDs its certificates' ``DiceTcbInfo`` extensions carry (empty when none does)."""
+
+    signing_key: SigningKey
+    fwids: frozenset[Fwid] = frozenset()
 
 
 class AliasChains:
@@ -223,7 +425,10 @@ class AliasChains:
     (basicConstraints), so a layer's leaf alias key cannot extend the chain. The identity
     certificate is not held to that: its key is the device's own, and makers mark it either
     way. An empty chain means the identity key signs. The signing key (the first
-    certificate's) must be ECDSA P-256/P-384 or ML-DSA-87.
+    certificate's) must be ECDSA P-256/P-384 or ML-DSA-87. Every alias certificate's
+    extensions must be readable, and a ``DiceTcbInfo`` among them well-formed
+    (:func:`tcb_info_fwids`): its FWIDs are kept with the key, for the appraisal to compare
+    with the reported measurements.
 
     Not checked, on purpose: validity dates (a device's alias certificates carry whatever its
     clock or its firmware says, and freshness comes from the nonce) and key usages (DICE
@@ -232,17 +437,17 @@ class AliasChains:
 
     Results, good or bad, are cached (LRU, ``cache`` entries) by the SHA-256 of the identity
     certificate and of each alias certificate, so an unchanged chain costs two hashes and a
-    lookup.
+    lookup, its ``DiceTcbInfo`` extensions included.
     """
 
     def __init__(self, *, cache: int = 1 << 16) -> None:
-        self._results: OrderedDict[tuple[bytes, ...], SigningKey | None] = OrderedDict()
+        self._results: OrderedDict[tuple[bytes, ...], AliasChain | None] = OrderedDict()
         self._size = cache
         self._lock = threading.Lock()
 
-    def signing_key(self, identity: bytes, chain: Sequence[bytes]) -> SigningKey | None:
-        """The key that signs for the device of ``identity`` (its identity leaf, DER) through
-        ``chain``, or ``None`` when the chain does not lead to the identity key."""
+    def resolve(self, identity: bytes, chain: Sequence[bytes]) -> AliasChain | None:
+        """How ``chain`` leads to the identity key of the device of ``identity`` (its
+        identity leaf, DER), or ``None`` when it does not."""
         if len(chain) > MAX_CHAIN_LENGTH:
             return None
         key = (hashlib.sha256(identity).digest(), *(hashlib.sha256(c).digest() for c in chain))
@@ -258,8 +463,14 @@ class AliasChains:
                 self._results.popitem(last=False)
         return result
 
+    def signing_key(self, identity: bytes, chain: Sequence[bytes]) -> SigningKey | None:
+        """The key that signs for the device of ``identity`` (its identity leaf, DER) through
+        ``chain``, or ``None`` when the chain does not lead to the identity key."""
+        resolved = self.resolve(identity, chain)
+        return None if resolved is None else resolved.signing_key
 
-def _resolve(identity: bytes, chain: Sequence[bytes]) -> SigningKey | None:
+
+def _resolve(identity: bytes, chain: Sequence[bytes]) -> AliasChain | None:
     certificates = [_load(der) for der in (*chain, identity)]
     if any(c is None for c in certificates):
         return None
@@ -268,7 +479,11 @@ def _resolve(identity: bytes, chain: Sequence[bytes]) -> SigningKey | None:
         is_alias_issuer = position + 1 < len(chain)
         if (is_alias_issuer and not _is_ca(issuer)) or not _issued(child, issuer):
             return None
-    return _signing_key(loaded[0])
+    key = _signing_key(loaded[0])
+    fwids = _chain_fwids(loaded[: len(chain)])
+    if key is None or fwids is None:
+        return None
+    return AliasChain(key, fwids)
 
 
 def _no_minimum(component: str) -> int | None:
@@ -293,20 +508,21 @@ def appraise_device(
     gives the policy's floor for a component, or ``None``.
 
     Returns the status and the reasons (:class:`EvidenceReason` values, sorted):
-    ``evidence-missing`` (none given, or it measures nothing), ``evidence-bad-chain``,
+    ``evidence-missing`` (none given, or it measures nothing), ``evidence-bad-chain``
+    (including an alias certificate whose ``DiceTcbInfo`` is malformed),
     ``evidence-bad-signature`` (including a signature over another nonce: a replay),
-    ``measurement-unknown`` and ``security-version-too-low``. Measurements are only looked
-    at once the signature verified: unauthenticated measurements say nothing. The status is
-    ``affirming`` without a reason, ``warning`` when the only reason is
-    ``security-version-too-low``, and ``contraindicated`` otherwise. Raises ``ValueError``
-    only for a nonce outside 16..64 bytes (the caller's error, not the evidence's).
+    ``evidence-tcb-mismatch`` (an FWID of the alias certificates' ``DiceTcbInfo`` that is
+    not among the reported measurements), ``measurement-unknown`` and
+    ``security-version-too-low``. Measurements are only looked at once the signature
+    verified: unauthenticated measurements say nothing. The status is ``affirming`` without a
+    reason, ``warning`` when the only reason is ``security-version-too-low``, and
+    ``contraindicated`` otherwise. Raises ``ValueError`` only for a nonce outside 16..64
+    bytes (the caller's error, not the evidence's).
     """
     if not MIN_NONCE_SIZE <= len(nonce) <= MAX_NONCE_SIZE:
         raise ValueError(f"a nonce is {MIN_NONCE_SIZE}..{MAX_NONCE_SIZE} bytes")
-    failure = _signed(evidence, nonce, identity, chains)
-    if failure is not None or evidence is None:
-        return _outcome({failure or EvidenceReason.MISSING})
-    return _outcome(_measured(evidence, release_of, min_security_version))
+    signed = _signed(evidence, nonce, identity, chains)
+    return _appraisal(evidence, signed, release_of, min_security_version)
 
 
 def appraise_devices(
@@ -329,38 +545,58 @@ def appraise_devices(
         return []
     if not MIN_NONCE_SIZE <= len(nonce) <= MAX_NONCE_SIZE:
         raise ValueError(f"a nonce is {MIN_NONCE_SIZE}..{MAX_NONCE_SIZE} bytes")
-    failures = _parallel.in_threads(lambda item: _signed(item[0], nonce, item[1], chains), items)
-    appraised = []
-    for (evidence, _), failure in zip(items, failures, strict=True):
-        if failure is not None or evidence is None:
-            appraised.append(_outcome({failure or EvidenceReason.MISSING}))
-        else:
-            appraised.append(_outcome(_measured(evidence, release_of, min_security_version)))
-    return appraised
+    signed = _parallel.in_threads(lambda item: _signed(item[0], nonce, item[1], chains), items)
+    return [
+        _appraisal(evidence, checked, release_of, min_security_version)
+        for (evidence, _), checked in zip(items, signed, strict=True)
+    ]
 
 
 def _signed(
     evidence: DeviceEvidence | None, nonce: bytes, identity: bytes, chains: AliasChains
-) -> EvidenceReason | None:
-    """Why ``evidence`` is not signed over ``nonce`` by the device of ``identity``, or None
-    (thread-safe: :class:`AliasChains` is, and the rest reads only its arguments)."""
+) -> AliasChain | EvidenceReason:
+    """The alias chain through which ``evidence`` is signed over ``nonce`` by the device of
+    ``identity``, or why it is not (thread-safe: :class:`AliasChains` is, and the rest reads
+    only its arguments)."""
     if evidence is None or not evidence.measurements:
         return EvidenceReason.MISSING
-    key = chains.signing_key(identity, evidence.chain)
-    if key is None:
+    chain = chains.resolve(identity, evidence.chain)
+    if chain is None:
         return EvidenceReason.BAD_CHAIN
-    if not key.verifies(evidence.signature, evidence_message(nonce, evidence.measurements)):
+    message = evidence_message(nonce, evidence.measurements)
+    if not chain.signing_key.verifies(evidence.signature, message):
         return EvidenceReason.BAD_SIGNATURE
-    return None
+    return chain
+
+
+def _appraisal(
+    evidence: DeviceEvidence | None,
+    signed: AliasChain | EvidenceReason,
+    release_of: Callable[[ComponentMeasurement], int | None],
+    min_security_version: Callable[[str], int | None],
+) -> tuple[EarStatus, tuple[str, ...]]:
+    """The outcome for ``evidence``, once :func:`_signed` found ``signed``."""
+    if isinstance(signed, EvidenceReason):
+        return _outcome({signed})
+    assert evidence is not None  # no evidence is EvidenceReason.MISSING
+    return _outcome(_measured(evidence, signed.fwids, release_of, min_security_version))
 
 
 def _measured(
     evidence: DeviceEvidence,
+    fwids: frozenset[Fwid],
     release_of: Callable[[ComponentMeasurement], int | None],
     min_security_version: Callable[[str], int | None],
 ) -> set[EvidenceReason]:
-    """What signed ``evidence``'s measurements show against the releases and the policy."""
+    """What signed ``evidence``'s measurements show against the FWIDs its alias chain
+    certified, the releases and the policy."""
     reasons: set[EvidenceReason] = set()
+    # Each FWID must be reported, same algorithm and digest: a compromised layer holds its
+    # alias key and signs what it likes, but the FWID is the layer below's measurement of it.
+    # Reported measurements no FWID holds are a layer's own (what it loaded and measured),
+    # as good as that layer, which an FWID pins; the releases judge every one of them.
+    if fwids and not fwids <= {Fwid(m.alg.value, m.digest) for m in evidence.measurements}:
+        reasons.add(EvidenceReason.TCB_MISMATCH)
     for measurement in evidence.measurements:
         security_version = release_of(measurement)
         if security_version is None:

@@ -504,6 +504,7 @@ def test_reason_codes_are_the_fixed_set() -> None:
         "evidence-bad-chain",
         "evidence-bad-signature",
         "evidence-missing",
+        "evidence-tcb-mismatch",
         "measurement-unknown",
         "security-version-too-low",
     ]
