@@ -27,12 +27,18 @@ from sealtrail.keys import (
     generate_signer,
     write_private_key,
 )
+from sealtrail.merkle import leaf_hash
 from sealtrail.scitt import (
     MAX_STATEMENT_SIZE,
     Header,
+    add_receipts,
+    cose_key,
     decode_sign1,
     encode_key_set,
+    key_id,
     parse_statement,
+    sign1,
+    sign_statement,
     split_transparent,
 )
 from tests.unit.scitt._pki import make_ca
@@ -414,6 +420,49 @@ def test_a_receipt_from_another_service_fails(
     (material.dir / "other.cbor").write_bytes(encode_key_set([generate_signer(ES256).verifier()]))
     result = cli("verify", transparent, "--service-keys", "other.cbor")
     assert_clean_error(result, "receipt-unknown-key")
+
+
+def test_a_receipt_from_a_service_with_scrapi_style_keys_verifies(cli: Cli, tmp_path: Path) -> None:
+    """Another SCITT service's key set as SCRAPI's example shows it: kids of its choosing
+    (``'kid1'``), no ``alg``; its receipt names its key by that kid."""
+    service = generate_signer(ES256)
+    statement = sign_statement(
+        generate_signer(ES256),
+        issuer="https://other.example",
+        subject="urn:other:1",
+        content_type="application/json",
+        payload=b"{}",
+    )
+    entries = [hashlib.sha256(b"first").digest(), hashlib.sha256(statement).digest()]
+    leaves = [leaf_hash(e) for e in entries]
+    root = hashlib.sha256(b"\x01" + leaves[0] + leaves[1]).digest()
+    receipt = sign1(
+        service,
+        protected={Header.KID: b"kid1", Header.VDS: 1},
+        unprotected={Header.VDP: {-1: [cbor2.dumps([2, 1, [leaves[0]]])]}},
+        payload=root,
+        detached=True,
+    )
+    (tmp_path / "ts.cose").write_bytes(add_receipts(statement, [receipt]))
+    key = {k: v for k, v in cose_key(service.verifier()).items() if k not in (2, 3)}
+    (tmp_path / "keys.cbor").write_bytes(cbor2.dumps([{**key, 2: b"kid1"}]))
+    result = cli("verify", "ts.cose", "--service-keys", "keys.cbor")
+    assert result.code == 0, result.err
+    assert result.out.startswith("OK")
+    # The same receipt naming its key by the thumbprint as a text string (as RFC 9942's
+    # examples write kids) is refused, saying why.
+    text_kid = sign1(
+        service,
+        protected={Header.KID: key_id(service.verifier()).hex(), Header.VDS: 1},
+        unprotected={Header.VDP: {-1: [cbor2.dumps([2, 1, [leaves[0]]])]}},
+        payload=root,
+        detached=True,
+    )
+    (tmp_path / "text.cose").write_bytes(add_receipts(statement, [text_kid]))
+    line = assert_clean_error(
+        cli("verify", "text.cose", "--service-keys", "keys.cbor"), "receipt-unknown-key"
+    )
+    assert "text string" in line
 
 
 def test_a_tampered_statement_fails_in_a_real_process(

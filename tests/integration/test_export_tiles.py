@@ -9,11 +9,15 @@ each refused in one line."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.server
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,7 +32,7 @@ from sealtrail.errors import Corruption, InvalidInput, StorageError
 from sealtrail.keys import Ed25519Signer
 from sealtrail.log import CheckpointSigner, LogReader, Sequencer, bundle_entries, export_tiles
 from sealtrail.merkle import CompactRange, leaf_hash
-from sealtrail.note import MAX_NOTE_SIZE
+from sealtrail.note import MAX_NOTE_SIZE, NoteSigner, sign_note
 from sealtrail.service import create_app
 from sealtrail.storage import MemoryStore
 from tests._serve_proc import allow_anonymous, init_data, onboard, register, served, statement_for
@@ -290,6 +294,112 @@ def test_a_source_is_read_no_further_than_its_limits(
     (tmp_path / "checkpoint").write_bytes(b"x" * (MAX_NOTE_SIZE + 1))
     with TileSource(tmp_path) as source, pytest.raises(InvalidInput):
         source.read_checkpoint()
+
+
+def _without_level_0_partials(tmp_path: Path, signer: CheckpointSigner) -> Path:
+    """An export of a log of 300 entries as a log that deletes partial tiles leaves it once
+    it has grown to 512: the level-0 tile and the bundle of 300's checkpoint are there only
+    as full ones (its level-1 partial has no full tile yet, and stays)."""
+    store = MemoryStore()
+    _grow(store, signer, 0, 300)
+    reader = reader_for(store, signer)
+    out = tmp_path / "out"
+    old = export_tiles(reader, out).checkpoint
+    assert old is not None
+    _grow(store, signer, 300, 512)
+    export_tiles(reader, out)
+    for name in ("tile/0/001.p/44", "tile/entries/001.p/44"):
+        (out / name).unlink()
+    assert (out / "tile/0/001").is_file() and (out / "tile/entries/001").is_file()
+    (out / "checkpoint").write_bytes(old.note)
+    return out
+
+
+def test_a_removed_partial_tile_is_read_from_the_full_one(
+    tmp_path: Path, signer: CheckpointSigner
+) -> None:
+    """C2SP tlog-tiles: a log MAY delete a partial tile once the full tile exists, and a
+    client MAY fetch the full tile instead."""
+    out = _without_level_0_partials(tmp_path, signer)
+    with TileSource(out) as source:
+        reader = LogReader(source, origin=signer.origin, verifiers=[signer.verifier])
+        audited = reader.audit()
+        assert audited is not None and audited.size == 300
+        assert reader.entries(290, 300) == [f"entry {i}".encode() for i in range(290, 300)]
+    # The same over HTTP, from a plain static file server that answers 404.
+    asked: list[str] = []
+
+    class Files(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            super().do_GET()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Files, directory=str(out))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with TileSource(url) as source:
+            reader = LogReader(source, origin=signer.origin, verifiers=[signer.verifier])
+            audited = reader.audit()
+            assert audited is not None and audited.size == 300
+        assert {"/tile/0/001.p/44", "/tile/0/001", "/tile/entries/001"} <= set(asked)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    # A full tile whose first positions are not the partial one's is refused as it would be.
+    full = out / "tile" / "0" / "001"
+    full.write_bytes(bytes(32) + full.read_bytes()[32:])
+    with TileSource(out) as source:
+        reader = LogReader(source, origin=signer.origin, verifiers=[signer.verifier])
+        with pytest.raises(Corruption):
+            reader.audit()
+
+
+def test_a_log_whose_key_is_named_otherwise_than_its_origin_verifies_with_origin(
+    tmp_path: Path, signer: CheckpointSigner
+) -> None:
+    """C2SP tlog-checkpoint: the log's key name SHOULD match its origin, not MUST."""
+    store = MemoryStore()
+    _grow(store, signer, 0, 300)
+    reader = reader_for(store, signer)
+    export_tiles(reader, tmp_path / "out")
+    latest = reader.checkpoint()
+    assert latest is not None
+    key = NoteSigner("keys.example/log-2026", Ed25519Signer.generate())
+    note = sign_note(latest.checkpoint.to_text(), [key])
+    (tmp_path / "out" / "checkpoint").write_bytes(note)
+    (tmp_path / "key.vkey").write_text(key.verifier_key() + "\n")
+    base = ("log", "verify", "-q", "--tiles", "out", "--vkey", "key.vkey")
+    result = sealtrail(*base, cwd=tmp_path)
+    assert_clean_error(result, "invalid-signature")
+    assert f"checkpoint is for log '{signer.origin}'" in result.stderr
+    result = sealtrail(*base, "--origin", signer.origin, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "OK: 300 entries hash to the signed root" in result.stdout
+    assert_clean_error(
+        sealtrail(*base, "--origin", "another.example/log", cwd=tmp_path), "invalid-signature"
+    )
+    # A proof document of that log, checked with its key and its origin.
+    with TileSource(tmp_path / "out") as source:
+        theirs = LogReader(source, origin=signer.origin, verifiers=[key.verifier()])
+        proof = theirs.inclusion_proof(7, size=300)
+    doc = {"checkpoint": note.decode(), "inclusion_proof": proof.to_dict()}
+    (tmp_path / "proof.json").write_text(json.dumps(doc))
+    (tmp_path / "e.bin").write_bytes(b"entry 7")
+    check = ("log", "verify-proof", "proof.json", "--vkey", "key.vkey", "--entry", "e.bin")
+    assert_clean_error(sealtrail(*check, cwd=tmp_path), "invalid-signature")
+    result = sealtrail(*check, "--origin", signer.origin, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"OK: entry 7 is in {signer.origin} at size 300" in result.stdout
+    # --origin is for a log read from its tiles: a data directory knows its own.
+    assert_clean_error(sealtrail("log", "verify", "--origin", "x", cwd=tmp_path), "invalid-input")
 
 
 def test_watch_waits_out_a_store_outage_and_stops_on_corruption(

@@ -49,6 +49,17 @@ app.add_typer(proof_app, name="proof")
 MIN_WATCH = 0.1
 MAX_WATCH = 3600.0
 
+#: ``--origin``: the log's origin when its key is named otherwise (C2SP tlog-checkpoint:
+#: the key name SHOULD match the origin, so that is the default).
+Origin = Annotated[
+    str | None,
+    typer.Option(
+        help="The log's origin (its checkpoints' first line), if its key is named otherwise. "
+        "Default: the key's name.",
+        show_default=False,
+    ),
+]
+
 #: Entries handed to the sequencer per await: keeps memory flat on large inputs.
 CHUNK = 4096
 #: Largest proof document or checkpoint file read (a proof is a few KB).
@@ -236,11 +247,13 @@ def verify_proof(
         Path | None,
         typer.Option(help="For a consistency proof: the older signed checkpoint you hold."),
     ] = None,
+    origin: Origin = None,
 ) -> None:
     """Verify a proof offline, with only the log's public key. Exit 0 only if it holds."""
     verifier = NoteVerifier.parse(_vkey(vkey))
+    origin = verifier.name if origin is None else origin
     doc = _load_doc(document)
-    latest = _open_checkpoint(doc.get("checkpoint"), verifier)
+    latest = _open_checkpoint(doc.get("checkpoint"), verifier, origin)
     if "inclusion_proof" in doc:
         proof = InclusionProof.from_dict(doc["inclusion_proof"])
         if proof.size != latest.size:
@@ -252,7 +265,9 @@ def verify_proof(
     elif "consistency_proof" in doc:
         if old_checkpoint is None:
             raise InvalidInput("a consistency proof needs --old-checkpoint")
-        old = _open_checkpoint(_read_file(old_checkpoint).decode("utf-8", "replace"), verifier)
+        old = _open_checkpoint(
+            _read_file(old_checkpoint).decode("utf-8", "replace"), verifier, origin
+        )
         cproof = ConsistencyProof.from_dict(doc["consistency_proof"])
         if (cproof.size1, cproof.size2) != (old.size, latest.size):
             raise InvalidProof(
@@ -280,6 +295,7 @@ def verify(
         str | None,
         typer.Option(help="With --tiles: the log's verifier key, or its file log.vkey."),
     ] = None,
+    origin: Origin = None,
     since: Annotated[
         Path | None,
         typer.Option(
@@ -302,14 +318,22 @@ def verify(
     an auditor's check that needs nothing but the log's public key.
     """
     if tiles is None:
-        if vkey is not None:
-            raise InvalidInput("--vkey goes with --tiles: the data directory has the log's key")
+        if vkey is not None or origin is not None:
+            raise InvalidInput(
+                "--vkey and --origin go with --tiles: the data directory has the log's key "
+                "and origin"
+            )
         reader = _reader(data_dir)
     else:
         if vkey is None:
             raise InvalidInput("--tiles needs --vkey: the log's verifier key, or its file")
         verifier = NoteVerifier.parse(_vkey(vkey))
-        reader = LogReader(TileSource(tiles), origin=verifier.name, verifiers=[verifier])
+        # The reader takes its one key for the log's, whatever its name (verify_checkpoint).
+        reader = LogReader(
+            TileSource(tiles),
+            origin=verifier.name if origin is None else origin,
+            verifiers=[verifier],
+        )
     try:
         kept = None if since is None else _kept(since, reader)
         size = reader.size()
@@ -457,10 +481,12 @@ def _load_doc(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _open_checkpoint(text: object, verifier: NoteVerifier) -> SignedCheckpoint:
+def _open_checkpoint(text: object, verifier: NoteVerifier, origin: str) -> SignedCheckpoint:
     if not isinstance(text, str):
         raise InvalidInput("the document holds no checkpoint")
-    return verify_checkpoint(text.encode("utf-8"), origin=verifier.name, verifiers=[verifier])
+    return verify_checkpoint(
+        text.encode("utf-8"), origin=origin, verifiers=[verifier], key_name=verifier.name
+    )
 
 
 def _emit(doc: dict[str, Any]) -> None:

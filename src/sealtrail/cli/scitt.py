@@ -30,6 +30,7 @@ from sealtrail.scitt import (
     MAX_STATEMENT_SIZE,
     VerifiedStatement,
     decode_key_set,
+    key_id,
     load_certificates,
     parse_org_record,
     parse_statement,
@@ -257,9 +258,12 @@ def fetch_keys(
         data = service.service_keys()
     keys = decode_key_set(data)
     _save(output, data, force=force)
-    for kid, verifier in keys.items():
-        _say(f"{kid.hex()} {verifier.algorithm}")
-    _note(f"saved {len(keys)} service key(s) to {output}")
+    # A key is found under its thumbprint and under the kid its set gives it, if another.
+    distinct = {key_id(v): v for v in keys.values()}
+    for thumbprint, verifier in distinct.items():
+        named = [kid.hex() for kid, v in keys.items() if v == verifier and kid != thumbprint]
+        _say(" ".join([thumbprint.hex(), verifier.algorithm, *(f"kid:{k}" for k in named)]))
+    _note(f"saved {len(distinct)} service key(s) to {output}")
 
 
 @org_app.command("put")

@@ -9,7 +9,8 @@ first checkpoint it fetched, so that every tile it fetches is of one tree.
 
 Every file is read no further than its limit (a tile 8 KiB, a bundle of 256 largest
 entries, a checkpoint :data:`~sealtrail.note.MAX_NOTE_SIZE`), so a hostile source cannot
-make it hold more.
+make it hold more. A partial tile or bundle the source no longer has (C2SP tlog-tiles lets
+a log delete one once the full tile exists) is read from the full one's first positions.
 """
 
 from __future__ import annotations
@@ -100,11 +101,15 @@ class TileSource:
         recent = self._recent.get((level, index))
         if recent is not None:
             return recent
-        full = None if width == TILE_WIDTH else width
-        if level == ENTRY_BUNDLES:
-            data = self._get(entries_path(index, full), MAX_BUNDLE_SIZE)
-        else:
-            data = self._get(tile_path(level, index, full), width * HASH_SIZE)
+        partial = None if width == TILE_WIDTH else width
+        data = self._fetch(level, index, partial)
+        if data is None and partial is not None:
+            # C2SP tlog-tiles: a log MAY delete a partial tile once the full one exists, and
+            # a client MAY fetch the full one instead. Its first positions are the partial
+            # tile's (a tile only grows), and the reader checks them like any other bytes.
+            data = self._fetch(level, index, None)
+            if data is not None:
+                data = _prefix(level, data, width)
         if data is None:
             raise NotFound(
                 f"{self.describe()} has no tile for "
@@ -117,6 +122,12 @@ class TileSource:
         if len(self._recent) > RECENT_TILES:
             self._recent.popitem(last=False)
         return parts
+
+    def _fetch(self, level: int, index: int, partial: int | None) -> bytes | None:
+        """Tile or bundle ``index`` of ``level``, partial of width ``partial`` or full."""
+        if level == ENTRY_BUNDLES:
+            return self._get(entries_path(index, partial), MAX_BUNDLE_SIZE)
+        return self._get(tile_path(level, index, partial), (partial or TILE_WIDTH) * HASH_SIZE)
 
     def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
         return {}
@@ -159,6 +170,20 @@ class TileSource:
             raise ServiceUnreachable(f"no answer from {url} within {self._timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise ServiceUnreachable(f"cannot read {url}: {type(exc).__name__}") from None
+
+
+def _prefix(level: int, data: bytes, width: int) -> bytes:
+    """The first ``width`` hashes of a full tile, or entries of a full bundle: the partial
+    tile of that width. A full file too short to hold them is returned whole, for the
+    reader to refuse as it would the partial one."""
+    if level != ENTRY_BUNDLES:
+        return data[: width * HASH_SIZE] if len(data) >= width * HASH_SIZE else data
+    at = 0
+    for _ in range(width):
+        if at + 2 > len(data):
+            return data
+        at += 2 + int.from_bytes(data[at : at + 2], "big")
+    return data[:at] if at <= len(data) else data
 
 
 def _read_file(path: Path, limit: int) -> bytes | None:

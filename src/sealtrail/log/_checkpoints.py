@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sealtrail.errors import Corruption, InvalidSignature, MalformedNote
 from sealtrail.keys import Signer
 from sealtrail.merkle import Checkpoint, MerkleError
-from sealtrail.note import NoteSigner, NoteVerifier, open_note, sign_note
+from sealtrail.note import CosignatureVerifier, NoteSigner, NoteVerifier, open_note, sign_note
 
 __all__ = ["CheckpointSigner", "SignedCheckpoint", "check_not_behind", "verify_checkpoint"]
 
@@ -66,16 +66,24 @@ class CheckpointSigner:
 
 
 def verify_checkpoint(
-    note: bytes, *, origin: str, verifiers: Sequence[NoteVerifier]
+    note: bytes,
+    *,
+    origin: str,
+    verifiers: Sequence[NoteVerifier],
+    key_name: str | None = None,
 ) -> SignedCheckpoint:
     """Open a signed checkpoint: the log's own signature must verify and the origin match.
 
-    The log's key is the verifier named like the origin (C2SP tlog-checkpoint); other
-    verifiers (witnesses) may be passed and their cosignatures are checked too, but a note
-    signed only by witnesses is refused. Raises :class:`MalformedNote` for anything that is
-    not a well-formed checkpoint note and :class:`InvalidSignature` when the log's key did
-    not sign it.
+    The log's key is the verifier named ``key_name``. C2SP tlog-checkpoint says the log's
+    key name SHOULD match the origin, not that it must, so by default it is the verifier
+    named like the origin or, when none is, the one plain signed-note key given (a
+    witness's cosignature key never stands in for the log's). Other verifiers (witnesses)
+    may be passed and their cosignatures are checked too, but a note signed only by
+    witnesses is refused. Raises :class:`MalformedNote` for anything that is not a
+    well-formed checkpoint note and :class:`InvalidSignature` when the log's key did not
+    sign it or the checkpoint is for another origin.
     """
+    log_key = key_name if key_name is not None else _log_key_name(origin, verifiers)
     opened = open_note(note, verifiers=verifiers)
     try:
         checkpoint = Checkpoint.parse(opened.text)
@@ -84,11 +92,22 @@ def verify_checkpoint(
     if checkpoint.origin != origin:
         raise InvalidSignature(
             f"checkpoint is for log {checkpoint.origin!r}, expected {origin!r}",
-            hint="You are talking to a different log than the one whose key you pinned.",
+            hint="You are talking to a different log than the one whose key you pinned "
+            "(or, if its key is named otherwise than its origin, give the origin).",
         )
-    if not any(signature.name == origin for signature in opened.verified):
+    if not any(signature.name == log_key for signature in opened.verified):
         raise InvalidSignature(
-            f"no signature by the log's own key ({origin!r}) verified",
-            hint="Pass the log's verifier key, named after its origin, among the verifiers.",
+            f"no signature by the log's own key ({log_key!r}) verified",
+            hint="Pass the log's verifier key among the verifiers (and its name, if it is "
+            "not the log's origin).",
         )
     return SignedCheckpoint(checkpoint, note)
+
+
+def _log_key_name(origin: str, verifiers: Sequence[NoteVerifier]) -> str:
+    """The log's key name when the caller did not say: the origin if a key has that name,
+    else the name of the only plain signed-note key given, else the origin."""
+    names = {v.name for v in verifiers if not isinstance(v, CosignatureVerifier)}
+    if origin in names or len(names) != 1:
+        return origin
+    return next(iter(names))

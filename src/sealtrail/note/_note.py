@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,7 +47,9 @@ class VerifiedNote:
     """A note whose signatures from the given verifiers all verified.
 
     ``verified`` holds one signature per trusted key, in note order. ``unverified`` holds
-    the signatures from keys the caller did not pass, unchecked and not to be trusted.
+    the signatures from keys the caller did not pass, unchecked and not to be trusted (those
+    whose lines parse: an unknown key's line need not be canonical base64, and is then
+    left out).
     """
 
     text: str
@@ -85,24 +89,43 @@ def open_note(note: bytes, *, verifiers: Sequence[NoteVerifier]) -> VerifiedNote
     """Parse a signed note and verify it against the trusted ``verifiers``.
 
     Follows C2SP signed-note: a signature whose name and key ID both match a verifier MUST
-    verify, or the whole note is rejected; other signatures are kept, unverified, in
-    :attr:`VerifiedNote.unverified`. Pass :class:`CosignatureVerifier` keys to accept and
-    check witness cosignatures; how many are required is the caller's policy.
+    verify, or the whole note is rejected; signatures from other keys are ignored. Those
+    that parse are kept, unverified, in :attr:`VerifiedNote.unverified`; those that do not
+    (not canonical base64, too short: another signer's business) are left out. Only a
+    line naming a trusted key is held to the format: canonical standard base64 of a key ID
+    and a signature. Pass :class:`CosignatureVerifier` keys to accept and check witness
+    cosignatures; how many are required is the caller's policy.
 
     Raises :class:`~sealtrail.errors.MalformedNote` if the note is not well-formed (including
-    more than :data:`MAX_SIGNATURES` signature lines or :data:`MAX_NOTE_SIZE` bytes) and
+    more than :data:`MAX_SIGNATURES` signature lines or :data:`MAX_NOTE_SIZE` bytes, a line
+    that is not ``— <name> <signature>`` with a valid name and a signature without spaces,
+    and a trusted key's line that is not canonical) and
     :class:`~sealtrail.errors.InvalidSignature` if a trusted key's signature does not verify
     or no trusted key signed.
     """
     known = _index_verifiers(verifiers)
-    text, signatures = _parse_note(note)
+    names = {name for name, _ in known}
+    text, lines = _parse_note(note)
     verified: dict[tuple[str, bytes], NoteSignature] = {}
     unverified: dict[str, NoteSignature] = {}
-    for signature in signatures:
+    for number, line in enumerate(lines, start=1):
+        try:
+            name, encoded = _split_signature_line(line)
+            key_id = _key_id_of(encoded) if name in names else None
+            if name not in names or (key_id is not None and (name, key_id) not in known):
+                # Unknown key (even if it shares a name or a key ID with a known one):
+                # ignored, whatever its signature looks like.
+                signature = _signature_or_none(name, encoded)
+                if signature is not None:
+                    unverified.setdefault(signature.line(), signature)
+                continue
+            # A trusted key's name, and its key ID or one that cannot be read: its line.
+            signature = _signature(name, encoded)
+        except MalformedNote as exc:
+            raise MalformedNote(f"signature line {number}: {exc.message}") from None
         key = (signature.name, signature.key_id)
         verifier = known.get(key)
         if verifier is None:
-            # Unknown key (even if it shares a name or a key ID with a known one): ignore.
             unverified.setdefault(signature.line(), signature)
             continue
         try:
@@ -118,8 +141,7 @@ def open_note(note: bytes, *, verifiers: Sequence[NoteVerifier]) -> VerifiedNote
             )
     if not verified:
         raise InvalidSignature(
-            f"none of the note's {len(signatures)} signature(s) is from the "
-            f"{len(known)} trusted key(s)"
+            f"none of the note's {len(lines)} signature(s) is from the {len(known)} trusted key(s)"
         )
     return VerifiedNote(text, tuple(verified.values()), tuple(unverified.values()))
 
@@ -133,7 +155,13 @@ def add_signatures(note: bytes, lines: Sequence[str]) -> bytes:
     :class:`~sealtrail.errors.InvalidInput` for a bad line, and
     :class:`~sealtrail.errors.TooLarge` if the result would break a limit.
     """
-    text, existing = _parse_note(note)
+    text, signature_lines = _parse_note(note)
+    existing = []
+    for number, existing_line in enumerate(signature_lines, start=1):
+        try:
+            existing.append(_parse_signature_line(existing_line))
+        except MalformedNote as exc:
+            raise MalformedNote(f"signature line {number}: {exc.message}") from None
     added: dict[tuple[str, bytes], NoteSignature] = {}
     for index, line in enumerate(lines):
         if not isinstance(line, str) or not line.endswith("\n") or "\n" in line[:-1]:
@@ -173,8 +201,9 @@ def _index_verifiers(verifiers: Sequence[NoteVerifier]) -> dict[tuple[str, bytes
     return known
 
 
-def _parse_note(note: bytes) -> tuple[str, list[NoteSignature]]:
-    """Split a note into its text and signature lines, checking the format only."""
+def _parse_note(note: bytes) -> tuple[str, list[str]]:
+    """Split a note into its text and signature lines (without their newlines), checking
+    the note's framing only: each line is read by whoever trusts its key."""
     if not isinstance(note, bytes):
         raise InvalidInput("a signed note is bytes")
     if len(note) > MAX_NOTE_SIZE:
@@ -194,17 +223,16 @@ def _parse_note(note: bytes) -> tuple[str, list[NoteSignature]]:
     lines = block[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
         raise MalformedNote(f"note has more than {MAX_SIGNATURES} signature lines")
-    signatures = []
     for number, line in enumerate(lines, start=1):
-        try:
-            signatures.append(_parse_signature_line(line))
-        except MalformedNote as exc:
-            raise MalformedNote(f"signature line {number}: {exc.message}") from None
-    return text, signatures
+        if not line.startswith(EM_DASH_PREFIX):
+            raise MalformedNote(
+                f"signature line {number}: does not start with an em dash (U+2014) and a space"
+            )
+    return text, lines
 
 
-def _parse_signature_line(line: str) -> NoteSignature:
-    """``— <name> <base64>`` without its newline."""
+def _split_signature_line(line: str) -> tuple[str, str]:
+    """``— <name> <signature>`` as its name and its signature's text (not yet decoded)."""
     if has_forbidden_control(line) or "\n" in line:
         raise MalformedNote("contains a control character")
     if not line.startswith(EM_DASH_PREFIX):
@@ -212,9 +240,40 @@ def _parse_signature_line(line: str) -> NoteSignature:
     name, space, encoded = line[len(EM_DASH_PREFIX) :].partition(" ")
     if not space or not is_note_name(name):
         raise MalformedNote("has no valid key name")
+    if not encoded or any(ch.isspace() for ch in encoded):
+        raise MalformedNote("is not a key name and one signature, separated by a space")
+    return name, encoded
+
+
+def _signature(name: str, encoded: str) -> NoteSignature:
+    """A signature line's signature: canonical standard base64 of a key ID and more."""
     raw = b64decode_strict(encoded)
     if raw is None:
         raise MalformedNote("signature is not canonical standard base64")
     if len(raw) <= KEY_ID_SIZE:
         raise MalformedNote("signature is shorter than a key ID and one byte")
     return NoteSignature(name, raw[:KEY_ID_SIZE], raw[KEY_ID_SIZE:])
+
+
+def _signature_or_none(name: str, encoded: str) -> NoteSignature | None:
+    try:
+        return _signature(name, encoded)
+    except MalformedNote:
+        return None
+
+
+def _key_id_of(encoded: str) -> bytes | None:
+    """The key ID a signature's base64 starts with (its first 8 characters give 6 bytes),
+    whether or not the rest is canonical; ``None`` if those characters are not base64."""
+    head = encoded[:8]
+    if len(head) < 8 or not all(c in _BASE64_ALPHABET for c in head):
+        return None
+    return base64.b64decode(head)[:KEY_ID_SIZE]
+
+
+def _parse_signature_line(line: str) -> NoteSignature:
+    """``— <name> <base64>`` without its newline, held to the format whoever signed it."""
+    return _signature(*_split_signature_line(line))
+
+
+_BASE64_ALPHABET = frozenset(string.ascii_letters + string.digits + "+/")

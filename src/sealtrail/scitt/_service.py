@@ -60,7 +60,7 @@ from ._chain import ChainValidator
 from ._cose import Claim, Header, bad_signature, sign1
 from ._cosekey import encode_key_set, key_id
 from ._keyrecords import KEYS_RECORD_TYPE, ServiceKeys, keys_record, parse_keys_record
-from ._receipt import ReceiptSigner, add_receipts
+from ._receipt import MIN_RECEIPT_TREE_SIZE, ReceiptSigner, add_receipts
 from ._registry import ORG_RECORD_TYPE, Organization, Registry, parse_org_record
 from ._signatures import SignatureChecks
 from ._statement import (
@@ -971,7 +971,9 @@ class TransparencyService:
         """A receipt for the entry against the latest checkpoint.
 
         :class:`NotFound` (code ``entry-pending``) while the statement is stored but not yet
-        covered by a checkpoint.
+        covered by a checkpoint of at least :data:`MIN_RECEIPT_TREE_SIZE` entries (RFC 9942
+        has no receipt for a tree of one: its inclusion path would be empty; the log's first
+        entry, a service record, gets one once a second entry follows).
         """
         # Not the whole record: a receipt needs the entry id only, and proves nothing about
         # the columns (checked_record would hash and parse up to 64 MB per request).
@@ -979,7 +981,7 @@ class TransparencyService:
 
     def _receipt_of(self, record: StatementRecord) -> bytes:
         checkpoint = self.reader.checkpoint()
-        if checkpoint is None:
+        if checkpoint is None or checkpoint.size < MIN_RECEIPT_TREE_SIZE:
             raise NotFound("the entry is not in the log yet", code="entry-pending")
         try:
             index = self.reader.index_of(leaf_hash(record.entry_id), size=checkpoint.size)
@@ -1008,8 +1010,13 @@ class TransparencyService:
         self, checkpoint: SignedCheckpoint | None, leaf_entry: bytes, index: int
     ) -> bytes:
         """A receipt for the entry at ``index`` against ``checkpoint`` (one the service's
-        log signed), checking that the log holds ``leaf_entry`` there."""
-        if checkpoint is None or index >= checkpoint.size:
+        log signed), checking that the log holds ``leaf_entry`` there. ``entry-pending``
+        while the checkpoint does not cover it, or is of a tree too small for a receipt."""
+        if (
+            checkpoint is None
+            or index >= checkpoint.size
+            or checkpoint.size < MIN_RECEIPT_TREE_SIZE
+        ):
             raise NotFound("the entry is not in the log yet", code="entry-pending")
         proof = self.reader.inclusion_proof(index, size=checkpoint.size)
         if proof.leaf_hash != leaf_hash(leaf_entry):

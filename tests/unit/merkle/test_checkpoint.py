@@ -97,6 +97,23 @@ def test_parse_rejects(text: str) -> None:
         Checkpoint.parse(text)
 
 
+def test_del_is_read_in_what_others_sign_but_not_signed() -> None:
+    """C2SP signed-note forbids only the controls below U+0020 (newline aside): a DEL in
+    another log's origin or extension lines is read. Sealtrail does not write one."""
+    text = f"log\x7f.example\n1\n{ROOT64}\next\x7fension\n"
+    cp = Checkpoint.parse(text)
+    assert (cp.origin, cp.extensions) == ("log\x7f.example", ("ext\x7fension",))
+    assert cp.to_text() == text
+    assert cp == Checkpoint.parse(cp.to_text())
+    for kwargs in ({"origin": "log\x7f.example"}, {"extensions": ("ext\x7fension",)}):
+        args: dict[str, object] = {"origin": "o", "size": 1, "root": ROOT, **kwargs}
+        with pytest.raises(CheckpointFormatError, match="control character"):
+            Checkpoint(**args)  # type: ignore[arg-type]
+    for control in ("\x00", "\x1f", "\t"):
+        with pytest.raises(CheckpointFormatError, match="control character"):
+            Checkpoint.parse(f"log{control}.example\n1\n{ROOT64}\n")
+
+
 def test_limits_are_inclusive() -> None:
     text = f"origin\n1\n{ROOT64}\n" + "e\n" * MAX_EXTENSION_LINES
     assert len(Checkpoint.parse(text).extensions) == MAX_EXTENSION_LINES

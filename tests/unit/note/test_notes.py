@@ -271,11 +271,13 @@ def good_note() -> tuple[NoteSigner, str]:
     return signer, signer.signature_line(TEXT)
 
 
-def malformed_notes() -> dict[str, bytes]:
-    _, sig = good_note()
+def malformed_notes(signer: NoteSigner) -> dict[str, bytes]:
+    sig = signer.signature_line(TEXT)
     payload = sig.split(" ")[-1].rstrip("\n")
-    urlsafe = base64.urlsafe_b64encode(bytes([0xFB]) * 70).decode()
-    non_canonical = b64(bytes(70))[:-3] + "B=="
+    kid = signer.key_id
+    urlsafe_own = base64.urlsafe_b64encode(kid + bytes([0xFB]) * 66).decode()
+    assert "-" in urlsafe_own or "_" in urlsafe_own
+    non_canonical_own = b64(kid + bytes(66))[:-3] + "B=="
     return {
         "no-separator": (TEXT + sig).encode(),
         "no-signatures": (TEXT + "\n").encode(),
@@ -291,24 +293,66 @@ def malformed_notes() -> dict[str, bytes]:
         "trailing-space": (TEXT + "\n" + sig.rstrip("\n") + " \n").encode(),
         "no-payload": (TEXT + "\n" + f"{DASH}log.example/a \n").encode(),
         "unpadded": (TEXT + "\n" + sig.replace("=", "")).encode(),
-        "urlsafe": (TEXT + "\n" + f"{DASH}n {urlsafe}\n").encode(),
-        "non-canonical-pad-bits": (TEXT + "\n" + f"{DASH}n {non_canonical}\n").encode(),
-        "key-id-only": (TEXT + "\n" + line("n", b"abcd")).encode(),
-        "short": (TEXT + "\n" + line("n", b"abc")).encode(),
+        # The signer's own name and key ID on a line that is not canonical base64 or is
+        # too short: a trusted key's line is held to the format.
+        "urlsafe": (TEXT + "\n" + f"{DASH}log.example/a {urlsafe_own}\n").encode(),
+        "non-canonical-pad-bits": (
+            TEXT + "\n" + f"{DASH}log.example/a {non_canonical_own}\n"
+        ).encode(),
+        "key-id-only": (TEXT + "\n" + line("log.example/a", kid)).encode(),
+        "short": (TEXT + "\n" + line("log.example/a", kid[:3])).encode(),
         "trailing-text-line": (TEXT + "\n" + sig + "more text\n").encode(),
         "invalid-utf8": b"\xff" + (TEXT + "\n" + sig).encode(),
         "control-in-signatures": (TEXT + "\n" + sig + f"{DASH}n\t{payload}\n").encode(),
     }
 
 
-MALFORMED = malformed_notes()
+SIGNER = good_note()[0]
+MALFORMED = malformed_notes(SIGNER)
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_notes_are_rejected(case: str) -> None:
-    signer = NoteSigner.generate("log.example/a")
     with pytest.raises(MalformedNote):
-        open_note(MALFORMED[case], verifiers=[signer.verifier()])
+        open_note(MALFORMED[case], verifiers=[SIGNER.verifier()])
+
+
+def unknown_keys_odd_lines() -> dict[str, str]:
+    """Signature lines of keys the verifier does not know, whose signatures are not what
+    signed-note's Ed25519 lines look like: theirs to check, not ours."""
+    other = NoteSigner.generate("log.example/a").key_id  # the trusted name, another key
+    return {
+        "urlsafe": f"{DASH}n {base64.urlsafe_b64encode(bytes([0xFB]) * 70).decode()}\n",
+        "non-canonical-pad-bits": f"{DASH}n {b64(bytes(70))[:-3]}B==\n",
+        "key-id-only": line("n", b"abcd"),
+        "short": line("n", b"abc"),
+        "not-base64": f"{DASH}witness.example/w sig:v2:0123456789abcdef\n",
+        "same-name-other-key-unpadded": f"{DASH}log.example/a {b64(other + bytes(64))[:-2]}\n",
+    }
+
+
+@pytest.mark.parametrize("case", sorted(unknown_keys_odd_lines()))
+def test_an_unknown_key_s_unparseable_line_is_ignored(case: str) -> None:
+    """C2SP signed-note: verifiers MUST ignore signatures from unknown keys. Only the lines
+    of trusted keys must be canonical base64."""
+    odd = unknown_keys_odd_lines()[case]
+    own = SIGNER.signature_line(TEXT)
+    for lines in ([odd, own], [own, odd]):
+        opened = open_note((TEXT + "\n" + "".join(lines)).encode(), verifiers=[SIGNER.verifier()])
+        assert [s.line() for s in opened.verified] == [own]
+        assert opened.unverified == ()
+    # Alone, it is no trusted key's signature: the note is not accepted, nor malformed.
+    with pytest.raises(InvalidSignature, match="none of the note's 1 signature"):
+        open_note((TEXT + "\n" + odd).encode(), verifiers=[SIGNER.verifier()])
+
+
+def test_an_unknown_key_s_lines_still_count_towards_the_limit() -> None:
+    own = SIGNER.signature_line(TEXT)
+    odd = f"{DASH}n sig:v2\n"
+    note = (TEXT + "\n" + own + odd * (MAX_SIGNATURES - 1)).encode()
+    assert open_note(note, verifiers=[SIGNER.verifier()]).text == TEXT
+    with pytest.raises(MalformedNote, match=f"more than {MAX_SIGNATURES}"):
+        open_note(note + odd.encode(), verifiers=[SIGNER.verifier()])
 
 
 def test_the_last_blank_line_separates_text_from_signatures() -> None:
@@ -738,6 +782,19 @@ def test_checkpoint_with_extension_lines() -> None:
     with pytest.raises(InvalidSignature):
         verify_checkpoint(altered, origin=ORIGIN, verifiers=[note_signer.verifier()])
     assert private_key.public_key().public_bytes_raw() == note_signer.verifier().public_key
+
+
+def test_a_checkpoint_another_log_signed_with_del_in_its_extension_lines_verifies() -> None:
+    """C2SP signed-note forbids only controls below U+0020; DEL (U+007F) is text."""
+    note_signer = NoteSigner.generate(ORIGIN)
+    text = f"{ORIGIN}\n7\n{b64(ROOT)}\nrubbed\x7fout\n"
+    verified = verify_checkpoint(
+        sign_note(text, [note_signer]), origin=ORIGIN, verifiers=[note_signer.verifier()]
+    )
+    assert verified.checkpoint.extensions == ("rubbed\x7fout",)
+    # The names Sealtrail signs under (its origin is its key name) still have none.
+    with pytest.raises(InvalidInput, match="printable"):
+        CheckpointSigner(origin="log\x7f.example", signer=Ed25519Signer.generate())
 
 
 def test_signed_note_that_is_not_a_checkpoint_is_malformed() -> None:

@@ -13,13 +13,14 @@ import cbor2
 import pytest
 from cryptography import x509
 
-from sealtrail.errors import Error, VerificationError
+from sealtrail.errors import Error, NotFound, VerificationError
 from sealtrail.keys import ES256, ES384, Signer, generate_signer
 from sealtrail.scitt import (
     MAX_IAT,
     Header,
     add_receipts,
     decode_key_set,
+    decode_sign1,
     sign1,
     sign_statement,
     split_transparent,
@@ -332,6 +333,29 @@ async def test_a_receipt_moved_to_another_statement_fails(running: Running) -> N
     with pytest.raises(VerificationError) as caught:
         verify_transparent_statement(moved, service_keys=running.service.key_set())
     assert caught.value.code == "receipt-bad-signature"
+
+
+async def test_the_log_s_first_entry_has_its_receipt_once_a_second_one_follows(
+    running: Running,
+) -> None:
+    """RFC 9942 section 5.2 has no empty inclusion path (``[ + bstr ]``), and a tree of one
+    entry has nothing else: its entry is pending, as one not yet in a checkpoint is."""
+    service = running.service
+    checkpoint = service.reader.checkpoint()
+    assert checkpoint is not None and checkpoint.size == 1
+    first = service.reader.entries(0, 1)[0]  # the organization record
+    for ask in (service.receipt, service.transparent_statement):
+        with pytest.raises(NotFound) as pending:
+            ask(first.hex())
+        assert pending.value.code == "entry-pending"
+    with pytest.raises(NotFound) as pending:
+        service.receipt_at(checkpoint, first, 0)
+    assert pending.value.code == "entry-pending"
+    await service.register(good(running.issuer))
+    receipt = service.receipt(first.hex())
+    info = verify_receipt(receipt, leaf_entry=first, keys=decode_key_set(service.key_set()))
+    assert (info.tree_size, info.leaf_index) == (2, 0)
+    assert cbor2.loads(decode_sign1(receipt).unprotected[Header.VDP][-1][0])[2]  # a path
 
 
 async def test_a_receipt_signed_by_another_key_is_refused(running: Running) -> None:
