@@ -437,6 +437,25 @@ def test_watch_waits_out_a_store_outage_and_stops_on_corruption(
         assert not turns
 
 
+@pytest.mark.parametrize("watch", [[], ["--watch", "1"]])
+def test_an_export_interrupted_before_it_is_whole_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, watch: list[str]
+) -> None:
+    """Ctrl-C in the first export leaves it incomplete: the command fails (exit 0 only for
+    a watching mirror stopped between exports, above)."""
+    result = sealtrail("init", "-d", "d", "--origin", "export.test/log", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    monkeypatch.chdir(tmp_path)
+
+    def export_once(*_args: object, **_kw: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(log_cli, "_export_once", export_once)
+    outcome = CliRunner().invoke(cli_app, ["log", "export-tiles", "out", "-d", "d", *watch])
+    assert outcome.exit_code != 0
+    assert "stopped" not in outcome.output
+
+
 def test_an_audit_from_tiles_fetches_each_file_once(
     tmp_path: Path, signer: CheckpointSigner, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -408,22 +408,27 @@ def export_tiles_command(
     """
     reader = _reader(data_dir)
     try:
+        # Interrupted here, the export is incomplete: the command fails as any other does.
         exported = _export_once(reader, directory, quiet=quiet)
         if watch is None:
             return
-        with _stopped_by_sigterm():
-            while True:
-                time.sleep(watch)
-                try:
-                    if reader.size() != exported:
-                        exported = _export_once(reader, directory, quiet=True)
-                except StorageError as exc:
-                    if isinstance(exc, Corruption):
-                        raise
-                    # The store is away for a while (a database restart): the mirror waits.
-                    err.print(f"warning: {exc} ({exc.code}); trying again in {watch:g} s")
-    except KeyboardInterrupt:
-        err.print("stopped")
+        try:
+            with _stopped_by_sigterm():
+                while True:
+                    time.sleep(watch)
+                    try:
+                        if reader.size() != exported:
+                            exported = _export_once(reader, directory, quiet=True)
+                    except StorageError as exc:
+                        if isinstance(exc, Corruption):
+                            raise
+                        # The store is away for a while (a database restart): the mirror
+                        # waits.
+                        err.print(f"warning: {exc} ({exc.code}); trying again in {watch:g} s")
+        except KeyboardInterrupt:
+            # How a watching mirror is meant to end: what it exported is a whole export
+            # (each writes its checkpoint last), one stopped half-way included.
+            err.print("stopped")
     finally:
         reader.store.close()
 
