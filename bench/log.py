@@ -200,6 +200,8 @@ def run(
     store: str | None = None,
     report: Report,
 ) -> dict[str, Any]:
+    if store is not None:
+        _POSTGRES.check(store)  # a server that cannot be reached fails now, not minutes on
     figures: dict[str, float] = {}
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="sealtrail-bench-") as tmp:

@@ -575,7 +575,7 @@ def serve(where: str, keys: Path) -> None:
     import uvicorn
 
     from sealtrail.log import SWITCH_INTERVAL
-    from sealtrail.service import service_app, settle_heap
+    from sealtrail.service import server_config, service_app, settle_heap
 
     sys.setswitchinterval(SWITCH_INTERVAL)  # as `sealtrail serve` runs
     token_hash = bytes.fromhex(os.environ["SEALTRAIL_BENCH_ADMIN_TOKEN_SHA256"])
@@ -587,8 +587,10 @@ def serve(where: str, keys: Path) -> None:
         issuer=SERVICE,
         admin_token_hash=token_hash,
     )
-    settings = {"loop": _best("uvloop", "asyncio"), "http": _best("httptools", "h11")}
-    config = uvicorn.Config(
+    # As `sealtrail serve` runs: httptools with the request head bounded, no forwarding
+    # headers trusted (server_config); the loop is uvloop's when it is installed.
+    settings = {"loop": _best("uvloop", "asyncio"), "http": "httptools"}
+    config = server_config(
         app,
         host="127.0.0.1",
         port=0,
@@ -596,7 +598,6 @@ def serve(where: str, keys: Path) -> None:
         access_log=False,
         lifespan="on",
         loop=settings["loop"],
-        http=settings["http"],
         backlog=4096,
     )
     server = uvicorn.Server(config)
@@ -676,6 +677,8 @@ def run(
     rounds: int = HTTP_ROUNDS,
     report: Report,
 ) -> dict[str, Any]:
+    if store is not None:
+        _postgres().check(store)  # a server that cannot be reached fails now, not minutes on
     figures: dict[str, float] = {}
     pki = Pki.make()
     data = _statements(pki, statements + WARMUP, seed, report)

@@ -1,4 +1,6 @@
-"""A real HTTP server on loopback for tests: uvicorn in a thread, on a free port."""
+"""A real HTTP server on loopback for tests: uvicorn in a thread, on a free port, set up as
+``sealtrail serve`` sets it (:func:`sealtrail.service.server_config`: the bounded request
+head, no forwarding headers trusted)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from sealtrail.service import server_config
+
 __all__ = ["serve_in_thread"]
 
 START_TIMEOUT = 20.0
@@ -18,7 +22,7 @@ START_TIMEOUT = 20.0
 @contextmanager
 def serve_in_thread(app: FastAPI) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 (lifespan included); yield its base URL, then stop it."""
-    config = uvicorn.Config(
+    config = server_config(
         app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on"
     )
     server = uvicorn.Server(config)

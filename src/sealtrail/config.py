@@ -995,17 +995,40 @@ def rotate_service_key(config: Config, *, algorithm: str | None = None) -> Rotat
     new = _software_key(algorithm)
     old_kid = key_id(old.verifier())
     folder = config.data_dir / config.retired_keys_dir
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    retired = folder / f"{old_kid.hex()}.pem"
+    made, had = not folder.exists(), retired.exists()
     pem = old.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _write_atomically(folder / f"{old_kid.hex()}.pem", pem, mode=0o644)
-    # If we crash after this line, the old key is already published as retired.
     target = config.data_dir / config.service_key_file
     staged = target.with_name(f".{target.name}.new")
-    staged.unlink(missing_ok=True)
-    write_private_key(staged, new)
-    os.replace(staged, target)
+    try:
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {config.retired_keys_dir}: {exc.strerror}") from None
+        _write_atomically(retired, pem, mode=0o644)
+        # If we crash after this line, the old key is already published as retired.
+        try:
+            staged.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {target.name}: {exc.strerror}") from None
+        write_private_key(staged, new)
+        try:
+            os.replace(staged, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                staged.unlink(missing_ok=True)
+            raise ConfigError(f"cannot write {target.name}: {exc.strerror}") from None
+    except ConfigError:
+        # Nothing rotated: the old key stays current, and is not left listed as retired.
+        with contextlib.suppress(OSError):
+            if not had:
+                retired.unlink(missing_ok=True)
+            if made:
+                folder.rmdir()
+        raise
+    # The new key is in place from here on: a failure to sync is reported, not undone.
     _fsync_directory(target.parent)
     return Rotation(retired_kid=old_kid, current_kid=key_id(new.verifier()), algorithm=algorithm)
 
@@ -1035,7 +1058,10 @@ def _read_public_key(path: Path) -> Verifier:
 
 def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
     """Write ``data`` to ``path`` via a synced temporary file and a rename."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path.name}: {exc.strerror}") from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -1054,11 +1080,14 @@ def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
 def _fsync_directory(directory: Path) -> None:
     if os.name != "posix":
         return
-    fd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ConfigError(f"cannot sync the folder {directory.name}: {exc.strerror}") from None
 
 
 def _get(table: dict[str, Any], key: str, kind: type[_T], default: _T) -> _T:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from sealtrail.cli import main
+from sealtrail.keys import ES256, EcdsaSigner, write_private_key
 from sealtrail.storage import SQLiteStore, StatementRecord
 
 
@@ -206,6 +210,71 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     (tmp_path / "junk.json").write_text("{not json")
     r = sealtrail("log", "verify-proof", "junk.json", "--vkey", "a+00000000+AQ==", cwd=tmp_path)
     assert_clean_error(r, "invalid-input")
+
+
+def _key_file_with_plus_signs(path: Path) -> str:
+    """Write a freshly generated private key whose PEM has at least two '+' (so it splits
+    like a vkey, with the head of the key where the name goes); return its base64."""
+    while True:
+        write_private_key(path, EcdsaSigner.generate(ES256))
+        body = "".join(path.read_text().splitlines()[1:-1])
+        if body.count("+") >= 2:
+            return body
+        path.unlink()
+
+
+def test_a_private_key_given_as_the_verifier_key_is_refused_unseen(data: Path) -> None:
+    """A key file from keys/ passed where log.vkey goes: one line, nothing of the key."""
+    keys = data / "d" / "keys"
+    es256 = _key_file_with_plus_signs(keys / "es256.key")
+    (data / "junk.json").write_text("{}")
+    cases = [
+        ("d/keys/es256.key", ["log", "verify-proof", "junk.json", "--vkey"]),
+        ("d/keys/es256.key", ["log", "verify", "--tiles", "d", "--vkey"]),
+        ("d/keys/es256.key", ["passport", "verify", "junk.json", "--log-key"]),
+        ("d/keys/log.key", ["log", "verify-proof", "junk.json", "--vkey"]),
+        ("d/keys/service.key", ["passport", "verify", "junk.json", "--log-key"]),
+    ]
+    for path, args in cases:
+        pem = (data / path).read_text()
+        body = es256 if path.endswith("es256.key") else "".join(pem.splitlines()[1:-1])
+        r = sealtrail(*args, path, cwd=data)
+        assert r.returncode == 1, (args, r.stderr)
+        assert_clean_error(r, "invalid-input")
+        assert r.stdout == ""
+        assert len(r.stderr.strip().splitlines()) == 2, r.stderr  # the error and its hint
+        assert "private key was given where a verifier key is expected" in r.stderr
+        assert "log.vkey" in r.stderr
+        for chunk in (body[i : i + 8] for i in range(0, len(body) - 8, 4)):
+            assert chunk not in r.stderr, (args, r.stderr)
+
+
+@pytest.mark.parametrize("command", ["rotate", "admin-token"])
+def test_keys_on_a_read_only_data_directory_is_one_line(
+    data: Path,
+    command: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Run in this process, the data directory's writes failing as on a read-only file
+    system (a chmod does not stop root): one line, exit 1, nothing changed."""
+    keys = data / "d" / "keys"
+    before = {path.name: path.read_bytes() for path in keys.iterdir()}
+
+    def read_only(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(SystemExit) as exited:
+        main(["keys", command, "--data-dir", str(data / "d")])
+    monkeypatch.undo()
+    assert exited.value.code == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    assert "(config-error)" in err and "Read-only file system" in err
+    assert len(err.strip().splitlines()) == 2, err  # the error and its hint
+    assert {path.name: path.read_bytes() for path in keys.iterdir()} == before
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:

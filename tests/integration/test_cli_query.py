@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import http.server
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from sealtrail.cli import main
-from sealtrail.client import AsyncClient, Client, ServiceUnreachable
+from sealtrail.client import AsyncClient, Client, ServiceError, ServiceUnreachable
 from sealtrail.errors import InvalidInput, NotFound
 from sealtrail.keys import ES256, Ed25519Signer, generate_signer
 from sealtrail.log import CheckpointSigner
@@ -397,3 +399,67 @@ def test_a_negative_size_is_a_usage_error(live: Live, cli: Cli) -> None:
     result = cli("query", "node", SERVER, "--url", live.url, "--size", "-1")
     assert result.code == 2
     assert "Traceback" not in result.err
+
+
+class _NotAView(http.server.BaseHTTPRequestHandler):
+    """A server that answers every GET with 200 and JSON that is no view of ours."""
+
+    body = b'{"a": 1}'
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def not_a_view() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotAView)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize("as_json", [[], ["--json"]], ids=["fields", "json"])
+@pytest.mark.parametrize(
+    ("args", "lacks"),
+    [
+        (["device", "ab" * 32], "the device in the answer lacks device_id, size"),
+        (["device", "--maker", MAKER, "--serial", "RoT-1"], "lacks device_id, size"),
+        (["node", SERVER], "the node in the answer lacks serial, type, children, size"),
+        (["tree", SERVER], "the tree in the answer lacks serial, type, children, size"),
+        (["timeline", SERVER], "lacks serial, size, checkpoint, entries"),
+        (["timeline", "--device", "ab" * 32], "lacks device_id, size, checkpoint, entries"),
+        (["shipment", SHIPMENT], "the shipment in the answer lacks shipment_id, size"),
+        (["compliance"], "the compliance in the answer lacks servers, size"),
+    ],
+)
+def test_an_answer_that_is_not_the_view_is_a_service_error(
+    not_a_view: str, cli: Cli, args: list[str], lacks: str, as_json: list[str]
+) -> None:
+    """200 and a JSON object is not enough: exit 1, one line, no empty record printed."""
+    result = cli("query", *args, "--url", not_a_view, *as_json)
+    _one_line_error(result, "service-error")
+    assert lacks in result.err
+
+
+def test_the_clients_refuse_an_answer_that_is_not_the_view(not_a_view: str) -> None:
+    with Client(not_a_view) as client, pytest.raises(ServiceError, match="lacks serial"):
+        client.node(SERVER)
+
+    async def run() -> None:
+        async with AsyncClient(not_a_view) as client:
+            with pytest.raises(ServiceError, match="lacks servers, size"):
+                await client.compliance()
+
+    asyncio.run(run())

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request
 
 import sealtrail.service._scrapi as scrapi
 from sealtrail.client import (
@@ -36,6 +37,8 @@ from sealtrail.scitt import (
     verify_receipt,
     verify_transparent_statement,
 )
+from sealtrail.service import MAX_REQUEST_HEAD
+from tests._server import serve_in_thread
 from tests.unit.scitt._pki import Issuer
 
 from ._scitt_live import (
@@ -374,3 +377,20 @@ def test_a_refusal_gets_a_hint_about_what_was_asked(
         "documented format",
     ):
         assert elsewhere not in hint, hint
+
+
+def test_the_test_server_runs_as_sealtrail_serve_does() -> None:
+    """tests/_server.py serves with ``server_config``: a forwarding header names no other
+    client, and a request head over the bound is refused, as users' servers do."""
+    app = FastAPI()
+
+    @app.get("/peer")
+    def peer(request: Request) -> dict[str, str | None]:
+        return {"host": request.client.host if request.client else None}
+
+    with serve_in_thread(app) as url:
+        forwarded = httpx.get(url + "/peer", headers={"x-forwarded-for": "192.0.2.7"})
+        assert forwarded.json() == {"host": "127.0.0.1"}
+        big = httpx.get(url + "/peer", headers={"x-big": "a" * MAX_REQUEST_HEAD})
+        assert big.status_code == 431
+        assert big.json()["code"] == "headers-too-large"

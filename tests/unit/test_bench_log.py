@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from sealtrail.cli import bench as bench_cli
+from sealtrail.cli import main
 from sealtrail.cli.bench import _bench_module, app
 
 
@@ -17,6 +19,41 @@ def test_a_store_that_is_not_postgresql_is_refused() -> None:
     assert result.exit_code != 0
     assert isinstance(result.exception, Exception)
     assert getattr(result.exception, "code", None) == "bench-bad-store"
+
+
+def test_an_unreachable_postgresql_is_one_line_before_any_figure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Port 1 on loopback refuses at once: the URL is tried before the SQLite figures."""
+    module = _bench_module("log", None)
+
+    def started(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the benchmark started before the store was reached")
+
+    monkeypatch.setattr(module, "_append_rounds", started)
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "log", "-q", "--store", "postgresql://alice:s3cret@127.0.0.1:1/x"])
+    assert exited.value.code == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err and "s3cret" not in err
+    assert "(config-error): cannot connect to PostgreSQL at postgresql://127.0.0.1:1/x" in err
+    assert "password@" not in err  # the hint puts no password on a command line
+    assert len(err.strip().splitlines()) == 2, err  # the error and its hint
+
+
+@pytest.mark.parametrize("benchmark", ["log", "register", "provenance"])
+def test_json_and_table_together_are_a_usage_error(
+    benchmark: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before the benchmark is even loaded, with exit status 2."""
+
+    def loaded(*_args: object) -> None:
+        raise AssertionError("the benchmark ran")
+
+    monkeypatch.setattr(bench_cli, "_bench_module", loaded)
+    result = CliRunner().invoke(app, [benchmark, "--json", "--table"])
+    assert result.exit_code == 2, result.output
+    assert "--table" in result.output and "with --json" in result.output
 
 
 def test_the_report_never_shows_the_password() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
+from sealtrail.cli import main
 from sealtrail.cli.bench import _bench_module, app
+from sealtrail.service import MAX_REQUEST_HEAD
 
 
 def _row(connections: int, rate: float, failed: int = 0, p99: float = 20.0) -> dict[str, Any]:
@@ -92,3 +96,42 @@ def test_the_sweep_runs_both_deployments_at_each_level(postgres_url: str) -> Non
     assert figures["postgresql_http_ratio"] == round(sum(ratios) / 2, 3)
     assert figures["http_peak_connections"] in (4, 8)
     assert result["params"]["peak_connections"] == [4, 8]
+
+
+def test_an_unreachable_postgresql_is_one_line_before_any_figure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Port 1 on loopback refuses at once: the URL is tried before the SQLite figures."""
+    module = _bench_module("register", None)
+
+    def started() -> None:
+        raise AssertionError("the benchmark started before the store was reached")
+
+    monkeypatch.setattr(module.Pki, "make", started)
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "register", "-q", "--store", "postgresql://alice:s3cret@127.0.0.1:1/x"])
+    assert exited.value.code == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err and "s3cret" not in err
+    assert "(config-error): cannot connect to PostgreSQL at postgresql://127.0.0.1:1/x" in err
+    assert len(err.strip().splitlines()) == 2, err  # the error and its hint
+
+
+def test_the_benchmark_server_runs_as_sealtrail_serve_does(tmp_path: Path) -> None:
+    """bench/register.py's server is set up by ``server_config``: httptools with the request
+    head bounded (a head over it is refused 431), as users' servers run."""
+    module = _bench_module("register", None)
+    keys = module._write_keys(tmp_path / "keys")
+    server = module._start_server(str(tmp_path / "s.db"), keys, "a-token")
+    try:
+        assert server.settings["http"] == "httptools"
+        url = f"http://127.0.0.1:{server.port}"
+        assert httpx.get(url + "/.well-known/scitt-keys", timeout=10).status_code == 200
+        big = httpx.get(
+            url + "/.well-known/scitt-keys", headers={"x-big": "a" * MAX_REQUEST_HEAD}, timeout=10
+        )
+        assert big.status_code == 431
+        assert big.json()["code"] == "headers-too-large"
+    finally:
+        server.stop()
+    assert server.process.returncode == 0

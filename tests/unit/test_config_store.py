@@ -4,9 +4,13 @@ behind when it refuses."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,8 +19,10 @@ from sealtrail.config import (
     absolute_store_path,
     check_store_url,
     init_data_dir,
+    issue_admin_token,
     load_config,
     open_log_store,
+    rotate_service_key,
 )
 from sealtrail.errors import ConfigError
 from sealtrail.log import LogReader
@@ -168,3 +174,86 @@ def test_a_failed_init_removes_what_it_made(tmp_path: Path) -> None:
             init_data_dir(target, store_url=f"sqlite:///{missing}")
     assert sorted(os.listdir(tmp_path)) == ["kept"]
     assert os.listdir(tmp_path / "kept") == ["mine.txt"]
+
+
+# -- a data directory that cannot be written (read-only file system) -----------------------
+# Tests may run as root, whom a chmod does not stop: the calls are made to fail instead.
+
+
+def _read_only(*_args: object, **_kwargs: object) -> None:
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(folder)): path.read_bytes() if path.is_file() else b"<dir>"
+        for path in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return init_data_dir(tmp_path / "d", origin="ro.test/log").config.data_dir
+
+
+@pytest.mark.parametrize("fails", ["mkdir", "mkstemp", "replace", "key-file"])
+def test_a_rotation_that_cannot_write_is_one_error_and_changes_nothing(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    config = load_config(data_dir)
+    before = _snapshot(data_dir)
+    if fails == "mkdir":
+        monkeypatch.setattr(Path, "mkdir", _read_only)
+    elif fails == "mkstemp":
+        monkeypatch.setattr(tempfile, "mkstemp", _read_only)
+    elif fails == "replace":  # the new key's rename into place, after the retired key
+        real = os.replace
+
+        def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+            if str(src).endswith(".new"):
+                _read_only()
+            real(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)
+    else:  # the new key file itself (keys/_files.py) cannot be made
+        real_mkstemp = tempfile.mkstemp
+
+        def mkstemp(**kwargs: Any) -> tuple[int, str]:  # as both writers call it
+            if ".new." in kwargs["prefix"]:
+                _read_only()
+            return real_mkstemp(**kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    with pytest.raises(ConfigError, match="Read-only file system") as refused:
+        rotate_service_key(config)
+    assert "\n" not in refused.value.message
+    monkeypatch.undo()
+    assert _snapshot(data_dir) == before  # no key changed, no empty keys/retired/ left
+    assert not (data_dir / "keys" / "retired").exists()
+
+
+def test_a_directory_that_cannot_be_synced_is_one_error(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            _read_only()
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(ConfigError, match="cannot sync the folder keys: Read-only file system"):
+        issue_admin_token(load_config(data_dir))
+
+
+def test_an_admin_token_that_cannot_be_written_is_one_error_and_changes_nothing(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(data_dir)
+    before = _snapshot(data_dir)
+    monkeypatch.setattr(tempfile, "mkstemp", _read_only)
+    with pytest.raises(ConfigError, match=r"cannot write admin-token\.sha256: Read-only"):
+        issue_admin_token(config)
+    monkeypatch.undo()
+    assert _snapshot(data_dir) == before

@@ -76,6 +76,15 @@ def _reporter(quiet: bool) -> Callable[[str, int, int], None]:
     return report
 
 
+def _as_table(json_out: bool, table: bool) -> bool:
+    """Whether to print a table; both --json and --table is a usage error, before any work."""
+    if json_out and table:
+        raise typer.BadParameter(
+            "cannot be given with --json: give one (JSON is the default)", param_hint="'--table'"
+        )
+    return table
+
+
 def _print(result: dict[str, Any], as_table: bool) -> None:
     if not as_table:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
@@ -123,6 +132,7 @@ def log(
     ] = None,
 ) -> None:
     """The log: append throughput, proof generation and verification, vs pymerkle."""
+    as_table = _as_table(json_out, table)
     if store is not None and not store.startswith(("postgresql://", "postgres://")):
         raise InvalidInput("--store takes a postgresql:// URL", code="bench-bad-store")
     module = _bench_module("log", bench_dir)
@@ -134,7 +144,7 @@ def log(
         store=store,
         report=_reporter(quiet),
     )
-    _print(result, as_table=table and not json_out)
+    _print(result, as_table=as_table)
 
 
 @app.command("register")
@@ -183,6 +193,7 @@ def register(
     bench_dir: BenchDir = None,
 ) -> None:
     """SCITT registration: the verification ceiling, in-process and HTTP throughput, latency."""
+    as_table = _as_table(json_out, table)
     if store is not None and not store.startswith(("postgresql://", "postgres://")):
         raise InvalidInput("--store takes a postgresql:// URL", code="bench-bad-store")
     module = _bench_module("register", bench_dir)
@@ -197,7 +208,7 @@ def register(
         rounds=rounds,
         report=_reporter(quiet),
     )
-    _print(result, as_table=table and not json_out)
+    _print(result, as_table=as_table)
 
 
 #: Most connections one sweep level may open (each is a socket of the load generator and of
@@ -245,6 +256,7 @@ def provenance(
     bench_dir: BenchDir = None,
 ) -> None:
     """The provenance ledger: identity and attestation ingestion, the audit, fsck."""
+    as_table = _as_table(json_out, table)
     module = _bench_module("provenance", bench_dir)
     result = module.run(
         manifests=manifests,
@@ -255,4 +267,4 @@ def provenance(
         p384_checks=p384_checks,
         report=_reporter(quiet),
     )
-    _print(result, as_table=table and not json_out)
+    _print(result, as_table=as_table)

@@ -393,11 +393,18 @@ def verify(
 
 
 def _vkey(value: str) -> str:
-    """A verifier key given as is, or as a file holding one."""
+    """A verifier key given as is, or as a file holding one; checked here, before any work.
+
+    A private key file given by mistake is refused without a word of its content
+    (``NoteVerifier.parse`` never echoes its input).
+    """
     path = Path(value)
     if value.count("+") < 2 and path.is_file():  # a vkey is <name>+<id>+<key>
-        return _read(path, "verifier key", limit=MAX_VKEY_FILE).decode("utf-8", "replace").strip()
-    return value.strip()
+        text = _read(path, "verifier key", limit=MAX_VKEY_FILE).decode("utf-8", "replace").strip()
+    else:
+        text = value.strip()
+    NoteVerifier.parse(text)
+    return text
 
 
 def _subject(report: PassportReport) -> str:

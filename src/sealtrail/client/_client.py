@@ -631,12 +631,38 @@ def _nonces(doc: dict[str, Any], count: int) -> list[bytes]:
         raise ServiceError("the service answered a nonce that is not hex") from None
 
 
+#: The fields each provenance view always carries (docs/queries.md) and their JSON types:
+#: an answer without them is not the view asked for, whatever its status.
+_VIEW_FIELDS: dict[str, dict[str, type]] = {
+    "device": {"device_id": str, "size": int},
+    "node": {"serial": str, "type": str, "children": list, "size": int},
+    "tree": {"serial": str, "type": str, "children": list, "size": int},
+    "timeline": {"serial": str, "size": int, "checkpoint": int, "entries": list},
+    "device timeline": {"device_id": str, "size": int, "checkpoint": int, "entries": list},
+    "shipment": {"shipment_id": str, "size": int},
+    "compliance": {"servers": list, "size": int},
+}
+
+
 def _query(path: str, what: str, **params: str | int | None) -> _Flow[dict[str, Any]]:
-    """A provenance view (JSON) at ``path`` under :data:`_PROVENANCE`."""
+    """A provenance view (JSON) at ``path`` under :data:`_PROVENANCE`, the ``what`` of
+    :data:`_VIEW_FIELDS`; :class:`ServiceError` if it lacks a field every such view has."""
     query = urlencode({k: v for k, v in params.items() if v is not None})
     url = _PROVENANCE + path + (f"?{query}" if query else "")
     data = yield from _fetch(url, accept=JSON, what=what)
-    return _json_object(data, what)
+    doc = _json_object(data, what)
+    missing = [name for name, kind in _VIEW_FIELDS[what].items() if not _holds(doc, name, kind)]
+    if missing:
+        raise ServiceError(f"the {what} in the answer lacks {', '.join(missing)}")
+    return doc
+
+
+def _holds(doc: dict[str, Any], name: str, kind: type) -> bool:
+    """Whether ``doc[name]`` is a ``kind`` (an ``int``: a whole number, not negative)."""
+    value = doc.get(name)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, kind)
 
 
 # -- decoding answers -------------------------------------------------------------------------
@@ -1111,7 +1137,7 @@ class Client:
     def device_timeline(self, device_id: str, *, size: int | None = None) -> dict[str, Any]:
         """The log entries about a device, each with a receipt."""
         path = f"/devices/{_check_device(device_id)}/timeline"
-        return self._run(_query(path, "timeline", size=size))
+        return self._run(_query(path, "device timeline", size=size))
 
     def shipment(self, shipment_id: str, *, size: int | None = None) -> dict[str, Any]:
         """A shipment and its custody records."""
@@ -1281,7 +1307,7 @@ class AsyncClient:
     async def device_timeline(self, device_id: str, *, size: int | None = None) -> dict[str, Any]:
         """See :meth:`Client.device_timeline`."""
         path = f"/devices/{_check_device(device_id)}/timeline"
-        return await self._run(_query(path, "timeline", size=size))
+        return await self._run(_query(path, "device timeline", size=size))
 
     async def shipment(self, shipment_id: str, *, size: int | None = None) -> dict[str, Any]:
         """See :meth:`Client.shipment`."""

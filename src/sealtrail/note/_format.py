@@ -62,21 +62,23 @@ def is_note_name(name: str) -> bool:
     return bool(name) and "+" not in name and not any(ch.isspace() for ch in name)
 
 
-def check_key_name(name: str) -> str:
+def check_key_name(name: str, *, what: str = "a key name") -> str:
     """Validate a name we are asked to *trust or sign with*; stricter than :func:`is_note_name`.
 
     On top of the spec rule, every character must be printable (no control, format,
     private-use or unassigned code points), so a name cannot hide characters a human
-    reviewing a configuration would not see.
+    reviewing a configuration would not see. The messages say what is wrong and never
+    contain the name: it may be the head of something pasted by mistake (a private key).
+    ``what`` names the field in the message (a constant of the caller's, never input).
     """
     if not isinstance(name, str) or not name:
-        raise InvalidInput("key name must be a non-empty string")
+        raise InvalidInput(f"{what} must be a non-empty string")
     if "+" in name:
-        raise InvalidInput(f"key name {name!r} must not contain '+'")
+        raise InvalidInput(f"{what} must not contain '+'")
     if any(ch.isspace() for ch in name):
-        raise InvalidInput(f"key name {name!r} must not contain whitespace")
+        raise InvalidInput(f"{what} must not contain whitespace")
     if not name.isprintable():
-        raise InvalidInput(f"key name {name!r} must contain only printable characters")
+        raise InvalidInput(f"{what} must contain only printable characters")
     return name
 
 

@@ -28,6 +28,13 @@ __all__ = [
 ]
 
 _VKEY_SHAPE = "<name>+<8 hex digits>+<base64(type byte || public key)>"
+_VKEY_HINT = (
+    "A verifier key is one line, name+keyhash+base64: a log's is log.vkey in its data directory."
+)
+_PRIVATE_KEY_HINT = (
+    "Give the verifier key (a log's is log.vkey in its data directory), not a key file from "
+    "keys/; keep the private key secret."
+)
 
 
 class NoteVerifier:
@@ -133,7 +140,9 @@ class CosignatureVerifier(NoteVerifier):
 
 
 def _parse_vkey(vkey: str) -> tuple[str, int, bytes]:
-    # Never echo the input: a private key string pasted by mistake must not end up in logs.
+    # Never echo the input, nor any part of it (the name included): a private key pasted or
+    # passed as a file by mistake must not end up on a terminal or in logs. Each message
+    # says only what is wrong.
     if not isinstance(vkey, str):
         raise InvalidInput("a verifier key must be a str")
     if vkey.startswith("PRIVATE+KEY+"):
@@ -141,31 +150,40 @@ def _parse_vkey(vkey: str) -> tuple[str, int, bytes]:
             "this is a private signer key, not a verifier key",
             hint="Keep it secret; publish the verifier key derived from it instead.",
         )
+    if "PRIVATE KEY" in vkey:
+        raise InvalidInput(
+            "a private key was given where a verifier key is expected",
+            hint=_PRIVATE_KEY_HINT,
+        )
+    if "-----BEGIN" in vkey:
+        raise InvalidInput(
+            "a PEM file was given where a verifier key is expected",
+            hint=_VKEY_HINT,
+        )
     parts = vkey.split("+", 2)
     if len(parts) != 3:
         raise InvalidInput(f"a verifier key must look like {_VKEY_SHAPE}")
     name, hash_hex, key_b64 = parts
-    check_key_name(name)
+    check_key_name(name, what="a verifier key's name")
     key_hash = parse_key_hash(hash_hex)
     if key_hash is None:
-        raise InvalidInput(f"verifier key {name}: the key ID must be 8 hex digits")
+        raise InvalidInput("verifier key: the key ID must be 8 hex digits")
     material = b64decode_strict(key_b64)
     if material is None:
-        raise InvalidInput(f"verifier key {name}: the key is not canonical standard base64")
+        raise InvalidInput("verifier key: the key is not canonical standard base64")
     if not material:
-        raise InvalidInput(f"verifier key {name}: the key is empty")
+        raise InvalidInput("verifier key: the key is empty")
     signature_type, public_key = material[0], material[1:]
     if compute_key_id(name, signature_type, public_key) != key_hash:
-        raise InvalidInput(f"verifier key {name}: the key ID does not match the key")
+        raise InvalidInput("verifier key: the key ID does not match the key")
     if signature_type not in (SIGNATURE_TYPE_ED25519, SIGNATURE_TYPE_COSIGNATURE_V1):
         raise InvalidInput(
-            f"verifier key {name}: unsupported signature type 0x{signature_type:02x} "
+            f"verifier key: unsupported signature type 0x{signature_type:02x} "
             "(supported: 0x01 Ed25519, 0x04 Ed25519 cosignature/v1)"
         )
     if len(public_key) != ED25519_KEY_SIZE:
         raise InvalidInput(
-            f"verifier key {name}: an Ed25519 key is {ED25519_KEY_SIZE} bytes, "
-            f"not {len(public_key)}"
+            f"verifier key: an Ed25519 key is {ED25519_KEY_SIZE} bytes, not {len(public_key)}"
         )
     return name, signature_type, public_key
 

@@ -649,9 +649,9 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise ConfigError(
                 f"cannot connect to PostgreSQL at {self._where}: {_reason(exc, url)}",
-                hint="Check that the server is running and accepts TCP connections, and the "
-                "user, password and database in the store URL "
-                "(postgresql://user:password@host:5432/dbname).",
+                hint="Check that the server is running and accepts TCP connections, the user "
+                "and database in the store URL (postgresql://user@host:5432/dbname) and the "
+                "password in PGPASSWORD, ~/.pgpass or a passfile (never in the URL).",
             ) from None
         try:
             with first, self._errors("open"):

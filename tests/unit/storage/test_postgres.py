@@ -629,7 +629,10 @@ def test_an_unreachable_server_is_a_config_error_without_the_password() -> None:
     text = info.value.diagnostics()
     assert "127.0.0.1:1/ledger" in text
     assert "s3cret-pw" not in text
-    assert "postgresql://user:password@host" in info.value.hint
+    # The hint keeps the password off the command line (--store) and out of the URL.
+    assert "postgresql://user@host:5432/dbname" in info.value.hint
+    assert "PGPASSWORD" in info.value.hint and "~/.pgpass" in info.value.hint
+    assert "password@" not in info.value.hint
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
