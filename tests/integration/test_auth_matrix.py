@@ -28,6 +28,7 @@ from sealtrail.scitt import (
     Token,
     TransparencyService,
     User,
+    key_id,
     parse_grant_record,
     parse_statement,
 )
@@ -261,6 +262,12 @@ CALLS = [
         lambda w: "/.well-known/transparency-configuration",
     ),
     Call("GET", "/.well-known/scitt-keys", lambda w: "/.well-known/scitt-keys"),
+    Call(
+        "GET",
+        "/.well-known/scitt-keys/{kid}",
+        lambda w: f"/.well-known/scitt-keys/{key_id(w.service.signer.verifier()).hex()}",
+        inside=lambda who: 200,
+    ),
     Call("GET", "/entries/{entry_id}", lambda w: f"/entries/{w.entry}"),
     Call(
         "POST",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
+import cbor2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -201,3 +202,30 @@ def test_head_of_a_missing_tile_is_404_and_other_routes_do_not_serve_it(
     r = client.head("/log/v1/info")
     assert r.status_code == 405
     assert "GET" in r.headers["allow"]
+
+
+def test_the_log_alone_negotiates_its_problem_details_too(client: TestClient) -> None:
+    """A read-only server answers the SCRAPI paths 501; a SCRAPI client (no JSON in its
+    Accept) reads that in CBOR (RFC 9290), as it would any SCRAPI error, while the log's own
+    routes answer CBOR only to a request that prefers it (docs/scitt.md "Errors")."""
+    concise = "application/concise-problem-details+cbor"
+    for path in ("/entries", "/.well-known/scitt-keys/" + "00" * 32):
+        r = client.get(path, headers={"Accept": "application/cbor"})
+        assert r.status_code == 501
+        assert r.headers["content-type"] == concise
+        assert r.headers["vary"] == "Accept"
+        body = cbor2.loads(r.content)
+        assert body[7807] == {
+            0: "urn:sealtrail:error:read-only-server",
+            1: 501,
+            "code": "read-only-server",
+        }
+        assert isinstance(body[-1], str) and isinstance(body[-2], str)
+        assert client.get(path).headers["content-type"] == "application/problem+json"
+    assert (
+        client.get("/tile/0/999", headers={"Accept": "application/cbor"}).headers["content-type"]
+        == "application/problem+json"
+    )
+    r = client.get("/tile/0/999", headers={"Accept": concise})
+    assert r.status_code == 404 and r.headers["content-type"] == concise
+    assert cbor2.loads(r.content)[7807]["code"] == "not-found"

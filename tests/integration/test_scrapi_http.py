@@ -339,10 +339,21 @@ def test_the_key_set_holds_the_key_of_the_receipts(service: Service) -> None:
     receipt = service.post(data).content
     r = service.client.get("/.well-known/scitt-keys")
     assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == "application/cose-key-set"
+    # SCRAPI section 2.1: "a COSE Key Set [...] serialized as application/cbor".
+    assert r.headers["content-type"] == "application/cbor"
+    assert r.headers["cache-control"] == "public, max-age=300"
+    assert r.headers["vary"] == "Accept"
     keys = decode_key_set(r.content)
     info = _verify(receipt, data, r.content)
     assert list(keys) == [info.kid]
+    # RFC 9052's registered type, for a client that asks for it by name (Sealtrail's own).
+    for accept in ("application/cose-key-set", "application/cbor;q=0.5, application/cose-key-set"):
+        named = service.client.get("/.well-known/scitt-keys", headers={"Accept": accept})
+        assert named.headers["content-type"] == "application/cose-key-set"
+        assert named.content == r.content
+    for accept in ("application/cbor", "*/*", "application/cose", "application/cose-key-set;q=x"):
+        other = service.client.get("/.well-known/scitt-keys", headers={"Accept": accept})
+        assert other.headers["content-type"] == "application/cbor", accept
 
 
 def test_key_rotation_keeps_old_receipts_verifiable(maker: Maker, sqlite_path: Path) -> None:
@@ -1192,7 +1203,20 @@ def test_the_openapi_document_declares_bodies_tokens_and_binary_answers(service:
     assert media("post", "/entries", "201") == {COSE}
     assert media("get", "/entries/{entry_id}") == {COSE}
     assert media("get", "/entries/{entry_id}/statement") == {COSE}
-    assert media("get", "/.well-known/scitt-keys") == {"application/cose-key-set"}
+    assert media("get", "/.well-known/scitt-keys") == {
+        "application/cbor",
+        "application/cose-key-set",
+    }
+    assert media("get", "/.well-known/scitt-keys/{kid}") == {
+        "application/cbor",
+        "application/cose-key",
+    }
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert set(op["responses"]["4XX"]["content"]) == {
+                "application/problem+json",
+                "application/concise-problem-details+cbor",
+            }, (method, path)
     assert media("get", "/.well-known/transparency-configuration") == {
         "application/json",
         "application/cbor",

@@ -92,6 +92,11 @@ DEFAULT_POLL_DELAY: Final = 1.0
 COSE = "application/cose"
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
+#: RFC 9290 Concise Problem Details: what a SCRAPI service answers a client that admits no
+#: JSON (this client names JSON problems in every Accept, and reads either).
+PROBLEM_CBOR = "application/concise-problem-details+cbor"
+#: RFC 9290's keys: title, detail, and the RFC 9457 members tunnelled (type, status, ...).
+_CBOR_TITLE, _CBOR_DETAIL, _CBOR_TUNNEL_7807 = -1, -2, 7807
 _USER_AGENT = f"sealtrail/{sealtrail.__version__}"
 _ENTRY_ID = re.compile(r"[0-9a-f]{64}")
 _DEVICE_ID = _ENTRY_ID
@@ -384,8 +389,13 @@ def _exchange(call: _Call) -> _Flow[_Reply]:
     return reply
 
 
+def _accept(media: str) -> str:
+    """An Accept header for ``media`` that names JSON problem details too."""
+    return media if media == JSON else f"{media}, {PROBLEM_JSON};q=0.5"
+
+
 def _fetch(path: str, *, accept: str, what: str) -> _Flow[bytes]:
-    reply = yield from _exchange(_Call("GET", path, {"Accept": accept}))
+    reply = yield from _exchange(_Call("GET", path, {"Accept": _accept(accept)}))
     if reply.status != 200:
         raise _error_for(reply, what)
     return reply.content
@@ -395,7 +405,7 @@ def _register(statement: bytes, *, timeout: float) -> _Flow[RegisteredStatement]
     entry = entry_id(statement)
     deadline = time.monotonic() + timeout
     reply = yield from _exchange(
-        _Call("POST", "/entries", {"Content-Type": COSE, "Accept": COSE}, statement)
+        _Call("POST", "/entries", {"Content-Type": COSE, "Accept": _accept(COSE)}, statement)
     )
     if reply.status == 201:
         return RegisteredStatement(entry, statement, _checked_cose(reply, "receipt"))
@@ -412,7 +422,7 @@ def _register(statement: bytes, *, timeout: float) -> _Flow[RegisteredStatement]
                 entry_id=entry,
             )
         yield _Wait(min(max(delay, MIN_POLL_DELAY), remaining))
-        reply = yield from _exchange(_Call("GET", url, {"Accept": COSE}))
+        reply = yield from _exchange(_Call("GET", url, {"Accept": _accept(COSE)}))
         if reply.status == 200:
             return RegisteredStatement(entry, statement, _checked_cose(reply, "receipt"))
         # 302: pending. 404: the service answers 303 before its background registration
@@ -423,7 +433,7 @@ def _register(statement: bytes, *, timeout: float) -> _Flow[RegisteredStatement]
 
 
 def _receipt(entry: str) -> _Flow[bytes]:
-    reply = yield from _exchange(_Call("GET", f"/entries/{entry}", {"Accept": COSE}))
+    reply = yield from _exchange(_Call("GET", f"/entries/{entry}", {"Accept": _accept(COSE)}))
     if reply.status == 302:
         raise NotFound(f"entry {entry} is not in the log yet", code="entry-pending")
     if reply.status != 200:  # a refusal here is of a statement sent for registration
@@ -729,8 +739,11 @@ def _retry_after(reply: _Reply, *, default: float) -> float:
 
 
 def _problem(reply: _Reply) -> tuple[str | None, str | None]:
-    """The ``code`` and ``detail`` of RFC 9457 problem details, if the body is one."""
+    """The ``code`` and ``detail`` of RFC 9457 problem details, or of RFC 9290 Concise
+    Problem Details (another SCITT service's), if the body is one."""
     media = reply.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == PROBLEM_CBOR:
+        return _concise_problem(reply.content)
     if media not in (PROBLEM_JSON, JSON):
         return None, None
     try:
@@ -739,7 +752,23 @@ def _problem(reply: _Reply) -> tuple[str | None, str | None]:
         return None, None
     if not isinstance(doc, dict):
         return None, None
-    code, detail = doc.get("code"), doc.get("detail") or doc.get("title")
+    return _texts(doc.get("code"), doc.get("detail") or doc.get("title"))
+
+
+def _concise_problem(content: bytes) -> tuple[str | None, str | None]:
+    try:
+        doc = cbor2.loads(content)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError):
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    tunnel = doc.get(_CBOR_TUNNEL_7807)
+    code = tunnel.get("code") if isinstance(tunnel, dict) else None
+    return _texts(code, doc.get(_CBOR_DETAIL) or doc.get(_CBOR_TITLE))
+
+
+def _texts(code: object, detail: object) -> tuple[str | None, str | None]:
+    """``code`` and ``detail`` where they are non-empty text."""
     return (
         code if isinstance(code, str) and code else None,
         detail if isinstance(detail, str) and detail else None,

@@ -79,6 +79,7 @@ ROUTES: Mapping[tuple[str, str], frozenset[str]] = {
     ("GET", "/log/v1/proof/consistency"): _ANY,
     ("GET", "/.well-known/transparency-configuration"): _ANY,
     ("GET", "/.well-known/scitt-keys"): _ANY,
+    ("GET", "/.well-known/scitt-keys/{kid}"): _ANY,
     # A receipt proves inclusion of a hash and reveals nothing else: public.
     ("GET", "/entries/{entry_id}"): _ANY,
     # Writes: the personas that issue statements (route checks org and kind).

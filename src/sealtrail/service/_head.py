@@ -9,8 +9,9 @@ byte copies, on the event loop, before any route, rate limit or access check run
 :func:`head_limited_protocol` makes a subclass of uvicorn's httptools protocol (the way
 ``_peer.client_certificate_protocol`` does) that counts a head's bytes as they arrive and
 refuses a head over :data:`MAX_REQUEST_HEAD`: with 414 ``uri-too-long`` when the request
-target alone is over it, else 431 ``headers-too-large``, as problem details, after which the
-connection closes. What it costs a request within the bound: a few attribute updates per
+target alone is over it, else 431 ``headers-too-large``, as JSON problem details whatever
+the request's ``Accept`` (none of its head has been parsed), after which the connection
+closes. What it costs a request within the bound: a few attribute updates per
 read and one sum over its header fields.
 """
 

@@ -196,14 +196,15 @@ def client_key(
 
 
 class RateLimitMiddleware:
-    """Refuses a request over its client's budget with ``refuse(error)``'s response."""
+    """Refuses a request over its client's budget with ``refuse(error, scope)``'s response
+    (the scope: for the answer to negotiate its encoding)."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
         limiter: RateLimiter,
-        refuse: Callable[[RateLimited], ASGIApp],
+        refuse: Callable[[RateLimited, Scope], ASGIApp],
         token_known: Callable[[bytes], bool],
         certificate_known: Callable[[bytes], bool] | None = None,
     ) -> None:
@@ -222,6 +223,6 @@ class RateLimitMiddleware:
                 )
             except RateLimited as exc:
                 # Refused before the app runs: nothing was read, stored or queued.
-                await self.refuse(exc)(scope, receive, send)
+                await self.refuse(exc, scope)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

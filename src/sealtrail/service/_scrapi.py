@@ -5,12 +5,18 @@
 registration carries on in the background either way. ``GET /entries/{id}`` answers 302
 (to itself, with ``Retry-After``) while the statement is stored but not yet covered by a
 checkpoint, then 200 with a receipt against the latest checkpoint.
+``/.well-known/scitt-keys`` serves the receipt keys as a COSE_KeySet, and
+``/.well-known/scitt-keys/{kid}`` one of them, in the media type SCRAPI names
+(``application/cbor``) unless RFC 9052's is asked for by name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
+import re
 from typing import Any
 
 import cbor2
@@ -20,8 +26,16 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from sealtrail.errors import InvalidInput, NotFound, TooLarge
-from sealtrail.scitt import Registration, SignedStatement, TransparencyService, parse_statement
+from sealtrail.keys import Verifier
+from sealtrail.scitt import (
+    Registration,
+    SignedStatement,
+    TransparencyService,
+    cose_key,
+    parse_statement,
+)
 
+from ._accept import accept_header, preferred
 from ._auth import Auth, Principal
 from ._openapi import BINARY, answer, request_body
 
@@ -36,6 +50,15 @@ NO_STORE = {"Cache-Control": "no-store"}
 #: The configuration changes when an organization brings a new signature algorithm and when
 #: the receipt key is rotated (at a restart): as long as the key set is cached.
 CONFIGURATION_CACHE = "public, max-age=300"
+#: The service keys change when the receipt key is rotated (at a restart).
+KEYS_CACHE = "public, max-age=300"
+#: The keys' media types, the default first: SCRAPI's ("serialized as application/cbor",
+#: sections 2.1 and 2.2), then RFC 9052's registered ones (section 11), for a client that
+#: asks for them by name.
+KEY_SET_TYPES = ("application/cbor", "application/cose-key-set")
+KEY_TYPES = ("application/cbor", "application/cose-key")
+_HEX_KID = re.compile(r"(?:[0-9a-f]{2})+")
+_BASE64URL_KID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -215,15 +238,61 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
         "/.well-known/scitt-keys",
         tags=["scrapi"],
         response_class=Response,
-        responses=answer(200, "The receipt keys (COSE_KeySet)", "application/cose-key-set"),
+        responses=answer(200, "The receipt keys (COSE_KeySet)", *KEY_SET_TYPES),
     )
-    async def keys() -> Response:
-        """The service's receipt keys as a COSE_KeySet, retired keys included."""
+    async def keys(request: Request) -> Response:
+        """The service's receipt keys as a COSE_KeySet, retired keys included
+        (``application/cbor``, or ``application/cose-key-set`` when asked for by name)."""
         return Response(
             service.key_set(),
-            media_type="application/cose-key-set",
-            headers={"Cache-Control": "public, max-age=300"},
+            media_type=preferred(accept_header(request.scope), KEY_SET_TYPES),
+            headers={"Cache-Control": KEYS_CACHE, "Vary": "Accept"},
         )
+
+    @app.get(
+        "/.well-known/scitt-keys/{kid}",
+        tags=["scrapi"],
+        response_class=Response,
+        responses=answer(200, "One receipt key (COSE_Key)", *KEY_TYPES),
+    )
+    async def key(kid: str, request: Request) -> Response:
+        """One of the service's receipt keys, current or retired, as a COSE_Key: its ``kid``
+        in lowercase hex or base64url without padding (``application/cbor``, or
+        ``application/cose-key`` when asked for by name); 404 ``key-unknown`` otherwise."""
+        verifier = _key_named(service, kid)
+        if verifier is None:
+            # A fixed text: the kid is the client's, and may be anything.
+            raise NotFound(
+                "this service has no key of that kid (lowercase hex or base64url without padding)",
+                code="key-unknown",
+            )
+        return Response(
+            cbor2.dumps(cose_key(verifier), canonical=True),
+            media_type=preferred(accept_header(request.scope), KEY_TYPES),
+            headers={"Cache-Control": KEYS_CACHE, "Vary": "Accept"},
+        )
+
+
+def _key_named(service: TransparencyService, text: str) -> Verifier | None:
+    """The service key (current or retired) whose kid ``text`` spells: in lowercase hex (as
+    Sealtrail writes kids everywhere else), or in base64url without padding (SCRAPI section
+    2.2: the kid bytes are not URL-safe). A text that is both (hex digits only) is tried as
+    hex first; the two readings have different lengths for the service's 32-byte kids."""
+    keys = service.keys
+    if _HEX_KID.fullmatch(text):
+        found = keys.get(bytes.fromhex(text))
+        if found is not None:
+            return found
+    if not _BASE64URL_KID.fullmatch(text) or len(text) % 4 == 1:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    # One spelling per kid: trailing bits that decoding drops make another text, refused.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
+        return None
+    return keys.get(raw)
 
 
 async def _authorize_write(

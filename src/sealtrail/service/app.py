@@ -47,8 +47,8 @@ from sealtrail.scitt import TransparencyService
 from ._admin import add_admin_routes, add_grant_route
 from ._auth import Auth
 from ._limits import RateLimiter, RateLimitMiddleware, RateLimits
-from ._openapi import BEARER, answer
-from ._problems import problem_response
+from ._openapi import BEARER, BINARY, answer
+from ._problems import CONCISE_PROBLEM_MEDIA_TYPE, PROBLEM_MEDIA_TYPE, problem_response
 from ._provenance import add_provenance_routes
 from ._scrapi import add_scrapi_routes
 
@@ -104,15 +104,17 @@ STORE_RETRY_AFTER = 2
 _PROBLEM_HEADERS = {"Cache-Control": "no-store"}
 #: How the OpenAPI document describes every error answer (``_document_problems``).
 _PROBLEM_ANSWER = {
-    "description": "Problem details (RFC 9457) with a stable code",
+    "description": "Problem details with a stable code: RFC 9457 JSON, or RFC 9290 CBOR when "
+    "the Accept header asks for it (on the SCRAPI routes, also when it admits no JSON)",
     "content": {
-        "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+        PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}},
+        CONCISE_PROBLEM_MEDIA_TYPE: {"schema": dict(BINARY)},
     },
 }
 
 
 class ProblemDetails(BaseModel):
-    """The body of every error answer (``_problems.problem_response``)."""
+    """The body of every JSON error answer (``_problems.problem_response``)."""
 
     type: str
     title: str
@@ -247,7 +249,7 @@ class DirectRoute:
             await self._auth.authorize(request)
             response = await route.endpoint(request)
         except Error as exc:
-            response = _problem(exc)
+            response = _problem(exc, scope)
         await response(scope, receive, send)
 
 
@@ -259,14 +261,15 @@ def _route(routes: APIRouter, method: str, path: str) -> APIRoute:
 
 
 def _add_problem_handlers(app: FastAPI) -> None:
-    """Every error becomes RFC 9457 problem details with a stable code, never cached."""
+    """Every error becomes problem details with a stable code, never cached: RFC 9457 JSON,
+    or RFC 9290 CBOR when the request negotiates it (``_problems.wants_concise``)."""
 
     @app.exception_handler(Error)
-    async def _error(_: Request, exc: Error) -> Response:
-        return _problem(exc)
+    async def _error(request: Request, exc: Error) -> Response:
+        return _problem(exc, request.scope)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         # The message names the field and the rule, never the value sent.
@@ -274,6 +277,7 @@ def _add_problem_handlers(app: FastAPI) -> None:
             InvalidInput(f"{where}: {first.get('msg', 'invalid request')}"),
             400,
             headers=_PROBLEM_HEADERS,
+            scope=request.scope,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -281,7 +285,10 @@ def _add_problem_handlers(app: FastAPI) -> None:
         status = exc.status_code
         if status in {404, 405} and _read_only(request):
             return problem_response(
-                Error(READ_ONLY_DETAIL, code="read-only-server"), 501, headers=_PROBLEM_HEADERS
+                Error(READ_ONLY_DETAIL, code="read-only-server"),
+                501,
+                headers=_PROBLEM_HEADERS,
+                scope=request.scope,
             )
         if status == 404:
             error: Error = NotFound("no such resource")
@@ -289,16 +296,17 @@ def _add_problem_handlers(app: FastAPI) -> None:
             error = Error(str(exc.detail), code=_HTTP_CODES.get(status, "http-error"))
         # Starlette's own headers (Allow on a 405) are part of the answer.
         headers = {**(exc.headers or {}), **_PROBLEM_HEADERS}
-        return problem_response(error, status, headers=headers)
+        return problem_response(error, status, headers=headers, scope=request.scope)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, _exc: Exception) -> Response:
+    async def _unexpected(request: Request, _exc: Exception) -> Response:
         # A bug, not a refusal: answered in the same shape, with nothing of the exception
         # (it may hold request data); the server still logs it with its traceback.
         return problem_response(
             Error("the server failed to handle the request", code="internal-error"),
             500,
             headers=_PROBLEM_HEADERS,
+            scope=request.scope,
         )
 
 
@@ -361,15 +369,16 @@ def _add_description_routes(app: FastAPI) -> None:
         return get_redoc_html(openapi_url=root + OPENAPI_PATH, title=f"{app.title} API")
 
 
-def _problem(exc: Error) -> Response:
-    """The answer to a request refused with ``exc``: by a route, by the registration route
-    past the router (:class:`DirectRoute`), or by the rate limits before any route."""
+def _problem(exc: Error, scope: Scope) -> Response:
+    """The answer to the request of ``scope`` refused with ``exc``: by a route, by the
+    registration route past the router (:class:`DirectRoute`), or by the rate limits before
+    any route. Its encoding is negotiated here, so a request that succeeds pays nothing."""
     if type(exc) is StorageError:
         # An outage of the store: the client learns to retry, not where the store is or what
         # it said; the operator finds that in the server's log.
         _log.warning("store unavailable: %s", exc.message)
         exc = StorageError(STORE_UNAVAILABLE)
-    return problem_response(exc, _status_of(exc), headers=_headers_for(exc))
+    return problem_response(exc, _status_of(exc), headers=_headers_for(exc), scope=scope)
 
 
 def _status_of(exc: Error) -> int:
