@@ -22,7 +22,7 @@ from sealtrail.cli import provenance as provenance_cli
 from sealtrail.client import Client
 from sealtrail.errors import Conflict
 from sealtrail.keys import write_private_key
-from sealtrail.provenance import ProvenanceLedger
+from sealtrail.provenance import RULES_VERSION, ProvenanceLedger
 from sealtrail.storage import SQLiteIndex
 from tests._serve_proc import COSE, bearer, init_data, served, token_file, user_token
 from tests.integration.test_cli import sealtrail
@@ -248,6 +248,75 @@ def test_a_rebuild_step_longer_than_a_claim_keeps_the_index(
         server.release("sealtrail serve elsewhere/2")
         server.close()
     assert refused and all("being rebuilt" in str(exc) for exc in refused), refused
+
+
+def _as_the_release_before_left_it(data: Path) -> None:
+    """provenance.db as a server of the release before rules versions left it: schema 2
+    (no rules version recorded) and the rows of its rules (no trip rows)."""
+    conn = sqlite3.connect(data / "d" / "provenance.db", isolation_level=None)
+    try:
+        conn.execute("DROP TABLE idx_meta")
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute("DELETE FROM idx_rows WHERE tbl = 'trip'")
+    finally:
+        conn.close()
+
+
+def _serve_refused(data: Path, code: str) -> str:
+    """``sealtrail serve`` stopped before it binds its port, with one ``error (code)``
+    line: that line and the hint."""
+    result = sealtrail("serve", "-d", "d", "--port", "0", cwd=data)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "Serving" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error ")]
+    assert len(errors) == 1 and f"({code})" in errors[0], result.stderr
+    return result.stderr
+
+
+def test_an_index_of_other_rules_is_refused_until_rebuilt(data: Path) -> None:
+    """An upgrade that changed the provenance rules: the old index (migrated to rules
+    version 1) is refused by servers, shown by `index status`, one finding of the audit
+    (not one per row the rules changed), and rebuilt with this release's rules."""
+    _as_the_release_before_left_it(data)
+    stderr = _serve_refused(data, "index-rules-outdated")
+    assert (
+        "the provenance index was built with provenance rules version 1, and this "
+        f"Sealtrail applies version {RULES_VERSION}"
+    ) in stderr
+    assert "hint: Stop every server of this index, run `sealtrail index rebuild`" in stderr
+    status = sealtrail("index", "status", "-d", "d", cwd=data)
+    assert status.returncode == 0, status.stderr
+    assert "up to date" in status.stdout
+    assert (
+        f"provenance rules version 1, this Sealtrail's {RULES_VERSION}: refused by servers "
+        "(index-rules-outdated). Stop every server"
+    ) in status.stdout
+    audited = sealtrail("audit", "-d", "d", cwd=data)
+    assert audited.returncode == 1
+    found = [line for line in audited.stdout.splitlines() if line.startswith("FOUND")]
+    assert found == [
+        f"FOUND index: built with provenance rules version 1, not this Sealtrail's version "
+        f"{RULES_VERSION}: not compared with the log (run `sealtrail index rebuild`, every "
+        "server of the index stopped, then audit again)"
+    ], audited.stdout
+    report = json.loads(sealtrail("audit", "-d", "d", "--json", cwd=data).stdout)
+    assert len(report["findings"]) == 1 and report["entries"] == report["size"] > 0
+
+    _sql(data, f"UPDATE idx_meta SET rules_version = {RULES_VERSION + 1}")  # a newer release's
+    stderr = _serve_refused(data, "index-rules-newer")
+    assert f"version {RULES_VERSION + 1}, newer than this Sealtrail's ({RULES_VERSION})" in stderr
+    assert "hint: Run the Sealtrail release that built it (upgrade this one)" in stderr
+
+    rebuilt = sealtrail("index", "rebuild", "-d", "d", cwd=data)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert f"(provenance rules version {RULES_VERSION})" in rebuilt.stdout
+    status = sealtrail("index", "status", "-d", "d", cwd=data)
+    assert (
+        f"provenance rules version {RULES_VERSION}, this Sealtrail's {RULES_VERSION}: current"
+    ) in status.stdout
+    assert sealtrail("audit", "-d", "d", cwd=data).returncode == 0
+    with served(data):  # served again
+        pass
 
 
 def test_each_persona_records_its_facts_with_one_command(tmp_path: Path) -> None:

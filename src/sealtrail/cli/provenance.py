@@ -19,10 +19,12 @@ from sealtrail.keys import Verifier
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
 from sealtrail.provenance import (
+    RULES_VERSION,
     ProvenanceLedger,
     ProvenancePolicy,
     audit_log,
     check_index_of_log,
+    check_index_rules,
 )
 from sealtrail.scitt import (
     ORG_RECORD_TYPE,
@@ -105,7 +107,9 @@ def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) 
 
     Refused while a server uses the index (the server keeps the index up with the log and
     answers from it): stop every `sealtrail serve` of it first. Servers refuse to start
-    until the rebuild is done.
+    until the rebuild is done. The index is rebuilt with this release's provenance rules
+    (and records their version): after an upgrade that changed them, servers refuse the
+    old index until it is rebuilt.
     """
     config = load(data_dir)
     store = open_log_store(config)
@@ -123,14 +127,19 @@ def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) 
                 content_types=store.content_types,
             )
             renew()  # a claim lost while the log was read empties nothing
-            index.reset()
+            # Emptied and stamped with this release's rules in one transaction: a rebuild
+            # cut short leaves a shorter index of these rules, which a server extends.
+            index.reset(rules_version=RULES_VERSION)
             with progress_bar("Rebuilding the index", size) as bar:
                 while index.applied_size() < size:
                     ledger.catch_up(reader, limit=1024)
                     bar.update(bar.task_ids[0], completed=index.applied_size())
                     renew()
             rows = sum(1 for _ in index.dump_rows())
-        out.print(f"Index rebuilt from {size} log entries: {rows} rows.")
+        out.print(
+            f"Index rebuilt from {size} log entries: {rows} rows "
+            f"(provenance rules version {RULES_VERSION})."
+        )
     finally:
         index.close()
         store.close()
@@ -164,17 +173,19 @@ def _rebuild_claim(index: IndexStore) -> Iterator[Callable[[], None]]:
 
 @index_app.command("status")
 def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
-    """How far the index has applied the log, and who uses it (servers, a rebuild)."""
+    """How far the index has applied the log, the provenance rules it was built with, and
+    who uses it (servers, a rebuild)."""
     config = load(data_dir)
     store = open_log_store(config)
     index = config.open_index()
     try:
         reader = _reader(config, store)
-        check_index_of_log(index, reader)
+        check_index_of_log(index, reader, rules=False)  # shown below, not refused
         size = reader.size()
         applied = index.applied_size()
         state = "up to date" if applied == size else f"{size - applied} entries behind"
         out.print(f"log size {size}, index applied {applied}: {state}")
+        out.print(escape(_rules_status(index)))
         claims = index.claims()
         for holder, exclusive, _ in claims:
             out.print(f"{'being rebuilt' if exclusive else 'in use'} by {escape(holder)}")
@@ -183,6 +194,21 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     finally:
         index.close()
         store.close()
+
+
+def _rules_status(index: IndexStore) -> str:
+    """The line of ``index status`` on the provenance rules: the index's version and this
+    release's, and what to do when they differ."""
+    recorded = index.rules_version()
+    built = "none recorded" if recorded is None else str(recorded)
+    line = f"provenance rules version {built}, this Sealtrail's {RULES_VERSION}"
+    try:
+        check_index_rules(index)
+    except Error as exc:
+        return f"{line}: refused by servers ({exc.code}). {exc.hint}"
+    if recorded != RULES_VERSION:  # empty
+        return f"{line}: empty, the first entry indexed records {RULES_VERSION}"
+    return f"{line}: current"
 
 
 def audit(

@@ -6,10 +6,10 @@ a frozen dataclass, a ``parse_<kind>`` function and the organization role allowe
 the compliance state machine are documented in docs/provenance.md.
 
 The model (:class:`ProvenanceState`) applies the facts statements state, in log order,
-with the rules that need the log's history; :class:`ProvenanceLedger` keeps the index
-database up with the log and gives the registration rules; :func:`audit_log` replays the
-log and names every index row that differs. No HTTP and no SQL here: the index store is
-passed in.
+with the rules that need the log's history (versioned: :data:`RULES_VERSION`);
+:class:`ProvenanceLedger` keeps the index database, built with one version of the rules,
+up with the log and gives the registration rules; :func:`audit_log` replays the log and
+names every index row that differs. No HTTP and no SQL here: the index store is passed in.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ._ledger import (
     Issued,
     ProvenanceLedger,
     check_index_of_log,
+    check_index_rules,
     fact_of,
     open_nonce,
     screen,
@@ -89,6 +90,7 @@ from ._payloads import (
     parse_firmware_release,
 )
 from ._state import (
+    RULES_VERSION,
     Change,
     Fact,
     MemoryRows,
@@ -129,6 +131,7 @@ __all__ = [
     "MAX_TREE_NODES",
     "MIN_NONCE_SIZE",
     "PASSPORT_TYPE",
+    "RULES_VERSION",
     "TRANSITIONS",
     "Algorithm",
     "Arrival",
@@ -176,6 +179,7 @@ __all__ = [
     "audit_log",
     "build_passport",
     "check_index_of_log",
+    "check_index_rules",
     "check_transition",
     "child_key",
     "device_id",

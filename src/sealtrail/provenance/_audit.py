@@ -15,6 +15,9 @@ service's public keys:
 3. the provenance state, rebuilt in memory by applying the entries in order;
 4. the index database, compared row by row, change by change and entry by entry with the
    rebuilt state: every row edited, deleted or inserted behind the log's back is named.
+   An index built with other rules than this release's (:data:`RULES_VERSION`) is one
+   finding, not compared: its rows differ wherever the rules changed, and each difference
+   would read as an edit. Steps 1 to 3 check the log all the same.
 
 Findings are reported, not raised: an audit lists everything it finds.
 """
@@ -53,7 +56,7 @@ from sealtrail.storage import IndexedEntry, IndexStore, StatementRecord
 from ._devicechain import DeviceChainValidator
 from ._kinds import KINDS
 from ._ledger import indexed_entry, screen
-from ._state import Fact, MemoryRows, Outcome, ProvenancePolicy, ProvenanceState
+from ._state import RULES_VERSION, Fact, MemoryRows, Outcome, ProvenancePolicy, ProvenanceState
 
 __all__ = ["AuditReport", "Finding", "audit_log"]
 
@@ -323,8 +326,10 @@ def compare_index(
     entries: Iterable[IndexedEntry],
     size: int,
 ) -> Iterator[Finding]:
-    """Every difference between the index and what the log gives, named."""
+    """Every difference between the index and what the log gives, named; for an index
+    built with other rules than the replay's, that one fact instead."""
     applied = index.applied_size()
+    recorded = index.rules_version()
     if applied > size:
         # Not a lagging index: the log lost entries the index applied (not to be rebuilt
         # away before it is understood).
@@ -333,7 +338,19 @@ def compare_index(
             f"has applied {applied} entries, but the log holds {size}: the log was rolled "
             "back or is not the index's log",
         )
-    elif applied != size:
+    if applied and recorded != RULES_VERSION:
+        # Built by another release: its rows differ wherever the rules changed, so a
+        # comparison would name each as an edit behind the log. Not tampering, but not
+        # checked either: the rebuild makes it comparable.
+        built = "of no recorded version" if recorded is None else f"version {recorded}"
+        yield Finding(
+            "index",
+            f"built with provenance rules {built}, not this Sealtrail's version "
+            f"{RULES_VERSION}: not compared with the log (run `sealtrail index rebuild`, "
+            "every server of the index stopped, then audit again)",
+        )
+        return
+    if applied < size:
         yield Finding(
             "index", f"has applied {applied} entries of the log's {size} (run `index rebuild`)"
         )

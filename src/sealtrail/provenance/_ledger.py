@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sealtrail.errors import (
+    ConfigError,
     Conflict,
     Corruption,
     Error,
@@ -59,12 +60,23 @@ from sealtrail.storage import MAX_READ_ENTRIES, Change, IndexedEntry, IndexStore
 from ._devicechain import DeviceChainValidator
 from ._kinds import KINDS, Kind, Payload
 from ._payloads import Arrival, AttestationResult, Compliance, DeviceManifest
-from ._state import Fact, MemoryRows, Outcome, ProvenancePolicy, ProvenanceState, Refused, Value
+from ._state import (
+    RULES_VERSION,
+    Fact,
+    MemoryRows,
+    Outcome,
+    ProvenancePolicy,
+    ProvenanceState,
+    Refused,
+    Value,
+)
 
 __all__ = [
     "MAX_CHALLENGE_COUNT",
     "Issued",
     "ProvenanceLedger",
+    "check_index_of_log",
+    "check_index_rules",
     "fact_of",
     "indexed_entry",
     "load_rows",
@@ -270,14 +282,47 @@ def indexed_entry(
     )
 
 
-def check_index_of_log(index: IndexStore, reader: LogReader) -> None:
+def check_index_rules(index: IndexStore) -> None:
+    """Raise :class:`ConfigError` unless ``index`` was built with this release's rules
+    (:data:`RULES_VERSION`), or holds no entry yet (the first batch applied records them).
+
+    ``index-rules-outdated``: built with older rules (or before versions were recorded);
+    ``index-rules-newer``: built by a newer release. Either way its rows are not what these
+    rules give the log: extended with this release's rows, the index would hold what no
+    replay gives, and every difference would read as an edit behind the log.
+    """
+    recorded = index.rules_version()
+    if recorded == RULES_VERSION or index.applied_size() == 0:
+        return
+    if recorded is not None and recorded > RULES_VERSION:
+        raise ConfigError(
+            f"the provenance index was built with provenance rules version {recorded}, "
+            f"newer than this Sealtrail's ({RULES_VERSION})",
+            hint="Run the Sealtrail release that built it (upgrade this one), or, to run "
+            "this release, stop every server of the index and run `sealtrail index rebuild`.",
+            code="index-rules-newer",
+        )
+    built = "of no recorded version" if recorded is None else f"version {recorded}"
+    raise ConfigError(
+        f"the provenance index was built with provenance rules {built}, and this Sealtrail "
+        f"applies version {RULES_VERSION}",
+        hint="Stop every server of this index, run `sealtrail index rebuild`, then start "
+        "them again (docs/deploy.md, Upgrading).",
+        code="index-rules-outdated",
+    )
+
+
+def check_index_of_log(index: IndexStore, reader: LogReader, *, rules: bool = True) -> None:
     """Raise :class:`Corruption` unless ``index`` could have been built from the log of
     ``reader``: no further than the log, and its last entry the log's entry at that
-    position.
+    position; then, with ``rules``, :class:`ConfigError` unless it was built with this
+    release's rules (:func:`check_index_rules`).
 
     An index ahead of its log, or at odds with it, means the store was rolled back
     (restored from an older backup, say) or is not the index's log. Serving it would sign
-    a second history under the log's key, at sizes clients have already seen.
+    a second history under the log's key, at sizes clients have already seen. That comes
+    first: an index of other rules is rebuilt, and a rebuild must not hide a rolled-back
+    log.
     """
     applied = index.applied_size()  # first: a log only grows, so its size read next covers it
     size = reader.size()
@@ -293,18 +338,19 @@ def check_index_of_log(index: IndexStore, reader: LogReader) -> None:
             hint=hint,
             code="index-ahead-of-log",
         )
-    if applied == 0:
-        return
-    recorded = index.entries(applied - 1, applied)
-    entry = reader.entry(applied - 1)
-    expected = entry if len(entry) == hashlib.sha256().digest_size else leaf_hash(entry)
-    if not recorded or recorded[0].entry_id != expected:
-        raise Corruption(
-            f"the provenance index's entry {applied - 1} is not the log's: the store is not "
-            "the index's log, or was rewritten",
-            hint=hint,
-            code="index-of-another-log",
-        )
+    if applied:
+        recorded = index.entries(applied - 1, applied)
+        entry = reader.entry(applied - 1)
+        expected = entry if len(entry) == hashlib.sha256().digest_size else leaf_hash(entry)
+        if not recorded or recorded[0].entry_id != expected:
+            raise Corruption(
+                f"the provenance index's entry {applied - 1} is not the log's: the store is "
+                "not the index's log, or was rewritten",
+                hint=hint,
+                code="index-of-another-log",
+            )
+    if rules:
+        check_index_rules(index)
 
 
 def load_rows(index: IndexStore) -> MemoryRows:
@@ -623,11 +669,13 @@ class ProvenanceLedger:
                     batch.append(entry)
                     changes += len(entry[1])
                     if changes >= INDEX_ROWS:
-                        self.index.apply(batch)
+                        self.index.apply(batch, rules_version=RULES_VERSION)
                         rows.pending.clear()
                         batch, changes = [], 0
                 if batch:
-                    self.index.apply(batch)
+                    # The index records the rules of its first batch and refuses a batch
+                    # of other rules (index-rules-mismatch): one index, one version.
+                    self.index.apply(batch, rules_version=RULES_VERSION)
             finally:
                 rows.pending.clear()
                 self._types = None
@@ -685,7 +733,11 @@ class ProvenanceLedger:
 
     async def start(self, reader: LogReader) -> None:
         """Bring the index up to the log, seed the tentative state, and follow the log.
-        (The service checks the index against the log first: :func:`check_index_of_log`.)"""
+        (The service checks the index against the log first: :func:`check_index_of_log`.)
+
+        Refuses an index built with other rules (:func:`check_index_rules`) before
+        applying anything to it: ``sealtrail index rebuild`` builds it with these."""
+        await asyncio.to_thread(check_index_rules, self.index)
         self._reader = reader
         await asyncio.to_thread(self.catch_up, reader)
         # The size first: the rows may be read a few entries later, and replaying changes

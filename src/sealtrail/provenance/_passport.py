@@ -91,7 +91,7 @@ from sealtrail.storage import IndexedEntry
 
 from ._devicechain import DeviceChainValidator
 from ._kinds import KINDS, Payload
-from ._ledger import screen
+from ._ledger import check_index_rules, screen
 from ._payloads import (
     Arrival,
     Assembly,
@@ -467,9 +467,12 @@ def build_passport(
     ``receipts`` signs receipts against it and ``seal`` (a key of ``key_set``, usually the
     same service key) seals the passport. Blocking: it reads the store and the index.
 
-    Raises :class:`NotFound` for an unknown subject (``node-unknown``, ``device-unknown``)
-    and :class:`TooLarge` (``passport-too-large``) for a scope over the limits.
+    Raises :class:`NotFound` for an unknown subject (``node-unknown``, ``device-unknown``),
+    :class:`TooLarge` (``passport-too-large``) for a scope over the limits, and
+    :class:`ConfigError` for an index built with other rules than this release's
+    (``index-rules-outdated``, ``index-rules-newer``): the scope is read from it.
     """
+    check_index_rules(views.index)
     size = checkpoint.size
     if subject.kind == "node":
         views.node(subject.name, size=size)

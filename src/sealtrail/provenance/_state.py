@@ -19,6 +19,22 @@ same changes whether or not its index is known yet. The tables are documented in
 docs/provenance.md ("The provenance index").
 
 Pure: no I/O, no clock, no randomness. Time comes from the facts (their ``iat``).
+
+**The rules have a version**, :data:`RULES_VERSION`, which the index records (it is built
+with one version, never two: :meth:`~sealtrail.storage.IndexStore.rules_version`). Bump it
+in the commit that changes what any fact gives: whether it is applied or refused, its code,
+the rows it writes or clears, or its subjects — here, or in what the rules call (the
+appraisal of evidence in ``_evidence.py``, the compliance state machine in
+``_compliance.py``). An index of another version is then refused by servers
+(``index-rules-outdated``, ``index-rules-newer``) and reported once by the audit, instead
+of being extended with rows the new rules would not have given, which the audit would
+report as rows edited behind the log. A change that gives every fact the same outcome and
+rows (a refactoring, a faster path, a message's wording) keeps the version.
+
+Versions: 1, every release before versions were recorded; 2, trips (the ``trip`` row, an
+arrival's and attestation's rows cleared when a server ships or its contents change, only
+the recipient, the assembler and the carrier speaking for theirs) and the appraisal holding
+measurements to the alias chain's DICE TcbInfo FWIDs (``evidence-tcb-mismatch``).
 """
 
 from __future__ import annotations
@@ -55,6 +71,7 @@ from ._payloads import (
 )
 
 __all__ = [
+    "RULES_VERSION",
     "Change",
     "Fact",
     "MemoryRows",
@@ -65,6 +82,10 @@ __all__ = [
     "Rows",
     "child_key",
 ]
+
+#: The version of the rules below (see the module docs: bump it whenever a fact's outcome,
+#: code, rows or subjects change).
+RULES_VERSION = 2
 
 Change = tuple[str, str, str | None]
 """``(table, key, value)``: a row's new value as canonical JSON text, or None once deleted."""

@@ -11,8 +11,11 @@ rebuildable from the log alone (``reset`` and replay). An operator who edits it 
 the audit, which is why reads MUST return what is stored, never a cache of it.
 
 ``storage`` sits below ``provenance``: the index knows tables, keys and opaque JSON text,
-not what they mean. Backends share a conformance suite (tests/unit/storage/test_index.py),
-not a base class; :func:`check_batch` is the one validation both run before writing.
+not what they mean. Nor does it know the rules that computed them: it records the *rules
+version* its appliers pass in (:meth:`IndexStore.rules_version`) and refuses to mix two
+in one index; the provenance layer decides what a version means. Backends share a
+conformance suite (tests/unit/storage/test_index.py), not a base class;
+:func:`check_batch` is the one validation both run before writing.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ __all__ = [
     "check_batch",
     "check_claim",
     "check_read",
+    "check_rules_version",
     "claim_conflict",
     "claim_holder",
+    "rules_conflict",
 ]
 
 #: One row change: ``(table, key, value)``. ``value`` is canonical JSON text, kept as given
@@ -119,7 +124,24 @@ class IndexStore(Protocol):
         """
         ...
 
-    def apply(self, batch: Sequence[tuple[IndexedEntry, Sequence[Change]]]) -> None:
+    def rules_version(self) -> int | None:
+        """The version of the rules that computed the index's entries and rows, as recorded
+        by :meth:`reset` or by the first batch applied to the empty index; ``None`` when
+        none was recorded (an index that was never applied to, or an index built before
+        rules had versions and left empty). The index does not interpret it.
+
+        An index of one version never holds a batch of another (see :meth:`apply`), so a
+        reader that finds a version other than its own knows the whole index was computed
+        by other rules: rebuilt, not compared row by row.
+        """
+        ...
+
+    def apply(
+        self,
+        batch: Sequence[tuple[IndexedEntry, Sequence[Change]]],
+        *,
+        rules_version: int | None = None,
+    ) -> None:
         """Add a batch of entries, each with its row changes, in one transaction.
 
         The entries' indexes MUST be consecutive (else :class:`InvalidInput`,
@@ -130,6 +152,14 @@ class IndexStore(Protocol):
         write nothing. Over a limit (``MAX_*`` in this module) or malformed, MUST raise
         :class:`InvalidInput` / :class:`TooLarge` with a stable code, before writing
         anything. An empty batch does nothing.
+
+        ``rules_version`` is the version of the rules that computed the batch (an integer
+        >= 1, or ``None``). Applied to the empty index (``applied_size() == 0``), the batch
+        records it as :meth:`rules_version`, in the same transaction. Applied to an index
+        that holds entries, it MUST equal the recorded version, else MUST raise
+        :class:`Conflict` (``index-rules-mismatch``, see :func:`rules_conflict`) and write
+        nothing: one index never holds the rows of two versions of the rules, which no
+        replay of the log gives.
 
         Changes apply in order, entry after entry: a later change of a key replaces an
         earlier one, in the same entry or not; ``None`` deletes the current row (deleting
@@ -215,10 +245,12 @@ class IndexStore(Protocol):
         """Every applied entry, ordered by index. One snapshot, as :meth:`dump_rows`."""
         ...
 
-    def reset(self) -> None:
-        """Forget everything, in one durable transaction (before a rebuild).
+    def reset(self, *, rules_version: int | None = None) -> None:
+        """Forget everything and record ``rules_version`` (as :meth:`apply` takes it) as the
+        rules the index is rebuilt with, in one durable transaction (before a rebuild).
 
-        Afterwards ``applied_size() == 0`` and every read is empty. Claims are kept.
+        Afterwards ``applied_size() == 0``, every read is empty and
+        ``rules_version() == rules_version``. Claims are kept.
         """
         ...
 
@@ -354,6 +386,31 @@ def check_batch(batch: Sequence[tuple[IndexedEntry, Sequence[Change]]]) -> None:
                     f"a batch with over {MAX_BATCH_BYTES} bytes of values is over the limit",
                     code="index-batch-too-large",
                 )
+
+
+def check_rules_version(version: object) -> None:
+    """Refuse a rules version that is neither ``None`` nor an integer >= 1, before anything
+    is written."""
+    if version is None:
+        return
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InvalidInput(
+            "a rules version is an integer >= 1, or None", code="index-bad-rules-version"
+        )
+
+
+def rules_conflict(recorded: int | None, given: int | None) -> Conflict:
+    """The refusal of a batch computed by rules of version ``given`` for an index whose
+    entries were computed by version ``recorded`` (``None``: not recorded)."""
+    held = "of no recorded version" if recorded is None else f"version {recorded}"
+    new = "of no version" if given is None else f"version {given}"
+    return Conflict(
+        f"the index was built with rules {held}, and a batch computed with rules {new} "
+        "cannot join it",
+        code="index-rules-mismatch",
+        hint="Rebuild the index from the log with the rules of the running release "
+        "(`sealtrail index rebuild`, every server of the index stopped).",
+    )
 
 
 def check_read(start: int, count: int, *, least: int = 0) -> None:

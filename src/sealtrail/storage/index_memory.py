@@ -22,7 +22,9 @@ from ._index import (
     check_batch,
     check_claim,
     check_read,
+    check_rules_version,
     claim_conflict,
+    rules_conflict,
 )
 from .memory import Faults
 
@@ -54,6 +56,8 @@ class MemoryIndex:
         self.faults = IndexFaults()
         #: holder -> (exclusive, expiry on the monotonic clock)
         self._claims: dict[str, tuple[bool, float]] = {}
+        #: the rules version the entries were computed with (IndexStore.rules_version)
+        self._rules_version: int | None = None
         self._clear()
 
     def _clear(self) -> None:
@@ -71,8 +75,19 @@ class MemoryIndex:
             self.faults.check("read")
             return len(self._entries)
 
-    def apply(self, batch: Sequence[tuple[IndexedEntry, Sequence[Change]]]) -> None:
+    def rules_version(self) -> int | None:
+        with self._lock:
+            self.faults.check("read")
+            return self._rules_version
+
+    def apply(
+        self,
+        batch: Sequence[tuple[IndexedEntry, Sequence[Change]]],
+        *,
+        rules_version: int | None = None,
+    ) -> None:
         check_batch(batch)
+        check_rules_version(rules_version)
         if not batch:
             return
         with self._lock:
@@ -84,8 +99,11 @@ class MemoryIndex:
                     code="index-conflict",
                     hint="Read applied_size() and resume the replay from there.",
                 )
+            if self._entries and rules_version != self._rules_version:
+                raise rules_conflict(self._rules_version, rules_version)
             self.faults.check("before_apply")
             # Validated and checked: from here on nothing can fail, so nothing is half done.
+            self._rules_version = rules_version  # the same, or the empty index's first
             for entry, changes in batch:
                 self._entries.append(entry)
                 for subject in entry.subjects:
@@ -101,10 +119,12 @@ class MemoryIndex:
                         self._rows[(table, key)] = value
             self.faults.check("after_apply")
 
-    def reset(self) -> None:
+    def reset(self, *, rules_version: int | None = None) -> None:
+        check_rules_version(rules_version)
         with self._lock:
             self.faults.check("before_apply")
             self._clear()
+            self._rules_version = rules_version
 
     def claim(self, holder: str, *, exclusive: bool = False, ttl: float = CLAIM_TTL) -> None:
         check_claim(holder, ttl)

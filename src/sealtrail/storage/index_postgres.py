@@ -8,8 +8,10 @@ URL; a schema other than ``public`` is chosen with ``?options=-csearch_path%3D<s
 
 Schema (``idx_meta.schema_version`` tracks migrations)::
 
-    idx_meta(one, schema_version)                   one row: the version, and the lock
-                                                    every writer takes (see ``apply``)
+    idx_meta(one, schema_version, rules_version)    one row: the schema's version, the
+                                                    rules version the entries were computed
+                                                    with (schema 3), and the lock every
+                                                    writer takes (see ``apply``)
     idx_entries(idx, entry_id, kind, org, outcome, code)
     idx_subjects(subject, idx)
     idx_changes(idx, pos, tbl, key, value)          history, row_at, the audit
@@ -57,7 +59,9 @@ from ._index import (
     check_batch,
     check_claim,
     check_read,
+    check_rules_version,
     claim_conflict,
+    rules_conflict,
 )
 from .postgres import (
     IDLE_IN_TRANSACTION,
@@ -122,6 +126,18 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             exclusive boolean NOT NULL,
             expires double precision NOT NULL
         )""",
+    ),
+    (
+        # The rules version the index was built with (IndexStore.rules_version). An index
+        # that holds entries was built before versions were recorded, by the rules the
+        # provenance layer numbers 1 (every release before this schema), so it gets 1 and a
+        # release of newer rules refuses it rather than add its rows to the old ones. An
+        # empty one holds nothing computed by any rules: it records none, and the first
+        # batch applied to it records its own. (Storage does not know the current version;
+        # the applier passes it in.) The migration holds the idx_meta row, the writers'
+        # lock, so no batch of an older server lands between the look and the version.
+        "ALTER TABLE idx_meta ADD COLUMN rules_version integer CHECK (rules_version >= 1)",
+        "UPDATE idx_meta SET rules_version = 1 WHERE EXISTS (SELECT FROM idx_entries)",
     ),
 ]
 
@@ -395,16 +411,30 @@ class PostgresIndex:
         assert found is not None
         return int(found[0])
 
-    def _lock(self, conn: _Conn) -> None:
-        """Take the writers' lock: the one ``idx_meta`` row, until the transaction ends."""
-        if conn.execute("SELECT schema_version FROM idx_meta FOR UPDATE").fetchone() is None:
+    def rules_version(self) -> int | None:
+        with self._conn("read") as conn:
+            found = conn.execute("SELECT rules_version FROM idx_meta").fetchone()
+        return None if found is None or found[0] is None else int(found[0])
+
+    def _lock(self, conn: _Conn) -> int | None:
+        """Take the writers' lock: the one ``idx_meta`` row, until the transaction ends.
+        Returns the rules version it records."""
+        found = conn.execute("SELECT rules_version FROM idx_meta FOR UPDATE").fetchone()
+        if found is None:
             raise Corruption(
                 "the index's idx_meta row is missing (edited behind its back)",
                 hint="Run `sealtrail audit`, then reset and rebuild the index from the log.",
             )
+        return None if found[0] is None else int(found[0])
 
-    def apply(self, batch: Sequence[tuple[IndexedEntry, Sequence[Change]]]) -> None:
+    def apply(
+        self,
+        batch: Sequence[tuple[IndexedEntry, Sequence[Change]]],
+        *,
+        rules_version: int | None = None,
+    ) -> None:
         check_batch(batch)
+        check_rules_version(rules_version)
         if not batch:
             return
         first = batch[0][0].index
@@ -419,7 +449,7 @@ class PostgresIndex:
             # COMMITTED each statement takes a fresh snapshot, so the loser sees the
             # winner's entries and refuses cleanly, having written nothing. (The primary
             # key stays as a second line against writers that bypass the lock.)
-            self._lock(conn)
+            recorded = self._lock(conn)
             found = conn.execute(_APPLIED).fetchone()
             applied = int(found[0]) if found else 0
             if first != applied:
@@ -429,6 +459,11 @@ class PostgresIndex:
                     code="index-conflict",
                     hint="Read applied_size() and resume the replay from there.",
                 )
+            if recorded != rules_version:
+                if applied:
+                    raise rules_conflict(recorded, rules_version)
+                # The empty index's first batch records its rules (under the lock).
+                conn.execute("UPDATE idx_meta SET rules_version = %s", (rules_version,))
             # One statement per table, the rows as arrays (binary parameters): a batch of
             # 10,000 changes is five round trips, not 10,000.
             conn.execute(
@@ -468,13 +503,15 @@ class PostgresIndex:
             # batch is durable (synchronous_commit on or stricter) and applied_size has moved
             # past it.
 
-    def reset(self) -> None:
+    def reset(self, *, rules_version: int | None = None) -> None:
+        check_rules_version(rules_version)
         with self._conn("reset") as conn, conn.transaction():
             self._lock(conn)  # not while a batch is being applied
             # DELETE, not TRUNCATE: TRUNCATE's exclusive lock would wait for (and block)
             # every reader and open dump; DELETE leaves their snapshots alone.
             for table in _TABLES:
                 conn.execute(f"DELETE FROM {table}")  # noqa: S608
+            conn.execute("UPDATE idx_meta SET rules_version = %s", (rules_version,))
 
     def claim(self, holder: str, *, exclusive: bool = False, ttl: float = CLAIM_TTL) -> None:
         check_claim(holder, ttl)

@@ -14,6 +14,8 @@ Schema (``PRAGMA user_version`` tracks migrations)::
                                                     point-in-time reads, the audit)
     idx_rows(tbl, key, value)                       the current rows
     idx_claims(holder, exclusive, expires)          who uses the index (not its data)
+    idx_meta(one, rules_version)                    one row: the rules version the entries
+                                                    were computed with (schema 3)
 
 The applied size is ``max(idx) + 1`` of ``idx_entries``, not a counter of its own: a counter
 is a second record of the same fact, which a bug or a hand edit can set out of step with the
@@ -48,7 +50,9 @@ from ._index import (
     check_batch,
     check_claim,
     check_read,
+    check_rules_version,
     claim_conflict,
+    rules_conflict,
 )
 from .sqlite import BUSY_TIMEOUT_MS, MAX_VARIABLES, _insert
 
@@ -102,11 +106,30 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             expires REAL NOT NULL
         ) WITHOUT ROWID""",
     ),
+    (
+        # The rules version the index was built with (IndexStore.rules_version), one row.
+        # An index that holds entries was built before versions were recorded, by the rules
+        # the provenance layer numbers 1 (every release before this schema), so it gets 1
+        # and a release of newer rules refuses it rather than add its rows to the old ones.
+        # An empty one holds nothing computed by any rules: it records none, and the first
+        # batch applied to it records its own. (Storage does not know the current version;
+        # the applier passes it in.) In the migration's write transaction, so no batch of
+        # an older server lands between the look at the entries and the version.
+        """CREATE TABLE idx_meta (
+            one INTEGER PRIMARY KEY CHECK (one = 1),
+            rules_version INTEGER CHECK (rules_version >= 1)
+        )""",
+        "INSERT INTO idx_meta (one, rules_version)"
+        " SELECT 1, CASE WHEN EXISTS (SELECT 1 FROM idx_entries) THEN 1 END",
+    ),
 ]
 
 _T = TypeVar("_T")
 
 _APPLIED = "SELECT coalesce(max(idx) + 1, 0) FROM idx_entries"
+_RULES = "SELECT rules_version FROM idx_meta WHERE one = 1"
+#: Records the rules version (the row is put back if it was deleted behind the index).
+_STAMP = "INSERT OR REPLACE INTO idx_meta (one, rules_version) VALUES (1, ?)"
 _ENTRY_COLUMNS = "idx, entry_id, kind, org, outcome, code"
 
 
@@ -301,8 +324,19 @@ class SQLiteIndex:
             (size,) = self._conn().execute(_APPLIED).fetchone()
         return int(size)
 
-    def apply(self, batch: Sequence[tuple[IndexedEntry, Sequence[Change]]]) -> None:
+    def rules_version(self) -> int | None:
+        with self._errors("read"):
+            found = self._conn().execute(_RULES).fetchone()
+        return None if found is None or found[0] is None else int(found[0])
+
+    def apply(
+        self,
+        batch: Sequence[tuple[IndexedEntry, Sequence[Change]]],
+        *,
+        rules_version: int | None = None,
+    ) -> None:
         check_batch(batch)
+        check_rules_version(rules_version)
         if not batch:
             return
         entries, subjects, changes, upserts, deletes = _flatten(batch)
@@ -310,7 +344,7 @@ class SQLiteIndex:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                (applied,) = conn.execute(_APPLIED).fetchone()
+                applied, recorded = conn.execute(f"SELECT ({_APPLIED}), ({_RULES})").fetchone()
                 first = batch[0][0].index
                 if first != applied:
                     raise Conflict(
@@ -319,6 +353,10 @@ class SQLiteIndex:
                         code="index-conflict",
                         hint="Read applied_size() and resume the replay from there.",
                     )
+                if recorded != rules_version:
+                    if applied:
+                        raise rules_conflict(recorded, rules_version)
+                    conn.execute(_STAMP, (rules_version,))  # the empty index's first batch
                 _insert(conn, f"INSERT INTO idx_entries ({_ENTRY_COLUMNS})", 6, entries)
                 _insert(conn, "INSERT INTO idx_subjects (subject, idx)", 2, subjects)
                 _insert(conn, "INSERT INTO idx_changes (idx, pos, tbl, key, value)", 5, changes)
@@ -350,13 +388,15 @@ class SQLiteIndex:
                     conn.execute("ROLLBACK")
                 raise
 
-    def reset(self) -> None:
+    def reset(self, *, rules_version: int | None = None) -> None:
+        check_rules_version(rules_version)
         with self._errors("reset"):
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for table in ("idx_entries", "idx_subjects", "idx_changes", "idx_rows"):
                     conn.execute(f"DELETE FROM {table}")  # noqa: S608
+                conn.execute(_STAMP, (rules_version,))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

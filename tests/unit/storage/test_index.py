@@ -103,13 +103,20 @@ def with_schema(url: str, schema: str) -> str:
     return f"{url}{sep}options={quote(f'-csearch_path={schema}', safe='')}"
 
 
+#: How the schemas of these tests are named: a prefix, then 12 hex digits (a shared server
+#: may ask each run to keep to a prefix of its own).
+PG_SCHEMA_PREFIX = os.environ.get("SEALTRAIL_TEST_INDEX_SCHEMA_PREFIX", "test_index_")
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A URL whose search_path is a new, empty schema, dropped after the test."""
     reason = _pg_skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    schema = f"test_index_{secrets.token_hex(6)}"
+    if not PG_SCHEMA_PREFIX.isidentifier():
+        raise ValueError("SEALTRAIL_TEST_INDEX_SCHEMA_PREFIX must be an SQL identifier")
+    schema = f"{PG_SCHEMA_PREFIX}{secrets.token_hex(6)}"
     with psycopg.connect(PG_URL, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
     try:
@@ -466,6 +473,66 @@ def test_reset_forgets_everything(index: IndexStore) -> None:
     assert index.applied_size() == 3
 
 
+def test_the_rules_version_is_recorded_by_the_first_batch_and_by_reset(
+    index: IndexStore,
+) -> None:
+    """The index keeps the version of the rules its entries were computed with: the one
+    the first batch applied to it passes, or the one a reset (before a rebuild) passes."""
+    assert index.rules_version() is None  # nothing applied, nothing recorded
+    index.apply([], rules_version=5)  # an empty batch does nothing
+    assert index.rules_version() is None
+    index.apply(HISTORY[:1], rules_version=2)
+    assert index.rules_version() == 2
+    index.apply(HISTORY[1:], rules_version=2)
+    assert (index.applied_size(), index.rules_version()) == (3, 2)
+    index.reset(rules_version=3)  # a rebuild with the rules of version 3
+    assert (index.applied_size(), index.rules_version()) == (0, 3)
+    assert dumps(index) == EMPTY
+    # Empty, the index holds nothing computed by any rules: the first batch records its own.
+    index.apply(HISTORY[:2], rules_version=4)
+    assert index.rules_version() == 4
+    index.reset()
+    assert index.rules_version() is None
+    index.apply(HISTORY)  # no version: none recorded, and none is required next
+    index.apply([(entry(3), [])])
+    assert (index.applied_size(), index.rules_version()) == (4, None)
+
+
+@pytest.mark.parametrize(("recorded", "given"), [(1, 2), (2, 1), (2, None), (None, 2)])
+def test_a_batch_of_other_rules_is_refused_and_writes_nothing(
+    index: IndexStore, recorded: int | None, given: int | None
+) -> None:
+    """One index, one version of the rules: a batch of another would mix rows no replay of
+    the log gives."""
+    index.apply(HISTORY[:2], rules_version=recorded)
+    before = dumps(index)
+    with pytest.raises(Conflict) as refused:
+        index.apply(HISTORY[2:], rules_version=given)
+    assert refused.value.code == "index-rules-mismatch"
+    assert "index rebuild" in refused.value.hint
+    assert dumps(index) == before
+    assert (index.applied_size(), index.rules_version()) == (2, recorded)
+    # A batch that does not follow is that first (the caller resumes, then learns of this).
+    with pytest.raises(Conflict) as behind:
+        index.apply(HISTORY[:1], rules_version=given)
+    assert behind.value.code == "index-conflict"
+    index.apply(HISTORY[2:], rules_version=recorded)  # its own rules: applied
+    assert index.applied_size() == 3
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "2", 2.0])
+def test_a_bad_rules_version_is_refused(index: IndexStore, version: Any) -> None:
+    writes: list[Callable[[], None]] = [
+        lambda: index.apply(HISTORY, rules_version=version),
+        lambda: index.reset(rules_version=version),
+    ]
+    for write in writes:
+        with pytest.raises(InvalidInput) as refused:
+            write()
+        assert refused.value.code == "index-bad-rules-version"
+    assert (index.applied_size(), index.rules_version()) == (0, None)
+
+
 def test_claims_share_or_exclude(index: IndexStore) -> None:
     """Servers share an index; a rebuild has it alone, and each is refused by name."""
     index.claim("serve a/1")
@@ -715,7 +782,14 @@ def test_sqlite_settings_and_schema_version(sqlite_index: SQLiteIndex) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"idx_entries", "idx_subjects", "idx_changes", "idx_rows", "idx_claims"}
+    assert tables == {
+        "idx_entries",
+        "idx_subjects",
+        "idx_changes",
+        "idx_rows",
+        "idx_claims",
+        "idx_meta",
+    }
     conn.close()
     assert sqlite_index._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     SQLiteIndex(sqlite_index.path).close()  # reopening migrates nothing twice
@@ -838,6 +912,78 @@ def test_sqlite_an_index_of_the_first_schema_is_upgraded(tmp_path: Path) -> None
         upgraded.close()
 
 
+def _sqlite_of_the_previous_schema(path: Path, batch: Batch) -> None:
+    """An index file as the release before rules versions left it (schema 2), holding
+    ``batch``: written by hand, as that release's ``apply`` would have."""
+    conn = raw(path)
+    for statements in _MIGRATIONS[:2]:
+        for statement in statements:
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    for item, changes in batch:
+        conn.execute(
+            "INSERT INTO idx_entries (idx, entry_id, kind, org, outcome, code)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (item.index, item.entry_id, item.kind, item.org, item.outcome, item.code),
+        )
+        for subject in item.subjects:
+            conn.execute("INSERT INTO idx_subjects VALUES (?, ?)", (subject, item.index))
+        for pos, (table, key, value) in enumerate(changes):
+            conn.execute(
+                "INSERT INTO idx_changes VALUES (?, ?, ?, ?, ?)",
+                (item.index, pos, table, key, value),
+            )
+            if value is None:
+                conn.execute("DELETE FROM idx_rows WHERE tbl = ? AND key = ?", (table, key))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO idx_rows VALUES (?, ?, ?)", (table, key, value)
+                )
+    conn.close()
+
+
+def test_sqlite_an_index_with_entries_of_the_previous_schema_has_rules_version_1(
+    tmp_path: Path,
+) -> None:
+    """Built before versions were recorded, by the rules numbered 1: a release of other
+    rules is refused its batches rather than add them to the old rows."""
+    path = tmp_path / "provenance.db"
+    _sqlite_of_the_previous_schema(path, HISTORY[:2])
+    upgraded = SQLiteIndex(path)
+    try:
+        assert upgraded._conn().execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
+        assert (upgraded.applied_size(), upgraded.rules_version()) == (2, 1)
+        assert upgraded.row("devices", "aa") == '{"state":"made"}'  # the data is kept
+        with pytest.raises(Conflict) as refused:
+            upgraded.apply(HISTORY[2:], rules_version=2)
+        assert refused.value.code == "index-rules-mismatch"
+        upgraded.reset(rules_version=2)  # the rebuild
+        upgraded.apply(HISTORY, rules_version=2)
+        assert upgraded.rules_version() == 2
+    finally:
+        upgraded.close()
+    again = SQLiteIndex(path)  # recorded for good, and migrated once
+    try:
+        assert (again.applied_size(), again.rules_version()) == (3, 2)
+    finally:
+        again.close()
+
+
+def test_sqlite_an_empty_index_of_the_previous_schema_records_no_rules_version(
+    tmp_path: Path,
+) -> None:
+    """Empty, it holds nothing computed by any rules: the first batch records its own."""
+    path = tmp_path / "provenance.db"
+    _sqlite_of_the_previous_schema(path, [])
+    upgraded = SQLiteIndex(path)
+    try:
+        assert (upgraded.applied_size(), upgraded.rules_version()) == (0, None)
+        upgraded.apply(HISTORY, rules_version=2)
+        assert upgraded.rules_version() == 2
+    finally:
+        upgraded.close()
+
+
 def test_sqlite_a_second_object_on_the_same_file_conflicts(sqlite_index: SQLiteIndex) -> None:
     other = SQLiteIndex(sqlite_index.path)
     try:
@@ -907,7 +1053,7 @@ def test_open_index_postgresql_unreachable_says_so_without_credentials() -> None
 
 @pytest.mark.postgres
 def test_postgres_survives_close_and_reopen(pg_url: str, pg_index: PostgresIndex) -> None:
-    pg_index.apply(HISTORY)
+    pg_index.apply(HISTORY, rules_version=2)
     before = dumps(pg_index)
     pg_index.close()
     pg_index.close()  # idempotent
@@ -917,10 +1063,53 @@ def test_postgres_survives_close_and_reopen(pg_url: str, pg_index: PostgresIndex
         pg_index.dump_rows()
     again = PostgresIndex(pg_url)
     try:
-        assert again.applied_size() == 3
+        assert (again.applied_size(), again.rules_version()) == (3, 2)
         assert dumps(again) == before
     finally:
         again.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("batch", "version"), [(HISTORY[:2], 1), ([], None)])
+def test_postgres_an_index_of_the_previous_schema_gets_its_rules_version(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, batch: Batch, version: int | None
+) -> None:
+    """An index with entries, built before versions were recorded, was built by the rules
+    numbered 1; an empty one records none, and its first batch records its own."""
+    with monkeypatch.context() as previous:  # the release before rules versions
+        previous.setattr(index_postgres, "_MIGRATIONS", index_postgres._MIGRATIONS[:2])
+        PostgresIndex(pg_url).close()
+    with pg_raw(pg_url) as conn:
+        assert conn.execute("SELECT schema_version FROM idx_meta").fetchall() == [(2,)]
+        for item, _ in batch:  # as that release's apply wrote them (changes left out)
+            conn.execute(
+                "INSERT INTO idx_entries (idx, entry_id, kind, org, outcome, code)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (
+                    item.index,
+                    item.entry_id,
+                    item.kind.encode(),
+                    item.org.encode(),
+                    item.outcome,
+                    None if item.code is None else item.code.encode(),
+                ),
+            )
+    upgraded = PostgresIndex(pg_url)
+    try:
+        assert (upgraded.applied_size(), upgraded.rules_version()) == (len(batch), version)
+        if batch:
+            with pytest.raises(Conflict) as refused:
+                upgraded.apply(HISTORY[2:], rules_version=2)
+            assert refused.value.code == "index-rules-mismatch"
+            upgraded.reset(rules_version=2)
+        upgraded.apply(HISTORY, rules_version=2)
+        assert upgraded.rules_version() == 2
+    finally:
+        upgraded.close()
+    with pg_raw(pg_url) as conn:
+        assert conn.execute("SELECT schema_version, rules_version FROM idx_meta").fetchall() == [
+            (len(index_postgres._MIGRATIONS), 2)
+        ]
 
 
 @pytest.mark.postgres
