@@ -91,13 +91,18 @@ def head_limited_protocol(base: type[Any]) -> type[Any]:
         #: Bytes of the current head counted as they arrived (see above).
         _received = 0
         _refused = False
+        #: Whether a head ended, or a message, during the read being parsed.
+        _crossed = False
 
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return  # dropped, until the connection closes
             whole = self._in_head
+            self._crossed = False
             super().data_received(data)
-            if self._refused or not self._in_head or not whole:
+            # Only a read that began and ended inside one head counts: one in which a head
+            # or a whole message (a body of any size) ended holds bytes of neither head alone.
+            if self._refused or self._crossed or not self._in_head or not whole:
                 return
             self._received += len(data)
             if self._received > MAX_REQUEST_HEAD:
@@ -107,6 +112,7 @@ def head_limited_protocol(base: type[Any]) -> type[Any]:
             if self._refused:
                 return
             self._in_head = False
+            self._crossed = True
             target = len(self.url)
             fields = sum(len(name) + len(value) for name, value in self.headers)
             if target + fields + _FIELD_OVERHEAD * len(self.headers) > MAX_REQUEST_HEAD:
@@ -123,6 +129,7 @@ def head_limited_protocol(base: type[Any]) -> type[Any]:
                 return
             super().on_message_complete()
             self._in_head = True
+            self._crossed = True
             self._received = 0
 
         def _refuse(self, status: int) -> None:

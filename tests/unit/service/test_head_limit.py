@@ -140,3 +140,18 @@ def test_requests_on_one_connection_are_counted_each_from_its_own_start(port: in
     answer = _exchange(port, post + body + post + body + _get(b"/echo", near))
     assert answer.count(b"HTTP/1.1 200 ") == 3, answer[:300]
     assert answer.count(b'"body":%d' % len(body)) == 2
+
+
+def test_a_request_whose_body_arrives_with_its_head_is_answered(port: int) -> None:
+    """A request whole in one read (a body past the bound included) is answered: its body
+    is not counted as the next head's (it was, and the connection closed unanswered after
+    the app had handled it)."""
+    for size in (MAX_REQUEST_HEAD + 1, 70_000, 100_000, 2 * MAX_REQUEST_HEAD, 200_000):
+        body = b"z" * size
+        post = (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            % size
+        )
+        answer = _exchange(port, post + body)
+        assert answer.startswith(b"HTTP/1.1 200 "), (size, answer[:200])
+        assert b'"body":%d' % size in answer
