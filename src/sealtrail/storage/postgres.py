@@ -86,6 +86,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, LiteralString, TypeVar
@@ -142,11 +143,16 @@ MERGE_IDLE_IN_TRANSACTION = 60.0
 #: session of the commit holding it (only its deposed predecessor's commit can: see
 #: :meth:`PostgresStore.acquire_role`), then tries once more.
 ROLE_TAKEOVER_WAIT = 2.0
-#: Seconds a statement write waits for the ``statements`` table lock before it ends the
-#: session holding it, if that session has waited as long for its own client in the middle
-#: of a pipeline (a process stopped, or cut off, half-way through sending a write: the
-#: server does not count that as idle), then tries once more.
+#: Seconds a statement write waits for the ``statements`` table lock at a time; between
+#: waits it ends a session that holds the lock and has waited :data:`STATEMENTS_STALLED`
+#: seconds for its own client in the middle of a pipeline, and it gives up (a retryable
+#: storage error) after waiting that long and once more.
 STATEMENTS_LOCK_WAIT = IDLE_IN_TRANSACTION
+#: A process stopped, or cut off, half-way through sending a statement write holds the lock
+#: and looks to the server like one still sending (neither is idle). A writer still sending
+#: is given this long: a group at the statement size limit (16 MiB) over a link of
+#: 0.3 MB/s.
+STATEMENTS_STALLED = 60.0
 #: The ``synchronous_commit`` values a session keeps: a ``COMMIT`` returns once the WAL is
 #: flushed locally and on a synchronous standby (``remote_apply``: and applied there).
 _DURABLE_COMMITS = frozenset({"on", "remote_apply"})
@@ -928,16 +934,22 @@ class PostgresStore:
             given.setdefault(r.entry_id, r)  # the first of each entry id, in order
         first = list(given.values())
         with self._errors("statement write"):
-            try:
-                seqs = self._put_statements(first)
-            except psycopg.errors.LockNotAvailable:
-                # Held for STATEMENTS_LOCK_WAIT: by a writer stopped in the middle of its
-                # pipeline, which no idle timeout ends (it is not idle: it waits for the rest
-                # of its messages). End it, which rolls it back whole (nothing of it was
-                # acknowledged), and write again: nothing of this attempt was written.
+            deadline = time.monotonic() + STATEMENTS_STALLED + STATEMENTS_LOCK_WAIT
+            while True:
+                try:
+                    seqs = self._put_statements(first)
+                    break
+                except psycopg.errors.LockNotAvailable:
+                    if time.monotonic() >= deadline:
+                        raise
+                # Held for STATEMENTS_LOCK_WAIT: by a writer still sending a large group,
+                # or by one stopped in the middle of its pipeline, which no idle timeout
+                # ends (it is not idle: it waits for the rest of its messages). One that
+                # has waited STATEMENTS_STALLED for its client is ended, which rolls it back
+                # whole (nothing of it was acknowledged); then write again: nothing of this
+                # attempt was written.
                 with self._conn() as conn:
-                    conn.execute(_END_STATEMENTS_LOCKER, (round(STATEMENTS_LOCK_WAIT * 1000),))
-                seqs = self._put_statements(first)
+                    conn.execute(_END_STATEMENTS_LOCKER, (round(STATEMENTS_STALLED * 1000),))
         return [seqs[r.entry_id] for r in records]
 
     def _put_statements(self, first: Sequence[StatementRecord]) -> dict[bytes, int]:

@@ -541,8 +541,10 @@ def test_a_statement_write_left_half_sent_by_a_stopped_process_is_ended(
 ) -> None:
     """A process stopped half-way through sending a statement write holds the statements
     lock, and the server does not count its session as idle (it waits for the rest of a
-    pipeline): the next writer ends it after STATEMENTS_LOCK_WAIT and goes ahead."""
-    monkeypatch.setattr(postgres_module, "STATEMENTS_LOCK_WAIT", 0.3)
+    pipeline): the next writer ends it once it has waited STATEMENTS_STALLED for its client,
+    and goes ahead."""
+    monkeypatch.setattr(postgres_module, "STATEMENTS_LOCK_WAIT", 0.1)
+    monkeypatch.setattr(postgres_module, "STATEMENTS_STALLED", 0.3)
     stopped, other = stores(), stores()
     assert other.put_statements([_statement(1)]) == [1]
     with psycopg.connect(stopped._url, autocommit=True) as conn, ExitStack() as pipeline:
@@ -575,12 +577,41 @@ def _wait_for_statements_lock(store: PostgresStore) -> None:
         time.sleep(0.01)
 
 
+def test_a_statement_writer_still_sending_is_given_its_time(
+    stores: Callable[[], PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that holds the lock while it sends a large group (waiting for the rest of
+    its pipeline, as a stopped one does) for less than STATEMENTS_STALLED is waited for."""
+    monkeypatch.setattr(postgres_module, "STATEMENTS_LOCK_WAIT", 0.1)
+    monkeypatch.setattr(postgres_module, "STATEMENTS_STALLED", 3.0)
+    sending, other = stores(), stores()
+    with psycopg.connect(sending._url, autocommit=True) as conn, ExitStack() as pipeline:
+        pipeline.enter_context(conn.pipeline())
+        conn.execute("BEGIN")
+        conn.execute("LOCK TABLE statements IN SHARE ROW EXCLUSIVE MODE")
+        _wait_for_statements_lock(other)
+
+        def rest_of_the_group() -> None:
+            conn.execute("COMMIT")
+            pipeline.close()
+
+        finished = threading.Timer(1.0, rest_of_the_group)
+        finished.start()
+        began = time.monotonic()
+        assert other.put_statements([_statement(1)]) == [1]
+        waited = time.monotonic() - began
+        finished.join()
+        assert not conn.broken
+    assert 0.8 < waited < 2.9, waited
+
+
 def test_a_statement_writer_that_is_merely_slow_is_not_ended(
     stores: Callable[[], PostgresStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A writer that holds the lock while the server works for it (not waiting for its
     client) is waited for, and the second write fails clearly after one more wait."""
-    monkeypatch.setattr(postgres_module, "STATEMENTS_LOCK_WAIT", 0.2)
+    monkeypatch.setattr(postgres_module, "STATEMENTS_LOCK_WAIT", 0.1)
+    monkeypatch.setattr(postgres_module, "STATEMENTS_STALLED", 0.3)
     busy, other = stores(), stores()
     with busy._conn() as conn, conn.transaction():
         conn.execute("LOCK TABLE statements IN SHARE ROW EXCLUSIVE MODE")
