@@ -33,7 +33,9 @@ rows (a refactoring, a faster path, a message's wording) keeps the version.
 
 Versions: 1, every release before versions were recorded; 2, trips (the ``trip`` row, an
 arrival's and attestation's rows cleared when a server ships or its contents change, only
-the recipient, the assembler and the carrier speaking for theirs) and the appraisal holding
+the recipient, the assembler and the carrier speaking for theirs, only the holder sending,
+a passing arrival on the latest trip before an affirming attestation and before
+``verified`` or ``production``) and the appraisal holding
 measurements to the alias chain's DICE TcbInfo FWIDs (``evidence-tcb-mismatch``).
 """
 
@@ -102,6 +104,11 @@ SEVERITY = {
 }
 
 _S = ComplianceState
+
+
+#: The assembler of a node whose builder is not known: a passport's stand-in for a node
+#: outside its scope (the index always knows; an organization's name is never empty).
+_UNKNOWN = ""
 
 
 def encode(value: Value) -> str:
@@ -399,7 +406,7 @@ class ProvenanceState:
             raise _refuse(
                 "assembly-parent-type", f"the parent is a {node['type']}, not a {parent.type}"
             )
-        if node is not None and node["assembler"] != fact.org:
+        if node is not None and node["assembler"] not in (fact.org, _UNKNOWN):
             raise _refuse(
                 "assembly-not-assembler",
                 f"the parent was built by {node['assembler']!r}: only that organization "
@@ -519,6 +526,12 @@ class ProvenanceState:
                     "custody-already-in-transit",
                     f"contents[{i}]: it, or a node in it or holding it, is already in a shipment",
                 )
+            holder = self._holder(w, serial)
+            if holder not in (custody.from_org, _UNKNOWN):
+                raise _refuse(
+                    "custody-not-holder",
+                    f"contents[{i}]: it is held by {holder!r}, not by the sender",
+                )
             w.put("transit", serial, {"shipment": custody.shipment_id})
             w.about(f"node:{serial}")
             # Each server shipped starts a trip: it arrives, and attests, anew.
@@ -545,6 +558,16 @@ class ProvenanceState:
                 "findings": [],
             },
         )
+
+    def _holder(self, w: _Writer, serial: str) -> str:
+        """Who holds a node about to ship: the organization its servers were last shipped
+        to, or, if none of them ever shipped, the node's assembler."""
+        for server in filter(partial(self._is_server, w), nodes_in(w, serial)):
+            trip = w.get("trip", server)
+            if trip is not None:
+                return str(trip["to"])
+        node = w.get("node", serial)
+        return _UNKNOWN if node is None else str(node["assembler"])
 
     def _received(self, w: _Writer, fact: Fact, custody: Custody, shipment: Value | None) -> None:
         if shipment is None:
@@ -617,10 +640,12 @@ class ProvenanceState:
             raise _refuse("arrival-not-in-shipment", "the server was not in this shipment")
         if self._transit(w, arrival.server_serial) is not None:
             raise _refuse("arrival-in-transit", "the server is in an open shipment")
-        if trip is not None and trip["shipment"] != arrival.shipment_id:
+        if trip is None or trip["shipment"] != arrival.shipment_id:
             raise _refuse(
                 "arrival-not-latest-shipment",
-                f"the server's latest shipment is {trip['shipment']!r}",
+                "the server was never shipped"
+                if trip is None
+                else f"the server's latest shipment is {trip['shipment']!r}",
             )
         for challenge in arrival.devices_challenged:
             self._use_nonce(w, challenge.nonce, fact, "arrival-nonce-replayed")
@@ -713,9 +738,19 @@ class ProvenanceState:
         return None if row is None else int(row["security_version"])
 
     def _attestation(self, w: _Writer, fact: Fact, result: AttestationResult) -> None:
-        self._server(w, fact, result.server_serial, "attestation")
+        trip = self._server(w, fact, result.server_serial, "attestation")
         if self._transit(w, result.server_serial) is not None:
             raise _refuse("attestation-in-transit", "the server is in an open shipment")
+        if (
+            trip is not None
+            and result.status is EarStatus.AFFIRMING
+            and not self._arrived(w, result.server_serial)
+        ):
+            raise _refuse(
+                "attestation-needs-arrival",
+                "an affirming attestation of a shipped server needs a passing arrival on its "
+                "latest trip first (a failing one may be recorded)",
+            )
         self._use_nonce(w, result.nonce, fact, "attestation-nonce-replayed")
         ours = self.appraise(result, w)
         recorded = {d.device_id: d for d in result.devices}
@@ -749,6 +784,13 @@ class ProvenanceState:
         for device in result.devices:
             w.about(f"device:{device.device_id}")
 
+    @staticmethod
+    def _arrived(rows: Rows, serial: str) -> bool:
+        """Whether a passing arrival is on record for the server's latest trip (a shipment
+        clears the one before)."""
+        arrival = rows.get("arrival", serial)
+        return arrival is not None and arrival["result"] == Verdict.PASS.value
+
     def compliance_state(self, serial: str, rows: Rows | None = None) -> ComplianceState:
         """A server's compliance state: ``registered`` until a compliance statement moves it."""
         row = (rows or self.rows).get("compliance", serial)
@@ -756,7 +798,7 @@ class ProvenanceState:
 
     def _compliance(self, w: _Writer, fact: Fact, change: Compliance) -> None:
         serial = change.server_serial
-        self._server(w, fact, serial, "compliance")
+        trip = self._server(w, fact, serial, "compliance")
         current = self.compliance_state(serial, w)
         if change.from_state is not current:
             raise _refuse(
@@ -768,11 +810,14 @@ class ProvenanceState:
         to = change.to_state
         if to is _S.IN_TRANSIT and self._transit(w, serial) is None:
             raise _refuse("compliance-not-shipped", "the server is in no open shipment")
-        if to is _S.ARRIVED:
-            arrival = w.get("arrival", serial)
-            if arrival is None or arrival["result"] != Verdict.PASS.value:
-                raise _refuse("compliance-needs-arrival", "no passing arrival for the server")
+        if to is _S.ARRIVED and not self._arrived(w, serial):
+            raise _refuse("compliance-needs-arrival", "no passing arrival for the server")
         if to in (_S.VERIFIED, _S.PRODUCTION):
+            if trip is not None and not self._arrived(w, serial):
+                raise _refuse(
+                    "compliance-needs-arrival",
+                    "no passing arrival on the server's latest trip",
+                )
             attestation = w.get("attestation", serial)
             if attestation is None or attestation["status"] != EarStatus.AFFIRMING.value:
                 raise _refuse(

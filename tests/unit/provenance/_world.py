@@ -134,14 +134,15 @@ class World:
         contents: Sequence[str],
         seals: Sequence[str] = ("seal-1", "seal-2"),
         org: str = CARRIER,
+        parties: tuple[str, str] = (ASSEMBLER, OPERATOR),
     ) -> Outcome:
         return self.apply(
             org,
             Custody(
                 shipment_id=shipment,
                 event=event,
-                from_org=ASSEMBLER,
-                to_org=OPERATOR,
+                from_org=parties[0],
+                to_org=parties[1],
                 contents=tuple(contents),
                 seals=tuple(seals),
                 time=parse_time("2027-01-01T00:00:00Z", "time"),
@@ -252,12 +253,18 @@ class World:
             Compliance(serial, ComplianceState.VERIFIED, ComplianceState.PRODUCTION, "in service"),
         )
 
-    def _custody_payload(self, shipment: str, event: CustodyEvent, contents: list[str]) -> Custody:
+    def _custody_payload(
+        self,
+        shipment: str,
+        event: CustodyEvent,
+        contents: list[str],
+        parties: tuple[str, str] = (ASSEMBLER, OPERATOR),
+    ) -> Custody:
         return Custody(
             shipment_id=shipment,
             event=event,
-            from_org=ASSEMBLER,
-            to_org=OPERATOR,
+            from_org=parties[0],
+            to_org=parties[1],
             contents=tuple(contents),
             seals=("seal-1", "seal-2"),
             time=parse_time("2027-01-01T00:00:00Z", "time"),

@@ -642,3 +642,27 @@ async def test_history_outside_the_scope_is_named_not_judged() -> None:
         error = failure(_without(data, at["Z-Y2,B"]))
         assert error.code == "passport-replay-refused"
         assert "assembly-child-elsewhere" in error.message
+
+
+@pytest.mark.anyio
+async def test_a_blade_moved_to_a_rack_neighbour_leaves_both_passports_verifiable() -> None:
+    """The neighbour is outside the first server's scope: its passport stands it in with no
+    known assembler, and the move into it is not refused there (only a node's assembler
+    changes it, which the index, knowing the neighbour, checks)."""
+    async with signed_chain() as chain:
+        devices = chain.world.devices(3)
+        await chain.record(MAKER, DeviceManifest("batch", tuple(devices)))
+        blades = [Node(NodeType.BLADE, name) for name in ("s1-b0", "s1-b1", "s2-b0")]
+        for blade, device in zip(blades, devices, strict=True):
+            await chain.record(ASSEMBLER, Assembly(blade, (DeviceRef(device.device_id),)))
+        srv1, srv2 = Node(NodeType.SERVER, "srv-1"), Node(NodeType.SERVER, "srv-2")
+        await chain.record(ASSEMBLER, Assembly(srv1, (blades[0], blades[1])))
+        await chain.record(ASSEMBLER, Assembly(srv2, (blades[2],)))
+        await chain.record(ASSEMBLER, Assembly(Node(NodeType.RACK, "rack-1"), (srv1, srv2)))
+        await chain.record(ASSEMBLER, Assembly(srv1, (), (blades[1],)))
+        await chain.record(ASSEMBLER, Assembly(srv2, (blades[1],)))
+        await chain.indexed()
+        checkpoint = chain.sequencer.reader.checkpoint()
+        assert checkpoint is not None
+        for subject in ("srv-1", "s1-b1", "srv-2"):
+            verify_passport(export(chain, PassportSubject.node(subject), checkpoint))

@@ -14,7 +14,14 @@ import time
 import pytest
 
 from sealtrail.errors import InvalidInput
-from sealtrail.provenance import Compliance, ComplianceState, CustodyEvent, Node, NodeType
+from sealtrail.provenance import (
+    Compliance,
+    ComplianceState,
+    CustodyEvent,
+    EarStatus,
+    Node,
+    NodeType,
+)
 
 from ._signed import signed_chain
 from ._world import ASSEMBLER, OPERATOR, World
@@ -34,8 +41,12 @@ def world() -> World:
     return w
 
 
+#: A second trip: from the data center, to another of its sites.
+AGAIN = (OPERATOR, OPERATOR)
+
+
 def _ship_again(world: World, shipment: str = "ship-2") -> None:
-    world.ok("carrier", world._custody_payload(shipment, CustodyEvent.SHIPPED, ["srv-1"]))
+    world.ok("carrier", world._custody_payload(shipment, CustodyEvent.SHIPPED, ["srv-1"], AGAIN))
     assert world.comply("srv-1", S.IN_TRANSIT).applied
 
 
@@ -64,7 +75,7 @@ def test_no_arrival_or_attestation_while_the_server_is_on_the_truck(world: World
 
 def test_an_arrival_must_cite_the_servers_latest_shipment(world: World) -> None:
     _ship_again(world)
-    world.ok("carrier", world._custody_payload("ship-2", CustodyEvent.RECEIVED, ["srv-1"]))
+    world.ok("carrier", world._custody_payload("ship-2", CustodyEvent.RECEIVED, ["srv-1"], AGAIN))
     assert world.state.rows.get("trip", "srv-1")["received"] is not None  # type: ignore[index]
     refused(world, "arrival-not-latest-shipment", lambda: world.arrival("ship-1", "srv-1"))
     assert world.arrival("ship-2", "srv-1").applied
@@ -75,7 +86,9 @@ def test_a_broken_seal_on_the_second_trip_keeps_the_server_out_of_production(
     world: World,
 ) -> None:
     _ship_again(world)
-    assert world.custody("ship-2", CustodyEvent.RECEIVED, ["srv-1"], seals=["seal-1"]).applied
+    assert world.custody(
+        "ship-2", CustodyEvent.RECEIVED, ["srv-1"], seals=["seal-1"], parties=AGAIN
+    ).applied
     refused(world, "arrival-contradicts-custody", lambda: world.arrival("ship-2", "srv-1"))
     refused(world, "arrival-not-latest-shipment", lambda: world.arrival("ship-1", "srv-1"))
     refused(world, "compliance-needs-arrival", lambda: world.comply("srv-1", S.ARRIVED))
@@ -94,6 +107,63 @@ def test_an_attestation_made_before_the_trip_does_not_verify_the_server() -> Non
     refused(w, "compliance-needs-attestation", lambda: w.comply("srv-1", S.VERIFIED))
     assert w.attest("srv-1").applied
     assert w.comply("srv-1", S.VERIFIED).applied
+
+
+def test_a_shipped_server_reaches_production_through_no_detour_without_an_arrival(
+    world: World,
+) -> None:
+    """Received with a broken seal, a server in production cannot be attested good, nor
+    reinstated through an investigation, until an arrival on this trip passes."""
+    _ship_again(world)
+    assert world.custody(
+        "ship-2", CustodyEvent.RECEIVED, ["srv-1"], seals=["seal-1"], parties=AGAIN
+    ).applied
+    refused(world, "attestation-needs-arrival", lambda: world.attest("srv-1"))
+    # A failing attestation is still a fact worth keeping.
+    assert world.attest("srv-1", status=EarStatus.CONTRAINDICATED).applied
+    assert world.comply("srv-1", S.NON_COMPLIANT).applied
+    assert world.comply("srv-1", S.UNDER_INVESTIGATION).applied
+    refused(world, "compliance-needs-arrival", lambda: world.comply("srv-1", S.VERIFIED))
+
+
+def test_a_server_never_shipped_has_no_arrival(world: World) -> None:
+    """An arrival cites the server's own latest shipment: a server installed into a rack
+    after the rack was received did not travel in it."""
+    late = world.build_server("srv-late")
+    assert late
+    rack = Node(NodeType.RACK, "rack-9")
+    assert world.assemble(rack, [Node(NodeType.SERVER, "srv-late")]).applied
+    world.ok("carrier", world._custody_payload("ship-r", CustodyEvent.SHIPPED, ["rack-9"]))
+    world.ok("carrier", world._custody_payload("ship-r", CustodyEvent.RECEIVED, ["rack-9"]))
+    world.build_server("srv-later")
+    assert world.assemble(rack, [Node(NodeType.SERVER, "srv-later")]).applied
+    refused(world, "arrival-not-latest-shipment", lambda: world.arrival("ship-r", "srv-later"))
+    assert world.arrival("ship-r", "srv-late").applied
+
+
+def test_only_the_holder_of_a_server_sends_it(world: World) -> None:
+    """A carrier cannot take a server from its data center by naming another sender."""
+    for sender in ("nobody", ASSEMBLER):
+        refused(
+            world,
+            "custody-not-holder",
+            lambda sender=sender: world.apply(
+                OTHER_CARRIER,
+                world._custody_payload(
+                    "grab-1", CustodyEvent.SHIPPED, ["srv-1"], (sender, "mallory")
+                ),
+            ),
+        )
+    # Never shipped, a node is held by its assembler.
+    world.build_server("srv-2")
+    refused(
+        world,
+        "custody-not-holder",
+        lambda: world.apply(
+            "carrier",
+            world._custody_payload("s-2", CustodyEvent.SHIPPED, ["srv-2"], ("x", OPERATOR)),
+        ),
+    )
 
 
 # -- assembly changes -------------------------------------------------------------------
@@ -168,9 +238,13 @@ def test_only_the_carrier_or_the_recipient_receives_a_shipment(world: World) -> 
     refused(
         world,
         "custody-wrong-party",
-        lambda: world.custody("ship-2", CustodyEvent.RECEIVED, ["srv-1"], org=OTHER_CARRIER),
+        lambda: world.custody(
+            "ship-2", CustodyEvent.RECEIVED, ["srv-1"], org=OTHER_CARRIER, parties=AGAIN
+        ),
     )
-    assert world.custody("ship-2", CustodyEvent.RECEIVED, ["srv-1"], org=OPERATOR).applied
+    assert world.custody(
+        "ship-2", CustodyEvent.RECEIVED, ["srv-1"], org=OPERATOR, parties=AGAIN
+    ).applied
 
 
 def test_only_the_organization_a_server_was_shipped_to_speaks_for_it(world: World) -> None:
