@@ -1165,6 +1165,9 @@ def test_the_configuration_varies_by_accept_and_says_so(service: Service) -> Non
     for accept, media in [
         ("application/json", "application/json"),
         ("application/cbor", "application/cbor"),
+        ("application/cbor;q=0", "application/json"),  # refused, not asked for
+        ("application/json;q=0.5, application/cbor", "application/cbor"),
+        ("*/*", "application/json"),
     ]:
         r = service.client.get(
             "/.well-known/transparency-configuration", headers={"Accept": accept}

@@ -57,6 +57,8 @@ KEYS_CACHE = "public, max-age=300"
 #: asks for them by name.
 KEY_SET_TYPES = ("application/cbor", "application/cose-key-set")
 KEY_TYPES = ("application/cbor", "application/cose-key")
+#: The configuration: JSON by default, CBOR when preferred.
+_CONFIGURATION_TYPES = ("application/json", "application/cbor")
 _HEX_KID = re.compile(r"(?:[0-9a-f]{2})+")
 _BASE64URL_KID = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -230,7 +232,7 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
         config = service.configuration()
         # One URL, two representations: a cache must key them by Accept.
         headers = {"Vary": "Accept", "Cache-Control": CONFIGURATION_CACHE}
-        if "application/cbor" in request.headers.get("accept", ""):
+        if preferred(accept_header(request.scope), _CONFIGURATION_TYPES) == "application/cbor":
             return Response(cbor2.dumps(config), media_type="application/cbor", headers=headers)
         return JSONResponse(config, headers=headers)
 
