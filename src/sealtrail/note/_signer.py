@@ -68,18 +68,20 @@ class NoteSigner:
         if len(parts) != 3:
             raise InvalidInput(f"a signer key must look like {_SKEY_SHAPE}")
         name, hash_hex, key_b64 = parts
-        check_key_name(name)
+        # Nothing parsed is repeated in an error: a malformed string may put key material
+        # where the name goes.
+        check_key_name(name, what="a signer key's name")
         key_hash = parse_key_hash(hash_hex)
         material = b64decode_strict(key_b64)
         if key_hash is None or material is None:
-            raise InvalidInput(f"signer key {name}: malformed key ID or key encoding")
+            raise InvalidInput("a signer key's key ID or key encoding is malformed")
         if not material or material[0] != SIGNATURE_TYPE_ED25519:
-            raise InvalidInput(f"signer key {name}: unsupported algorithm (only 0x01 Ed25519)")
+            raise InvalidInput("a signer key's algorithm is not supported (only 0x01 Ed25519)")
         if len(material) != 1 + ED25519_KEY_SIZE:
-            raise InvalidInput(f"signer key {name}: an Ed25519 seed is {ED25519_KEY_SIZE} bytes")
+            raise InvalidInput(f"a signer key's Ed25519 seed is not {ED25519_KEY_SIZE} bytes")
         signer = cls(name, Ed25519Signer.from_private_bytes(material[1:]))
         if signer.key_id != key_hash:
-            raise InvalidInput(f"signer key {name}: the key ID does not match the key")
+            raise InvalidInput("a signer key's key ID does not match its key")
         return signer
 
     def private_key_string(self) -> str:

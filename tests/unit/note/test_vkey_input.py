@@ -130,3 +130,20 @@ def test_bad_key_names_are_refused_without_being_shown(name: str) -> None:
 def test_a_good_vkey_still_parses() -> None:
     signer = NoteSigner.generate("log.example/a")
     assert NoteVerifier.parse(signer.verifier_key()) == signer.verifier()
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "SECRETchunk+00000000+AQ==",  # a key ID that does not match
+        "SECRETchunk+zz+AQ==",  # a malformed key ID
+        "SECRETchunk+00000000+AgAA",  # another algorithm
+        "SECRETchunk+00000000+AQAA",  # a seed of the wrong size
+        "SECRET chunk+00000000+AQ==",  # a name no key may have
+    ],
+)
+def test_a_malformed_signer_key_is_refused_without_repeating_it(tail: str) -> None:
+    """Where the name goes, a malformed string may hold key material (base64 has '+')."""
+    with pytest.raises(InvalidInput) as caught:
+        NoteSigner.from_private_key_string("PRIVATE+KEY+" + tail)
+    assert "SECRET" not in str(caught.value) and "SECRET" not in (caught.value.hint or "")
