@@ -12,10 +12,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from sealtrail.errors import ConfigError
 from sealtrail.storage import describe_store
+from sealtrail.storage.postgres import _reason  # a driver error's first line, no password
 
 #: Seconds to wait for the server, as the store waits (``sealtrail.storage.postgres``).
 CONNECT_TIMEOUT = 10
@@ -68,18 +68,6 @@ def _execute(url: str, statement: sql.Composed, what: str) -> None:
                 f"cannot {what} in PostgreSQL at {describe_store(url)}: {primary}",
                 hint="The benchmark needs a user that may create schemas in the database.",
             ) from None
-
-
-def _reason(exc: BaseException, url: str) -> str:
-    """The first line of a driver error, the URL's password scrubbed should it appear."""
-    text = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-    try:
-        password = conninfo_to_dict(url).get("password")
-    except psycopg.Error:
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    return text
 
 
 def redacted(url: str) -> str:
