@@ -513,8 +513,8 @@ def test_disabling_a_user_changes_only_that_and_shuts_every_token_out() -> None:
 def test_a_carrier_sees_only_the_shipments_of_its_organization() -> None:
     """A shipment's view names its parties, contents and seals: a carrier sees it when its
     organization carries, sends or receives it; a carrier of any other organization is
-    refused (403 ``contents-forbidden``); operators, auditors and administrators see every
-    shipment, as the route table says."""
+    answered as for an unknown shipment (404 ``shipment-unknown``); operators, auditors and
+    administrators see every shipment, as the route table says."""
     store = MemoryStore()
     app = service_application(store, auth_required=True)
     journey = Journey.new(devices=2)
@@ -546,7 +546,7 @@ def test_a_carrier_sees_only_the_shipments_of_its_organization() -> None:
             "the carrier": (_user(client, "c-own", "carrier", CARRIER), 200),
             "a carrier of the sender": (_user(client, "c-from", "carrier", ASSEMBLER), 200),
             "a carrier of the receiver": (_user(client, "c-to", "carrier", OPERATOR), 200),
-            "a rival carrier": (_user(client, "c-rival", "carrier", "rival"), 403),
+            "a rival carrier": (_user(client, "c-rival", "carrier", "rival"), 404),
             "an operator of another organization": (
                 _user(client, "o-rival", "operator", "rival"),
                 200,
@@ -557,8 +557,8 @@ def test_a_carrier_sees_only_the_shipments_of_its_organization() -> None:
         for who, (token, status) in readers.items():
             r = client.get(path, headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == status, (who, r.status_code, r.text)
-            if status == 403:
-                assert r.json()["code"] == "contents-forbidden"
+            if status == 404:
+                assert r.json()["code"] == "shipment-unknown"
                 assert "seal-1" not in r.text and SERVER not in r.text
             else:
                 assert r.json()["carrier"] == CARRIER
@@ -567,7 +567,7 @@ def test_a_carrier_sees_only_the_shipments_of_its_organization() -> None:
         token = readers["a rival carrier"][0]
         size = client.get("/log/v1/info").json()["size"]
         r = client.get(f"{path}?size={size}", headers={"Authorization": f"Bearer {token}"})
-        assert r.status_code == 403, r.text
+        assert r.status_code == 404, r.text
     store.close()
 
 

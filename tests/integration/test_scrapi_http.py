@@ -1092,7 +1092,7 @@ def test_an_unexpected_failure_of_a_registration_is_a_500_problem(
     """Past the router, a bug still ends as the app's own 500 problem details, with nothing
     of the exception in it."""
 
-    async def broken(*_: object) -> None:
+    async def broken(*_: object, **__: object) -> None:
         raise RuntimeError("secret detail of a bug")
 
     with running(MemoryStore(), maker, raise_server_exceptions=False) as svc:

@@ -159,8 +159,14 @@ def export(
 def admin_token(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Issue a new administrator token (shown once); the previous one stops working.
 
-    A running server reads the token hash at start: restart it.
+    A running server reads the token hash at start: the new token works, and the old one
+    stops, on each server once it is restarted.
     """
     token = issue_admin_token(load(data_dir))
     err.print("New administrator token (shown once):")
     sys.stdout.write(token + "\n")
+    sys.stdout.flush()
+    err.print(
+        "Restart every server of this log: until then each one still takes the old token, "
+        "not this one."
+    )

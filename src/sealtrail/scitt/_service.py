@@ -195,6 +195,10 @@ on the event loop one at a time, so a rule that records what it accepted (a devi
 say) sees every earlier acceptance. Layers above ``scitt`` (the provenance model) plug
 their rules in this way."""
 
+Authorize = Callable[[SignedStatement, Organization], None]
+"""Whether the sender may register a statement for the organization its issuer belongs to
+(the service layer's access check): raises an :class:`~sealtrail.errors.Error` to refuse."""
+
 
 @dataclass(frozen=True)
 class Submission:
@@ -674,12 +678,20 @@ class TransparencyService:
         return self._payload_rule(statement, org)
 
     async def check_async(
-        self, data: bytes | SignedStatement, *, now: float | None = None
+        self,
+        data: bytes | SignedStatement,
+        *,
+        now: float | None = None,
+        authorize: Authorize | None = None,
     ) -> tuple[SignedStatement, Organization]:
         """:meth:`check`, with the signature checked off the event loop (in a worker
         process, together with the other checks of the loop's turn: see
-        :class:`SignatureChecks`), so that the loop serves other requests meanwhile."""
-        statement, org, verifier = self._screen(data, now=now)
+        :class:`SignatureChecks`), so that the loop serves other requests meanwhile.
+
+        ``authorize``, when given, is called with the statement and its issuer's
+        organization as soon as that is found, before any other check: what it raises
+        ends the check, before anything could remember the statement."""
+        statement, org, verifier = self._screen(data, now=now, authorize=authorize)
         message = statement.message
         signed = message.to_be_signed(verifier)
         try:
@@ -698,12 +710,17 @@ class TransparencyService:
         return statement, org
 
     async def check_current(
-        self, data: bytes | SignedStatement, *, now: float | None = None
+        self,
+        data: bytes | SignedStatement,
+        *,
+        now: float | None = None,
+        authorize: Authorize | None = None,
     ) -> tuple[SignedStatement, Organization]:
         """:meth:`check`, with the organizations brought up to date first when the issuer
-        is unknown and another process may have just onboarded it (a shared store)."""
+        is unknown and another process may have just onboarded it (a shared store);
+        ``authorize`` as :meth:`check_async`, asked of the organization each check found."""
         try:
-            return await self.check_async(data, now=now)
+            return await self.check_async(data, now=now, authorize=authorize)
         except VerificationError as exc:
             if not self.shared:
                 raise
@@ -715,7 +732,7 @@ class TransparencyService:
                 await self.refresh_history()
             else:
                 raise
-        return await self.check_async(data, now=now)
+        return await self.check_async(data, now=now, authorize=authorize)
 
     async def refresh_orgs(self) -> None:
         """Fold new organization and user records now (one at a time: callers wait for the
@@ -730,14 +747,21 @@ class TransparencyService:
         )
 
     def _screen(
-        self, data: bytes | SignedStatement, *, now: float | None
+        self,
+        data: bytes | SignedStatement,
+        *,
+        now: float | None,
+        authorize: Authorize | None = None,
     ) -> tuple[SignedStatement, Organization, Verifier]:
-        """Every check but the signature's: profile, issuer, policy, and the key to use."""
+        """Every check but the signature's: profile, issuer, ``authorize``, policy, and the
+        key to use."""
         if isinstance(data, SignedStatement):
             statement = data
         else:
             statement = parse_statement(data, max_size=self.max_statement_size)
         org = self.registry.for_issuer(statement.issuer)
+        if authorize is not None:
+            authorize(statement, org)
         content_type = str(statement.content_type)
         org.policy.check(
             content_type=content_type,
@@ -781,10 +805,17 @@ class TransparencyService:
         index = await (await self.submit_current(statement, org)).index
         return Registration(statement.entry_id, index)
 
-    async def submit_current(self, statement: SignedStatement, org: Organization) -> Submission:
+    async def submit_current(
+        self,
+        statement: SignedStatement,
+        org: Organization,
+        *,
+        authorize: Authorize | None = None,
+    ) -> Submission:
         """:meth:`submit_checked` for a statement that passed :meth:`check` against
         ``org``, provided that is still the organization's record and no new one is being
-        registered; otherwise the statement waits for the change and is checked again.
+        registered; otherwise the statement waits for the change and is checked again
+        (with ``authorize``, as :meth:`check_current`).
 
         The audit and passports judge each statement by the organization record in force
         at its place in the log, so a statement checked just before a change (a revoked
@@ -803,7 +834,7 @@ class TransparencyService:
                 self.withdraw(statement.leaf_entry)
             if changing is not None:
                 await changing.wait()
-            statement, org = await self.check_current(statement)
+            statement, org = await self.check_current(statement, authorize=authorize)
 
     async def register_checked(self, statement: SignedStatement) -> Registration:
         """Store and append a statement that passed :meth:`check`; returns once durable."""

@@ -12,24 +12,30 @@ With ``[auth] required`` (docs/auth.md), :data:`ROUTES` says which personas may 
 route, and a route it does not name is refused to everyone (fail closed; a test checks that
 every route is named). Routes then check what the table cannot see: a statement is
 registered only by a user of the issuer's organization whose persona issues its kind, and a
-statement's contents are returned only to its organization, auditors and administrators.
+statement's contents are returned only to its organization, auditors and administrators; a
+passport, which holds the signed statements of its subject's whole journey, only to
+auditors, administrators and the organizations that hold or held its server; and a
+shipment's view to a carrier of another organization only as if it did not exist.
 Without ``required`` the service is open as SCRAPI allows (statements authenticate
 themselves by their signatures) and only administration needs a token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from fastapi import Request
 
-from sealtrail.errors import Forbidden, Unauthorized
+from sealtrail.errors import Forbidden, NotFound, Unauthorized
 from sealtrail.provenance import KINDS
 from sealtrail.scitt import (
+    Organization,
     SignedStatement,
     TransparencyService,
     User,
@@ -40,7 +46,7 @@ from sealtrail.scitt import (
 
 from ._peer import client_certificate
 
-__all__ = ["PUBLIC", "ROUTES", "Auth", "Principal", "bearer_token"]
+__all__ = ["PUBLIC", "REFRESH_SPACING", "ROUTES", "Auth", "Principal", "bearer_token"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,12 @@ def bearer_token(header: str) -> str:
     return token
 
 
+def shipment_unknown() -> NotFound:
+    """The answer for a shipment no custody record names: the provenance views' own
+    (``ProvenanceViews.shipment``), word for word."""
+    return NotFound("no custody record names this shipment", code="shipment-unknown")
+
+
 def _unknown_token() -> Unauthorized:
     return Unauthorized(
         "an unknown or revoked token",
@@ -153,6 +165,68 @@ def _principal_of(user: User) -> Principal:
 
 #: Refusals that a user record another process registered a moment ago may lift.
 _NEW_USER_CODES = frozenset({"token-unknown", "certificate-unknown"})
+
+#: Least seconds between the starts of two folds of the stored records asked for by
+#: credentials a server does not know (a shared store): however many requests bring
+#: made-up tokens, they cost one fold this often at most, and a credential recorded through
+#: another server a moment ago waits at most this long, plus the fold, to be found.
+REFRESH_SPACING = 0.05
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a fold's failure as seen: its waiters were answered with it, or went away."""
+    if not task.cancelled():
+        task.exception()
+
+
+class _Refresher:
+    """Folds the stored records for the requests whose credential is unknown, coalesced.
+
+    A request asks at the moment its lookup failed (``asked``, the event loop's clock) and
+    waits for a fold that *started* at or after that moment: it then reads every record
+    stored before the lookup, so a user or token recorded through another server before
+    the request came is found. Every request waiting at once shares the next such fold,
+    and a fold starts :data:`REFRESH_SPACING` after the previous one at the earliest: N
+    requests cost O(1) folds, not N.
+    """
+
+    def __init__(
+        self, fold: Callable[[], Awaitable[None]], *, spacing: float = REFRESH_SPACING
+    ) -> None:
+        self._fold = fold
+        self._spacing = spacing
+        #: When the latest fold started (the loop's clock), and that fold while it runs.
+        self._started = -math.inf
+        self._running: asyncio.Task[None] | None = None
+
+    async def after(self, asked: float) -> None:
+        """Return once a fold that started at or after ``asked`` has finished; raises what
+        that fold raised."""
+        loop = asyncio.get_running_loop()
+        while True:
+            running = self._running
+            if running is not None and self._started >= asked:
+                # Shielded: a client that goes away does not cancel the others' fold.
+                await asyncio.shield(running)
+                return
+            if running is not None:
+                # Started before this request asked: it may have missed what it looks for.
+                await asyncio.wait([running])
+                continue
+            delay = self._started + self._spacing - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            self._started = loop.time()
+            self._running = loop.create_task(self._run(), name="sealtrail-users-refresh")
+            self._running.add_done_callback(_retrieve)
+
+    async def _run(self) -> None:
+        try:
+            await self._fold()
+        finally:
+            self._running = None
+
 
 #: Persona -> the organization roles (of docs/provenance.md's kinds) whose statements it may
 #: register; statements of other content types (not provenance kinds) only suppliers.
@@ -178,6 +252,12 @@ class Auth:
         self.admin_token_hash = admin_token_hash
         self.required = required
         self.clock = clock
+        self._refresher = _Refresher(self._fold)
+
+    async def _fold(self) -> None:
+        """Read the records other processes stored (organizations, users, grants)."""
+        if self.service is not None:
+            await self.service.refresh_orgs()
 
     def token_known(self, digest: bytes) -> bool:
         """For the rate limiter: a token worth a budget of its own."""
@@ -230,8 +310,9 @@ class Auth:
             if service is None or not service.shared or exc.code not in _NEW_USER_CODES:
                 raise
             # A shared store: the user or token may be a moment old, recorded through
-            # another process; read the records that process wrote, then look again.
-            await service.refresh_orgs()
+            # another process; read the records that process wrote (in one fold shared
+            # with every request waiting for one), then look again.
+            await self._refresher.after(asyncio.get_running_loop().time())
             principal = self.principal(request)
         request.state.principal = principal
         if not self.required:
@@ -269,33 +350,77 @@ class Auth:
                 code="persona-forbidden",
             )
 
+    def registers_for(
+        self, principal: Principal
+    ) -> Callable[[SignedStatement, Organization], None]:
+        """:meth:`may_register` for ``principal``, against the organization the
+        registration checks found for the statement's issuer (``TransparencyService``'s
+        ``authorize``): asked again whenever they look the issuer up anew."""
+
+        def authorize(statement: SignedStatement, org: Organization) -> None:
+            self.may_register(principal, statement, org.name)
+
+        return authorize
+
+    def _readable(self, principal: Principal, org: str | None, entry: bytes) -> bool:
+        """Whether a user reads statement ``entry`` of organization ``org``: its own
+        organization's, or shared with its organization."""
+        service, mine = self.service, principal.org
+        if mine is None:
+            return False
+        if service is not None and service.grants.allows(entry, mine):
+            return True
+        return org is not None and org == mine
+
     def may_read(self, principal: Principal, org: str | None, entry: bytes) -> None:
         """The contents of statement ``entry``, issued for organization ``org``: its own
         organization's users, those of an organization it was shared with, auditors and
         administrators."""
         if not self.required or principal.persona in ("admin", "auditor"):
             return
-        service, mine = self.service, principal.org
-        if service is not None and mine is not None and service.grants.allows(entry, mine):
-            return
-        if org is None or principal.org != org:
+        if not self._readable(principal, org, entry):
             raise Forbidden(
                 "a statement's contents are for its organization, auditors and administrators",
                 code="contents-forbidden",
             )
 
+    def may_export(
+        self,
+        principal: Principal,
+        *,
+        holders: Callable[[], Collection[str]],
+        contents: Callable[[], Iterable[tuple[str | None, bytes]]],
+    ) -> None:
+        """A passport, which holds the signed statements of its subject's whole scope,
+        whoever issued them: auditors and administrators export any; a user (an operator,
+        the only other persona the route table lets in) one whose organization is among
+        ``holders`` (the organizations a server the subject is, or sits or sat in, was
+        shipped to), or one whose ``contents`` (issuing organization and entry id of each
+        statement) it may all read (:meth:`may_read`)."""
+        if not self.required or principal.persona in ("admin", "auditor"):
+            return
+        if principal.org is not None and principal.org in holders():
+            return
+        if all(self._readable(principal, org, entry) for org, entry in contents()):
+            return
+        raise Forbidden(
+            "a passport holds other organizations' statements: it is for the organizations "
+            "its server was shipped to, auditors and administrators",
+            code="contents-forbidden",
+        )
+
     def may_see_shipment(self, principal: Principal, parties: Iterable[object]) -> None:
         """A shipment's view (its parties, contents and seals), whose ``parties`` are its
         carrier and its ``from`` and ``to`` organizations: a carrier sees the shipments its
-        own organization is a party to; operators, auditors and administrators, the only
-        other personas the route table lets in, see every one."""
+        own organization is a party to, and any other is answered as a shipment no record
+        names (404 ``shipment-unknown``, word for word, as of every size), so that the
+        answer tells it neither that the shipment exists nor where in the log it was
+        recorded; operators, auditors and administrators, the only other personas the
+        route table lets in, see every one."""
         if not self.required or principal.persona != "carrier":
             return
         if principal.org is None or principal.org not in parties:
-            raise Forbidden(
-                "a carrier sees the shipments its organization carries, sends or receives",
-                code="contents-forbidden",
-            )
+            raise shipment_unknown()
 
     def check_admin(self, request: Request) -> None:
         """Administration, with or without ``required``: the administrator token or a user

@@ -7,14 +7,22 @@
 latest checkpoint and sealed with the service key. The provenance index must have applied
 that checkpoint's entries: the request waits for it a moment (:data:`INDEX_WAIT`), then
 answers 503 with ``Retry-After`` (``passport-index-behind``). Read-only: nothing is written.
+
+A passport holds every signed statement of its subject's scope, whoever issued it, so with
+``[auth] required`` it goes to auditors and administrators, and to an operator only for a
+server its organization holds or held (a shipment of it was addressed there), or a device
+or blade that sits or sat in one, or when it may read every statement inside anyway
+(:meth:`Auth.may_export`; docs/auth.md). Anyone else is refused, 403 ``contents-forbidden``.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
@@ -23,14 +31,21 @@ from sealtrail.log import SignedCheckpoint
 from sealtrail.provenance import (
     INDEX_WAIT,
     MAX_ID_LENGTH,
+    MAX_TREE_NODES,
     PASSPORT_TYPE,
     PassportSubject,
     ProvenanceLedger,
     ProvenanceViews,
     build_passport,
 )
-from sealtrail.scitt import ORG_RECORD_TYPE, TransparencyService
+from sealtrail.scitt import (
+    ORG_RECORD_TYPE,
+    TransparencyService,
+    parse_statement,
+    split_transparent,
+)
 
+from ._auth import Auth, Principal
 from ._openapi import answer
 
 __all__ = ["DEVICE_PASSPORTS", "INDEX_WAIT", "PASSPORTS", "add_passport_routes"]
@@ -64,10 +79,11 @@ class PassportExporter:
     """Builds passports from a running service's store, log and index (blocking: call
     :meth:`build` from a worker thread)."""
 
-    def __init__(self, ledger: ProvenanceLedger, service: TransparencyService) -> None:
+    def __init__(self, ledger: ProvenanceLedger, service: TransparencyService, auth: Auth) -> None:
         self.ledger = ledger
         self.views = ProvenanceViews(ledger.index)
         self.service = service
+        self.auth = auth
         self.verifier_key = service.sequencer.signer.verifier_key()
 
     def _statement(self, entry_id: bytes) -> bytes | None:
@@ -77,7 +93,56 @@ class PassportExporter:
     def _org_records(self) -> Iterable[bytes]:
         return [r.body for r in self.service.store.statements_of_type(ORG_RECORD_TYPE)]
 
-    def build(self, subject: PassportSubject, checkpoint: SignedCheckpoint) -> bytes:
+    def holders(self, subject: PassportSubject, size: int) -> set[str]:
+        """The organizations that hold or held a server the subject is, or sits or sat in,
+        as of the first ``size`` log entries: those a shipment of such a server was
+        addressed to (its ``trip`` rows, every version). A node's or device's ``parent``
+        rows, every version, say what it was ever installed in, and so on up."""
+        index = self.ledger.index
+        nodes = {subject.name} if subject.kind == "node" else set()
+        seen, stack = {str(subject)}, [str(subject)]
+        while stack and len(seen) <= MAX_TREE_NODES:
+            for at, value in index.history("parent", stack.pop()):
+                if at >= size or value is None:
+                    continue
+                parent = str(json.loads(value)["parent"])
+                nodes.add(parent)
+                if f"node:{parent}" not in seen:
+                    seen.add(f"node:{parent}")
+                    stack.append(f"node:{parent}")
+        found = set()
+        for serial in nodes:
+            for at, value in index.history("trip", serial):
+                if at < size and value is not None:
+                    found.add(str(json.loads(value)["to"]))
+        return found
+
+    def contents(self, passport: bytes) -> Iterator[tuple[str | None, bytes]]:
+        """The issuing organization and entry id of each signed statement of a passport
+        this service built, as ``/entries/{id}/statement`` judges them."""
+        for item in json.loads(passport)["statements"]:
+            body, _ = split_transparent(base64.b64decode(item["statement"]))
+            statement = parse_statement(body, max_size=len(body))
+            yield self.service.registry.name_of(statement.issuer), statement.leaf_entry
+
+    def build(
+        self,
+        subject: PassportSubject,
+        checkpoint: SignedCheckpoint,
+        principal: Principal,
+    ) -> bytes:
+        """The passport, if ``principal`` may export it (checked once it is built, so that
+        an unknown subject is answered 404 as by the views, which tell an operator which
+        nodes and devices exist anyway)."""
+        data = self._build(subject, checkpoint)
+        self.auth.may_export(
+            principal,
+            holders=lambda: self.holders(subject, checkpoint.size),
+            contents=lambda: self.contents(data),
+        )
+        return data
+
+    def _build(self, subject: PassportSubject, checkpoint: SignedCheckpoint) -> bytes:
         service = self.service
         return build_passport(
             subject,
@@ -92,8 +157,9 @@ class PassportExporter:
             seal=service.signer,
         )
 
-    async def export(self, subject: PassportSubject, *, wait: float) -> bytes:
-        """The passport against the latest checkpoint, once the index has reached it."""
+    async def export(self, subject: PassportSubject, *, wait: float, principal: Principal) -> bytes:
+        """The passport against the latest checkpoint, once the index has reached it, if
+        ``principal`` may export it."""
         checkpoint = await run_in_threadpool(self.service.reader.checkpoint)
         if checkpoint is None:
             raise NotFound(
@@ -106,7 +172,13 @@ class PassportExporter:
                 retry_after=1.0,
                 code="passport-index-behind",
             )
-        return await run_in_threadpool(self.build, subject, checkpoint)
+        return await run_in_threadpool(self.build, subject, checkpoint, principal)
+
+
+def _principal(request: Request) -> Principal:
+    """Who asks: resolved by the app's access check before any route runs."""
+    principal: Principal = request.state.principal
+    return principal
 
 
 def _answer(data: bytes) -> Response:
@@ -119,17 +191,21 @@ def add_passport_routes(
     ledger: ProvenanceLedger,
     service: TransparencyService,
     wait: float = INDEX_WAIT,
+    auth: Auth | None = None,
 ) -> None:
-    """The passport routes (docs/passports.md) over a writing service and its ledger."""
-    exporter = PassportExporter(ledger, service)
+    """The passport routes (docs/passports.md) over a writing service and its ledger;
+    ``auth`` decides who may export which passport (by default the app's own, which
+    :func:`create_app` keeps in ``app.state.auth``)."""
+    exporter = PassportExporter(ledger, service, auth or app.state.auth)
 
     @app.get(
         PASSPORTS + "/{serial}", tags=["provenance"], response_class=Response, responses=_PASSPORT
     )
-    async def node_passport(serial: str) -> Response:
+    async def node_passport(serial: str, request: Request) -> Response:
         """A node's passport (a server, a blade, a rack): everything to verify it offline."""
         checked = _name(serial, "a serial", "serial-invalid")
-        return _answer(await exporter.export(PassportSubject.node(checked), wait=wait))
+        subject = PassportSubject.node(checked)
+        return _answer(await exporter.export(subject, wait=wait, principal=_principal(request)))
 
     @app.get(
         DEVICE_PASSPORTS + "/{device_id}",
@@ -137,14 +213,14 @@ def add_passport_routes(
         response_class=Response,
         responses=_PASSPORT,
     )
-    async def device_passport(device_id: str) -> Response:
+    async def device_passport(device_id: str, request: Request) -> Response:
         """A device's passport, by its device id."""
         subject = PassportSubject.device(_device_id(device_id))
-        return _answer(await exporter.export(subject, wait=wait))
+        return _answer(await exporter.export(subject, wait=wait, principal=_principal(request)))
 
     @app.get(DEVICE_PASSPORTS, tags=["provenance"], response_class=Response, responses=_PASSPORT)
     async def device_passport_by_serial(
-        maker: str | None = None, serial: str | None = None
+        request: Request, maker: str | None = None, serial: str | None = None
     ) -> Response:
         """A device's passport, by its maker (organization name) and serial."""
         if maker is None or serial is None:
@@ -155,4 +231,5 @@ def add_passport_routes(
         maker = _name(maker, "a maker", "maker-invalid")
         serial = _name(serial, "a serial", "serial-invalid")
         device_id = await run_in_threadpool(exporter.views.find_device, maker, serial)
-        return _answer(await exporter.export(PassportSubject.device(device_id), wait=wait))
+        subject = PassportSubject.device(device_id)
+        return _answer(await exporter.export(subject, wait=wait, principal=_principal(request)))

@@ -146,8 +146,16 @@ class ProvenanceQueries:
         doc, at = self._pinned(size, lambda s: self.views.tree(serial, size=s))
         return {**doc, "size": at, **self.proof(size)}
 
-    def shipment(self, shipment_id: str, size: int | None) -> dict[str, Any]:
+    def shipment(
+        self,
+        shipment_id: str,
+        size: int | None,
+        may_see: Callable[[dict[str, Any]], None] = lambda doc: None,
+    ) -> dict[str, Any]:
+        """The shipment's view, if ``may_see`` (given the view) does not refuse it: asked
+        before anything else is read, so that a refusal costs what an unknown id does."""
         doc, at = self._pinned(size, lambda s: self.views.shipment(shipment_id, size=s))
+        may_see(doc)
         return {**doc, "size": at, **self.proof(size)}
 
     def compliance(self, state: str | None, size: int | None) -> dict[str, Any]:
@@ -352,15 +360,17 @@ def add_provenance_routes(
     @app.get(PREFIX + "/shipments/{shipment_id}", tags=["provenance"], response_class=JSONResponse)
     async def shipment(request: Request, shipment_id: str, size: str | None = None) -> JSONResponse:
         """A shipment: carrier, parties, contents, seals, and its custody records (to a
-        carrier, only a shipment its organization carries, sends or receives)."""
+        carrier, only a shipment its organization carries, sends or receives: any other is
+        answered as an unknown one)."""
         at = _size(size)
         checked = _name(shipment_id, "a shipment id", "shipment-id-invalid")
+        principal = request.state.principal
+
+        def may_see(doc: dict[str, Any]) -> None:
+            auth.may_see_shipment(principal, (doc.get("carrier"), doc.get("from"), doc.get("to")))
+
         await ledger.synced(at)
-        doc = await run_in_threadpool(queries.shipment, checked, at)
-        auth.may_see_shipment(
-            request.state.principal, (doc.get("carrier"), doc.get("from"), doc.get("to"))
-        )
-        return _answer(doc)
+        return _answer(await run_in_threadpool(queries.shipment, checked, at, may_see))
 
     @app.get(PREFIX + "/compliance", tags=["provenance"], response_class=JSONResponse)
     async def compliance(state: str | None = None, size: str | None = None) -> JSONResponse:

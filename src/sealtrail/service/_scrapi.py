@@ -134,10 +134,17 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
             raise InvalidInput(f"send the statement as {COSE}", code="unsupported-media-type")
         data = await read_body(request, service.max_statement_size)
         parsed: bytes | SignedStatement = data
+        authorize = None
         if auth.required:
-            parsed = await _authorize_write(service, auth, request.state.principal, data)
-        statement, org = await service.check_current(parsed)
-        submission = await service.submit_current(statement, org)
+            principal: Principal = request.state.principal
+            parsed = await _authorize_write(service, auth, principal, data)
+            # Asked again of the organization every check finds for the issuer (one this
+            # process learns of only meanwhile, on a shared store), before that check goes
+            # further: no statement is stored unless its sender may register it for the
+            # organization it was checked against.
+            authorize = auth.registers_for(principal)
+        statement, org = await service.check_current(parsed, authorize=authorize)
+        submission = await service.submit_current(statement, org, authorize=authorize)
         location = f"/entries/{statement.entry_id}"
         # Announce the entry (303) only once it is stored: from then on GET of its Location
         # answers 302 until it is in the log, never 404, even across a crash.
@@ -302,7 +309,9 @@ async def _authorize_write(
 ) -> SignedStatement:
     """May ``principal`` register this statement? Asked before any check that may remember
     the statement (a payload rule), so that a write it may not make changes nothing.
-    Returns the statement parsed, for the checks to go on with."""
+    Returns the statement parsed, for the checks to go on with. An issuer this process does
+    not know yet is let through to the checks, which refuse it (``issuer-unknown``) or, once
+    they have learned its organization, ask :meth:`Auth.registers_for` of it."""
     statement = parse_statement(data, max_size=service.max_statement_size)
     org = service.registry.name_of(statement.issuer)
     if org is None and service.shared:
