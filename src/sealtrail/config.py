@@ -83,6 +83,13 @@ from sealtrail.log import (
 )
 from sealtrail.merkle import EMPTY_ROOT, Checkpoint, MerkleError
 from sealtrail.note import NoteVerifier
+from sealtrail.provenance import (
+    MAX_POLICY_AGE,
+    MAX_POLICY_COMPONENTS,
+    MAX_SECURITY_VERSION,
+    PolicyChange,
+    parse_policy_change,
+)
 from sealtrail.scitt import MAX_STATEMENT_SIZE_LIMIT, key_id
 from sealtrail.storage import (
     ENTRY_BUNDLES,
@@ -1155,6 +1162,22 @@ def _positive(table: dict[str, Any], key: str, default: int) -> int:
     return value
 
 
+def _check_policy(max_attestation_age: int, minimums: dict[str, int]) -> None:
+    """The policy settings as a server records them (a provenance policy record), so that
+    one it could not record is refused here, when the configuration is read."""
+    change = PolicyChange(1, max_attestation_age, tuple(sorted(minimums.items())))
+    try:
+        parse_policy_change(change.to_json())
+    except Error as exc:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [provenance]: {exc.message}",
+            hint=f"max_attestation_age is 1 to {MAX_POLICY_AGE} s (a year); "
+            f"[provenance.min_security_version] names at most {MAX_POLICY_COMPONENTS} "
+            f"components, each with a security version of at most {MAX_SECURITY_VERSION} "
+            "(docs/provenance.md).",
+        ) from None
+
+
 def _statement_limit(server: dict[str, Any]) -> int:
     value = _get(server, "max_statement_size", int, DEFAULT_MAX_STATEMENT_SIZE)
     if not 0 < value <= MAX_STATEMENT_SIZE_LIMIT:
@@ -1232,6 +1255,8 @@ def load_config(data_dir: Path) -> Config:
             f"{CONFIG_FILE}: [provenance.min_security_version] maps components to "
             "non-negative integers"
         )
+    max_attestation_age = _positive(prov, "max_attestation_age", DEFAULT_MAX_ATTESTATION_AGE)
+    _check_policy(max_attestation_age, minimums)
     store_url = _get(raw, "store", str, DEFAULT_STORE)
     defaults = sequencer_defaults(store_url)
     origin = _get(raw, "origin", str, "")
@@ -1258,7 +1283,7 @@ def load_config(data_dir: Path) -> Config:
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
-        max_attestation_age=_positive(prov, "max_attestation_age", DEFAULT_MAX_ATTESTATION_AGE),
+        max_attestation_age=max_attestation_age,
         min_security_version=dict(minimums),
         require_challenge=_get(prov, "require_challenge", bool, True),
         auth_required=_get(auth, "required", bool, True),

@@ -365,6 +365,7 @@ CALLS = [
     ),
     Call("GET", "/provenance/v1/shipments/{shipment_id}", lambda w: "/provenance/v1/shipments/x"),
     Call("GET", "/provenance/v1/compliance", lambda w: "/provenance/v1/compliance"),
+    Call("GET", "/provenance/v1/policy", lambda w: "/provenance/v1/policy"),
     Call("GET", "/provenance/v1/passports/{serial}", lambda w: "/provenance/v1/passports/x"),
     Call(
         "GET",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -394,6 +395,11 @@ def test_the_compliance_sweep_makes_stale_servers_non_compliant(tmp_path: Path) 
     key, chain = root / "operator.key", root / "operator.pem"
     write_private_key(key, issuers[OPERATOR].leaf_key)  # type: ignore[arg-type]
     chain.write_bytes(issuers[OPERATOR].leaf.public_bytes(serialization.Encoding.PEM))
+    # The service's policy, recorded as the server starts: the sweep's default max age.
+    config = root / "d" / "sealtrail.toml"
+    config.write_text(
+        re.sub(r"(?m)^max_attestation_age = .*$", "max_attestation_age = 5", config.read_text())
+    )
     with served(root) as url:
         tokens = onboard_all(url, token, issuers)
         operator = token_file(root / "operator.token", tokens[OPERATOR])
@@ -410,9 +416,10 @@ def test_the_compliance_sweep_makes_stale_servers_non_compliant(tmp_path: Path) 
         args += ["--url", url, "--token-file", str(operator), "--json"]
         fresh = json.loads(sealtrail(*args, "--max-age", "3600", cwd=root).stdout)
         assert fresh["stale"] == []
-        time.sleep(2.1)
-        listed = json.loads(sealtrail(*args, "--max-age", "1", "--dry-run", cwd=root).stdout)
+        time.sleep(5.1)
+        listed = json.loads(sealtrail(*args, "--dry-run", cwd=root).stdout)  # the policy's 5 s
         assert [s["server_serial"] for s in listed["stale"]] == ["srv-s"]
+        assert "older than 5 s" in listed["stale"][0]["reason"]
         swept = sealtrail(*args, "--max-age", "1", cwd=root)
         assert swept.returncode == 0, swept.stderr
         (row,) = json.loads(swept.stdout)["stale"]

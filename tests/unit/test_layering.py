@@ -25,7 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "scitt": {"errors", "merkle", "keys", "note", "storage", "log"},
     "provenance": {"errors", "merkle", "keys", "note", "storage", "log", "scitt"},
     "client": {"errors", "merkle", "keys", "note", "storage", "log", "scitt"},
-    "config": {"errors", "merkle", "keys", "note", "storage", "log", "scitt"},
+    # The configuration's provenance policy is checked as the ledger would record it.
+    "config": {"errors", "merkle", "keys", "note", "storage", "log", "scitt", "provenance"},
     "service": {
         "errors",
         "merkle",

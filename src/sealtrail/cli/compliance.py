@@ -2,7 +2,8 @@
 
 Run it periodically (cron, a systemd timer) as the operator: it asks the service for the
 servers that are ``verified`` or in ``production``, finds those without an affirming
-attestation within ``--max-age`` seconds, and registers, signed with the operator's key,
+attestation within the service's policy (its maximum attestation age, or ``--max-age``
+seconds), and registers, signed with the operator's key,
 one compliance statement per server moving it to ``non-compliant`` with the reason.
 """
 
@@ -28,9 +29,6 @@ compliance_app = typer.Typer(
     help="Server compliance: the periodic sweep for stale attestations.", no_args_is_help=True
 )
 
-#: Default for --max-age: a day, as the service's own default policy.
-DEFAULT_MAX_AGE = 24 * 3600
-
 
 @compliance_app.command("sweep")
 def sweep(
@@ -43,11 +41,13 @@ def sweep(
         str, typer.Option(help="Statements' sub claim: this prefix, then the server serial.")
     ] = "urn:sealtrail:compliance:",
     max_age: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=1, help="Seconds a passing attestation stays fresh (use the service's policy)."
+            min=1,
+            help="Seconds a passing attestation stays fresh (default: the service's policy "
+            "in force).",
         ),
-    ] = DEFAULT_MAX_AGE,
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List the stale servers; register nothing.")
     ] = False,
@@ -66,6 +66,8 @@ def sweep(
     found: list[dict[str, Any]] = []
     failed = False
     with connect(url, token_file) as service:
+        if max_age is None:
+            max_age = int(service.policy()["max_attestation_age"])
         for state in sorted(ATTESTED_STATES):
             for server in service.compliance(state.value)["servers"]:
                 serial = server["server_serial"]

@@ -25,6 +25,7 @@ from sealtrail.provenance import (
     audit_log,
     check_index_of_log,
     check_index_rules,
+    service_signed,
 )
 from sealtrail.scitt import (
     ORG_RECORD_TYPE,
@@ -54,6 +55,9 @@ index_app = typer.Typer(
 
 
 def policy(config: Config) -> ProvenancePolicy:
+    """The configured policy: what ``serve`` records as the service's when the log's
+    differs (rebuilds and audits start from its :meth:`~ProvenancePolicy.initial` and take
+    the rest from the log's policy records)."""
     return ProvenancePolicy(
         min_security_version=dict(config.min_security_version),
         max_attestation_age=config.max_attestation_age,
@@ -118,13 +122,15 @@ def rebuild(data_dir: DataDir = DEFAULT_DATA_DIR, keys_file: KeysOption = None) 
         with _rebuild_claim(index) as renew:
             reader = _reader(config, store)
             size = reader.size()
-            found = registry(store, config.service_issuer, service_keys(config, keys_file))
+            keys = service_keys(config, keys_file)
+            found = registry(store, config.service_issuer, keys)
             ledger = ProvenanceLedger(
                 index,
                 statement=store.get_statement,
                 org_of=found.name_of,
-                policy=policy(config),
+                policy=policy(config).initial(),
                 content_types=store.content_types,
+                service_record=service_signed(config.service_issuer, keys),
             )
             renew()  # a claim lost while the log was read empties nothing
             # Emptied and stamped with this release's rules in one transaction: a rebuild
@@ -244,7 +250,7 @@ def audit(
                 index,
                 issuer=config.service_issuer,
                 service_keys=service_keys(config, keys_file),
-                policy=policy(config),
+                policy=policy(config).initial(),
                 progress=step,
             )
     finally:

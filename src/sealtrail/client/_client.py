@@ -651,6 +651,12 @@ _VIEW_FIELDS: dict[str, dict[str, type]] = {
     "device timeline": {"device_id": str, "size": int, "checkpoint": int, "entries": list},
     "shipment": {"shipment_id": str, "size": int},
     "compliance": {"servers": list, "size": int},
+    "policy": {
+        "version": int,
+        "max_attestation_age": int,
+        "min_security_version": dict,
+        "size": int,
+    },
 }
 
 
@@ -1177,6 +1183,11 @@ class Client:
         """Servers with a compliance record, optionally only those in ``state``."""
         return self._run(_query("/compliance", "compliance", state=state, size=size))
 
+    def policy(self, *, size: int | None = None) -> dict[str, Any]:
+        """The service's provenance policy in force (its maximum attestation age, minimum
+        security versions, and the policy record that set them)."""
+        return self._run(_query("/policy", "policy", size=size))
+
     def challenge(self, server_serial: str, count: int = 1) -> list[bytes]:
         """Fresh nonces for a server's attestation or arrival, one per device to challenge."""
         doc = self._run(_challenge(server_serial, count))
@@ -1348,6 +1359,10 @@ class AsyncClient:
     ) -> dict[str, Any]:
         """See :meth:`Client.compliance`."""
         return await self._run(_query("/compliance", "compliance", state=state, size=size))
+
+    async def policy(self, *, size: int | None = None) -> dict[str, Any]:
+        """See :meth:`Client.policy`."""
+        return await self._run(_query("/policy", "policy", size=size))
 
     async def challenge(self, server_serial: str, count: int = 1) -> list[bytes]:
         """See :meth:`Client.challenge`."""

@@ -56,6 +56,7 @@ from sealtrail.storage import IndexedEntry, IndexStore, StatementRecord
 from ._devicechain import DeviceChainValidator
 from ._kinds import KINDS
 from ._ledger import indexed_entry, screen
+from ._payloads import PolicyChange, parse_policy_change
 from ._state import RULES_VERSION, Fact, MemoryRows, Outcome, ProvenancePolicy, ProvenanceState
 
 __all__ = ["AuditReport", "Finding", "audit_log"]
@@ -67,11 +68,17 @@ QUOTE = 120
 
 Progress = Callable[[str, int, int], None]
 
-#: The service's own records (signed by a service key), none a provenance fact:
-#: organizations, then who may call what (docs/auth.md: users and their tokens, shared
-#: statements).
+#: The service's own records (signed by a service key): organizations, who may call what
+#: (docs/auth.md: users and their tokens, shared statements), the receipt keys, and the
+#: provenance policy (the one that is a provenance fact).
 _SERVICE_RECORDS = frozenset(
-    {ORG_RECORD_TYPE, USER_RECORD_TYPE, GRANT_RECORD_TYPE, KEYS_RECORD_TYPE}
+    {
+        ORG_RECORD_TYPE,
+        USER_RECORD_TYPE,
+        GRANT_RECORD_TYPE,
+        KEYS_RECORD_TYPE,
+        PolicyChange.CONTENT_TYPE,
+    }
 )
 
 
@@ -151,9 +158,14 @@ class _Replay:
             statement = parse_statement(record.body, max_size=len(record.body))
             content_type = str(statement.content_type)
             edited = _edited_columns(index, record, statement)
-            if content_type in _SERVICE_RECORDS and statement.issuer == self.issuer:
-                self._service_record(content_type, statement)
-                return indexed_entry(index, leaf, "", None, Outcome()), Outcome(), edited
+            if statement.issuer == self.issuer and content_type in _SERVICE_RECORDS:
+                entry, outcome = self._service_record(index, leaf, content_type, statement)
+                return entry, outcome, edited
+            if content_type == PolicyChange.CONTENT_TYPE:
+                raise Error(  # only the service records its policy, as registration says
+                    "a policy record from an issuer that is not the service",
+                    code="policy-record-reserved",
+                )
             org = self.registry.for_issuer(statement.issuer)
             org.policy.check(
                 content_type=content_type,
@@ -178,23 +190,20 @@ class _Replay:
         outcome = self.state.apply(fact)
         return indexed_entry(index, leaf, kind.name, fact, outcome), outcome, edited
 
-    def _service_record(self, content_type: str, statement: SignedStatement) -> None:
+    def _service_record(
+        self, index: int, leaf: bytes, content_type: str, statement: SignedStatement
+    ) -> tuple[IndexedEntry, Outcome]:
         """A record the service signed: organizations are applied to the registry the
         statements after them are checked against; users are folded too (each version
         one more than the last, a certificate one user's); a receipt key set must be signed
-        by the key it names as current; grants are only read."""
-        verifier = self.service_keys.get(statement.kid or b"")
-        if verifier is None:
-            raise Error("signed by a key that is not a service key", code="org-record-untrusted")
-        statement.message.verify(verifier)
-        mark = statement.message.signing_mark
-        if mark in self.service_marks:
-            raise Error(
-                "an earlier service record again, under a re-encoded signature: a copy the "
-                "service never made",
-                code="service-record-replayed",
-            )
-        self.service_marks.add(mark)
+        by the key it names as current; grants are only read; a policy record is applied
+        to the provenance state, as the index does."""
+        self._service_signed(statement)
+        if content_type == PolicyChange.CONTENT_TYPE:
+            payload = parse_policy_change(statement.payload)
+            fact = Fact(leaf, "", statement.issued_at or 0, payload)
+            outcome = self.state.apply(fact)
+            return indexed_entry(index, leaf, payload.KIND, fact, outcome), outcome
         if content_type == ORG_RECORD_TYPE:
             self.registry.apply(parse_org_record(statement.payload))
         elif content_type == USER_RECORD_TYPE:
@@ -207,6 +216,22 @@ class _Replay:
                 )
         else:
             self._grant(parse_grant_record(statement.payload))
+        return indexed_entry(index, leaf, "", None, Outcome()), Outcome()
+
+    def _service_signed(self, statement: SignedStatement) -> None:
+        """Signed by one of the service's keys, and not a re-encoded copy of a record."""
+        verifier = self.service_keys.get(statement.kid or b"")
+        if verifier is None:
+            raise Error("signed by a key that is not a service key", code="org-record-untrusted")
+        statement.message.verify(verifier)
+        mark = statement.message.signing_mark
+        if mark in self.service_marks:
+            raise Error(
+                "an earlier service record again, under a re-encoded signature: a copy the "
+                "service never made",
+                code="service-record-replayed",
+            )
+        self.service_marks.add(mark)
 
     def _grant(self, grant: Grant) -> None:
         """A grant is made by an administrator or by a user of the statement's organization

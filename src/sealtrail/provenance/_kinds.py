@@ -17,6 +17,7 @@ from ._payloads import (
     Custody,
     DeviceManifest,
     FirmwareRelease,
+    PolicyChange,
     parse_arrival,
     parse_assembly,
     parse_attestation_result,
@@ -29,7 +30,14 @@ from ._payloads import (
 __all__ = ["KINDS", "Kind", "Payload", "Role", "parse_payload"]
 
 Payload = (
-    DeviceManifest | FirmwareRelease | Assembly | Custody | Arrival | AttestationResult | Compliance
+    DeviceManifest
+    | FirmwareRelease
+    | Assembly
+    | Custody
+    | Arrival
+    | AttestationResult
+    | Compliance
+    | PolicyChange
 )
 
 

@@ -33,7 +33,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sealtrail.errors import (
@@ -45,6 +45,7 @@ from sealtrail.errors import (
     NotFound,
     VerificationError,
 )
+from sealtrail.keys import Verifier
 from sealtrail.log import LogReader, cancel_and_wait
 from sealtrail.merkle import leaf_hash
 from sealtrail.scitt import (
@@ -53,14 +54,23 @@ from sealtrail.scitt import (
     PayloadRule,
     RuleContext,
     SignedStatement,
+    TransparencyService,
     parse_statement,
 )
 from sealtrail.storage import MAX_READ_ENTRIES, Change, IndexedEntry, IndexStore, StatementRecord
 
 from ._devicechain import DeviceChainValidator
 from ._kinds import KINDS, Kind, Payload
-from ._payloads import Arrival, AttestationResult, Compliance, DeviceManifest
+from ._payloads import (
+    Arrival,
+    AttestationResult,
+    Compliance,
+    DeviceManifest,
+    PolicyChange,
+    parse_policy_change,
+)
 from ._state import (
+    POLICY_KEY,
     RULES_VERSION,
     Fact,
     MemoryRows,
@@ -83,6 +93,7 @@ __all__ = [
     "open_nonce",
     "screen",
     "seal_nonce",
+    "service_signed",
 ]
 
 log = logging.getLogger("sealtrail.provenance")
@@ -361,6 +372,42 @@ def load_rows(index: IndexStore) -> MemoryRows:
     return rows
 
 
+#: The ``sub`` of a policy record.
+POLICY_SUBJECT = "urn:sealtrail:provenance-policy"
+#: Why a stored statement whose body is not the log's entry gives no fact.
+ALTERED = "the stored statement does not hash to the log's entry"
+#: Why a policy record the service did not sign changes nothing.
+UNTRUSTED = "a policy record not signed by the service"
+
+
+def service_signed(
+    issuer: str, keys: Mapping[bytes, Verifier]
+) -> Callable[[SignedStatement], bool]:
+    """A ledger's ``service_record`` for a service known by its issuer and receipt keys
+    (kid -> key, current and retired): a record it signed names it as issuer and verifies
+    with the key its kid names."""
+
+    def signed(statement: SignedStatement) -> bool:
+        verifier = keys.get(statement.kid or b"")
+        if statement.issuer != issuer or verifier is None:
+            return False
+        try:
+            statement.message.verify(verifier)
+        except Error:
+            return False
+        return True
+
+    return signed
+
+
+def _policy_reserved(statement: SignedStatement, org: Organization, context: RuleContext) -> None:
+    raise VerificationError(
+        "provenance policy records are the service's own: it records its configured "
+        "policy itself (sealtrail.toml, [provenance])",
+        code="policy-record-reserved",
+    )
+
+
 class ProvenanceLedger:
     """Keeps an index up with a log and gives the registration rules; see the module docs.
 
@@ -379,11 +426,18 @@ class ProvenanceLedger:
         shared: bool = False,
         content_types: Callable[[Sequence[bytes]], dict[bytes, str]] | None = None,
         challenge_key: bytes | None = None,
+        service_record: Callable[[SignedStatement], bool] | None = None,
     ) -> None:
         """``shared``: other processes register into the same log and index (a PostgreSQL
         deployment). Entries they registered reach this process only through the log, so
         each one makes the tentative state rebuild from the index before the next check,
-        and an index batch another process applied first is simply skipped."""
+        and an index batch another process applied first is simply skipped.
+
+        ``policy`` is the policy in force before the log holds a policy record (its
+        ``require_challenge`` and ``challenge_ttl`` always: they are registration's alone).
+        ``service_record`` says whether a statement is a record the service signed (its
+        issuer and one of its receipt keys): only those can change the policy. Without
+        it, no policy record is trusted (``policy-record-untrusted``)."""
         self.index = index
         self.shared = shared
         self.policy = policy or ProvenancePolicy()
@@ -394,6 +448,7 @@ class ProvenanceLedger:
         self._content_types = content_types
         self._types: dict[bytes, str] | None = None
         self._org_of = org_of
+        self.service_record = service_record
         self._indexed = ProvenanceState(_IndexRows(index), policy=self.policy)
         #: A copy of the index's rows as of ``_base_size`` entries, and the tentative state
         #: over it (see _rebuild).
@@ -419,8 +474,24 @@ class ProvenanceLedger:
     # -- registration rules ---------------------------------------------------------------
 
     def rules(self) -> dict[str, PayloadRule]:
-        """content type -> the rule the transparency service runs for it."""
-        return {content_type: self._rule_for(kind) for content_type, kind in KINDS.items()}
+        """content type -> the rule the transparency service runs for it (a policy
+        record is the service's own: submitted by anyone, it is refused)."""
+        rules = {content_type: self._rule_for(kind) for content_type, kind in KINDS.items()}
+        rules[PolicyChange.CONTENT_TYPE] = _policy_reserved
+        return rules
+
+    def policy_row(self) -> Value | None:
+        """The index's ``policy`` row: the latest policy record applied (its version,
+        settings, entry and ``iat``), or None before the log holds one (blocking)."""
+        raw = self.index.row("policy", POLICY_KEY)
+        return None if raw is None else json.loads(raw)
+
+    def policy_in_force(self) -> ProvenancePolicy:
+        """The policy of the latest policy record the index holds, over ``policy`` (the
+        defaults before the log holds one; blocking)."""
+        row = self.policy_row()
+        rows = MemoryRows({} if row is None else {"policy": {POLICY_KEY: row}})
+        return ProvenanceState(rows, policy=self.policy).policy_in_force()
 
     def _rule_for(self, kind: Kind) -> PayloadRule:
         def rule(statement: SignedStatement, org: Organization, context: RuleContext) -> None:
@@ -436,6 +507,45 @@ class ProvenanceLedger:
             )
 
         return rule
+
+    async def record_policy(self, desired: ProvenancePolicy, service: TransparencyService) -> bool:
+        """Make ``desired``'s settings (its maximum attestation age and minimum security
+        versions) the service's policy, if the policy in force differs: a policy record the
+        service signs, in force for every statement accepted after it (it is accepted here
+        as a statement is) and in the index from its place in the log on. Returns whether
+        one was recorded, once the index holds it.
+
+        Two processes of a shared store recording at once make two records of one version:
+        the first in the log applies, the other is refused (``policy-version``), and a
+        warning says so when they differ.
+        """
+        await self.refresh()
+        row = await asyncio.to_thread(self.policy_row)
+        in_force = await asyncio.to_thread(self.policy_in_force)
+        settings = (desired.max_attestation_age, dict(desired.min_security_version))
+        if (in_force.max_attestation_age, dict(in_force.min_security_version)) == settings:
+            return False
+        change = PolicyChange(
+            version=1 if row is None else row["version"] + 1,
+            max_attestation_age=desired.max_attestation_age,
+            min_security_version=tuple(sorted(desired.min_security_version.items())),
+        )
+        statement = service.sign_record(change.CONTENT_TYPE, POLICY_SUBJECT, change.to_json())
+        self.accept(Fact(statement.leaf_entry, "", statement.issued_at or 0, change), service)
+        registration = await service.register_checked(statement)
+        await self.synced(registration.index + 1)
+        row = await asyncio.to_thread(self.policy_row)
+        if row is None or row["entry"] != statement.leaf_entry.hex():
+            log.warning(
+                "provenance policy: another process recorded version %d first; the policy "
+                "in force is that one (check that every server has the same [provenance])",
+                change.version,
+            )
+            return False
+        log.info(
+            "provenance policy version %d recorded (entry %d)", change.version, registration.index
+        )
+        return True
 
     # -- challenges (fresh nonces) ----------------------------------------------------------
 
@@ -708,17 +818,22 @@ class ProvenanceLedger:
             outcome.changes,
         )
 
-    def _judge(self, leaf: bytes) -> tuple[Fact | None, str, Outcome]:
+    def _judge(self, leaf: bytes) -> tuple[Fact | None, str, Outcome]:  # noqa: PLR0911
         """Apply one log entry the tentative state did not see (after a restart, say)."""
         if self._types is not None:
             content_type = self._types.get(leaf)
             if content_type is None:
                 return None, "", Outcome(code="index-statement-missing", message="not stored")
-            if content_type not in KINDS:
+            if content_type not in KINDS and content_type != PolicyChange.CONTENT_TYPE:
                 return None, "", Outcome()
         record = self._statement(leaf)
         if record is None:
             return None, "", Outcome(code="index-statement-missing", message="not stored")
+        if hashlib.sha256(record.body).digest() != leaf:
+            # A body put in the place of the registered one: its facts are not the log's.
+            return None, "", Outcome(code="index-statement-altered", message=ALTERED)
+        if record.content_type == PolicyChange.CONTENT_TYPE:
+            return self._judge_policy(record)
         kind = KINDS.get(record.content_type)
         if kind is None:
             return None, "", Outcome()
@@ -730,6 +845,23 @@ class ProvenanceLedger:
             return None, kind.name, Outcome(code=exc.code, message=str(exc))
         assert fact is not None
         return fact, kind.name, self._indexed.apply(fact)
+
+    def _judge_policy(self, record: StatementRecord) -> tuple[Fact | None, str, Outcome]:
+        """A policy record, applied only when the service signed it."""
+        kind = PolicyChange.KIND
+        try:
+            statement = parse_statement(record.body, max_size=len(record.body))
+            if self.service_record is None or not self.service_record(statement):
+                return None, kind, Outcome(code="policy-record-untrusted", message=UNTRUSTED)
+            fact = Fact(
+                statement.leaf_entry,
+                "",
+                statement.issued_at or 0,
+                parse_policy_change(statement.payload),
+            )
+        except Error as exc:
+            return None, kind, Outcome(code=exc.code, message=str(exc))
+        return fact, kind, self._indexed.apply(fact)
 
     async def start(self, reader: LogReader) -> None:
         """Bring the index up to the log, seed the tentative state, and follow the log.

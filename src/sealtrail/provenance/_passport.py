@@ -104,6 +104,7 @@ from ._payloads import (
     FirmwareRelease,
     Node,
     NodeType,
+    PolicyChange,
 )
 from ._state import Fact, MemoryRows, ProvenancePolicy, ProvenanceState, child_key
 from ._strict import canonical
@@ -142,8 +143,8 @@ MAX_INDEX = 2**63 - 1
 MAX_SCOPE_ROUNDS = 64
 
 #: The replay's policy. The service's own (minimum security versions, maximum attestation
-#: age) is configuration, not in the log: the replay cannot know it, so it only applies
-#: rules that hold under any policy (a stricter policy can only have refused more).
+#: age) is in the log's policy records, which a passport does not carry: the replay only
+#: applies rules that hold under any policy (a stricter policy can only have refused more).
 REPLAY_POLICY = ProvenancePolicy(min_security_version={}, max_attestation_age=2**62)
 
 # CWT claim keys (RFC 8392).
@@ -280,7 +281,7 @@ class _Scope:
             return kid.serial in self.nodes
         return kid.device_id in self.devices
 
-    def relevant(self, payload: Payload) -> bool:
+    def relevant(self, payload: Payload) -> bool:  # noqa: PLR0911
         """Does ``payload`` touch the scope? (A passport holds nothing else.)"""
         if isinstance(payload, DeviceManifest):
             wanted = self.devices | self.named
@@ -298,6 +299,8 @@ class _Scope:
             if payload.event is CustodyEvent.SHIPPED:
                 return bool(self.nodes.intersection(payload.contents))
             return payload.shipment_id in self.shipments
+        if isinstance(payload, PolicyChange):
+            return False  # the service's policy: the replay applies its own (REPLAY_POLICY)
         return payload.server_serial in self.nodes
 
     def outside(self, payloads: Iterable[Payload]) -> set[str]:
@@ -1114,6 +1117,8 @@ def _summary(payload: Payload, scope: _Scope, rows: MemoryRows) -> str:  # noqa:
             f"({len(payload.devices)} device(s))"
             + (f"; the evidence shows {', '.join(shown)}" if shown else "")
         )
+    if isinstance(payload, PolicyChange):
+        return f"the service's provenance policy, version {payload.version}"
     return (
         f"server {payload.server_serial}: {payload.from_state.value} -> "
         f"{payload.to_state.value} ({payload.reason})"

@@ -862,3 +862,72 @@ def parse_compliance(payload: bytes) -> Compliance:
     )
     check_transition(compliance.from_state, compliance.to_state)
     return compliance
+
+
+# -- the service's provenance policy ---------------------------------------------------------
+
+#: Most components one policy names a minimum security version for.
+MAX_POLICY_COMPONENTS = 256
+#: Longest attestation age a policy allows: a year, in seconds.
+MAX_POLICY_AGE = 366 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChange(_Payload):
+    """The service's provenance policy from this entry on: a record the service signs
+    (never an organization's statement), versions one by one.
+
+    ``max_attestation_age`` (seconds) is how old a server's latest passing attestation may
+    be when it is moved to ``verified`` or ``production`` and when ``compliance sweep``
+    looks; ``min_security_version`` maps a firmware component to the lowest security
+    version an attestation accepts without a warning.
+    """
+
+    KIND: ClassVar[str] = "policy"
+    CONTENT_TYPE: ClassVar[str] = _content_type("policy")
+
+    version: int
+    max_attestation_age: int
+    min_security_version: tuple[tuple[str, int], ...] = ()
+
+    def _doc(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "max_attestation_age": self.max_attestation_age,
+            "min_security_version": dict(self.min_security_version),
+        }
+
+
+def parse_policy_change(payload: bytes) -> PolicyChange:
+    """Read a provenance policy record (``policy``)."""
+    where = PolicyChange.KIND
+    names = ("version", "max_attestation_age", "min_security_version")
+    doc = obj(load(payload, where), where, required=frozenset(names))
+    minimums = doc["min_security_version"]
+    if not isinstance(minimums, dict):
+        fail(f"{where}.min_security_version", "must be an object")
+    if len(minimums) > MAX_POLICY_COMPONENTS:
+        too_large(
+            f"{where}.min_security_version", f"names more than {MAX_POLICY_COMPONENTS} components"
+        )
+    floors = tuple(
+        sorted(
+            (
+                ident(component, f"{where}.min_security_version"),
+                integer(
+                    floor,
+                    f"{where}.min_security_version[{component!r}]",
+                    low=0,
+                    high=MAX_SECURITY_VERSION,
+                ),
+            )
+            for component, floor in minimums.items()
+        )
+    )
+    return PolicyChange(
+        version=integer(doc["version"], f"{where}.version", low=1, high=2**31 - 1),
+        max_attestation_age=integer(
+            doc["max_attestation_age"], f"{where}.max_attestation_age", low=1, high=MAX_POLICY_AGE
+        ),
+        min_security_version=floors,
+    )

@@ -36,7 +36,9 @@ arrival's and attestation's rows cleared when a server ships or its contents cha
 the recipient, the assembler and the carrier speaking for theirs, only the holder sending,
 a passing arrival on the latest trip before an affirming attestation and before
 ``verified`` or ``production``) and the appraisal holding
-measurements to the alias chain's DICE TcbInfo FWIDs (``evidence-tcb-mismatch``).
+measurements to the alias chain's DICE TcbInfo FWIDs (``evidence-tcb-mismatch``); 3, the
+service's policy (maximum attestation age, minimum security versions) read from the log's
+policy records in log order (the ``policy`` row) instead of the configuration.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -69,10 +71,12 @@ from ._payloads import (
     FirmwareRelease,
     Node,
     NodeType,
+    PolicyChange,
     Verdict,
 )
 
 __all__ = [
+    "POLICY_KEY",
     "RULES_VERSION",
     "Change",
     "Fact",
@@ -87,7 +91,10 @@ __all__ = [
 
 #: The version of the rules below (see the module docs: bump it whenever a fact's outcome,
 #: code, rows or subjects change).
-RULES_VERSION = 2
+RULES_VERSION = 3
+
+#: The key of the one row of the ``policy`` table.
+POLICY_KEY = "provenance"
 
 Change = tuple[str, str, str | None]
 """``(table, key, value)``: a row's new value as canonical JSON text, or None once deleted."""
@@ -127,8 +134,9 @@ def child_key(child: ChildRef) -> str:
 class Fact:
     """A registered provenance statement, as the model sees it.
 
-    ``org`` is the issuer's organization name, ``iat`` the statement's issued-at time
-    (seconds since the epoch, as signed), ``entry_id`` its leaf entry (32 bytes).
+    ``org`` is the issuer's organization name (empty for the service's own policy record),
+    ``iat`` the statement's issued-at time (seconds since the epoch, as signed),
+    ``entry_id`` its leaf entry (32 bytes).
     """
 
     entry_id: bytes
@@ -171,6 +179,16 @@ class ProvenancePolicy:
     max_attestation_age: int = 24 * 3600
     require_challenge: bool = False
     challenge_ttl: int = 300
+
+    def initial(self) -> ProvenancePolicy:
+        """The policy a ledger starts from: these challenge settings (registration's alone)
+        with the default attestation age and no minimum security versions. Those two are
+        in force until the log holds a policy record, so that every replay of the log
+        judges its entries alike, whatever a configuration says: a server records its
+        configured ones (:meth:`ProvenanceLedger.record_policy`)."""
+        return ProvenancePolicy(
+            require_challenge=self.require_challenge, challenge_ttl=self.challenge_ttl
+        )
 
 
 class Rows(Protocol):
@@ -315,7 +333,20 @@ class ProvenanceState:
             Arrival: self._arrival,
             AttestationResult: self._attestation,
             Compliance: self._compliance,
+            PolicyChange: self._policy_change,
         }
+
+    def policy_in_force(self, rows: Rows | None = None) -> ProvenancePolicy:
+        """The policy the rules apply: the latest policy record's settings (the ``policy``
+        row), over this state's ``policy`` (the defaults, before the log holds a record)."""
+        row = (rows or self.rows).get("policy", POLICY_KEY)
+        if row is None:
+            return self.policy
+        return replace(
+            self.policy,
+            max_attestation_age=row["max_attestation_age"],
+            min_security_version=dict(row["min_security_version"]),
+        )
 
     # -- applying facts -------------------------------------------------------------------
 
@@ -702,7 +733,7 @@ class ProvenanceState:
                 ],
                 nonce=nonce,
                 release_of=lambda m: self._release_of(source, m),
-                min_security_version=self.policy.min_security_version.get,
+                min_security_version=self.policy_in_force(source).min_security_version.get,
                 chains=self.chains,
             )
         )
@@ -830,7 +861,7 @@ class ProvenanceState:
                     "reinstatement needs a passing attestation after the server was found "
                     "non-compliant",
                 )
-            if fact.iat - attestation["iat"] > self.policy.max_attestation_age:
+            if fact.iat - attestation["iat"] > self.policy_in_force(w).max_attestation_age:
                 raise _refuse(
                     "compliance-stale-attestation",
                     "the server's latest passing attestation is older than the policy allows",
@@ -851,6 +882,28 @@ class ProvenanceState:
             },
         )
 
+    def _policy_change(self, w: _Writer, fact: Fact, change: PolicyChange) -> None:
+        # Versions one by one: two records made from the same one (two servers starting
+        # with a new policy at once) cannot both apply, and none is applied twice.
+        current = w.get("policy", POLICY_KEY)
+        expected = 1 if current is None else current["version"] + 1
+        if change.version != expected:
+            raise _refuse(
+                "policy-version",
+                f"a policy record of version {change.version}, where the next is {expected}",
+            )
+        w.put(
+            "policy",
+            POLICY_KEY,
+            {
+                "version": change.version,
+                "max_attestation_age": change.max_attestation_age,
+                "min_security_version": dict(change.min_security_version),
+                "entry": fact.entry,
+                "iat": fact.iat,
+            },
+        )
+
     def stale_servers(self, servers: Sequence[str], now: int) -> list[str]:
         """Of ``servers``, those ``compliance sweep`` makes non-compliant: verified or in
         production, with no passing attestation within the policy's max age at ``now``
@@ -862,7 +915,7 @@ class ProvenanceState:
                 self.compliance_state(serial),
                 self.rows.get("attestation", serial),
                 now=now,
-                max_age=self.policy.max_attestation_age,
+                max_age=self.policy_in_force().max_attestation_age,
             )
             is not None
         ]

@@ -941,6 +941,20 @@ class TransparencyService:
         if self.shared:
             await self._fold_orgs()
         check()
+        statement = self.sign_record(content_type, subject, record_json)
+        registration = await self.register_checked(statement)
+        if self.shared:
+            await self._fold_orgs()  # with any other process's records, in store order
+            if not in_effect():
+                raise lost
+        else:
+            apply()  # one process: nothing is folded after its start
+        return registration
+
+    def sign_record(self, content_type: str, subject: str, payload: bytes) -> SignedStatement:
+        """A record of the service's own, signed with its receipt key (issued now): the
+        administrative records above, and a layer's records (the provenance policy), which
+        that layer checks and registers with :meth:`register_checked`."""
         data = sign1(
             self.signer,
             protected={
@@ -952,17 +966,9 @@ class TransparencyService:
                     Claim.IAT: int(time.time()),
                 },
             },
-            payload=record_json,
+            payload=payload,
         )
-        statement = parse_statement(data)
-        registration = await self.register_checked(statement)
-        if self.shared:
-            await self._fold_orgs()  # with any other process's records, in store order
-            if not in_effect():
-                raise lost
-        else:
-            apply()  # one process: nothing is folded after its start
-        return registration
+        return parse_statement(data)
 
     def _verify_service_signature(self, statement: SignedStatement) -> None:
         verifier = self.keys.get(statement.kid or b"")

@@ -112,6 +112,7 @@ ROUTES: Mapping[tuple[str, str], frozenset[str]] = {
     ("GET", "/provenance/v1/nodes/{serial}/timeline"): _VIEWERS,
     ("GET", "/provenance/v1/shipments/{shipment_id}"): _VIEWERS | {"carrier"},
     ("GET", "/provenance/v1/compliance"): _VIEWERS,
+    ("GET", "/provenance/v1/policy"): _VIEWERS,
     ("GET", "/provenance/v1/passports/{serial}"): _VIEWERS,
     ("GET", "/provenance/v1/device-passports/{device_id}"): _VIEWERS,
     ("GET", "/provenance/v1/device-passports"): _VIEWERS,

@@ -23,6 +23,7 @@ from sealtrail.provenance import (
     MAX_CHALLENGE_COUNT,
     MAX_ID_LENGTH,
     MAX_TIMELINE,
+    POLICY_KEY,
     ComplianceState,
     Issued,
     ProvenanceLedger,
@@ -94,6 +95,7 @@ class ProvenanceQueries:
         self.index = ledger.index
         self.views = ProvenanceViews(ledger.index)
         self.service = service
+        self.defaults = ledger.policy
 
     def _pinned(self, size: int | None, view: Callable[[int | None], _T]) -> tuple[_T, int]:
         """``view`` at ``size``, or now; with the index size it reflects.
@@ -156,6 +158,31 @@ class ProvenanceQueries:
         before anything else is read, so that a refusal costs what an unknown id does."""
         doc, at = self._pinned(size, lambda s: self.views.shipment(shipment_id, size=s))
         may_see(doc)
+        return {**doc, "size": at, **self.proof(size)}
+
+    def policy(self, size: int | None) -> dict[str, Any]:
+        """The provenance policy in force (docs/provenance.md): the latest policy record's
+        settings with its version, entry and ``iat``, or before the log holds one the
+        defaults (version 0, no entry)."""
+
+        def view(at: int | None) -> dict[str, Any]:
+            raw = (
+                self.index.row("policy", POLICY_KEY)
+                if at is None
+                else self.index.row_at("policy", POLICY_KEY, at)
+            )
+            if raw is not None:
+                row: dict[str, Any] = json.loads(raw)
+                return row
+            return {
+                "version": 0,
+                "max_attestation_age": self.defaults.max_attestation_age,
+                "min_security_version": dict(self.defaults.min_security_version),
+                "entry": None,
+                "iat": None,
+            }
+
+        doc, at = self._pinned(size, view)
         return {**doc, "size": at, **self.proof(size)}
 
     def compliance(self, state: str | None, size: int | None) -> dict[str, Any]:
@@ -249,7 +276,7 @@ async def _challenge(ledger: ProvenanceLedger, serial: str, count: int) -> Issue
     return ledger.challenge(serial, count)
 
 
-def add_provenance_routes(
+def add_provenance_routes(  # noqa: PLR0915 (one statement per route)
     app: FastAPI, ledger: ProvenanceLedger, service: TransparencyService, auth: Auth
 ) -> None:
     """The read-only query routes under :data:`PREFIX` (docs/queries.md); ``auth`` checks
@@ -371,6 +398,12 @@ def add_provenance_routes(
 
         await ledger.synced(at)
         return _answer(await run_in_threadpool(queries.shipment, checked, at, may_see))
+
+    @app.get(PREFIX + "/policy", tags=["provenance"], response_class=JSONResponse)
+    async def policy(size: str | None = None) -> JSONResponse:
+        """The service's provenance policy in force: maximum attestation age, minimum
+        security versions, and the policy record that set them (log entries)."""
+        return await answer(queries.policy, size=_size(size))
 
     @app.get(PREFIX + "/compliance", tags=["provenance"], response_class=JSONResponse)
     async def compliance(state: str | None = None, size: str | None = None) -> JSONResponse:

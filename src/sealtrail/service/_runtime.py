@@ -34,7 +34,12 @@ from sealtrail.log import (
     SignedCheckpoint,
     cancel_and_wait,
 )
-from sealtrail.provenance import ProvenanceLedger, ProvenancePolicy, check_index_of_log
+from sealtrail.provenance import (
+    ProvenanceLedger,
+    ProvenancePolicy,
+    check_index_of_log,
+    service_signed,
+)
 from sealtrail.scitt import (
     MAX_STATEMENT_SIZE,
     ChainValidator,
@@ -122,7 +127,7 @@ def service_app(
         index if index is not None else open_index("memory:"),
         statement=store.get_statement,
         org_of=lambda issuer: service.org_name(issuer),  # noqa: PLW0108 (built below)
-        policy=provenance_policy,
+        policy=(provenance_policy or ProvenancePolicy()).initial(),
         shared=isinstance(sequencer, SharedSequencer),
         content_types=store.content_types,
         challenge_key=challenge_key,
@@ -139,6 +144,7 @@ def service_app(
     )
 
     service.refresh_history = ledger.refresh
+    ledger.service_record = service_signed(issuer, service.keys)
     service.withdraw = ledger.withdraw
 
     @asynccontextmanager
@@ -158,10 +164,13 @@ def service_app(
             try:
                 await service.start()
                 await ledger.start(sequencer.reader)
+                policy = _PolicyRecorder(ledger, service, provenance_policy)
+                await policy.start()
                 seen.start()
                 try:
                     yield
                 finally:
+                    await policy.close()
                     await seen.close()
                     await service.close()
                     await ledger.close(sequencer.reader)
@@ -186,6 +195,40 @@ def service_app(
     app.state.transparency_service = service
     app.state.ledger = ledger
     return app
+
+
+class _PolicyRecorder:
+    """Records the configured provenance policy as the service starts, when the log's
+    differs (:meth:`ProvenanceLedger.record_policy`): at once over a store of its own,
+    in the background over a shared one (the sequencer role may have no holder yet). A
+    failure is logged; the next start records it."""
+
+    def __init__(
+        self,
+        ledger: ProvenanceLedger,
+        service: TransparencyService,
+        desired: ProvenancePolicy | None,
+    ) -> None:
+        self._ledger = ledger
+        self._service = service
+        self._desired = desired or ProvenancePolicy()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._service.shared:
+            self._task = asyncio.create_task(self._record(), name="sealtrail-policy")
+        else:
+            await self._record()
+
+    async def _record(self) -> None:
+        try:
+            await self._ledger.record_policy(self._desired, self._service)
+        except Error as exc:
+            log.warning("provenance policy not recorded: %s (%s)", exc, exc.code)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
 
 #: Allocations between the garbage collector's youngest collections in a server (Python's

@@ -609,10 +609,7 @@ def _audit(lab: AttackLab, config: Config, log_db: Path, index_db: Path) -> list
             index,
             issuer=config.service_issuer,
             service_keys=decode_key_set(lab.service_keys),
-            policy=ProvenancePolicy(
-                min_security_version=dict(config.min_security_version),
-                max_attestation_age=config.max_attestation_age,
-            ),
+            policy=ProvenancePolicy(),
         )
     finally:
         index.close()

@@ -40,6 +40,7 @@ from sealtrail.provenance import (
     ProvenanceLedger,
     ProvenancePolicy,
     Verdict,
+    service_signed,
 )
 from sealtrail.scitt import TransparencyService, sign_statement
 from sealtrail.storage import IndexStore, MemoryIndex, MemoryStore, PostgresStore, SQLiteStore
@@ -260,6 +261,7 @@ async def signed_chain(
     )
     holder["service"] = service
     service.withdraw = ledger.withdraw  # as service_app wires it
+    ledger.service_record = service_signed(SERVICE, service.keys)
     if before_start is not None:
         before_start(service)
     await sequencer.start()
