@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI, Response
 from fastapi.testclient import TestClient
 
 from sealtrail.client import Client
@@ -309,3 +311,108 @@ def test_export_from_the_data_directory_of_a_running_server(tmp_path: Path) -> N
     doc = json.loads(v.stdout)
     assert doc["log"]["pinned"] is True and doc["service"]["pinned"] is True
     assert [s["index"] for s in doc["journey"]] == [journey.indexes[s] for s in STEPS]
+
+
+# -- the subject asked for ----------------------------------------------------------------------
+
+
+@contextmanager
+def answering(body: bytes) -> Iterator[str]:
+    """A stand-in for the service, or for anything on the path to it: every request is
+    answered with ``body``, a genuine passport of whatever subject."""
+    app = FastAPI()
+
+    @app.get("/{path:path}")
+    def passport(path: str) -> Response:
+        return Response(content=body, media_type=PASSPORT_TYPE)
+
+    with serve_in_thread(app) as url:
+        yield url
+
+
+def _passport(live: Live, path: str, **params: str) -> bytes:
+    r = httpx.get(live.url + path, params=params, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+def test_export_refuses_a_genuine_passport_of_another_subject(live: Live, tmp_path: Path) -> None:
+    server = _passport(live, f"/provenance/v1/passports/{SERVER}")
+    asked, other = live.journey.devices[2], live.journey.devices[1]
+    device = _passport(live, f"/provenance/v1/device-passports/{other.device_id}")
+    cases = [
+        (server, ("SRV-OTHER",)),
+        (device, (SERVER,)),
+        (server, (asked.device_id, "--device")),
+        (device, (asked.device_id, "--device")),
+        (server, (asked.serial, "--device", "--maker", MAKER)),
+        (device, (asked.serial, "--device", "--maker", MAKER)),
+        (device, (other.serial, "--device", "--maker", "another-maker")),
+    ]
+    for body, args in cases:
+        with answering(body) as url:
+            r = sealtrail("passport", "export", *args, "--url", url, "-o", "p.json", cwd=tmp_path)
+        assert_clean_error(r, "passport-subject-mismatch")
+        assert r.stderr.startswith("error (passport-subject-mismatch): the service answered")
+        assert not (tmp_path / "p.json").exists(), args
+    # The right passport, from the same stand-in, is taken.
+    with answering(device) as url:
+        r = sealtrail(
+            "passport", "export", other.serial, "--device", "--maker", MAKER,
+            "--url", url, "-o", "p.json", cwd=tmp_path,
+        )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "p.json").read_bytes() == device
+
+
+def test_verify_checks_the_subject_it_is_told_to_expect(live: Live, tmp_path: Path) -> None:
+    device = live.journey.devices[1]
+    (tmp_path / "srv.json").write_bytes(_passport(live, f"/provenance/v1/passports/{SERVER}"))
+    (tmp_path / "dev.json").write_bytes(
+        _passport(live, "/provenance/v1/device-passports", maker=MAKER, serial=device.serial)
+    )
+    for file, expect in (
+        ("srv.json", ("--expect-node", SERVER)),
+        ("dev.json", ("--expect-device", device.device_id)),
+        ("dev.json", ("--expect-device", device.serial, "--maker", MAKER)),
+    ):
+        v = sealtrail("passport", "verify", file, *expect, cwd=tmp_path)
+        assert v.returncode == 0, v.stderr
+        assert v.stdout.startswith("OK")
+    other = live.journey.devices[2]
+    for file, expect in (
+        ("srv.json", ("--expect-node", "SRV-OTHER")),
+        ("dev.json", ("--expect-node", SERVER)),
+        ("srv.json", ("--expect-device", device.device_id)),
+        ("dev.json", ("--expect-device", other.device_id)),
+        ("dev.json", ("--expect-device", other.serial, "--maker", MAKER)),
+        ("srv.json", ("--expect-device", device.serial, "--maker", MAKER)),
+    ):
+        v = sealtrail("passport", "verify", file, *expect, "--json", cwd=tmp_path)
+        assert_clean_error(v, "passport-subject-mismatch")
+        assert v.stdout == ""
+    for expect, code in (
+        (("--maker", MAKER), "device-lookup-invalid"),
+        (("--expect-node", SERVER, "--expect-device", device.device_id), "invalid-input"),
+        (("--expect-device", "not-an-id"), "device-id-invalid"),
+    ):
+        v = sealtrail("passport", "verify", "srv.json", *expect, cwd=tmp_path)
+        assert_clean_error(v, code)
+
+
+def test_text_that_is_not_unicode_fails_with_one_line(live: Live, tmp_path: Path) -> None:
+    """A lone surrogate: as a JSON escape in a file, or as a byte that is not UTF-8 in an
+    argument."""
+    lone = '{"subject":"\\ud800","type":"' + PASSPORT_TYPE + '"}'
+    (tmp_path / "lone.json").write_text(lone, encoding="ascii")
+    v = sealtrail("passport", "verify", "lone.json", cwd=tmp_path)
+    assert_clean_error(v, "passport-malformed")
+    for args, code in (
+        (("a\udcffb",), "serial-invalid"),
+        (("a\udcffb", "--device", "--maker", MAKER), "serial-invalid"),
+        (("RoT-0001", "--device", "--maker", "a\udcffb"), "maker-invalid"),
+    ):
+        r = sealtrail("passport", "export", *args, "--url", live.url, cwd=tmp_path)
+        assert_clean_error(r, code)
+    v = sealtrail("passport", "verify", "lone.json", "--expect-node", "a\udcffb", cwd=tmp_path)
+    assert_clean_error(v, "serial-invalid")

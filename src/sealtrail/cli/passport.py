@@ -79,6 +79,10 @@ MAX_VKEY_FILE = 4096
 #: Where a route's answer is found, by subject.
 _ROUTES = {"node": "/provenance/v1/passports/", "device": "/provenance/v1/device-passports/"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: What to do about a passport file of another subject than the one expected.
+_WRONG_FILE_HINT = "It is another subject's passport: check the file, or where it came from."
+#: What to do about a service's passport that fails, or is another subject's.
+_SERVICE_HINT = "The service misbehaved or was tampered with; tell its operator."
 
 
 # -- export ---------------------------------------------------------------------------------
@@ -143,24 +147,29 @@ def export(
                 "give --url URL (a running service) or --data-dir DIR (this machine's data "
                 f"directory), or set ${URL_ENV}"
             )
-    if device and maker is None:
-        target = PassportSubject.device(subject)
-    elif not device:
+    if not device:
         target = PassportSubject.node(subject)
+    elif maker is None:
+        target = PassportSubject.device(subject)
     else:
         target = None  # looked up by maker and serial
+        _lookup(maker, subject)
     path = output or Path(_file_name(subject))
     if not force and (path.exists() or path.is_symlink()):
         raise _exists(path)
     if data_dir is not None:
         config = load(data_dir)
         data, keys = _build_here(config, target, maker=maker, serial=subject, timeout=timeout)
-        report = verify_passport(data, log_key=config.verifier_key(), service_keys=keys)
+        report = verify_passport(
+            data, log_key=config.verifier_key(), service_keys=keys, subject=target
+        )
+        if maker is not None:
+            _made_by(report, maker, subject)
     else:
         assert url is not None
         token = user_token(token_file)
         data = _fetch(url, target, maker=maker, serial=subject, token=token, timeout=timeout)
-        report = _checked(data)
+        report = _checked(data, target, maker=maker, serial=subject)
     _save(path, data, force=force)
     _say(str(path))
     _note(
@@ -183,16 +192,48 @@ def _file_name(subject: str) -> str:
     return (_UNSAFE.sub("_", subject).strip("._") or "passport")[:120] + ".passport.json"
 
 
-def _checked(data: bytes) -> PassportReport:
-    """The service's answer, verified with the keys it carries (nothing pinned here)."""
+def _checked(
+    data: bytes, subject: PassportSubject | None, *, maker: str | None, serial: str
+) -> PassportReport:
+    """The service's answer, verified with the keys it carries (nothing pinned here): the
+    passport of ``subject``, or of ``maker``'s device ``serial``."""
     try:
-        return verify_passport(data)
+        report = verify_passport(data, subject=subject)
+        if maker is not None:
+            _made_by(report, maker, serial)
+        return report
     except VerificationError as exc:
+        if exc.code == "passport-subject-mismatch":
+            what = "the service answered with the wrong passport"
+        else:
+            what = "the service's passport does not verify"
         raise VerificationError(
-            f"the service's passport does not verify: {exc.message}",
+            f"{what}: {exc.message}",
             code=exc.code,
-            hint="The service misbehaved or was tampered with; tell its operator.",
+            hint=_SERVICE_HINT,
         ) from None
+
+
+def _lookup(maker: str, serial: str) -> None:
+    """A maker's name and its serial of a device, checked before any work."""
+    if not maker or not maker.isprintable():
+        raise InvalidInput("--maker must be printable text", code="maker-invalid")
+    if not serial.isprintable():
+        raise InvalidInput("a serial holds printable characters only", code="serial-invalid")
+
+
+def _made_by(report: PassportReport, maker: str, serial: str) -> None:
+    """Refuse a passport that is not of the device ``maker`` registered as ``serial``
+    (its manifest, in the verified passport, names both)."""
+    status = report.status
+    if report.subject.kind == "device" and (status["maker"], status["serial"]) == (maker, serial):
+        return
+    raise VerificationError(
+        f"the passport is of {_subject(report)}, not of the device with serial {serial!r} "
+        f"from maker {maker!r}",
+        code="passport-subject-mismatch",
+        hint=_WRONG_FILE_HINT,
+    )
 
 
 def _build_here(
@@ -375,17 +416,53 @@ def verify(
         Path | None,
         typer.Option(help="The service's key set you trust (from `sealtrail fetch-keys`)."),
     ] = None,
+    expect_node: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-node",
+            metavar="SERIAL",
+            help="Fail unless it is the passport of this server's (or node's) serial.",
+        ),
+    ] = None,
+    expect_device: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-device",
+            metavar="DEVICE",
+            help="Fail unless it is the passport of this device: its id, or with --maker "
+            "the maker's serial of the device.",
+        ),
+    ] = None,
+    maker: Annotated[
+        str | None,
+        typer.Option(help="With --expect-device: DEVICE is this maker's serial of the device."),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Verify a passport offline and print the journey, or exit 1 naming what failed.
 
     Without --log-key and --service-keys the file can only be checked against the keys it
-    carries: compare the printed fingerprints with the ones its operator publishes.
+    carries: compare the printed fingerprints with the ones its operator publishes. A
+    genuine passport of another server or device verifies too: say which one you expect
+    with --expect-node or --expect-device.
     """
+    if expect_node is not None and expect_device is not None:
+        raise InvalidInput("give --expect-node or --expect-device, not both")
+    if maker is not None and expect_device is None:
+        raise InvalidInput("--maker goes with --expect-device", code="device-lookup-invalid")
+    expected: PassportSubject | None = None
+    if expect_node is not None:
+        expected = PassportSubject.node(expect_node)
+    elif expect_device is not None and maker is None:
+        expected = PassportSubject.device(expect_device)
+    elif expect_device is not None and maker is not None:
+        _lookup(maker, expect_device)  # by its maker and serial: checked once verified
     data = _read(file, "passport", limit=MAX_PASSPORT_SIZE)
     pinned_log = _vkey(log_key) if log_key is not None else None
     pinned_keys = read_service_keys(service_keys) if service_keys is not None else None
-    report = verify_passport(data, log_key=pinned_log, service_keys=pinned_keys)
+    report = verify_passport(data, log_key=pinned_log, service_keys=pinned_keys, subject=expected)
+    if maker is not None and expect_device is not None:
+        _made_by(report, maker, expect_device)
     if as_json:
         _emit(report.to_json())
         return

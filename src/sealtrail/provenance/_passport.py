@@ -188,6 +188,8 @@ class PassportSubject:
     def node(cls, serial: str) -> PassportSubject:
         if not isinstance(serial, str) or not 0 < len(serial) <= MAX_NAME:
             raise InvalidInput("a serial is 1..1024 characters", code="serial-invalid")
+        if not serial.isprintable():  # as every serial a statement gives (and no surrogate)
+            raise InvalidInput("a serial holds printable characters only", code="serial-invalid")
         return cls("node", serial)
 
     @classmethod
@@ -662,7 +664,11 @@ def _load(data: bytes) -> dict[str, Any]:
             f"the file is not a {PASSPORT_TYPE} passport",
             hint="Check the file; a newer format needs a newer sealtrail.",
         )
-    if canonical(doc) != data:
+    try:
+        encoded = canonical(doc)
+    except UnicodeEncodeError:  # a lone surrogate escape ("\ud800") parses, but is not text
+        _fail("passport-malformed", "the passport holds a string that is not Unicode text")
+    if encoded != data:
         _fail(
             "passport-not-canonical",
             "the passport is not in its canonical encoding (sorted keys, no spaces): it was edited",
@@ -694,6 +700,17 @@ def _bytes(value: object, where: str, *, limit: int) -> bytes:
     if _b64(raw) != value:
         _fail("passport-malformed", f"{where} is not canonical (padded, standard) base64")
     return raw
+
+
+def _expected(found: PassportSubject, expected: PassportSubject | None) -> PassportSubject:
+    if expected is not None and found != expected:
+        _fail(
+            "passport-subject-mismatch",
+            f"the passport is of {found.kind} {found.name!r}, not of {expected.kind} "
+            f"{expected.name!r}",
+            hint="It is another subject's passport: check the file, or where it came from.",
+        )
+    return found
 
 
 def _subject(value: object) -> PassportSubject:
@@ -963,12 +980,19 @@ def _seal(
 
 
 class _Replay:
-    """The passport's facts applied in log order; out-of-scope names get placeholders."""
+    """The passport's facts applied in log order; out-of-scope names get placeholders.
+
+    A placeholder's row is not the log's (its trips and contents are outside the
+    passport), so the state sees the nodes outside the scope as unseen: a holder resting
+    on one is unknown, never judged.
+    """
 
     def __init__(self, scope: _Scope) -> None:
         self.scope = scope
         self.rows = MemoryRows()
-        self.state = ProvenanceState(self.rows, policy=REPLAY_POLICY)
+        self.state = ProvenanceState(
+            self.rows, policy=REPLAY_POLICY, unseen=lambda serial: serial not in scope.nodes
+        )
 
     def apply(self, verified: _Verified) -> None:
         self._seed(verified.fact.payload)
@@ -1161,20 +1185,23 @@ def verify_passport(
     *,
     service_keys: Mapping[bytes, Verifier] | bytes | None = None,
     log_key: str | NoteVerifier | None = None,
+    subject: PassportSubject | None = None,
 ) -> PassportReport:
     """Verify a passport offline; raise a :class:`VerificationError` naming what failed.
 
     With ``log_key`` (a verifier key string) and ``service_keys`` (a COSE key set, as
     ``sealtrail fetch-keys`` saves it) the file's keys must be the pinned ones; without
     them the file is only checked to be consistent with the keys it carries (compare the
-    report's fingerprints with the operator's). Checks, in order: the structure; the
-    checkpoint's signature; every receipt against the service keys, at the checkpoint;
-    the organization records (service-signed, versions in order); every statement as
-    registration checked it; that every statement belongs to the subject's scope; the
-    replay of the facts in log order; and the service's seal over the whole file.
+    report's fingerprints with the operator's). With ``subject``, the file must be that
+    subject's passport (``passport-subject-mismatch``): a genuine passport of another
+    server or device verifies as well as the right one. Checks, in order: the structure
+    and the subject; the checkpoint's signature; every receipt against the service keys,
+    at the checkpoint; the organization records (service-signed, versions in order); every
+    statement as registration checked it; that every statement belongs to the subject's
+    scope; the replay of the facts in log order; and the service's seal over the whole file.
     """
     doc = _load(data)
-    subject = _subject(doc["subject"])
+    subject = _expected(_subject(doc["subject"]), subject)
     log = _object(doc["log"], "log", _LOG_FIELDS)
     service = _object(doc["service"], "service", _SERVICE_FIELDS)
     origin = _text(log["origin"], "log.origin")

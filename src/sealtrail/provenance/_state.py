@@ -321,10 +321,15 @@ class ProvenanceState:
         *,
         policy: ProvenancePolicy | None = None,
         chains: AliasChains | None = None,
+        unseen: Callable[[str], bool] | None = None,
     ) -> None:
         self.rows: Rows = rows if rows is not None else MemoryRows()
         self.policy = policy or ProvenancePolicy()
         self.chains = chains or AliasChains()
+        #: The nodes whose rows this state does not hold in full (a passport's replay: those
+        #: outside its scope); a node's holder resting on one is unknown. The index and the
+        #: audit hold every row: None.
+        self.unseen = unseen
         self._rules: dict[type[Any], Callable[[_Writer, Fact, Any], None]] = {
             DeviceManifest: self._manifest,
             FirmwareRelease: self._release,
@@ -592,9 +597,12 @@ class ProvenanceState:
 
     def _holder(self, w: _Writer, serial: str) -> str:
         """Who holds a node about to ship: the organization its servers were last shipped
-        to, or, if none of them ever shipped, the node's assembler."""
-        for server in filter(partial(self._is_server, w), nodes_in(w, serial)):
-            trip = w.get("trip", server)
+        to, or, if none of them ever shipped, the node's assembler. Unknown when an unseen
+        node comes first: its trips, and what is in it, may be the answer."""
+        for found in nodes_in(w, serial):
+            if self.unseen is not None and self.unseen(found):
+                return _UNKNOWN
+            trip = w.get("trip", found) if self._is_server(w, found) else None
             if trip is not None:
                 return str(trip["to"])
         node = w.get("node", serial)

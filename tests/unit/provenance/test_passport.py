@@ -666,3 +666,113 @@ async def test_a_blade_moved_to_a_rack_neighbour_leaves_both_passports_verifiabl
         assert checkpoint is not None
         for subject in ("srv-1", "s1-b1", "srv-2"):
             verify_passport(export(chain, PassportSubject.node(subject), checkpoint))
+
+
+@pytest.mark.anyio
+async def test_a_rack_neighbours_trip_outside_the_scope_does_not_decide_the_racks_holder() -> None:
+    """Servers S and X in rack R; X alone goes to the operator, then the operator ships the
+    rack on. The log finds R's holder by X's trip, which S's passport does not hold: there
+    R's holder is unknown, not judged, and every passport verifies."""
+    async with signed_chain() as chain:
+        world = chain.world
+        d = world.devices(2)
+        await chain.record(MAKER, DeviceManifest("batch", tuple(d)))
+        blade = Node(NodeType.BLADE, "S-b0")
+        s, x = Node(NodeType.SERVER, "S"), Node(NodeType.SERVER, "X")
+        await chain.record(ASSEMBLER, Assembly(blade, (DeviceRef(d[0].device_id),)))
+        await chain.record(ASSEMBLER, Assembly(s, (blade,)))
+        await chain.record(ASSEMBLER, Assembly(x, (DeviceRef(d[1].device_id),)))
+        await chain.record(ASSEMBLER, Assembly(Node(NodeType.RACK, "R"), (s, x)))
+        for event in (CustodyEvent.SHIPPED, CustodyEvent.RECEIVED):  # not about S's scope
+            await chain.record(
+                CARRIER, world._custody_payload("ship-x", event, ["X"], (ASSEMBLER, OPERATOR))
+            )
+        shipped = await chain.record(
+            CARRIER,
+            world._custody_payload("ship-r", CustodyEvent.SHIPPED, ["R"], (OPERATOR, ASSEMBLER)),
+        )
+        await chain.indexed()
+        checkpoint = chain.sequencer.reader.checkpoint()
+        assert checkpoint is not None
+        subjects = [PassportSubject.node(n) for n in ("S", "S-b0", "X", "R")] + [
+            PassportSubject.device(d[0].device_id),
+            PassportSubject.device(d[1].device_id),
+        ]
+        for subject in subjects:
+            report = verify_passport(export(chain, subject, checkpoint))
+            assert shipped in {stage.index for stage in report.stages}, subject
+        report = verify_passport(export(chain, PassportSubject.node("S"), checkpoint))
+        assert report.outside == ("node:X",)
+        assert report.status["installed_in"] == ["R"]
+        rack = verify_passport(export(chain, PassportSubject.node("R"), checkpoint))
+        assert rack.status["in_transit"] == "ship-r"
+
+
+@pytest.mark.anyio
+async def test_a_fellow_travellers_later_trips_outside_the_scope_are_not_judged() -> None:
+    """S and X ship together, then each alone, then together again. S's passport holds
+    X's first trip, not its second: X's holder is unknown there, not the stale first."""
+    async with signed_chain() as chain:
+        world = chain.world
+        d = world.devices(2)
+        await chain.record(MAKER, DeviceManifest("batch", tuple(d)))
+        for serial, device in (("S", d[0]), ("X", d[1])):
+            await chain.record(
+                ASSEMBLER, Assembly(Node(NodeType.SERVER, serial), (DeviceRef(device.device_id),))
+            )
+        trips = (
+            ("ship-1", ["S", "X"], (ASSEMBLER, OPERATOR)),
+            ("ship-2", ["S"], (OPERATOR, ASSEMBLER)),
+            ("ship-3", ["X"], (OPERATOR, ASSEMBLER)),  # not about S's scope
+        )
+        for shipment, contents, parties in trips:
+            for event in (CustodyEvent.SHIPPED, CustodyEvent.RECEIVED):
+                await chain.record(
+                    CARRIER, world._custody_payload(shipment, event, contents, parties)
+                )
+        await chain.record(
+            CARRIER,
+            world._custody_payload(
+                "ship-4", CustodyEvent.SHIPPED, ["S", "X"], (ASSEMBLER, OPERATOR)
+            ),
+        )
+        await chain.indexed()
+        checkpoint = chain.sequencer.reader.checkpoint()
+        assert checkpoint is not None
+        for serial in ("S", "X"):
+            report = verify_passport(export(chain, PassportSubject.node(serial), checkpoint))
+            assert report.status["in_transit"] == "ship-4"
+
+
+@pytest.mark.anyio
+async def test_the_holder_of_what_the_passport_holds_is_still_judged() -> None:
+    """A server shipped alone three times: without the second hand-off, the third sender
+    is not the holder the passport's own facts give."""
+    async with signed_chain() as chain:
+        world = chain.world
+        d = world.devices(1)
+        await chain.record(MAKER, DeviceManifest("batch", tuple(d)))
+        await chain.record(
+            ASSEMBLER, Assembly(Node(NodeType.SERVER, "T"), (DeviceRef(d[0].device_id),))
+        )
+        at = {}
+        trips = (("ship-1", ASSEMBLER, OPERATOR), ("ship-2", OPERATOR, ASSEMBLER))
+        for shipment, sender, recipient in trips:
+            for event in (CustodyEvent.SHIPPED, CustodyEvent.RECEIVED):
+                at[shipment, event] = await chain.record(
+                    CARRIER, world._custody_payload(shipment, event, ["T"], (sender, recipient))
+                )
+        await chain.record(
+            CARRIER,
+            world._custody_payload("ship-3", CustodyEvent.SHIPPED, ["T"], (ASSEMBLER, OPERATOR)),
+        )
+        await chain.indexed()
+        checkpoint = chain.sequencer.reader.checkpoint()
+        assert checkpoint is not None
+        data = export(chain, PassportSubject.node("T"), checkpoint)
+        verify_passport(data)
+        for event in (CustodyEvent.RECEIVED, CustodyEvent.SHIPPED):
+            data = _without(data, at["ship-2", event])
+        error = failure(data)
+        assert error.code == "passport-replay-refused"
+        assert "custody-not-holder" in error.message
