@@ -12,8 +12,10 @@ the passport as well (403 ``contents-forbidden``), by device id and by maker and
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +24,14 @@ import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
-from sealtrail.provenance import Custody, CustodyEvent, verify_passport
+from sealtrail.provenance import (
+    Assembly,
+    Custody,
+    CustodyEvent,
+    Node,
+    NodeType,
+    verify_passport,
+)
 from sealtrail.provenance._payloads import parse_time
 from sealtrail.scitt import parse_statement, split_transparent
 from sealtrail.storage import MemoryStore
@@ -36,6 +45,7 @@ from ._journey import (
     SERVER,
     STEPS,
     Journey,
+    Org,
 )
 from .conftest import ADMIN_TOKEN, COSE, assert_problem, service_application
 
@@ -195,28 +205,82 @@ def test_an_unknown_subject_is_not_found_before_it_is_refused(world: World) -> N
         assert_problem(r, 404, "device-unknown")
 
 
+def _ship(w: World, shipment: str, from_org: str, to_org: str, *, receive: bool = True) -> None:
+    """SERVER shipped (and received) by the journey's carrier."""
+    events = (CustodyEvent.SHIPPED, CustodyEvent.RECEIVED) if receive else (CustodyEvent.SHIPPED,)
+    for event in events:
+        custody = Custody(
+            shipment_id=shipment,
+            event=event,
+            from_org=from_org,
+            to_org=to_org,
+            contents=(SERVER,),
+            seals=("seal-3",),
+            time=parse_time("2027-02-01T00:00:00Z", "time"),
+            place="dock 9",
+        )
+        w.post(CARRIER, w.journey.orgs[CARRIER].sign(custody, f"urn:sealtrail:{shipment}"))
+
+
+def _attest_as(w: World, who: str, org: str, shipment: str) -> None:
+    """``org`` (an operator like the journey's) checks SERVER on arrival and attests it,
+    its devices answering fresh nonces: it has the server in its hands."""
+    signer = Org(org, w.journey.orgs[OPERATOR].signer)
+    arrival = dataclasses.replace(
+        w.journey.arrival([secrets.token_bytes(16) for _ in w.journey.device_ids]),
+        shipment_id=shipment,
+    )
+    attestation = w.journey.attestation(secrets.token_bytes(32))
+    for step, payload in (("arrival", arrival), ("attestation", attestation)):
+        headers = {"Content-Type": COSE, **w.headers(who)}
+        data = signer.sign(payload, f"urn:sealtrail:{org}-{step}")
+        r = w.client.post("/entries", content=data, headers=headers)
+        assert r.status_code == 201, r.text
+
+
 def test_a_server_shipped_on_goes_to_the_organization_that_held_it_and_the_next() -> None:
     with built_world() as w:
         for who in ("the next operator", "a rival operator"):
             _refused(w.get(who, w.paths()["server"]))
-        for event in (CustodyEvent.SHIPPED, CustodyEvent.RECEIVED):
-            custody = Custody(
-                shipment_id="SHIP-2",
-                event=event,
-                from_org=OPERATOR,
-                to_org=NEXT,
-                contents=(SERVER,),
-                seals=("seal-3",),
-                time=parse_time("2027-02-01T00:00:00Z", "time"),
-                place="dock 9",
-            )
-            w.post(CARRIER, w.journey.orgs[CARRIER].sign(custody, "urn:sealtrail:reship"))
+        _ship(w, "SHIP-2", OPERATOR, NEXT)
         r = w.get("an auditor", "/provenance/v1/shipments/SHIP-2")
         assert r.status_code == 200 and r.json()["received"] is not None, r.text
+        # Shipped to it on a carrier's word: not yet.
+        _refused(w.get("the next operator", w.paths()["server"]))
+        _attest_as(w, "the next operator", NEXT, "SHIP-2")
         for what, path in w.paths().items():
             for who in ("the receiving operator", "the next operator"):
                 assert w.get(who, path).status_code == 200, (who, what)
             _refused(w.get("a rival operator", path))
+
+
+def test_a_carriers_word_alone_gives_no_passport() -> None:
+    """A carrier (rogue, or colluding) records the server shipped to a rival and received:
+    the rival has not had the server in its hands (no attestation its devices signed), and
+    is refused as before."""
+    with built_world() as w:
+        _ship(w, "ROGUE-1", OPERATOR, "rival")
+        for path in w.paths().values():
+            _refused(w.get("a rival operator", path))
+
+
+def test_a_parts_passport_is_for_those_that_had_every_server_it_sat_in() -> None:
+    """blade-0 moved from SRV-1 into SRV-2: its passport (and its devices') holds both
+    servers' journeys, so it is for an organization that has had both in its hands. The
+    operator that attested SRV-1 keeps SRV-1's passport, not the blade's; the organization
+    that would attest SRV-2 alone would not get SRV-1's journey through the blade either."""
+    with built_world() as w:
+        other = Node(NodeType.SERVER, "SRV-2")
+        moves = (
+            Assembly(Node(NodeType.SERVER, SERVER), (), removed=(Node(NodeType.BLADE, BLADES[0]),)),
+            Assembly(other, (Node(NodeType.BLADE, BLADES[0]),)),
+        )
+        for n, move in enumerate(moves):
+            w.post(ASSEMBLER, w.journey.orgs[ASSEMBLER].sign(move, f"urn:sealtrail:move-{n}"))
+        assert w.get("the receiving operator", w.paths()["server"]).status_code == 200
+        for what in ("blade", "device", "device by serial"):
+            _refused(w.get("the receiving operator", w.paths()[what]))
+            assert w.get("an auditor", w.paths()[what]).status_code == 200, what
 
 
 def test_an_operator_that_may_read_every_statement_exports_the_passport() -> None:

@@ -532,8 +532,21 @@ class ProvenanceLedger:
         )
         statement = service.sign_record(change.CONTENT_TYPE, POLICY_SUBJECT, change.to_json())
         self.accept(Fact(statement.leaf_entry, "", statement.issued_at or 0, change), service)
-        registration = await service.register_checked(statement)
-        await self.synced(registration.index + 1)
+        try:
+            registration = await service.register_checked(statement)
+        except BaseException:
+            # Not in the log (yet: a record stored but not appended is appended by a later
+            # start's recovery, in its place): registration goes on judging by the log's.
+            self.withdraw(statement.leaf_entry)
+            raise
+        if not await self.synced(registration.index + 1):
+            log.warning(
+                "provenance policy version %d recorded (entry %d); the index has not applied "
+                "it yet: it is in force there once it has",
+                change.version,
+                registration.index,
+            )
+            return True
         row = await asyncio.to_thread(self.policy_row)
         if row is None or row["entry"] != statement.leaf_entry.hex():
             log.warning(

@@ -38,7 +38,9 @@ a passing arrival on the latest trip before an affirming attestation and before
 ``verified`` or ``production``) and the appraisal holding
 measurements to the alias chain's DICE TcbInfo FWIDs (``evidence-tcb-mismatch``); 3, the
 service's policy (maximum attestation age, minimum security versions) read from the log's
-policy records in log order (the ``policy`` row) instead of the configuration.
+policy records in log order (the ``policy`` row) instead of the configuration, and a
+received record of another organization's shipment refused as one of an unknown shipment
+(``custody-not-shipped``, which was ``custody-wrong-party``).
 """
 
 from __future__ import annotations
@@ -609,16 +611,16 @@ class ProvenanceState:
         return _UNKNOWN if node is None else str(node["assembler"])
 
     def _received(self, w: _Writer, fact: Fact, custody: Custody, shipment: Value | None) -> None:
-        if shipment is None:
-            raise _refuse("custody-not-shipped", "no shipped record for this shipment")
+        # Another organization's shipment is answered as an unknown one: its receipt is
+        # recorded by its carrier or its recipient only, and the refusal tells no one else
+        # that it exists, whether it was received, or who its parties are.
+        if shipment is None or fact.org not in (shipment["carrier"], shipment["to"]):
+            raise _refuse(
+                "custody-not-shipped",
+                "no shipment this organization carries or receives was shipped under this id",
+            )
         if shipment["received"] is not None:
             raise _refuse("custody-already-received", "this shipment was already received")
-        if fact.org not in (shipment["carrier"], shipment["to"]):
-            raise _refuse(
-                "custody-wrong-party",
-                f"the shipment is carried by {shipment['carrier']!r} to {shipment['to']!r}: "
-                "only they record its receipt",
-            )
         if (custody.from_org, custody.to_org) != (shipment["from"], shipment["to"]):
             raise _refuse(
                 "custody-handoff-mismatch",

@@ -395,9 +395,10 @@ class Auth:
         """A passport, which holds the signed statements of its subject's whole scope,
         whoever issued them: auditors and administrators export any; a user (an operator,
         the only other persona the route table lets in) one whose organization is among
-        ``holders`` (the organizations a server the subject is, or sits or sat in, was
-        shipped to), or one whose ``contents`` (issuing organization and entry id of each
-        statement) it may all read (:meth:`may_read`)."""
+        ``holders`` (those that have had in their hands every server the subject is, or
+        sits or sat in: they recorded an affirming attestation of it), or one whose
+        ``contents`` (issuing organization and entry id of each statement) it may all read
+        (:meth:`may_read`)."""
         if not self.required or principal.persona in ("admin", "auditor"):
             return
         if principal.org is not None and principal.org in holders():
@@ -406,7 +407,7 @@ class Auth:
             return
         raise Forbidden(
             "a passport holds other organizations' statements: it is for the organizations "
-            "its server was shipped to, auditors and administrators",
+            "that attested its servers, auditors and administrators",
             code="contents-forbidden",
         )
 

@@ -10,9 +10,10 @@ answers 503 with ``Retry-After`` (``passport-index-behind``). Read-only: nothing
 
 A passport holds every signed statement of its subject's scope, whoever issued it, so with
 ``[auth] required`` it goes to auditors and administrators, and to an operator only for a
-server its organization holds or held (a shipment of it was addressed there), or a device
-or blade that sits or sat in one, or when it may read every statement inside anyway
-(:meth:`Auth.may_export`; docs/auth.md). Anyone else is refused, 403 ``contents-forbidden``.
+server its organization has had in its hands (it recorded an affirming attestation of it),
+a device or blade all of whose servers it has had, or when it may read every statement
+inside anyway (:meth:`Auth.may_export`; docs/auth.md). Anyone else is refused, 403
+``contents-forbidden``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sealtrail.provenance import (
     MAX_ID_LENGTH,
     MAX_TREE_NODES,
     PASSPORT_TYPE,
+    EarStatus,
     PassportSubject,
     ProvenanceLedger,
     ProvenanceViews,
@@ -49,6 +51,9 @@ from ._auth import Auth, Principal
 from ._openapi import answer
 
 __all__ = ["DEVICE_PASSPORTS", "INDEX_WAIT", "PASSPORTS", "add_passport_routes"]
+
+#: An attestation row's status when the ledger's appraisal affirmed it.
+AFFIRMING = EarStatus.AFFIRMING.value
 
 PASSPORTS = "/provenance/v1/passports"
 DEVICE_PASSPORTS = "/provenance/v1/device-passports"
@@ -94,10 +99,13 @@ class PassportExporter:
         return [r.body for r in self.service.store.statements_of_type(ORG_RECORD_TYPE)]
 
     def holders(self, subject: PassportSubject, size: int) -> set[str]:
-        """The organizations that hold or held a server the subject is, or sits or sat in,
-        as of the first ``size`` log entries: those a shipment of such a server was
-        addressed to (its ``trip`` rows, every version). A node's or device's ``parent``
-        rows, every version, say what it was ever installed in, and so on up."""
+        """The organizations that have had every server of the subject's passport in their
+        hands, as of the first ``size`` log entries: the server the subject is, or every
+        server it sits or sat in (a node's or device's ``parent`` rows, every version, and
+        so on up). An organization has had a server when it recorded an affirming
+        attestation of it: its devices signed the attestation's fresh nonce, which no
+        one without them can do (a carrier's word that a server was shipped to someone is
+        not enough). None of them for a subject in no server (a rack, a device never installed)."""
         index = self.ledger.index
         nodes = {subject.name} if subject.kind == "node" else set()
         seen, stack = {str(subject)}, [str(subject)]
@@ -110,11 +118,25 @@ class PassportExporter:
                 if f"node:{parent}" not in seen:
                     seen.add(f"node:{parent}")
                     stack.append(f"node:{parent}")
-        found = set()
-        for serial in nodes:
-            for at, value in index.history("trip", serial):
-                if at < size and value is not None:
-                    found.add(str(json.loads(value)["to"]))
+        servers = [serial for serial in sorted(nodes) if self._is_server(serial)]
+        found: set[str] | None = None
+        for serial in servers:
+            attested = self._attested_by(serial, size)
+            found = attested if found is None else found & attested
+        return found or set()
+
+    def _is_server(self, serial: str) -> bool:
+        raw = self.ledger.index.row("node", serial)
+        return raw is not None and json.loads(raw).get("type") == "server"
+
+    def _attested_by(self, serial: str, size: int) -> set[str]:
+        """The organizations that recorded an affirming attestation of server ``serial``
+        within the first ``size`` log entries."""
+        index = self.ledger.index
+        found: set[str] = set()
+        for at, value in index.history("attestation", serial):
+            if at < size and value is not None and json.loads(value)["status"] == AFFIRMING:
+                found.update(entry.org for entry in index.entries(at, at + 1))
         return found
 
     def contents(self, passport: bytes) -> Iterator[tuple[str | None, bytes]]:

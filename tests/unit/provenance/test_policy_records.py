@@ -8,12 +8,14 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sealtrail.errors import Error
+import sealtrail.provenance._ledger as ledger_module
+from sealtrail.errors import Error, StorageError
 from sealtrail.keys import ES256, generate_signer
 from sealtrail.provenance import (
     KINDS,
@@ -346,3 +348,63 @@ async def test_an_edited_policy_row_is_found_by_the_audit(tmp_path: Path) -> Non
         report = _audit(chain)
         assert not report.ok
         assert any("policy" in f.where for f in report.findings), report.findings
+
+
+@pytest.mark.anyio
+async def test_a_record_that_failed_is_not_in_force_for_registration() -> None:
+    """The log's policy is 10 s; a restart with a day fails to append its record. Until the
+    record is in the log, registration judges by the log's policy, as the index does: a move
+    the log's policy refuses is refused, one it allows is applied alike by both."""
+    async with signed_chain() as chain:
+        *before, (org, verified), _ = list(journey(chain.world, "srv-1", "ship-1"))
+        for who, payload in before:
+            await chain.register(who, payload)
+        assert await chain.ledger.record_policy(STRICT, chain.service)
+        commit = chain.store.commit
+        failed: list[bool] = []
+
+        def fails_once(*args: Any, **kwargs: Any) -> Any:
+            if not failed:
+                failed.append(True)
+                raise StorageError("a commit that fails once")
+            return commit(*args, **kwargs)
+
+        chain.store.commit = fails_once  # type: ignore[method-assign]
+        with pytest.raises(Error):
+            await chain.ledger.record_policy(ProvenancePolicy(), chain.service)
+        stale = chain.sign(org, verified, iat=int(time.time()) + 30)
+        with pytest.raises(Error) as caught:
+            await chain.service.register(stale)
+        assert caught.value.code == "compliance-stale-attestation"
+        registration = await chain.service.register(chain.sign(org, verified))
+        await chain.indexed()
+        (entry,) = chain.index.entries(registration.index, registration.index + 1)
+        assert entry.outcome == "applied"
+        assert not chain.ledger._queue, "nothing left behind in the ledger's queue"
+        assert _audit(chain).ok
+
+
+@pytest.mark.anyio
+async def test_an_index_behind_is_not_taken_for_another_process(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record is in the log, but the index is away longer than a wait for it: the
+    recorder says so, and does not blame another process's record."""
+    monkeypatch.setattr(ledger_module, "INDEX_WAIT", 0.3)
+    async with signed_chain() as chain:
+        apply = chain.index.apply
+        until = time.monotonic() + 1.0
+
+        def away(batch: Any, **kwargs: Any) -> None:
+            if any(entry.kind == "policy" for entry, _ in batch) and time.monotonic() < until:
+                raise StorageError("the index is away for a moment")
+            apply(batch, **kwargs)
+
+        chain.index.apply = away  # type: ignore[method-assign]
+        with caplog.at_level("WARNING", logger="sealtrail.provenance"):
+            assert await chain.ledger.record_policy(STRICT, chain.service)
+        assert "another process" not in caplog.text
+        assert "the index has not applied it yet" in caplog.text
+        await chain.indexed()
+        row = chain.ledger.policy_row()
+        assert row is not None and row["version"] == 1

@@ -234,10 +234,14 @@ def test_only_a_nodes_assembler_changes_it(world: World) -> None:
 
 
 def test_only_the_carrier_or_the_recipient_receives_a_shipment(world: World) -> None:
+    """Another organization is answered as for an unknown shipment: the refusal tells it
+    neither that the shipment exists nor who its parties are."""
     _ship_again(world)
+    unknown = world.custody("ship-404", CustodyEvent.RECEIVED, ["srv-1"], org=OTHER_CARRIER)
+    assert unknown.code == "custody-not-shipped"
     refused(
         world,
-        "custody-wrong-party",
+        "custody-not-shipped",
         lambda: world.custody(
             "ship-2", CustodyEvent.RECEIVED, ["srv-1"], org=OTHER_CARRIER, parties=AGAIN
         ),
