@@ -267,6 +267,7 @@ def audit(
             "applied": report.applied,
             "refused": report.refused,
             "rows": report.rows,
+            "index_compared": not no_index,
             "findings": [{"where": f.where, "what": f.what} for f in report.findings],
         }
         out.print_json(json.dumps(doc))
@@ -277,8 +278,15 @@ def audit(
             f"facts applied, {report.refused} refused by the rules, {report.rows} rows."
         )
         for finding in report.findings:
-            out.print(f"[red]FOUND[/red] {finding}", markup=True, highlight=False)
-        if report.ok:
+            # Escaped: a finding quotes what the index holds, which may look like markup.
+            out.print(f"[red]FOUND[/red] {escape(str(finding))}", markup=True, highlight=False)
+        if report.ok and no_index:
+            # Nothing was read of the index: say what was checked, and only that.
+            out.print(
+                "[green]OK[/green]: the log matches its signed checkpoint and every statement "
+                "passes registration's checks again; the index was not read (--no-index)."
+            )
+        elif report.ok:
             out.print("[green]OK[/green]: the index is exactly what the log gives.")
     if not report.ok:
         raise typer.Exit(1)

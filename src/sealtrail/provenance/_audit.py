@@ -15,6 +15,10 @@ service's public keys:
 3. the provenance state, rebuilt in memory by applying the entries in order;
 4. the index database, compared row by row, change by change and entry by entry with the
    rebuilt state: every row edited, deleted or inserted behind the log's back is named.
+   A stored text that is not UTF-8 is named as such, as an edit of its row, and the rest
+   compared all the same (the index's dumps mark it, ``mark_damaged``); a value the index
+   cannot read at all (SQLite keeps any type it is given) ends the comparison of its table
+   as one finding, and the other tables are compared.
    An index built with other rules than this release's (:data:`RULES_VERSION`) is one
    finding, not compared: its rows differ wherever the rules changed, and each difference
    would read as an edit. Steps 1 to 3 check the log all the same.
@@ -28,8 +32,9 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from sealtrail.errors import Error
+from sealtrail.errors import Corruption, Error
 from sealtrail.keys import Verifier
 from sealtrail.log import LogReader, SignedCheckpoint
 from sealtrail.scitt import (
@@ -113,7 +118,29 @@ class AuditReport:
 def _quote(value: str | None) -> str:
     if value is None:
         return "nothing"
-    return value if len(value) <= QUOTE else value[:QUOTE] + "…"
+    text = value if len(value) <= QUOTE else value[:QUOTE] + "…"
+    if _is_text(value):
+        return text
+    return f"{_printable(text)} (bytes that are not UTF-8 text)"
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is text the index can hold: not one read with lone surrogates
+    standing for the bytes of a stored value that is not UTF-8 (``mark_damaged``)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(value: str) -> str:
+    """``value`` with the bytes that lone surrogates stand for written as ``\\xNN``."""
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 class _Replay:
@@ -321,7 +348,16 @@ def audit_log(
         stop = min(size, start + AUDIT_STEP)
         for offset, leaf in enumerate(reader.entries(start, stop)):
             i = start + offset
-            verdict, outcome, finding = replay.entry(i, leaf, statement(leaf))
+            finding: Finding | None
+            try:
+                record = statement(leaf)
+            except Corruption as exc:  # one entry's damage: named, and the audit goes on
+                verdict, outcome, _ = replay.entry(i, leaf, None)
+                finding = Finding(
+                    f"entry {i}", f"its statement cannot be read from the statement store: {exc}"
+                )
+            else:
+                verdict, outcome, finding = replay.entry(i, leaf, record)
             report.entries += 1
             if finding is not None:
                 report.findings.append(finding)
@@ -344,6 +380,12 @@ def audit_log(
     return report
 
 
+def _key(text: str) -> bytes:
+    """A table name or key as the index orders it: by its UTF-8 bytes (the code-point
+    order for text; a damaged text's lone surrogates as the bytes they stand for)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def compare_index(
     index: IndexStore,
     rows: Iterable[tuple[str, str, str]],
@@ -354,7 +396,11 @@ def compare_index(
     """Every difference between the index and what the log gives, named; for an index
     built with other rules than the replay's, that one fact instead."""
     applied = index.applied_size()
-    recorded = index.rules_version()
+    try:
+        recorded = index.rules_version()
+    except Corruption as exc:
+        yield Finding("index", f"its rules version cannot be read: {exc}: not compared")
+        return
     if applied > size:
         # Not a lagging index: the log lost entries the index applied (not to be rebuilt
         # away before it is understood).
@@ -379,20 +425,22 @@ def compare_index(
         yield Finding(
             "index", f"has applied {applied} entries of the log's {size} (run `index rebuild`)"
         )
+    # Read with damage marked, not refused: a stored text that is not UTF-8 is one row
+    # edited behind the log, named by the comparison, and the rows after it are compared.
     yield from _diff(
         "row",
-        (((t, k), v) for t, k, v in rows),
-        (((t, k), v) for t, k, v in index.dump_rows()),
+        (((_key(t), _key(k)), v) for t, k, v in rows),
+        (((_key(t), _key(k)), v) for t, k, v in index.dump_rows(mark_damaged=True)),
     )
     yield from _diff(
         "change",
         (((i, pos), (t, k, v)) for i, pos, t, k, v in changes),
-        (((i, pos), (t, k, v)) for i, pos, t, k, v in index.dump_changes()),
+        (((i, pos), (t, k, v)) for i, pos, t, k, v in index.dump_changes(mark_damaged=True)),
     )
     yield from _diff(
         "entry",
         (((e.index,), e) for e in entries),
-        (((e.index,), e) for e in index.dump_entries()),
+        (((e.index,), e) for e in index.dump_entries(mark_damaged=True)),
     )
 
 
@@ -404,7 +452,7 @@ def _show(value: object) -> str:
         return f"{text}, entry id {value.entry_id.hex()[:16]}…"
     if isinstance(value, tuple):
         table, key, row = value
-        return f"{table}/{key} = {_quote(row)}"
+        return f"{_printable(table)}/{_printable(key)} = {_quote(row)}"
     return _quote(value if isinstance(value, str) else repr(value))
 
 
@@ -425,6 +473,8 @@ _ENTRY_FIELDS = ("entry_id", "kind", "org", "outcome", "code", "subjects")
 
 
 def _field(value: object) -> str:
+    if value == b"":  # an id stored as another type than bytes (mark_damaged)
+        return "a value stored as another type than bytes"
     if isinstance(value, bytes):
         return value.hex()[:16] + "…"
     if isinstance(value, tuple):
@@ -432,29 +482,69 @@ def _field(value: object) -> str:
     return "nothing" if value is None else _quote(str(value) or '""')
 
 
+def _label(key: tuple[object, ...]) -> str:
+    """Where a finding is: the parts of a key, a table name's or key's bytes as text (any
+    that are not UTF-8 as ``\\xNN``)."""
+    return "/".join(
+        part.decode("utf-8", "backslashreplace") if isinstance(part, bytes) else str(part)
+        for part in key
+    )
+
+
+_Keyed = tuple[tuple[Any, ...], object]
+
+
 def _diff(
     what: str,
-    expected: Iterable[tuple[tuple[object, ...], object]],
-    actual: Iterable[tuple[tuple[object, ...], object]],
+    expected: Iterable[_Keyed],
+    actual: Iterable[_Keyed],
 ) -> Iterator[Finding]:
-    """Merge two key-ordered sequences; name each key missing, extra or different."""
+    """Merge two key-ordered sequences; name each key missing, extra or different.
+
+    ``actual`` is the index's dump: a value in it that cannot be read at all ends it as
+    one finding (where the reading stopped), and what the log gives from there on is not
+    named as deleted, since it was not seen.
+    """
     want, have = iter(expected), iter(actual)
-    w, h = next(want, None), next(have, None)
+    last: tuple[Any, ...] | None = None
+    w = next(want, None)
+    try:
+        h = next(have, None)
+    except Corruption as exc:
+        yield _unreadable(what, last, exc)
+        return
     while w is not None or h is not None:
         if h is None or (w is not None and w[0] < h[0]):
             assert w is not None
-            where = f"{what} {'/'.join(map(str, w[0]))}"
+            where = f"{what} {_label(w[0])}"
             yield Finding(where, f"deleted behind the log (the log gives {_show(w[1])})")
             w = next(want, None)
-        elif w is None or h[0] < w[0]:
-            yield Finding(
-                f"{what} {'/'.join(map(str, h[0]))}", f"inserted behind the log: {_show(h[1])}"
-            )
-            h = next(have, None)
+            continue
+        if w is None or h[0] < w[0]:
+            yield Finding(f"{what} {_label(h[0])}", f"inserted behind the log: {_show(h[1])}")
         else:
             if w[1] != h[1]:
                 yield Finding(
-                    f"{what} {'/'.join(map(str, w[0]))}",
+                    f"{what} {_label(w[0])}",
                     f"edited behind the log: {_difference(h[1], w[1])}",
                 )
-            w, h = next(want, None), next(have, None)
+            w = next(want, None)
+        last = h[0]
+        try:
+            h = next(have, None)
+        except Corruption as exc:
+            yield _unreadable(what, last, exc)
+            return
+
+
+def _unreadable(what: str, last: tuple[Any, ...] | None, exc: Corruption) -> Finding:
+    """The finding of an index dump that stopped at a value it cannot read at all."""
+    after = "from the first" if last is None else f"after {what} {_label(last)}"
+    those = _PLURAL.get(what, f"{what}s")
+    return Finding(
+        f"index {those}",
+        f"cannot be read on {after}: {exc}; the {those} from there on are not compared",
+    )
+
+
+_PLURAL = {"entry": "entries"}

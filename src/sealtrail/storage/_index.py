@@ -30,6 +30,8 @@ from typing import Protocol, runtime_checkable
 from sealtrail.errors import Conflict, InvalidInput, TooLarge
 
 __all__ = [
+    "CLAIM_CLOCK_SLACK",
+    "CLAIM_HORIZON",
     "CLAIM_TTL",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_ENTRIES",
@@ -47,6 +49,7 @@ __all__ = [
     "check_rules_version",
     "claim_conflict",
     "claim_holder",
+    "claim_stands",
     "rules_conflict",
 ]
 
@@ -78,8 +81,16 @@ _ENTRY_ID_SIZE = 32
 
 #: Seconds a claim on an index lasts unless renewed (:meth:`IndexStore.claim`): a server
 #: renews its claim every third of this, and a claim of a process that was killed lapses
-#: within it.
+#: within it. No claim is taken for longer (:func:`check_claim`).
 CLAIM_TTL = 15.0
+#: Seconds a stored claim may expire beyond :data:`CLAIM_TTL` from now and still be one:
+#: a store reads one clock (the host's, or the database server's), so this only covers
+#: that clock set back while a claim runs.
+CLAIM_CLOCK_SLACK = 5.0
+#: The furthest ahead of the store's clock a claim can expire. A stored claim that expires
+#: later was made by no process (it was written into the store by hand): it is treated as
+#: lapsed, so that it cannot hold the index, let alone forever.
+CLAIM_HORIZON = CLAIM_TTL + CLAIM_CLOCK_SLACK
 #: Most characters of a claim's holder name.
 MAX_HOLDER = 200
 
@@ -227,22 +238,36 @@ class IndexStore(Protocol):
         """
         ...
 
-    def dump_rows(self) -> Iterator[tuple[str, str, str]]:
+    def dump_rows(self, *, mark_damaged: bool = False) -> Iterator[tuple[str, str, str]]:
         """Every current ``(table, key, value)``, ordered by table, then key.
 
         Like every dump, reads one consistent snapshot taken when it is called, and reads
         what is stored (the audit compares it with a replay): no cache. A SQLite dump holds
         its snapshot (and a connection) until exhausted, closed or dropped.
+
+        A stored value the index cannot have written (edited behind its back) MUST raise
+        :class:`Corruption`, which ends the dump — unless ``mark_damaged``, for a reader
+        that compares rather than uses what it reads (the audit): then a text that is not
+        UTF-8 MUST be read with each byte that does not decode as a lone surrogate
+        (U+DC80 to U+DCFF, as Python's ``surrogateescape``), which no applied text holds
+        (:func:`check_batch` refuses lone surrogates), and the dump goes on, so that one
+        damaged row never hides the others. A value of another type than its column's
+        (SQLite keeps whatever it is given) is :class:`Corruption` either way, except as
+        :meth:`dump_entries` says.
         """
         ...
 
-    def dump_changes(self) -> Iterator[tuple[int, int, str, str, str | None]]:
+    def dump_changes(
+        self, *, mark_damaged: bool = False
+    ) -> Iterator[tuple[int, int, str, str, str | None]]:
         """Every change as ``(entry index, position in its entry, table, key, value)``,
-        ordered by index, then position. One snapshot, as :meth:`dump_rows`."""
+        ordered by index, then position. One snapshot, and damage, as :meth:`dump_rows`."""
         ...
 
-    def dump_entries(self) -> Iterator[IndexedEntry]:
-        """Every applied entry, ordered by index. One snapshot, as :meth:`dump_rows`."""
+    def dump_entries(self, *, mark_damaged: bool = False) -> Iterator[IndexedEntry]:
+        """Every applied entry, ordered by index. One snapshot, and damage, as
+        :meth:`dump_rows`; with ``mark_damaged``, an entry id stored as something else than
+        bytes is read as ``b""``, which no entry's id is."""
         ...
 
     def reset(self, *, rules_version: int | None = None) -> None:
@@ -262,7 +287,10 @@ class IndexStore(Protocol):
         :class:`Conflict` (``index-in-use``, see :func:`claim_conflict`) and claim nothing
         when another holder's unexpired claim stands in the way: any claim, of an
         exclusive one; an exclusive claim, of a shared one. Lapsed claims are ignored;
-        expiry is by the store's clock (the database server's, when it has one).
+        expiry is by the store's clock (the database server's, when it has one). A stored
+        claim that expires more than :data:`CLAIM_HORIZON` seconds from now was not made
+        by :meth:`claim` (``ttl`` is at most :data:`CLAIM_TTL`): it MUST be treated as
+        lapsed, never as standing in the way. A claim drops every lapsed claim, such ones too.
         """
         ...
 
@@ -271,7 +299,8 @@ class IndexStore(Protocol):
         ...
 
     def claims(self) -> list[tuple[str, bool, float]]:
-        """The unexpired claims as ``(holder, exclusive, seconds left)``, by holder. Reads
+        """The unexpired claims as ``(holder, exclusive, seconds left)``, by holder: those
+        that :func:`claim_stands` (none left for longer than :data:`CLAIM_HORIZON`). Reads
         only: lapsed claims are left for the next :meth:`claim` to drop."""
         ...
 
@@ -430,13 +459,23 @@ def check_read(start: int, count: int, *, least: int = 0) -> None:
 
 def check_claim(holder: str, ttl: float) -> None:
     """The one validation of a claim before it is written: a holder name of 1 to
-    :data:`MAX_HOLDER` printable characters, a positive ``ttl``."""
+    :data:`MAX_HOLDER` printable characters, a ``ttl`` of more than 0 and at most
+    :data:`CLAIM_TTL` seconds."""
     if not 0 < len(holder) <= MAX_HOLDER or not holder.isprintable():
         raise InvalidInput(
             f"a claim's holder is 1 to {MAX_HOLDER} printable characters", code="claim-invalid"
         )
-    if not 0 < ttl <= 3600:
-        raise InvalidInput("a claim lasts more than 0 and at most 3600 s", code="claim-invalid")
+    if not 0 < ttl <= CLAIM_TTL:
+        raise InvalidInput(
+            f"a claim lasts more than 0 and at most {CLAIM_TTL:g} s", code="claim-invalid"
+        )
+
+
+def claim_stands(left: float) -> bool:
+    """Whether a stored claim with ``left`` seconds to go (by the store's clock) holds the
+    index: not lapsed, and not further ahead than any claim is made (:data:`CLAIM_HORIZON`).
+    A store that selects claims in SQL applies the same bounds there."""
+    return 0 < left <= CLAIM_HORIZON
 
 
 def claim_holder(what: str) -> str:

@@ -24,6 +24,7 @@ from ._index import (
     check_read,
     check_rules_version,
     claim_conflict,
+    claim_stands,
     rules_conflict,
 )
 from .memory import Faults
@@ -131,8 +132,13 @@ class MemoryIndex:
         with self._lock:
             now = time.monotonic()
             for other, (their_exclusive, until) in self._claims.items():
-                if other != holder and until > now and (exclusive or their_exclusive):
+                if other != holder and claim_stands(until - now) and (exclusive or their_exclusive):
                     raise claim_conflict(other, their_exclusive, until - now)
+            self._claims = {
+                other: claim
+                for other, claim in self._claims.items()
+                if claim_stands(claim[1] - now)
+            }
             self._claims[holder] = (exclusive, now + ttl)
 
     def release(self, holder: str) -> None:
@@ -145,7 +151,7 @@ class MemoryIndex:
             return sorted(
                 (holder, exclusive, until - now)
                 for holder, (exclusive, until) in self._claims.items()
-                if until > now
+                if claim_stands(until - now)
             )
 
     def close(self) -> None:
@@ -207,17 +213,22 @@ class MemoryIndex:
             at = bisect.bisect_left(indexes, start)
             return [self._entries[i] for i in indexes[at : at + limit]]
 
-    def dump_rows(self) -> Iterator[tuple[str, str, str]]:
+    # Values are kept as given, never as stored bytes: nothing here is ever damaged, so
+    # ``mark_damaged`` changes nothing.
+
+    def dump_rows(self, *, mark_damaged: bool = False) -> Iterator[tuple[str, str, str]]:
         with self._lock:
             self.faults.check("read")
             return iter(sorted((t, k, v) for (t, k), v in self._rows.items()))
 
-    def dump_changes(self) -> Iterator[tuple[int, int, str, str, str | None]]:
+    def dump_changes(
+        self, *, mark_damaged: bool = False
+    ) -> Iterator[tuple[int, int, str, str, str | None]]:
         with self._lock:
             self.faults.check("read")
             return iter(list(self._changes))
 
-    def dump_entries(self) -> Iterator[IndexedEntry]:
+    def dump_entries(self, *, mark_damaged: bool = False) -> Iterator[IndexedEntry]:
         with self._lock:
             self.faults.check("read")
             return iter(list(self._entries))

@@ -23,7 +23,8 @@ Texts (table names, keys, values, subjects, kinds, organizations, codes) are sto
 the contract allows (and the conformance suite stores), and byte order is the code-point
 order the contract asks for whatever the database's collation. An operator reads a value
 with ``convert_from(value, 'UTF8')``. Bytes that are not UTF-8 (a hand edit) read back as
-:class:`Corruption`. The outcome, a closed set of ASCII words, is ``text``.
+:class:`Corruption`, one row at a time: the audit's dumps (``mark_damaged``) read past such
+a row and name it. The outcome, a closed set of ASCII words, is ``text``.
 
 As with SQLite, the applied size is ``max(idx) + 1`` of ``idx_entries``, not a counter.
 Connections come from a :class:`psycopg_pool.ConnectionPool`; a dump holds a connection of
@@ -53,6 +54,7 @@ from sealtrail.errors import (
 )
 
 from ._index import (
+    CLAIM_HORIZON,
     CLAIM_TTL,
     Change,
     IndexedEntry,
@@ -158,6 +160,15 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8")  # check_batch has refused what does not encode
 
 
+#: What to do about a value the index cannot have written. The audit reads past every one
+#: of them (its dumps mark what they cannot read), so it is the command to run.
+DAMAGED = (
+    "The index was edited behind the log's back: run `sealtrail audit` to name what "
+    "differs, then rebuild the index from the log (`sealtrail index rebuild`, every "
+    "server of the index stopped)."
+)
+
+
 def _text(data: object) -> str:
     try:
         if not isinstance(data, bytes | bytearray | memoryview):
@@ -166,25 +177,39 @@ def _text(data: object) -> str:
     except (UnicodeDecodeError, TypeError):
         raise Corruption(
             "the index holds bytes that are not UTF-8 text (edited behind its back)",
-            hint="Run `sealtrail audit`, then reset and rebuild the index from the log.",
+            hint=DAMAGED,
         ) from None
 
 
-def _maybe(data: object) -> str | None:
-    return None if data is None else _text(data)
+def _marked(data: object) -> str:
+    """As :func:`_text`, but bytes that are not UTF-8 are read with each byte that does
+    not decode as a lone surrogate (``surrogateescape``), which no applied text holds:
+    the dumps' ``mark_damaged``."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        return _text(data)  # not bytes: cannot be (the columns are bytea), and refused
+    return bytes(data).decode("utf-8", "surrogateescape")
 
 
-def _entry(row: Sequence[Any]) -> IndexedEntry:
+def _maybe(data: object, text: Callable[[object], str] = _text) -> str | None:
+    return None if data is None else text(data)
+
+
+def _entry(row: Sequence[Any], *, marked: bool = False) -> IndexedEntry:
     idx, entry_id, kind, org, outcome, code, subjects = row
+    text = _marked if marked else _text
     return IndexedEntry(
         int(idx),
         bytes(entry_id),
-        _text(kind),
-        _text(org),
+        text(kind),
+        text(org),
         str(outcome),
-        _maybe(code),
-        tuple(_text(s) for s in subjects),
+        _maybe(code, text),
+        tuple(text(s) for s in subjects),
     )
+
+
+def _marked_entry(row: Sequence[Any]) -> IndexedEntry:
+    return _entry(row, marked=True)
 
 
 def _storage_error(what: str, exc: psycopg.Error) -> StorageError:
@@ -364,7 +389,7 @@ class PostgresIndex:
             # clash can only be with rows edited or left behind the index's back.
             raise Corruption(
                 f"the index contradicts itself: {exc.__class__.__name__}, SQLSTATE {exc.sqlstate}",
-                hint="Run `sealtrail audit`, then reset and rebuild the index from the log.",
+                hint=DAMAGED,
             ) from exc
         except psycopg.Error as exc:
             raise _storage_error(what, exc) from exc
@@ -423,7 +448,7 @@ class PostgresIndex:
         if found is None:
             raise Corruption(
                 "the index's idx_meta row is missing (edited behind its back)",
-                hint="Run `sealtrail audit`, then reset and rebuild the index from the log.",
+                hint=DAMAGED,
             )
         return None if found[0] is None else int(found[0])
 
@@ -521,14 +546,21 @@ class PostgresIndex:
             # The database server's clock: the hosts of a deployment need not agree.
             clock = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
             now = float(clock[0]) if clock is not None else 0.0
+            # Only claims that stand (claim_stands): one that expires further ahead than
+            # any claim is made was written by hand, and holds nothing (NaN, which sorts
+            # above every number here, included).
             other = conn.execute(
                 "SELECT holder, exclusive, expires FROM idx_claims WHERE holder != %s"
-                " AND expires > %s AND (exclusive OR %s) ORDER BY exclusive DESC LIMIT 1",
-                (holder, now, exclusive),
+                " AND expires > %s AND expires <= %s AND (exclusive OR %s)"
+                " ORDER BY exclusive DESC LIMIT 1",
+                (holder, now, now + CLAIM_HORIZON, exclusive),
             ).fetchone()
             if other is not None:
                 raise claim_conflict(other[0], other[1], other[2] - now)
-            conn.execute("DELETE FROM idx_claims WHERE expires <= %s", (now,))
+            conn.execute(
+                "DELETE FROM idx_claims WHERE NOT (expires > %s AND expires <= %s)",
+                (now, now + CLAIM_HORIZON),
+            )
             conn.execute(
                 "INSERT INTO idx_claims (holder, exclusive, expires) VALUES (%s, %s, %s)"
                 " ON CONFLICT (holder) DO UPDATE"
@@ -543,9 +575,10 @@ class PostgresIndex:
     def claims(self) -> list[tuple[str, bool, float]]:
         with self._conn("read") as conn:
             rows = conn.execute(
-                "SELECT holder, exclusive, expires - extract(epoch FROM clock_timestamp())"
-                " FROM idx_claims WHERE expires > extract(epoch FROM clock_timestamp())"
-                " ORDER BY convert_to(holder, 'UTF8')"
+                "SELECT holder, exclusive, left_s FROM (SELECT holder, exclusive,"
+                " expires - extract(epoch FROM clock_timestamp()) AS left_s FROM idx_claims)"
+                " AS c WHERE left_s > 0 AND left_s <= %s ORDER BY convert_to(holder, 'UTF8')",
+                (CLAIM_HORIZON,),
             ).fetchall()
         return [(str(holder), bool(exclusive), float(left)) for holder, exclusive, left in rows]
 
@@ -682,20 +715,24 @@ class PostgresIndex:
 
         return _Dump(rows(), lambda: self._release(conn))
 
-    def dump_rows(self) -> Iterator[tuple[str, str, str]]:
+    def dump_rows(self, *, mark_damaged: bool = False) -> Iterator[tuple[str, str, str]]:
+        text = _marked if mark_damaged else _text
         return self._dump(
             "SELECT tbl, key, value FROM idx_rows ORDER BY tbl, key",
-            lambda r: (_text(r[0]), _text(r[1]), _text(r[2])),
+            lambda r: (text(r[0]), text(r[1]), text(r[2])),
         )
 
-    def dump_changes(self) -> Iterator[tuple[int, int, str, str, str | None]]:
+    def dump_changes(
+        self, *, mark_damaged: bool = False
+    ) -> Iterator[tuple[int, int, str, str, str | None]]:
+        text = _marked if mark_damaged else _text
         return self._dump(
             "SELECT idx, pos, tbl, key, value FROM idx_changes ORDER BY idx, pos",
-            lambda r: (int(r[0]), int(r[1]), _text(r[2]), _text(r[3]), _maybe(r[4])),
+            lambda r: (int(r[0]), int(r[1]), text(r[2]), text(r[3]), _maybe(r[4], text)),
         )
 
-    def dump_entries(self) -> Iterator[IndexedEntry]:
+    def dump_entries(self, *, mark_damaged: bool = False) -> Iterator[IndexedEntry]:
         return self._dump(
             f"SELECT {_ENTRY} FROM idx_entries AS e ORDER BY e.idx",  # noqa: S608
-            _entry,
+            _marked_entry if mark_damaged else _entry,
         )

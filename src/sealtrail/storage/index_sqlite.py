@@ -21,6 +21,14 @@ The applied size is ``max(idx) + 1`` of ``idx_entries``, not a counter of its ow
 is a second record of the same fact, which a bug or a hand edit can set out of step with the
 entries; deriving it leaves one. ``apply`` refuses a batch that does not start there, and
 ``idx``'s primary key refuses an entry twice, so the entries stay dense from 0.
+
+SQLite keeps whatever a hand edit gives it, so every value is read as the log's store
+reads its own (``sqlite.py``, "values read back"): a text column's value is its stored
+bytes read as UTF-8 (a TEXT or a BLOB alike, as the PostgreSQL index stores every text as
+bytes), and anything else (bytes that are not UTF-8, text where bytes belong, a word where
+a number does) is :class:`Corruption`, never a ``TypeError`` or a failed query. As TEXT is
+handed over as its bytes, one undecodable value is one row's damage: the audit's dumps
+(``mark_damaged``) read past it and name it.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from sealtrail.errors import (
 )
 
 from ._index import (
+    CLAIM_HORIZON,
     CLAIM_TTL,
     Change,
     IndexedEntry,
@@ -54,7 +63,15 @@ from ._index import (
     claim_conflict,
     rules_conflict,
 )
-from .sqlite import BUSY_TIMEOUT_MS, MAX_VARIABLES, _insert
+from .sqlite import (
+    BUSY_TIMEOUT_MS,
+    MAX_VARIABLES,
+    _insert,
+    stored_bytes,
+    stored_int,
+    stored_text,
+    wrong_type,
+)
 
 __all__ = ["SQLiteIndex"]
 
@@ -132,6 +149,53 @@ _RULES = "SELECT rules_version FROM idx_meta WHERE one = 1"
 _STAMP = "INSERT OR REPLACE INTO idx_meta (one, rules_version) VALUES (1, ?)"
 _ENTRY_COLUMNS = "idx, entry_id, kind, org, outcome, code"
 
+#: What to do about a value the index cannot have written. The audit reads past every one
+#: of them (its dumps mark what they cannot read), so it is the command to run.
+DAMAGED = (
+    "The index was edited behind the log's back: run `sealtrail audit` to name what "
+    "differs, then rebuild the index from the log (`sealtrail index rebuild`, every "
+    "server of the index stopped)."
+)
+
+#: One converter of a text column's value: strict (Corruption) or marking (lone surrogates).
+_Text = Callable[[object, str], str]
+
+
+def _text(value: object, where: str) -> str:
+    """A text column's value: its stored bytes (a TEXT's or a BLOB's) as UTF-8, else
+    :class:`Corruption`."""
+    return stored_text(value, f"the index's {where}", hint=DAMAGED)
+
+
+def _marked(value: object, where: str) -> str:
+    """As :func:`_text`, but bytes that are not UTF-8 are read with each byte that does
+    not decode as a lone surrogate (``surrogateescape``), which no applied text holds:
+    the dumps' ``mark_damaged``."""
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", "surrogateescape")
+    raise wrong_type(value, "text belongs", f"the index's {where}", hint=DAMAGED)
+
+
+def _maybe(value: object, where: str, text: _Text = _text) -> str | None:
+    return None if value is None else text(value, where)
+
+
+def _int(value: object, where: str) -> int:
+    return stored_int(value, f"the index's {where}", hint=DAMAGED)
+
+
+def _entry_id(value: object, *, marked: bool) -> bytes:
+    if marked and not isinstance(value, bytes):
+        return b""  # no entry's id: read as different from any (IndexStore.dump_entries)
+    return stored_bytes(value, "the index's idx_entries.entry_id", hint=DAMAGED)
+
+
+def _holder(value: object) -> str:
+    """A claim's holder, shown and never compared here: readable whatever was stored."""
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
+
 
 class _Dump(Generic[_T]):
     """An iterator over a dump that gives its connection back when exhausted, failed or
@@ -160,15 +224,16 @@ class _Dump(Generic[_T]):
         self.close()
 
 
-def _entry(row: Sequence[Any], subjects: Sequence[str]) -> IndexedEntry:
+def _entry(row: Sequence[Any], subjects: Sequence[str], *, marked: bool = False) -> IndexedEntry:
     idx, entry_id, kind, org, outcome, code = row
+    text = _marked if marked else _text
     return IndexedEntry(
-        int(idx),
-        bytes(entry_id),
-        str(kind),
-        str(org),
-        str(outcome),
-        None if code is None else str(code),
+        _int(idx, "idx_entries.idx"),
+        _entry_id(entry_id, marked=marked),
+        text(kind, "idx_entries.kind"),
+        text(org, "idx_entries.org"),
+        text(outcome, "idx_entries.outcome"),
+        _maybe(code, "idx_entries.code", text),
         tuple(subjects),
     )
 
@@ -179,8 +244,21 @@ def _with_subjects(
     """Join entry rows with ``(idx, subject)`` rows, both ordered by index."""
     by_entry: dict[int, list[str]] = {}
     for idx, subject in subjects:
-        by_entry.setdefault(int(idx), []).append(str(subject))
-    return [_entry(row, by_entry.get(int(row[0]), ())) for row in rows]
+        by_entry.setdefault(_int(idx, "idx_subjects.idx"), []).append(
+            _text(subject, "idx_subjects.subject")
+        )
+    return [_entry(row, by_entry.get(_int(row[0], "idx_entries.idx"), ())) for row in rows]
+
+
+def _change(row: Sequence[Any], text: _Text = _text) -> tuple[int, int, str, str, str | None]:
+    i, p, t, k, v = row
+    return (
+        _int(i, "idx_changes.idx"),
+        _int(p, "idx_changes.pos"),
+        text(t, "idx_changes.tbl"),
+        text(k, "idx_changes.key"),
+        _maybe(v, "idx_changes.value", text),
+    )
 
 
 def _flatten(
@@ -246,6 +324,10 @@ class SQLiteIndex:
             check_same_thread=False,
             timeout=BUSY_TIMEOUT_MS / 1000,
         )
+        # TEXT as its stored bytes, decoded by the reads (module docs): a value that is not
+        # UTF-8 is then one row's Corruption, or a marked row in a dump, not a query failed
+        # half-way (which would read as the database failing).
+        conn.text_factory = bytearray
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -327,7 +409,7 @@ class SQLiteIndex:
     def rules_version(self) -> int | None:
         with self._errors("read"):
             found = self._conn().execute(_RULES).fetchone()
-        return None if found is None or found[0] is None else int(found[0])
+        return None if found is None or found[0] is None else _int(found[0], "rules_version")
 
     def apply(
         self,
@@ -345,6 +427,8 @@ class SQLiteIndex:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 applied, recorded = conn.execute(f"SELECT ({_APPLIED}), ({_RULES})").fetchone()
+                if recorded is not None:
+                    recorded = _int(recorded, "rules_version")
                 first = batch[0][0].index
                 if first != applied:
                     raise Conflict(
@@ -410,14 +494,21 @@ class SQLiteIndex:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 now = time.time()  # one host's processes share the file: one clock
+                # Only claims that stand (claim_stands): one that expires further ahead
+                # than any claim is made was written by hand, and holds nothing. (A word
+                # or bytes stored as the expiry sorts after every number: beyond too.)
                 other = conn.execute(
                     "SELECT holder, exclusive, expires FROM idx_claims WHERE holder != ?"
-                    " AND expires > ? AND (exclusive = 1 OR ?) ORDER BY exclusive DESC LIMIT 1",
-                    (holder, now, exclusive),
+                    " AND expires > ? AND expires <= ? AND (exclusive = 1 OR ?)"
+                    " ORDER BY exclusive DESC LIMIT 1",
+                    (holder, now, now + CLAIM_HORIZON, exclusive),
                 ).fetchone()
                 if other is not None:
-                    raise claim_conflict(other[0], bool(other[1]), other[2] - now)
-                conn.execute("DELETE FROM idx_claims WHERE expires <= ?", (now,))
+                    raise claim_conflict(_holder(other[0]), bool(other[1]), other[2] - now)
+                conn.execute(
+                    "DELETE FROM idx_claims WHERE NOT (expires > ? AND expires <= ?)",
+                    (now, now + CLAIM_HORIZON),
+                )
                 conn.execute(
                     "INSERT OR REPLACE INTO idx_claims (holder, exclusive, expires)"
                     " VALUES (?, ?, ?)",
@@ -439,13 +530,15 @@ class SQLiteIndex:
             rows = (
                 self._conn()
                 .execute(
-                    "SELECT holder, exclusive, expires FROM idx_claims WHERE expires > ?"
-                    " ORDER BY holder",
-                    (now,),
+                    "SELECT holder, exclusive, expires FROM idx_claims"
+                    " WHERE expires > ? AND expires <= ? ORDER BY holder",
+                    (now, now + CLAIM_HORIZON),
                 )
                 .fetchall()
             )
-        return [(str(holder), bool(exclusive), until - now) for holder, exclusive, until in rows]
+        return [
+            (_holder(holder), bool(exclusive), until - now) for holder, exclusive, until in rows
+        ]
 
     def close(self) -> None:
         with self._all_lock:
@@ -463,7 +556,7 @@ class SQLiteIndex:
                 .execute("SELECT value FROM idx_rows WHERE tbl = ? AND key = ?", (table, key))
                 .fetchone()
             )
-        return None if found is None else str(found[0])
+        return None if found is None else _text(found[0], "idx_rows.value")
 
     def rows(self, table: str) -> list[tuple[str, str]]:
         with self._errors("read"):
@@ -472,7 +565,7 @@ class SQLiteIndex:
                 .execute("SELECT key, value FROM idx_rows WHERE tbl = ? ORDER BY key", (table,))
                 .fetchall()
             )
-        return [(str(k), str(v)) for k, v in found]
+        return [(_text(k, "idx_rows.key"), _text(v, "idx_rows.value")) for k, v in found]
 
     def row_at(self, table: str, key: str, size: int) -> str | None:
         if size < 0:
@@ -490,7 +583,7 @@ class SQLiteIndex:
             )
         if size > applied:
             raise NotFound(f"the index has applied {applied} entries, not {size} (yet)")
-        return None if value is None else str(value)
+        return _maybe(value, "idx_changes.value")
 
     def history(self, table: str, key: str) -> list[tuple[int, str | None]]:
         with self._errors("read"):
@@ -503,7 +596,7 @@ class SQLiteIndex:
                 )
                 .fetchall()
             )
-        return [(int(i), None if v is None else str(v)) for i, v in found]
+        return [(_int(i, "idx_changes.idx"), _maybe(v, "idx_changes.value")) for i, v in found]
 
     def entries(self, start: int, stop: int) -> list[IndexedEntry]:
         check_read(start, stop - start)
@@ -528,10 +621,7 @@ class SQLiteIndex:
                 " WHERE idx >= ? AND idx < ? ORDER BY idx, pos",
                 (start, stop),
             ).fetchall()
-        return [
-            (int(i), int(p), str(t), str(k), None if v is None else str(v))
-            for i, p, t, k, v in found
-        ]
+        return [_change(row) for row in found]
 
     def entries_about(
         self, subject: str, *, start: int = 0, limit: int = 1000
@@ -544,7 +634,7 @@ class SQLiteIndex:
                 " WHERE s.subject = ? AND s.idx >= ? ORDER BY s.idx LIMIT ?",
                 (subject, start, limit),
             ).fetchall()
-            indexes = [int(row[0]) for row in found]
+            indexes = [_int(row[0], "idx_entries.idx") for row in found]
             subjects: list[Any] = []
             for i in range(0, len(indexes), MAX_VARIABLES):
                 chunk = indexes[i : i + MAX_VARIABLES]
@@ -582,42 +672,56 @@ class SQLiteIndex:
                 return
             yield from chunk
 
-    def dump_rows(self) -> Iterator[tuple[str, str, str]]:
+    def dump_rows(self, *, mark_damaged: bool = False) -> Iterator[tuple[str, str, str]]:
         conn, (cursor,) = self._dump("SELECT tbl, key, value FROM idx_rows ORDER BY tbl, key")
-        rows = ((str(t), str(k), str(v)) for t, k, v in self._fetch(cursor))
+        text = _marked if mark_damaged else _text
+        rows = (
+            (text(t, "idx_rows.tbl"), text(k, "idx_rows.key"), text(v, "idx_rows.value"))
+            for t, k, v in self._fetch(cursor)
+        )
         return _Dump(rows, lambda: self._release(conn))
 
-    def dump_changes(self) -> Iterator[tuple[int, int, str, str, str | None]]:
+    def dump_changes(
+        self, *, mark_damaged: bool = False
+    ) -> Iterator[tuple[int, int, str, str, str | None]]:
         conn, (cursor,) = self._dump(
             "SELECT idx, pos, tbl, key, value FROM idx_changes ORDER BY idx, pos"
         )
-        rows = (
-            (int(i), int(p), str(t), str(k), None if v is None else str(v))
-            for i, p, t, k, v in self._fetch(cursor)
-        )
+        text = _marked if mark_damaged else _text
+        rows = (_change(row, text) for row in self._fetch(cursor))
         return _Dump(rows, lambda: self._release(conn))
 
-    def dump_entries(self) -> Iterator[IndexedEntry]:
+    def dump_entries(self, *, mark_damaged: bool = False) -> Iterator[IndexedEntry]:
         conn, (entries, subjects) = self._dump(
             f"SELECT {_ENTRY_COLUMNS} FROM idx_entries ORDER BY idx",  # noqa: S608
             "SELECT idx, subject FROM idx_subjects ORDER BY idx, subject",
         )
-        return _Dump(self._merge(entries, subjects), lambda: self._release(conn))
+        merged = self._merge(entries, subjects, marked=mark_damaged)
+        return _Dump(merged, lambda: self._release(conn))
 
-    def _merge(self, entries: sqlite3.Cursor, subjects: sqlite3.Cursor) -> Iterator[IndexedEntry]:
+    def _merge(
+        self, entries: sqlite3.Cursor, subjects: sqlite3.Cursor, *, marked: bool
+    ) -> Iterator[IndexedEntry]:
         """Join entries with their subjects, both ordered by index (a merge join)."""
+        text = _marked if marked else _text
         rows = self._fetch(subjects)
         pending = next(rows, None)
         for row in self._fetch(entries):
-            idx = int(row[0])
+            idx = _int(row[0], "idx_entries.idx")
             mine: list[str] = []
             # A subject row of an entry that is not stored is passed over: the audit
-            # compares entries with a replay and finds that entry missing.
-            while pending is not None and int(pending[0]) <= idx:
-                if int(pending[0]) == idx:
-                    mine.append(str(pending[1]))
+            # compares entries with a replay and finds that entry missing. So is one whose
+            # index is not a number (edited; no read joins it to an entry): the entry it
+            # was taken from lacks it.
+            while pending is not None:
+                at = pending[0]
+                if isinstance(at, int):
+                    if at > idx:
+                        break
+                    if at == idx:
+                        mine.append(text(pending[1], "idx_subjects.subject"))
                 pending = next(rows, None)
-            yield _entry(row, mine)
+            yield _entry(row, mine, marked=marked)
 
     # -- tampering, for audit tests (the index edited behind the log's back) -------------------
 

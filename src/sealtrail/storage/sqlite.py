@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sealtrail.errors import CheckpointConflict, ConfigError, Error, StorageError
+from sealtrail.errors import CheckpointConflict, ConfigError, Corruption, Error, StorageError
 
 from . import _leafruns as runs
 from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
@@ -91,7 +91,14 @@ class _Runs:
 
     def rows(self) -> list[runs.RunRow]:
         query = "SELECT run, count, first_page FROM leaf_runs ORDER BY run"
-        return [runs.RunRow(int(r), int(c), int(p)) for r, c, p in self.conn.execute(query)]
+        return [
+            runs.RunRow(
+                stored_int(r, "leaf_runs.run"),
+                stored_int(c, "leaf_runs.count"),
+                stored_int(p, "leaf_runs.first_page"),
+            )
+            for r, c, p in self.conn.execute(query)
+        ]
 
     def read(self, row: runs.RunRow) -> runs.Run:
         (keys,) = self.conn.execute(
@@ -101,8 +108,10 @@ class _Runs:
             "SELECT indexes FROM leaf_pages WHERE page BETWEEN ? AND ? ORDER BY page",
             (row.first_page, row.last_page),
         ).fetchall()
-        indexes = runs.indexes_from_bytes(b"".join(p for (p,) in pages))
-        return runs.Run(runs.keys_from_bytes(keys), indexes)
+        indexes = runs.indexes_from_bytes(
+            b"".join(stored_bytes(p, "leaf_pages.indexes") for (p,) in pages)
+        )
+        return runs.Run(runs.keys_from_bytes(stored_bytes(keys, "leaf_runs.keys")), indexes)
 
     def delete(self, row: runs.RunRow) -> None:
         self.conn.execute("DELETE FROM leaf_runs WHERE run = ?", (row.run,))
@@ -207,6 +216,75 @@ def _failed(what: str, exc: sqlite3.Error) -> StorageError:
     return StorageError(f"SQLite {what} failed: {exc.__class__.__name__}: {exc}")
 
 
+# -- values read back ----------------------------------------------------------------------
+#
+# SQLite keeps whatever type a value is given, whatever its column says (a hand edit can
+# put text where bytes belong, or a word where a number does; a CHECK does not stop a word,
+# ``'x' >= 0`` holds), and fails a whole query on a TEXT value that is not UTF-8. So the
+# connections of both SQLite files hand TEXT over as its stored bytes (``text_factory``
+# ``bytearray``, told apart from a BLOB's ``bytes``), and every value is read through one
+# of these: a value of the wrong type is Corruption naming the column, never a TypeError
+# from deep inside a reader, a failed query, or the value itself in a message.
+
+
+#: What to do about a value of the wrong type in the log's store. The checkpoint and the
+#: tiles are read by every command (``log verify`` and ``audit`` too), so none of them is
+#: the way out: the store itself is the lead.
+STORE_DAMAGED = (
+    "The store was edited behind the log's back or is damaged: stop every process using "
+    "it and investigate it (restore it from a backup)."
+)
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, bytes):
+        return "bytes"
+    if isinstance(value, str | bytearray):  # TEXT (a bytearray, as the connections read it)
+        return "text"
+    if value is None:
+        return "NULL"
+    return "a number" if isinstance(value, int | float) else type(value).__name__
+
+
+def wrong_type(value: object, belongs: str, where: str, *, hint: str) -> Corruption:
+    """The error for a value of another type than its column's (``belongs``: what belongs
+    there, e.g. ``"bytes belong"``). Names the column and the types, never the value."""
+    return Corruption(
+        f"{where} holds {_type_name(value)} where {belongs} (edited behind the store's "
+        "back, or damaged)",
+        hint=hint,
+    )
+
+
+def stored_bytes(value: object, where: str, *, hint: str = STORE_DAMAGED) -> bytes:
+    """A BLOB column's value: bytes, else :class:`Corruption` (with ``hint``)."""
+    if isinstance(value, bytes):
+        return value
+    raise wrong_type(value, "bytes belong", where, hint=hint)
+
+
+def stored_int(value: object, where: str, *, hint: str = STORE_DAMAGED) -> int:
+    """An INTEGER column's value: an integer, else :class:`Corruption`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise wrong_type(value, "an integer belongs", where, hint=hint)
+
+
+def stored_text(value: object, where: str, *, hint: str = STORE_DAMAGED) -> str:
+    """A TEXT column's value: its stored bytes (a TEXT's or a BLOB's alike) read as UTF-8,
+    else :class:`Corruption`."""
+    if isinstance(value, bytes | bytearray):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Corruption(
+                f"{where} holds bytes that are not UTF-8 text (edited behind the store's "
+                "back, or damaged)",
+                hint=hint,
+            ) from None
+    raise wrong_type(value, "text belongs", where, hint=hint)
+
+
 def _insert(
     conn: sqlite3.Connection,
     insert: str,
@@ -232,12 +310,12 @@ def _insert(
 def _record(row: Sequence[Any]) -> StatementRecord:
     entry_id, body, issuer, subject, content_type, registered_at = row
     return StatementRecord(
-        bytes(entry_id),
-        bytes(body),
-        str(issuer),
-        str(subject),
-        str(content_type),
-        int(registered_at),
+        stored_bytes(entry_id, "statements.entry_id"),
+        stored_bytes(body, "statements.body"),
+        stored_text(issuer, "statements.issuer"),
+        stored_text(subject, "statements.subject"),
+        stored_text(content_type, "statements.content_type"),
+        stored_int(registered_at, "statements.registered_at"),
     )
 
 
@@ -282,6 +360,7 @@ class SQLiteStore:
                 check_same_thread=False,
                 timeout=BUSY_TIMEOUT_MS / 1000,
             )
+            conn.text_factory = bytearray  # TEXT as its bytes, read through stored_text
             try:
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -337,7 +416,13 @@ class SQLiteStore:
                 .execute("SELECT size, note, indexed FROM checkpoint WHERE id = 0")
                 .fetchone()
             )
-        return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), int(row[2]))
+        if row is None:
+            return None
+        return StoredCheckpoint(
+            stored_int(row[0], "checkpoint.size"),
+            stored_bytes(row[1], "checkpoint.note"),
+            stored_int(row[2], "checkpoint.indexed"),
+        )
 
     def read_parts(self, level: int, index: int) -> list[TilePart]:
         # The read of every cold proof's tile: no context manager, the query text fixed.
@@ -345,7 +430,18 @@ class SQLiteStore:
             rows = self._conn().execute(_READ_PARTS[_table(level)], (level, index)).fetchall()
         except sqlite3.Error as exc:
             raise _failed("read", exc) from exc
-        return [TilePart(level, index, int(s), int(c), bytes(d), bytes(i)) for s, c, d, i in rows]
+        table = _table(level)
+        return [
+            TilePart(
+                level,
+                index,
+                stored_int(s, f"{table}.start"),
+                stored_int(c, f"{table}.count"),
+                stored_bytes(d, f"{table}.data"),
+                stored_bytes(i, f"{table}.interior"),
+            )
+            for s, c, d, i in rows
+        ]
 
     def lookup_leaves(self, leaf_hashes: Collection[bytes]) -> dict[bytes, list[int]]:
         asked = list(dict.fromkeys(leaf_hashes))  # each asked-for hash once
@@ -361,7 +457,7 @@ class SQLiteStore:
                     query = "SELECT indexes FROM leaf_pages WHERE page = ?"
                     row = conn.execute(query, (page,)).fetchone()
                     if row is not None:
-                        pages[page] = bytes(row[0])
+                        pages[page] = stored_bytes(row[0], "leaf_pages.indexes")
             finally:
                 conn.execute("COMMIT")
         return runs.candidates(asked, spots, pages)
@@ -371,7 +467,11 @@ class SQLiteStore:
         conn = self._conn()
         query = "SELECT run, keys FROM leaf_runs WHERE run = ?"
         rows = [conn.execute(query, (n,)).fetchone() for n in numbers]
-        return {int(r[0]): bytes(r[1]) for r in rows if r is not None}
+        return {
+            stored_int(r[0], "leaf_runs.run"): stored_bytes(r[1], "leaf_runs.keys")
+            for r in rows
+            if r is not None
+        }
 
     # -- the one write ------------------------------------------------------------------------
 
@@ -381,7 +481,7 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 row = conn.execute("SELECT size FROM checkpoint WHERE id = 0").fetchone()
-                current = 0 if row is None else int(row[0])
+                current = 0 if row is None else stored_int(row[0], "checkpoint.size")
                 if current != commit.old_size:
                     raise CheckpointConflict(f"the log is at size {current}, not {commit.old_size}")
                 if commit.new_size == 0 and row is not None:
@@ -461,7 +561,13 @@ class SQLiteStore:
             for level, index, start, count, data in removed:
                 cut = starts.get((level, index))
                 if cut is not None and start < cut:
-                    old = TilePart(level, index, int(start), int(count), bytes(data))
+                    old = TilePart(
+                        level,
+                        index,
+                        stored_int(start, f"{table}.start"),
+                        stored_int(count, f"{table}.count"),
+                        stored_bytes(data, f"{table}.data"),
+                    )
                     head = old.head(cut - old.start)
                     conn.execute(
                         f"INSERT INTO {table} (level, idx, start, count, data, interior)"  # noqa: S608
@@ -503,7 +609,8 @@ class SQLiteStore:
                     marks = ",".join("?" * len(chunk))
                     query = f"SELECT entry_id, seq FROM statements WHERE entry_id IN ({marks})"  # noqa: S608
                     seqs.update(
-                        (bytes(e), int(q)) for e, q in conn.execute(query, chunk).fetchall()
+                        (stored_bytes(e, "statements.entry_id"), stored_int(q, "statements.seq"))
+                        for e, q in conn.execute(query, chunk).fetchall()
                     )
                 conn.execute("COMMIT")
             except BaseException:
@@ -538,7 +645,13 @@ class SQLiteStore:
                     f" WHERE entry_id IN ({marks})",
                     chunk,
                 ).fetchall()
-                out.update((bytes(e), str(t)) for e, t in rows)
+                out.update(
+                    (
+                        stored_bytes(e, "statements.entry_id"),
+                        stored_text(t, "statements.content_type"),
+                    )
+                    for e, t in rows
+                )
         return out
 
     def statements_since(self, seq: int, *, limit: int) -> list[tuple[int, StatementRecord]]:
@@ -564,7 +677,10 @@ class SQLiteStore:
                 )
                 .fetchall()
             )
-        return [(int(s), bytes(e)) for s, e in rows]
+        return [
+            (stored_int(s, "statements.seq"), stored_bytes(e, "statements.entry_id"))
+            for s, e in rows
+        ]
 
     def statements_of_type(self, content_type: str, *, skip: int = 0) -> list[StatementRecord]:
         with self._errors("read"):
@@ -597,7 +713,7 @@ class SQLiteStore:
     def read_sequenced(self) -> int:
         with self._errors("read"):
             row = self._conn().execute("SELECT seq FROM statements_sequenced").fetchone()
-        return 0 if row is None else int(row[0])
+        return 0 if row is None else stored_int(row[0], "statements_sequenced.seq")
 
     def write_sequenced(self, seq: int) -> None:
         with self._errors("statement write"):

@@ -203,7 +203,7 @@ def test_a_served_app_whose_claim_is_lost_stops_serving(monkeypatch: pytest.Monk
         time.sleep(0.5)  # the server has claimed the index and serves
         monkeypatch.setattr(index, "claim", unreachable)
         time.sleep(0.45)  # its claim lapsed
-        claim_now(REBUILD, exclusive=True, ttl=30)
+        claim_now(REBUILD, exclusive=True, ttl=15)  # a claim lasts 15 s at most
         monkeypatch.setattr(index, "claim", claim_now)
 
     rebuilder = threading.Thread(target=rebuild_meanwhile)
