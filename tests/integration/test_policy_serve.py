@@ -60,6 +60,8 @@ def test_the_configured_policy_becomes_a_log_entry(tmp_path: Path) -> None:
     with served(root) as url:
         shown = httpx.get(url + "/provenance/v1/policy", headers=bearer(token)).json()
     assert _records(root) == [], "the defaults are in force: nothing recorded"
+    status = sealtrail("index", "status", "-d", "d", cwd=root)
+    assert "provenance policy: the defaults (max attestation age 86400 s" in status.stdout
     assert shown["version"] == 0 and shown["entry"] is None
     assert (shown["max_attestation_age"], shown["min_security_version"]) == (86400, {})
 
@@ -89,6 +91,11 @@ def test_the_configured_policy_becomes_a_log_entry(tmp_path: Path) -> None:
     }
     row = _policy_row(root)
     assert row is not None and row["version"] == 2 and row["max_attestation_age"] == 7200
+    status = sealtrail("index", "status", "-d", "d", cwd=root)
+    assert (
+        "provenance policy version 2: max attestation age 7200 s, minimum security "
+        f"versions none (entry {row['entry'][:16]}…)"
+    ) in status.stdout, status.stdout
     _audit_ok(root)
 
     # Rebuilt from the log alone, the index holds the same policy, whatever the

@@ -19,6 +19,7 @@ from sealtrail.keys import Verifier
 from sealtrail.log import LogReader
 from sealtrail.note import NoteVerifier
 from sealtrail.provenance import (
+    POLICY_KEY,
     RULES_VERSION,
     ProvenanceLedger,
     ProvenancePolicy,
@@ -192,6 +193,7 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         state = "up to date" if applied == size else f"{size - applied} entries behind"
         out.print(f"log size {size}, index applied {applied}: {state}")
         out.print(escape(_rules_status(index)))
+        out.print(escape(_policy_status(index, applied)))
         claims = index.claims()
         for holder, exclusive, _ in claims:
             out.print(f"{'being rebuilt' if exclusive else 'in use'} by {escape(holder)}")
@@ -200,6 +202,26 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     finally:
         index.close()
         store.close()
+
+
+def _policy_status(index: IndexStore, applied: int) -> str:
+    """The line of ``index status`` on the provenance policy in force: the latest policy
+    record the index applied, or the defaults before the log holds one."""
+    raw = index.row("policy", POLICY_KEY) if applied else None
+    if raw is None:
+        default = ProvenancePolicy()
+        return (
+            f"provenance policy: the defaults (max attestation age "
+            f"{default.max_attestation_age} s, no minimum security versions); no policy "
+            "record in the log"
+        )
+    row = json.loads(raw)
+    floors = ", ".join(f"{c} {v}" for c, v in sorted(row["min_security_version"].items()))
+    return (
+        f"provenance policy version {row['version']}: max attestation age "
+        f"{row['max_attestation_age']} s, minimum security versions "
+        f"{floors or 'none'} (entry {row['entry'][:16]}…)"
+    )
 
 
 def _rules_status(index: IndexStore) -> str:
