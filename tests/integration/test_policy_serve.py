@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,7 +41,7 @@ def _records(root: Path) -> list[dict[str, object]]:
         store.close()
 
 
-def _policy_row(root: Path) -> dict[str, object] | None:
+def _policy_row(root: Path) -> dict[str, Any] | None:
     index = SQLiteIndex(str(root / "d" / "provenance.db"))
     try:
         raw = index.row("policy", "provenance")

@@ -85,8 +85,11 @@ _ENTRY_ID_SIZE = 32
 CLAIM_TTL = 15.0
 #: Seconds a stored claim may expire beyond :data:`CLAIM_TTL` from now and still be one:
 #: a store reads one clock (the host's, or the database server's), so this only covers
-#: that clock set back while a claim runs.
-CLAIM_CLOCK_SLACK = 5.0
+#: that clock set back while a claim runs (a large NTP step, a virtual machine restored).
+#: Generous, as it costs little: a claim written in by hand holds the index for at most
+#: :data:`CLAIM_HORIZON`, and one a clock step made look forged would let a rebuild run
+#: under a live server.
+CLAIM_CLOCK_SLACK = 60.0
 #: The furthest ahead of the store's clock a claim can expire. A stored claim that expires
 #: later was made by no process (it was written into the store by hand): it is treated as
 #: lapsed, so that it cannot hold the index, let alone forever.

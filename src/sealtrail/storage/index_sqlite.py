@@ -162,17 +162,30 @@ _Text = Callable[[object, str], str]
 
 
 def _text(value: object, where: str) -> str:
-    """A text column's value: its stored bytes (a TEXT's or a BLOB's) as UTF-8, else
-    :class:`Corruption`."""
+    """A TEXT column's value as UTF-8, else :class:`Corruption` (a BLOB included: see
+    :func:`stored_text`)."""
+    if type(value) is bytearray:  # the common case, without building a message
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
     return stored_text(value, f"the index's {where}", hint=DAMAGED)
+
+
+#: Put before a BLOB's bytes where text belongs (the dumps' ``mark_damaged``): a lone
+#: surrogate standing for the byte 0x80, which begins no UTF-8 text, so the value never
+#: equals the text of the same bytes the log gives.
+BLOB_MARK = "\udc80"
 
 
 def _marked(value: object, where: str) -> str:
     """As :func:`_text`, but bytes that are not UTF-8 are read with each byte that does
-    not decode as a lone surrogate (``surrogateescape``), which no applied text holds:
-    the dumps' ``mark_damaged``."""
-    if isinstance(value, bytes | bytearray):
+    not decode as a lone surrogate (``surrogateescape``), which no applied text holds, and
+    a BLOB's bytes after :data:`BLOB_MARK`: the dumps' ``mark_damaged``."""
+    if type(value) is bytearray:
         return value.decode("utf-8", "surrogateescape")
+    if isinstance(value, bytes):
+        return BLOB_MARK + value.decode("utf-8", "surrogateescape")
     raise wrong_type(value, "text belongs", f"the index's {where}", hint=DAMAGED)
 
 
@@ -181,6 +194,8 @@ def _maybe(value: object, where: str, text: _Text = _text) -> str | None:
 
 
 def _int(value: object, where: str) -> int:
+    if type(value) is int:  # the common case, without building a message
+        return value
     return stored_int(value, f"the index's {where}", hint=DAMAGED)
 
 

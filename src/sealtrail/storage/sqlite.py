@@ -271,9 +271,11 @@ def stored_int(value: object, where: str, *, hint: str = STORE_DAMAGED) -> int:
 
 
 def stored_text(value: object, where: str, *, hint: str = STORE_DAMAGED) -> str:
-    """A TEXT column's value: its stored bytes (a TEXT's or a BLOB's alike) read as UTF-8,
-    else :class:`Corruption`."""
-    if isinstance(value, bytes | bytearray):
+    """A TEXT column's value (a bytearray, as the connections read TEXT) read as UTF-8,
+    else :class:`Corruption`. A BLOB is not text, even one of the same bytes: SQLite
+    never takes one for the other (``WHERE key = ?`` with text does not find it), so a
+    value's type changed behind the store's back is an edit, named as one."""
+    if type(value) is bytearray:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:

@@ -160,3 +160,22 @@ async def test_values_of_another_type_are_named(tmp_path: Path) -> None:
             )
     finally:
         index.close()
+
+
+async def test_a_key_turned_into_a_blob_is_named(tmp_path: Path) -> None:
+    """SQLite never takes a BLOB for the text of the same bytes: a row whose key was turned
+    into one is no longer found by its key (the server reads it as absent), so the audit
+    must not read it as the text it was."""
+    index = SQLiteIndex(tmp_path / "provenance.db")
+    try:
+        async with journeyed(index) as chain:
+            index.execute(
+                "UPDATE idx_rows SET key = CAST(key AS BLOB) "
+                "WHERE tbl = 'compliance' AND key = 'srv-1'"
+            )
+            assert index.row("compliance", "srv-1") is None
+            report = audit(chain)
+            assert not report.ok
+            assert any("compliance" in f.where for f in report.findings), report.findings
+    finally:
+        index.close()

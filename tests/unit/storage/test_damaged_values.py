@@ -190,3 +190,24 @@ def test_a_statement_of_the_wrong_type_is_corruption(logged: SQLiteStore) -> Non
     _corrupt(lambda: logged.statements_since(0, limit=10), "statements.issuer")
     logged.execute("UPDATE statements SET issuer = 'issuer', entry_id = hex(randomblob(16))")
     _corrupt(lambda: logged.entries_since(0, limit=10), "statements.entry_id")
+
+
+def test_a_column_turned_into_a_blob_is_not_read_as_its_text(tmp_path: Path) -> None:
+    """A statement's content type turned into a BLOB of the same bytes: no longer found by
+    it (statements_of_type), so reading it back as the same text would hide the edit."""
+    store = SQLiteStore(tmp_path / "log.db")
+    try:
+        record = StatementRecord(
+            entry_id=b"\x01" * 32,
+            body=b"body",
+            issuer="https://maker.example",
+            subject="urn:x",
+            content_type="application/x",
+            registered_at=1,
+        )
+        store.put_statements([record])
+        store.execute("UPDATE statements SET content_type = CAST(content_type AS BLOB)")
+        assert store.statements_of_type("application/x") == []
+        _corrupt(lambda: store.get_statement(b"\x01" * 32), "content_type")
+    finally:
+        store.close()

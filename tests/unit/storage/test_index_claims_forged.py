@@ -8,6 +8,7 @@ one row with an expiry of 10^15 s blocked every server, rebuild and audit for ev
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -125,14 +126,14 @@ def test_the_bound_is_the_ttl_and_the_clock_slack(store: Store) -> None:
     """A claim a little beyond the TTL (the clock set back while it runs) still stands;
     one beyond the horizon does not, and every refusal says a claim lapses soon."""
     index, forge = store.index, store.forge
-    assert CLAIM_TTL < CLAIM_HORIZON <= CLAIM_TTL + 10
+    assert CLAIM_TTL < CLAIM_HORIZON <= CLAIM_TTL + 60
     forge(SERVER, False, CLAIM_TTL + (CLAIM_HORIZON - CLAIM_TTL) / 2)
     forge(FORGER, False, CLAIM_HORIZON + 60.0)
     assert [holder for holder, _, _ in index.claims()] == [SERVER]
     with pytest.raises(Conflict, match=f"in use by {SERVER}") as refused:
         index.claim(REBUILD, exclusive=True)
     assert refused.value.code == "index-in-use"
-    assert "lapses within 1" in refused.value.hint  # 16 to 20 s, not 10^15
+    assert re.search(r"lapses within \d\d s", refused.value.hint)  # 45 s, not 10^15
 
 
 @pytest.mark.parametrize("ttl", [CLAIM_TTL + 0.5, 60.0, 3600.0])
