@@ -108,7 +108,7 @@ from ._state import (
     child_key,
 )
 from ._strict import MAX_ID_LENGTH, MAX_PAYLOAD_SIZE, MAX_TEXT_LENGTH
-from ._views import MAX_TIMELINE, MAX_TREE_NODES, ProvenanceViews, entry_doc
+from ._views import MAX_TIMELINE, MAX_TREE_NODES, ProvenanceViews, entry_doc, shipment_unknown
 
 __all__ = [
     "ATTESTED_STATES",
@@ -208,6 +208,7 @@ __all__ = [
     "screen",
     "seal_nonce",
     "service_signed",
+    "shipment_unknown",
     "stale_reason",
     "verify_passport",
 ]

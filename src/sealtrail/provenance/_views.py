@@ -17,7 +17,14 @@ from sealtrail.storage import IndexedEntry, IndexStore
 
 from ._state import ProvenanceState, Rows, Value, lineage
 
-__all__ = ["MAX_TIMELINE", "MAX_TREE_NODES", "ProvenanceViews"]
+__all__ = ["MAX_TIMELINE", "MAX_TREE_NODES", "ProvenanceViews", "shipment_unknown"]
+
+
+def shipment_unknown() -> NotFound:
+    """The answer for a shipment no custody record names (and, to a carrier that is no
+    party to it, for one another organization's records name: docs/auth.md)."""
+    return NotFound("no custody record names this shipment", code="shipment-unknown")
+
 
 #: Most entries one timeline returns.
 MAX_TIMELINE = 1000
@@ -116,7 +123,7 @@ class ProvenanceViews:
     def shipment(self, shipment_id: str, *, size: int | None = None) -> dict[str, Any]:
         row = self.rows(size).get("shipment", shipment_id)
         if row is None:
-            raise NotFound("no custody record names this shipment", code="shipment-unknown")
+            raise shipment_unknown()
         return {"shipment_id": shipment_id, **row}
 
     def compliance(self, *, state: str | None = None) -> list[dict[str, Any]]:

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from sealtrail.errors import Forbidden, NotFound, Unauthorized
-from sealtrail.provenance import KINDS
+from sealtrail.errors import Forbidden, Unauthorized
+from sealtrail.provenance import KINDS, shipment_unknown
 from sealtrail.scitt import (
     Organization,
     SignedStatement,
@@ -140,12 +140,6 @@ def bearer_token(header: str) -> str:
     if not _TOKEN_CHARS.fullmatch(token):
         raise _unknown_token()
     return token
-
-
-def shipment_unknown() -> NotFound:
-    """The answer for a shipment no custody record names: the provenance views' own
-    (``ProvenanceViews.shipment``), word for word."""
-    return NotFound("no custody record names this shipment", code="shipment-unknown")
 
 
 def _unknown_token() -> Unauthorized:
