@@ -60,8 +60,8 @@ from sealtrail.storage import IndexedEntry, IndexStore, StatementRecord
 
 from ._devicechain import DeviceChainValidator
 from ._kinds import KINDS
-from ._ledger import indexed_entry, screen
-from ._payloads import PolicyChange, parse_policy_change
+from ._ledger import indexed_entry, policy_fact, screen
+from ._payloads import PolicyChange
 from ._state import RULES_VERSION, Fact, MemoryRows, Outcome, ProvenancePolicy, ProvenanceState
 
 __all__ = ["AuditReport", "Finding", "audit_log"]
@@ -227,10 +227,9 @@ class _Replay:
         to the provenance state, as the index does."""
         self._service_signed(statement)
         if content_type == PolicyChange.CONTENT_TYPE:
-            payload = parse_policy_change(statement.payload)
-            fact = Fact(leaf, "", statement.issued_at or 0, payload)
+            fact = policy_fact(statement)
             outcome = self.state.apply(fact)
-            return indexed_entry(index, leaf, payload.KIND, fact, outcome), outcome
+            return indexed_entry(index, leaf, PolicyChange.KIND, fact, outcome), outcome
         if content_type == ORG_RECORD_TYPE:
             self.registry.apply(parse_org_record(statement.payload))
         elif content_type == USER_RECORD_TYPE:

@@ -79,6 +79,7 @@ from ._state import (
     ProvenanceState,
     Refused,
     Value,
+    policy_of,
 )
 
 __all__ = [
@@ -91,6 +92,7 @@ __all__ = [
     "indexed_entry",
     "load_rows",
     "open_nonce",
+    "policy_fact",
     "screen",
     "seal_nonce",
     "service_signed",
@@ -400,6 +402,14 @@ def service_signed(
     return signed
 
 
+def policy_fact(statement: SignedStatement) -> Fact:
+    """The fact a policy record states (the service's: no organization), as the index and
+    the audit apply it. Raises the parser's error for a payload that is not one."""
+    return Fact(
+        statement.leaf_entry, "", statement.issued_at or 0, parse_policy_change(statement.payload)
+    )
+
+
 def _policy_reserved(statement: SignedStatement, org: Organization, context: RuleContext) -> None:
     raise VerificationError(
         "provenance policy records are the service's own: it records its configured "
@@ -489,9 +499,7 @@ class ProvenanceLedger:
     def policy_in_force(self) -> ProvenancePolicy:
         """The policy of the latest policy record the index holds, over ``policy`` (the
         defaults before the log holds one; blocking)."""
-        row = self.policy_row()
-        rows = MemoryRows({} if row is None else {"policy": {POLICY_KEY: row}})
-        return ProvenanceState(rows, policy=self.policy).policy_in_force()
+        return policy_of(self.policy, self.policy_row())
 
     def _rule_for(self, kind: Kind) -> PayloadRule:
         def rule(statement: SignedStatement, org: Organization, context: RuleContext) -> None:
@@ -521,7 +529,7 @@ class ProvenanceLedger:
         """
         await self.refresh()
         row = await asyncio.to_thread(self.policy_row)
-        in_force = await asyncio.to_thread(self.policy_in_force)
+        in_force = policy_of(self.policy, row)
         settings = (desired.max_attestation_age, dict(desired.min_security_version))
         if (in_force.max_attestation_age, dict(in_force.min_security_version)) == settings:
             return False
@@ -866,12 +874,7 @@ class ProvenanceLedger:
             statement = parse_statement(record.body, max_size=len(record.body))
             if self.service_record is None or not self.service_record(statement):
                 return None, kind, Outcome(code="policy-record-untrusted", message=UNTRUSTED)
-            fact = Fact(
-                statement.leaf_entry,
-                "",
-                statement.issued_at or 0,
-                parse_policy_change(statement.payload),
-            )
+            fact = policy_fact(statement)
         except Error as exc:
             return None, kind, Outcome(code=exc.code, message=str(exc))
         return fact, kind, self._indexed.apply(fact)

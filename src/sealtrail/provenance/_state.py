@@ -89,6 +89,7 @@ __all__ = [
     "Refused",
     "Rows",
     "child_key",
+    "policy_of",
 ]
 
 #: The version of the rules below (see the module docs: bump it whenever a fact's outcome,
@@ -191,6 +192,18 @@ class ProvenancePolicy:
         return ProvenancePolicy(
             require_challenge=self.require_challenge, challenge_ttl=self.challenge_ttl
         )
+
+
+def policy_of(base: ProvenancePolicy, row: Value | None) -> ProvenancePolicy:
+    """The policy in force: the settings of ``row`` (the ``policy`` row: the latest policy
+    record), over ``base`` (the defaults, before the log holds a record)."""
+    if row is None:
+        return base
+    return replace(
+        base,
+        max_attestation_age=row["max_attestation_age"],
+        min_security_version=dict(row["min_security_version"]),
+    )
 
 
 class Rows(Protocol):
@@ -344,16 +357,9 @@ class ProvenanceState:
         }
 
     def policy_in_force(self, rows: Rows | None = None) -> ProvenancePolicy:
-        """The policy the rules apply: the latest policy record's settings (the ``policy``
-        row), over this state's ``policy`` (the defaults, before the log holds a record)."""
-        row = (rows or self.rows).get("policy", POLICY_KEY)
-        if row is None:
-            return self.policy
-        return replace(
-            self.policy,
-            max_attestation_age=row["max_attestation_age"],
-            min_security_version=dict(row["min_security_version"]),
-        )
+        """The policy the rules apply: :func:`policy_of` this state's ``policy`` and its
+        ``policy`` row."""
+        return policy_of(self.policy, (rows or self.rows).get("policy", POLICY_KEY))
 
     # -- applying facts -------------------------------------------------------------------
 
