@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
+import httpx2
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -49,7 +50,7 @@ from sealtrail.provenance import (
 )
 from sealtrail.provenance._evidence import sign_evidence
 from sealtrail.provenance._payloads import parse_time
-from sealtrail.scitt import decode_key_set, sign_statement, verify_receipt
+from sealtrail.scitt import decode_key_set, parse_statement, sign_statement, verify_receipt
 from tests.unit.provenance._certs import CA_DER, identity, new_key
 from tests.unit.provenance._world import FIRMWARE, GOOD
 from tests.unit.scitt._pki import Issuer, make_issuer
@@ -292,3 +293,52 @@ def run_over_http(
 
     journey.onboard(put_org)
     journey.run(register, challenge)
+
+
+#: The persona of each organization's writer (docs/auth.md).
+WRITERS = {MAKER: "supplier", ASSEMBLER: "supplier", CARRIER: "carrier", OPERATOR: "operator"}
+
+
+def user_token(
+    client: TestClient, name: str, persona: str, org: str | None, admin: dict[str, str]
+) -> str:
+    """Make user ``name`` (``org``'s ``persona``; ``admin``: the administrator's headers)
+    and return a new token of theirs."""
+    body: dict[str, object] = {"persona": persona}
+    if org is not None:
+        body["org"] = org
+    r = client.put(f"/admin/users/{name}", content=json.dumps(body), headers=admin)
+    assert r.status_code == 201, r.text
+    r = client.post(f"/admin/users/{name}/tokens", content=b"{}", headers=admin)
+    assert r.status_code == 201, r.text
+    token: str = r.json()["token"]
+    return token
+
+
+def run_with_writers(client: TestClient, journey: Journey, admin: dict[str, str]) -> dict[str, str]:
+    """Onboard the journey's organizations, make a writer of each (user ``w-<org>``, of the
+    persona that issues its statements) and register every step with its writer's token
+    (``auth required``). The writers' tokens, by organization."""
+    journey.onboard(
+        lambda name, record: _created(
+            client.put(f"/admin/organizations/{name}", content=record, headers=admin)
+        )
+    )
+    writers = {
+        org: user_token(client, f"w-{org}", persona, org, admin) for org, persona in WRITERS.items()
+    }
+    issuer_org = {org.iss: name for name, org in journey.orgs.items()}
+
+    def register(data: bytes) -> int:
+        org = issuer_org[str(parse_statement(data).issuer)]
+        headers = {"Content-Type": "application/cose", "Authorization": f"Bearer {writers[org]}"}
+        r = client.post("/entries", content=data, headers=headers)
+        assert r.status_code == 201, r.text
+        return 0
+
+    journey.run(register)
+    return writers
+
+
+def _created(r: httpx2.Response) -> None:
+    assert r.status_code == 201, r.text

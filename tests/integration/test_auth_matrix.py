@@ -37,11 +37,11 @@ from sealtrail.storage import MemoryStore
 from tests.integration._journey import (
     ASSEMBLER,
     CARRIER,
-    MAKER,
     OPERATOR,
     SERVER,
     SHIPMENT,
     Journey,
+    run_with_writers,
 )
 from tests.integration.conftest import (
     ADMIN_TOKEN,
@@ -520,29 +520,10 @@ def test_a_carrier_sees_only_the_shipments_of_its_organization() -> None:
     app = service_application(store, auth_required=True)
     journey = Journey.new(devices=2)
     with TestClient(app) as client:
-        journey.onboard(
-            lambda name, record: _created(
-                client.put(f"/admin/organizations/{name}", content=record, headers=ADMIN)
-            )
-        )
+        run_with_writers(client, journey, ADMIN)
         rival = json.loads(journey.orgs[CARRIER].record())
         rival.update(org="rival", issuers=["https://rival.example/signing"])
         _created(client.put("/admin/organizations/rival", content=json.dumps(rival), headers=ADMIN))
-        persona = {MAKER: "supplier", ASSEMBLER: "supplier", CARRIER: "carrier"}
-        writers = {
-            org: _user(client, f"w-{org}", persona.get(org, "operator"), org)
-            for org in (MAKER, ASSEMBLER, CARRIER, OPERATOR)
-        }
-        issuer_org = {org.iss: name for name, org in journey.orgs.items()}
-
-        def register(data: bytes) -> int:
-            org = issuer_org[str(parse_statement(data).issuer)]
-            headers = {"Content-Type": COSE, "Authorization": f"Bearer {writers[org]}"}
-            r = client.post("/entries", content=data, headers=headers)
-            assert r.status_code == 201, r.text
-            return 0
-
-        journey.run(register)
         readers = {
             "the carrier": (_user(client, "c-own", "carrier", CARRIER), 200),
             "a carrier of the sender": (_user(client, "c-from", "carrier", ASSEMBLER), 200),

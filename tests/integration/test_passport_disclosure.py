@@ -33,7 +33,7 @@ from sealtrail.provenance import (
     verify_passport,
 )
 from sealtrail.provenance._payloads import parse_time
-from sealtrail.scitt import parse_statement, split_transparent
+from sealtrail.scitt import split_transparent
 from sealtrail.storage import MemoryStore
 
 from ._journey import (
@@ -46,6 +46,8 @@ from ._journey import (
     STEPS,
     Journey,
     Org,
+    run_with_writers,
+    user_token,
 )
 from .conftest import ADMIN_TOKEN, COSE, assert_problem, service_application
 
@@ -114,9 +116,7 @@ def built_world() -> Iterator[World]:
     app = service_application(store, auth_required=True)
     journey = Journey.new(devices=2)
     with TestClient(app) as client:
-        for name, org in journey.orgs.items():
-            r = client.put(f"/admin/organizations/{name}", content=org.record(), headers=ADMIN)
-            assert r.status_code == 201, r.text
+        register = run_with_writers(client, journey, ADMIN)
         for name in ("rival", NEXT):
             r = client.put(
                 f"/admin/organizations/{name}",
@@ -124,21 +124,18 @@ def built_world() -> Iterator[World]:
                 headers=ADMIN,
             )
             assert r.status_code == 201, r.text
-        persona = {MAKER: "supplier", ASSEMBLER: "supplier", CARRIER: "carrier"}
-        register = {
-            org: _user(client, f"w-{org}", persona.get(org, "operator"), org)
-            for org in (MAKER, ASSEMBLER, CARRIER, OPERATOR)
-        }
+
+        def user(name: str, org: str | None, persona: str = "operator") -> str:
+            return user_token(client, name, persona, org, ADMIN)
+
         tokens = {
             "the receiving operator": register[OPERATOR],
-            "a rival operator": _user(client, "o-rival", "operator", "rival"),
-            "the next operator": _user(client, "o-next", "operator", NEXT),
-            "an operator of the maker": _user(client, "o-maker", "operator", MAKER),
-            "an auditor": _user(client, "aud", "auditor", None),
+            "a rival operator": user("o-rival", "rival"),
+            "the next operator": user("o-next", NEXT),
+            "an operator of the maker": user("o-maker", MAKER),
+            "an auditor": user("aud", None, "auditor"),
         }
-        issuer_org = {org.iss: name for name, org in journey.orgs.items()}
         world = World(client, journey, tokens, register)
-        journey.run(lambda data: world.post(issuer_org[str(parse_statement(data).issuer)], data))
         yield world
     store.close()
 

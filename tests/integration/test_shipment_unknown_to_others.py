@@ -13,11 +13,10 @@ import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
-from sealtrail.scitt import parse_statement
 from sealtrail.storage import MemoryStore
 
-from ._journey import ASSEMBLER, CARRIER, MAKER, OPERATOR, SHIPMENT, Journey
-from .conftest import ADMIN_TOKEN, COSE, assert_problem, service_application
+from ._journey import CARRIER, SHIPMENT, Journey, run_with_writers, user_token
+from .conftest import ADMIN_TOKEN, assert_problem, service_application
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 UNKNOWN = "SHIP-404"
@@ -35,15 +34,6 @@ class World:
         return self.client.get(f"/provenance/v1/shipments/{shipment}{query}", headers=headers)
 
 
-def _user(client: TestClient, name: str, persona: str, org: str) -> str:
-    body = json.dumps({"persona": persona, "org": org})
-    assert client.put(f"/admin/users/{name}", content=body, headers=ADMIN).status_code == 201
-    r = client.post(f"/admin/users/{name}/tokens", content=b"{}", headers=ADMIN)
-    assert r.status_code == 201, r.text
-    token: str = r.json()["token"]
-    return token
-
-
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     """The journey (SHIP-1 carried by ``carrier`` from the assembler to the operator), and
@@ -52,31 +42,14 @@ def world() -> Iterator[World]:
     app = service_application(store, auth_required=True)
     journey = Journey.new(devices=2)
     with TestClient(app) as client:
-        for name, org in journey.orgs.items():
-            r = client.put(f"/admin/organizations/{name}", content=org.record(), headers=ADMIN)
-            assert r.status_code == 201, r.text
+        writers = run_with_writers(client, journey, ADMIN)
         rival = json.loads(journey.orgs[CARRIER].record())
         rival.update(org="rival", issuers=["https://rival.example/signing"])
         r = client.put("/admin/organizations/rival", content=json.dumps(rival), headers=ADMIN)
         assert r.status_code == 201, r.text
-        persona = {MAKER: "supplier", ASSEMBLER: "supplier", CARRIER: "carrier"}
-        writers = {
-            org: _user(client, f"w-{org}", persona.get(org, "operator"), org)
-            for org in (MAKER, ASSEMBLER, CARRIER, OPERATOR)
-        }
-        issuer_org = {org.iss: name for name, org in journey.orgs.items()}
-
-        def register(data: bytes) -> int:
-            org = issuer_org[str(parse_statement(data).issuer)]
-            headers = {"Content-Type": COSE, "Authorization": f"Bearer {writers[org]}"}
-            r = client.post("/entries", content=data, headers=headers)
-            assert r.status_code == 201, r.text
-            return 0
-
-        journey.run(register)
         tokens = {
             "the carrier": writers[CARRIER],
-            "a rival carrier": _user(client, "c-rival", "carrier", "rival"),
+            "a rival carrier": user_token(client, "c-rival", "carrier", "rival", ADMIN),
         }
         size = client.get("/log/v1/info").json()["size"]
         yield World(client, tokens, size)
