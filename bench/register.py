@@ -71,7 +71,7 @@ from cryptography.x509.oid import NameOID
 
 from sealtrail.keys import EcdsaSigner, Ed25519Signer, load_signer, write_private_key
 from sealtrail.log import CheckpointSigner, Sequencer
-from sealtrail.scitt import TransparencyService, sign_statement
+from sealtrail.scitt import StatementRows, TransparencyService, sign_statement
 from sealtrail.storage import PostgresStore, SQLiteStore
 
 Report = Callable[[str, int, int], None]
@@ -285,7 +285,11 @@ async def _inprocess(
     checkpoints = CheckpointSigner(origin=ORIGIN, signer=Ed25519Signer.generate())
     sequencer = Sequencer(store, signer=checkpoints)
     service = TransparencyService(
-        store=store, sequencer=sequencer, signer=EcdsaSigner.generate(), issuer=SERVICE
+        store=store,
+        sequencer=sequencer,
+        signer=EcdsaSigner.generate(),
+        issuer=SERVICE,
+        statement_rows=StatementRows(secrets.token_bytes(32)),  # as a server stores rows
     )
     await sequencer.start()
     try:
@@ -516,6 +520,10 @@ def _write_keys(folder: Path) -> Path:
     folder.mkdir(mode=0o700)
     write_private_key(folder / "log.key", Ed25519Signer.generate())
     write_private_key(folder / "service.key", EcdsaSigner.generate())
+    # The challenge key, which also keys the statement rows' tags (as `sealtrail serve`).
+    fd = os.open(folder / "challenge.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
     return folder
 
 
@@ -586,6 +594,7 @@ def serve(where: str, keys: Path) -> None:
         service_signer=load_signer(keys / "service.key"),
         issuer=SERVICE,
         admin_token_hash=token_hash,
+        challenge_key=bytes.fromhex((keys / "challenge.key").read_text().strip()),
     )
     # As `sealtrail serve` runs: httptools with the request head bounded, no forwarding
     # headers trusted (server_config); the loop is uvloop's when it is installed.

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from sealtrail.config import load_config
 from sealtrail.keys import Ed25519Signer
 from sealtrail.log import CheckpointSigner, LogReader, Sequencer
 from sealtrail.storage import PostgresIndex, PostgresStore
-from tests._serve_proc import COSE, bearer, served
+from tests._serve_proc import COSE, bearer, serve_process, served
 from tests.conftest import PostgresSchemas, postgres_server
 from tests.integration.test_cli import sealtrail
 from tests.integration.test_cli_provenance import issuer_of, onboard_all
@@ -374,11 +376,16 @@ def test_an_edit_of_the_statements_is_named_by_the_audit(
         assert finding in output, output
 
 
-def test_a_statement_slipped_into_the_backlog_is_sequenced_and_named_by_the_audit(
+def test_statements_slipped_into_the_backlog_are_refused_and_named_by_the_audit(
     log: Log,
 ) -> None:
-    """The servers append whatever the statements table holds above the sequenced mark;
-    a row inserted there behind the service lands in the log, and the audit names it."""
+    """The servers append what the statements table holds above the sequenced mark, but
+    only the rows whose authentication tag verifies (keyed by keys/challenge.key, which the
+    insider does not have). Rows inserted there behind the service — garbage, and a
+    registered device manifest with a byte of its payload changed, copied with the
+    original's columns and tag — reach neither the log nor the index: the server logs each
+    once, a registration stored after them is sequenced all the same, and the audit names
+    them."""
     forged = b"not a signed statement"
     _sql(
         log,
@@ -386,14 +393,57 @@ def test_a_statement_slipped_into_the_backlog_is_sequenced_and_named_by_the_audi
         "signing', 'x', 'application/vnd.sealtrail.device-manifest.v1+json', 0 FROM statements",
         params=(forged, forged),
     )
-    with served(log.root) as base:
-        for _ in range(100):
-            if int(httpx.get(base + "/checkpoint").content.split(b"\n")[1]) == 26:
-                break
-            asyncio.run(asyncio.sleep(0.05))
+    _sql(
+        log,
+        "INSERT INTO statements SELECT (SELECT max(seq) FROM statements) + 1, sha256(b), b,"
+        " issuer, subject, content_type, registered_at, tag FROM (SELECT overlay(body"
+        " placing '\\x41'::bytea from 200 for 1) AS b, * FROM statements"
+        " WHERE content_type LIKE '%%device-manifest%%' ORDER BY seq LIMIT 1) AS s",
+        params=(),
+    )
+    with psycopg.connect(log.url, autocommit=True) as conn:
+        rows = conn.execute("SELECT seq, entry_id FROM statements ORDER BY seq").fetchall()
+    (junk_seq, junk), (copy_seq, copy) = rows[-2:]
+    # A setting changed: the server registers the new policy as it starts, stored after
+    # the forged rows.
+    config = log.root / "d" / "sealtrail.toml"
+    text = config.read_text()
+    assert "max_attestation_age = 86400\n" in text
+    config.write_text(
+        text.replace("max_attestation_age = 86400\n", "max_attestation_age = 86401\n")
+    )
+    with serve_process(log.root) as (base, proc):
+        deadline = time.monotonic() + 30
+        while int(httpx.get(base + "/checkpoint").content.split(b"\n")[1]) < 26:
+            assert time.monotonic() < deadline, "the policy record was not sequenced"
+            time.sleep(0.05)
+        time.sleep(0.5)  # the feeder polls on: nothing more is appended
+        assert int(httpx.get(base + "/checkpoint").content.split(b"\n")[1]) == 26
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        assert proc.stderr is not None
+        stderr = proc.stderr.read().decode()
+    for seq, entry in ((junk_seq, junk), (copy_seq, copy)):
+        refused = f"statement row seq {seq} (entry {bytes(entry).hex()[:16]}…) refused"
+        assert stderr.count(refused) == 1, stderr
+    assert forged.decode() not in stderr
+    with psycopg.connect(log.url, autocommit=True) as conn:
+        indexed = conn.execute("SELECT entry_id FROM idx_entries").fetchall()
+    assert len(indexed) == 26
+    assert not {bytes(junk), bytes(copy)} & {bytes(e) for (e,) in indexed}
+    status, output = _run(log, "log", "verify")
+    assert status == 0 and "OK: 26 entries" in output, output
     status, output = _run(log, "audit")
     assert status == 1
-    assert "FOUND entry 25: registration would refuse its statement" in output, output
+    found = [line for line in output.splitlines() if line.startswith("FOUND")]
+    assert found == [
+        f"FOUND statement row {junk_seq}: entry id {bytes(junk).hex()[:16]}… is not in the "
+        "log, and it carries no authentication tag: written or edited behind the service "
+        "(servers refuse to append it)",
+        f"FOUND statement row {copy_seq}: entry id {bytes(copy).hex()[:16]}… is not in the "
+        "log, and its authentication tag does not verify: written or edited behind the "
+        "service (servers refuse to append it)",
+    ], output
 
 
 # -- the provenance index: the audit -------------------------------------------------------

@@ -10,7 +10,14 @@ from typing import Annotated, Any
 
 import typer
 
-from sealtrail.config import Config, issue_admin_token, rotate_service_key
+from sealtrail.config import (
+    CHALLENGE_KEY_FILE,
+    Config,
+    issue_admin_token,
+    open_log_store,
+    rotate_service_key,
+    write_challenge_key,
+)
 from sealtrail.errors import ConfigError
 from sealtrail.keys import (
     ALGORITHMS,
@@ -21,7 +28,10 @@ from sealtrail.keys import (
     generate_signer,
     write_private_key,
 )
-from sealtrail.scitt import encode_key_set, key_id
+from sealtrail.log import LogReader
+from sealtrail.merkle import leaf_hash
+from sealtrail.scitt import StatementRows, adopt_row_key, encode_key_set, key_id
+from sealtrail.storage import StatementStore
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out
 from .scitt import Force, _exists, _save
@@ -169,4 +179,87 @@ def admin_token(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     err.print(
         "Restart every server of this log: until then each one still takes the old token, "
         "not this one."
+    )
+
+
+#: Backlog rows read per step when looking for statements not yet in the log.
+_PENDING_STEP = 4096
+
+
+def _pending(store: StatementStore, reader: LogReader, rows: StatementRows) -> tuple[int, int]:
+    """Rows above the sequenced watermark whose entry the log does not hold: those whose
+    tag verifies under ``rows`` (the current key: statements a server stored, which it
+    would append), and the others (written behind the service, or tagged under another
+    key: no server appends them)."""
+    pending = foreign = 0
+    seq = store.read_sequenced()
+    while found := store.backlog_since(seq, limit=_PENDING_STEP):
+        leaves = {leaf_hash(r.entry_id): rows.valid(r) for r in found if r.readable}
+        logged = reader.indexes_of(list(leaves))
+        waiting = [valid for leaf, valid in leaves.items() if leaf not in logged]
+        pending += sum(waiting)
+        foreign += len(waiting) - sum(waiting) + sum(not r.readable for r in found)
+        seq = found[-1].seq
+    return pending, foreign
+
+
+@app.command("challenge-key")
+def challenge_key(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    adopt: Annotated[
+        bool,
+        typer.Option(
+            "--adopt",
+            help=f"Record {CHALLENGE_KEY_FILE} as it is (a file copied from another host) "
+            "instead of making a new one.",
+        ),
+    ] = False,
+) -> None:
+    """Replace the challenge key and record it in the store; stop every server first.
+
+    The challenge key seals challenge nonces and keys the tag of every statement row
+    (docs/keys.md): the store records which key its rows are tagged under, and a server
+    given another refuses to start. Refused while statements are stored but not yet in the
+    log (their rows carry the old key's tags): start a server and stop it with SIGTERM
+    first, and it appends them.
+    """
+    config = load(data_dir)
+    verifier = config.checkpoint_signer().verifier
+    store = open_log_store(config, verifier=verifier)
+    try:
+        current = config.challenge_key()
+        reader = LogReader(store, origin=config.origin, verifiers=[verifier])
+        pending, foreign = (
+            (0, 0) if current is None else _pending(store, reader, StatementRows(current))
+        )
+        if foreign:
+            err.print(
+                f"{foreign} row(s) of the statement store are not in the log and carry no "
+                f"tag that verifies under {CHALLENGE_KEY_FILE}: no server appends them "
+                "(`sealtrail audit` names them)."
+            )
+        if pending:
+            raise ConfigError(
+                f"{pending} stored statement(s) are not in the log yet: under another key "
+                "the sequencer would refuse their rows",
+                hint="Start a server of this data directory and stop it with SIGTERM (it "
+                "appends them first), then run this again.",
+                code="statements-pending",
+            )
+        if not adopt:
+            write_challenge_key(config)
+        key = config.challenge_key()
+        if key is None:
+            raise ConfigError(f"no challenge key at {CHALLENGE_KEY_FILE}")
+        adopt_row_key(store, StatementRows(key), replace=True)
+    finally:
+        store.close()
+    done = (
+        f"Recorded {CHALLENGE_KEY_FILE} as the key of this store's statement rows."
+        if adopt
+        else f"New challenge key in {CHALLENGE_KEY_FILE}, recorded in the store."
+    )
+    err.print(
+        f"{done} Copy it to every host of this deployment (mode 0600) before starting the "
+        "servers; challenge nonces issued before it stop being accepted."
     )

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from sealtrail.config import Config, open_log_store
+from sealtrail.config import CHALLENGE_KEY_FILE, Config, open_log_store
 from sealtrail.errors import Error
 from sealtrail.keys import Verifier
 from sealtrail.log import LogReader
@@ -31,6 +31,7 @@ from sealtrail.provenance import (
 from sealtrail.scitt import (
     ORG_RECORD_TYPE,
     Registry,
+    StatementRows,
     key_id,
     parse_org_record,
     parse_statement,
@@ -250,10 +251,12 @@ def audit(
     """Replay the log from entry 0 and compare the provenance index with it.
 
     Verifies the tree against the signed checkpoint, every statement's signature, chain
-    and rules, rebuilds the state in memory and names every index row that differs.
-    Exit status 1 when anything is found.
+    and rules, rebuilds the state in memory and names every index row that differs, and
+    every stored statement row outside the log whose authentication tag does not verify
+    (with the data directory's keys/challenge.key). Exit status 1 when anything is found.
     """
     config = load(data_dir)
+    challenge_key = config.challenge_key()
     store = open_log_store(config)
     index: IndexStore | None = None if no_index else config.open_index()
     try:
@@ -274,6 +277,8 @@ def audit(
                 service_keys=service_keys(config, keys_file),
                 policy=policy(config).initial(),
                 progress=step,
+                stored_rows=lambda seq, limit: store.backlog_since(seq, limit=limit),
+                statement_rows=None if challenge_key is None else StatementRows(challenge_key),
             )
     finally:
         if index is not None:
@@ -289,6 +294,8 @@ def audit(
             "applied": report.applied,
             "refused": report.refused,
             "rows": report.rows,
+            "statements_outside_log": report.outside,
+            "statement_tags_checked": report.tags_checked,
             "index_compared": not no_index,
             "findings": [{"where": f.where, "what": f.what} for f in report.findings],
         }
@@ -299,6 +306,11 @@ def audit(
             f"{report.statements_verified} statements verified, {report.applied} provenance "
             f"facts applied, {report.refused} refused by the rules, {report.rows} rows."
         )
+        if report.outside and not report.tags_checked:
+            out.print(
+                f"{report.outside} stored statements are not in the log; their tags were "
+                f"not checked (no {CHALLENGE_KEY_FILE}: an auditor's copy?)."
+            )
         for finding in report.findings:
             # Escaped: a finding quotes what the index holds, which may look like markup.
             out.print(f"[red]FOUND[/red] {escape(str(finding))}", markup=True, highlight=False)

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from rich.markup import escape
 
 from sealtrail.config import (
+    CHALLENGE_KEY_FILE,
     CONFIG_FILE,
     MAX_PORT,
     Config,
@@ -76,6 +77,18 @@ def _writing_app(config: Config, *, new_log: bool = False) -> FastAPI:
             hint="This data directory predates receipts: create the key with 'sealtrail keys "
             f"generate -o {config.data_dir / config.service_key_file}', or serve --read-only.",
         )
+    challenge_key = config.challenge_key()
+    if challenge_key is None:
+        # It also keys the tag on every statement row, without which a row written into
+        # the database behind the service would be appended to the log (docs/keys.md).
+        raise ConfigError(
+            f"no challenge key at {CHALLENGE_KEY_FILE}",
+            hint="This data directory predates the challenge key: write 32 random bytes as "
+            f"hex to {CHALLENGE_KEY_FILE} (mode 0600; e.g. `umask 077; openssl rand -hex 32 "
+            f"> {CHALLENGE_KEY_FILE}` in the data directory), and copy that same file to "
+            "every host that serves this data directory.",
+            code="challenge-key-missing",
+        )
     checkpoint_signer = config.checkpoint_signer()
     # Before binding the port: a store that holds no log, or another one, is refused (a
     # sequencer would sign a second log with this directory's keys: a split view).
@@ -99,7 +112,7 @@ def _writing_app(config: Config, *, new_log: bool = False) -> FastAPI:
         index=config.open_index(),
         max_statement_size=config.max_statement_size,
         provenance_policy=policy(config),
-        challenge_key=config.challenge_key(),
+        challenge_key=challenge_key,
         auth_required=config.auth_required,
         limits=_limits(config),
         on_checkpoint=lambda signed: remember_checkpoint(config, signed),

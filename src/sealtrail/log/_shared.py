@@ -14,9 +14,12 @@ store): an entry is stored there first, then
 and the holder's *feeder* appends everything the backlog holds above its sequenced
 watermark, a step at a time (entries appended twice keep their first index), except what
 the holder's own sequencer was handed directly: for those it waits on their group, and
-appends them itself only if that group fails. So an entry accepted anywhere is appended
-by whichever process holds the role, now or after a fail-over, and its submitter learns
-its index either way; a holder that dies takes nothing with it but time.
+appends them itself only if that group fails. A backlog may refuse a row (the statement
+store's rows carry an authentication tag, and one written behind the service has none
+that verifies): the feeder appends nothing for it and moves its watermark past it. So an
+entry accepted anywhere is appended by whichever process holds the role, now or after a
+fail-over, and its submitter learns its index either way; a holder that dies takes nothing
+with it but time.
 
 How long the log goes without a sequencer after its holder dies: the store's release of
 the role (PostgreSQL: at once for a process that dies, ~11 s for a host that goes silent,
@@ -79,8 +82,10 @@ STEP_DOWN_WAIT = 15.0
 class Backlog(Protocol):
     """Where entries wait to be sequenced, in a durable order (seq numbers from 1)."""
 
-    def entries_since(self, seq: int, *, limit: int) -> list[tuple[int, bytes]]:
-        """Entries with seq numbers above ``seq``, in order, at most ``limit``."""
+    def entries_since(self, seq: int, *, limit: int) -> Sequence[tuple[int, bytes | None]]:
+        """Entries with seq numbers above ``seq``, in order, at most ``limit``. An entry of
+        ``None`` is a row the backlog refuses: it is never appended, and the watermark
+        moves past it like past any other."""
         ...
 
     def read_sequenced(self) -> int:
@@ -346,7 +351,7 @@ class SharedSequencer:
         steps: _Steps = deque()
         try:
             while not sequencer.fenced:
-                rows: list[tuple[int, bytes]] = []
+                rows: Sequence[tuple[int, bytes | None]] = []
                 try:
                     if fed < 0:
                         fed = durable = written = await asyncio.to_thread(backlog.read_sequenced)
@@ -387,20 +392,22 @@ class SharedSequencer:
             _drop(steps)
 
     def _step(
-        self, sequencer: Sequencer, rows: list[tuple[int, bytes]]
+        self, sequencer: Sequencer, rows: Sequence[tuple[int, bytes | None]]
     ) -> asyncio.Future[list[list[int]]]:
         """One feeder step: the rows the sequencer was not handed directly are submitted,
-        and the step is durable once those and the groups of the others are. Each row is
-        taken off the handed ones as it is read: read again, it is appended."""
+        but those the backlog refused, and the step is durable once those and the groups
+        of the others are. Each row is taken off the handed ones as it is read: read
+        again, it is appended. A handed row is waited for even if the backlog refused it
+        (edited in the store since): what was handed is what this process checked."""
         handed = self._direct
         waits: dict[asyncio.Future[list[int]], None] = {}
         fresh: list[bytes] = []
         for seq, entry in rows:
             group = handed.pop(seq, None)
-            if group is None:
-                fresh.append(entry)
-            else:
+            if group is not None:
                 waits[group] = None
+            elif entry is not None:
+                fresh.append(entry)
         futures = sequencer.submit_many(fresh) if fresh else []
         return asyncio.gather(*waits, *futures)
 

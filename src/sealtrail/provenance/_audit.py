@@ -22,6 +22,10 @@ service's public keys:
    An index built with other rules than this release's (:data:`RULES_VERSION`) is one
    finding, not compared: its rows differ wherever the rules changed, and each difference
    would read as an edit. Steps 1 to 3 check the log all the same.
+5. with the statement store's rows and the deployment's statement-row key, every stored
+   row that is not in the log: one whose authentication tag does not verify (written or
+   edited behind the service, which the servers refuse to append) is named. Rows in the
+   log are judged by step 2 (a tag there would only say which key stored them).
 
 Findings are reported, not raised: an audit lists everything it finds.
 """
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +50,7 @@ from sealtrail.scitt import (
     Grant,
     Registry,
     SignedStatement,
+    StatementRows,
     Users,
     edited_columns,
     issuer_key,
@@ -56,7 +61,7 @@ from sealtrail.scitt import (
     parse_statement,
     parse_user_record,
 )
-from sealtrail.storage import IndexedEntry, IndexStore, StatementRecord
+from sealtrail.storage import BacklogRow, IndexedEntry, IndexStore, StatementRecord
 
 from ._devicechain import DeviceChainValidator
 from ._kinds import KINDS
@@ -68,6 +73,10 @@ __all__ = ["AuditReport", "Finding", "audit_log"]
 
 #: Entries read from the log per step.
 AUDIT_STEP = 1024
+#: Statement rows (without their bodies) read from the store per step.
+ROWS_STEP = 8192
+#: Below every store ``seq`` (an edit may have made one negative).
+_MIN_SEQ = -(1 << 63)
 #: Characters of a row value quoted in a finding.
 QUOTE = 120
 
@@ -108,6 +117,10 @@ class AuditReport:
     applied: int = 0
     refused: int = 0
     rows: int = 0
+    #: Statement rows stored but not in the log (None: the store's rows were not read).
+    outside: int | None = None
+    #: Whether the tags of those rows were checked (the statement-row key was given).
+    tags_checked: bool = False
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -319,8 +332,15 @@ def audit_log(
     service_keys: Mapping[bytes, Verifier],
     policy: ProvenancePolicy | None = None,
     progress: Progress | None = None,
+    stored_rows: Callable[[int, int], Sequence[BacklogRow]] | None = None,
+    statement_rows: StatementRows | None = None,
 ) -> AuditReport:
-    """Audit the log and, if given, the provenance index against it (see the module docs)."""
+    """Audit the log and, if given, the provenance index against it (see the module docs).
+
+    ``stored_rows(seq, limit)`` reads the statement store's rows above ``seq``
+    (``StatementStore.backlog_since``): with it, the rows that are not in the log are
+    counted, and with ``statement_rows`` (the deployment's key) each one whose tag does
+    not verify is named."""
     report = AuditReport(checkpoint=None)
 
     def tree_progress(done: int, total: int) -> None:
@@ -343,10 +363,13 @@ def audit_log(
     )
     expected_entries: list[IndexedEntry] = []
     expected_changes: list[tuple[int, int, str, str, str | None]] = []
+    in_log: set[bytes] = set()
     for start in range(0, size, AUDIT_STEP):
         stop = min(size, start + AUDIT_STEP)
         for offset, leaf in enumerate(reader.entries(start, stop)):
             i = start + offset
+            if stored_rows is not None:
+                in_log.add(leaf)
             finding: Finding | None
             try:
                 record = statement(leaf)
@@ -372,11 +395,40 @@ def audit_log(
         if progress is not None:
             progress("statements", stop, size)
     report.rows = sum(1 for _ in replay.rows.dump())
+    if stored_rows is not None:
+        report.findings.extend(_outside_the_log(stored_rows, in_log, statement_rows, report))
     if index is not None:
         report.findings.extend(
             compare_index(index, replay.rows.dump(), expected_changes, expected_entries, size)
         )
     return report
+
+
+def _outside_the_log(
+    stored_rows: Callable[[int, int], Sequence[BacklogRow]],
+    in_log: set[bytes],
+    tags: StatementRows | None,
+    report: AuditReport,
+) -> Iterator[Finding]:
+    """Every stored row whose entry is not in the log counted and, with ``tags``, each one
+    a server would refuse to append named (by its number and entry id, not its content)."""
+    report.outside = 0
+    report.tags_checked = tags is not None
+    after = _MIN_SEQ
+    while rows := stored_rows(after, ROWS_STEP):
+        for row in rows:
+            if row.readable and row.entry_id in in_log:
+                continue
+            report.outside += 1
+            problem = None if tags is None else tags.problem(row)
+            if problem is not None:
+                entry = f"entry id {row.entry_id.hex()[:16]}…" if row.readable else "it"
+                yield Finding(
+                    f"statement row {row.seq}",
+                    f"{entry} is not in the log, and {problem}: written or edited behind "
+                    "the service (servers refuse to append it)",
+                )
+        after = rows[-1].seq
 
 
 def _key(text: str) -> bytes:

@@ -23,6 +23,7 @@ from ._keyrecords import (
 )
 from ._receipt import ReceiptInfo, ReceiptSigner, add_receipts, split_transparent, verify_receipt
 from ._registry import ORG_RECORD_TYPE, Organization, Policy, Registry, parse_org_record
+from ._rows import StatementBacklog, StatementRows, adopt_row_key
 from ._service import (
     MAX_CLOCK_SKEW,
     PayloadRule,
@@ -96,6 +97,8 @@ __all__ = [
     "RuleContext",
     "ServiceKeys",
     "SignedStatement",
+    "StatementBacklog",
+    "StatementRows",
     "Submission",
     "Token",
     "TransparencyService",
@@ -103,6 +106,7 @@ __all__ = [
     "Users",
     "VerifiedStatement",
     "add_receipts",
+    "adopt_row_key",
     "certificate_hash",
     "cose_key",
     "decode_key_set",

@@ -7,9 +7,10 @@ Life of a registration (``TransparencyService.register``):
    organization's anchors, or a registered ``kid``), and the signature. Nothing is written
    for a statement that fails any of it.
 2. **Store**: the statement's bytes are committed to the statement store, grouped with
-   concurrent registrations into one transaction. *If we crash after this, recovery
-   re-appends every stored statement above the sequenced watermark; appending a leaf twice
-   returns its first index, so nothing is lost and nothing gets two indexes.*
+   concurrent registrations into one transaction, each row with its authentication tag
+   (``_rows``). *If we crash after this, recovery re-appends every stored statement above
+   the sequenced watermark whose tag verifies; appending a leaf twice returns its first
+   index, so nothing is lost and nothing gets two indexes.*
 3. **Append**: its leaf entry, SHA-256 of the statement, goes to the sequencer with the
    rest of its group (one submission), whose futures resolve once a checkpoint covering
    them is durable.
@@ -62,6 +63,7 @@ from ._cosekey import encode_key_set, key_id
 from ._keyrecords import KEYS_RECORD_TYPE, ServiceKeys, keys_record, parse_keys_record
 from ._receipt import MIN_RECEIPT_TREE_SIZE, ReceiptSigner, add_receipts
 from ._registry import ORG_RECORD_TYPE, Organization, Registry, parse_org_record
+from ._rows import StatementBacklog, StatementRows
 from ._signatures import SignatureChecks
 from ._statement import (
     MAX_STATEMENT_SIZE,
@@ -245,9 +247,12 @@ class _Registrar:
         sequencer: Sequencer | SharedSequencer,
         on_sequenced: Callable[[Sequence[int]], None],
         watermark: Callable[[], int] | None,
+        rows: StatementRows | None = None,
     ) -> None:
         self.store = store
         self.sequencer = sequencer
+        #: Tags each row as it is stored (see ``_rows``); None: rows go untagged.
+        self.rows = rows
         self._on_sequenced = on_sequenced
         self._watermark = watermark
         self._written_watermark = -1
@@ -296,7 +301,11 @@ class _Registrar:
         return submission
 
     def _store(self, records: list[StatementRecord], watermark: int | None) -> list[int]:
-        """One transaction for the group (a worker thread); the watermark rides along."""
+        """One transaction for the group (a worker thread), each row with its tag; the
+        watermark rides along."""
+        rows = self.rows
+        if rows is not None:
+            records = [rows.tagged(r) for r in records]
         seqs = self.store.put_statements(records)
         if watermark is not None:
             self.store.write_sequenced(watermark)
@@ -417,6 +426,7 @@ class TransparencyService:
         validator: ChainValidator | None = None,
         max_statement_size: int = MAX_STATEMENT_SIZE,
         payload_rules: Mapping[str, PayloadRule] | None = None,
+        statement_rows: StatementRows | None = None,
     ) -> None:
         self.store = store
         self.sequencer = sequencer
@@ -437,11 +447,15 @@ class TransparencyService:
         #: them stored, so recovery and the watermark are its business, and organization
         #: records registered elsewhere are picked up every REGISTRY_POLL seconds.
         self.shared = isinstance(sequencer, SharedSequencer)
+        #: Tags the rows this service stores and checks those recovery appends (a server
+        #: is given one: ``service_app``). None: rows are neither tagged nor checked.
+        self.statement_rows = statement_rows
         self._registrar = _Registrar(
             store,
             sequencer,
             self._mark_sequenced,
             None if self.shared else lambda: self._sequenced,
+            statement_rows,
         )
         self.users = Users()
         self.grants = Grants()
@@ -649,17 +663,25 @@ class TransparencyService:
                 log.warning("organization records: %s (%s); retrying", exc, exc.code)
 
     async def _recover(self) -> None:
-        """Every stored statement's leaf is in the log: append those above the watermark."""
+        """Every stored statement's leaf is in the log: append those above the watermark,
+        but a row whose tag does not verify (:class:`StatementBacklog`: never appended,
+        logged, and passed)."""
+        rows = self.statement_rows
+        backlog = None if rows is None else StatementBacklog(self.store, rows, self.reader)
         while True:
-            rows = await asyncio.to_thread(
-                self.store.statements_since, self._sequenced, limit=RECOVERY_STEP
+            found: Sequence[tuple[int, bytes | None]] = await asyncio.to_thread(
+                self.store.entries_since if backlog is None else backlog.entries_since,
+                self._sequenced,
+                limit=RECOVERY_STEP,
             )
-            if not rows:
+            if not found:
                 return
-            await self.sequencer.add_many([r.entry_id for _, r in rows])
-            self._sequenced = rows[-1][0]
+            entries = [entry for _, entry in found if entry is not None]
+            if entries:
+                await self.sequencer.add_many(entries)
+            self._sequenced = found[-1][0]
             await asyncio.to_thread(self.store.write_sequenced, self._sequenced)
-            log.info("recovered %d stored statements into the log", len(rows))
+            log.info("recovered %d stored statements into the log", len(entries))
 
     # -- registration -------------------------------------------------------------------------
 
@@ -741,10 +763,20 @@ class TransparencyService:
             await self._fold_orgs()
 
     def is_registered(self, leaf_entry: bytes) -> bool:
-        """:class:`RuleContext`: stored, or accepted and on its way to the store."""
-        return leaf_entry in self._registrar.unstored or (
-            self.store.get_statement(leaf_entry) is not None
-        )
+        """:class:`RuleContext`: stored by a server, or accepted and on its way to the
+        store. A row written behind the service does not count (the rules would pass its
+        statement as one registered before): with :attr:`statement_rows`, a stored row
+        counts if its tag and body verify, or if its entry is in the log (a row stored
+        before the tags)."""
+        if leaf_entry in self._registrar.unstored:
+            return True
+        record = self.store.get_statement(leaf_entry)
+        if record is None:
+            return False
+        rows = self.statement_rows
+        if rows is None or rows.holds(record):
+            return True
+        return bool(self.reader.indexes_of([leaf_hash(leaf_entry)]))
 
     def _screen(
         self,

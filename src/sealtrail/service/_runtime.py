@@ -44,7 +44,10 @@ from sealtrail.scitt import (
     MAX_STATEMENT_SIZE,
     ChainValidator,
     PayloadRule,
+    StatementBacklog,
+    StatementRows,
     TransparencyService,
+    adopt_row_key,
 )
 from sealtrail.storage import (
     CLAIM_TTL,
@@ -79,6 +82,16 @@ class ServiceStore(LogStore, StatementStore, Protocol):
     """A store holding both the log and the registered statements."""
 
 
+def _statement_rows(store: ServiceStore, challenge_key: bytes | None) -> StatementRows | None:
+    """The rows' tags under ``challenge_key``, once the store is known to tag its rows
+    under it (:func:`~sealtrail.scitt.adopt_row_key`)."""
+    if challenge_key is None:
+        return None
+    rows = StatementRows(challenge_key)
+    adopt_row_key(store, rows)
+    return rows
+
+
 def service_app(
     store: ServiceStore,
     *,
@@ -111,7 +124,16 @@ def service_app(
     PostgreSQL), run any number of such apps: they take turns holding the sequencer role
     (:class:`~sealtrail.log.SharedSequencer`). Over any other store the app owns the
     sequencer: run one app per store.
+
+    With ``challenge_key`` (the deployment's ``keys/challenge.key``, the same on every
+    server), every statement row is stored with an authentication tag under a key derived
+    from it, and no row whose tag does not verify is appended to the log, by the feeder
+    or by recovery (:class:`~sealtrail.scitt.StatementRows`). Without it, rows are neither
+    tagged nor checked: ``sealtrail serve`` always gives it. The store records which key
+    its rows are tagged under, and an app given another is refused
+    (``challenge-key-mismatch``).
     """
+    rows = _statement_rows(store, challenge_key)
     sequencer: Sequencer | SharedSequencer
     if isinstance(store, SequencerRoles):
         sequencer = SharedSequencer(
@@ -121,6 +143,10 @@ def service_app(
             holder=f"{socket.gethostname()}/{os.getpid()}",
             config=sequencer_config,
         )
+        if rows is not None:
+            # The feeder appends only the rows a server of this deployment stored; it
+            # asks the sequencer's own reader whether a refused one is in the log already.
+            sequencer.backlog = StatementBacklog(store, rows, sequencer.reader)
     else:
         sequencer = Sequencer(store, signer=checkpoint_signer, config=sequencer_config)
     ledger = ProvenanceLedger(
@@ -141,6 +167,7 @@ def service_app(
         validator=validator,
         payload_rules=ledger.rules() if payload_rules is None else payload_rules,
         max_statement_size=max_statement_size,
+        statement_rows=rows,
     )
 
     service.refresh_history = ledger.refresh

@@ -44,6 +44,7 @@ from ._index import (
 )
 from ._protocols import (
     ENTRY_BUNDLES,
+    BacklogRow,
     Commit,
     Lease,
     LogStore,
@@ -71,6 +72,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "MAX_READ_ENTRIES",
     "MAX_VALUE_BYTES",
+    "BacklogRow",
     "Change",
     "Commit",
     "Faults",

@@ -10,12 +10,16 @@ Backends share a conformance suite (tests/conformance), not a base class.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+log = logging.getLogger("sealtrail.storage")
+
 __all__ = [
     "ENTRY_BUNDLES",
+    "BacklogRow",
     "Commit",
     "Lease",
     "LogStore",
@@ -220,7 +224,10 @@ class SequencerRoles(Protocol):
 class StatementRecord:
     """A registered signed statement as stored: its bytes and what registration read from them.
 
-    ``entry_id`` is SHA-256 of ``body`` (the statement's leaf entry in the log).
+    ``entry_id`` is SHA-256 of ``body`` (the statement's leaf entry in the log). ``tag`` is
+    the row's authentication tag, computed by the server that registered it (an HMAC under
+    a key the store never holds: ``scitt.StatementRows``), or empty for a row stored
+    without one (before the tags, or by a caller that has no key). Stores keep it as given.
     """
 
     entry_id: bytes
@@ -229,6 +236,35 @@ class StatementRecord:
     subject: str
     content_type: str
     registered_at: int
+    tag: bytes = b""
+
+
+def replaced_row(entry_id: bytes, seq: int) -> None:
+    """Log a statement row that gave way in a write (see ``put_statements``)."""
+    log.warning(
+        "statement row of entry %s… was not the one a server stores (written behind the "
+        "service?): replaced by the statement registered now, as seq %d",
+        entry_id.hex()[:16],
+        seq,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogRow:
+    """A stored statement as a sequencer's backlog reads it: its sequence number and every
+    column but the body (the entry id is the body's SHA-256, and the body is what makes a
+    row large). ``readable`` is False for a row a store cannot give back as its columns'
+    types (an edit of a SQLite file): its other fields are then empty, and it is never
+    appended."""
+
+    seq: int
+    entry_id: bytes
+    issuer: str
+    subject: str
+    content_type: str
+    registered_at: int
+    tag: bytes = b""
+    readable: bool = True
 
 
 @runtime_checkable
@@ -245,7 +281,12 @@ class StatementStore(Protocol):
         """Store statements (one transaction); return each one's sequence number.
 
         MUST NOT return before they are durable. A statement already stored keeps its
-        first record and sequence number (idempotent by ``entry_id``).
+        first record and sequence number (idempotent by ``entry_id``), if that row is the
+        one given but for ``registered_at`` (the same tag, body and columns). A row under
+        the entry id that is not (written behind the service: the sequencer refuses it,
+        or its body is not the statement) gives way to the given record under a new
+        sequence number, above every other, so that a backlog reads it; logged
+        (:func:`replaced_row`).
         """
         ...
 
@@ -264,6 +305,19 @@ class StatementStore(Protocol):
 
     def entries_since(self, seq: int, *, limit: int) -> list[tuple[int, bytes]]:
         """As :meth:`statements_since`, the entry ids only (what a sequencer appends)."""
+        ...
+
+    def backlog_since(self, seq: int, *, limit: int) -> list[BacklogRow]:
+        """As :meth:`statements_since`, every column but the body (what a sequencer checks
+        before it appends a row). A row whose values are not of their columns' types is
+        given as unreadable, not raised: one damaged row must not stop the backlog."""
+        ...
+
+    def row_key_check(self, check: bytes, *, replace: bool = False) -> bytes:
+        """The check value of the key this store's rows are tagged under
+        (``scitt.StatementRows.check``): ``check`` is recorded if none is, or with
+        ``replace`` over the one recorded; the value recorded is returned. A server whose
+        key gives another value would store rows the role's holder refuses."""
         ...
 
     def statements_of_type(self, content_type: str, *, skip: int = 0) -> list[StatementRecord]:

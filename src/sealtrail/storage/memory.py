@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 from sealtrail.errors import CheckpointConflict, Fenced, StorageError
 
-from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
+from ._protocols import (
+    ENTRY_BUNDLES,
+    BacklogRow,
+    Commit,
+    StatementRecord,
+    StoredCheckpoint,
+    TilePart,
+    replaced_row,
+)
 
 HASH_SIZE = 32
 
@@ -66,6 +74,11 @@ class Faults:
         raise StorageError(f"injected fault at {point}")
 
 
+def _own(stored: StatementRecord, given: StatementRecord) -> bool:
+    """Whether ``stored`` is the row ``given`` would be, but for its time."""
+    return stored == dataclasses.replace(given, registered_at=stored.registered_at)
+
+
 class MemoryStore:
     """A :class:`~sealtrail.storage.LogStore` in a dict. Thread-safe; lost when dropped."""
 
@@ -79,6 +92,7 @@ class MemoryStore:
         self._statements: dict[bytes, tuple[int, StatementRecord]] = {}
         self._order: list[StatementRecord] = []
         self._sequenced = 0
+        self._row_key_check: bytes | None = None
         self._epoch = 0
         self._holder: str | None = None
 
@@ -136,8 +150,12 @@ class MemoryStore:
             out = []
             for record in records:
                 known = self._statements.get(record.entry_id)
-                if known is None:
+                if known is None or not _own(known[1], record):
+                    # Another row under the entry id (tamper_insert) gives way to the given
+                    # one, under a new number; the old stays at its number as evidence.
                     self._order.append(record)
+                    if known is not None:
+                        replaced_row(record.entry_id, len(self._order))
                     known = (len(self._order), record)
                     self._statements[record.entry_id] = known
                 out.append(known[0])
@@ -154,11 +172,18 @@ class MemoryStore:
             return {e: known[e][1].content_type for e in entry_ids if e in known}
 
     def statements_since(self, seq: int, *, limit: int) -> list[tuple[int, StatementRecord]]:
+        seq = max(seq, 0)  # numbers start at 1
         with self._lock:
             return [(seq + 1 + i, r) for i, r in enumerate(self._order[seq : seq + limit])]
 
     def entries_since(self, seq: int, *, limit: int) -> list[tuple[int, bytes]]:
         return [(s, r.entry_id) for s, r in self.statements_since(seq, limit=limit)]
+
+    def backlog_since(self, seq: int, *, limit: int) -> list[BacklogRow]:
+        return [
+            BacklogRow(s, r.entry_id, r.issuer, r.subject, r.content_type, r.registered_at, r.tag)
+            for s, r in self.statements_since(seq, limit=limit)
+        ]
 
     def statements_of_type(self, content_type: str, *, skip: int = 0) -> list[StatementRecord]:
         with self._lock:
@@ -181,6 +206,12 @@ class MemoryStore:
     def write_sequenced(self, seq: int) -> None:
         with self._lock:
             self._sequenced = max(self._sequenced, seq)
+
+    def row_key_check(self, check: bytes, *, replace: bool = False) -> bytes:
+        with self._lock:
+            if replace or self._row_key_check is None:
+                self._row_key_check = check
+            return self._row_key_check
 
     # -- tampering, for attack tests -----------------------------------------------------------
 
@@ -219,6 +250,14 @@ class MemoryStore:
             edited = dataclasses.replace(record, **columns)  # type: ignore[arg-type]
             self._statements[entry_id] = (seq, edited)
             self._order[seq - 1] = edited
+
+    def tamper_insert(self, record: StatementRecord) -> int:
+        """Add a statement row behind the service's back (no idempotence, no checks), as
+        an ``INSERT`` into a database would; its sequence number."""
+        with self._lock:
+            self._order.append(record)
+            self._statements[record.entry_id] = (len(self._order), record)
+            return len(self._order)
 
     def drop_tile(self, level: int, index: int) -> None:
         """Delete a tile's parts behind the log's back."""

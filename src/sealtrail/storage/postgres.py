@@ -47,7 +47,9 @@ Tables live in the first schema of the connection's ``search_path`` (set it in t
     log_leaf_runs(run, count, keys, first_page)             the leaf index: sorted runs of
     log_leaf_pages(page, indexes)                           the hashes' first 4 bytes, and
                                                             their indexes (see _leafruns)
-    statements(seq, entry_id, body, issuer, subject, content_type, registered_at)
+    statements(seq, entry_id, body, issuer, subject, content_type, registered_at, tag)
+                                                            tag: the row's authentication
+                                                            tag (schema 6; NULL: none)
     statements_sequenced(id = 0, seq)
 
 **The sequencer role** (:meth:`PostgresStore.acquire_role`) is a session advisory lock held
@@ -106,7 +108,15 @@ from sealtrail.errors import (
 )
 
 from . import _leafruns as runs
-from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
+from ._protocols import (
+    ENTRY_BUNDLES,
+    BacklogRow,
+    Commit,
+    StatementRecord,
+    StoredCheckpoint,
+    TilePart,
+    replaced_row,
+)
 
 __all__ = ["PostgresLease", "PostgresStore", "durable_commits"]
 
@@ -157,7 +167,9 @@ STATEMENTS_STALLED = 60.0
 #: flushed locally and on a synchronous standby (``remote_apply``: and applied there).
 _DURABLE_COMMITS = frozenset({"on", "remote_apply"})
 
-_STATEMENT_COLUMNS = "entry_id, body, issuer, subject, content_type, registered_at"
+_STATEMENT_COLUMNS = "entry_id, body, issuer, subject, content_type, registered_at, tag"
+#: A statement row's columns as a backlog reads them (no body).
+_BACKLOG_COLUMNS = "seq, entry_id, issuer, subject, content_type, registered_at, tag"
 
 #: Bytes of tile parts and bundles up to which a commit goes as INSERT … unnest in one
 #: pipeline (two round trips in all); above it, binary COPY (a multi-megabyte bytea[]
@@ -232,34 +244,53 @@ def _firsts(parts: Sequence[TilePart]) -> list[TilePart]:
 #: Statements per INSERT at most (larger groups take several, in one transaction).
 PUT_ROWS = 256
 #: Types of one statement's row of parameters in ``_put_statements_sql``.
-_PUT_TYPES = ("bigint", "bytea", "bytea", "text", "text", "text", "bigint")
+_PUT_TYPES = ("bigint", "bytea", "bytea", "text", "text", "text", "bigint", "bytea")
 #: ``_put_statements_sql`` around its VALUES rows.
 _PUT_HEAD: LiteralString = """
     WITH given AS (
         SELECT * FROM (VALUES """
 _PUT_TAIL: LiteralString = """)
-            AS g(position, entry_id, body, issuer, subject, content_type, registered_at)
+            AS g(position, entry_id, body, issuer, subject, content_type, registered_at, tag)
         WHERE entry_id IS NOT NULL
     ), stored AS (
         -- One probe of the entry_id index per given statement: a LATERAL subquery with a
         -- LIMIT is not flattened, so the planner cannot turn it into a hash join over a
-        -- sequential scan of the whole table (its choice while the table is small).
-        SELECT given.entry_id, s.seq FROM given
+        -- sequential scan of the whole table (its choice while the table is small). A
+        -- row is the statement's own only if it is the row given, but for its time.
+        SELECT given.entry_id, s.seq, s.own FROM given
             CROSS JOIN LATERAL (
-                SELECT seq FROM statements WHERE statements.entry_id = given.entry_id LIMIT 1
+                SELECT seq, (statements.tag IS NOT DISTINCT FROM given.tag
+                             AND statements.body = given.body
+                             AND statements.issuer = given.issuer
+                             AND statements.subject = given.subject
+                             AND statements.content_type = given.content_type) AS own
+                FROM statements WHERE statements.entry_id = given.entry_id LIMIT 1
             ) s
     ), fresh AS (
         SELECT given.*, row_number() OVER (ORDER BY position) AS rank FROM given
-        WHERE entry_id NOT IN (SELECT entry_id FROM stored)
+        WHERE entry_id NOT IN (SELECT entry_id FROM stored WHERE own)
+    ), top AS (
+        SELECT coalesce(max(seq), 0) AS seq FROM statements
+    ), replaced AS (
+        -- Another row under the entry id (written behind the service): the given one in
+        -- its place, under a new number, so that a backlog reads it again.
+        UPDATE statements SET seq = top.seq + fresh.rank, body = fresh.body,
+               issuer = fresh.issuer, subject = fresh.subject,
+               content_type = fresh.content_type, registered_at = fresh.registered_at,
+               tag = fresh.tag
+        FROM fresh, top WHERE statements.entry_id = fresh.entry_id
+        RETURNING statements.entry_id, statements.seq
     ), inserted AS (
         INSERT INTO statements (seq, entry_id, body, issuer, subject, content_type,
-                                registered_at)
-        SELECT (SELECT coalesce(max(seq), 0) FROM statements) + rank, entry_id, body,
-               issuer, subject, content_type, registered_at
-        FROM fresh
+                                registered_at, tag)
+        SELECT top.seq + rank, entry_id, body, issuer, subject, content_type, registered_at,
+               tag
+        FROM fresh, top WHERE entry_id NOT IN (SELECT entry_id FROM stored)
         RETURNING entry_id, seq
     )
-    SELECT entry_id, seq FROM stored UNION ALL SELECT entry_id, seq FROM inserted
+    SELECT entry_id, seq, false FROM stored WHERE own
+    UNION ALL SELECT entry_id, seq, true FROM replaced
+    UNION ALL SELECT entry_id, seq, false FROM inserted
 """
 
 
@@ -291,8 +322,8 @@ def _put_statements_params(records: Sequence[StatementRecord]) -> tuple[int, lis
     params: list[object] = []
     for position, r in enumerate(records):
         params += (position, r.entry_id, r.body, r.issuer, r.subject, r.content_type)
-        params.append(r.registered_at)
-    params += [None] * (7 * (rows - len(records)))
+        params += (r.registered_at, r.tag or None)
+    params += [None] * (len(_PUT_TYPES) * (rows - len(records)))
     return rows, params
 
 
@@ -388,6 +419,18 @@ _MIGRATIONS: list[tuple[LiteralString, ...]] = [
             SELECT pos / 4096, string_agg(int8send(idx), ''::bytea ORDER BY pos)
             FROM leaves_in_order GROUP BY pos / 4096""",
         "DROP TABLE log_leaves",
+    ),
+    (
+        # Each statement row's authentication tag (an HMAC its server computed: a row
+        # written behind the service has none that verifies, and is never appended).
+        # Rows stored before have none (NULL): see docs/deploy.md, "Upgrading". A column
+        # without a default or a constraint: no row is read or rewritten.
+        "ALTER TABLE statements ADD COLUMN tag bytea",
+        # The check value of the key the rows are tagged under (see row_key_check).
+        """CREATE TABLE statement_row_key (
+            id integer PRIMARY KEY CHECK (id = 0),
+            key_check bytea NOT NULL
+        )""",
     ),
 ]
 
@@ -514,7 +557,7 @@ class _Runs:
 
 
 def _record(row: Sequence[Any]) -> StatementRecord:
-    entry_id, body, issuer, subject, content_type, registered_at = row
+    entry_id, body, issuer, subject, content_type, registered_at, tag = row
     return StatementRecord(
         bytes(entry_id),
         bytes(body),
@@ -522,6 +565,20 @@ def _record(row: Sequence[Any]) -> StatementRecord:
         str(subject),
         str(content_type),
         int(registered_at),
+        b"" if tag is None else bytes(tag),
+    )
+
+
+def _backlog_row(row: Sequence[Any]) -> BacklogRow:
+    seq, entry_id, issuer, subject, content_type, registered_at, tag = row
+    return BacklogRow(
+        int(seq),
+        bytes(entry_id),
+        str(issuer),
+        str(subject),
+        str(content_type),
+        int(registered_at),
+        b"" if tag is None else bytes(tag),
     )
 
 
@@ -974,7 +1031,13 @@ class PostgresStore:
                     cursor.execute(_put_statements_sql(rows), params, prepare=True, binary=True)
                     cursors.append(cursor)
                 conn.execute("COMMIT")
-            return {bytes(e): int(s) for cursor in cursors for e, s in cursor.fetchall()}
+            seqs: dict[bytes, int] = {}
+            for cursor in cursors:
+                for entry_id, seq, replaced in cursor.fetchall():
+                    seqs[bytes(entry_id)] = int(seq)
+                    if replaced:
+                        replaced_row(bytes(entry_id), int(seq))
+            return seqs
 
     def get_statement(self, entry_id: bytes) -> StatementRecord | None:
         rows = self._read(
@@ -1012,6 +1075,15 @@ class PostgresStore:
         )
         return [(int(s), bytes(e)) for s, e in rows]
 
+    def backlog_since(self, seq: int, *, limit: int) -> list[BacklogRow]:
+        rows = self._read(
+            "read",
+            f"SELECT {_BACKLOG_COLUMNS} FROM statements"  # noqa: S608
+            " WHERE seq > %s ORDER BY seq LIMIT %s",
+            (seq, limit),
+        )
+        return [_backlog_row(r) for r in rows]
+
     def statements_of_type(self, content_type: str, *, skip: int = 0) -> list[StatementRecord]:
         rows = self._read(
             "read",
@@ -1044,6 +1116,18 @@ class PostgresStore:
                 " SET seq = greatest(statements_sequenced.seq, excluded.seq)",
                 (seq,),
             )
+
+    def row_key_check(self, check: bytes, *, replace: bool = False) -> bytes:
+        with self._errors("statement write"), self._conn() as conn:
+            row = conn.execute(
+                "INSERT INTO statement_row_key (id, key_check) VALUES (0, %s)"
+                " ON CONFLICT (id) DO UPDATE SET key_check = CASE WHEN %s"
+                " THEN excluded.key_check ELSE statement_row_key.key_check END"
+                " RETURNING key_check",
+                (check, replace),
+            ).fetchone()
+        assert row is not None
+        return bytes(row[0])
 
     # -- the sequencer role -------------------------------------------------------------------
 

@@ -17,6 +17,11 @@ Schema (``PRAGMA user_version`` tracks migrations)::
                                                      candidates are confirmed on the level-0
                                                      tile, so shared keys are safe); see
                                                      ``_leafruns``
+    statements(seq, entry_id, body, issuer, subject, content_type, registered_at, tag)
+                                                     registered statements, in the order
+                                                     stored; ``tag`` authenticates the row
+                                                     (schema 5; NULL: stored without one)
+    statements_sequenced(id = 0, seq)                the backlog's sequenced watermark
 """
 
 from __future__ import annotations
@@ -31,7 +36,15 @@ from typing import Any
 from sealtrail.errors import CheckpointConflict, ConfigError, Corruption, Error, StorageError
 
 from . import _leafruns as runs
-from ._protocols import ENTRY_BUNDLES, Commit, StatementRecord, StoredCheckpoint, TilePart
+from ._protocols import (
+    ENTRY_BUNDLES,
+    BacklogRow,
+    Commit,
+    StatementRecord,
+    StoredCheckpoint,
+    TilePart,
+    replaced_row,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -196,6 +209,17 @@ _MIGRATIONS: list[tuple[str | Callable[[sqlite3.Connection], None], ...]] = [
         _leaves_to_runs,
         "DROP TABLE leaves",
     ),
+    (
+        # Each statement row's authentication tag (an HMAC its server computed: a row
+        # written behind the service has none that verifies, and is never appended).
+        # Rows stored before have none (NULL): see docs/deploy.md, "Upgrading".
+        "ALTER TABLE statements ADD COLUMN tag BLOB",
+        # The check value of the key the rows are tagged under (see row_key_check).
+        """CREATE TABLE statement_row_key (
+            id INTEGER PRIMARY KEY CHECK (id = 0),
+            key_check BLOB NOT NULL
+        )""",
+    ),
 ]
 
 
@@ -309,8 +333,20 @@ def _insert(
         conn.execute(f"{insert} VALUES {marks}", chunk)
 
 
+#: A statement row's columns as :func:`_record` reads them.
+_STATEMENT_COLUMNS = "entry_id, body, issuer, subject, content_type, registered_at, tag"
+#: A statement row's columns as :func:`_backlog_row` reads them.
+_BACKLOG_COLUMNS = "seq, entry_id, issuer, subject, content_type, registered_at, tag"
+
+
+def _tag(value: object) -> bytes:
+    """A row's tag: its bytes; NULL (stored without one) or a value of another type (an
+    edit) as no tag, which never verifies."""
+    return value if isinstance(value, bytes) else b""
+
+
 def _record(row: Sequence[Any]) -> StatementRecord:
-    entry_id, body, issuer, subject, content_type, registered_at = row
+    entry_id, body, issuer, subject, content_type, registered_at, tag = row
     return StatementRecord(
         stored_bytes(entry_id, "statements.entry_id"),
         stored_bytes(body, "statements.body"),
@@ -318,7 +354,65 @@ def _record(row: Sequence[Any]) -> StatementRecord:
         stored_text(subject, "statements.subject"),
         stored_text(content_type, "statements.content_type"),
         stored_int(registered_at, "statements.registered_at"),
+        _tag(tag),
     )
+
+
+def _backlog_row(row: Sequence[Any]) -> BacklogRow:
+    seq, entry_id, issuer, subject, content_type, registered_at, tag = row
+    try:
+        return BacklogRow(
+            stored_int(seq, "statements.seq"),
+            stored_bytes(entry_id, "statements.entry_id"),
+            stored_text(issuer, "statements.issuer"),
+            stored_text(subject, "statements.subject"),
+            stored_text(content_type, "statements.content_type"),
+            stored_int(registered_at, "statements.registered_at"),
+            _tag(tag),
+        )
+    except Corruption:
+        # An edit, as any row the service did not write: refused, not a stalled backlog.
+        return BacklogRow(int(seq), b"", "", "", "", 0, b"", readable=False)
+
+
+def _own_rows(conn: sqlite3.Connection, records: Sequence[StatementRecord]) -> dict[bytes, int]:
+    """In a statement write, for ``records`` whose entry id a row held already: a row that
+    is not the one given, but for its time (another tag, body or column: written behind
+    the service), gives way to it under a new number, so that a backlog reads it again.
+    The new numbers, by entry id."""
+    out: dict[bytes, int] = {}
+    for record in {r.entry_id: r for r in records}.values():
+        same = conn.execute(
+            "SELECT 1 FROM statements WHERE entry_id = ? AND tag IS ? AND body = ?"
+            " AND issuer = ? AND subject = ? AND content_type = ?",
+            (
+                record.entry_id,
+                record.tag or None,
+                record.body,
+                record.issuer,
+                record.subject,
+                record.content_type,
+            ),
+        ).fetchone()
+        if same is not None:
+            continue
+        (seq,) = conn.execute(
+            "UPDATE statements SET seq = (SELECT max(seq) FROM statements) + 1, body = ?,"
+            " issuer = ?, subject = ?, content_type = ?, registered_at = ?, tag = ?"
+            " WHERE entry_id = ? RETURNING seq",
+            (
+                record.body,
+                record.issuer,
+                record.subject,
+                record.content_type,
+                record.registered_at,
+                record.tag or None,
+                record.entry_id,
+            ),
+        ).fetchone()
+        out[record.entry_id] = int(seq)
+        replaced_row(record.entry_id, int(seq))
+    return out
 
 
 class SQLiteStore:
@@ -586,11 +680,11 @@ class SQLiteStore:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
+                (top,) = conn.execute("SELECT coalesce(max(seq), 0) FROM statements").fetchone()
                 _insert(
                     conn,
-                    "INSERT OR IGNORE INTO statements"
-                    " (entry_id, body, issuer, subject, content_type, registered_at)",
-                    6,
+                    f"INSERT OR IGNORE INTO statements ({_STATEMENT_COLUMNS})",
+                    7,
                     [
                         v
                         for r in records
@@ -601,6 +695,7 @@ class SQLiteStore:
                             r.subject,
                             r.content_type,
                             r.registered_at,
+                            r.tag or None,
                         )
                     ],
                 )
@@ -614,6 +709,9 @@ class SQLiteStore:
                         (stored_bytes(e, "statements.entry_id"), stored_int(q, "statements.seq"))
                         for e, q in conn.execute(query, chunk).fetchall()
                     )
+                stored = [r for r in records if seqs[r.entry_id] <= top]
+                if stored:
+                    seqs.update(_own_rows(conn, stored))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -626,8 +724,7 @@ class SQLiteStore:
             row = (
                 self._conn()
                 .execute(
-                    "SELECT entry_id, body, issuer, subject, content_type, registered_at"
-                    " FROM statements WHERE entry_id = ?",
+                    f"SELECT {_STATEMENT_COLUMNS} FROM statements WHERE entry_id = ?",  # noqa: S608
                     (entry_id,),
                 )
                 .fetchone()
@@ -661,8 +758,8 @@ class SQLiteStore:
             rows = (
                 self._conn()
                 .execute(
-                    "SELECT seq, entry_id, body, issuer, subject, content_type, registered_at"
-                    " FROM statements WHERE seq > ? ORDER BY seq LIMIT ?",
+                    f"SELECT seq, {_STATEMENT_COLUMNS} FROM statements"  # noqa: S608
+                    " WHERE seq > ? ORDER BY seq LIMIT ?",
                     (seq, limit),
                 )
                 .fetchall()
@@ -684,13 +781,26 @@ class SQLiteStore:
             for s, e in rows
         ]
 
+    def backlog_since(self, seq: int, *, limit: int) -> list[BacklogRow]:
+        with self._errors("read"):
+            rows = (
+                self._conn()
+                .execute(
+                    f"SELECT {_BACKLOG_COLUMNS} FROM statements"  # noqa: S608
+                    " WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (seq, limit),
+                )
+                .fetchall()
+            )
+        return [_backlog_row(r) for r in rows]
+
     def statements_of_type(self, content_type: str, *, skip: int = 0) -> list[StatementRecord]:
         with self._errors("read"):
             rows = (
                 self._conn()
                 .execute(
-                    "SELECT entry_id, body, issuer, subject, content_type, registered_at"
-                    " FROM statements WHERE content_type = ? ORDER BY seq LIMIT -1 OFFSET ?",
+                    f"SELECT {_STATEMENT_COLUMNS} FROM statements"  # noqa: S608
+                    " WHERE content_type = ? ORDER BY seq LIMIT -1 OFFSET ?",
                     (content_type, skip),
                 )
                 .fetchall()
@@ -704,8 +814,8 @@ class SQLiteStore:
             rows = (
                 self._conn()
                 .execute(
-                    "SELECT seq, entry_id, body, issuer, subject, content_type, registered_at"
-                    " FROM statements WHERE content_type = ? AND seq > ? ORDER BY seq",
+                    f"SELECT seq, {_STATEMENT_COLUMNS} FROM statements"  # noqa: S608
+                    " WHERE content_type = ? AND seq > ? ORDER BY seq",
                     (content_type, seq),
                 )
                 .fetchall()
@@ -724,6 +834,18 @@ class SQLiteStore:
                 " ON CONFLICT (id) DO UPDATE SET seq = max(seq, excluded.seq)",
                 (seq,),
             )
+
+    def row_key_check(self, check: bytes, *, replace: bool = False) -> bytes:
+        with self._errors("statement write"):
+            conn = self._conn()
+            conn.execute(
+                "INSERT INTO statement_row_key (id, key_check) VALUES (0, ?)"
+                " ON CONFLICT (id) DO UPDATE SET key_check = CASE WHEN ?"
+                " THEN excluded.key_check ELSE key_check END",
+                (check, replace),
+            )
+            row = conn.execute("SELECT key_check FROM statement_row_key").fetchone()
+        return _tag(row[0])
 
     def close(self) -> None:
         with self._all_lock:

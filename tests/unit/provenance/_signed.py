@@ -42,7 +42,7 @@ from sealtrail.provenance import (
     Verdict,
     service_signed,
 )
-from sealtrail.scitt import TransparencyService, sign_statement
+from sealtrail.scitt import StatementRows, TransparencyService, sign_statement
 from sealtrail.storage import IndexStore, MemoryIndex, MemoryStore, PostgresStore, SQLiteStore
 from tests.unit.scitt._pki import Issuer, make_issuer
 
@@ -238,6 +238,7 @@ async def signed_chain(
     policy: ProvenancePolicy | None = None,
     onboard: bool = True,
     before_start: Callable[[TransparencyService], None] | None = None,
+    statement_rows: StatementRows | None = None,
 ) -> AsyncIterator[SignedChain]:
     """A service with the ledger's rules over ``store`` and ``index``, organizations onboarded."""
     store = store if store is not None else MemoryStore()
@@ -258,6 +259,7 @@ async def signed_chain(
         issuer=SERVICE,
         retired=retired,
         payload_rules=ledger.rules(),
+        statement_rows=statement_rows,
     )
     holder["service"] = service
     service.withdraw = ledger.withdraw  # as service_app wires it

@@ -975,6 +975,8 @@ def test_schema_5_turns_the_leaf_index_into_one_run_keeping_every_entry(
                 [(int.from_bytes(h[:8], "big", signed=True), i) for h, i in pairs],
             )
         conn.execute("DROP TABLE log_leaf_runs, log_leaf_pages")
+        conn.execute("ALTER TABLE statements DROP COLUMN tag")  # schema 6's
+        conn.execute("DROP TABLE statement_row_key")
         conn.execute("UPDATE sealtrail_schema SET version = 4 WHERE component = %s", (COMPONENT,))
     store = PostgresStore(postgres_url)  # migrates
     try:

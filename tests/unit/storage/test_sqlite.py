@@ -146,6 +146,8 @@ def _downgrade_to_schema_3(db: Path) -> None:
     )
     conn.execute("DROP TABLE leaf_runs")
     conn.execute("DROP TABLE leaf_pages")
+    conn.execute("ALTER TABLE statements DROP COLUMN tag")  # schema 5's
+    conn.execute("DROP TABLE statement_row_key")
     conn.execute("PRAGMA user_version = 3")
     conn.execute("COMMIT")
     conn.close()
