@@ -114,6 +114,9 @@ class NotFound(Error):
 class VerificationError(Error):
     code = "verification-failed"
     hint = "Do not trust the data: it does not match what the log committed to."
+    #: A registration check refused it on the issuer's organization record as this process
+    #: knows it: on a shared store a newer one may answer otherwise (``check_current``).
+    depends_on_organizations = False
 
 
 class InvalidProof(VerificationError):

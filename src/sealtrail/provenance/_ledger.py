@@ -472,6 +472,14 @@ class ProvenanceLedger:
         #: The index's applied size that the tentative state reflects (shared stores: an
         #: index that moved past it holds another process's entries).
         self._applied_mark = 0
+        #: Shared stores: the index's applied size up to which the entries another process
+        #: applied have been taken in (see _taken_in).
+        self._seen = 0
+        #: Acceptances taken off the queue for an index batch not committed yet.
+        self._popped: list[_Accepted] = []
+        #: Changes each time the tentative state is rebuilt from the index, the one way it
+        #: takes in entries another process registered (:class:`~sealtrail.scitt.History`).
+        self.generation = 0
         self._reader: LogReader | None = None
         self._refreshing = asyncio.Lock()
         self._refreshed_size = -1
@@ -695,6 +703,7 @@ class ProvenanceLedger:
             self._queue = kept
             self._overlay, self.tentative = overlay, state
             self._diverged = False
+            self.generation += 1
         log.debug("provenance: tentative state rebuilt from the index (%d entries)", mark)
 
     def _fold(self, context: RuleContext) -> None:
@@ -745,6 +754,9 @@ class ProvenanceLedger:
                 stop = min(stop, start + limit - done)
             if stop <= start:
                 break
+            if self.shared:
+                # Before this process's next batch: what another process applied first.
+                self._taken_in(start)
             try:
                 self.apply_entries(start, reader.entries(start, stop))
             except Conflict as exc:
@@ -755,14 +767,38 @@ class ProvenanceLedger:
             done += stop - start
             with self._lock:
                 self._applied_mark = max(self._applied_mark, stop)
+                self._seen = max(self._seen, stop)
         if self.shared:
-            # Entries another process indexed (this one found nothing left to do, say) are
-            # not in the tentative state: it is rebuilt before the next check.
-            applied = self.index.applied_size()
-            with self._lock:
-                if applied != self._applied_mark:
-                    self._diverged = True
+            # Entries another process indexed (this one found nothing left to do, say).
+            self._taken_in(self.index.applied_size())
         return done
+
+    def _taken_in(self, size: int) -> None:
+        """A shared store whose index has applied ``size`` entries: take in those another
+        process applied since this one last looked (blocking; the indexer's thread).
+
+        This process's own statements among them leave the queue: indexed already, they
+        are neither to be applied again over the index in a rebuild nor waited for. And
+        unless the tentative state reflects them already, it is rebuilt before the next
+        check, and no outcome queued after them, computed without them, is reused by the
+        index: the index's next entry, from this process, may follow another process's
+        entries in the log that its check never saw.
+        """
+        with self._lock:
+            seen, queued = self._seen, bool(self._queue)
+        if size <= seen:
+            return
+        taken: set[bytes] = set()
+        if queued:  # which entries they were matters only to the queue
+            for first in range(seen, size, MAX_READ_ENTRIES):
+                stop = min(size, first + MAX_READ_ENTRIES)
+                taken.update(entry.entry_id for entry in self.index.entries(first, stop))
+        with self._lock:
+            if taken:
+                self._queue = deque(a for a in self._queue if a.fact.entry_id not in taken)
+            self._seen = max(self._seen, size)
+            if size > self._applied_mark:
+                self._diverged = True
 
     async def refresh(self) -> None:
         """A shared store: bring the index up to the log as it is now, and the tentative
@@ -794,6 +830,10 @@ class ProvenanceLedger:
             self._types = types
             batch: list[tuple[IndexedEntry, Sequence[Change]]] = []
             changes = 0
+            # This process's acceptances taken off the queue for the batch not committed
+            # yet: put back if it fails (another process's indexer applied some of the
+            # entries first, say), or they would be lost from the tentative state.
+            self._popped = []
             try:
                 for offset, leaf in enumerate(leaves):
                     entry = self._index_one(start + offset, leaf)
@@ -801,13 +841,19 @@ class ProvenanceLedger:
                     changes += len(entry[1])
                     if changes >= INDEX_ROWS:
                         self.index.apply(batch, rules_version=RULES_VERSION)
+                        self._popped.clear()
                         rows.pending.clear()
                         batch, changes = [], 0
                 if batch:
                     # The index records the rules of its first batch and refuses a batch
                     # of other rules (index-rules-mismatch): one index, one version.
                     self.index.apply(batch, rules_version=RULES_VERSION)
+                self._popped.clear()
+            except BaseException:
+                self._queue.extendleft(reversed(self._popped))
+                raise
             finally:
+                self._popped = []
                 rows.pending.clear()
                 self._types = None
 
@@ -815,6 +861,7 @@ class ProvenanceLedger:
         fact: Fact | None
         if self._queue and self._queue[0].fact.entry_id == leaf and not self._diverged:
             accepted = self._queue.popleft()
+            self._popped.append(accepted)
             outcome, fact, kind = accepted.outcome, accepted.fact, accepted.kind
             # The tentative state applied it on top of the same rows: write what it computed.
             rows = self._indexed.rows
@@ -826,7 +873,7 @@ class ProvenanceLedger:
             if ours:
                 # Ours, but the tentative state computed it on rows that are no longer the
                 # log's (a provenance entry before it was missing there): judged again.
-                self._queue.popleft()
+                self._popped.append(self._queue.popleft())
             fact, kind, outcome = self._judge(leaf)
             if fact is not None and not ours:
                 # A provenance fact the tentative state has not seen: the log's order is the
@@ -891,6 +938,7 @@ class ProvenanceLedger:
         # The size first: the rows may be read a few entries later, and replaying changes
         # the copy already holds leaves it as it is (each row ends at its last change).
         self._applied_mark = self._base_size = await asyncio.to_thread(self.index.applied_size)
+        self._seen = self._applied_mark
         self._base = await asyncio.to_thread(load_rows, self.index)
         self._overlay, self.tentative = self._over_base()
         self._task = asyncio.create_task(self._follow(reader), name="sealtrail-indexer")

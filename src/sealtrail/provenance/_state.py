@@ -284,8 +284,8 @@ class Refused(VerificationError):
     :class:`Outcome`, registration raises it."""
 
     #: The refusal rests on the log's history as this process knows it (see
-    #: ``TransparencyService.check_current``: on a shared store it is asked again once the
-    #: history is brought up to date).
+    #: ``TransparencyService.check_current``: on a shared store the history is brought up
+    #: to date, and the statement checked again if that taught the process anything).
     depends_on_history = True
 
     code = "provenance-refused"

@@ -26,6 +26,7 @@ from ._registry import ORG_RECORD_TYPE, Organization, Policy, Registry, parse_or
 from ._rows import StatementBacklog, StatementRows, adopt_row_key
 from ._service import (
     MAX_CLOCK_SKEW,
+    History,
     PayloadRule,
     Registration,
     RuleContext,
@@ -87,6 +88,7 @@ __all__ = [
     "Grant",
     "Grants",
     "Header",
+    "History",
     "Organization",
     "PayloadRule",
     "Policy",

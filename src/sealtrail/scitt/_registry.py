@@ -241,6 +241,9 @@ class Registry:
         self._orgs: dict[str, Organization] = {}
         self._by_issuer: dict[str, str] = {}
         self._lock = threading.Lock()
+        #: How many records have been applied: once it grew, a check refused before may
+        #: be answered otherwise (``TransparencyService.check_current``).
+        self.applied = 0
 
     def check(self, org: Organization) -> None:
         """Raise unless ``org`` may be applied as the next record (version, issuers)."""
@@ -270,6 +273,7 @@ class Registry:
             self._orgs[org.name] = org
             for issuer in org.issuers:
                 self._by_issuer[issuer] = org.name
+            self.applied += 1
 
     def load(self, payloads: Iterable[bytes]) -> None:
         """Fold stored records (registration order) into the registry."""

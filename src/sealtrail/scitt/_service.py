@@ -30,9 +30,10 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -86,6 +87,7 @@ from ._users import (
 
 __all__ = [
     "MAX_CLOCK_SKEW",
+    "History",
     "PayloadRule",
     "Registration",
     "RuleContext",
@@ -118,6 +120,9 @@ WATERMARK_EVERY = 1.0
 #: Seconds between looks for organization records another process registered (a store
 #: shared by several processes).
 REGISTRY_POLL = 1.0
+#: Seconds from the start of one read of the organization records on demand
+#: (:meth:`TransparencyService.refresh_orgs`) to the next at the earliest.
+ORG_READ_SPACING = 0.05
 
 
 def issuer_key(
@@ -186,6 +191,22 @@ class RuleContext(Protocol):
     def is_registered(self, leaf_entry: bytes) -> bool:
         """Whether a statement with this leaf entry is stored or on its way to the store
         (accepted and queued): it will be in the log."""
+        ...
+
+
+class History(Protocol):
+    """The log's history as the payload rules judge by it, kept by the layer that gives
+    those rules (the provenance ledger); on a shared store another process's registrations
+    reach it only when it reads the log (:meth:`TransparencyService.check_current`)."""
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever the history takes in log entries it did not hold: registered
+        through another process."""
+        ...
+
+    async def refresh(self) -> None:
+        """Take in what the log holds now."""
         ...
 
 
@@ -479,8 +500,8 @@ class TransparencyService:
         # Folding runs on the loop's worker threads and in an indexer's: one at a time.
         self._fold_lock = threading.Lock()
         #: Set by a layer above whose payload rules rest on the log's history (the
-        #: provenance ledger): brings that history up to date on a shared store.
-        self.refresh_history: Callable[[], Awaitable[None]] | None = None
+        #: provenance ledger): read anew on a shared store when a rule refuses on it.
+        self.history: History | None = None
         #: Set by the layer whose payload rules remember what they accept (the provenance
         #: ledger): takes back a statement's acceptance when it is to be checked again.
         self.withdraw: Callable[[bytes], None] | None = None
@@ -490,6 +511,10 @@ class TransparencyService:
         # Organization changes one at a time: check, log and apply must not interleave, or
         # two records of the same version could both reach the log.
         self._org_lock = asyncio.Lock()
+        #: Folds :meth:`refresh_orgs` began, the number of the latest that ended well, and
+        #: when the latest began: callers waiting together share the next one.
+        self._folds_begun = self._folds_done = 0
+        self._fold_started = -math.inf
         #: Organization name -> set once the new record being registered for it is in
         #: effect (:meth:`submit_current` holds that organization's statements meanwhile).
         self._changing: dict[str, asyncio.Event] = {}
@@ -738,29 +763,75 @@ class TransparencyService:
         now: float | None = None,
         authorize: Authorize | None = None,
     ) -> tuple[SignedStatement, Organization]:
-        """:meth:`check`, with the organizations brought up to date first when the issuer
-        is unknown and another process may have just onboarded it (a shared store);
-        ``authorize`` as :meth:`check_async`, asked of the organization each check found."""
-        try:
+        """:meth:`check_async`, judged with what other processes registered before the
+        statement was sent (a shared store): a statement sent after the receipts of what it
+        rests on is judged with them, whichever process receives it.
+
+        A process knows the organization records and the history it has read. A refusal
+        that rests on the history (marked ``depends_on_history``: a device no manifest
+        holds, say) has :attr:`history` take in the log as it is now; any other
+        :class:`VerificationError` (an issuer not known here, or a key, chain or policy an
+        organization record registered elsewhere may have changed) has the organization
+        records folded. The statement is checked again only if that read taught this
+        process something since the check began (the history took in other processes'
+        entries, or an organization record was applied), and each is read at most once per
+        call: at most three checks. A check that passes reads nothing more; with a store of
+        its own (not shared) this is :meth:`check_async`. ``authorize`` as
+        :meth:`check_async`, asked of the organization each check found.
+        """
+        if not self.shared:
             return await self.check_async(data, now=now, authorize=authorize)
-        except VerificationError as exc:
-            if not self.shared:
-                raise
-            if exc.code == "issuer-unknown":
-                await self.refresh_orgs()
-            elif getattr(exc, "depends_on_history", False) and self.refresh_history is not None:
-                # A payload rule refused it on the history this process has seen; another
-                # process may have registered what it rests on a moment ago.
-                await self.refresh_history()
-            else:
-                raise
-        return await self.check_async(data, now=now, authorize=authorize)
+        read: set[str] = set()
+        while True:
+            # What this process knew as the check began: a read that changes it may change
+            # the answer. Counters in memory: the accepted path reads nothing more.
+            orgs = self.registry.applied
+            history = None if self.history is None else self.history.generation
+            try:
+                return await self.check_async(data, now=now, authorize=authorize)
+            except VerificationError as exc:
+                if not await self._read_anew(exc, read, orgs, history):
+                    raise
+
+    async def _read_anew(
+        self, refusal: VerificationError, read: set[str], orgs: int, history: int | None
+    ) -> bool:
+        """After ``refusal`` on a shared store, read what it rests on anew, unless this
+        call did (``read``); whether that grew since the check began (``orgs``,
+        ``history``), so that checking again may answer otherwise."""
+        source = self.history
+        if getattr(refusal, "depends_on_history", False) and source is not None:
+            if "history" in read:
+                return False
+            read.add("history")
+            await source.refresh()
+            return source.generation != history
+        if "organizations" in read or not getattr(refusal, "depends_on_organizations", False):
+            return False
+        read.add("organizations")
+        await self.refresh_orgs()
+        return self.registry.applied != orgs
 
     async def refresh_orgs(self) -> None:
-        """Fold new organization and user records now (one at a time: callers wait for the
-        one running, then read again; a fold applies only what is new)."""
+        """Fold new organization and user records now (a fold applies only what is new).
+        Folds run one at a time, each :data:`ORG_READ_SPACING` after the one before at the
+        earliest (a flood of refusals reads the records at most that often): a caller that
+        asks while one runs waits for it, then folds again (it may have read before what
+        the caller looks for was stored); callers that waited together share that next
+        fold, once it has ended well (one that failed or was cancelled counts for no one:
+        each waiter then folds itself)."""
+        asked = self._folds_begun
         async with self._org_lock:
+            if self._folds_done > asked:
+                return  # a fold that began after this call asked has read the records
+            wait = self._fold_started + ORG_READ_SPACING - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._folds_begun += 1
+            number = self._folds_begun
+            self._fold_started = time.monotonic()
             await self._fold_orgs()
+            self._folds_done = number
 
     def is_registered(self, leaf_entry: bytes) -> bool:
         """:class:`RuleContext`: stored by a server, or accepted and on its way to the
@@ -791,17 +862,24 @@ class TransparencyService:
             statement = data
         else:
             statement = parse_statement(data, max_size=self.max_statement_size)
-        org = self.registry.for_issuer(statement.issuer)
-        if authorize is not None:
-            authorize(statement, org)
-        content_type = str(statement.content_type)
-        org.policy.check(
-            content_type=content_type,
-            subject=statement.subject,
-            alg=statement.alg,
-            size=len(statement.encoded),
-        )
-        return statement, org, self._issuer_key(statement, org, now=now)
+        try:
+            org = self.registry.for_issuer(statement.issuer)
+            if authorize is not None:
+                authorize(statement, org)
+            content_type = str(statement.content_type)
+            org.policy.check(
+                content_type=content_type,
+                subject=statement.subject,
+                alg=statement.alg,
+                size=len(statement.encoded),
+            )
+            return statement, org, self._issuer_key(statement, org, now=now)
+        except VerificationError as exc:
+            # A refusal on the issuer's organization record (unknown issuer, its policy,
+            # keys or chain): a newer record, registered through another process, may
+            # answer otherwise (check_current).
+            exc.depends_on_organizations = True
+            raise
 
     def _issuer_key(
         self, statement: SignedStatement, org: Organization, *, now: float | None
@@ -832,8 +910,9 @@ class TransparencyService:
         return key
 
     async def register(self, data: bytes) -> Registration:
-        """Check, store and append one statement; returns once its checkpoint is durable."""
-        statement, org = await self.check_async(data)
+        """Check (:meth:`check_current`), store and append one statement; returns once its
+        checkpoint is durable."""
+        statement, org = await self.check_current(data)
         index = await (await self.submit_current(statement, org)).index
         return Registration(statement.entry_id, index)
 

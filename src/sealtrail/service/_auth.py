@@ -28,7 +28,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from fastapi import Request
 
@@ -56,6 +56,10 @@ class Principal:
     user: str | None
     persona: str
     org: str | None = None
+    #: The user's credential as presented: ``("token", SHA-256 of the token)`` or
+    #: ``("certificate", SHA-256 of the DER)``, so that a check that reads the records
+    #: anew can ask whether it still stands (:meth:`Auth.registers_for`).
+    credential: tuple[str, bytes] | None = field(default=None, repr=False, compare=False)
 
 
 PUBLIC = Principal(None, "public")
@@ -278,16 +282,16 @@ class Auth:
         user, issued = found
         if not user.disabled and issued.expires <= self.clock():
             raise Unauthorized("this token has expired", code="token-expired")
-        return _principal_of(user)
+        return replace(_principal_of(user), credential=("token", digest))
 
     def _by_certificate(self, der: bytes) -> Principal:
         """The user a TLS client certificate names (the handshake verified it against
         ``[server] tls_client_ca``); a certificate no user holds is refused, not public."""
-        user = (
-            None
-            if self.service is None
-            else self.service.users.by_certificate(certificate_hash(der))
-        )
+        digest = certificate_hash(der)
+        return replace(self._certificate_user(digest), credential=("certificate", digest))
+
+    def _certificate_user(self, digest: bytes) -> Principal:
+        user = None if self.service is None else self.service.users.by_certificate(digest)
         if user is None:
             raise Unauthorized(
                 "this TLS client certificate is no user's",
@@ -295,6 +299,24 @@ class Auth:
                 hint="Ask an administrator to add its SHA-256 to your user (sealtrail users cert).",
             )
         return _principal_of(user)
+
+    def _standing(self, principal: Principal) -> None:
+        """Whether ``principal``'s credential still stands in the records as this process
+        holds them now (a check may have read them anew since the request was resolved: a
+        user disabled, a token revoked, a certificate removed meanwhile is refused)."""
+        if principal.credential is None or self.service is None:
+            return
+        kind, digest = principal.credential
+        if kind == "certificate":
+            self._certificate_user(digest)
+            return
+        found = self.service.users.by_token(digest)
+        if found is None:
+            raise _unknown_token()
+        user, issued = found
+        if not user.disabled and issued.expires <= self.clock():
+            raise Unauthorized("this token has expired", code="token-expired")
+        _principal_of(user)
 
     async def authorize(self, request: Request) -> None:
         """The dependency every route runs first: resolve, then check :data:`ROUTES`."""
@@ -350,9 +372,11 @@ class Auth:
     ) -> Callable[[SignedStatement, Organization], None]:
         """:meth:`may_register` for ``principal``, against the organization the
         registration checks found for the statement's issuer (``TransparencyService``'s
-        ``authorize``): asked again whenever they look the issuer up anew."""
+        ``authorize``): asked again whenever they look the issuer up anew, with the
+        credential checked against the records as they are then."""
 
         def authorize(statement: SignedStatement, org: Organization) -> None:
+            self._standing(principal)
             self.may_register(principal, statement, org.name)
 
         return authorize

@@ -170,7 +170,7 @@ def service_app(
         statement_rows=rows,
     )
 
-    service.refresh_history = ledger.refresh
+    service.history = ledger
     ledger.service_record = service_signed(issuer, service.keys)
     service.withdraw = ledger.withdraw
 

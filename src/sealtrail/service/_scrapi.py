@@ -29,14 +29,12 @@ from sealtrail.errors import InvalidInput, NotFound, TooLarge
 from sealtrail.keys import Verifier
 from sealtrail.scitt import (
     Registration,
-    SignedStatement,
     TransparencyService,
     cose_key,
-    parse_statement,
 )
 
 from ._accept import accept_header, preferred
-from ._auth import Auth, Principal
+from ._auth import Auth
 from ._openapi import BINARY, answer, request_body
 
 __all__ = ["REGISTER_WAIT", "add_scrapi_routes", "read_body"]
@@ -133,17 +131,14 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
         if media != COSE:
             raise InvalidInput(f"send the statement as {COSE}", code="unsupported-media-type")
         data = await read_body(request, service.max_statement_size)
-        parsed: bytes | SignedStatement = data
-        authorize = None
-        if auth.required:
-            principal: Principal = request.state.principal
-            parsed = await _authorize_write(service, auth, principal, data)
-            # Asked again of the organization every check finds for the issuer (one this
-            # process learns of only meanwhile, on a shared store), before that check goes
-            # further: no statement is stored unless its sender may register it for the
-            # organization it was checked against.
-            authorize = auth.registers_for(principal)
-        statement, org = await service.check_current(parsed, authorize=authorize)
+        # May the sender register it? Asked of the organization every check finds for the
+        # issuer (on a shared store, one this process may learn of only as a refused check
+        # reads the records: check_current), before that check goes further (policy, key,
+        # signature, a payload rule that remembers what it accepts): no statement is
+        # stored, nor remembered, unless its sender may register it for the organization
+        # it was checked against.
+        authorize = auth.registers_for(request.state.principal) if auth.required else None
+        statement, org = await service.check_current(data, authorize=authorize)
         submission = await service.submit_current(statement, org, authorize=authorize)
         location = f"/entries/{statement.entry_id}"
         # Announce the entry (303) only once it is stored: from then on GET of its Location
@@ -302,21 +297,3 @@ def _key_named(service: TransparencyService, text: str) -> Verifier | None:
     if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
         return None
     return keys.get(raw)
-
-
-async def _authorize_write(
-    service: TransparencyService, auth: Auth, principal: Principal, data: bytes
-) -> SignedStatement:
-    """May ``principal`` register this statement? Asked before any check that may remember
-    the statement (a payload rule), so that a write it may not make changes nothing.
-    Returns the statement parsed, for the checks to go on with. An issuer this process does
-    not know yet is let through to the checks, which refuse it (``issuer-unknown``) or, once
-    they have learned its organization, ask :meth:`Auth.registers_for` of it."""
-    statement = parse_statement(data, max_size=service.max_statement_size)
-    org = service.registry.name_of(statement.issuer)
-    if org is None and service.shared:
-        await service.refresh_orgs()
-        org = service.registry.name_of(statement.issuer)
-    if org is not None:  # else the check refuses it: issuer-unknown
-        auth.may_register(principal, statement, org)
-    return statement

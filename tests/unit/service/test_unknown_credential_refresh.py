@@ -9,9 +9,11 @@ another, the store is read once per ``REFRESH_SPACING`` at most.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from starlette.requests import Request
@@ -164,3 +166,33 @@ async def test_one_server_reads_nothing_for_an_unknown_token(
     monkeypatch.setattr(auth.service, "shared", False)
     assert await _refused(auth, _made_up(1)) == "token-unknown"
     assert others.folds == 0
+
+
+async def test_a_write_is_authorized_against_the_records_as_they_are_when_checked(
+    shared: tuple[Auth, OtherServers],
+) -> None:
+    """The sender is resolved once, before the checks; a check that reads the records anew
+    (an issuer this server did not know) may learn meanwhile that the user was disabled or
+    its token revoked elsewhere: the write is then refused, not authorized on the old
+    records."""
+    auth, others = shared
+    auth.required = True
+    token = others.record("writer")
+    await others.fold()
+    user = auth.service.users.get("writer") if auth.service else None
+    assert user is not None
+    user = dataclasses.replace(user, persona="supplier", org="maker")
+    auth.service.users.apply(dataclasses.replace(user, version=2))  # type: ignore[union-attr]
+    principal = auth.principal(_request(token))
+    authorize = auth.registers_for(principal)
+    statement = SimpleNamespace(content_type="application/json")
+    org = SimpleNamespace(name="maker")
+    authorize(statement, org)  # type: ignore[arg-type]
+    for later, code in (
+        (dataclasses.replace(user, version=3, disabled=True), "user-disabled"),
+        (dataclasses.replace(user, version=4, tokens=()), "token-unknown"),
+    ):
+        auth.service.users.apply(later)  # type: ignore[union-attr]
+        with pytest.raises(Unauthorized) as refused:
+            authorize(statement, org)  # type: ignore[arg-type]
+        assert refused.value.code == code
