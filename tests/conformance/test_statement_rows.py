@@ -34,7 +34,6 @@ from sealtrail.scitt import (
     StatementRows,
     TransparencyService,
     parse_statement,
-    sign_statement,
 )
 from sealtrail.storage import (
     LogStore,
@@ -46,6 +45,7 @@ from sealtrail.storage import (
     StatementRecord,
     StatementStore,
 )
+from tests._serve_proc import statement_for
 from tests.conformance.conftest import StoreFactory
 from tests.unit.scitt._pki import Issuer, make_issuer
 from tests.unit.scitt.conftest import ISSUER, SERVICE
@@ -65,17 +65,6 @@ class Store(LogStore, StatementStore, Protocol):
 @pytest.fixture(scope="module")
 def issuer() -> Issuer:
     return make_issuer(ES256, cn="Rows")
-
-
-def _signed(issuer: Issuer, n: int) -> bytes:
-    return sign_statement(
-        issuer.leaf_key,
-        issuer=ISSUER,
-        subject=f"urn:maker:device-{n}",
-        content_type="application/json",
-        payload=b'{"n": %d}' % n,
-        x5chain=issuer.chain,
-    )
 
 
 def _record(body: bytes, *, tag: bool = True) -> StatementRecord:
@@ -167,7 +156,7 @@ class Planted:
 
 def _tampered(store: Store, issuer: Issuer, first: int = 0) -> Planted:
     """Registered rows with forgeries between them (none of them sequenced yet)."""
-    legit = [_record(_signed(issuer, first + n)) for n in range(4)]
+    legit = [_record(statement_for(issuer, first + n)) for n in range(4)]
     garbage = b"not a signed statement %d" % first
     planted = Planted([], [], [])
 
@@ -233,7 +222,10 @@ def test_a_row_keeps_the_tag_it_was_stored_with(
     store_factory: StoreFactory, issuer: Issuer
 ) -> None:
     store = _store(store_factory)
-    tagged, untagged = _record(_signed(issuer, 1)), _record(_signed(issuer, 2), tag=False)
+    tagged, untagged = (
+        _record(statement_for(issuer, 1)),
+        _record(statement_for(issuer, 2), tag=False),
+    )
     assert len(tagged.tag) == 32 and untagged.tag == b""
     assert store.put_statements([tagged, untagged]) == [1, 2]
     assert store.get_statement(tagged.entry_id) == tagged
@@ -400,7 +392,7 @@ def test_a_row_a_server_stored_before_a_key_change_is_not_reported_once_in_the_l
     to append and nothing to report."""
     store = _store(store_factory)
     signer = _checkpoints()
-    old = [_record(_signed(issuer, n), tag=False) for n in range(3)]
+    old = [_record(statement_for(issuer, n), tag=False) for n in range(3)]
     store.put_statements(old)
 
     async def append() -> None:
@@ -430,7 +422,7 @@ def test_the_row_key_is_derived_not_the_challenge_key_itself(issuer: Issuer) -> 
     from sealtrail.scitt._rows import row_message
 
     secret = b"\x5a" * 32
-    record = _record(_signed(issuer, 1))
+    record = _record(statement_for(issuer, 1))
     message = row_message(record.entry_id, record.issuer, record.subject, record.content_type)
     assert record.tag != hmac.new(secret, message, hashlib.sha256).digest()
     assert StatementRows(b"\x5b" * 32).tag(record) != record.tag
@@ -512,7 +504,7 @@ def test_a_row_planted_under_an_entry_id_gives_way_to_the_statements_own(
 ) -> None:
     store = store_factory.open()
     assert isinstance(store, StatementStore)
-    first = _record(_signed(issuer, 100))
+    first = _record(statement_for(issuer, 100))
     (first_seq,) = store.put_statements([first])
     # Sent again later: the same row but for its time, which keeps its number.
     assert store.put_statements([replace(first, registered_at=first.registered_at + 5)]) == [
@@ -521,8 +513,8 @@ def test_a_row_planted_under_an_entry_id_gives_way_to_the_statements_own(
     assert store.get_statement(first.entry_id) == first
 
     # Planted ahead of the statement: untagged, and tagged right over a garbage body.
-    untagged = _record(_signed(issuer, 101))
-    garbage = _record(_signed(issuer, 102))
+    untagged = _record(statement_for(issuer, 101))
+    garbage = _record(statement_for(issuer, 102))
     planted = [
         _plant(store, replace(untagged, tag=b"")),
         _plant(store, replace(garbage, body=b"not the statement")),

@@ -680,7 +680,7 @@ class SQLiteStore:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                (top,) = conn.execute("SELECT coalesce(max(seq), 0) FROM statements").fetchone()
+                before = conn.total_changes
                 _insert(
                     conn,
                     f"INSERT OR IGNORE INTO statements ({_STATEMENT_COLUMNS})",
@@ -709,9 +709,14 @@ class SQLiteStore:
                         (stored_bytes(e, "statements.entry_id"), stored_int(q, "statements.seq"))
                         for e, q in conn.execute(query, chunk).fetchall()
                     )
-                stored = [r for r in records if seqs[r.entry_id] <= top]
-                if stored:
-                    seqs.update(_own_rows(conn, stored))
+                inserted = conn.total_changes - before
+                if inserted < len(seqs):
+                    # Some were stored already: the rows just inserted hold the highest
+                    # numbers (a new row's is the table's highest plus one).
+                    fresh = set(sorted(seqs.values())[len(seqs) - inserted :])
+                    seqs.update(
+                        _own_rows(conn, [r for r in records if seqs[r.entry_id] not in fresh])
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
