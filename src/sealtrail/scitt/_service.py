@@ -268,13 +268,16 @@ class _Registrar:
         sequencer: Sequencer | SharedSequencer,
         on_sequenced: Callable[[Sequence[int]], None],
         watermark: Callable[[], int] | None,
+        *,
         rows: StatementRows | None = None,
+        on_stored: Callable[[Sequence[int]], None] | None = None,
     ) -> None:
         self.store = store
         self.sequencer = sequencer
         #: Tags each row as it is stored (see ``_rows``); None: rows go untagged.
         self.rows = rows
         self._on_sequenced = on_sequenced
+        self._on_stored = on_stored
         self._watermark = watermark
         self._written_watermark = -1
         self._watermark_at = 0.0
@@ -368,6 +371,8 @@ class _Registrar:
                     continue
                 # Durable in the statement store from here (see the module docstring).
                 self.unstored.difference_update(r.entry_id for r in records)
+                if self._on_stored is not None:
+                    self._on_stored(seqs)
                 for _, submission in group:
                     if not submission.stored.done():
                         submission.stored.set_result(None)
@@ -476,7 +481,8 @@ class TransparencyService:
             sequencer,
             self._mark_sequenced,
             None if self.shared else lambda: self._sequenced,
-            statement_rows,
+            rows=statement_rows,
+            on_stored=None if self.shared else self._mark_stored,
         )
         self.users = Users()
         self.grants = Grants()
@@ -506,7 +512,11 @@ class TransparencyService:
         #: ledger): takes back a statement's acceptance when it is to be checked again.
         self.withdraw: Callable[[bytes], None] | None = None
         self._registry_task: asyncio.Task[None] | None = None
-        self._done: set[int] = set()
+        #: The store ``seq`` of every row this process stored and has not seen in the log,
+        #: and the highest it stored: the watermark stays below the lowest of the first,
+        #: whatever else the store numbered meanwhile (see :meth:`_mark_sequenced`).
+        self._outstanding: set[int] = set()
+        self._stored_max = 0
         self._sequenced = 0
         # Organization changes one at a time: check, log and apply must not interleave, or
         # two records of the same version could both reach the log.
@@ -968,12 +978,24 @@ class TransparencyService:
             )
         )
 
+    def _mark_stored(self, seqs: Sequence[int]) -> None:
+        """The rows of a group are committed: the watermark stays below them until they
+        are in the log."""
+        self._outstanding.update(s for s in seqs if s > self._sequenced)
+        self._stored_max = max(self._stored_max, max(seqs, default=0))
+
     def _mark_sequenced(self, seqs: Sequence[int]) -> None:
-        done = self._done
-        done.update(s for s in seqs if s > self._sequenced)
-        while self._sequenced + 1 in done:
-            self._sequenced += 1
-            done.discard(self._sequenced)
+        """Move the watermark up to the lowest row this process stored that is not in
+        the log yet, or to the highest it stored. A number the store gave a row this
+        process did not write (a row planted behind the service, or the one a planted row
+        was replaced by) holds nothing up: recovery would refuse that row, and nothing of
+        this process waits on it. A group that failed to append keeps the watermark below
+        it, so that recovery appends it at the next start unless a retried registration
+        does so first."""
+        outstanding = self._outstanding
+        outstanding.difference_update(seqs)
+        below = min(outstanding) - 1 if outstanding else self._stored_max
+        self._sequenced = max(self._sequenced, below)
 
     # -- organizations (admin) ----------------------------------------------------------------
 
