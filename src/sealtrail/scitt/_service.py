@@ -271,6 +271,7 @@ class _Registrar:
         *,
         rows: StatementRows | None = None,
         on_stored: Callable[[Sequence[int]], None] | None = None,
+        on_unstored: Callable[[Sequence[bytes]], None] | None = None,
     ) -> None:
         self.store = store
         self.sequencer = sequencer
@@ -278,6 +279,7 @@ class _Registrar:
         self.rows = rows
         self._on_sequenced = on_sequenced
         self._on_stored = on_stored
+        self._on_unstored = on_unstored
         self._watermark = watermark
         self._written_watermark = -1
         self._watermark_at = 0.0
@@ -365,6 +367,8 @@ class _Registrar:
                     seqs = await asyncio.to_thread(self._store, records, self._due_watermark())
                 except Exception as exc:
                     self.unstored.difference_update(r.entry_id for r in records)
+                    if self._on_unstored is not None:
+                        self._on_unstored([r.entry_id for r in records])
                     error = _as_error(exc, "statement store")
                     _fail([s.stored for _, s in group], error)
                     _fail([s.index for _, s in group], error, logged=False)
@@ -483,6 +487,7 @@ class TransparencyService:
             None if self.shared else lambda: self._sequenced,
             rows=statement_rows,
             on_stored=None if self.shared else self._mark_stored,
+            on_unstored=self._not_stored,
         )
         self.users = Users()
         self.grants = Grants()
@@ -967,16 +972,37 @@ class TransparencyService:
 
         Registration carries on whether or not anyone still waits on its futures.
         """
-        return self._registrar.put(
-            StatementRecord(
-                entry_id=statement.leaf_entry,
-                body=statement.encoded,
-                issuer=statement.issuer,
-                subject=statement.subject,
-                content_type=str(statement.content_type),
-                registered_at=int(time.time()),
+        try:
+            return self._registrar.put(
+                StatementRecord(
+                    entry_id=statement.leaf_entry,
+                    body=statement.encoded,
+                    issuer=statement.issuer,
+                    subject=statement.subject,
+                    content_type=str(statement.content_type),
+                    registered_at=int(time.time()),
+                )
             )
-        )
+        except BaseException:
+            self._not_stored([statement.leaf_entry])
+            raise
+
+    def _not_stored(self, entries: Sequence[bytes]) -> None:
+        """Statements the check accepted that did not reach the store (back-pressure
+        refused them, or their write failed): their acceptance is taken back, so that no
+        later statement is judged with them (an assembly of the devices of a manifest that
+        was never stored). One stored before (registered again) keeps its acceptance; if
+        the store cannot tell, the acceptance goes: a statement that rests on it is then
+        refused until it is indexed, rather than accepted on something that may not be."""
+        if self.withdraw is None:
+            return
+        for entry in entries:
+            try:
+                if self.is_registered(entry):
+                    continue
+            except Error:
+                pass
+            self.withdraw(entry)
 
     def _mark_stored(self, seqs: Sequence[int]) -> None:
         """The rows of a group are committed: the watermark stays below them until they
