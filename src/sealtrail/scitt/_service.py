@@ -30,7 +30,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +62,7 @@ from ._cose import Claim, Header, bad_signature, sign1
 from ._cosekey import encode_key_set, key_id
 from ._keyrecords import KEYS_RECORD_TYPE, ServiceKeys, keys_record, parse_keys_record
 from ._receipt import MIN_RECEIPT_TREE_SIZE, ReceiptSigner, add_receipts
+from ._refresh import Refresher
 from ._registry import ORG_RECORD_TYPE, Organization, Registry, parse_org_record
 from ._rows import StatementBacklog, StatementRows
 from ._signatures import SignatureChecks
@@ -120,8 +120,11 @@ WATERMARK_EVERY = 1.0
 #: Seconds between looks for organization records another process registered (a store
 #: shared by several processes).
 REGISTRY_POLL = 1.0
-#: Seconds from the start of one read of the organization records on demand
-#: (:meth:`TransparencyService.refresh_orgs`) to the next at the earliest.
+#: Seconds from the start of one read of the stored records on demand
+#: (:meth:`TransparencyService.refresh_orgs`: refusals on organization records, credentials
+#: a server does not know) to the next at the earliest. However many callers ask, the store
+#: is read this often at most, and a record stored elsewhere a moment ago is found after at
+#: most this long plus the read.
 ORG_READ_SPACING = 0.05
 
 
@@ -526,10 +529,14 @@ class TransparencyService:
         # Organization changes one at a time: check, log and apply must not interleave, or
         # two records of the same version could both reach the log.
         self._org_lock = asyncio.Lock()
-        #: Folds :meth:`refresh_orgs` began, the number of the latest that ended well, and
-        #: when the latest began: callers waiting together share the next one.
-        self._folds_begun = self._folds_done = 0
-        self._fold_started = -math.inf
+        #: The folds of :meth:`refresh_orgs`, shared by the callers waiting together, one at
+        #: a time with ``_org_lock``.
+        self._refresher = Refresher(
+            lambda: self._fold_orgs(),  # noqa: PLW0108 (looked up at each fold)
+            spacing=ORG_READ_SPACING,
+            lock=self._org_lock,
+            name="sealtrail-orgs-refresh",
+        )
         #: Organization name -> set once the new record being registered for it is in
         #: effect (:meth:`submit_current` holds that organization's statements meanwhile).
         self._changing: dict[str, asyncio.Event] = {}
@@ -564,6 +571,7 @@ class TransparencyService:
         self._keys_task = self._registry_task = None
         for task in tasks:
             await cancel_and_wait(task)
+        await self._refresher.close()
         await self._registrar.close()
         if not self.shared:
             with contextlib.suppress(Error):
@@ -827,26 +835,21 @@ class TransparencyService:
         await self.refresh_orgs()
         return self.registry.applied != orgs
 
-    async def refresh_orgs(self) -> None:
-        """Fold new organization and user records now (a fold applies only what is new).
-        Folds run one at a time, each :data:`ORG_READ_SPACING` after the one before at the
-        earliest (a flood of refusals reads the records at most that often): a caller that
-        asks while one runs waits for it, then folds again (it may have read before what
-        the caller looks for was stored); callers that waited together share that next
-        fold, once it has ended well (one that failed or was cancelled counts for no one:
-        each waiter then folds itself)."""
-        asked = self._folds_begun
-        async with self._org_lock:
-            if self._folds_done > asked:
-                return  # a fold that began after this call asked has read the records
-            wait = self._fold_started + ORG_READ_SPACING - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._folds_begun += 1
-            number = self._folds_begun
-            self._fold_started = time.monotonic()
-            await self._fold_orgs()
-            self._folds_done = number
+    async def refresh_orgs(self, asked: float | None = None) -> None:
+        """Fold the organization, user, grant and key records other processes stored (a
+        fold applies only what is new), for a caller whose lookup failed at ``asked`` (the
+        event loop's clock; default now): returns once a fold that began at or after that
+        moment has ended, so every record stored before it is folded.
+
+        Folds run one at a time, with ``_org_lock`` (never call this holding it), each
+        :data:`ORG_READ_SPACING` after the one before at the earliest, and are shared
+        (:class:`Refresher`): a caller that asks while a fold runs that began earlier waits
+        for it, then for the next (the first may have read before what the caller looks for
+        was stored); callers waiting together share that next fold. A fold runs as a task
+        of its own: a caller cancelled does not cancel it for the others. A fold that fails
+        raises its error (a :class:`StorageError`, say) to the callers that shared it, so
+        that they do not answer from records read before; the next caller folds anew."""
+        await self._refresher.after(asked)
 
     def is_registered(self, leaf_entry: bytes) -> bool:
         """:class:`RuleContext`: stored by a server, or accepted and on its way to the

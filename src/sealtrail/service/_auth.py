@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from fastapi import Request
@@ -46,7 +45,7 @@ from sealtrail.scitt import (
 
 from ._peer import client_certificate
 
-__all__ = ["PUBLIC", "REFRESH_SPACING", "ROUTES", "Auth", "Principal", "bearer_token"]
+__all__ = ["PUBLIC", "ROUTES", "Auth", "Principal", "bearer_token"]
 
 
 @dataclass(frozen=True)
@@ -165,68 +164,6 @@ def _principal_of(user: User) -> Principal:
 #: Refusals that a user record another process registered a moment ago may lift.
 _NEW_USER_CODES = frozenset({"token-unknown", "certificate-unknown"})
 
-#: Least seconds between the starts of two folds of the stored records asked for by
-#: credentials a server does not know (a shared store): however many requests bring
-#: made-up tokens, they cost one fold this often at most, and a credential recorded through
-#: another server a moment ago waits at most this long, plus the fold, to be found.
-REFRESH_SPACING = 0.05
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    """Mark a fold's failure as seen: its waiters were answered with it, or went away."""
-    if not task.cancelled():
-        task.exception()
-
-
-class _Refresher:
-    """Folds the stored records for the requests whose credential is unknown, coalesced.
-
-    A request asks at the moment its lookup failed (``asked``, the event loop's clock) and
-    waits for a fold that *started* at or after that moment: it then reads every record
-    stored before the lookup, so a user or token recorded through another server before
-    the request came is found. Every request waiting at once shares the next such fold,
-    and a fold starts :data:`REFRESH_SPACING` after the previous one at the earliest: N
-    requests cost O(1) folds, not N.
-    """
-
-    def __init__(
-        self, fold: Callable[[], Awaitable[None]], *, spacing: float = REFRESH_SPACING
-    ) -> None:
-        self._fold = fold
-        self._spacing = spacing
-        #: When the latest fold started (the loop's clock), and that fold while it runs.
-        self._started = -math.inf
-        self._running: asyncio.Task[None] | None = None
-
-    async def after(self, asked: float) -> None:
-        """Return once a fold that started at or after ``asked`` has finished; raises what
-        that fold raised."""
-        loop = asyncio.get_running_loop()
-        while True:
-            running = self._running
-            if running is not None and self._started >= asked:
-                # Shielded: a client that goes away does not cancel the others' fold.
-                await asyncio.shield(running)
-                return
-            if running is not None:
-                # Started before this request asked: it may have missed what it looks for.
-                await asyncio.wait([running])
-                continue
-            delay = self._started + self._spacing - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            self._started = loop.time()
-            self._running = loop.create_task(self._run(), name="sealtrail-users-refresh")
-            self._running.add_done_callback(_retrieve)
-
-    async def _run(self) -> None:
-        try:
-            await self._fold()
-        finally:
-            self._running = None
-
-
 #: Persona -> the organization roles (of docs/provenance.md's kinds) whose statements it may
 #: register; statements of other content types (not provenance kinds) only suppliers.
 _ISSUES: Mapping[str, frozenset[str]] = {
@@ -251,12 +188,6 @@ class Auth:
         self.admin_token_hash = admin_token_hash
         self.required = required
         self.clock = clock
-        self._refresher = _Refresher(self._fold)
-
-    async def _fold(self) -> None:
-        """Read the records other processes stored (organizations, users, grants)."""
-        if self.service is not None:
-            await self.service.refresh_orgs()
 
     def token_known(self, digest: bytes) -> bool:
         """For the rate limiter: a token worth a budget of its own."""
@@ -327,9 +258,9 @@ class Auth:
             if service is None or not service.shared or exc.code not in _NEW_USER_CODES:
                 raise
             # A shared store: the user or token may be a moment old, recorded through
-            # another process; read the records that process wrote (in one fold shared
-            # with every request waiting for one), then look again.
-            await self._refresher.after(asyncio.get_running_loop().time())
+            # another process; read the records stored before this lookup failed (in one
+            # fold shared with every request waiting for one), then look again.
+            await service.refresh_orgs(asyncio.get_running_loop().time())
             principal = self.principal(request)
         request.state.principal = principal
         if not self.required:

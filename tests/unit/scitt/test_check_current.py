@@ -174,12 +174,13 @@ async def test_refusals_waiting_together_share_one_read_of_the_records(
     assert elsewhere.folds == 2
 
 
-async def test_a_read_that_fails_counts_for_no_one_waiting_on_it(
+async def test_a_read_that_began_before_a_refusal_is_not_its_even_when_it_fails(
     running: Running, elsewhere: Elsewhere, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A read of the records that fails (or whose caller went away) is no read for those
-    waiting on it: each folds itself, rather than be refused on records read before the
-    ones it looks for were stored."""
+    """A read of the records that began before a refusal may have missed what it looks
+    for: whether it ends well or fails, the refusal waits for it and then gets the next
+    one, rather than be refused on records read before the ones it looks for were
+    stored."""
     running_fold = asyncio.Event()
     release = asyncio.Event()
     calls = 0
@@ -205,24 +206,105 @@ async def test_a_read_that_fails_counts_for_no_one_waiting_on_it(
     elsewhere.known = True
     _, org = await waiting
     assert org.name == "maker"
+    assert calls == 2
 
-    # Cancelled half-way: the same.
-    cancelled = asyncio.Event()
 
-    async def hangs() -> None:
-        cancelled.set()
-        await asyncio.sleep(60)
+async def test_a_caller_that_goes_away_leaves_the_read_to_the_others(
+    running: Running, elsewhere: Elsewhere, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller cancelled while it waits does not cancel the read it shares: the read runs
+    to its end for the others, and those that came while it ran get the next one."""
+    reading = asyncio.Event()
+    release = asyncio.Event()
+    ended: list[str] = []
 
-    monkeypatch.setattr(running.service, "_fold_orgs", hangs)
-    stuck = asyncio.create_task(running.service.refresh_orgs())
-    await cancelled.wait()
-    folds = elsewhere.folds
-    monkeypatch.setattr(running.service, "_fold_orgs", elsewhere.fold)
-    after = asyncio.create_task(running.service.refresh_orgs())
+    async def slow() -> None:
+        reading.set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+        ended.append("read")
+
+    monkeypatch.setattr(running.service, "_fold_orgs", slow)
+    gone = asyncio.create_task(running.service.refresh_orgs())
+    sharing = asyncio.create_task(running.service.refresh_orgs())  # asked before it began
+    await reading.wait()
+    after = asyncio.create_task(running.service.refresh_orgs())  # asked after it began
     await asyncio.sleep(0)
-    stuck.cancel()
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    monkeypatch.setattr(running.service, "_fold_orgs", elsewhere.fold)
+    await asyncio.sleep(0)
+    assert not sharing.done() and not after.done() and ended == []
+    release.set()
+    await sharing
+    assert ended == ["read"]
     await after
-    assert elsewhere.folds == folds + 1
+    assert elsewhere.folds == 1  # the next read, after the one that was its caller's
+
+
+async def test_a_read_that_is_cancelled_leaves_its_callers_to_the_next(
+    running: Running, elsewhere: Elsewhere, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read cancelled under its callers (not by them) serves none of them: they take the
+    next read, and later callers read as before."""
+    calls = 0
+
+    async def cancelled_first() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncio.CancelledError
+        await elsewhere.fold()
+
+    monkeypatch.setattr(running.service, "_fold_orgs", cancelled_first)
+    await asyncio.gather(*(running.service.refresh_orgs() for _ in range(3)))
+    assert (calls, elsewhere.folds) == (2, 1)
+    await running.service.refresh_orgs()
+    assert (calls, elsewhere.folds) == (3, 2)
+
+
+async def test_a_read_that_fails_fails_those_that_shared_it_and_the_next_caller_reads_again(
+    running: Running, elsewhere: Elsewhere, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The callers that shared a read that failed get its error (the store's: retryable),
+    not a refusal taken from records read before; the next caller reads anew, not held to
+    that failure."""
+    reading = asyncio.Event()
+    release = asyncio.Event()
+
+    async def fails() -> None:
+        elsewhere.folds += 1
+        reading.set()
+        await release.wait()
+        raise StorageError("the database went away")
+
+    monkeypatch.setattr(running.service, "_fold_orgs", fails)
+    elsewhere.known = True
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    sharing = [
+        asyncio.create_task(running.service.check_current(good(running.issuer))),
+        asyncio.create_task(running.service.refresh_orgs()),
+    ]
+    await reading.wait()
+    # A caller whose lookup failed before the read began is served by it too.
+    sharing.append(asyncio.create_task(running.service.refresh_orgs(before)))
+    await asyncio.sleep(0)
+    release.set()
+    for task in sharing:
+        with pytest.raises(StorageError):
+            await task
+    assert elsewhere.folds == 1
+
+    monkeypatch.setattr(running.service, "_fold_orgs", elsewhere.fold)
+    elsewhere.onboarded = True
+    _, org = await running.service.check_current(good(running.issuer))
+    assert org.name == "maker"
+    assert elsewhere.folds == 2
 
 
 async def test_a_refusal_a_record_cannot_lift_reads_nothing(
