@@ -193,7 +193,11 @@ def parse_org_record(payload: bytes) -> Organization:
             "organization record: policy must be an object", code="org-record-invalid"
         )
     _known_fields(raw_policy, POLICY_FIELDS, "organization record: policy")
-    algorithms = _strings(raw_policy, "algorithms") or DEFAULT_ALGORITHMS
+    # Left out: the defaults. Given, even empty (an organization that may sign nothing),
+    # it is what the organization may use.
+    algorithms = (
+        _strings(raw_policy, "algorithms") if "algorithms" in raw_policy else DEFAULT_ALGORITHMS
+    )
     if set(algorithms) - set(ALGORITHMS):
         raise InvalidInput("organization record: unknown algorithm", code="org-record-invalid")
     max_size = raw_policy.get("max_size", 64 * 1024)

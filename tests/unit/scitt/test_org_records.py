@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from sealtrail.errors import InvalidInput
+from sealtrail.errors import InvalidInput, VerificationError
 from sealtrail.scitt import parse_org_record
 
 from .conftest import ISSUER
@@ -62,3 +62,19 @@ def test_strings_over_their_limits_are_refused_by_name(field: str, value: object
         parse_org_record(_record(**{field: value}))
     assert caught.value.code == "org-record-invalid"
     assert field in str(caught.value)
+
+
+def test_an_empty_list_of_algorithms_allows_none_and_a_missing_one_the_defaults() -> None:
+    """An organization whose policy lists no algorithm may sign nothing (as an empty list
+    of content types or subjects allows nothing); leaving the field out allows the
+    defaults."""
+    policy = {"content_types": ["application/json"], "subjects": ["urn:maker:*"]}
+    frozen = parse_org_record(_record(policy={**policy, "algorithms": []}))
+    assert frozen.policy.algorithms == ()
+    with pytest.raises(VerificationError) as caught:
+        frozen.policy.check(
+            content_type="application/json", subject="urn:maker:1", alg="ES256", size=10
+        )
+    assert caught.value.code == "policy-algorithm"
+    default = parse_org_record(_record(policy=policy))
+    assert set(default.policy.algorithms) == {"ES256", "ES384", "Ed25519"}
