@@ -414,8 +414,12 @@ def test_the_compliance_sweep_makes_stale_servers_non_compliant(tmp_path: Path) 
         args = ["compliance", "sweep", "--key", str(key), "--x5chain", str(chain)]
         args += ["--issuer", issuer_name(OPERATOR), "--subject-prefix", "urn:operator:"]
         args += ["--url", url, "--token-file", str(operator), "--json"]
-        fresh = json.loads(sealtrail(*args, "--max-age", "3600", cwd=root).stdout)
-        assert fresh["stale"] == []
+        # Looser than the policy in force: refused, nothing registered.
+        size = httpx.get(url + "/checkpoint").text
+        looser = sealtrail(*args, "--max-age", "3600", cwd=root)
+        assert looser.returncode != 0
+        assert "(sweep-max-age-looser)" in looser.stderr and "Traceback" not in looser.stderr
+        assert httpx.get(url + "/checkpoint").text.split("\n")[1] == size.split("\n")[1]
         time.sleep(5.1)
         listed = json.loads(sealtrail(*args, "--dry-run", cwd=root).stdout)  # the policy's 5 s
         assert [s["server_serial"] for s in listed["stale"]] == ["srv-s"]

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sealtrail.errors import Error
+from sealtrail.errors import Error, InvalidInput
 from sealtrail.provenance import ATTESTED_STATES, Compliance, ComplianceState, stale_reason
 from sealtrail.scitt import sign_statement
 
@@ -44,8 +44,8 @@ def sweep(
         int | None,
         typer.Option(
             min=1,
-            help="Seconds a passing attestation stays fresh (default: the service's policy "
-            "in force).",
+            help="Seconds a passing attestation stays fresh: the service's policy in force "
+            "(the default), or fewer.",
         ),
     ] = None,
     dry_run: Annotated[
@@ -66,8 +66,16 @@ def sweep(
     found: list[dict[str, Any]] = []
     failed = False
     with connect(url, token_file) as service:
+        in_force = int(service.policy()["max_attestation_age"])
         if max_age is None:
-            max_age = int(service.policy()["max_attestation_age"])
+            max_age = in_force
+        elif max_age > in_force:
+            # A looser age would leave stale servers compliant: the policy is the service's.
+            raise InvalidInput(
+                f"--max-age {max_age} is longer than the service's policy in force "
+                f"({in_force} s): a sweep may be stricter, not looser",
+                code="sweep-max-age-looser",
+            )
         for state in sorted(ATTESTED_STATES):
             for server in service.compliance(state.value)["servers"]:
                 serial = server["server_serial"]
