@@ -36,6 +36,7 @@ from sealtrail.scitt import (
     parse_org_record,
     parse_statement,
 )
+from sealtrail.scitt._rows import refused_rows
 from sealtrail.storage import (
     CLAIM_TTL,
     IndexStore,
@@ -49,6 +50,9 @@ from ._common import DEFAULT_DATA_DIR, DataDir, load, not_being_rebuilt, out, pr
 from .scitt import read_service_keys
 
 __all__ = ["audit", "index_app"]
+
+#: Refused statement rows ``index status`` names by number and entry id (any more are counted).
+REFUSED_SHOWN = 20
 
 index_app = typer.Typer(
     help="The provenance index: a database built only by applying the log's entries.",
@@ -181,8 +185,15 @@ def _rebuild_claim(index: IndexStore) -> Iterator[Callable[[], None]]:
 
 @index_app.command("status")
 def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
-    """How far the index has applied the log, the provenance rules it was built with, and
-    who uses it (servers, a rebuild)."""
+    """How far the index has applied the log, the provenance rules it was built with, who
+    uses it (servers, a rebuild), and the statement rows the sequencer refuses.
+
+    A refused row is one no server of this deployment stored (its authentication tag does
+    not verify under keys/challenge.key) and whose entry is not in the log: never appended,
+    so never indexed. They are counted, and the first 20 named by number and entry id
+    (`sealtrail audit` names them all). Every row of the statement store is read (not the
+    bodies); without keys/challenge.key they are not checked, and the line says so.
+    """
     config = load(data_dir)
     store = open_log_store(config)
     index = config.open_index()
@@ -200,9 +211,47 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
             out.print(f"{'being rebuilt' if exclusive else 'in use'} by {escape(holder)}")
         if not claims:
             out.print("no server uses it")
+        for line in _refused_status(config, store, reader):
+            out.print(escape(line))
     finally:
         index.close()
         store.close()
+
+
+def _refused_status(
+    config: Config, store: MemoryStore | SQLiteStore | PostgresStore, reader: LogReader
+) -> list[str]:
+    """The lines of ``index status`` on the statement rows the sequencer refuses
+    (:func:`~sealtrail.scitt._rows.refused_rows`): their count, and the first
+    :data:`REFUSED_SHOWN` by number and entry id (never a row's content or tag)."""
+    try:
+        key = config.challenge_key()
+    except Error as exc:
+        key, why = None, f"{CHALLENGE_KEY_FILE} cannot be read: {exc}"
+    else:
+        why = f"no {CHALLENGE_KEY_FILE} in the data directory: an auditor's copy?"
+    if key is None:
+        return [
+            f"statement rows refused by the sequencer: not checked ({why}); run this on a "
+            "server's host to check their tags"
+        ]
+    count = 0
+    shown: list[str] = []
+    for row, problem in refused_rows(store, StatementRows(key), reader):
+        count += 1
+        if len(shown) < REFUSED_SHOWN:
+            entry = f"entry id {row.entry_id.hex()[:16]}…" if row.readable else "unreadable"
+            shown.append(f"  statement row {row.seq} ({entry}): {problem}")
+    if not count:
+        return ["statement rows refused by the sequencer: none"]
+    lines = [
+        f"statement rows refused by the sequencer: {count} (not in the log and never "
+        "appended: written or edited behind the service; `sealtrail audit` names them)",
+        *shown,
+    ]
+    if count > len(shown):
+        lines.append(f"  and {count - len(shown)} more")
+    return lines
 
 
 def _policy_status(index: IndexStore, applied: int) -> str:

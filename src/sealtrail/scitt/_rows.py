@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from cryptography.hazmat.primitives import hashes
@@ -48,6 +48,7 @@ __all__ = [
     "StatementBacklog",
     "StatementRows",
     "adopt_row_key",
+    "refused_rows",
     "row_message",
 ]
 
@@ -63,8 +64,12 @@ TAG_SIZE = 32
 #: Refused rows remembered per backlog, so that each is logged once (then forgotten all at
 #: once: a flood of forged rows is logged again rather than held in memory).
 MAX_REPORTED = 65536
+#: Rows of the statement store :func:`refused_rows` reads per step.
+ROWS_STEP = 4096
 
 _ENTRY_ID_SIZE = 32
+#: Below every store ``seq`` (an edit may have made one negative).
+_MIN_SEQ = -(1 << 63)
 
 
 def row_message(entry_id: bytes, issuer: str, subject: str, content_type: str) -> bytes:
@@ -184,14 +189,13 @@ class StatementBacklog:
     def _report(self, rows: list[BacklogRow]) -> None:
         if not rows:
             return
-        leaves = {r.seq: leaf_hash(r.entry_id) for r in rows if len(r.entry_id) == _ENTRY_ID_SIZE}
-        known = self.reader.indexes_of(list(leaves.values())) if leaves else {}
+        in_log = _in_log(self.reader, rows)
         if len(self._reported) + len(rows) > MAX_REPORTED:
             self._reported.clear()
         logged = 0
         for row in rows:
             self._reported.add(row.seq)
-            if row.seq in leaves and leaves[row.seq] in known:
+            if row.seq in in_log:
                 continue
             self.refused += 1
             entry = row.entry_id.hex()[:16] + "…" if row.entry_id else "unreadable"
@@ -209,6 +213,31 @@ class StatementBacklog:
                 "before the tags, or under another challenge key): nothing to append",
                 len(rows) - logged,
             )
+
+
+def _in_log(reader: LogReader, rows: Sequence[BacklogRow]) -> set[int]:
+    """The numbers of those of ``rows`` whose entry the log holds (one lookup)."""
+    leaves = {r.seq: leaf_hash(r.entry_id) for r in rows if len(r.entry_id) == _ENTRY_ID_SIZE}
+    known = reader.indexes_of(list(leaves.values())) if leaves else {}
+    return {seq for seq, leaf in leaves.items() if leaf in known}
+
+
+def refused_rows(
+    store: StatementStore, rows: StatementRows, reader: LogReader, *, step: int = ROWS_STEP
+) -> Iterator[tuple[BacklogRow, str]]:
+    """Every row of ``store`` a :class:`StatementBacklog` refuses and reports, below its
+    watermark or above it, in store order, each with why (:meth:`StatementRows.problem`):
+    its tag does not verify, and the log does not hold its entry (the same lookup as the
+    backlog's). Reads every row but no body, ``step`` at a time, and writes nothing
+    (``sealtrail index status`` runs it, on a standby too)."""
+    after = _MIN_SEQ
+    while found := store.backlog_since(after, limit=step):
+        doubtful = [r for r in found if not rows.valid(r)]
+        in_log = _in_log(reader, doubtful) if doubtful else set()
+        for row in doubtful:
+            if row.seq not in in_log:
+                yield row, rows.problem(row) or "its authentication tag does not verify"
+        after = found[-1].seq
 
 
 def adopt_row_key(store: StatementStore, rows: StatementRows, *, replace: bool = False) -> None:

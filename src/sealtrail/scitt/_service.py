@@ -1148,11 +1148,39 @@ class TransparencyService:
     # -- reads --------------------------------------------------------------------------------
 
     def statement(self, entry_id: str) -> bytes:
-        return self._record(entry_id).body
+        return self.statement_record(entry_id).body
 
     def statement_record(self, entry_id: str) -> StatementRecord:
-        """The stored record of a statement by entry id (hex); ``entry-unknown`` if none."""
-        return self._record(entry_id)
+        """The stored record of a statement by entry id (hex), its body the entry's and its
+        columns the body's; ``entry-unknown`` if none, or if the row is one no server of
+        this deployment stored and the log does not hold its entry (:meth:`_stranger`):
+        only a statement registered, or on its way to the log, is read."""
+        record = self._record(entry_id, checked=False)
+        rows = self.statement_rows
+        # The tag first (no body read): a row written behind the service is unknown.
+        if rows is not None and not rows.valid(record) and not self._in_log(record):
+            raise self._unknown()
+        try:
+            return checked_record(record)
+        except Corruption:
+            # Its tag verifies and its body is not the entry's (swapped before the row was
+            # sequenced): no server stored that body either, unless the log holds the entry.
+            if rows is not None and not self._in_log(record):
+                raise self._unknown() from None
+            raise
+
+    def _in_log(self, record: StatementRecord) -> bool:
+        """Whether the log (any size this process has seen) holds ``record``'s entry."""
+        return bool(self.reader.indexes_of([leaf_hash(record.entry_id)]))
+
+    def _stranger(self, record: StatementRecord) -> bool:
+        """Whether ``record`` is a stored row no server of this deployment stored (its tag
+        does not verify, or its body is not the entry's: ``StatementRows.holds``) and whose
+        entry is not in the log: the sequencer refuses it, so it never will be. Hashes the
+        body: asked only of a row the log does not hold. False without
+        :attr:`statement_rows` (rows neither tagged nor checked)."""
+        rows = self.statement_rows
+        return rows is not None and not rows.holds(record) and not self._in_log(record)
 
     def _record(self, entry_id: str, *, checked: bool = True) -> StatementRecord:
         try:
@@ -1163,8 +1191,13 @@ class TransparencyService:
             raise NotFound("an entry id is 64 hex digits", code="entry-unknown")
         record = self.store.get_statement(raw)
         if record is None:
-            raise NotFound("no statement with this entry id", code="entry-unknown")
+            raise self._unknown()
         return checked_record(record) if checked else record
+
+    @staticmethod
+    def _unknown() -> NotFound:
+        """What a client is told of an entry id no server stored a statement under."""
+        return NotFound("no statement with this entry id", code="entry-unknown")
 
     def receipt(self, entry_id: str) -> bytes:
         """A receipt for the entry against the latest checkpoint.
@@ -1172,20 +1205,29 @@ class TransparencyService:
         :class:`NotFound` (code ``entry-pending``) while the statement is stored but not yet
         covered by a checkpoint of at least :data:`MIN_RECEIPT_TREE_SIZE` entries (RFC 9942
         has no receipt for a tree of one: its inclusion path would be empty; the log's first
-        entry, a service record, gets one once a second entry follows).
+        entry, a service record, gets one once a second entry follows). ``entry-unknown``,
+        as for an entry never stored, for a row no server of this deployment stored whose
+        entry is not in the log (:meth:`_stranger`): it never will be, and a client that
+        sends its statement again has the server's row put in its place.
         """
         # Not the whole record: a receipt needs the entry id only, and proves nothing about
         # the columns (checked_record would hash and parse up to 64 MB per request).
         return self._receipt_of(self._record(entry_id, checked=False))
 
-    def _receipt_of(self, record: StatementRecord) -> bytes:
+    def _receipt_of(self, record: StatementRecord, *, screened: bool = False) -> bytes:
+        """``record``'s receipt; ``screened``: ``record`` is known to be a row a server
+        stored, or in the log (:meth:`statement_record` gave it)."""
         checkpoint = self.reader.checkpoint()
-        if checkpoint is None or checkpoint.size < MIN_RECEIPT_TREE_SIZE:
+        index = None
+        if checkpoint is not None and checkpoint.size >= MIN_RECEIPT_TREE_SIZE:
+            with contextlib.suppress(NotFound):
+                index = self.reader.index_of(leaf_hash(record.entry_id), size=checkpoint.size)
+        if index is None:
+            # Not covered yet: only here is the row's tag checked and its body hashed.
+            if not screened and self._stranger(record):
+                raise self._unknown()
             raise NotFound("the entry is not in the log yet", code="entry-pending")
-        try:
-            index = self.reader.index_of(leaf_hash(record.entry_id), size=checkpoint.size)
-        except NotFound:
-            raise NotFound("the entry is not in the log yet", code="entry-pending") from None
+        assert checkpoint is not None
         proof = self.reader.inclusion_proof(index, size=checkpoint.size)
         return self.receipts.receipt(
             tree_size=checkpoint.size, leaf_index=index, path=proof.hashes, root=checkpoint.root
@@ -1225,9 +1267,10 @@ class TransparencyService:
         )
 
     def transparent_statement(self, entry_id: str, record: StatementRecord | None = None) -> bytes:
-        """The statement with a fresh receipt; ``record``: its stored record, already read."""
-        record = self._record(entry_id) if record is None else record
-        return add_receipts(record.body, [self._receipt_of(record)])
+        """The statement with a fresh receipt; ``record``: its stored record, already read
+        by :meth:`statement_record`."""
+        record = self.statement_record(entry_id) if record is None else record
+        return add_receipts(record.body, [self._receipt_of(record, screened=True)])
 
     def key_set(self) -> bytes:
         """The service keys as a COSE_KeySet: the current key first, then retired ones."""

@@ -4,7 +4,12 @@
 :data:`REGISTER_WAIT` seconds, else 303 to ``/entries/{id}`` with ``Retry-After``;
 registration carries on in the background either way. ``GET /entries/{id}`` answers 302
 (to itself, with ``Retry-After``) while the statement is stored but not yet covered by a
-checkpoint, then 200 with a receipt against the latest checkpoint.
+checkpoint, then 200 with a receipt against the latest checkpoint; 404 ``entry-unknown`` for
+an entry no server stored, and for a stored row no server of the deployment stored (its
+authentication tag or its body does not verify) whose entry is not in the log: the
+sequencer refuses it, so it would be pending for ever, and a client that registers its
+statement again has the server's row put in its place. The statement routes answer the
+same 404 for such a row.
 ``/.well-known/scitt-keys`` serves the receipt keys as a COSE_KeySet, and
 ``/.well-known/scitt-keys/{kid}`` one of them, in the media type SCRAPI names
 (``application/cbor``) unless RFC 9052's is asked for by name.
@@ -169,7 +174,10 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
         },
     )
     async def receipt(entry_id: str) -> Response:
-        """The entry's receipt against the latest checkpoint (302 while pending)."""
+        """The entry's receipt against the latest checkpoint (302 while pending). 404
+        ``entry-unknown`` for an entry id nothing is stored under, and for a stored row
+        no server stored (written behind the service) that is not in the log: it never
+        will be, so register the statement again."""
         try:
             data = await run_in_threadpool(service.receipt, entry_id)
         except NotFound as exc:
@@ -188,7 +196,8 @@ def add_scrapi_routes(app: FastAPI, service: TransparencyService, auth: Auth) ->
         responses=answer(200, "The signed statement (COSE_Sign1)", COSE),
     )
     async def statement(entry_id: str, request: Request) -> Response:
-        """The signed statement as registered (its organization, auditors, administrators)."""
+        """The signed statement as registered (its organization, auditors, administrators).
+        404 ``entry-unknown`` as for the receipt: a row no server stored is never served."""
         record = await run_in_threadpool(service.statement_record, entry_id)
         auth.may_read(
             request.state.principal, service.registry.name_of(record.issuer), record.entry_id
