@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Iterator
 
+import cbor2
 import httpx
 import pytest
 from fastapi import FastAPI, Request
@@ -275,6 +276,30 @@ STATEMENT = b"\xd2\x84"  # never decoded by these cases
 
 def _mocked(handler: Callable[[httpx.Request], httpx.Response]) -> Client:
     return Client("http://127.0.0.1:9", transport=httpx.MockTransport(handler))
+
+
+def test_an_entry_unknown_while_polling_is_sent_again() -> None:
+    """303, then 404 for the entry (its row lost or edited behind the service): the client
+    sends the statement again rather than poll for ever, and gets its receipt."""
+    entry = hashlib.sha256(STATEMENT).hexdigest()
+    seen: list[tuple[str, str]] = []
+
+    def service(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        posts = sum(1 for method, _ in seen if method == "POST")
+        if request.method == "POST":
+            assert request.content == STATEMENT
+            if posts == 1:
+                headers = {"Location": f"/entries/{entry}", "Retry-After": "0"}
+                return httpx.Response(303, headers=headers)
+            receipt = cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7}), {}, b"", b"\0" * 64]))
+            return httpx.Response(201, content=receipt)  # any COSE_Sign1 stands in
+        return _problem_reply(404, "entry-unknown")
+
+    with _mocked(service) as client:
+        registered = client.register(STATEMENT, timeout=10)
+    assert registered.entry_id == entry
+    assert seen == [("POST", "/entries"), ("GET", f"/entries/{entry}"), ("POST", "/entries")]
 
 
 def test_back_pressure_is_retry_later_with_the_servers_delay() -> None:

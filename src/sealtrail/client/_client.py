@@ -404,32 +404,36 @@ def _fetch(path: str, *, accept: str, what: str) -> _Flow[bytes]:
 def _register(statement: bytes, *, timeout: float) -> _Flow[RegisteredStatement]:
     entry = entry_id(statement)
     deadline = time.monotonic() + timeout
-    reply = yield from _exchange(
-        _Call("POST", "/entries", {"Content-Type": COSE, "Accept": _accept(COSE)}, statement)
-    )
-    if reply.status == 201:
-        return RegisteredStatement(entry, statement, _checked_cose(reply, "receipt"))
-    if reply.status != 303:
-        raise _error_for(reply, "registration", registering=True)
-    # Accepted, not yet registered: follow Location until the receipt is there.
-    url = _location(reply)
-    delay = _retry_after(reply, default=DEFAULT_POLL_DELAY)
+    post = _Call("POST", "/entries", {"Content-Type": COSE, "Accept": _accept(COSE)}, statement)
+    reply = yield from _exchange(post)
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise RegistrationTimeout(
-                f"entry {entry} was accepted but not registered within {timeout:g} s",
-                entry_id=entry,
-            )
-        yield _Wait(min(max(delay, MIN_POLL_DELAY), remaining))
-        reply = yield from _exchange(_Call("GET", url, {"Accept": _accept(COSE)}))
-        if reply.status == 200:
+        if reply.status == 201:
             return RegisteredStatement(entry, statement, _checked_cose(reply, "receipt"))
-        # 302: pending. 404: the service answers 303 before its background registration
-        # has stored the statement, so "unknown" can come first; the deadline bounds it.
-        if reply.status not in (302, 404):
-            raise _error_for(reply, f"receipt of entry {entry}", registering=True)
+        if reply.status != 303:
+            raise _error_for(reply, "registration", registering=True)
+        # Accepted, not yet registered: follow Location until the receipt is there.
+        url = _location(reply)
         delay = _retry_after(reply, default=DEFAULT_POLL_DELAY)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RegistrationTimeout(
+                    f"entry {entry} was accepted but not registered within {timeout:g} s",
+                    entry_id=entry,
+                )
+            yield _Wait(min(max(delay, MIN_POLL_DELAY), remaining))
+            reply = yield from _exchange(_Call("GET", url, {"Accept": _accept(COSE)}))
+            if reply.status == 200:
+                return RegisteredStatement(entry, statement, _checked_cose(reply, "receipt"))
+            if reply.status == 404:
+                # The service holds no statement under the entry (a service that answers
+                # 303 before it stores; or, on Sealtrail, a row lost or edited behind the
+                # service): send it again, which registers it once whatever happened.
+                break
+            if reply.status != 302:
+                raise _error_for(reply, f"receipt of entry {entry}", registering=True)
+            delay = _retry_after(reply, default=DEFAULT_POLL_DELAY)
+        reply = yield from _exchange(post)
 
 
 def _receipt(entry: str) -> _Flow[bytes]:
@@ -1046,7 +1050,8 @@ class Client:
         """Register a signed statement and wait for its receipt.
 
         Waits at most ``timeout`` seconds (default: the client's), polling the entry while
-        the service answers "pending" and honouring its ``Retry-After``. Raises
+        the service answers "pending" and honouring its ``Retry-After``; sends the statement
+        again if the service answers that it holds nothing under the entry (404). Raises
         :class:`RegistrationTimeout` (naming the entry id) when the time is up, and the
         service's own error (``InvalidInput``, ``VerificationError``, ``TooLarge``,
         ``RetryLater``) when it refuses the statement.
