@@ -34,6 +34,15 @@ def test_the_first_key_is_kept_until_replaced(store_factory: StoreFactory) -> No
     adopt_row_key(reopened, OTHER)
 
 
+def test_the_recorded_check_is_read_without_recording_one(store_factory: StoreFactory) -> None:
+    store = store_factory.open()
+    assert isinstance(store, StatementStore)
+    assert store.recorded_row_key_check() is None
+    assert store.recorded_row_key_check() is None  # reading recorded nothing
+    store.row_key_check(FIRST.check)
+    assert store.recorded_row_key_check() == FIRST.check
+
+
 def test_the_check_value_reveals_no_tag() -> None:
     # The check is an HMAC of a fixed message no row's tag is computed over.
     assert len(FIRST.check) == 32

@@ -106,3 +106,14 @@ def test_index_status_counts_and_names_the_rows_the_sequencer_refuses(tmp_path: 
     (data / CHALLENGE_KEY_FILE).write_text("not hex\n")
     out = _status(root)
     assert f"{HEADLINE}: not checked ({CHALLENGE_KEY_FILE} cannot be read: " in out, out
+    # Another key than the one the store's rows are tagged under: every row would look
+    # forged; none is named, and the line says why.
+    (data / CHALLENGE_KEY_FILE).unlink()
+    (data / CHALLENGE_KEY_FILE).write_text("ab" * 32 + "\n")
+    (data / CHALLENGE_KEY_FILE).chmod(0o600)
+    out = _status(root)
+    assert (
+        f"{HEADLINE}: not checked ({CHALLENGE_KEY_FILE} is not the key the store's rows are "
+        "tagged under; see `sealtrail keys challenge-key`)"
+    ) in out, out
+    assert "statement row " not in out

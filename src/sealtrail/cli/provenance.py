@@ -235,9 +235,18 @@ def _refused_status(
             f"statement rows refused by the sequencer: not checked ({why}); run this on a "
             "server's host to check their tags"
         ]
+    rows = StatementRows(key)
+    recorded = store.recorded_row_key_check()
+    if recorded is not None and recorded != rows.check:
+        # Every row would look forged under another key: say so, and name none.
+        return [
+            f"statement rows refused by the sequencer: not checked ({CHALLENGE_KEY_FILE} is "
+            "not the key the store's rows are tagged under; see `sealtrail keys "
+            "challenge-key`)"
+        ]
     count = 0
     shown: list[str] = []
-    for row, problem in refused_rows(store, StatementRows(key), reader):
+    for row, problem in refused_rows(store, rows, reader):
         count += 1
         if len(shown) < REFUSED_SHOWN:
             entry = f"entry id {row.entry_id.hex()[:16]}…" if row.readable else "unreadable"

@@ -320,6 +320,10 @@ class StatementStore(Protocol):
         key gives another value would store rows the role's holder refuses."""
         ...
 
+    def recorded_row_key_check(self) -> bytes | None:
+        """The check value :meth:`row_key_check` recorded, if any; writes nothing."""
+        ...
+
     def statements_of_type(self, content_type: str, *, skip: int = 0) -> list[StatementRecord]:
         """Every stored statement of this content type, in registration order, but the
         first ``skip`` of them (a reader that folded those already fetches only the rest)."""

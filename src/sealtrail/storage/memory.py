@@ -207,6 +207,10 @@ class MemoryStore:
         with self._lock:
             self._sequenced = max(self._sequenced, seq)
 
+    def recorded_row_key_check(self) -> bytes | None:
+        with self._lock:
+            return self._row_key_check
+
     def row_key_check(self, check: bytes, *, replace: bool = False) -> bytes:
         with self._lock:
             if replace or self._row_key_check is None:

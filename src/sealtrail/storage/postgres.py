@@ -1129,6 +1129,11 @@ class PostgresStore:
         assert row is not None
         return bytes(row[0])
 
+    def recorded_row_key_check(self) -> bytes | None:
+        with self._errors("read"), self._conn() as conn:
+            row = conn.execute("SELECT key_check FROM statement_row_key").fetchone()
+        return None if row is None else bytes(row[0])
+
     # -- the sequencer role -------------------------------------------------------------------
 
     def acquire_role(self, holder: str) -> PostgresLease | None:

@@ -852,6 +852,11 @@ class SQLiteStore:
             row = conn.execute("SELECT key_check FROM statement_row_key").fetchone()
         return _tag(row[0])
 
+    def recorded_row_key_check(self) -> bytes | None:
+        with self._errors("read"):
+            row = self._conn().execute("SELECT key_check FROM statement_row_key").fetchone()
+        return None if row is None else _tag(row[0])
+
     def close(self) -> None:
         with self._all_lock:
             self._closed = True
