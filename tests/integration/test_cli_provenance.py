@@ -6,8 +6,10 @@ required): each organization registers with its own user's token."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from sealtrail.client import Client
 from sealtrail.errors import Conflict
 from sealtrail.keys import write_private_key
 from sealtrail.provenance import RULES_VERSION, ProvenanceLedger
+from sealtrail.scitt import ORG_RECORD_TYPE
 from sealtrail.storage import SQLiteIndex
 from tests._serve_proc import COSE, bearer, init_data, served, token_file, user_token
 from tests.integration.test_cli import sealtrail
@@ -36,6 +39,7 @@ from tests.unit.provenance._signed import (
 )
 from tests.unit.provenance._world import ASSEMBLER, CARRIER, MAKER, OPERATOR, World
 from tests.unit.scitt._pki import Issuer
+from tests.unit.scitt.test_store_edits import _insert_reencoded_copy
 
 #: The persona of each organization's user (docs/auth.md).
 PERSONAS = {MAKER: "supplier", ASSEMBLER: "supplier", CARRIER: "carrier", OPERATOR: "operator"}
@@ -152,6 +156,43 @@ def test_an_edited_row_is_named_and_a_rebuild_restores_the_truth(data: Path) -> 
     assert "Index rebuilt" in rebuilt.stdout
     again = sealtrail("audit", "-d", "d", cwd=data)
     assert again.returncode == 0, again.stdout
+
+
+def test_a_rebuild_skips_organization_rows_written_behind_the_service(
+    data: Path, tmp_path: Path
+) -> None:
+    """Rows of the organization-record type planted in the store (a re-encoded copy of a
+    service record, a row that is no statement, one whose signature does not verify) do
+    not stop a rebuild: they are skipped as the servers skip them, and the index is the
+    same."""
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    db = copy / "d" / "log.db"
+    with sqlite3.connect(db) as conn:
+        (entry,) = conn.execute(
+            "SELECT entry_id FROM statements WHERE content_type = ? ORDER BY seq LIMIT 1",
+            (ORG_RECORD_TYPE,),
+        ).fetchone()
+        (body,) = conn.execute(
+            "SELECT body FROM statements WHERE entry_id = ?", (entry,)
+        ).fetchone()
+    conn.close()
+    _insert_reencoded_copy(db, entry.hex())
+    broken = bytearray(body)
+    broken[-1] ^= 1  # the signature's last byte
+    with sqlite3.connect(db) as conn:
+        for planted in (b"not a statement", bytes(broken)):
+            conn.execute(
+                "INSERT INTO statements (entry_id, body, issuer, subject, content_type,"
+                " registered_at) VALUES (?, ?, 'x', 'x', ?, 0)",
+                (hashlib.sha256(planted).digest(), planted, ORG_RECORD_TYPE),
+            )
+    conn.close()
+    before = sorted(SQLiteIndex(copy / "d" / "provenance.db").dump_rows())
+    rebuilt = sealtrail("index", "rebuild", "-d", "d", cwd=copy)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "3 organization record row(s) skipped" in rebuilt.stdout
+    assert sorted(SQLiteIndex(copy / "d" / "provenance.db").dump_rows()) == before
 
 
 def test_no_rebuild_while_a_server_uses_the_index(data: Path) -> None:

@@ -84,15 +84,27 @@ def service_keys(config: Config, keys_file: str | None) -> dict[bytes, Verifier]
 def registry(
     store: MemoryStore | SQLiteStore | PostgresStore, issuer: str, keys: Mapping[bytes, Verifier]
 ) -> Registry:
-    """The organizations, from the service-signed records in the store."""
+    """The organizations, from the service-signed records in the store. A row that is
+    not one (unreadable, another issuer's, a signature that does not verify) or a record
+    that does not apply (a copy of an older version, written behind the service) is
+    skipped, as the servers skip it: the audit names such rows."""
     found = Registry()
+    skipped = 0
     for record in store.statements_of_type(ORG_RECORD_TYPE):
-        statement = parse_statement(record.body, max_size=len(record.body))
-        verifier = keys.get(statement.kid or b"")
-        if statement.issuer != issuer or verifier is None:
-            continue
-        statement.message.verify(verifier)
-        found.apply(parse_org_record(statement.payload))
+        try:
+            statement = parse_statement(record.body, max_size=max(len(record.body), 1))
+            verifier = keys.get(statement.kid or b"")
+            if statement.issuer != issuer or verifier is None:
+                continue
+            statement.message.verify(verifier)
+            found.apply(parse_org_record(statement.payload))
+        except Error:
+            skipped += 1
+    if skipped:
+        out.print(
+            f"{skipped} organization record row(s) skipped: not a service record that applies "
+            "(`sealtrail audit` names them)"
+        )
     return found
 
 
