@@ -13,6 +13,8 @@ import contextlib
 import math
 from collections.abc import Awaitable, Callable
 
+from sealtrail.errors import RetryLater
+
 __all__ = ["Refresher"]
 
 
@@ -55,6 +57,8 @@ class Refresher:
         self._running: asyncio.Task[None] | None = None
         #: When the running read began (it holds ``lock``): infinity until it has.
         self._began = math.inf
+        #: Set by :meth:`close`: no read is launched from then on.
+        self._closed = False
 
     async def after(self, asked: float | None = None) -> None:
         """Return once a read that began at or after ``asked`` (default: now) has ended;
@@ -63,6 +67,8 @@ class Refresher:
         if asked is None:
             asked = loop.time()
         while True:
+            if self._closed:
+                raise RetryLater("the service is stopping", retry_after=1.0)
             running = self._running
             if running is not None and not running.done():
                 if self._began < asked:
@@ -85,7 +91,10 @@ class Refresher:
             self._running.add_done_callback(_retrieve)
 
     async def close(self) -> None:
-        """Cancel the read running, if any, and wait for it to end."""
+        """Cancel the read running, if any, and wait for it to end; launch no more (the
+        callers still waiting get :class:`~sealtrail.errors.RetryLater`). A read already in
+        a worker thread finishes there, its result unused."""
+        self._closed = True
         running, self._running = self._running, None
         if running is not None and not running.done():
             running.cancel()

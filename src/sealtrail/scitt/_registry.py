@@ -67,7 +67,8 @@ DEFAULT_ALGORITHMS = (ES256, ES384, ED25519)
 
 @dataclass(frozen=True)
 class Policy:
-    """What an organization may register (all checks apply; an empty list allows nothing)."""
+    """What an organization may register (all checks apply; an empty list of content types
+    or subjects allows nothing; ``algorithms`` is never empty: left out, the defaults)."""
 
     content_types: tuple[str, ...]
     subjects: tuple[str, ...]  # shell-style patterns ("urn:acme:*")
@@ -156,8 +157,10 @@ def load_json(data: bytes, message: str, *, code: str) -> object:
         raise InvalidInput(message, code=code) from None
 
 
-def parse_org_record(payload: bytes) -> Organization:
-    """Read an organization record (JSON); :class:`InvalidInput` naming what is wrong."""
+def parse_org_record(payload: bytes, *, new: bool = False) -> Organization:
+    """Read an organization record (JSON); :class:`InvalidInput` naming what is wrong.
+    ``new``: a record to be registered now, held to the rules that came after records
+    already in logs (a policy's ``algorithms`` may not be an empty list)."""
     doc = load_json(payload, "organization record is not JSON", code="org-record-invalid")
     if not isinstance(doc, dict):
         raise InvalidInput("organization record must be an object", code="org-record-invalid")
@@ -193,11 +196,15 @@ def parse_org_record(payload: bytes) -> Organization:
             "organization record: policy must be an object", code="org-record-invalid"
         )
     _known_fields(raw_policy, POLICY_FIELDS, "organization record: policy")
-    # Left out: the defaults. Given, even empty (an organization that may sign nothing),
-    # it is what the organization may use.
-    algorithms = (
-        _strings(raw_policy, "algorithms") if "algorithms" in raw_policy else DEFAULT_ALGORITHMS
-    )
+    algorithms = _strings(raw_policy, "algorithms")
+    if not algorithms and new and "algorithms" in raw_policy:
+        # Records logged before this rule read an empty list as left out: so do they still.
+        raise InvalidInput(
+            "organization record: policy algorithms must name at least one algorithm "
+            "(left out, they are " + ", ".join(DEFAULT_ALGORITHMS) + ")",
+            code="org-record-invalid",
+        )
+    algorithms = algorithms or DEFAULT_ALGORITHMS
     if set(algorithms) - set(ALGORITHMS):
         raise InvalidInput("organization record: unknown algorithm", code="org-record-invalid")
     max_size = raw_policy.get("max_size", 64 * 1024)

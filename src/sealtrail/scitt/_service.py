@@ -32,7 +32,8 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -287,8 +288,9 @@ class _Registrar:
         self._written_watermark = -1
         self._watermark_at = 0.0
         self._queue: list[tuple[StatementRecord, Submission]] = []
-        #: Leaf entries queued or being written: not stored yet, and not failed yet.
-        self.unstored: set[bytes] = set()
+        #: Leaf entries queued or being written (not stored yet, and not failed yet), each
+        #: with how many of its copies are: one copy's failure leaves the others counted.
+        self.unstored: Counter[bytes] = Counter()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._appending: set[asyncio.Task[None]] = set()
@@ -324,10 +326,20 @@ class _Registrar:
         # Most callers await only the index; a store failure is reported there too.
         submission.stored.add_done_callback(_seen)
         self._queue.append((record, submission))
-        self.unstored.add(record.entry_id)
+        self.unstored[record.entry_id] += 1
         self._wakeup.set()
         self.start()
         return submission
+
+    def _settled(self, entries: Iterable[bytes]) -> None:
+        """One copy of each of ``entries`` is stored, or failed: no longer unstored."""
+        unstored = self.unstored
+        for entry in entries:
+            left = unstored[entry] - 1
+            if left > 0:
+                unstored[entry] = left
+            else:
+                unstored.pop(entry, None)
 
     def _store(self, records: list[StatementRecord], watermark: int | None) -> list[int]:
         """One transaction for the group (a worker thread), each row with its tag; the
@@ -337,7 +349,12 @@ class _Registrar:
             records = [rows.tagged(r) for r in records]
         seqs = self.store.put_statements(records)
         if watermark is not None:
-            self.store.write_sequenced(watermark)
+            try:
+                self.store.write_sequenced(watermark)
+            except Error as exc:
+                # The group is stored all the same; the watermark is written with a later one.
+                log.warning("sequenced watermark not written: %s (%s)", exc, exc.code)
+                self._written_watermark = -1
         return seqs
 
     def _due_watermark(self) -> int | None:
@@ -369,15 +386,15 @@ class _Registrar:
                 try:
                     seqs = await asyncio.to_thread(self._store, records, self._due_watermark())
                 except Exception as exc:
-                    self.unstored.difference_update(r.entry_id for r in records)
-                    if self._on_unstored is not None:
-                        self._on_unstored([r.entry_id for r in records])
+                    self._settled(r.entry_id for r in records)
                     error = _as_error(exc, "statement store")
                     _fail([s.stored for _, s in group], error)
                     _fail([s.index for _, s in group], error, logged=False)
+                    if self._on_unstored is not None:
+                        self._on_unstored([r.entry_id for r in records])
                     continue
                 # Durable in the statement store from here (see the module docstring).
-                self.unstored.difference_update(r.entry_id for r in records)
+                self._settled(r.entry_id for r in records)
                 if self._on_stored is not None:
                     self._on_stored(seqs)
                 for _, submission in group:
@@ -490,7 +507,7 @@ class TransparencyService:
             None if self.shared else lambda: self._sequenced,
             rows=statement_rows,
             on_stored=None if self.shared else self._mark_stored,
-            on_unstored=self._not_stored,
+            on_unstored=self._store_failed,
         )
         self.users = Users()
         self.grants = Grants()
@@ -741,7 +758,8 @@ class TransparencyService:
         ``data`` is the statement's bytes, or the statement already parsed (with this
         service's ``max_statement_size``) by a caller that needed to read it first.
         Nothing is written; a payload rule may remember what it accepted (see
-        :data:`PayloadRule`), which is harmless if the statement is then not registered.
+        :data:`PayloadRule`): a statement that then does not reach the store has that taken
+        back (:meth:`submit_checked`).
         """
         statement, org, verifier = self._screen(data, now=now)
         statement.message.verify(verifier)
@@ -990,22 +1008,29 @@ class TransparencyService:
             self._not_stored([statement.leaf_entry])
             raise
 
+    def _store_failed(self, entries: Sequence[bytes]) -> None:
+        """A group's write failed. Its rows may be committed all the same (a commit whose
+        answer was lost), under numbers this process never learnt: until a restart's
+        recovery reads them, the watermark stays below anything stored from here on. And
+        their acceptance is taken back (:meth:`_not_stored`)."""
+        if not self.shared:
+            self._outstanding.add(max(self._stored_max, self._sequenced) + 1)
+        self._not_stored(entries)
+
     def _not_stored(self, entries: Sequence[bytes]) -> None:
         """Statements the check accepted that did not reach the store (back-pressure
         refused them, or their write failed): their acceptance is taken back, so that no
         later statement is judged with them (an assembly of the devices of a manifest that
-        was never stored). One stored before (registered again) keeps its acceptance; if
-        the store cannot tell, the acceptance goes: a statement that rests on it is then
-        refused until it is indexed, rather than accepted on something that may not be."""
+        was never stored), unless another copy of one is still on its way to the store.
+        Nothing is read: a statement stored before (registered again) loses its acceptance
+        too, and one that rests on it is refused until it is indexed, rather than accepted
+        on something that may not be stored."""
         if self.withdraw is None:
             return
+        unstored = self._registrar.unstored
         for entry in entries:
-            try:
-                if self.is_registered(entry):
-                    continue
-            except Error:
-                pass
-            self.withdraw(entry)
+            if entry not in unstored:
+                self.withdraw(entry)
 
     def _mark_stored(self, seqs: Sequence[int]) -> None:
         """The rows of a group are committed: the watermark stays below them until they
@@ -1032,7 +1057,7 @@ class TransparencyService:
         self, record_json: bytes, *, expected_name: str | None = None
     ) -> Registration:
         """Register an organization record, signed by the service, then apply it."""
-        org = parse_org_record(record_json)
+        org = parse_org_record(record_json, new=True)
         if expected_name is not None and org.name != expected_name:
             raise InvalidInput(
                 f"the record is for {org.name!r}, not {expected_name!r}", code="org-record-invalid"

@@ -5,6 +5,8 @@ accepted once that statement is registered after all."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
@@ -60,3 +62,70 @@ async def test_a_statement_that_was_not_stored_is_not_remembered(
 
         await chain.service.register(manifest)
         await chain.service.register(chain.sign(ASSEMBLER, blade))
+
+
+@pytest.mark.anyio
+async def test_a_failed_write_reads_nothing_more_from_the_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Taking the acceptances back reads nothing: during an outage every read would wait
+    for the store, on the event loop."""
+    async with signed_chain() as chain:
+        store = chain.service.store
+        manifest = chain.sign(MAKER, DeviceManifest("batch-outage", tuple(chain.world.devices(2))))
+        reads_after_failure = []
+        failed = False
+        get = store.get_statement
+
+        def counted(entry_id: bytes) -> object:
+            if failed:
+                reads_after_failure.append(entry_id)
+            return get(entry_id)
+
+        def broken(*_: object) -> list[int]:
+            nonlocal failed
+            failed = True
+            raise StorageError("the database is unreachable")
+
+        monkeypatch.setattr(store, "get_statement", counted)
+        with monkeypatch.context() as patch:
+            patch.setattr(store, "put_statements", broken)
+            with pytest.raises(StorageError):
+                await chain.service.register(manifest)
+        assert reads_after_failure == []
+
+
+@pytest.mark.anyio
+async def test_a_copy_still_on_its_way_to_the_store_keeps_the_acceptance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same statement twice in flight (a client's retry): the first copy's write fails,
+    the second's succeeds. Its acceptance stands, so a second manifest of the same devices
+    is refused."""
+    async with signed_chain() as chain:
+        devices = chain.world.devices(2)
+        first = chain.sign(MAKER, DeviceManifest("batch-a", tuple(devices)))
+        clone = chain.sign(MAKER, DeviceManifest("batch-b", tuple(devices)))
+        store = chain.service.store
+        put = store.put_statements
+        calls = 0
+
+        def slow_then_fails_once(records: list[object]) -> list[int]:
+            nonlocal calls
+            calls += 1
+            time.sleep(0.2)
+            if calls == 1:
+                raise StorageError("the disk is full")
+            return put(records)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "put_statements", slow_then_fails_once)
+        lost = asyncio.create_task(chain.service.register(first))
+        await asyncio.sleep(0.05)  # the first copy's group is being written
+        retried = asyncio.create_task(chain.service.register(first))
+        await asyncio.sleep(0.25)  # the first group failed; the retry's is being written
+        with pytest.raises(VerificationError) as caught:
+            await chain.service.register(clone)
+        assert caught.value.code == "manifest-cloned-device"
+        with pytest.raises(StorageError):
+            await lost
+        await retried

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sealtrail.errors import StorageError, VerificationError
+from sealtrail.errors import RetryLater, StorageError, VerificationError
 from sealtrail.scitt import Organization, Registry, SignedStatement, TransparencyService
 from sealtrail.scitt._service import ORG_READ_SPACING
 
@@ -333,3 +333,32 @@ async def test_reads_of_the_records_are_spaced(running: Running, elsewhere: Else
             await running.service.check_current(good(running.issuer))
     assert elsewhere.folds == 5
     assert loop.time() - start >= 4 * ORG_READ_SPACING * 0.9
+
+
+async def test_no_read_begins_once_the_service_closes(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller waiting for the next read while the service closes gets RetryLater, and no
+    read of the records begins after close() has returned."""
+    service = running.service
+    began: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def slow_fold() -> None:
+        began.append(loop.time())
+        await asyncio.sleep(0.3)
+
+    monkeypatch.setattr(service, "_fold_orgs", slow_fold)
+    first = asyncio.create_task(service.refresh_orgs())
+    await asyncio.sleep(0.1)  # the first read runs
+    late = asyncio.create_task(service.refresh_orgs())  # asked after it began: the next
+    await asyncio.sleep(0)
+    await service.close()
+    closed = loop.time()
+    for caller in (first, late):
+        with pytest.raises((RetryLater, asyncio.CancelledError)):
+            await asyncio.wait_for(caller, 2)
+    await asyncio.sleep(0.2)
+    assert [t for t in began if t >= closed] == []
+    with pytest.raises(RetryLater):
+        await service.refresh_orgs()

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from sealtrail.errors import InvalidInput, VerificationError
+from sealtrail.errors import InvalidInput
 from sealtrail.scitt import parse_org_record
 
 from .conftest import ISSUER
@@ -64,17 +64,19 @@ def test_strings_over_their_limits_are_refused_by_name(field: str, value: object
     assert field in str(caught.value)
 
 
-def test_an_empty_list_of_algorithms_allows_none_and_a_missing_one_the_defaults() -> None:
-    """An organization whose policy lists no algorithm may sign nothing (as an empty list
-    of content types or subjects allows nothing); leaving the field out allows the
-    defaults."""
+def test_a_new_record_may_not_list_no_algorithm_and_a_logged_one_reads_as_the_defaults() -> None:
+    """An empty ``algorithms`` would read as "none" to some and "the defaults" to others: a
+    record registered now is refused for it, and one logged before the rule (read back by
+    the registry, the audit and passports) keeps the meaning it had, the defaults."""
     policy = {"content_types": ["application/json"], "subjects": ["urn:maker:*"]}
-    frozen = parse_org_record(_record(policy={**policy, "algorithms": []}))
-    assert frozen.policy.algorithms == ()
-    with pytest.raises(VerificationError) as caught:
-        frozen.policy.check(
-            content_type="application/json", subject="urn:maker:1", alg="ES256", size=10
-        )
-    assert caught.value.code == "policy-algorithm"
-    default = parse_org_record(_record(policy=policy))
+    empties: list[list[str] | None] = [[], None]
+    for empty in empties:
+        record = _record(policy={**policy, "algorithms": empty})
+        with pytest.raises(InvalidInput) as caught:
+            parse_org_record(record, new=True)
+        assert caught.value.code == "org-record-invalid"
+        assert "at least one algorithm" in caught.value.message
+        logged = parse_org_record(record)
+        assert set(logged.policy.algorithms) == {"ES256", "ES384", "Ed25519"}
+    default = parse_org_record(_record(policy=policy), new=True)
     assert set(default.policy.algorithms) == {"ES256", "ES384", "Ed25519"}
