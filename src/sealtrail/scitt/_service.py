@@ -1200,12 +1200,13 @@ class TransparencyService:
 
     def _stranger(self, record: StatementRecord) -> bool:
         """Whether ``record`` is a stored row no server of this deployment stored (its tag
-        does not verify, or its body is not the entry's: ``StatementRows.holds``) and whose
-        entry is not in the log: the sequencer refuses it, so it never will be. Hashes the
-        body: asked only of a row the log does not hold. False without
-        :attr:`statement_rows` (rows neither tagged nor checked)."""
+        does not verify) and whose entry is not in the log: the sequencer refuses it, so it
+        never will be. The body is not read: a row with a good tag is appended under its
+        entry id whatever its body (the audit names a body that is not the entry's), so its
+        receipt is pending until then. False without :attr:`statement_rows` (rows neither
+        tagged nor checked)."""
         rows = self.statement_rows
-        return rows is not None and not rows.holds(record) and not self._in_log(record)
+        return rows is not None and not rows.valid(record) and not self._in_log(record)
 
     def _record(self, entry_id: str, *, checked: bool = True) -> StatementRecord:
         try:

@@ -6,10 +6,11 @@ registration carries on in the background either way. ``GET /entries/{id}`` answ
 (to itself, with ``Retry-After``) while the statement is stored but not yet covered by a
 checkpoint, then 200 with a receipt against the latest checkpoint; 404 ``entry-unknown`` for
 an entry no server stored, and for a stored row no server of the deployment stored (its
-authentication tag or its body does not verify) whose entry is not in the log: the
-sequencer refuses it, so it would be pending for ever, and a client that registers its
-statement again has the server's row put in its place. The statement routes answer the
-same 404 for such a row.
+authentication tag does not verify) whose entry is not in the log: it is never appended,
+and a client that registers its statement again has the server's row put in its place (a
+row with a good tag and a swapped body is appended under its entry id, and answers 200
+once it is). The statement routes answer the same 404 for such a row, and for one whose
+body is not its entry's while the log does not hold it.
 ``/.well-known/scitt-keys`` serves the receipt keys as a COSE_KeySet, and
 ``/.well-known/scitt-keys/{kid}`` one of them, in the media type SCRAPI names
 (``application/cbor``) unless RFC 9052's is asked for by name.
