@@ -174,7 +174,9 @@ def _pick_port(requested: int | None) -> int:
 
 
 def _start_server(data_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
-    """``sealtrail serve`` in a child process; its output goes to ``server.log``."""
+    """``sealtrail serve`` in a child process; its output goes to ``server.log``. Until it
+    answers, whatever stops the wait (Ctrl-C, SIGTERM, an error, the time running out)
+    stops the child too."""
     cmd = [
         sys.executable,
         "-m",
@@ -185,38 +187,47 @@ def _start_server(data_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], s
         "--port",
         str(port),
     ]
-    with open(data_dir / SERVER_LOG, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            lines = (data_dir / SERVER_LOG).read_text(errors="replace").strip().splitlines()
-            raise StorageError(
-                f"the server exited at start: {lines[-1] if lines else 'no output'}",
-                hint=f"See {data_dir / SERVER_LOG}.",
-            )
-        try:
-            httpx.get(f"{url}/log/v1/info", timeout=1.0)
-        except httpx.TransportError:
-            time.sleep(0.1)
-            continue
-        (data_dir / SERVER_STATE).write_text(json.dumps({"pid": proc.pid, "url": url}))
-        return proc, url
-    proc.kill()
-    raise StorageError(f"the server did not start within {START_TIMEOUT:g} s")
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with open(data_dir / SERVER_LOG, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                lines = (data_dir / SERVER_LOG).read_text(errors="replace").strip().splitlines()
+                raise StorageError(
+                    f"the server exited at start: {lines[-1] if lines else 'no output'}",
+                    hint=f"See {data_dir / SERVER_LOG}.",
+                )
+            try:
+                httpx.get(f"{url}/log/v1/info", timeout=1.0)
+            except httpx.TransportError:
+                time.sleep(0.1)
+                continue
+            (data_dir / SERVER_STATE).write_text(json.dumps({"pid": proc.pid, "url": url}))
+            return proc, url
+        raise StorageError(f"the server did not start within {START_TIMEOUT:g} s")
+    except BaseException:
+        if proc is not None:
+            _stop(proc, data_dir)
+        raise
 
 
 def _stop(server: subprocess.Popen[bytes], data_dir: Path) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+    """Stop the server as Ctrl-C would, killing it if it has not stopped within 15 s or
+    if this is interrupted meanwhile (a second Ctrl-C or SIGTERM)."""
+    try:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(timeout=15)
+    finally:
+        if server.poll() is None:
             server.kill()
             server.wait()
-    with contextlib.suppress(OSError):
-        (data_dir / SERVER_STATE).unlink()
+        with contextlib.suppress(OSError):
+            (data_dir / SERVER_STATE).unlink()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -388,15 +399,13 @@ def demo(
     created = init_data_dir(data_dir)
     (data_dir / MARKER).write_text(json.dumps({"started": int(time.time())}) + "\n")
     _write_secret(data_dir / TOKEN_FILE, (created.admin_token + "\n").encode())
-    # SIGTERM as Ctrl-C: either way the server is stopped below, never left behind.
+    # SIGTERM as Ctrl-C: either way the server is stopped (by _start_server while it starts,
+    # below once it has), never left behind.
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        server, url = _start_server(data_dir, chosen)
-    except BaseException:
-        signal.signal(signal.SIGTERM, previous)
-        raise
+    server: subprocess.Popen[bytes] | None = None
     run = _Run()
     try:
+        server, url = _start_server(data_dir, chosen)
         _say(
             f"Sealtrail demo: a fresh ledger in {data_dir}/ (log {created.config.origin}), "
             f"served at {url} by `sealtrail serve` (pid {server.pid}, SQLite)."
@@ -409,8 +418,11 @@ def demo(
             with contextlib.suppress(KeyboardInterrupt):
                 server.wait()
     finally:
-        _stop(server, data_dir)
-        signal.signal(signal.SIGTERM, previous)
+        try:
+            if server is not None:
+                _stop(server, data_dir)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     if not run.ok:
         raise typer.Exit(1)
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import errno
 import logging
 import os
+import socket
 import ssl
 import stat
 import sys
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -217,6 +221,91 @@ def _tls_options(config: Config) -> dict[str, Any]:
     return options
 
 
+def _bind_error(exc: OSError | ValueError, host: str, port: int) -> ConfigError:
+    """The one line saying why the server cannot listen on ``host`` port ``port``."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(exc, socket.gaierror | ValueError):
+        return ConfigError(
+            f"cannot serve on {where}: the host {host!r} does not resolve "
+            f"({exc.strerror if isinstance(exc, OSError) else exc})",
+            hint="Give --host (or [server] host) an address of this machine (127.0.0.1, ::1, "
+            "0.0.0.0 for every interface) or a name that resolves to one.",
+            code="host-unknown",
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"cannot serve on {where}: the port is already in use",
+            hint="Stop what listens there, or serve on another --port (0 picks a free one).",
+            code="port-in-use",
+        )
+    reason = exc.strerror or str(exc)
+    return ConfigError(
+        f"cannot serve on {where}: {reason[:1].lower() + reason[1:]}",
+        hint="--host must be an address of this machine (127.0.0.1, ::1, 0.0.0.0 for every "
+        "interface); a port under 1024 needs privileges.",
+        code="bind-failed",
+    )
+
+
+def _check_address(host: str, port: int) -> None:
+    """Bind what the server will bind, and let go: a host that does not resolve, an address
+    not of this machine or a port in use is one line here, before anything starts, where
+    uvicorn would log it after the app started. As asyncio's ``create_server`` binds: every
+    address the host resolves to, at once, ``SO_REUSEADDR``, IPv6 sockets IPv6 only."""
+    try:
+        infos = set(
+            socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        )
+    except (OSError, ValueError) as exc:  # UnicodeError (a label too long) is a ValueError
+        raise _bind_error(exc, host, port) from None
+    with contextlib.ExitStack() as sockets:
+        for family, kind, proto, _, address in infos:
+            try:
+                sock = sockets.enter_context(socket.socket(family, kind, proto))
+            except OSError:
+                continue  # a family this machine does not have: asyncio skips it too
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise _bind_error(exc, host, port) from None
+
+
+class _BindFailure(logging.Filter):
+    """What uvicorn logs when it cannot bind (the port taken since :func:`_check_address`
+    looked, say), kept instead of logged: it is said as one line once uvicorn exits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listening = False
+        self.error: OSError | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.listening and isinstance(record.msg, OSError):
+            self.error = record.msg
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _bind_failure_said(host: str, port: int) -> Iterator[_BindFailure]:
+    """Around the server's run: uvicorn failing to bind (it logs the error and exits with
+    status 3) is the one-line error :func:`_bind_error` says."""
+    failure = _BindFailure()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addFilter(failure)
+    try:
+        yield failure
+    except SystemExit:
+        if failure.error is None:
+            raise
+        raise _bind_error(failure.error, host, port) from None
+    finally:
+        logger.removeFilter(failure)
+
+
 def serve(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     host: Annotated[
@@ -270,15 +359,17 @@ def serve(
     if index is not None:
         config = dataclasses.replace(config, index_url=absolute_store_path(index))
     tls = _tls_options(config)
-    app = _read_only_app(config) if read_only else _writing_app(config, new_log=new_log)
     bind_host = host or config.host
     bind_port = config.port if port is None else port
+    _check_address(bind_host, bind_port)
+    app = _read_only_app(config) if read_only else _writing_app(config, new_log=new_log)
     mode = "read-only " if read_only else ""
     scheme = "https" if tls else "http"
     mutual = "ssl_ca_certs" in tls
 
     def ready(host: str, port: int) -> None:
         """Said once the port is bound: the one actually listening (--port 0 picks one)."""
+        failure.listening = True
         where = f"[{host}]" if ":" in host else host
         err.print(
             f"Serving {mode}log [bold]{escape(config.origin)}[/bold] on "
@@ -289,17 +380,18 @@ def serve(
 
     _log_to_stderr()
     settle_heap()
-    run_server(
-        app,
-        ready=ready,
-        host=bind_host,
-        port=bind_port,
-        log_level="warning",
-        access_log=False,
-        # A verified client certificate names a user (docs/auth.md).
-        client_certificates=mutual,
-        **tls,
-    )
+    with _bind_failure_said(bind_host, bind_port) as failure:
+        run_server(
+            app,
+            ready=ready,
+            host=bind_host,
+            port=bind_port,
+            log_level="warning",
+            access_log=False,
+            # A verified client certificate names a user (docs/auth.md).
+            client_certificates=mutual,
+            **tls,
+        )
 
 
 #: How a server's own log lines look on stderr (the role taken or given up, recoveries,

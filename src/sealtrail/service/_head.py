@@ -13,6 +13,10 @@ target alone is over it, else 431 ``headers-too-large``, as JSON problem details
 the request's ``Accept`` (none of its head has been parsed), after which the connection
 closes. What it costs a request within the bound: a few attribute updates per
 read and one sum over its header fields.
+
+The same protocol answers a request the HTTP parser refuses (a malformed request line,
+header field, length or chunk: the parser can read nothing more of the connection) with
+400 ``http-malformed`` in the same shape, where uvicorn answers a plain-text 400.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sealtrail.errors import TooLarge
+from sealtrail.errors import Error, InvalidInput, TooLarge
 
 from ._problems import PROBLEM_MEDIA_TYPE, problem_body
 
@@ -41,7 +45,16 @@ _FIELD_OVERHEAD = 4
 
 def _refusal(status: int) -> bytes:
     """The whole HTTP answer refusing a head (the connection then closes)."""
-    if status == 414:
+    error: Error
+    if status == 400:
+        # Fixed words: nothing of a request that is not HTTP is worth echoing.
+        error = InvalidInput(
+            "the request is not well-formed HTTP/1.1: its request line, a header field, "
+            "its length or its chunked body is malformed",
+            code="http-malformed",
+        )
+        reason = b"Bad Request"
+    elif status == 414:
         error = TooLarge(
             f"the request target is over the {MAX_REQUEST_HEAD}-byte limit of a request head",
             code="uri-too-long",
@@ -67,7 +80,7 @@ def _refusal(status: int) -> bytes:
     )
 
 
-_REFUSALS = {status: _refusal(status) for status in (414, 431)}
+_REFUSALS = {status: _refusal(status) for status in (400, 414, 431)}
 
 
 def head_limited_protocol(base: type[Any]) -> type[Any]:
@@ -82,6 +95,9 @@ def head_limited_protocol(base: type[Any]) -> type[Any]:
       previous request on the connection is not counted (how much of it is the new head is
       not known): the count never exceeds the head, and is behind it by one read at most;
     * once the head is parsed: the request target and every header field, exactly.
+
+    A request the parser refuses is answered 400 ``http-malformed`` (see
+    :meth:`send_400_response`).
     """
 
     class HeadLimitedProtocol(base):  # type: ignore[misc]
@@ -111,14 +127,15 @@ def head_limited_protocol(base: type[Any]) -> type[Any]:
         def on_headers_complete(self) -> None:
             if self._refused:
                 return
-            self._in_head = False
             self._crossed = True
             target = len(self.url)
             fields = sum(len(name) + len(value) for name, value in self.headers)
             if target + fields + _FIELD_OVERHEAD * len(self.headers) > MAX_REQUEST_HEAD:
                 self._refuse(414 if target > MAX_REQUEST_HEAD else 431)
                 return
+            # uvicorn may refuse the head here (a target it cannot parse): it is still one.
             super().on_headers_complete()
+            self._in_head = False
 
         def on_body(self, body: bytes) -> None:
             if not self._refused:
@@ -132,12 +149,33 @@ def head_limited_protocol(base: type[Any]) -> type[Any]:
             self._crossed = True
             self._received = 0
 
+        def send_400_response(self, msg: str) -> None:
+            """What uvicorn calls when the parser refuses what the connection sent (it
+            logs ``msg`` first): 400 ``http-malformed`` as problem details, then close.
+
+            Only when the answer can be read as the refused request's: a request before it
+            still unanswered (pipelined), or an answer to this one begun (its body is what
+            is malformed), and the connection just closes. A request whose body is
+            malformed before the app answered it is dropped from the app's view as a
+            client gone away would be; the 400 is its answer."""
+            if self._refused:
+                return
+            cycle = self.cycle
+            if not self._in_head and cycle is not None:
+                if cycle.response_started or self.pipeline:
+                    self._refused = True
+                    self.transport.close()
+                    return
+                cycle.disconnected = True
+                cycle.message_event.set()
+            self._refuse(400)
+
         def _refuse(self, status: int) -> None:
-            """Answer ``status``, then close: nothing of the request reached the app."""
+            """Answer ``status``, then close: the app answers nothing more on this connection."""
             self._refused = True
             transport = self.transport
             cycle = self.cycle
-            if cycle is not None and not cycle.response_complete:
+            if cycle is not None and not cycle.response_complete and not cycle.disconnected:
                 # A request before it on this connection (pipelined) is still being
                 # answered: no answer can be slipped in; the connection just closes.
                 transport.close()
