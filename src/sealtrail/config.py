@@ -79,6 +79,7 @@ from sealtrail.log import (
     LogReader,
     SequencerConfig,
     SignedCheckpoint,
+    check_origin,
     verify_checkpoint,
 )
 from sealtrail.merkle import EMPTY_ROOT, Checkpoint, MerkleError
@@ -352,6 +353,8 @@ def check_store_url(url: str, *, what: str = "store") -> str:
                 hint=f"Write {_STORE_FORMS}.",
                 code="store-url-invalid",
             ) from None
+        if params.get("password"):
+            raise _holds_a_password(url, what)
         if not params.get("dbname"):
             shown = describe_store(url).removesuffix("(default)")
             raise ConfigError(
@@ -385,6 +388,33 @@ def check_store_url(url: str, *, what: str = "store") -> str:
             code="store-url-invalid",
         )
     return "sqlite"
+
+
+def _holds_a_password(url: str, what: str, where: str = "") -> ConfigError:
+    """A PostgreSQL URL with a password in it: refused, for ``sealtrail.toml`` would keep the
+    password in plain text (and a command line shows it to every user of the host)."""
+    return ConfigError(
+        f"{where}the {what} URL {describe_store(url)} holds a password, and a password never "
+        "goes in the URL (sealtrail.toml and command lines keep it in the clear)",
+        hint="Remove it from the URL (postgresql://user@host:5432/dbname) and give it to libpq "
+        "instead: ~/.pgpass (mode 0600), a passfile (?passfile=/path in the URL), a service "
+        "file (PGSERVICEFILE), or PGPASSWORD.",
+        code="store-url-invalid",
+    )
+
+
+def _refuse_a_password(url: str, what: str, *, where: str = "") -> None:
+    """:func:`_holds_a_password` for a PostgreSQL URL that has one; any other URL (and one
+    that does not parse, which :func:`check_store_url` refuses when it is used) passes."""
+    scheme, sep, _ = url.partition("://")
+    if scheme not in ("postgresql", "postgres") or not sep:
+        return
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.Error:
+        return
+    if password:
+        raise _holds_a_password(url, what, where)
 
 
 def _conninfo_shown(url: str) -> str:
@@ -860,8 +890,8 @@ def init_data_dir(
         )
     if index_url is not None:
         check_store_url(index_url, what="index")
-    if origin is None:
-        origin = f"sealtrail.localhost/{secrets.token_hex(4)}"
+    origin = f"sealtrail.localhost/{secrets.token_hex(4)}" if origin is None else origin
+    check_origin(origin)  # before anything is opened or written: a log keeps its origin
     if index_url is None:
         # A server store keeps the index beside the log (its tables do not collide).
         index_url = store_url if kind == "postgresql" else DEFAULT_INDEX
@@ -874,6 +904,7 @@ def init_data_dir(
     )
     where = describe_store(config.resolved_store_url())
     sqlite_file = _sqlite_file(config.resolved_store_url())
+    _check_index(config)
     store = None
     if sqlite_file is None or sqlite_file.exists():
         store = config.open_store()  # fail now, not at the first serve, on a wrong URL
@@ -908,6 +939,20 @@ def init_data_dir(
         # The config is written last: a directory without it is not yet a data directory.
         _write_atomically(data_dir / CONFIG_FILE, _render(config).encode("utf-8"), mode=0o600)
     return Initialized(config=config, admin_token=token)
+
+
+def _check_index(config: Config) -> None:
+    """Open the provenance index a new data directory names, as its store is opened, so that
+    a wrong URL or a server that is down fails the init and not the first serve: a
+    PostgreSQL index (unless it is the store's database, which the store's open reaches)
+    and a SQLite file that exists (a new one is made by the first command that uses it)."""
+    url = config._resolve(config.index_url)
+    if url == config.resolved_store_url():
+        return
+    kind = check_store_url(url, what="index")
+    index_file = _sqlite_file(url)
+    if kind == "postgresql" or (index_file is not None and index_file.exists()):
+        config.open_index().close()
 
 
 def _refuse_a_log(store: MemoryStore | SQLiteStore | PostgresStore, where: str) -> None:
@@ -1258,10 +1303,21 @@ def load_config(data_dir: Path) -> Config:
     max_attestation_age = _positive(prov, "max_attestation_age", DEFAULT_MAX_ATTESTATION_AGE)
     _check_policy(max_attestation_age, minimums)
     store_url = _get(raw, "store", str, DEFAULT_STORE)
+    index_url = _get(raw, "index", str, DEFAULT_INDEX)
+    _refuse_a_password(store_url, "store", where=f"{CONFIG_FILE}: ")
+    _refuse_a_password(index_url, "index", where=f"{CONFIG_FILE}: ")
     defaults = sequencer_defaults(store_url)
     origin = _get(raw, "origin", str, "")
     if not origin:
         raise ConfigError(f"{CONFIG_FILE}: origin is missing")
+    try:
+        check_origin(origin)
+    except InvalidInput as exc:
+        raise ConfigError(
+            f"{CONFIG_FILE}: {exc.message}",
+            hint="A log keeps its origin for good: make a new data directory with "
+            "`sealtrail init --origin`.",
+        ) from None
     tls_cert, tls_key, tls_client_ca = _tls(server)
     return Config(
         data_dir=data_dir,
@@ -1276,7 +1332,7 @@ def load_config(data_dir: Path) -> Config:
         host=_get(server, "host", str, DEFAULT_HOST),
         port=_port(server),
         sequencer=_sequencer(seq, defaults),
-        index_url=_get(raw, "index", str, DEFAULT_INDEX),
+        index_url=index_url,
         max_statement_size=_statement_limit(server),
         rate_limit_reads=_rate_limit(server, "rate_limit_reads", DEFAULT_RATE_LIMIT_READS),
         rate_limit_writes=_rate_limit(server, "rate_limit_writes", DEFAULT_RATE_LIMIT_WRITES),

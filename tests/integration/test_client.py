@@ -302,6 +302,36 @@ def test_an_entry_unknown_while_polling_is_sent_again() -> None:
     assert seen == [("POST", "/entries"), ("GET", f"/entries/{entry}"), ("POST", "/entries")]
 
 
+@pytest.mark.parametrize(
+    "not_found",
+    [
+        pytest.param(lambda: _problem_reply(404, "entry-unknown"), id="entry-unknown"),
+        pytest.param(lambda: httpx.Response(404, text="<html>not here</html>"), id="a proxy"),
+    ],
+)
+def test_a_registration_sends_its_statement_again_at_most_once(
+    not_found: Callable[[], httpx.Response],
+) -> None:
+    """A service that keeps answering 303 then 404: the statement is sent again once, and
+    only for Sealtrail's ``entry-unknown``; otherwise the client polls until its deadline."""
+    entry = hashlib.sha256(STATEMENT).hexdigest()
+    posts = 0
+
+    def service(request: httpx.Request) -> httpx.Response:
+        nonlocal posts
+        if request.method == "POST":
+            posts += 1
+            headers = {"Location": f"/entries/{entry}", "Retry-After": "0"}
+            return httpx.Response(303, headers=headers)
+        return not_found()
+
+    with _mocked(service) as client, pytest.raises(RegistrationTimeout):
+        client.register(STATEMENT, timeout=1)
+    assert posts == (
+        2 if not_found().headers.get("content-type", "").startswith("application/problem") else 1
+    )
+
+
 def test_back_pressure_is_retry_later_with_the_servers_delay() -> None:
     def busy(_: httpx.Request) -> httpx.Response:
         return httpx.Response(
@@ -383,6 +413,8 @@ def _problem_reply(status: int, code: str) -> httpx.Response:
         (400, "arrival-nonce-replayed", lambda c: c.register(STATEMENT), "sealtrail challenge"),
         (400, "nonce-expired", lambda c: c.register(STATEMENT), "challenge_ttl"),
         (400, "custody-not-shipped", lambda c: c.receipt("ab" * 32), "docs/provenance.md"),
+        (404, "entry-unknown", lambda c: c.statement("ab" * 32), "entry id"),
+        (404, "entry-pending", lambda c: c.transparent_statement("ab" * 32), "in a moment"),
     ],
 )
 def test_a_refusal_gets_a_hint_about_what_was_asked(
@@ -402,6 +434,66 @@ def test_a_refusal_gets_a_hint_about_what_was_asked(
         "documented format",
     ):
         assert elsewhere not in hint, hint
+
+
+#: A 404 with no code of ours: a proxy's page, and the generic code of a missing route.
+_CODELESS_404 = {
+    "a proxy's page": lambda: httpx.Response(404, text="<html>Not Found</html>"),
+    "not-found": lambda: _problem_reply(404, "not-found"),
+}
+
+
+@pytest.mark.parametrize("answer", _CODELESS_404.values(), ids=_CODELESS_404.keys())
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda c: c.put_user("nobody", None, disabled=True, token="t"), "users list"),
+        (lambda c: c.put_certificates("nobody", [], token="t"), "users list"),
+        (lambda c: c.issue_token("nobody", token="t"), "users list"),
+        (lambda c: c.revoke_token("bob", "zz", token="t"), "token ids"),
+        (lambda c: c.challenge("SRV-9"), "serial"),
+        (lambda c: c.node("SRV-9"), "serial"),
+        (lambda c: c.tree("SRV-9"), "serial"),
+        (lambda c: c.timeline("SRV-9"), "serial"),
+        (lambda c: c.device("ab" * 32), "device"),
+        (lambda c: c.device_timeline("ab" * 32), "device"),
+        (lambda c: c.shipment("SHIP-9"), "shipment"),
+        (lambda c: c.statement("ab" * 32), "entry id"),
+        (lambda c: c.receipt("ab" * 32), "entry id"),
+        (lambda c: c.put_organization("nobody", b"{}", token="t"), "sealtrail org put"),
+    ],
+)
+def test_a_404_without_a_code_of_ours_gets_the_hint_of_what_was_asked(
+    call: Callable[[Client], object], says: str, answer: Callable[[], httpx.Response]
+) -> None:
+    """Not the class's hint (about log indexes and checkpoints) for a user, a token, a node,
+    a device, a shipment, an entry or an organization that is not there."""
+    with _mocked(lambda _: answer()) as client, pytest.raises(NotFound) as caught:
+        call(client)
+    assert says in caught.value.hint, caught.value.hint
+    assert "latest checkpoint" not in caught.value.hint
+
+
+def test_a_404_with_a_code_of_its_own_keeps_its_hint() -> None:
+    """What was asked for gives the hint only when the service's code does not: a size
+    beyond the index is about the log (the class's hint), not about the node."""
+    for code, says in (("index-size-unknown", "latest checkpoint"), ("not-found", "serial")):
+
+        def answer(_: httpx.Request, code: str = code) -> httpx.Response:
+            return _problem_reply(404, code)
+
+        with _mocked(answer) as client, pytest.raises(NotFound) as caught:
+            client.node("SRV-9", size=10**6)
+        assert caught.value.code == code
+        assert says in caught.value.hint, caught.value.hint
+
+
+def test_an_entry_not_registered_yet_gets_a_hint_to_ask_again() -> None:
+    pending = httpx.Response(302, headers={"Location": "/entries/" + "ab" * 32})
+    with _mocked(lambda _: pending) as client, pytest.raises(NotFound) as caught:
+        client.receipt("ab" * 32)
+    assert caught.value.code == "entry-pending"
+    assert "ask again in a moment" in caught.value.hint
 
 
 def test_the_test_server_runs_as_sealtrail_serve_does() -> None:

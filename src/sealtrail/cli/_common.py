@@ -1,9 +1,11 @@
-"""What every command shares: the data-dir option, consoles, progress bars, and the user's
-token for the commands that talk to a service (``--token-file`` or ``$SEALTRAIL_TOKEN``)."""
+"""What every command shares: the data-dir option, consoles, progress bars, the user's
+token for the commands that talk to a service (``--token-file`` or ``$SEALTRAIL_TOKEN``),
+and the writing of output files."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import ssl
 import stat
 from collections.abc import Iterator
@@ -33,13 +35,16 @@ __all__ = [
     "TokenFile",
     "connect",
     "err",
+    "exists_error",
     "load",
     "not_being_rebuilt",
     "out",
+    "output_path",
     "progress_bar",
     "read_secret",
     "read_token",
     "user_token",
+    "write_output",
 ]
 
 out = Console(highlight=False, soft_wrap=True)
@@ -190,3 +195,98 @@ def progress_bar(description: str, total: int, *, quiet: bool = False) -> Iterat
     with bar:
         bar.add_task(description, total=total)
         yield bar
+
+
+# -- output files -----------------------------------------------------------------------------
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a device",
+    stat.S_IFBLK: "a device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def exists_error(path: Path, option: str = "--output") -> InvalidInput:
+    return InvalidInput(
+        f"{path} already exists; not overwriting it",
+        code="file-exists",
+        hint=f"Choose another {option}, or pass --force to replace it.",
+    )
+
+
+def output_path(path: Path, *, force: bool, option: str = "--output") -> Path:
+    """Where an output given as ``path`` is to be written, checked before anything is sent
+    or written: a new file in an existing directory this user may write to, or, with
+    ``force``, an existing regular file to replace. Anything else that exists there — a
+    directory, a device, a FIFO, a socket — is refused (``output-not-a-file``) whatever
+    ``force`` says. A symbolic link is followed: the file it leads to is the one replaced
+    (the link stays), and a link that leads nowhere is refused."""
+    try:
+        info: os.stat_result | None = os.stat(path)  # follows a symbolic link
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot write {path}: {exc.strerror}",
+            code="output-unwritable",
+            hint=f"Choose another {option}.",
+        ) from None
+    linked = path.is_symlink()
+    if info is None and linked:
+        raise InvalidInput(
+            f"{path} is a symbolic link to nothing; not writing through it",
+            code="output-not-a-file",
+            hint=f"Remove the link, or choose another {option}.",
+        )
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        through = " (by a symbolic link)" if linked else ""
+        raise InvalidInput(
+            f"{path} is {kind}{through}, not a regular file; not replacing it",
+            code="output-not-a-file",
+            hint=f"Give {option} the path of a regular file, or of one that does not exist yet.",
+        )
+    if info is not None and not force:
+        raise exists_error(path, option)
+    target = Path(os.path.realpath(path)) if linked else path
+    folder = target.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        why = "is not a directory this user may write to"
+        if not folder.exists():
+            why = "does not exist"
+        raise InvalidInput(
+            f"cannot write {path}: {folder} {why}",
+            code="output-unwritable",
+            hint=f"Choose another {option}, or make its directory first.",
+        )
+    return target
+
+
+def write_output(path: Path, data: bytes, *, force: bool, option: str = "--output") -> None:
+    """Write ``data`` to the output ``path`` whole or not at all, by a rename (a reader never
+    sees half of it), once :func:`output_path` accepts it: an existing file only with
+    ``force``, and never anything but a regular file."""
+    target = output_path(path, force=force, option=option)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if force:
+            tmp.replace(target)
+        else:
+            # link() fails if the target exists, so a file that appeared meanwhile survives.
+            os.link(tmp, target)
+    except FileExistsError:
+        raise exists_error(path, option) from None
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot write {path}: {exc.strerror}",
+            code="output-unwritable",
+            hint=f"Choose another {option}, or check that this user may write there.",
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from sealtrail.config import CONFIG_FILE, DEFAULT_STORE, absolute_store_path, init_data_dir
 from sealtrail.keys import ES256
+from sealtrail.log import MAX_ORIGIN_SIZE
 from sealtrail.storage import describe_store
 
 from ._common import DEFAULT_DATA_DIR, DataDir, err, out
@@ -27,7 +28,10 @@ def init(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     origin: Annotated[
         str | None,
-        typer.Option(help="Checkpoint origin: the log's scheme-less URL prefix. Default: random."),
+        typer.Option(
+            help="Checkpoint origin: the log's scheme-less URL prefix, for good (printable, "
+            f"no spaces or '+', at most {MAX_ORIGIN_SIZE} bytes). Default: random."
+        ),
     ] = None,
     service_algorithm: Annotated[
         str, typer.Option(help="Receipt key algorithm: ES256, ES384, Ed25519, ML-DSA-65/87.")

@@ -33,8 +33,8 @@ from sealtrail.merkle import leaf_hash
 from sealtrail.scitt import StatementRows, adopt_row_key, encode_key_set, key_id
 from sealtrail.storage import StatementStore
 
-from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out
-from .scitt import Force, _exists, _save
+from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out, output_path, write_output
+from .scitt import Force
 
 __all__ = ["app"]
 
@@ -154,14 +154,13 @@ def export(
 
     The same bytes as GET /.well-known/scitt-keys.
     """
-    if not force and (output.exists() or output.is_symlink()):
-        raise _exists(output)
+    output_path(output, force=force, option="--out")
     config = load(data_dir)
     verifiers = [_receipt_verifier(config), *config.retired_verifiers()]
     seen: dict[bytes, Verifier] = {}
     for verifier in verifiers:
         seen.setdefault(key_id(verifier), verifier)
-    _save(output, encode_key_set(list(seen.values())), force=force)
+    write_output(output, encode_key_set(list(seen.values())), force=force, option="--out")
     out.print(f"wrote {len(seen)} receipt key(s) to {output}")
 
 

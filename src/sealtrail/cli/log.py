@@ -27,13 +27,22 @@ from sealtrail.log import (
     SignedCheckpoint,
     export_tiles,
     verify_checkpoint,
-    write_public_file,
 )
 from sealtrail.merkle import leaf_hash
 from sealtrail.note import MAX_NOTE_SIZE, NoteVerifier
+from sealtrail.scitt._registry import load_json
 from sealtrail.storage import MemoryStore, PostgresStore, SQLiteStore
 
-from ._common import DEFAULT_DATA_DIR, DataDir, err, load, out, progress_bar
+from ._common import (
+    DEFAULT_DATA_DIR,
+    DataDir,
+    err,
+    load,
+    out,
+    output_path,
+    progress_bar,
+    write_output,
+)
 from .passport import _vkey
 from .scitt import _opened, _read
 
@@ -249,22 +258,37 @@ def verify_proof(
     ] = None,
     origin: Origin = None,
 ) -> None:
-    """Verify a proof offline, with only the log's public key. Exit 0 only if it holds."""
+    """Verify a proof offline, with only the log's public key. Exit 0 only if it holds.
+
+    --entry goes with an inclusion proof, --old-checkpoint with a consistency proof; either
+    given for a document without that proof is refused, never ignored.
+    """
     verifier = NoteVerifier.parse(_vkey(vkey))
     origin = verifier.name if origin is None else origin
     doc = _load_doc(document)
+    inclusion, consistency = "inclusion_proof" in doc, "consistency_proof" in doc
+    if not inclusion and not consistency:
+        raise InvalidInput("the document holds no inclusion_proof or consistency_proof")
+    if entry is not None and not inclusion:
+        raise _not_for(document, "--entry", "an inclusion proof")
+    if old_checkpoint is not None and not consistency:
+        raise _not_for(document, "--old-checkpoint", "a consistency proof")
+    if consistency and old_checkpoint is None:
+        raise InvalidInput("a consistency proof needs --old-checkpoint")
     latest = _open_checkpoint(doc.get("checkpoint"), verifier, origin)
-    if "inclusion_proof" in doc:
+    verified = []
+    if inclusion:
         proof = InclusionProof.from_dict(doc["inclusion_proof"])
         if proof.size != latest.size:
             raise InvalidProof(f"proof is for size {proof.size}, the checkpoint has {latest.size}")
         if entry is not None and leaf_hash(_read_entry(entry)) != proof.leaf_hash:
             raise InvalidProof("the proof is for a different entry")
         proof.verify(latest.root)
-        out.print(f"OK: entry {proof.index} is in {latest.checkpoint.origin} at size {latest.size}")
-    elif "consistency_proof" in doc:
-        if old_checkpoint is None:
-            raise InvalidInput("a consistency proof needs --old-checkpoint")
+        verified.append(
+            f"OK: entry {proof.index} is in {latest.checkpoint.origin} at size {latest.size}"
+        )
+    if consistency:
+        assert old_checkpoint is not None
         old = _open_checkpoint(
             _read_file(old_checkpoint).decode("utf-8", "replace"), verifier, origin
         )
@@ -275,9 +299,17 @@ def verify_proof(
                 f"{old.size}->{latest.size}"
             )
         cproof.verify(old.root, latest.root)
-        out.print(f"OK: size {latest.size} extends size {old.size} (append-only)")
-    else:
-        raise InvalidInput("the document holds no inclusion_proof or consistency_proof")
+        verified.append(f"OK: size {latest.size} extends size {old.size} (append-only)")
+    for line in verified:  # said once every proof the document holds has verified
+        out.print(line, markup=False)
+
+
+def _not_for(document: Path, option: str, proof: str) -> InvalidInput:
+    return InvalidInput(
+        f"{option} goes with {proof}, and {document} holds none",
+        code="option-not-applicable",
+        hint=f"Leave out {option}, or give a document holding {proof}.",
+    )
 
 
 @app.command()
@@ -307,7 +339,9 @@ def verify(
     save: Annotated[
         Path | None,
         typer.Option(
-            help="Write the checkpoint verified here, for the next --since.", metavar="FILE"
+            help="Write the checkpoint verified here, for the next --since: a new file, or "
+            "a regular file it replaces (no --force needed), in a directory that exists.",
+            metavar="FILE",
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
@@ -317,6 +351,8 @@ def verify(
     From the data directory's store, or with --tiles from a server's or a mirror's tiles:
     an auditor's check that needs nothing but the log's public key.
     """
+    if save is not None:  # checked before the audit, which may be long
+        output_path(save, force=True, option="--save")
     if tiles is None:
         if vkey is not None or origin is not None:
             raise InvalidInput(
@@ -378,8 +414,10 @@ def _extends(
 
 
 def _save_checkpoint(path: Path, latest: SignedCheckpoint) -> None:
-    """``latest`` to ``path`` by a rename: a reader of it never sees half a checkpoint."""
-    write_public_file(path, latest.note)
+    """``latest`` to ``path`` by a rename: a reader of it never sees half a checkpoint. The
+    file there is replaced (the next run's --since is the last run's --save), but only a
+    regular file (:func:`write_output`)."""
+    write_output(path, latest.note, force=True, option="--save")
     err.print(f"checkpoint of size {latest.size} saved to {path}")
 
 
@@ -477,10 +515,10 @@ def _hex32(text: str) -> bytes:
 
 
 def _load_doc(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(_read_file(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{path} is not a JSON proof document") from exc
+    """A proof document: JSON (none too deep or with too long a number: ``load_json``)."""
+    doc = load_json(
+        _read_file(path), f"{path} is not a JSON proof document", code=InvalidInput.code
+    )
     if not isinstance(doc, dict):
         raise InvalidInput(f"{path} is not a JSON proof document")
     return doc

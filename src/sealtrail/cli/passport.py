@@ -24,7 +24,13 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from sealtrail.client import NOT_FOUND_HINTS, TOKEN_HINTS, ServiceError, ServiceUnreachable
+from sealtrail.client import (
+    NOT_FOUND_HINTS,
+    TOKEN_HINTS,
+    ServiceError,
+    ServiceUnreachable,
+    tls_for,
+)
 from sealtrail.config import Config, open_log_store
 from sealtrail.errors import (
     Error,
@@ -57,11 +63,11 @@ from .scitt import (
     AsJson,
     Force,
     _emit,
-    _exists,
     _note,
     _read,
     _save,
     _say,
+    _writable,
     read_service_keys,
 )
 
@@ -155,8 +161,7 @@ def export(
         target = None  # looked up by maker and serial
         _lookup(maker, subject)
     path = output or Path(_file_name(subject))
-    if not force and (path.exists() or path.is_symlink()):
-        raise _exists(path)
+    _writable(path, force=force)
     if data_dir is not None:
         config = load(data_dir)
         data, keys = _build_here(config, target, maker=maker, serial=subject, timeout=timeout)
@@ -330,10 +335,7 @@ def _fetch(
     headers = {"Accept": PASSPORT_TYPE}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    context = tls()
-    with httpx.Client(
-        timeout=timeout, headers=headers, verify=True if context is None else context
-    ) as http:
+    with httpx.Client(timeout=timeout, headers=headers, verify=tls_for(base, tls())) as http:
         while True:
             status, body, retry_after, media = _get(http, where, params, timeout)
             if status == 200:
@@ -380,8 +382,8 @@ def _error(  # noqa: PLR0911 (one return per status)
         if isinstance(doc, dict):
             code = doc.get("code") if isinstance(doc.get("code"), str) else None
             detail = doc.get("detail") if isinstance(doc.get("detail"), str) else None
-    except (ValueError, UnicodeDecodeError):
-        pass
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        pass  # not problem details (a proxy's page, or too deep to read): the status speaks
     message = detail or f"HTTP {status} from {where}"
     if status == 401:
         return Unauthorized(message, code=code, hint=TOKEN_HINTS.get(code or ""))

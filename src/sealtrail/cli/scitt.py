@@ -2,16 +2,16 @@
 
 ``statement sign`` and ``verify`` are offline. ``submit``, ``fetch-keys`` and ``org put``
 talk to a transparency service at ``--url`` (or ``$SEALTRAIL_URL``). Output files are
-never overwritten without ``--force``; secrets (keys, the administrator token) are read
-from files or the environment, never from the command line, where ``ps`` would show them.
+checked before anything is signed or sent, never overwritten without ``--force``, and
+never anything but a regular file (``_common.output_path``); secrets (keys, the
+administrator token) are read from files or the environment, never from the command line,
+where ``ps`` would show them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import secrets
 import sys
 from collections.abc import Iterator
 from enum import StrEnum
@@ -38,7 +38,16 @@ from sealtrail.scitt import (
     verify_transparent_statement,
 )
 
-from ._common import TokenFile, connect, err, out, read_token, tls
+from ._common import (
+    TokenFile,
+    connect,
+    err,
+    out,
+    output_path,
+    read_token,
+    tls,
+    write_output,
+)
 
 __all__ = ["fetch_keys", "org_app", "statement_app", "submit", "verify"]
 
@@ -60,10 +69,16 @@ Url = Annotated[
     str,
     typer.Option("--url", envvar=URL_ENV, help="The transparency service's base URL."),
 ]
-Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
-#: What to do about a local file that could not be read, or written.
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace an existing output file (a regular file only: a directory, device "
+        "or FIFO is never replaced).",
+    ),
+]
+#: What to do about a local file that could not be read.
 READ_HINT = "Check the path, and that this user may read it."
-WRITE_HINT = "Choose another --output, or check that this user may write there."
 AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON document instead.")]
 
 
@@ -96,7 +111,11 @@ def sign(
     ] = None,
     hash_envelope: Annotated[
         HashEnvelope | None,
-        typer.Option(help="Sign the content's digest instead of the content."),
+        typer.Option(
+            help="Sign the content's digest instead of the content. The content may be of "
+            "any size: it is hashed as it is read, 1 MiB at a time, with no limit (an "
+            "endless input such as /dev/zero runs until interrupted)."
+        ),
     ] = None,
     location: Annotated[
         str | None, typer.Option(help="Where the hashed content can be fetched.")
@@ -106,8 +125,7 @@ def sign(
     """Sign PAYLOAD into a signed statement, ready for `sealtrail submit`."""
     if location is not None and hash_envelope is None:
         raise InvalidInput("--location goes with --hash-envelope (it says where the content is)")
-    if not force and (output.exists() or output.is_symlink()):
-        raise _exists(output)
+    _writable(output, force=force)
     signer = _load_key(key)
     chain = _load_chain(x5chain, signer) if x5chain is not None else []
     with _payload(payload) as stream:
@@ -252,8 +270,7 @@ def fetch_keys(
     This trusts the service the first time: compare the printed key ids with the ones its
     operator publishes elsewhere.
     """
-    if not force and (output.exists() or output.is_symlink()):
-        raise _exists(output)
+    _writable(output, force=force)
     with connect(url, token_file) as service:
         data = service.service_keys()
     keys = decode_key_set(data)
@@ -504,45 +521,15 @@ def _certificates(path: Path, option: str, *, data: bytes | None = None) -> list
 
 
 def _writable(path: Path, *, force: bool) -> None:
-    """Refuse an output ``path`` that could not be written, before anything is registered."""
-    if not force and (path.exists() or path.is_symlink()):
-        raise _exists(path)
-    folder = path.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise InvalidInput(
-            f"cannot write {path}: {folder} is not a directory this user may write to",
-            code="output-unwritable",
-            hint="Choose another --output.",
-        )
-
-
-def _exists(path: Path) -> InvalidInput:
-    return InvalidInput(
-        f"{path} already exists; not overwriting it",
-        code="file-exists",
-        hint="Choose another --output, or pass --force to replace it.",
-    )
+    """Refuse an output ``path`` that could not be written, before anything is registered
+    (:func:`output_path`: a regular file or a new one, in a directory that exists)."""
+    output_path(path, force=force)
 
 
 def _save(path: Path, data: bytes, *, force: bool) -> None:
-    """Write ``path`` whole or not at all; an existing file only with ``force``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with tmp.open("xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if force:
-            tmp.replace(path)
-        else:
-            # link() fails if the target exists, so a file that appeared meanwhile survives.
-            os.link(tmp, path)
-    except FileExistsError:
-        raise _exists(path) from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot write {path}: {exc.strerror}", hint=WRITE_HINT) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``path`` whole or not at all; an existing file only with ``force``, and only a
+    regular file (:func:`write_output`)."""
+    write_output(path, data, force=force)
 
 
 def _say(text: str) -> None:

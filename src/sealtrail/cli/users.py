@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from rich.table import Table
 from rich.text import Text
 
-from sealtrail.client import DEFAULT_TOKEN_DAYS, Client, UserChange, UserInfo
+from sealtrail.client import DEFAULT_TOKEN_DAYS, NOT_FOUND_HINTS, Client, UserChange, UserInfo
 from sealtrail.errors import InvalidInput, NotFound
 from sealtrail.scitt import certificate_hash
 
@@ -142,7 +142,9 @@ def disable(
     """
     with _client(url, token_file) as service:
         if not any(u.name == name for u in service.users()):
-            raise NotFound(f"no user {name!r}", code="user-unknown")
+            raise NotFound(
+                f"no user {name!r}", code="user-unknown", hint=NOT_FOUND_HINTS["user-unknown"]
+            )
         # Only ``disabled`` is sent: the service keeps the persona and organization as
         # they are then, so nothing read here can be written back stale.
         change = service.put_user(name, None, disabled=True)
@@ -250,7 +252,9 @@ def cert(
     with _client(url, token_file) as service:
         user = next((u for u in service.users() if u.name == name), None)
         if user is None:
-            raise NotFound(f"no user {name!r}", code="user-unknown")
+            raise NotFound(
+                f"no user {name!r}", code="user-unknown", hint=NOT_FOUND_HINTS["user-unknown"]
+            )
         if not added and not remove:
             if as_json:
                 _emit(_doc(user))
@@ -264,6 +268,7 @@ def cert(
             raise NotFound(
                 f"user {name} is known by no certificate {unknown[0]}",
                 code="certificate-unknown",
+                hint=NOT_FOUND_HINTS["certificate-unknown"],
             )
         kept = [c for c in user.certificates if c not in gone]
         change = service.put_certificates(name, kept + [a for a in added if a not in kept])

@@ -59,6 +59,7 @@ from ._client import (
     UserChange,
     UserInfo,
     client_tls,
+    tls_for,
 )
 from ._tiles import MAX_BUNDLE_SIZE, TileSource
 
@@ -83,4 +84,5 @@ __all__ = [
     "UserChange",
     "UserInfo",
     "client_tls",
+    "tls_for",
 ]

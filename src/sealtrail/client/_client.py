@@ -38,6 +38,7 @@ import httpx
 
 import sealtrail
 from sealtrail.errors import (
+    ConfigError,
     Conflict,
     Error,
     Forbidden,
@@ -52,12 +53,14 @@ from sealtrail.errors import (
 from sealtrail.scitt import (
     Header,
     Registration,
+    _cbor,
     add_receipts,
     decode_key_set,
     decode_sign1,
     entry_id,
     split_transparent,
 )
+from sealtrail.scitt._registry import load_json
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -107,6 +110,9 @@ MAX_NAME_LENGTH: Final = 128
 #: What a bearer token may look like (printable ASCII, no spaces): anything else could
 #: never match, and would end up in an HTTP library's error message.
 _TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
+#: The largest TCP port.
+MAX_PORT: Final = 65535
+_URL_HINT = "For example http://127.0.0.1:8080 or https://ts.example"
 #: A token's lifetime when :meth:`Client.issue_token` names none (the service's default).
 DEFAULT_TOKEN_DAYS: Final = 90
 
@@ -139,11 +145,17 @@ TOKEN_HINTS = {
     "to add it to yours (sealtrail users cert).",
 }
 #: Hints for the service's 404 codes: what was not found, instead of the class's own hint
-#: (about log indexes and tree sizes).
+#: (about log indexes and tree sizes). A 404 without one of these codes (another server's,
+#: or a proxy's) gets the hint of what was asked for (a user, a token, a node, ...).
 NOT_FOUND_HINTS = {
     "user-unknown": "No user of that name: see the users with 'sealtrail users list'.",
     "token-unknown": "The user holds no token of that id: see each user's token ids with "
     "'sealtrail users list'.",
+    "certificate-unknown": "The user is known by no certificate of that SHA-256: see theirs "
+    "with 'sealtrail users cert NAME'.",
+    "entry-unknown": "The service holds no statement under that entry id (the SHA-256 of the "
+    "signed statement): check the id, or register the statement.",
+    "entry-pending": "The statement is accepted but not registered yet: ask again in a moment.",
     "org-unknown": "No organization of that name is onboarded here (sealtrail org put).",
     "grant-unknown": "The statement is not shared with that organization.",
     "node-unknown": "No registered statement built a node of that serial (as of the size "
@@ -213,17 +225,26 @@ def client_tls(
     without one, ``$SSL_CERT_FILE``'s or the system's; with ``certificate`` (PEM, with any
     intermediates after it) and its ``key`` (PEM, not encrypted), it presents them, for a
     service that knows its users by client certificates. ``InvalidInput``
-    (``tls-files-invalid``) names a file that cannot be used, never its contents."""
+    (``tls-files-invalid``) names a file given that cannot be used, ``ConfigError`` a
+    ``$SSL_CERT_FILE`` that cannot; never their contents."""
+    from_environment = ca is None and bool(os.environ.get("SSL_CERT_FILE"))
     try:
         context = ssl.create_default_context(cafile=ca or os.environ.get("SSL_CERT_FILE") or None)
-        if certificate is not None:
-            context.load_cert_chain(certificate, key)
     except (OSError, ssl.SSLError) as exc:
-        what = "the client certificate or its key" if certificate is not None else "the CA file"
+        if from_environment:
+            raise _bad_ca_bundle(exc) from None
         raise InvalidInput(
-            f"{what} cannot be used: {getattr(exc, 'strerror', None) or exc.__class__.__name__}",
-            code="tls-files-invalid",
+            f"the CA file {ca} cannot be used: {_tls_reason(exc)}", code="tls-files-invalid"
         ) from None
+    if certificate is not None:
+        try:
+            context.load_cert_chain(certificate, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidInput(
+                f"the client certificate {certificate} or its key {key} cannot be used: "
+                f"{_tls_reason(exc)}",
+                code="tls-files-invalid",
+            ) from None
     return context
 
 
@@ -297,8 +318,8 @@ def _receipt_position(receipt: bytes) -> tuple[int, int] | None:
         proofs = vdp.get(-1) if isinstance(vdp, dict) else None
         if not isinstance(proofs, list) or not proofs or not isinstance(proofs[0], bytes):
             return None
-        proof = cbor2.loads(proofs[0])
-    except (Error, ValueError):
+        proof = _cbor.loads(proofs[0])  # bounded nesting and size, never cbor2's errors
+    except Error:
         return None
     if isinstance(proof, list) and len(proof) == 3 and all(isinstance(v, int) for v in proof[:2]):
         return proof[0], proof[1]
@@ -394,10 +415,12 @@ def _accept(media: str) -> str:
     return media if media == JSON else f"{media}, {PROBLEM_JSON};q=0.5"
 
 
-def _fetch(path: str, *, accept: str, what: str) -> _Flow[bytes]:
+def _fetch(path: str, *, accept: str, what: str, missing: str | None = None) -> _Flow[bytes]:
+    """The body of a GET answered 200; ``missing``: the :data:`NOT_FOUND_HINTS` code of
+    what a 404 without a code of ours would mean (see :func:`_error_for`)."""
     reply = yield from _exchange(_Call("GET", path, {"Accept": _accept(accept)}))
     if reply.status != 200:
-        raise _error_for(reply, what)
+        raise _error_for(reply, what, missing=missing)
     return reply.content
 
 
@@ -406,6 +429,7 @@ def _register(statement: bytes, *, timeout: float) -> _Flow[RegisteredStatement]
     deadline = time.monotonic() + timeout
     post = _Call("POST", "/entries", {"Content-Type": COSE, "Accept": _accept(COSE)}, statement)
     reply = yield from _exchange(post)
+    resent = False
     while True:
         if reply.status == 201:
             return RegisteredStatement(entry, statement, _checked_cose(reply, "receipt"))
@@ -425,28 +449,42 @@ def _register(statement: bytes, *, timeout: float) -> _Flow[RegisteredStatement]
             reply = yield from _exchange(_Call("GET", url, {"Accept": _accept(COSE)}))
             if reply.status == 200:
                 return RegisteredStatement(entry, statement, _checked_cose(reply, "receipt"))
-            if reply.status == 404:
-                # The service holds no statement under the entry (a service that answers
-                # 303 before it stores; or, on Sealtrail, a row lost or edited behind the
-                # service): send it again, which registers it once whatever happened.
+            if reply.status == 404 and not resent and _problem(reply)[0] == "entry-unknown":
+                # The service says it holds no statement under the entry (on Sealtrail, a
+                # row lost or edited behind the service): send it again, once, which
+                # registers it once whatever happened.
                 break
+            if reply.status == 404:
+                # Another 404 (a service that answers 303 before it stores, a proxy): as
+                # pending, until the deadline.
+                delay = _retry_after(reply, default=DEFAULT_POLL_DELAY)
+                continue
             if reply.status != 302:
                 raise _error_for(reply, f"receipt of entry {entry}", registering=True)
             delay = _retry_after(reply, default=DEFAULT_POLL_DELAY)
+        resent = True
         reply = yield from _exchange(post)
 
 
 def _receipt(entry: str) -> _Flow[bytes]:
     reply = yield from _exchange(_Call("GET", f"/entries/{entry}", {"Accept": _accept(COSE)}))
     if reply.status == 302:
-        raise NotFound(f"entry {entry} is not in the log yet", code="entry-pending")
+        raise NotFound(
+            f"entry {entry} is not in the log yet",
+            code="entry-pending",
+            hint=NOT_FOUND_HINTS["entry-pending"],
+        )
     if reply.status != 200:  # a refusal here is of a statement sent for registration
-        raise _error_for(reply, f"receipt of entry {entry}", registering=True)
+        raise _error_for(
+            reply, f"receipt of entry {entry}", registering=True, missing="entry-unknown"
+        )
     return _checked_cose(reply, "receipt")
 
 
 def _statement(entry: str) -> _Flow[bytes]:
-    data = yield from _fetch(f"/entries/{entry}/statement", accept=COSE, what="statement")
+    data = yield from _fetch(
+        f"/entries/{entry}/statement", accept=COSE, what="statement", missing="entry-unknown"
+    )
     if entry_id(data) != entry:
         raise _mismatch(entry, "statement")
     return data
@@ -454,7 +492,10 @@ def _statement(entry: str) -> _Flow[bytes]:
 
 def _transparent_statement(entry: str) -> _Flow[bytes]:
     data = yield from _fetch(
-        f"/entries/{entry}/transparent-statement", accept=COSE, what="transparent statement"
+        f"/entries/{entry}/transparent-statement",
+        accept=COSE,
+        what="transparent statement",
+        missing="entry-unknown",
     )
     try:
         statement, _ = split_transparent(data)
@@ -524,7 +565,7 @@ def _put_organization(name: str, record_json: bytes, token: str | None) -> _Flow
     path = f"/admin/organizations/{quote(name, safe='')}"
     reply = yield from _exchange(_admin("PUT", path, token, record_json))
     if reply.status not in (200, 201):
-        raise _error_for(reply, f"organization {name!r}")
+        raise _error_for(reply, f"organization {name!r}", missing="org-unknown")
     doc = _json_object(reply.content, "the organization registration")
     return _registration(doc, "the organization registration")
 
@@ -576,9 +617,11 @@ def _users(token: str | None) -> _Flow[list[UserInfo]]:
     return [_user_info(u) for u in users]
 
 
-def _user_change(reply: _Reply, name: str, ok: tuple[int, ...]) -> UserChange:
+def _user_change(
+    reply: _Reply, name: str, ok: tuple[int, ...], missing: str = "user-unknown"
+) -> UserChange:
     if reply.status not in ok:
-        raise _error_for(reply, f"user {name!r}")
+        raise _error_for(reply, f"user {name!r}", missing=missing)
     doc = _json_object(reply.content, "the user registration")
     return UserChange(_user_info(doc), _registration(doc, "the user registration"))
 
@@ -609,7 +652,7 @@ def _issue_token(name: str, days: int, token: str | None) -> _Flow[IssuedToken]:
     path = f"/admin/users/{_user_name(name)}/tokens"
     reply = yield from _exchange(_admin("POST", path, token, {"days": days}))
     if reply.status != 201:
-        raise _error_for(reply, f"a token for user {name!r}")
+        raise _error_for(reply, f"a token for user {name!r}", missing="user-unknown")
     doc = _json_object(reply.content, "the issued token")
     token_id, expires, secret = doc.get("id"), doc.get("expires"), doc.get("token")
     if not isinstance(token_id, str) or not _int(expires) or not isinstance(secret, str):
@@ -622,7 +665,7 @@ def _revoke_token(name: str, token_id: str, token: str | None) -> _Flow[UserChan
     segment = _segment(token_id, "a token id", "token-id-invalid")
     path = f"/admin/users/{_user_name(name)}/tokens/{segment}"
     reply = yield from _exchange(_admin("DELETE", path, token))
-    return _user_change(reply, name, (200,))
+    return _user_change(reply, name, (200,), missing="token-unknown")
 
 
 def _challenge(serial: str, count: int) -> _Flow[dict[str, Any]]:
@@ -631,7 +674,7 @@ def _challenge(serial: str, count: int) -> _Flow[dict[str, Any]]:
         _Call("POST", _PROVENANCE + "/challenges", {"Content-Type": JSON, "Accept": JSON}, body)
     )
     if reply.status != 201:
-        raise _error_for(reply, f"challenges for {serial!r}")
+        raise _error_for(reply, f"challenges for {serial!r}", missing="node-unknown")
     return _json_object(reply.content, "the challenge")
 
 
@@ -664,13 +707,24 @@ _VIEW_FIELDS: dict[str, dict[str, type]] = {
 }
 
 
+#: What a view's 404 without a code of ours is about (:data:`NOT_FOUND_HINTS`).
+_VIEW_MISSING = {
+    "device": "device-unknown",
+    "device timeline": "device-unknown",
+    "node": "node-unknown",
+    "tree": "node-unknown",
+    "timeline": "node-unknown",
+    "shipment": "shipment-unknown",
+}
+
+
 def _query(path: str, what: str, **params: str | int | None) -> _Flow[dict[str, Any]]:
     """A provenance view (JSON) at ``path`` under :data:`_PROVENANCE`, the ``what`` of
     :data:`_VIEW_FIELDS`; :class:`ServiceError` if it lacks a field every such view has."""
     query = urlencode({k: v for k, v in params.items() if v is not None})
     url = _PROVENANCE + path + (f"?{query}" if query else "")
-    data = yield from _fetch(url, accept=JSON, what=what)
-    doc = _json_object(data, what)
+    data = yield from _fetch(url, accept=JSON, what=what, missing=_VIEW_MISSING.get(what))
+    doc = _json_object(data, f"the {what} in the answer")
     missing = [name for name, kind in _VIEW_FIELDS[what].items() if not _holds(doc, name, kind)]
     if missing:
         raise ServiceError(f"the {what} in the answer lacks {', '.join(missing)}")
@@ -696,11 +750,23 @@ def _checked_cose(reply: _Reply, what: str) -> bytes:
     return reply.content
 
 
-def _json_object(data: bytes, what: str) -> dict[str, Any]:
+#: Why a service's JSON may not be read: Python's own limits, which a service's answer
+#: must not turn into a RecursionError or ValueError of the caller's.
+_UNREADABLE = "malformed, nested too deep, or a number of too many digits"
+
+
+def _load_json(data: bytes, what: str) -> object:
+    """A service's answer parsed as JSON; :class:`ServiceError` for one that is not JSON,
+    or JSON nested deeper than the interpreter's recursion limit or with an integer of more
+    digits than Python converts (``sys.get_int_max_str_digits``)."""
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        doc = None
+        return load_json(data, f"{what} is not JSON ({_UNREADABLE})", code=ServiceError.code)
+    except InvalidInput as exc:
+        raise ServiceError(exc.message) from None
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    doc = _load_json(data, what)
     if not isinstance(doc, dict):
         raise ServiceError(f"{what} is not a JSON object")
     return doc
@@ -750,26 +816,37 @@ def _retry_after(reply: _Reply, *, default: float) -> float:
 
 def _problem(reply: _Reply) -> tuple[str | None, str | None]:
     """The ``code`` and ``detail`` of RFC 9457 problem details, or of RFC 9290 Concise
-    Problem Details (another SCITT service's), if the body is one."""
+    Problem Details (another SCITT service's), if the body is one; ``(None, None)`` if not,
+    or if it cannot be read (:func:`_read_problem` tells these apart)."""
+    return _read_problem(reply) or (None, None)
+
+
+def _read_problem(reply: _Reply) -> tuple[str | None, str | None] | None:
+    """As :func:`_problem`, but ``None`` for a body of a JSON or CBOR media type that does
+    not parse: malformed, or beyond what the parser takes (nesting, an integer's digits)."""
     media = reply.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == PROBLEM_CBOR:
         return _concise_problem(reply.content)
     if media not in (PROBLEM_JSON, JSON):
         return None, None
     try:
-        doc = json.loads(reply.content)
-    except (ValueError, UnicodeDecodeError):
-        return None, None
+        doc = load_json(reply.content, "problem details", code=ServiceError.code)
+    except InvalidInput:
+        return None
     if not isinstance(doc, dict):
         return None, None
     return _texts(doc.get("code"), doc.get("detail") or doc.get("title"))
 
 
-def _concise_problem(content: bytes) -> tuple[str | None, str | None]:
+def _concise_problem(content: bytes) -> tuple[str | None, str | None] | None:
+    """The ``code`` and ``detail`` of RFC 9290 Concise Problem Details (``(None, None)`` if
+    the CBOR is something else), or ``None`` if ``content`` is not CBOR that decodes.
+    Not :mod:`sealtrail.scitt._cbor`: another service's problem need not be deterministic
+    CBOR. cbor2 bounds the nesting itself; anything it raises is a malformed body."""
     try:
         doc = cbor2.loads(content)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError):
-        return None, None
+    except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError):
+        return None
     if not isinstance(doc, dict):
         return None, None
     tunnel = doc.get(_CBOR_TUNNEL_7807)
@@ -777,10 +854,23 @@ def _concise_problem(content: bytes) -> tuple[str | None, str | None]:
     return _texts(code, doc.get(_CBOR_DETAIL) or doc.get(_CBOR_TITLE))
 
 
+#: A code a service may send: what :data:`TOKEN_HINTS` and its like are keyed by, and
+#: nothing that would break the command line's one line (``error (<code>): …``).
+_PROBLEM_CODE = re.compile(r"[\x21-\x7e]{1,128}")
+#: Longest detail kept from a service's problem: a message, not a document.
+MAX_DETAIL_LENGTH: Final = 1000
+
+
 def _texts(code: object, detail: object) -> tuple[str | None, str | None]:
-    """``code`` and ``detail`` where they are non-empty text."""
+    """``code`` where it is a code's printable word, and ``detail`` where it is non-empty
+    text, made one line of printable characters (a service's newlines and terminal escapes
+    never reach the caller's messages) and cut to :data:`MAX_DETAIL_LENGTH`."""
+    if isinstance(detail, str):
+        detail = " ".join("".join(c if c.isprintable() else " " for c in detail).split())
+        if len(detail) > MAX_DETAIL_LENGTH:
+            detail = detail[: MAX_DETAIL_LENGTH - 1] + "…"
     return (
-        code if isinstance(code, str) and code else None,
+        code if isinstance(code, str) and _PROBLEM_CODE.fullmatch(code) else None,
         detail if isinstance(detail, str) and detail else None,
     )
 
@@ -806,12 +896,22 @@ def _refusal_hint(code: str | None) -> str | None:
 
 
 def _error_for(  # noqa: PLR0911 (one return per status)
-    reply: _Reply, what: str, *, registering: bool = False
+    reply: _Reply, what: str, *, registering: bool = False, missing: str | None = None
 ) -> Error:
     """The sealtrail error a non-success answer stands for; the service's code is kept.
-    ``registering``: the answer refuses a statement sent for registration."""
-    code, detail = _problem(reply)
+    ``registering``: the answer refuses a statement sent for registration. ``missing``: the
+    :data:`NOT_FOUND_HINTS` code of what a 404 means when it carries no code of its own
+    (a proxy's, another server's, or the generic ``not-found``): its hint is about what
+    was asked for, not the class's (about log indexes). A body of problem details that
+    does not parse is the service's fault: :class:`ServiceError`, whatever the status."""
     status = reply.status
+    problem = _read_problem(reply)
+    if problem is None:
+        return ServiceError(
+            f"{what}: HTTP {status} from {_display(reply.url)} with a body that cannot be "
+            f"read ({_UNREADABLE})"
+        )
+    code, detail = problem
     message = detail or f"{what}: HTTP {status} from {_display(reply.url)}"
     if status == 400:
         if _is_verification(code):
@@ -822,7 +922,7 @@ def _error_for(  # noqa: PLR0911 (one return per status)
     if status == 403:
         return Forbidden(message, code=code)
     if status == 404:
-        return NotFound(message, code=code, hint=NOT_FOUND_HINTS.get(code or ""))
+        return NotFound(message, code=code, hint=_not_found_hint(code, missing))
     if status == 409:
         return Conflict(message, code=code)
     if status == 413:
@@ -846,6 +946,15 @@ def _error_for(  # noqa: PLR0911 (one return per status)
     )
 
 
+def _not_found_hint(code: str | None, missing: str | None) -> str | None:
+    """The hint for a 404 with ``code``: the code's own, else, for no code or the generic
+    ``not-found``, that of what was asked for (``missing``); None: the class's."""
+    hint = NOT_FOUND_HINTS.get(code or "")
+    if hint is None and code in (None, NotFound.code):
+        hint = NOT_FOUND_HINTS.get(missing or "")
+    return hint
+
+
 def _display(url: httpx.URL) -> str:
     """A URL for messages: no user name or password, no query."""
     return str(url.copy_with(username=None, password=None, query=None, fragment=None))
@@ -859,7 +968,15 @@ class _Body:
 
     def __init__(self, response: httpx.Response) -> None:
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_RESPONSE_SIZE:
+        # ASCII digits only (str.isdigit takes "²"), and never int() of thousands of them.
+        if (
+            declared.isascii()
+            and declared.isdigit()
+            and (
+                len(declared.lstrip("0")) > len(str(MAX_RESPONSE_SIZE))
+                or int(declared) > MAX_RESPONSE_SIZE
+            )
+        ):
             raise self._too_large(response)
         self._response = response
         self._chunks: list[bytes] = []
@@ -904,17 +1021,74 @@ def _headers(call: _Call, token: str | None) -> dict[str, str]:
 
 
 def _base_url(base_url: str | httpx.URL) -> httpx.URL:
+    """The service's URL, checked before anything is sent: ``http`` or ``https``, a host,
+    and a port (when given) that a connection can name, so that a typo is not reported as
+    a refused connection."""
     try:
         url = httpx.URL(base_url)
-    except (httpx.InvalidURL, TypeError):
+    except (httpx.InvalidURL, TypeError, ValueError):
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
         raise InvalidInput(
             "the service URL must be an http:// or https:// URL with a host",
             code="url-invalid",
-            hint="For example http://127.0.0.1:8080",
+            hint=_URL_HINT,
+        )
+    if url.port is not None and not 1 <= url.port <= MAX_PORT:
+        raise InvalidInput(
+            f"the service URL's port must be 1..{MAX_PORT}, not {url.port}",
+            code="url-invalid",
+            hint=_URL_HINT,
         )
     return url
+
+
+def _tls_for(url: httpx.URL, tls: ssl.SSLContext | None) -> ssl.SSLContext:
+    """The TLS context for a client of ``url``: ``tls`` when given; else, for ``https``,
+    httpx's default (``$SSL_CERT_FILE``, ``$SSL_CERT_DIR`` or certifi's CAs), a bundle that
+    cannot be loaded being :class:`ConfigError` naming it; for ``http``, which never speaks
+    TLS to the service, a context that reads no file and trusts no CA (so a bad
+    ``$SSL_CERT_FILE`` cannot stop a plain-HTTP client, and nothing is ever trusted by
+    mistake through it)."""
+    if tls is not None:
+        return tls
+    if url.scheme != "https":
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, against no CA at all
+    try:
+        return httpx.create_ssl_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise _bad_ca_bundle(exc) from None
+
+
+def tls_for(url: str | httpx.URL, tls: ssl.SSLContext | None = None) -> ssl.SSLContext:
+    """The TLS context a client of ``url`` uses (see :class:`Client`): ``tls`` when given,
+    else the default CAs for ``https`` (:class:`ConfigError` naming a bundle from the
+    environment that cannot be loaded) and none for ``http``. For other HTTP clients of a
+    service, so that they trust what :class:`Client` trusts."""
+    return _tls_for(httpx.URL(url), tls)
+
+
+def _bad_ca_bundle(exc: OSError) -> ConfigError:
+    """The one-line error for a CA bundle from the environment that cannot be loaded."""
+    for variable in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        path = os.environ.get(variable)
+        if path:
+            return ConfigError(
+                f"${variable} ({path}) cannot be used as the CAs to trust: {_tls_reason(exc)}",
+                hint=f"Point ${variable} at the CA certificates (PEM) to trust for the "
+                "service, or unset it to trust the default ones.",
+            )
+    return ConfigError(
+        f"the default CA bundle cannot be used: {_tls_reason(exc)}",
+        hint="Set $SSL_CERT_FILE to a file of the CA certificates (PEM) to trust.",
+    )
+
+
+def _tls_reason(exc: OSError) -> str:
+    """Why a TLS file was refused, in a few words (no OpenSSL source locations)."""
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or "not PEM certificates").replace("_", " ").lower()
+    return (exc.strerror or type(exc).__name__).lower()
 
 
 def _run_sync(flow: _Flow[_T], send: Callable[[_Call], _Reply]) -> _T:
@@ -994,7 +1168,11 @@ class Client:
     administrator token. ``timeout`` bounds each HTTP exchange and is the default wait for
     :meth:`register`; ``transport`` replaces httpx's (for tests and proxies); ``tls`` is the
     TLS context for an ``https`` service (:func:`client_tls`: the CAs to trust and a client
-    certificate, for a user known by one; docs/auth.md).
+    certificate, for a user known by one; docs/auth.md). Without ``tls``, an ``https``
+    service is verified against ``$SSL_CERT_FILE``'s CAs (or ``$SSL_CERT_DIR``'s, or
+    certifi's); an ``http`` one reads neither. ``InvalidInput`` (``url-invalid``) for a
+    URL that is not ``http(s)://host[:port]`` with a port in 1..65535, ``ConfigError`` for
+    a CA bundle that cannot be used.
     """
 
     def __init__(
@@ -1013,7 +1191,7 @@ class Client:
             base_url=self.base_url,
             timeout=timeout,
             transport=transport,
-            verify=True if tls is None else tls,
+            verify=_tls_for(self.base_url, tls),
             follow_redirects=False,
             headers={"User-Agent": _USER_AGENT},
         )
@@ -1051,7 +1229,8 @@ class Client:
 
         Waits at most ``timeout`` seconds (default: the client's), polling the entry while
         the service answers "pending" and honouring its ``Retry-After``; sends the statement
-        again if the service answers that it holds nothing under the entry (404). Raises
+        again, once, if the service answers that it holds nothing under the entry (404
+        ``entry-unknown``); any other 404 counts as pending. Raises
         :class:`RegistrationTimeout` (naming the entry id) when the time is up, and the
         service's own error (``InvalidInput``, ``VerificationError``, ``TooLarge``,
         ``RetryLater``) when it refuses the statement.
@@ -1221,7 +1400,7 @@ class AsyncClient:
             base_url=self.base_url,
             timeout=timeout,
             transport=transport,
-            verify=True if tls is None else tls,
+            verify=_tls_for(self.base_url, tls),
             follow_redirects=False,
             headers={"User-Agent": _USER_AGENT},
         )

@@ -7,7 +7,13 @@ The raw Merkle operations live in :mod:`sealtrail.merkle` (hazmat).
 
 from __future__ import annotations
 
-from ._checkpoints import CheckpointSigner, SignedCheckpoint, verify_checkpoint
+from ._checkpoints import (
+    MAX_ORIGIN_SIZE,
+    CheckpointSigner,
+    SignedCheckpoint,
+    check_origin,
+    verify_checkpoint,
+)
 from ._export import Exported, export_tiles, write_public_file
 from ._follower import LogFollower
 from ._reader import ROLLED_BACK, ConsistencyProof, InclusionProof, LogReader, Progress
@@ -18,6 +24,7 @@ from ._tiles import MAX_ENTRY_SIZE, bundle_entries, encode_bundle, tile_width
 
 __all__ = [
     "MAX_ENTRY_SIZE",
+    "MAX_ORIGIN_SIZE",
     "ROLLED_BACK",
     "SHARED_MAX_DELAY",
     "SWITCH_INTERVAL",
@@ -36,6 +43,7 @@ __all__ = [
     "SignedCheckpoint",
     "bundle_entries",
     "cancel_and_wait",
+    "check_origin",
     "encode_bundle",
     "export_tiles",
     "tile_width",

@@ -5,12 +5,48 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sealtrail.errors import Corruption, InvalidSignature, MalformedNote
+from sealtrail.errors import Corruption, InvalidInput, InvalidSignature, MalformedNote
 from sealtrail.keys import Signer
 from sealtrail.merkle import Checkpoint, MerkleError
 from sealtrail.note import CosignatureVerifier, NoteSigner, NoteVerifier, open_note, sign_note
+from sealtrail.note._format import check_key_name
 
-__all__ = ["CheckpointSigner", "SignedCheckpoint", "check_not_behind", "verify_checkpoint"]
+__all__ = [
+    "MAX_ORIGIN_SIZE",
+    "CheckpointSigner",
+    "SignedCheckpoint",
+    "check_not_behind",
+    "check_origin",
+    "verify_checkpoint",
+]
+
+#: Longest origin a log of ours may have, in UTF-8 bytes. The origin is the first line of
+#: every checkpoint (at most ``merkle.MAX_CHECKPOINT_BYTES``, 4 KiB) and the name of the log's
+#: key in ``log.vkey`` (a ``--vkey`` file is read up to 4 KiB; a passport holds a verifier key
+#: of at most 1,024 characters): 255 bytes leaves every one of those ample room.
+MAX_ORIGIN_SIZE = 255
+
+
+def check_origin(origin: str) -> str:
+    """``origin`` if a log of ours can have it, else :class:`InvalidInput` (``origin-invalid``):
+    a key name (C2SP signed-note, printable: no space and no ``+``), which makes it one line
+    of a checkpoint, of at most :data:`MAX_ORIGIN_SIZE` bytes. Messages do not repeat it."""
+    try:
+        check_key_name(origin, what="the origin")
+    except InvalidInput as exc:
+        raise InvalidInput(
+            exc.message,
+            code="origin-invalid",
+            hint="An origin is the log's scheme-less URL prefix, such as example.com/log.",
+        ) from None
+    size = len(origin.encode("utf-8"))
+    if size > MAX_ORIGIN_SIZE:
+        raise InvalidInput(
+            f"the origin is {size} bytes long; at most {MAX_ORIGIN_SIZE} are allowed",
+            code="origin-invalid",
+            hint="An origin is the log's scheme-less URL prefix, such as example.com/log.",
+        )
+    return origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +88,7 @@ class CheckpointSigner:
     """Signs checkpoints for one log origin. The key name is the origin, as is customary."""
 
     def __init__(self, *, origin: str, signer: Signer) -> None:
-        self.origin = origin
+        self.origin = check_origin(origin)
         self._note_signer = NoteSigner(origin, signer)
         self.verifier = NoteVerifier.parse(self._note_signer.verifier_key())
 

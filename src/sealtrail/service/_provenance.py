@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -63,11 +64,44 @@ def _device_id(value: str) -> str:
     return value
 
 
-def _name(value: str, what: str, code: str) -> str:
-    """An identifier: 1..MAX_ID_LENGTH printable characters (never echoed back)."""
+def _name(value: str, what: str, code: str, *, utf8: bool = True) -> str:
+    """An identifier: 1..MAX_ID_LENGTH printable characters (never echoed back). ``utf8``
+    False: the request spelled it with percent-encoded bytes that are not UTF-8, which the
+    server decoded to U+FFFD (a name no lookup should be asked for)."""
+    if not utf8:
+        raise InvalidInput(f"{what} is not UTF-8 once percent-decoded", code=code)
     if not 1 <= len(value) <= MAX_ID_LENGTH or not value.isprintable():
         raise InvalidInput(f"{what} is 1..{MAX_ID_LENGTH} printable characters", code=code)
     return value
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _path_utf8(request: Request) -> bool:
+    """Whether the request's path, percent-decoded, is UTF-8 (the ASGI server decodes it
+    with U+FFFD for what is not, and keeps the bytes it got in ``raw_path``)."""
+    raw = request.scope.get("raw_path")
+    return not isinstance(raw, bytes) or _utf8(unquote_to_bytes(raw))
+
+
+def _query_utf8(request: Request, name: str) -> bool:
+    """Whether every value of the query parameter ``name``, percent-decoded, is UTF-8."""
+    query = request.scope.get("query_string", b"")
+    if not isinstance(query, bytes):
+        return True
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    return all(_utf8(value.encode("latin-1")) for key, value in pairs if key == name)
+
+
+def _serial(request: Request, serial: str) -> str:
+    """The serial of a ``/nodes/{serial}`` path (the path's one part a client spells)."""
+    return _name(serial, "a serial", "serial-invalid", utf8=_path_utf8(request))
 
 
 def _size(value: str | None) -> int | None:
@@ -339,7 +373,10 @@ def add_provenance_routes(  # noqa: PLR0915 (one statement per route)
 
     @app.get(PREFIX + "/devices", tags=["provenance"], response_class=JSONResponse)
     async def device_by_serial(
-        maker: str | None = None, serial: str | None = None, size: str | None = None
+        request: Request,
+        maker: str | None = None,
+        serial: str | None = None,
+        size: str | None = None,
     ) -> JSONResponse:
         """A device by its maker (organization name) and serial, as ``/devices/{id}``."""
         if maker is None or serial is None:
@@ -348,8 +385,8 @@ def add_provenance_routes(  # noqa: PLR0915 (one statement per route)
                 code="device-lookup-invalid",
             )
         at = _size(size)
-        maker = _name(maker, "a maker", "maker-invalid")
-        serial = _name(serial, "a serial", "serial-invalid")
+        maker = _name(maker, "a maker", "maker-invalid", utf8=_query_utf8(request, "maker"))
+        serial = _name(serial, "a serial", "serial-invalid", utf8=_query_utf8(request, "serial"))
         return await answer(queries.device_by_serial, maker, serial, size=at)
 
     @app.get(PREFIX + "/devices/{device_id}", tags=["provenance"], response_class=JSONResponse)
@@ -367,21 +404,21 @@ def add_provenance_routes(  # noqa: PLR0915 (one statement per route)
         return await answer(queries.device_timeline, checked, size=at)
 
     @app.get(PREFIX + "/nodes/{serial}", tags=["provenance"], response_class=JSONResponse)
-    async def node(serial: str, size: str | None = None) -> JSONResponse:
+    async def node(request: Request, serial: str, size: str | None = None) -> JSONResponse:
         """A node (server, blade, rack …); a server with compliance, arrival, attestation."""
-        at, checked = _size(size), _name(serial, "a serial", "serial-invalid")
+        at, checked = _size(size), _serial(request, serial)
         return await answer(queries.node, checked, size=at)
 
     @app.get(PREFIX + "/nodes/{serial}/tree", tags=["provenance"], response_class=JSONResponse)
-    async def tree(serial: str, size: str | None = None) -> JSONResponse:
+    async def tree(request: Request, serial: str, size: str | None = None) -> JSONResponse:
         """A node and everything installed in it, nested."""
-        at, checked = _size(size), _name(serial, "a serial", "serial-invalid")
+        at, checked = _size(size), _serial(request, serial)
         return await answer(queries.tree, checked, size=at)
 
     @app.get(PREFIX + "/nodes/{serial}/timeline", tags=["provenance"], response_class=JSONResponse)
-    async def node_timeline(serial: str, size: str | None = None) -> JSONResponse:
+    async def node_timeline(request: Request, serial: str, size: str | None = None) -> JSONResponse:
         """The applied entries about a node, everything in it and its shipment, with receipts."""
-        at, checked = _size(size), _name(serial, "a serial", "serial-invalid")
+        at, checked = _size(size), _serial(request, serial)
         return await answer(queries.node_timeline, checked, size=at)
 
     @app.get(PREFIX + "/shipments/{shipment_id}", tags=["provenance"], response_class=JSONResponse)
@@ -390,7 +427,9 @@ def add_provenance_routes(  # noqa: PLR0915 (one statement per route)
         carrier, only a shipment its organization carries, sends or receives: any other is
         answered as an unknown one)."""
         at = _size(size)
-        checked = _name(shipment_id, "a shipment id", "shipment-id-invalid")
+        checked = _name(
+            shipment_id, "a shipment id", "shipment-id-invalid", utf8=_path_utf8(request)
+        )
         principal = request.state.principal
 
         def may_see(doc: dict[str, Any]) -> None:

@@ -28,11 +28,16 @@ a row and name it. The outcome, a closed set of ASCII words, is ``text``.
 
 As with SQLite, the applied size is ``max(idx) + 1`` of ``idx_entries``, not a counter.
 Connections come from a :class:`psycopg_pool.ConnectionPool`; a dump holds a connection of
-its own (outside the pool, so that dumps left open never starve the other calls).
+its own (outside the pool, so that dumps left open never starve the other calls). Opening
+the index makes one connection directly first, as the log's store does: a server that is
+down, or a URL that names the wrong host, user or database, fails at once with libpq's
+reason instead of after the pool's timeout of retries.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -82,6 +87,16 @@ CONNECT_TIMEOUT = 10.0
 
 #: ``application_name`` of the index's connections, unless the URL sets one.
 APPLICATION_NAME = "sealtrail-index"
+
+# The pool logs each failed attempt to connect (a warning of two lines). A process that set
+# up logging (``sealtrail serve``) still gets them, with their time and level; a command
+# that did not would have Python print them bare on stderr, around the one error the
+# command reports. So the pool's logger gets a handler that drops what reaches it, and its
+# records still go on to the handlers a process installed.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
+
+#: A name libpq quotes in a message (a host, a user, a database).
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
 
 _Conn = psycopg.Connection[tuple[Any, ...]]
 _Cursor = psycopg.ServerCursor[tuple[Any, ...]]
@@ -222,6 +237,24 @@ def _storage_error(what: str, exc: psycopg.Error) -> StorageError:
     )
 
 
+def _not_connected(exc: psycopg.Error, url: str) -> StorageError:
+    """A first connection that failed: libpq's reason, without the host, the user or the
+    password it may name (the last clause of its first line, quoted names elided)."""
+    line = (str(exc).strip().splitlines() or [""])[0]
+    reason = " ".join(_QUOTED.sub("…", line.rsplit("failed: ", 1)[-1]).split())
+    with suppress(psycopg.Error):
+        password = conninfo_to_dict(url).get("password")
+        if password:
+            reason = reason.replace(str(password), "…")
+    return StorageError(
+        "cannot connect to the PostgreSQL server of the provenance index: "
+        f"{reason or exc.__class__.__name__}",
+        hint="Check that the server is running and accepts connections, and the host, port, "
+        "user and database of the index URL (postgresql://user@host:5432/dbname); a password "
+        "goes in ~/.pgpass, a passfile or PGPASSWORD, never in the URL.",
+    )
+
+
 def _columns(
     batch: Sequence[tuple[IndexedEntry, Sequence[Change]]],
 ) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]], list[list[Any]], list[list[Any]]]:
@@ -324,12 +357,26 @@ class PostgresIndex:
         self._dumps: dict[_Conn, _Cursor | None] = {}
         self._dumps_lock = threading.Lock()
         self._closed = False
+        connect_kwargs = self._connect_kwargs()
+        # One attempt of our own first, which fails at once on a server that is down or a
+        # wrong URL (the pool would retry until its timeout), and migrates the schema.
+        try:
+            first: _Conn = psycopg.connect(url, autocommit=True, **connect_kwargs)
+        except psycopg.Error as exc:
+            raise _not_connected(exc, url) from None
+        try:
+            with first, self._errors("open"):
+                self._configure(first)
+                self._migrate(first)
+        except BaseException:
+            self._closed = True
+            raise
         self._pool: ConnectionPool[_Conn] = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
-            kwargs={"autocommit": True, **self._connect_kwargs()},
+            kwargs={"autocommit": True, **connect_kwargs},
             configure=self._configure,
             check=ConnectionPool.check_connection,
             open=False,
@@ -338,8 +385,6 @@ class PostgresIndex:
         try:
             with self._errors("open"):
                 self._pool.open(wait=True, timeout=timeout)
-                with self._pool.connection() as conn:
-                    self._migrate(conn)
         except BaseException:
             self.close()
             raise

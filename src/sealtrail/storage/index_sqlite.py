@@ -67,6 +67,7 @@ from .sqlite import (
     BUSY_TIMEOUT_MS,
     MAX_VARIABLES,
     _insert,
+    open_failed,
     stored_bytes,
     stored_int,
     stored_text,
@@ -323,8 +324,10 @@ class SQLiteIndex:
         self._all_lock = threading.Lock()
         self._closed = False
         try:
-            with self._errors("open"):
+            try:
                 self._migrate(self._conn())
+            except sqlite3.Error as exc:
+                raise open_failed("index", self.path, exc) from exc
         except BaseException:
             self.close()
             raise
@@ -333,12 +336,15 @@ class SQLiteIndex:
 
     def _connect(self) -> sqlite3.Connection:
         """A new connection with the durability settings, registered for ``close``."""
-        conn = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            check_same_thread=False,
-            timeout=BUSY_TIMEOUT_MS / 1000,
-        )
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+        except sqlite3.Error as exc:
+            raise open_failed("index", self.path, exc) from exc
         # TEXT as its stored bytes, decoded by the reads (module docs): a value that is not
         # UTF-8 is then one row's Corruption, or a marked row in a dump, not a query failed
         # half-way (which would read as the database failing).
@@ -348,6 +354,9 @@ class SQLiteIndex:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise open_failed("index", self.path, exc) from exc
         except BaseException:
             conn.close()
             raise

@@ -26,6 +26,7 @@ Schema (``PRAGMA user_version`` tracks migrations)::
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -240,6 +241,51 @@ def _failed(what: str, exc: sqlite3.Error) -> StorageError:
     return StorageError(f"SQLite {what} failed: {exc.__class__.__name__}: {exc}")
 
 
+#: SQLite's primary result codes of a file it could not open or write: SQLITE_PERM,
+#: SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN.
+_ACCESS_CODES = frozenset({3, 8, 10, 14})
+
+
+def _not_writable(path: Path) -> str | None:
+    """Why this process cannot write the database ``path`` and the files SQLite keeps
+    beside it, as the file system tells (None when it does not say it cannot)."""
+    folder = path.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "its directory is on a read-only file system"
+    except OSError:
+        pass
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "its directory is not writable by this user"
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists() and not os.access(file, os.R_OK | os.W_OK):
+            return f"{file.name} is not readable and writable by this user"
+    return None
+
+
+def open_failed(what: str, path: Path, exc: sqlite3.Error) -> StorageError:
+    """A connection to the ``what`` (store, index) at ``path`` that could not be opened,
+    or set up: when the file system is why (a read-only mount, a directory or a file this
+    user may not write), a message that says so and names the file only (never its
+    directory: an error may reach an HTTP client).
+
+    Every command opens SQLite read-write, even one that only reads: in WAL mode a reader
+    needs the ``-shm`` file beside the database, which a read-only directory cannot get
+    (``mode=ro`` fails there unless the file already exists, and ``immutable=1`` would
+    ignore what the ``-wal`` holds, or what a writer on another mount adds)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    why = _not_writable(path) if code is None or (code & 0xFF) in _ACCESS_CODES else None
+    if why is None:
+        return _failed("open", exc)
+    return StorageError(
+        f"cannot open the {what} {path.name}: {why} (SQLite writes beside the database, "
+        "its -wal and -shm files, even to read it)",
+        hint="Give this user write access to the data directory and its database files (a "
+        "read-only mount or directory cannot be used, even by commands that only read).",
+        code="store-not-writable",
+    )
+
+
 # -- values read back ----------------------------------------------------------------------
 #
 # SQLite keeps whatever type a value is given, whatever its column says (a hand edit can
@@ -436,8 +482,10 @@ class SQLiteStore:
         self._closed = False
         self._run_keys = runs.KeyCache()
         try:
-            with self._errors("open"):
+            try:
                 self._migrate(self._conn())
+            except sqlite3.Error as exc:
+                raise open_failed("store", self.path, exc) from exc
             self._returning = sqlite3.sqlite_version_info >= (3, 35, 0)
         except BaseException:
             self.close()
@@ -450,25 +498,32 @@ class SQLiteStore:
             raise StorageError("the store is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-            )
-            conn.text_factory = bytearray  # TEXT as its bytes, read through stored_text
             try:
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-                conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-                conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
-            except BaseException:
-                conn.close()
-                raise
+                conn = self._connect()
+            except sqlite3.Error as exc:
+                raise open_failed("store", self.path, exc) from exc
             self._local.conn = conn
             with self._all_lock:
                 self._all.append(conn)
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
+        conn.text_factory = bytearray  # TEXT as its bytes, read through stored_text
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @contextmanager

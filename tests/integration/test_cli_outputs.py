@@ -1,0 +1,185 @@
+"""Output files of the command line: only a regular file is ever replaced, never a
+directory, device, FIFO or socket; a symbolic link is followed; the directory must exist;
+and all of it is checked before anything is signed, sent or audited."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sealtrail.cli import main
+
+from ._scitt_live import closed_port_url
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Cli:
+    """``sealtrail ARGS...`` in this process, run from ``tmp_path``."""
+    for name in ("SEALTRAIL_URL", "SEALTRAIL_DATA_DIR", "SEALTRAIL_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str | Path) -> Result:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (1 if exc.code else 0)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def assert_clean_error(result: Result, code: str) -> str:
+    """Exit 1, no traceback, and exactly one ``error (<code>): ...`` line; returns it."""
+    assert result.code == 1, result
+    assert "Traceback" not in result.err
+    lines = [line for line in result.err.splitlines() if line.startswith("error ")]
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith(f"error ({code}): "), result.err
+    return lines[0]
+
+
+@pytest.fixture
+def here(cli: Cli, tmp_path: Path) -> Path:
+    """A data directory with a one-entry log, a signing key, a signed statement, and the
+    special files an output must not replace: a FIFO and a directory."""
+    assert cli("init", "-d", "d", "--origin", "outputs.test/log").code == 0
+    (tmp_path / "a.bin").write_bytes(b"an entry")
+    assert cli("log", "append", "a.bin", "-d", "d").code == 0
+    assert cli("keys", "generate", "-o", "k.pem").code == 0
+    (tmp_path / "p.json").write_text("{}")
+    assert cli(*_sign("s.cose")).code == 0
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    return tmp_path
+
+
+def _sign(output: str, *extra: str) -> list[str]:
+    return [
+        "statement",
+        "sign",
+        "--key",
+        "k.pem",
+        "--issuer",
+        "https://maker.example",
+        "--subject",
+        "urn:maker:device:1",
+        "--content-type",
+        "application/json",
+        "p.json",
+        "-o",
+        output,
+        *extra,
+    ]
+
+
+def _untouched(here: Path) -> None:
+    assert stat.S_ISFIFO((here / "fifo").lstat().st_mode)
+    assert (here / "dir").is_dir() and not any((here / "dir").iterdir())
+    assert not [p.name for p in here.iterdir() if p.name.endswith(".tmp")]
+
+
+def _commands(url: str) -> dict[str, Callable[[str], list[str]]]:
+    """Every command writing an output file, with that file as ``target`` and --force.
+    The service ones name a port nothing listens on: refusing the output must come first."""
+    return {
+        "statement sign": lambda target: _sign(target, "--force"),
+        "submit": lambda target: ["submit", "s.cose", "--url", url, "-o", target, "--force"],
+        "fetch-keys": lambda target: ["fetch-keys", "--url", url, "-o", target, "--force"],
+        "keys export": lambda target: ["keys", "export", "-d", "d", "--out", target, "--force"],
+        "log verify --save": lambda target: ["log", "verify", "-d", "d", "-q", "--save", target],
+    }
+
+
+COMMANDS = list(_commands("http://unused"))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(("target", "kind"), [("fifo", "a FIFO"), ("dir", "a directory")])
+def test_a_special_file_or_directory_is_never_replaced(
+    cli: Cli, here: Path, command: str, target: str, kind: str
+) -> None:
+    result = cli(*_commands(closed_port_url())[command](target))
+    line = assert_clean_error(result, "output-not-a-file")
+    assert line.endswith(f"): {target} is {kind}, not a regular file; not replacing it")
+    assert result.out == ""
+    _untouched(here)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_link_to_a_special_file_or_to_nothing_is_refused(
+    cli: Cli, here: Path, command: str
+) -> None:
+    (here / "to-fifo").symlink_to("fifo")
+    (here / "to-nothing").symlink_to("nowhere/file")
+    make = _commands(closed_port_url())[command]
+    line = assert_clean_error(cli(*make("to-fifo")), "output-not-a-file")
+    assert "to-fifo is a FIFO (by a symbolic link)" in line
+    line = assert_clean_error(cli(*make("to-nothing")), "output-not-a-file")
+    assert "to-nothing is a symbolic link to nothing" in line
+    assert (here / "to-nothing").is_symlink() and not (here / "nowhere").exists()
+    _untouched(here)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_missing_directory_is_refused_not_made(cli: Cli, here: Path, command: str) -> None:
+    result = cli(*_commands(closed_port_url())[command]("missing/out"))
+    line = assert_clean_error(result, "output-unwritable")
+    assert line == "error (output-unwritable): cannot write missing/out: missing does not exist"
+    assert not (here / "missing").exists()
+
+
+def test_a_link_to_a_regular_file_replaces_that_file_and_keeps_the_link(
+    cli: Cli, here: Path
+) -> None:
+    (here / "real.cose").write_bytes(b"old")
+    (here / "link.cose").symlink_to("real.cose")
+    without = cli(*_sign("link.cose"))
+    assert_clean_error(without, "file-exists")
+    assert (here / "real.cose").read_bytes() == b"old"
+    done = cli(*_sign("link.cose", "--force"))
+    assert done.code == 0, done.err
+    assert (here / "link.cose").is_symlink()
+    assert (here / "real.cose").read_bytes() not in (b"", b"old")
+
+
+def test_save_replaces_a_regular_file_without_force(cli: Cli, here: Path) -> None:
+    """``--since kept --save kept`` is the usual pair: the kept checkpoint is replaced."""
+    first = cli("log", "verify", "-d", "d", "-q", "--save", "kept")
+    assert first.code == 0, first.err
+    (here / "b.bin").write_bytes(b"another entry")
+    assert cli("log", "append", "b.bin", "-d", "d").code == 0
+    again = cli("log", "verify", "-d", "d", "-q", "--since", "kept", "--save", "kept")
+    assert again.code == 0, again.err
+    assert (here / "kept").read_text().splitlines()[1] == "2"
+    (here / "kept-link").symlink_to("kept")
+    linked = cli("log", "verify", "-d", "d", "-q", "--save", "kept-link")
+    assert linked.code == 0, linked.err
+    assert (here / "kept-link").is_symlink()
+
+
+def test_existing_outputs_still_need_force(cli: Cli, here: Path) -> None:
+    """And the hint names the command's own option."""
+    assert_clean_error(cli(*_sign("s.cose")), "file-exists")
+    assert cli("keys", "export", "-d", "d", "--out", "keys.cbor").code == 0
+    again = cli("keys", "export", "-d", "d", "--out", "keys.cbor")
+    line = assert_clean_error(again, "file-exists")
+    assert line == "error (file-exists): keys.cbor already exists; not overwriting it"
+    assert "hint: Choose another --out, or pass --force to replace it." in again.err
