@@ -353,7 +353,7 @@ def check_store_url(url: str, *, what: str = "store") -> str:
                 hint=f"Write {_STORE_FORMS}.",
                 code="store-url-invalid",
             ) from None
-        if params.get("password"):
+        if any(params.get(key) for key in _SECRET_PARAMS):
             raise _holds_a_password(url, what)
         if not params.get("dbname"):
             shown = describe_store(url).removesuffix("(default)")
@@ -390,6 +390,11 @@ def check_store_url(url: str, *, what: str = "store") -> str:
     return "sqlite"
 
 
+#: Connection parameters that are secrets: the password, and the passphrase of the client
+#: certificate's key. Never in a URL, never shown.
+_SECRET_PARAMS = ("password", "sslpassword")
+
+
 def _holds_a_password(url: str, what: str, where: str = "") -> ConfigError:
     """A PostgreSQL URL with a password in it: refused, for ``sealtrail.toml`` would keep the
     password in plain text (and a command line shows it to every user of the host)."""
@@ -410,10 +415,10 @@ def _refuse_a_password(url: str, what: str, *, where: str = "") -> None:
     if scheme not in ("postgresql", "postgres") or not sep:
         return
     try:
-        password = conninfo_to_dict(url).get("password")
+        params = conninfo_to_dict(url)
     except psycopg.Error:
         return
-    if password:
+    if any(params.get(key) for key in _SECRET_PARAMS):
         raise _holds_a_password(url, what, where)
 
 
@@ -422,7 +427,7 @@ def _conninfo_shown(url: str) -> str:
         params = conninfo_to_dict(url)
     except psycopg.Error:
         return "setting"
-    return "'" + " ".join(f"{k}={v}" for k, v in params.items() if k != "password") + "'"
+    return "'" + " ".join(f"{k}={v}" for k, v in params.items() if k not in _SECRET_PARAMS) + "'"
 
 
 def _as_url(url: str) -> str:
@@ -891,7 +896,7 @@ def init_data_dir(
     if index_url is not None:
         check_store_url(index_url, what="index")
     origin = f"sealtrail.localhost/{secrets.token_hex(4)}" if origin is None else origin
-    check_origin(origin)  # before anything is opened or written: a log keeps its origin
+    check_origin(origin, new=True)  # before anything is opened or written: a log keeps it
     if index_url is None:
         # A server store keeps the index beside the log (its tables do not collide).
         index_url = store_url if kind == "postgresql" else DEFAULT_INDEX

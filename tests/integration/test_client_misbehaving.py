@@ -32,7 +32,7 @@ from sealtrail.client import (
     _client,
     client_tls,
 )
-from sealtrail.errors import ConfigError, Error, InvalidInput
+from sealtrail.errors import ConfigError, Error, InvalidInput, RetryLater
 
 #: JSON nested far past the recursion limit (200,000 levels), and an integer
 #: past ``sys.get_int_max_str_digits()`` (4,300).
@@ -82,7 +82,7 @@ def test_an_answer_past_the_parsers_limits_is_a_service_error(name: str, body: b
     assert "is not JSON" in caught.value.message
 
 
-@pytest.mark.parametrize("status", [400, 401, 404, 429, 500, 503])
+@pytest.mark.parametrize("status", [400, 401, 404, 500])
 @pytest.mark.parametrize("body", HOSTILE.values(), ids=HOSTILE.keys())
 def test_problem_details_past_the_parsers_limits_are_a_service_error(
     status: int, body: bytes
@@ -94,6 +94,20 @@ def test_problem_details_past_the_parsers_limits_are_a_service_error(
         _one_line_service_error(caught)
         assert f"HTTP {status}" in caught.value.message
         assert "cannot be read" in caught.value.message
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("body", [*HOSTILE.values(), b"", b"<html>busy</html>"])
+def test_a_busy_answer_is_retried_whatever_its_body(status: int, body: bytes) -> None:
+    """429 and 503 ask to be retried: a body that cannot be read (a proxy's page under a
+    JSON label) does not make them a ServiceError, which callers would not retry."""
+    headers = {"Content-Type": PROBLEM_JSON, "Retry-After": "2"}
+    answer = httpx.Response(status, headers=headers, content=body)
+    for _, call in CALLS.values():
+        with _mocked(lambda _: answer) as client, pytest.raises(RetryLater) as caught:
+            call(client)
+        assert caught.value.retry_after == 2
+        assert "\n" not in caught.value.message
 
 
 @pytest.mark.parametrize(

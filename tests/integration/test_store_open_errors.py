@@ -302,6 +302,7 @@ def test_a_read_only_mount_says_so(tmp_path: Path) -> None:
 PASSWORD_URLS = [
     f"postgresql://sealtrail:{SECRET}@127.0.0.1:1/ledger",
     f"postgres://127.0.0.1:1/ledger?password={SECRET}",
+    f"postgresql://127.0.0.1:1/ledger?sslpassword={SECRET}",  # the client key's passphrase
 ]
 
 

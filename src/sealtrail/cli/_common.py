@@ -221,10 +221,11 @@ def output_path(path: Path, *, force: bool, option: str = "--output") -> Path:
     or written: a new file in an existing directory this user may write to, or, with
     ``force``, an existing regular file to replace. Anything else that exists there — a
     directory, a device, a FIFO, a socket — is refused (``output-not-a-file``) whatever
-    ``force`` says. A symbolic link is followed: the file it leads to is the one replaced
-    (the link stays), and a link that leads nowhere is refused."""
+    ``force`` says. A symbolic link is never written through (one planted in a shared
+    directory would aim the write at any file this user may write): with ``force`` the link
+    itself is replaced by the new file, whatever it leads to."""
     try:
-        info: os.stat_result | None = os.stat(path)  # follows a symbolic link
+        info: os.stat_result | None = os.lstat(path)  # the link itself, not what it names
     except FileNotFoundError:
         info = None
     except OSError as exc:
@@ -233,24 +234,16 @@ def output_path(path: Path, *, force: bool, option: str = "--output") -> Path:
             code="output-unwritable",
             hint=f"Choose another {option}.",
         ) from None
-    linked = path.is_symlink()
-    if info is None and linked:
-        raise InvalidInput(
-            f"{path} is a symbolic link to nothing; not writing through it",
-            code="output-not-a-file",
-            hint=f"Remove the link, or choose another {option}.",
-        )
-    if info is not None and not stat.S_ISREG(info.st_mode):
+    if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
         kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
-        through = " (by a symbolic link)" if linked else ""
         raise InvalidInput(
-            f"{path} is {kind}{through}, not a regular file; not replacing it",
+            f"{path} is {kind}, not a regular file; not replacing it",
             code="output-not-a-file",
             hint=f"Give {option} the path of a regular file, or of one that does not exist yet.",
         )
     if info is not None and not force:
         raise exists_error(path, option)
-    target = Path(os.path.realpath(path)) if linked else path
+    target = path
     folder = target.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         why = "is not a directory this user may write to"

@@ -895,6 +895,10 @@ def _refusal_hint(code: str | None) -> str | None:
     return None
 
 
+#: The problem of a busy answer whose body cannot be read: none, the status says it all.
+_NO_PROBLEM: tuple[str | None, str | None] = (None, None)
+
+
 def _error_for(  # noqa: PLR0911 (one return per status)
     reply: _Reply, what: str, *, registering: bool = False, missing: str | None = None
 ) -> Error:
@@ -903,9 +907,10 @@ def _error_for(  # noqa: PLR0911 (one return per status)
     :data:`NOT_FOUND_HINTS` code of what a 404 means when it carries no code of its own
     (a proxy's, another server's, or the generic ``not-found``): its hint is about what
     was asked for, not the class's (about log indexes). A body of problem details that
-    does not parse is the service's fault: :class:`ServiceError`, whatever the status."""
+    does not parse is the service's fault: :class:`ServiceError`, whatever the status but
+    429 and 503, which ask to be retried whatever their body says (a proxy's page)."""
     status = reply.status
-    problem = _read_problem(reply)
+    problem = _read_problem(reply) or (_NO_PROBLEM if status in (429, 503) else None)
     if problem is None:
         return ServiceError(
             f"{what}: HTTP {status} from {_display(reply.url)} with a body that cannot be "

@@ -167,6 +167,9 @@ def head_limited_protocol(base: type[Any]) -> type[Any]:
                     self.transport.close()
                     return
                 cycle.disconnected = True
+                # Nor may the app's read ask for the body with a 100 Continue: the 400 is
+                # on its way, and nothing is written after it.
+                cycle.waiting_for_100_continue = False
                 cycle.message_event.set()
             self._refuse(400)
 

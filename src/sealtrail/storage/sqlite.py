@@ -250,6 +250,8 @@ def _not_writable(path: Path) -> str | None:
     """Why this process cannot write the database ``path`` and the files SQLite keeps
     beside it, as the file system tells (None when it does not say it cannot)."""
     folder = path.parent
+    if not folder.is_dir():
+        return None  # a directory that does not exist: SQLite's own message says so
     try:
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
             return "its directory is on a read-only file system"
