@@ -23,7 +23,6 @@ import cbor2
 import httpx
 import pytest
 
-from sealtrail.cli import main
 from sealtrail.client import (
     AsyncClient,
     Client,
@@ -33,6 +32,7 @@ from sealtrail.client import (
     client_tls,
 )
 from sealtrail.errors import ConfigError, Error, InvalidInput, RetryLater
+from tests._cli_inproc import Cli, Result, in_process
 
 #: JSON nested far past the recursion limit (200,000 levels), and an integer
 #: past ``sys.get_int_max_str_digits()`` (4,300).
@@ -289,34 +289,13 @@ def fake() -> Iterator[Fake]:
         thread.join()
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
-def cli(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Callable[..., Result]:
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Cli:
     """``sealtrail ARGS...`` in this process, with an administrator token and no other
     client settings from the environment."""
-    for name in ("SEALTRAIL_URL", "SEALTRAIL_TOKEN", "SEALTRAIL_CLIENT_CERT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("SEALTRAIL_CLIENT_KEY", raising=False)
+    unset = ("SEALTRAIL_URL", "SEALTRAIL_TOKEN", "SEALTRAIL_CLIENT_CERT", "SEALTRAIL_CLIENT_KEY")
+    run = in_process(capsys, monkeypatch, tmp_path, unset=unset)
     monkeypatch.setenv("SEALTRAIL_ADMIN_TOKEN", "admin-token")
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str) -> Result:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (1 if exc.code else 0)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
     return run
 
 
@@ -350,7 +329,7 @@ COMMANDS = [
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_the_cli_reports_an_unreadable_answer_in_one_line(
     fake: Fake,
-    cli: Callable[..., Result],
+    cli: Cli,
     command: tuple[str, ...],
     status: int,
     media: str,
@@ -380,7 +359,7 @@ def test_a_bad_ssl_cert_file_does_not_stop_a_plain_http_client(
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_a_bad_ssl_cert_file_leaves_plain_http_commands_alone(
     fake: Fake,
-    cli: Callable[..., Result],
+    cli: Cli,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     garbage: Path,
@@ -397,7 +376,7 @@ def test_a_bad_ssl_cert_file_leaves_plain_http_commands_alone(
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_a_bad_ssl_cert_file_is_one_line_for_https_commands(
-    cli: Callable[..., Result],
+    cli: Cli,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     garbage: Path,
@@ -410,16 +389,14 @@ def test_a_bad_ssl_cert_file_is_one_line_for_https_commands(
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
-def test_a_port_out_of_range_is_one_line(
-    cli: Callable[..., Result], command: tuple[str, ...]
-) -> None:
+def test_a_port_out_of_range_is_one_line(cli: Cli, command: tuple[str, ...]) -> None:
     line = _one_line_error(cli(*command, "--url", "http://127.0.0.1:99999"), "url-invalid")
     assert "port must be 1..65535" in line
 
 
 def test_passport_export_reads_a_hostile_problem_and_a_bad_ssl_cert_file_in_one_line(
     fake: Fake,
-    cli: Callable[..., Result],
+    cli: Cli,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     garbage: Path,

@@ -13,6 +13,7 @@ import pytest
 
 from sealtrail.errors import Error, RetryLater, StorageError, VerificationError
 from sealtrail.provenance import Assembly, DeviceManifest, DeviceRef, Node, NodeType
+from sealtrail.storage import StatementRecord
 
 from ._signed import SignedChain, signed_chain
 from ._world import ASSEMBLER, MAKER
@@ -110,13 +111,13 @@ async def test_a_copy_still_on_its_way_to_the_store_keeps_the_acceptance(
         put = store.put_statements
         calls = 0
 
-        def slow_then_fails_once(records: list[object]) -> list[int]:
+        def slow_then_fails_once(records: list[StatementRecord]) -> list[int]:
             nonlocal calls
             calls += 1
             time.sleep(0.2)
             if calls == 1:
                 raise StorageError("the disk is full")
-            return put(records)  # type: ignore[arg-type]
+            return put(records)
 
         monkeypatch.setattr(store, "put_statements", slow_then_fails_once)
         lost = asyncio.create_task(chain.service.register(first))
