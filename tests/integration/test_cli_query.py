@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from sealtrail.cli import main
 from sealtrail.client import AsyncClient, Client, ServiceError, ServiceUnreachable
 from sealtrail.errors import InvalidInput, NotFound
 from sealtrail.keys import ES256, Ed25519Signer, generate_signer
 from sealtrail.log import CheckpointSigner
 from sealtrail.scitt import decode_key_set, verify_receipt
 from sealtrail.storage import MemoryStore
+from tests._cli_inproc import Cli, Result, in_process
 from tests._server import serve_in_thread
 
 from ._journey import BLADES, MAKER, SERVER, SHIPMENT, STEPS, Journey
@@ -216,32 +216,10 @@ def test_an_unreachable_service_is_service_unreachable() -> None:
 # -- the CLI ------------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
-
-
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Cli:
     """``sealtrail ARGS...`` in this process."""
-    monkeypatch.delenv("SEALTRAIL_URL", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str) -> Result:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (1 if exc.code else 0)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
+    return in_process(capsys, monkeypatch, tmp_path, unset=("SEALTRAIL_URL",))
 
 
 def _one_line_error(result: Result, code: str) -> None:

@@ -17,7 +17,6 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from sealtrail.cli import main
 from sealtrail.client import Client
 from sealtrail.keys import (
     ES256,
@@ -41,6 +40,7 @@ from sealtrail.scitt import (
     sign_statement,
     split_transparent,
 )
+from tests._cli_inproc import Cli, assert_clean_error, in_process
 from tests.unit.scitt._pki import make_ca
 
 from ._scitt_live import (
@@ -60,43 +60,12 @@ SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 TEST_TYPE = "application/vnd.sealtrail.test+cbor"
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
-
-
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Cli:
     """``sealtrail ARGS...`` in this process, run from ``tmp_path``."""
-    for name in ("SEALTRAIL_URL", "SEALTRAIL_ADMIN_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str | Path) -> Result:
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (1 if exc.code else 0)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
-
-
-def assert_clean_error(result: Result, code: str) -> str:
-    """Exit 1, no traceback, and exactly one ``error (<code>): ...`` line; returns it."""
-    assert result.code == 1, result
-    assert "Traceback" not in result.err
-    lines = [line for line in result.err.splitlines() if line.startswith("error ")]
-    assert len(lines) == 1, result.err
-    assert lines[0].startswith(f"error ({code}): "), result.err
-    return lines[0]
+    return in_process(
+        capsys, monkeypatch, tmp_path, unset=("SEALTRAIL_URL", "SEALTRAIL_ADMIN_TOKEN")
+    )
 
 
 def write_key(path: Path, signer: Signer) -> Path:
