@@ -14,7 +14,6 @@ from typing import Annotated, Any, BinaryIO
 
 import typer
 
-from sealtrail._json import load_json
 from sealtrail.client import TileSource
 from sealtrail.config import Config, check_store_url, open_log_store
 from sealtrail.errors import Corruption, InvalidInput, InvalidProof, StorageError, TooLarge
@@ -31,6 +30,7 @@ from sealtrail.log import (
 )
 from sealtrail.merkle import leaf_hash
 from sealtrail.note import MAX_NOTE_SIZE, NoteVerifier
+from sealtrail.scitt._registry import load_json
 from sealtrail.storage import MemoryStore, PostgresStore, SQLiteStore
 
 from ._common import (

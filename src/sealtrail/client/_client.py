@@ -37,7 +37,6 @@ import cbor2
 import httpx
 
 import sealtrail
-from sealtrail._json import load_json
 from sealtrail.errors import (
     ConfigError,
     Conflict,
@@ -61,6 +60,7 @@ from sealtrail.scitt import (
     entry_id,
     split_transparent,
 )
+from sealtrail.scitt._registry import load_json
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -14,7 +14,6 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from sealtrail._json import load_json
 from sealtrail.errors import InvalidInput
 
 __all__ = [
@@ -47,7 +46,10 @@ def _invalid(message: str) -> InvalidInput:
 
 def parse_keys_record(payload: bytes) -> ServiceKeys:
     """Read a key record (JSON); ``keys-record-invalid`` naming what is wrong."""
-    doc = load_json(payload, "service keys record: not JSON", code="keys-record-invalid")
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise _invalid("not JSON") from None
     if not isinstance(doc, dict) or not set(doc) <= _FIELDS:
         raise _invalid("an object with current, algorithm and retired")
     current, algorithm, retired = doc.get("current"), doc.get("algorithm"), doc.get("retired", [])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import fnmatch
 import functools
+import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -22,7 +23,6 @@ from typing import Any
 
 from cryptography import x509
 
-from sealtrail._json import load_json
 from sealtrail.errors import InvalidInput, VerificationError
 from sealtrail.keys import ALGORITHMS, ED25519, ES256, ES384, Verifier, verifier_from_bytes
 
@@ -35,6 +35,7 @@ __all__ = [
     "Organization",
     "Policy",
     "Registry",
+    "load_json",
     "parse_org_record",
 ]
 
@@ -142,6 +143,18 @@ def _strings(
             code="org-record-invalid",
         )
     return tuple(values)
+
+
+def load_json(data: bytes, message: str, *, code: str) -> object:
+    """``data`` parsed as JSON, or :class:`InvalidInput` (``message``, ``code``) for anything
+    that is not: bytes that are no text, text that is no JSON, and JSON nested deeper than
+    the interpreter's recursion limit (``'[' * 4000`` fits in a few kilobytes). The one
+    JSON reader of what a client sends: an organization record here, the service's request
+    bodies (``service._admin``, ``service._provenance``)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise InvalidInput(message, code=code) from None
 
 
 def parse_org_record(payload: bytes, *, new: bool = False) -> Organization:

@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sealtrail._json import load_json
 from sealtrail.errors import InvalidInput
 
 __all__ = [
@@ -123,7 +122,10 @@ def _int(value: object) -> int | None:
 def parse_user_record(payload: bytes) -> User:
     """Read a user record (JSON); :class:`InvalidInput` (``user-record-invalid``) naming
     what is wrong."""
-    doc = load_json(payload, "user record: not JSON", code="user-record-invalid")
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise _invalid("not JSON") from None
     if not isinstance(doc, dict):
         raise _invalid("must be an object")
     _known(doc, RECORD_FIELDS, "the record")
@@ -282,10 +284,14 @@ class Grant:
 
 def parse_grant_record(payload: bytes) -> Grant:
     """Read a grant record (JSON); ``grant-record-invalid`` naming what is wrong."""
-    shape = "grant record: an object with entry, to and by"
-    doc = load_json(payload, shape, code="grant-record-invalid")
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
     if not isinstance(doc, dict) or not set(doc) <= GRANT_FIELDS:
-        raise InvalidInput(shape, code="grant-record-invalid")
+        raise InvalidInput(
+            "grant record: an object with entry, to and by", code="grant-record-invalid"
+        )
     entry, to, by = doc.get("entry"), doc.get("to"), doc.get("by")
     if not isinstance(entry, str) or not re.fullmatch(r"[0-9a-f]{64}", entry):
         raise InvalidInput("grant record: entry is 64 hex digits", code="grant-record-invalid")

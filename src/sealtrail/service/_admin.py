@@ -19,7 +19,6 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from sealtrail._json import load_json
 from sealtrail.errors import Forbidden, InvalidInput, NotFound, TooLarge
 from sealtrail.scitt import (
     MAX_TOKENS,
@@ -31,6 +30,7 @@ from sealtrail.scitt import (
     new_token,
     parse_certificates,
 )
+from sealtrail.scitt._registry import load_json
 
 from ._auth import Auth, Principal
 from ._openapi import json_body

@@ -19,7 +19,6 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from sealtrail._json import load_json
 from sealtrail.errors import Corruption, InvalidInput, NotFound
 from sealtrail.provenance import (
     MAX_CHALLENGE_COUNT,
@@ -33,6 +32,7 @@ from sealtrail.provenance import (
     entry_doc,
 )
 from sealtrail.scitt import TransparencyService
+from sealtrail.scitt._registry import load_json
 from sealtrail.storage import IndexedEntry
 
 from ._auth import Auth

@@ -17,7 +17,6 @@ from sealtrail.scitt import (
     Users,
     certificate_hash,
     new_token,
-    parse_grant_record,
     parse_user_record,
     token_hash,
     user_record,
@@ -114,18 +113,3 @@ def test_messages_name_a_persona_with_its_article() -> None:
     ]
     with pytest.raises(InvalidInput, match="user record: an operator acts for an organization"):
         parse_user_record(_record(org=None))
-
-
-DEEP = b"[" * 100_000 + b"]" * 100_000
-
-
-@pytest.mark.parametrize("payload", [b"\xff", b"{", DEEP])
-def test_a_user_or_grant_record_that_is_no_json_is_named(payload: bytes) -> None:
-    """Bytes that are no text, text that is no JSON, and JSON nested past the recursion
-    limit are each record's one error, not a RecursionError."""
-    with pytest.raises(InvalidInput, match="not JSON") as caught:
-        parse_user_record(payload)
-    assert caught.value.code == "user-record-invalid"
-    with pytest.raises(InvalidInput) as caught:
-        parse_grant_record(payload)
-    assert caught.value.code == "grant-record-invalid"
